@@ -1,0 +1,47 @@
+// The Stateful interface: anything whose state a checkpoint saves and restores
+// (model, optimizer, LR scheduler, sampler, RNGs, trainer iteration).
+//
+// State is a flat, ordered map from '/'-separated names to tensors or scalars; the
+// checkpoint stores each name as an HDF5 dataset or attribute under the owner's group:
+//
+//   StateDict s;
+//   s["epoch"] = int64_t{3};
+//   s["order_seed"] = int64_t{42};
+//   s["momentum/fc1.weight"] = some_tensor;
+//
+// Implementations need not be thread-safe; the checkpointer calls them from the
+// training thread at an iteration boundary.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <variant>
+
+#include <ATen/core/Tensor.h>
+
+namespace dtrain::checkpoint {
+
+using StateValue = std::variant<at::Tensor, int64_t, double, std::string>;
+using StateDict = std::map<std::string, StateValue>;
+
+class Stateful {
+ public:
+  virtual ~Stateful() = default;
+  // The state to save. Tensors may alias live storage; the caller copies what it keeps.
+  virtual StateDict state_dict() const = 0;
+  // Restores from what state_dict() returned (possibly in another process). Throws
+  // dtrain::Error naming the missing or mismatched entry.
+  virtual void load_state_dict(const StateDict& state) = 0;
+};
+
+// Typed access to a StateDict entry; throws dtrain::Error naming `key` and `owner` when
+// it is missing or of another type.
+int64_t state_int(const StateDict& state, const std::string& key, const std::string& owner);
+double state_double(const StateDict& state, const std::string& key, const std::string& owner);
+const std::string& state_string(const StateDict& state, const std::string& key,
+                                const std::string& owner);
+const at::Tensor& state_tensor(const StateDict& state, const std::string& key,
+                               const std::string& owner);
+
+}  // namespace dtrain::checkpoint

@@ -1,0 +1,89 @@
+// Typed configuration tree, detectron2 CfgNode style, with every key declared once.
+//
+// Keys are dotted upper-case paths ("SOLVER.BASE_LR"). The schema in config_schema.cpp
+// is the single place that declares each key's type, default and one-line doc; a YAML
+// file or a command-line override naming any other key is an error that suggests the
+// closest valid key.
+//
+//   dtrain::Config cfg = dtrain::Config::defaults();
+//   cfg.merge_file("configs/mlp_synthetic.yaml");     // follows _BASE_ chains
+//   cfg.merge_overrides({"SOLVER.BASE_LR", "0.1", "SOLVER.STEPS", "(10, 30)"});
+//   cfg.freeze();
+//   double lr = cfg.get_float("SOLVER.BASE_LR");
+//
+// Not thread-safe for mutation; a frozen Config may be read from any thread.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace dtrain {
+
+enum class ConfigType { kBool, kInt, kFloat, kString, kIntList, kFloatList, kStringList };
+
+// Human-readable type name ("int", "list of float", ...), used in error messages.
+const char* config_type_name(ConfigType type);
+
+using ConfigValue = std::variant<bool, int64_t, double, std::string, std::vector<int64_t>,
+                                 std::vector<double>, std::vector<std::string>>;
+
+// One declared key.
+struct ConfigKeySpec {
+  std::string key;      // dotted, e.g. "SOLVER.BASE_LR"
+  ConfigType type;
+  ConfigValue default_value;
+  std::string doc;      // one line
+};
+
+// Every key dtrain knows, in a stable order (config_schema.cpp).
+const std::vector<ConfigKeySpec>& config_schema();
+
+class Config {
+ public:
+  // A config holding every key's default.
+  static Config defaults();
+  // defaults(), then merge_file(path).
+  static Config from_file(const std::string& path);
+
+  // Merges a YAML file: first its _BASE_ (a path relative to the file, recursively),
+  // then its own keys. Errors name the file (and line for malformed YAML), the key and
+  // what was expected. Throws ConfigError.
+  void merge_file(const std::string& path);
+  // Merges YAML text (what merge_file does after reading); `origin` names it in errors.
+  void merge_yaml(const std::string& yaml_text, const std::string& origin);
+  // Merges KEY VALUE pairs; each VALUE is parsed as YAML, and "(a, b)" as a list.
+  // Throws ConfigError on an odd token count, unknown key or wrong type.
+  void merge_overrides(const std::vector<std::string>& tokens);
+  // Sets one key, type-checked (an int is accepted for a float key). Throws ConfigError.
+  void set(const std::string& key, const ConfigValue& value);
+
+  // After freeze(), set/merge_* throw ConfigError.
+  void freeze() { frozen_ = true; }
+  bool frozen() const { return frozen_; }
+
+  // Typed getters; throw ConfigError for an unknown key or a type mismatch.
+  bool get_bool(const std::string& key) const;
+  int64_t get_int(const std::string& key) const;
+  double get_float(const std::string& key) const;
+  const std::string& get_string(const std::string& key) const;
+  const std::vector<int64_t>& get_int_list(const std::string& key) const;
+  const std::vector<double>& get_float_list(const std::string& key) const;
+  const std::vector<std::string>& get_string_list(const std::string& key) const;
+  const ConfigValue& get(const std::string& key) const;
+
+  // The whole tree as nested YAML (loadable again with merge_yaml).
+  std::string to_yaml() const;
+  // Every key with its type, default and doc, for `dtrain train --help-config`.
+  static std::string help_text();
+  // The declared key closest to `key` (edit distance), for "did you mean" messages.
+  static std::string closest_key(const std::string& key);
+
+ private:
+  Config() = default;
+  std::vector<ConfigValue> values_;  // parallel to config_schema()
+  bool frozen_ = false;
+};
+
+}  // namespace dtrain

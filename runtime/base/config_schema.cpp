@@ -1,0 +1,124 @@
+// The one place where every configuration key is declared: type, default, doc.
+// Keys follow detectron2's names where detectron2 has one.
+#include "runtime/base/config.h"
+
+namespace dtrain {
+namespace {
+
+using IL = std::vector<int64_t>;
+using FL = std::vector<double>;
+using SL = std::vector<std::string>;
+
+ConfigKeySpec B(const char* k, bool v, const char* doc) { return {k, ConfigType::kBool, v, doc}; }
+ConfigKeySpec I(const char* k, int64_t v, const char* doc) {
+  return {k, ConfigType::kInt, v, doc};
+}
+ConfigKeySpec F(const char* k, double v, const char* doc) {
+  return {k, ConfigType::kFloat, v, doc};
+}
+ConfigKeySpec S(const char* k, const char* v, const char* doc) {
+  return {k, ConfigType::kString, std::string(v), doc};
+}
+ConfigKeySpec IV(const char* k, IL v, const char* doc) {
+  return {k, ConfigType::kIntList, std::move(v), doc};
+}
+ConfigKeySpec FV(const char* k, FL v, const char* doc) {
+  return {k, ConfigType::kFloatList, std::move(v), doc};
+}
+ConfigKeySpec SV(const char* k, SL v, const char* doc) {
+  return {k, ConfigType::kStringList, std::move(v), doc};
+}
+
+std::vector<ConfigKeySpec> make_schema() {
+  return {
+      // ---- model ------------------------------------------------------------------
+      S("MODEL.NAME", "mlp", "registered model to build: mlp, resnet, gpt"),
+      S("MODEL.WEIGHTS", "",
+        "checkpoint directory, .pt/.pth state dict or URL to initialize the model from"),
+      S("MODEL.DEVICE", "cpu", "cpu or cuda (each rank takes GPU local_rank)"),
+      I("MODEL.MLP.INPUT_DIM", 784, "mlp: input features"),
+      IV("MODEL.MLP.HIDDEN_DIMS", IL{2048, 2048}, "mlp: width of each hidden layer"),
+      I("MODEL.MLP.NUM_CLASSES", 10, "mlp: output classes"),
+      I("MODEL.RESNET.DEPTH", 18, "resnet: 18 or 34 (CIFAR-style, basic blocks)"),
+      I("MODEL.RESNET.WIDTH", 64, "resnet: channels of the first stage (doubles per stage)"),
+      I("MODEL.RESNET.IN_CHANNELS", 3, "resnet: input image channels"),
+      I("MODEL.RESNET.NUM_CLASSES", 10, "resnet: output classes"),
+      I("MODEL.GPT.N_LAYER", 2, "gpt: transformer blocks"),
+      I("MODEL.GPT.N_HEAD", 2, "gpt: attention heads (must divide N_EMBD)"),
+      I("MODEL.GPT.N_EMBD", 64, "gpt: model width"),
+      I("MODEL.GPT.VOCAB_SIZE", 256, "gpt: vocabulary size"),
+      I("MODEL.GPT.CONTEXT_LENGTH", 64, "gpt: tokens per training sequence"),
+      F("MODEL.GPT.DROPOUT", 0.0, "gpt: dropout probability"),
+
+      // ---- data -------------------------------------------------------------------
+      SV("DATASETS.TRAIN", SL{"synthetic_classification"},
+         "training set: synthetic_classification, synthetic_tokens, or an HDF5 file path"),
+      SV("DATASETS.TEST", SL{},
+         "evaluation sets (same names as DATASETS.TRAIN); empty disables evaluation"),
+      I("DATASETS.SYNTHETIC.NUM_TRAIN", 8192, "synthetic: training samples (or sequences)"),
+      I("DATASETS.SYNTHETIC.NUM_TEST", 1024, "synthetic: evaluation samples (or sequences)"),
+      IV("DATASETS.SYNTHETIC.INPUT_SHAPE", IL{784},
+         "synthetic_classification: shape of one input, e.g. [784] or [3, 32, 32]"),
+      I("DATASETS.SYNTHETIC.NUM_CLASSES", 10, "synthetic_classification: label classes"),
+      F("DATASETS.SYNTHETIC.NOISE", 0.5, "synthetic_classification: noise around class centers"),
+      B("DATALOADER.DROP_LAST", true, "sampler: drop the last incomplete global batch of an epoch"),
+      B("DATALOADER.SHUFFLE", true, "sampler: shuffle each epoch (order from SEED + epoch)"),
+
+      // ---- solver -----------------------------------------------------------------
+      S("SOLVER.OPTIMIZER", "SGD", "SGD or AdamW"),
+      F("SOLVER.BASE_LR", 0.01, "base learning rate"),
+      F("SOLVER.MOMENTUM", 0.9, "SGD momentum"),
+      B("SOLVER.NESTEROV", false, "SGD: use Nesterov momentum"),
+      F("SOLVER.WEIGHT_DECAY", 0.0001, "weight decay (decoupled for AdamW)"),
+      FV("SOLVER.BETAS", FL{0.9, 0.999}, "AdamW: (beta1, beta2)"),
+      F("SOLVER.EPS", 1e-8, "AdamW: epsilon"),
+      I("SOLVER.IMS_PER_BATCH", 16,
+        "global batch per iteration, split evenly over ranks (must be divisible by world size)"),
+      I("SOLVER.MAX_ITER", 100, "iterations to train"),
+      S("SOLVER.LR_SCHEDULER_NAME", "WarmupMultiStepLR", "WarmupMultiStepLR or WarmupCosineLR"),
+      IV("SOLVER.STEPS", IL{}, "WarmupMultiStepLR: iterations at which lr is multiplied by GAMMA"),
+      F("SOLVER.GAMMA", 0.1, "WarmupMultiStepLR: decay factor at each step"),
+      I("SOLVER.WARMUP_ITERS", 10, "iterations of warmup"),
+      F("SOLVER.WARMUP_FACTOR", 0.001, "lr factor at iteration 0 of warmup"),
+      S("SOLVER.WARMUP_METHOD", "linear", "linear or constant"),
+      F("SOLVER.BASE_LR_END", 0.0, "WarmupCosineLR: lr at MAX_ITER"),
+      I("SOLVER.CHECKPOINT_PERIOD", 5000, "save a checkpoint every this many iterations"),
+      B("SOLVER.CLIP_GRADIENTS.ENABLED", false, "clip gradients before the optimizer step"),
+      S("SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "value",
+        "value (clamp each element), norm (per parameter, as detectron2) or full_model"),
+      F("SOLVER.CLIP_GRADIENTS.CLIP_VALUE", 1.0, "max element or max norm"),
+      F("SOLVER.CLIP_GRADIENTS.NORM_TYPE", 2.0, "p of the p-norm for norm clipping"),
+
+      // ---- distributed ------------------------------------------------------------
+      S("DIST.BACKEND", "auto", "auto (nccl for cuda, else mpi), mpi, nccl or local"),
+      F("DIST.BUCKET_CAP_MB", 25.0, "gradient all-reduce bucket size in MiB"),
+      B("DIST.BROADCAST_BUFFERS", true,
+        "broadcast module buffers (e.g. BatchNorm stats) from rank 0 before each step"),
+
+      // ---- evaluation, logging, system ----------------------------------------------
+      I("TEST.EVAL_PERIOD", 0, "evaluate every this many iterations (0: only at the end)"),
+      I("TEST.IMS_PER_BATCH", 64, "global evaluation batch"),
+      I("LOG.PERIOD", 20, "iterations between console lines and metrics.json records"),
+      S("OUTPUT_DIR", "./output", "where checkpoints, config.yaml and metrics.json go"),
+      I("SEED", 0, "global seed for data order, synthetic data and initialization (-1: random)"),
+      I("SYSTEM.NUM_THREADS", 0, "intra-op threads per rank (0: cores / local ranks)"),
+
+      // ---- checkpointing ----------------------------------------------------------
+      I("CHECKPOINT.MAX_TO_KEEP", 0, "periodic checkpoints to keep (0: all)"),
+      B("CHECKPOINT.ASYNC", false, "write checkpoints in the background"),
+      B("CHECKPOINT.STRICT", false, "fail a load on missing/unexpected/mismatched keys"),
+      F("CHECKPOINT.PREEMPT_DEADLINE_S", 120.0,
+        "seconds after a preemption signal before exiting without a save"),
+      SV("CHECKPOINT.PREEMPT_SIGNALS", SL{"SIGTERM", "SIGUSR1"},
+         "signals that trigger a save-and-exit"),
+  };
+}
+
+}  // namespace
+
+const std::vector<ConfigKeySpec>& config_schema() {
+  static const std::vector<ConfigKeySpec> schema = make_schema();
+  return schema;
+}
+
+}  // namespace dtrain

@@ -1,0 +1,56 @@
+// Error type used across dtrain: exceptions carrying where/who/what context.
+//
+// dtrain reports failures with exceptions (never status codes). Every message says
+// where (file, tensor, key), who (rank, when known) and what (the library's message):
+//
+//   DTRAIN_CHECK(shape == expected, "tensor '{}' in {}: expected shape {}, got {}",
+//                name, path, expected, shape);
+//   try { ... } catch (dtrain::Error& e) { throw e.with_context("loading " + path); }
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+#include <fmt/format.h>
+
+namespace dtrain {
+
+// Base error. Thread-safe to throw and copy (immutable after construction).
+class Error : public std::runtime_error {
+ public:
+  explicit Error(const std::string& what) : std::runtime_error(what) {}
+
+  // Returns a copy whose message is prefixed by "context: ".
+  Error with_context(const std::string& context) const { return Error(context + ": " + what()); }
+};
+
+// A bad configuration (unknown key, wrong type, malformed YAML, ...).
+class ConfigError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A failure of a collective or point-to-point communication.
+class CommError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A failure to read, write, verify or commit a checkpoint.
+class CheckpointError : public Error {
+ public:
+  using Error::Error;
+};
+
+}  // namespace dtrain
+
+// Throws dtrain::Error (DTRAIN_CHECK) or ErrT (DTRAIN_CHECK_T) with an fmt-formatted message when cond is false.
+#define DTRAIN_CHECK(cond, ...)                                 \
+  do {                                                          \
+    if (!(cond)) throw ::dtrain::Error(::fmt::format(__VA_ARGS__)); \
+  } while (0)
+
+#define DTRAIN_CHECK_T(ErrT, cond, ...)               \
+  do {                                                \
+    if (!(cond)) throw ErrT(::fmt::format(__VA_ARGS__)); \
+  } while (0)

@@ -1,0 +1,75 @@
+// The Communicator interface (shaped like PyTorch c10d's Backend) and its factory.
+//
+// One Communicator per job connects all ranks. Collectives are called by every rank in
+// the same order; tensors are reduced/broadcast in place and must be contiguous.
+//
+//   auto comm = dtrain::dist::make_communicator("auto", /*device=*/"cpu");
+//   comm->all_reduce(grad_bucket, dtrain::dist::ReduceOp::kAvg);
+//   auto flags = comm->all_gather_bytes(can_read ? "1" : "0");
+//
+// Errors are dtrain::CommError carrying the backend, the operation, the rank and the
+// underlying library's message. An operation a backend does not support fails with the
+// backend's name. A Communicator is not thread-safe: call it from one thread (the
+// training thread) only.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+namespace dtrain::dist {
+
+enum class ReduceOp { kSum, kAvg, kMax, kMin };
+
+// Handle to an asynchronous collective (c10d's Work).
+class Work {
+ public:
+  virtual ~Work() = default;
+  // Blocks until the operation finished; throws CommError if it failed.
+  virtual void wait() = 0;
+  // True once the operation finished (successfully or not); never blocks.
+  virtual bool is_completed() = 0;
+};
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  // "mpi", "nccl" or "local".
+  virtual std::string backend_name() const = 0;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // Rank and rank count among the ranks that share this node's memory.
+  virtual int local_rank() const = 0;
+  virtual int local_size() const = 0;
+
+  virtual void barrier() = 0;
+  // Copies `tensor` of rank `root` into `tensor` of every rank (same shape and dtype).
+  virtual void broadcast(at::Tensor& tensor, int root) = 0;
+  // Reduces `tensor` over all ranks, in place. kAvg divides the sum by size().
+  virtual void all_reduce(at::Tensor& tensor, ReduceOp op) = 0;
+  // Starts an all-reduce; `tensor` must stay alive and untouched until wait().
+  // The default runs all_reduce() synchronously and returns a completed Work.
+  virtual std::shared_ptr<Work> all_reduce_async(at::Tensor& tensor, ReduceOp op);
+  // Every rank's `mine`, indexed by rank (sizes may differ per rank).
+  virtual std::vector<std::string> all_gather_bytes(const std::string& mine) = 0;
+  // Replaces `bytes` on every rank by rank `root`'s `bytes`.
+  virtual void broadcast_bytes(std::string& bytes, int root) = 0;
+
+  // Convenience wrappers built on the above.
+  int64_t all_reduce_int(int64_t value, ReduceOp op);
+  double all_reduce_double(double value, ReduceOp op);
+};
+
+// Builds the communicator for `backend`: "mpi", "nccl", "local" (world of one), or
+// "auto" (nccl when device is cuda and NCCL was built in, else mpi). The MPI runtime
+// must have been initialized (MpiRuntime) for "mpi" and "nccl".
+std::shared_ptr<Communicator> make_communicator(const std::string& backend,
+                                                const std::string& device);
+
+// True when this build includes the NCCL backend.
+bool nccl_available();
+
+}  // namespace dtrain::dist
