@@ -11,7 +11,7 @@ namespace dtrain::log {
 
 void init(int rank, int world_size) {
   auto logger = spdlog::get("dtrain");
-  if (!logger) logger = spdlog::stderr_logger_mt("dtrain");
+  if (!logger) logger = spdlog::stderr_color_mt("dtrain");
   spdlog::set_default_logger(logger);
   spdlog::set_pattern(fmt::format("[dtrain r{}/{} %H:%M:%S %^%l%$] %v", rank, world_size));
   const char* level = std::getenv("DTRAIN_LOG_LEVEL");

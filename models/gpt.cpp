@@ -1,0 +1,1 @@
+// gpt.cpp: placeholder, being written.

@@ -1,0 +1,1 @@
+// mlp.cpp: placeholder, being written.

@@ -1,0 +1,1 @@
+// resnet.cpp: placeholder, being written.

@@ -1,0 +1,1 @@
+// dataset.cpp: placeholder, being written.

@@ -1,0 +1,1 @@
+// h5_dataset.cpp: placeholder, being written.

@@ -1,0 +1,1 @@
+// sampler.cpp: placeholder, being written.

@@ -1,0 +1,1 @@
+// synthetic.cpp: placeholder, being written.

@@ -1,0 +1,1 @@
+// communicator.cpp: placeholder, being written.

@@ -1,0 +1,1 @@
+// local_communicator.cpp: placeholder, being written.

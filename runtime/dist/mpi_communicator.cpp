@@ -1,0 +1,1 @@
+// mpi_communicator.cpp: placeholder, being written.

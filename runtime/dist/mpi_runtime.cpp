@@ -1,0 +1,1 @@
+// mpi_runtime.cpp: placeholder, being written.

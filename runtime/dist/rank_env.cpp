@@ -1,0 +1,1 @@
+// rank_env.cpp: placeholder, being written.

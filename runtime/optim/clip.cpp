@@ -1,0 +1,1 @@
+// clip.cpp: placeholder, being written.

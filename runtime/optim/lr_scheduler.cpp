@@ -1,0 +1,1 @@
+// lr_scheduler.cpp: placeholder, being written.
