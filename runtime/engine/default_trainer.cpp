@@ -1,0 +1,124 @@
+// DefaultTrainer and default_setup (see default_trainer.h).
+#include "runtime/engine/default_trainer.h"
+
+#include <filesystem>
+#include <random>
+
+#include <ATen/ATen.h>
+#include <torch/version.h>
+
+#include "runtime/base/error.h"
+#include "runtime/base/fs.h"
+#include "runtime/base/logging.h"
+#include "runtime/engine/evaluator.h"
+#include "runtime/engine/hooks.h"
+
+namespace dtrain::engine {
+
+void default_setup(const Config& cfg, dist::Communicator& comm) {
+  const std::string& out = cfg.get_string("OUTPUT_DIR");
+  std::string error;
+  if (comm.rank() == 0) {
+    try {
+      std::filesystem::create_directories(out);
+      fs::write_file_atomic(out + "/config.yaml", cfg.to_yaml());
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  comm.broadcast_bytes(error, 0);
+  DTRAIN_CHECK(error.empty(), "cannot set up OUTPUT_DIR '{}': {}", out, error);
+  if (comm.rank() == 0) {
+    DTRAIN_LOG_INFO("dtrain world size {} (backend {}, {} ranks on this node), LibTorch {}",
+                    comm.size(), comm.backend_name(), comm.local_size(), TORCH_VERSION);
+    DTRAIN_LOG_INFO("Full config saved to {}/config.yaml", out);
+  }
+  comm.barrier();
+}
+
+int64_t resolve_seed(const Config& cfg, dist::Communicator& comm) {
+  int64_t seed = cfg.get_int("SEED");
+  if (seed >= 0) return seed;
+  seed = static_cast<int64_t>(std::random_device{}() & 0x7fffffff);
+  seed = comm.all_reduce_int(comm.rank() == 0 ? seed : 0, dist::ReduceOp::kSum);
+  DTRAIN_LOG_INFO("SEED -1: using seed {}", seed);
+  return seed;
+}
+
+DefaultTrainer::DefaultTrainer(const Config& cfg, std::shared_ptr<dist::Communicator> comm)
+    : cfg_(cfg), comm_(std::move(comm)) {
+  const int world = comm_->size();
+  const int64_t global_batch = cfg.get_int("SOLVER.IMS_PER_BATCH");
+  DTRAIN_CHECK_T(ConfigError, global_batch > 0 && global_batch % world == 0,
+                 "SOLVER.IMS_PER_BATCH ({}) must be a positive multiple of the world size ({})",
+                 global_batch, world);
+  seed_ = resolve_seed(cfg, *comm_);
+
+  // Same initialization on every rank (then broadcast from rank 0 anyway); afterwards a
+  // per-rank stream so that e.g. dropout differs between ranks, as in detectron2.
+  at::manual_seed(static_cast<uint64_t>(seed_));
+  model_ = models::build_model(cfg);
+  at::manual_seed(static_cast<uint64_t>(seed_) + static_cast<uint64_t>(comm_->rank()));
+
+  const auto& train_sets = cfg.get_string_list("DATASETS.TRAIN");
+  DTRAIN_CHECK_T(ConfigError, train_sets.size() == 1,
+                 "DATASETS.TRAIN must name exactly one dataset, got {}", train_sets.size());
+  auto dataset = data::build_dataset(train_sets.front(), cfg, /*train=*/true);
+  if (comm_->rank() == 0) DTRAIN_LOG_INFO("Training data: {}", dataset->describe());
+  sampler_ = std::make_shared<data::DistributedSampler>(
+      dataset->size(), global_batch, comm_->rank(), world, static_cast<uint64_t>(seed_),
+      cfg.get_bool("DATALOADER.SHUFFLE"), cfg.get_bool("DATALOADER.DROP_LAST"));
+
+  optimizer_ = optim::build_optimizer(cfg, model_->named_parameters());
+  scheduler_ = optim::build_lr_scheduler(cfg, *optimizer_);
+  data_parallel_ = std::make_shared<DataParallel>(model_, *comm_,
+                                                  cfg.get_float("DIST.BUCKET_CAP_MB"),
+                                                  cfg.get_bool("DIST.BROADCAST_BUFFERS"));
+  SimpleTrainer::ClipFn clip;
+  if (cfg.get_bool("SOLVER.CLIP_GRADIENTS.ENABLED")) {
+    clip = [this](const std::vector<at::Tensor>& params) { optim::clip_gradients(cfg_, params); };
+  }
+  trainer_ = std::make_unique<SimpleTrainer>(
+      model_, std::make_shared<DataLoader>(dataset, sampler_), optimizer_, data_parallel_, clip);
+  trainer_->register_hooks(build_hooks());
+}
+
+std::vector<std::shared_ptr<HookBase>> DefaultTrainer::build_hooks() {
+  std::vector<std::shared_ptr<HookBase>> hooks;
+  hooks.push_back(std::make_shared<IterationTimer>());
+  hooks.push_back(std::make_shared<LRSchedulerHook>(*scheduler_));
+  if (!cfg_.get_string_list("DATASETS.TEST").empty()) {
+    hooks.push_back(std::make_shared<EvalHook>(cfg_.get_int("TEST.EVAL_PERIOD"),
+                                               [this] { return test(); }));
+  }
+  if (comm_->rank() == 0) {
+    const std::string out = cfg_.get_string("OUTPUT_DIR");
+    std::vector<std::shared_ptr<EventWriter>> writers{
+        std::make_shared<CommonMetricPrinter>(cfg_.get_int("SOLVER.MAX_ITER")),
+        std::make_shared<JsonWriter>(out + "/metrics.json")};
+    hooks.push_back(std::make_shared<PeriodicWriter>(writers, cfg_.get_int("LOG.PERIOD")));
+  }
+  return hooks;
+}
+
+void DefaultTrainer::train() {
+  trainer_->train(start_iter_, cfg_.get_int("SOLVER.MAX_ITER"));
+}
+
+std::map<std::string, double> DefaultTrainer::test() {
+  std::map<std::string, double> results;
+  for (const auto& name : cfg_.get_string_list("DATASETS.TEST")) {
+    auto& ds = test_sets_[name];
+    if (!ds) ds = data::build_dataset(name, cfg_, /*train=*/false);
+    auto metrics = evaluate(*model_, *ds, *comm_, cfg_.get_int("TEST.IMS_PER_BATCH"));
+    std::string line;
+    for (const auto& [k, v] : metrics) {
+      results[name + "/" + k] = v;
+      line += fmt::format("{}={:.4f} ", k, v);
+    }
+    if (comm_->rank() == 0) DTRAIN_LOG_INFO("Evaluation on {}: {}", name, line);
+  }
+  return results;
+}
+
+}  // namespace dtrain::engine

@@ -1,0 +1,74 @@
+// DefaultTrainer: the whole training job built from a frozen config (detectron2's
+// DefaultTrainer), and default_setup() (output dir, config.yaml, environment log).
+//
+//   dtrain::engine::default_setup(cfg, *comm);
+//   dtrain::engine::DefaultTrainer trainer(cfg, comm);
+//   trainer.train();                       // iterations [start_iter, SOLVER.MAX_ITER)
+//   auto metrics = trainer.test();         // DATASETS.TEST
+//
+// Every method is collective (all ranks call it). Not thread-safe.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "models/model.h"
+#include "runtime/base/config.h"
+#include "runtime/dist/communicator.h"
+#include "runtime/engine/simple_trainer.h"
+#include "runtime/optim/optim.h"
+
+namespace dtrain::engine {
+
+// Rank 0 creates OUTPUT_DIR and writes OUTPUT_DIR/config.yaml; every rank logs the
+// world size and versions once (rank 0 also the config). Collective (ends in a barrier
+// so no rank looks at OUTPUT_DIR before it exists).
+void default_setup(const Config& cfg, dist::Communicator& comm);
+
+// The seed SEED stands for: SEED itself, or for -1 one drawn on rank 0 and broadcast.
+int64_t resolve_seed(const Config& cfg, dist::Communicator& comm);
+
+class DefaultTrainer {
+ public:
+  // Builds model, data, optimizer, scheduler, data parallelism and the default hooks.
+  // Throws dtrain::ConfigError for an inconsistent config (e.g. IMS_PER_BATCH not
+  // divisible by the world size).
+  DefaultTrainer(const Config& cfg, std::shared_ptr<dist::Communicator> comm);
+
+  // Trains from start_iter() to SOLVER.MAX_ITER.
+  void train();
+  // Evaluates on every DATASETS.TEST set: "<dataset>/<metric>" -> value.
+  std::map<std::string, double> test();
+
+  int64_t start_iter() const { return start_iter_; }
+  void set_start_iter(int64_t iter) { start_iter_ = iter; }
+  SimpleTrainer& trainer() { return *trainer_; }
+  models::Model& model() { return *model_; }
+  std::shared_ptr<models::Model> model_ptr() { return model_; }
+  torch::optim::Optimizer& optimizer() { return *optimizer_; }
+  optim::LRScheduler& scheduler() { return *scheduler_; }
+  data::DistributedSampler& sampler() { return *sampler_; }
+  dist::Communicator& comm() { return *comm_; }
+  const Config& cfg() const { return cfg_; }
+
+  // The hooks of detectron2's build_hooks(): timer, LR scheduler, evaluation, and (on
+  // rank 0) the metric writers, in that order.
+  std::vector<std::shared_ptr<HookBase>> build_hooks();
+
+ private:
+  const Config cfg_;
+  std::map<std::string, std::shared_ptr<data::Dataset>> test_sets_;
+  std::shared_ptr<dist::Communicator> comm_;
+  int64_t seed_ = 0;
+  std::shared_ptr<models::Model> model_;
+  std::shared_ptr<torch::optim::Optimizer> optimizer_;
+  std::unique_ptr<optim::LRScheduler> scheduler_;
+  std::shared_ptr<data::DistributedSampler> sampler_;
+  std::shared_ptr<DataParallel> data_parallel_;
+  std::unique_ptr<SimpleTrainer> trainer_;
+  int64_t start_iter_ = 0;
+};
+
+}  // namespace dtrain::engine

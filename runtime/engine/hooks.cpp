@@ -1,0 +1,79 @@
+// Default hooks: timer, LR scheduler, periodic writer, evaluation.
+#include "runtime/engine/hooks.h"
+
+#include "runtime/base/logging.h"
+
+namespace dtrain::engine {
+namespace {
+
+double seconds_between(std::chrono::steady_clock::time_point a,
+                       std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+}  // namespace
+
+void IterationTimer::before_train() {
+  train_start_ = std::chrono::steady_clock::now();
+  step_total_s_ = 0.0;
+}
+
+void IterationTimer::after_train() {
+  const double total = seconds_between(train_start_, std::chrono::steady_clock::now());
+  const int64_t iters = trainer_->iter() - trainer_->start_iter();
+  if (iters > 0) {
+    DTRAIN_LOG_INFO("Overall training speed: {} iterations in {} ({:.4f} s / it)", iters,
+                    format_duration(step_total_s_), step_total_s_ / static_cast<double>(iters));
+  }
+  DTRAIN_LOG_INFO("Total training time: {} ({} on hooks and other overhead)",
+                  format_duration(total), format_duration(total - step_total_s_));
+}
+
+void IterationTimer::before_step() { step_start_ = std::chrono::steady_clock::now(); }
+
+void IterationTimer::after_step() {
+  const double s = seconds_between(step_start_, std::chrono::steady_clock::now());
+  step_total_s_ += s;
+  trainer_->storage().put_scalar("time", s);
+}
+
+void LRSchedulerHook::after_step() {
+  trainer_->storage().put_scalar("lr", scheduler_.current_lr(), /*smoothing_hint=*/false);
+  scheduler_.step();
+}
+
+PeriodicWriter::PeriodicWriter(std::vector<std::shared_ptr<EventWriter>> writers, int64_t period)
+    : writers_(std::move(writers)), period_(period > 0 ? period : 20) {}
+
+void PeriodicWriter::after_step() {
+  const int64_t it = trainer_->iter();
+  if ((it + 1) % period_ == 0 || it == trainer_->max_iter() - 1) {
+    for (auto& w : writers_) w->write(trainer_->storage());
+  }
+}
+
+void PeriodicWriter::after_train() {
+  for (auto& w : writers_) {
+    w->write(trainer_->storage());
+    w->close();
+  }
+}
+
+void EvalHook::do_eval() {
+  auto metrics = eval_fn_();
+  for (const auto& [name, value] : metrics) {
+    trainer_->storage().put_scalar("eval/" + name, value, /*smoothing_hint=*/false);
+  }
+}
+
+void EvalHook::after_step() {
+  const int64_t next = trainer_->iter() + 1;
+  if (period_ > 0 && next % period_ == 0 && next != trainer_->max_iter()) do_eval();
+}
+
+void EvalHook::after_train() {
+  // Only after a complete run (not when training stopped on an exception).
+  if (trainer_->iter() >= trainer_->max_iter()) do_eval();
+}
+
+}  // namespace dtrain::engine

@@ -1,0 +1,69 @@
+// The default hooks (detectron2's engine/hooks.py): iteration timer, LR scheduler,
+// periodic metric writer and periodic evaluation.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/engine/events.h"
+#include "runtime/engine/trainer.h"
+#include "runtime/optim/optim.h"
+
+namespace dtrain::engine {
+
+// Puts "time" (seconds of each iteration, hooks included) and logs the total at the end.
+class IterationTimer : public HookBase {
+ public:
+  void before_train() override;
+  void after_train() override;
+  void before_step() override;
+  void after_step() override;
+
+ private:
+  std::chrono::steady_clock::time_point train_start_, step_start_;
+  double step_total_s_ = 0.0;
+};
+
+// Puts "lr" (the lr this iteration used) then steps the scheduler.
+class LRSchedulerHook : public HookBase {
+ public:
+  explicit LRSchedulerHook(optim::LRScheduler& scheduler) : scheduler_(scheduler) {}
+  void after_step() override;
+
+ private:
+  optim::LRScheduler& scheduler_;
+};
+
+// Calls every writer each `period` iterations, at the last iteration and after training.
+class PeriodicWriter : public HookBase {
+ public:
+  PeriodicWriter(std::vector<std::shared_ptr<EventWriter>> writers, int64_t period);
+  void after_step() override;
+  void after_train() override;
+
+ private:
+  std::vector<std::shared_ptr<EventWriter>> writers_;
+  int64_t period_;
+};
+
+// Runs `eval_fn` every `period` iterations (period 0: only after the last iteration)
+// and puts each returned metric as "eval/<name>". eval_fn is collective: it runs on
+// every rank and must return the same metrics everywhere.
+class EvalHook : public HookBase {
+ public:
+  using EvalFn = std::function<std::map<std::string, double>()>;
+  EvalHook(int64_t period, EvalFn eval_fn) : period_(period), eval_fn_(std::move(eval_fn)) {}
+  void after_step() override;
+  void after_train() override;
+
+ private:
+  void do_eval();
+  int64_t period_;
+  EvalFn eval_fn_;
+};
+
+}  // namespace dtrain::engine

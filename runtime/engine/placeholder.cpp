@@ -1,1 +1,0 @@
-// placeholder.cpp: placeholder, being written.

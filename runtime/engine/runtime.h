@@ -1,0 +1,48 @@
+// Process-wide runtime set-up, done once by the launcher: MPI, logging with the rank,
+// the communicator and intra-op threads. This is the only place that touches
+// process-global state (MPI, spdlog's default logger, LibTorch's thread pool).
+//
+//   dtrain::engine::Runtime rt(&argc, &argv);   // MPI_Init_thread, rank-tagged logs
+//   Config cfg = ...;                            // may fail; rt.rank() says who reports
+//   auto comm = rt.connect(cfg);                 // DIST.BACKEND, SYSTEM.NUM_THREADS
+//
+// Not thread-safe; construct one per process on the main thread.
+#pragma once
+
+#include <memory>
+
+#include "runtime/base/config.h"
+#include "runtime/dist/communicator.h"
+
+namespace dtrain::dist {
+class MpiRuntime;
+}
+
+namespace dtrain::engine {
+
+class Runtime {
+ public:
+  Runtime(int* argc, char*** argv);
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  // Rank and size in MPI_COMM_WORLD (0 and 1 without mpirun).
+  int rank() const { return rank_; }
+  int world_size() const { return world_size_; }
+
+  // Builds the communicator for DIST.BACKEND / MODEL.DEVICE and sets the intra-op
+  // thread count (SYSTEM.NUM_THREADS, 0: hardware threads / ranks on this node).
+  std::shared_ptr<dist::Communicator> connect(const Config& cfg);
+
+ private:
+  std::unique_ptr<dist::MpiRuntime> mpi_;
+  std::shared_ptr<dist::Communicator> comm_;
+  int rank_ = 0;
+  int world_size_ = 1;
+};
+
+// Threads per rank for SYSTEM.NUM_THREADS = `requested` (0: hardware / local ranks).
+int threads_per_rank(int64_t requested, int local_size);
+
+}  // namespace dtrain::engine
