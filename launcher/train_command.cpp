@@ -39,6 +39,7 @@ int run_train(const TrainOptions& options, int* argc, char*** argv) {
     auto comm = runtime.connect(*cfg);
     engine::default_setup(*cfg, *comm);
     engine::DefaultTrainer trainer(*cfg, comm);
+    trainer.resume_or_load(options.resume);
     if (options.eval_only) {
       trainer.test();
       return kExitOk;

@@ -52,16 +52,25 @@ class Config {
   // what was expected. Throws ConfigError.
   void merge_file(const std::string& path);
   // Merges YAML text (what merge_file does after reading); `origin` names it in errors.
+  // A `_BASE_` in the text is resolved relative to the current working directory.
   void merge_yaml(const std::string& yaml_text, const std::string& origin);
   // Merges KEY VALUE pairs; each VALUE is parsed as YAML, and "(a, b)" as a list.
   // Throws ConfigError on an odd token count, unknown key or wrong type.
   void merge_overrides(const std::vector<std::string>& tokens);
   // Sets one key, type-checked (an int is accepted for a float key). Throws ConfigError.
   void set(const std::string& key, const ConfigValue& value);
+  // All merge_* and set() calls are all-or-nothing: when one throws, the config is
+  // unchanged.
 
   // After freeze(), set/merge_* throw ConfigError.
   void freeze() { frozen_ = true; }
   bool frozen() const { return frozen_; }
+  // Makes a frozen config mutable again (detectron2's CfgNode.defrost()).
+  void defrost() { frozen_ = false; }
+
+  // True when both hold the same value for every key (the frozen flag is ignored).
+  bool operator==(const Config& other) const { return values_ == other.values_; }
+  bool operator!=(const Config& other) const { return !(*this == other); }
 
   // Typed getters; throw ConfigError for an unknown key or a type mismatch.
   bool get_bool(const std::string& key) const;
@@ -78,7 +87,11 @@ class Config {
   // Every key with its type, default and doc, for `dtrain train --help-config`.
   static std::string help_text();
   // The declared key closest to `key` (edit distance), for "did you mean" messages.
+  // Case-insensitive; a key given without its section ("BASE_LR") matches the declared
+  // key it ends with ("SOLVER.BASE_LR"). Ties go to the key declared first.
   static std::string closest_key(const std::string& key);
+  // True when `key` is a declared (leaf) key, e.g. "SOLVER.BASE_LR" but not "SOLVER".
+  static bool has_key(const std::string& key);
 
  private:
   Config() = default;

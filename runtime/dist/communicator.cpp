@@ -1,1 +1,76 @@
-// communicator.cpp: placeholder, being written.
+// Communicator's default methods and make_communicator(), the backend factory.
+#include "runtime/dist/communicator.h"
+
+#include <ATen/ops/empty.h>
+
+#include "runtime/base/error.h"
+#include "runtime/dist/local_communicator.h"
+#include "runtime/dist/mpi_communicator.h"
+
+namespace dtrain::dist {
+
+#ifdef DTRAIN_HAVE_NCCL
+// Defined by nccl_communicator.cpp (compiled only with DTRAIN_HAVE_NCCL).
+std::shared_ptr<Communicator> make_nccl_communicator(const std::string& device);
+#endif
+
+namespace {
+
+// The Work of an operation that already finished when it was returned.
+class CompletedWork : public Work {
+ public:
+  void wait() override {}
+  bool is_completed() override { return true; }
+};
+
+}  // namespace
+
+std::shared_ptr<Work> Communicator::all_reduce_async(at::Tensor& tensor, ReduceOp op) {
+  all_reduce(tensor, op);
+  return std::make_shared<CompletedWork>();
+}
+
+int64_t Communicator::all_reduce_int(int64_t value, ReduceOp op) {
+  at::Tensor t = at::empty({1}, at::kLong);
+  t.data_ptr<int64_t>()[0] = value;
+  all_reduce(t, op);
+  return t.data_ptr<int64_t>()[0];
+}
+
+double Communicator::all_reduce_double(double value, ReduceOp op) {
+  at::Tensor t = at::empty({1}, at::kDouble);
+  t.data_ptr<double>()[0] = value;
+  all_reduce(t, op);
+  return t.data_ptr<double>()[0];
+}
+
+std::shared_ptr<Communicator> make_communicator(const std::string& backend,
+                                                const std::string& device) {
+  std::string chosen = backend;
+  if (backend == "auto") {
+    chosen = device.rfind("cuda", 0) == 0 && nccl_available() ? "nccl" : "mpi";
+  }
+  if (chosen == "mpi") return std::make_shared<MpiCommunicator>();
+  if (chosen == "local") return std::make_shared<LocalCommunicator>();
+  if (chosen == "nccl") {
+#ifdef DTRAIN_HAVE_NCCL
+    return make_nccl_communicator(device);
+#else
+    throw CommError(
+        "nccl backend: dtrain was built without NCCL (it needs NCCL and a CUDA build of "
+        "LibTorch at configure time); use backend \"mpi\" or \"auto\"");
+#endif
+  }
+  throw CommError(fmt::format(
+      "unknown communicator backend '{}'; valid backends: auto, mpi, nccl, local", backend));
+}
+
+bool nccl_available() {
+#ifdef DTRAIN_HAVE_NCCL
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace dtrain::dist

@@ -78,6 +78,21 @@ DefaultTrainer::DefaultTrainer(const Config& cfg, std::shared_ptr<dist::Communic
   if (cfg.get_bool("SOLVER.CLIP_GRADIENTS.ENABLED")) {
     clip = [this](const std::vector<at::Tensor>& params) { optim::clip_gradients(cfg_, params); };
   }
+  optimizer_state_ = std::make_unique<optim::OptimizerState>(*optimizer_, model_->named_parameters());
+  checkpoint::CheckpointerOptions ckpt_options;
+  ckpt_options.config_yaml = cfg.to_yaml();
+  ckpt_options.strict = cfg.get_bool("CHECKPOINT.STRICT");
+  checkpointer_ = std::make_unique<checkpoint::Checkpointer>(
+      model_, cfg.get_string("OUTPUT_DIR"), *comm_,
+      std::map<std::string, checkpoint::Checkpointable>{
+          {"optimizer", {optimizer_state_.get()}},
+          {"scheduler", {scheduler_.get()}},
+          {"sampler", {sampler_.get()}},
+          {"rng", {&rng_state_, checkpoint::Scope::kPerRank}}},
+      ckpt_options);
+  periodic_checkpointer_ = std::make_unique<checkpoint::PeriodicCheckpointer>(
+      *checkpointer_, cfg.get_int("SOLVER.CHECKPOINT_PERIOD"), cfg.get_int("SOLVER.MAX_ITER"),
+      cfg.get_int("CHECKPOINT.MAX_TO_KEEP"));
   trainer_ = std::make_unique<SimpleTrainer>(
       model_, std::make_shared<DataLoader>(dataset, sampler_), optimizer_, data_parallel_, clip);
   trainer_->register_hooks(build_hooks());
@@ -87,6 +102,7 @@ std::vector<std::shared_ptr<HookBase>> DefaultTrainer::build_hooks() {
   std::vector<std::shared_ptr<HookBase>> hooks;
   hooks.push_back(std::make_shared<IterationTimer>());
   hooks.push_back(std::make_shared<LRSchedulerHook>(*scheduler_));
+  hooks.push_back(std::make_shared<PeriodicCheckpointerHook>(*periodic_checkpointer_));
   if (!cfg_.get_string_list("DATASETS.TEST").empty()) {
     hooks.push_back(std::make_shared<EvalHook>(cfg_.get_int("TEST.EVAL_PERIOD"),
                                                [this] { return test(); }));
@@ -99,6 +115,15 @@ std::vector<std::shared_ptr<HookBase>> DefaultTrainer::build_hooks() {
     hooks.push_back(std::make_shared<PeriodicWriter>(writers, cfg_.get_int("LOG.PERIOD")));
   }
   return hooks;
+}
+
+void DefaultTrainer::resume_or_load(bool resume) {
+  checkpoint::StateDict extra =
+      checkpointer_->resume_or_load(cfg_.get_string("MODEL.WEIGHTS"), resume);
+  auto it = extra.find("iteration");
+  if (resume && it != extra.end()) {
+    if (auto iter = std::get_if<int64_t>(&it->second); iter && *iter >= 0) start_iter_ = *iter + 1;
+  }
 }
 
 void DefaultTrainer::train() {

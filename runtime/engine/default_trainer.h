@@ -14,11 +14,13 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint/checkpointer.h"
 #include "models/model.h"
 #include "runtime/base/config.h"
 #include "runtime/dist/communicator.h"
 #include "runtime/engine/simple_trainer.h"
 #include "runtime/optim/optim.h"
+#include "runtime/optim/optimizer_state.h"
 
 namespace dtrain::engine {
 
@@ -37,6 +39,10 @@ class DefaultTrainer {
   // divisible by the world size).
   DefaultTrainer(const Config& cfg, std::shared_ptr<dist::Communicator> comm);
 
+  // detectron2's resume_or_load: with `resume` and OUTPUT_DIR/last_checkpoint, restores
+  // the complete state and continues after the saved iteration; otherwise loads
+  // MODEL.WEIGHTS (if set) into the model only and starts at iteration 0.
+  void resume_or_load(bool resume);
   // Trains from start_iter() to SOLVER.MAX_ITER.
   void train();
   // Evaluates on every DATASETS.TEST set: "<dataset>/<metric>" -> value.
@@ -51,10 +57,11 @@ class DefaultTrainer {
   optim::LRScheduler& scheduler() { return *scheduler_; }
   data::DistributedSampler& sampler() { return *sampler_; }
   dist::Communicator& comm() { return *comm_; }
+  checkpoint::Checkpointer& checkpointer() { return *checkpointer_; }
   const Config& cfg() const { return cfg_; }
 
-  // The hooks of detectron2's build_hooks(): timer, LR scheduler, evaluation, and (on
-  // rank 0) the metric writers, in that order.
+  // The hooks of detectron2's build_hooks(): timer, LR scheduler, periodic
+  // checkpointer, evaluation, and (on rank 0) the metric writers, in that order.
   std::vector<std::shared_ptr<HookBase>> build_hooks();
 
  private:
@@ -68,6 +75,10 @@ class DefaultTrainer {
   std::shared_ptr<data::DistributedSampler> sampler_;
   std::shared_ptr<DataParallel> data_parallel_;
   std::unique_ptr<SimpleTrainer> trainer_;
+  std::unique_ptr<optim::OptimizerState> optimizer_state_;
+  checkpoint::RngState rng_state_;
+  std::unique_ptr<checkpoint::Checkpointer> checkpointer_;
+  std::unique_ptr<checkpoint::PeriodicCheckpointer> periodic_checkpointer_;
   int64_t start_iter_ = 0;
 };
 

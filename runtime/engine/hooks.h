@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint/checkpointer.h"
 #include "runtime/engine/events.h"
 #include "runtime/engine/trainer.h"
 #include "runtime/optim/optim.h"
@@ -48,6 +49,18 @@ class PeriodicWriter : public HookBase {
  private:
   std::vector<std::shared_ptr<EventWriter>> writers_;
   int64_t period_;
+};
+
+// Saves checkpoints through a PeriodicCheckpointer after each step (detectron2's
+// hooks.PeriodicCheckpointer): model_<iter> every period, model_final at the end.
+class PeriodicCheckpointerHook : public HookBase {
+ public:
+  explicit PeriodicCheckpointerHook(checkpoint::PeriodicCheckpointer& periodic)
+      : periodic_(periodic) {}
+  void after_step() override { periodic_.step(trainer_->iter()); }
+
+ private:
+  checkpoint::PeriodicCheckpointer& periodic_;
 };
 
 // Runs `eval_fn` every `period` iterations (period 0: only after the last iteration)

@@ -1,0 +1,605 @@
+// Checkpointer: the commit protocol, collective loads, retention (see checkpointer.h).
+#include "checkpoint/checkpointer.h"
+
+#include <fcntl.h>
+#include <hdf5.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <filesystem>
+#include <random>
+#include <regex>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <torch/version.h>
+
+#include "checkpoint/torch_io.h"
+#include "runtime/base/error.h"
+#include "runtime/base/fault.h"
+#include "runtime/base/fs.h"
+#include "runtime/base/logging.h"
+
+namespace dtrain::checkpoint {
+namespace stdfs = std::filesystem;
+
+namespace {
+
+constexpr const char* kLastCheckpoint = "last_checkpoint";
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+std::string now_iso8601() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string random_id() {
+  std::random_device rd;
+  return fmt::format("{:08x}{:04x}", rd(), static_cast<unsigned>(::getpid()) & 0xffff);
+}
+
+// Every rank runs `fn`; errors are exchanged so that every rank throws the same
+// CheckpointError (listing each failing rank) or none does.
+template <typename Fn>
+void all_or_none(dist::Communicator& comm, const std::string& what, Fn&& fn) {
+  std::string error;
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  auto errors = comm.all_gather_bytes(error);
+  std::string combined;
+  for (size_t r = 0; r < errors.size(); ++r) {
+    if (errors[r].empty()) continue;
+    if (!combined.empty()) combined += "; ";
+    combined += errors.size() > 1 ? fmt::format("rank {}: {}", r, errors[r]) : errors[r];
+  }
+  if (!combined.empty()) throw CheckpointError(fmt::format("{} failed: {}", what, combined));
+}
+
+// Rank 0 runs `fn` and broadcasts its string result, or its error to throw everywhere.
+template <typename Fn>
+std::string on_root(dist::Communicator& comm, const std::string& what, Fn&& fn) {
+  std::string message;
+  if (comm.rank() == 0) {
+    try {
+      message = "+" + fn();
+    } catch (const std::exception& e) {
+      message = std::string("-") + e.what();
+    }
+  }
+  comm.broadcast_bytes(message, 0);
+  if (!message.empty() && message[0] == '-') {
+    throw CheckpointError(fmt::format("{} failed: {}", what, message.substr(1)));
+  }
+  return message.substr(1);
+}
+
+void validate_name(const std::string& name) {
+  DTRAIN_CHECK_T(CheckpointError,
+                 !name.empty() && name[0] != '.' && name.find('/') == std::string::npos &&
+                     name != kLastCheckpoint,
+                 "invalid checkpoint name '{}': it must be a plain, non-hidden directory name",
+                 name);
+}
+
+// Moves `dir` out of sight, then deletes it: never a half-deleted dir under its name.
+void remove_dir_safely(const std::string& dir) {
+  const std::string hidden = fs::parent_dir(dir) + "/." + stdfs::path(dir).filename().string() +
+                             ".deleting-" + random_id();
+  fs::rename_durable(dir, hidden);
+  std::error_code ec;
+  stdfs::remove_all(hidden, ec);
+}
+
+// Renames the finished temporary directory to `final_dir`, replacing an existing one
+// atomically where the filesystem supports RENAME_EXCHANGE.
+void commit_directory(const std::string& tmp, const std::string& final_dir) {
+  if (stdfs::exists(final_dir)) {
+#ifdef RENAME_EXCHANGE
+    if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_EXCHANGE) == 0) {
+      fs::fsync_path(fs::parent_dir(final_dir));
+      std::error_code ec;
+      stdfs::remove_all(tmp, ec);  // now holds the replaced checkpoint
+      return;
+    }
+#endif
+    remove_dir_safely(final_dir);  // filesystems without RENAME_EXCHANGE (NFS)
+  }
+  fs::rename_durable(tmp, final_dir);
+}
+
+bool is_committed_checkpoint(const stdfs::path& p) {
+  const std::string name = p.filename().string();
+  return !name.empty() && name[0] != '.' && stdfs::is_directory(p) &&
+         stdfs::exists(p / kIndexFile);
+}
+
+std::map<std::string, std::string> versions() {
+  unsigned maj = 0, min = 0, rel = 0;
+  H5get_libversion(&maj, &min, &rel);
+  char mpi[MPI_MAX_LIBRARY_VERSION_STRING] = {0};
+  int len = 0;
+  MPI_Get_library_version(mpi, &len);
+  std::string mpi_line(mpi, static_cast<size_t>(len));
+  mpi_line = mpi_line.substr(0, mpi_line.find_first_of(",\n"));
+  return {{"dtrain", DTRAIN_VERSION}, {"torch", TORCH_VERSION},
+          {"hdf5", fmt::format("{}.{}.{}", maj, min, rel)}, {"mpi", mpi_line}};
+}
+
+// Splits `prefix/rest` entries of a StateDict into rest -> value.
+StateDict sub_state(const StateDict& all, const std::string& prefix) {
+  StateDict out;
+  const std::string p = prefix + "/";
+  for (auto it = all.lower_bound(p); it != all.end() && it->first.rfind(p, 0) == 0; ++it) {
+    out[it->first.substr(p.size())] = it->second;
+  }
+  return out;
+}
+
+}  // namespace
+
+Checkpointer::Checkpointer(std::shared_ptr<torch::nn::Module> model, std::string save_dir,
+                           dist::Communicator& comm,
+                           std::map<std::string, Checkpointable> checkpointables,
+                           CheckpointerOptions options)
+    : model_(std::move(model)),
+      save_dir_(std::move(save_dir)),
+      comm_(comm),
+      checkpointables_(std::move(checkpointables)),
+      options_(std::move(options)) {
+  for (const auto& [key, c] : checkpointables_) {
+    DTRAIN_CHECK(key != "model" && key != "extra" && c.state != nullptr,
+                 "checkpointable '{}': the names 'model' and 'extra' are reserved and the "
+                 "state must not be null", key);
+  }
+}
+
+void Checkpointer::check_collective(const std::string& what, const std::string& arg) {
+  const std::string mine = what + "(" + arg + ")";
+  auto all = comm_.all_gather_bytes(mine);
+  for (size_t r = 0; r < all.size(); ++r) {
+    if (all[r] != mine) {
+      std::string calls;
+      for (size_t q = 0; q < all.size(); ++q) calls += fmt::format("\n  rank {}: {}", q, all[q]);
+      throw CheckpointError(fmt::format(
+          "Checkpointer methods are collective, but the ranks called different ones:{}", calls));
+    }
+  }
+}
+
+CollectedState Checkpointer::collect(const StateDict& extra) const {
+  CollectedState st;
+  ModuleState model_state(model_);
+  for (auto& [k, v] : model_state.state_dict()) st.replicated.emplace_back("model/" + k, std::get<at::Tensor>(v));
+  auto add = [&st](const std::string& prefix, const StateDict& s, Scope scope) {
+    for (const auto& [k, v] : s) {
+      const std::string name = prefix + "/" + k;
+      if (auto t = std::get_if<at::Tensor>(&v)) {
+        DTRAIN_CHECK_T(CheckpointError, t->defined(), "state '{}' is an undefined tensor", name);
+        (scope == Scope::kReplicated ? st.replicated : st.per_rank).emplace_back(name, *t);
+      } else if (scope == Scope::kReplicated) {
+        st.scalars[name] = v;
+      } else if (auto i = std::get_if<int64_t>(&v)) {
+        st.per_rank.emplace_back(name, at::scalar_tensor(*i, at::kLong));
+      } else if (auto d = std::get_if<double>(&v)) {
+        st.per_rank.emplace_back(name, at::scalar_tensor(*d, at::kDouble));
+      } else {
+        throw CheckpointError(fmt::format("per-rank state '{}' is a string; only tensors and "
+                                          "numbers can differ between ranks", name));
+      }
+    }
+  };
+  for (const auto& [key, c] : checkpointables_) add(key, c.state->state_dict(), c.scope);
+  add("extra", extra, Scope::kReplicated);
+  return st;
+}
+
+void Checkpointer::save(const std::string& name, const StateDict& extra) {
+  check_collective("save", name);
+  const auto t0 = std::chrono::steady_clock::now();
+  const int rank = comm_.rank(), world = comm_.size();
+  const std::string final_dir = save_dir_ + "/" + name;
+
+  // 1. Rank 0 creates the hidden temporary directory and tells everyone its name.
+  const std::string tmp = on_root(comm_, fmt::format("saving checkpoint '{}'", final_dir), [&] {
+    validate_name(name);
+    stdfs::create_directories(save_dir_);
+    if (!cleaned_stale_) {
+      // Leftovers of crashed saves/deletes by earlier runs (never committed).
+      for (const auto& e : stdfs::directory_iterator(save_dir_)) {
+        const std::string n = e.path().filename().string();
+        if (n[0] == '.' && (n.find(".tmp-") != std::string::npos ||
+                            n.find(".deleting-") != std::string::npos)) {
+          std::error_code ec;
+          stdfs::remove_all(e.path(), ec);
+        }
+      }
+    }
+    std::string dir = save_dir_ + "/." + name + ".tmp-" + random_id();
+    DTRAIN_CHECK_T(CheckpointError, stdfs::create_directory(dir), "cannot create '{}'", dir);
+    return dir;
+  });
+  cleaned_stale_ = true;
+
+  // 2. Every rank writes and fsyncs its shard; manifests go to rank 0.
+  CollectedState state;
+  ShardManifest manifest;
+  std::string error;
+  const auto tw = std::chrono::steady_clock::now();
+  try {
+    state = collect(extra);
+    const auto plan = plan_shards(state.replicated_meta(), world);
+    fault::point("ckpt.before_shard", rank);
+    manifest = write_shard(tmp + "/" + shard_file_name(rank, world), rank, state, plan,
+                           [rank](int64_t done, int64_t total) {
+                             if (done == (total + 1) / 2) fault::point("ckpt.during_shard", rank);
+                           });
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  const double write_s = seconds_since(tw);
+  last_write_s_ = comm_.all_reduce_double(write_s, dist::ReduceOp::kMax);
+  auto reports = comm_.all_gather_bytes(error.empty() ? "+" + manifest.to_json() : "-" + error);
+
+  // 3. Rank 0 writes the index, renames the directory, updates last_checkpoint.
+  on_root(comm_, fmt::format("saving checkpoint '{}'", final_dir), [&] {
+    std::string failures;
+    for (size_t r = 0; r < reports.size(); ++r) {
+      if (reports[r][0] == '-') failures += fmt::format("; rank {}: {}", r, reports[r].substr(1));
+    }
+    if (!failures.empty()) {
+      std::error_code ec;
+      stdfs::remove_all(tmp, ec);
+      throw CheckpointError("writing shards failed" + failures + " (nothing was committed)");
+    }
+    try {
+      std::vector<ShardManifest> manifests;
+      for (size_t r = 0; r < reports.size(); ++r) {
+        manifests.push_back(ShardManifest::from_json(reports[r].substr(1), fmt::format("rank {}", r)));
+      }
+      int64_t iteration = -1;
+      if (auto it = extra.find("iteration"); it != extra.end()) {
+        if (auto i = std::get_if<int64_t>(&it->second)) iteration = *i;
+      }
+      CheckpointIndex index = build_index(state, manifests, world, iteration);
+      index.created = now_iso8601();
+      index.versions = versions();
+      fault::point("ckpt.after_shards", rank);
+      write_index_file(tmp, index, options_.config_yaml);
+      fs::fsync_path(tmp);
+      fault::point("ckpt.before_rename", rank);
+      commit_directory(tmp, final_dir);
+    } catch (...) {
+      std::error_code ec;
+      if (stdfs::exists(tmp)) stdfs::remove_all(tmp, ec);
+      throw;
+    }
+    fault::point("ckpt.before_last_checkpoint", rank);
+    fs::write_file_atomic(save_dir_ + "/" + kLastCheckpoint, name);
+    return std::string();
+  });
+  last_save_s_ = seconds_since(t0);
+  if (rank == 0) {
+    DTRAIN_LOG_INFO("Saved checkpoint {} in {:.3f} s (slowest shard write {:.3f} s)", final_dir,
+                    last_save_s_, last_write_s_);
+  }
+}
+
+StateDict Checkpointer::load(const std::string& path,
+                             const std::optional<std::vector<std::string>>& only) {
+  std::string only_str = only ? fmt::format("{}", fmt::join(*only, ",")) : "*";
+  check_collective("load", path + ";" + only_str);
+  const std::string ext = stdfs::path(path).extension().string();
+  if (ext == ".pt" || ext == ".pth") return load_torch_file(path);
+  std::string dir = path;
+  if (stdfs::path(path).filename() == kIndexFile) dir = fs::parent_dir(path);
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  return load_directory(dir, only);
+}
+
+StateDict Checkpointer::load_directory(const std::string& dir,
+                                       const std::optional<std::vector<std::string>>& only) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const int rank = comm_.rank(), world = comm_.size();
+  const std::string index_text =
+      on_root(comm_, fmt::format("loading checkpoint '{}'", dir), [&] { return read_index_text(dir); });
+  const CheckpointIndex index =
+      CheckpointIndex::from_json(index_text, dir + "/" + kIndexFile);
+
+  // Which rank reads which piece: its own shard when the world size is unchanged,
+  // otherwise the least-loaded rank so far (by bytes).
+  struct Read {
+    size_t tensor;
+    size_t piece;
+    int reader;
+  };
+  std::vector<Read> reads;
+  std::vector<int64_t> load(world, 0);
+  std::map<std::string, at::Tensor> tensors;
+  for (size_t ti = 0; ti < index.tensors.size(); ++ti) {
+    const auto& t = index.tensors[ti];
+    if (t.per_rank) continue;
+    tensors[t.name] = at::empty(t.shape, at::TensorOptions().dtype(dtype_from_name(t.dtype, dir)));
+    for (size_t pi = 0; pi < t.pieces.size(); ++pi) {
+      int reader = t.pieces[pi].shard;
+      if (index.world_size != world) {
+        reader = static_cast<int>(std::min_element(load.begin(), load.end()) - load.begin());
+      }
+      load[reader] += t.pieces[pi].bytes;
+      reads.push_back({ti, pi, reader});
+    }
+  }
+  auto dst_of = [&](const TensorRecord& t, const PieceRecord& p) {
+    at::Tensor full = tensors.at(t.name);
+    return full.dim() == 0 ? full : full.narrow(0, p.row_start, p.row_count);
+  };
+  StateDict per_rank;
+  all_or_none(comm_, fmt::format("loading checkpoint '{}'", dir), [&] {
+    ShardReader reader(dir, index.world_size);
+    for (const auto& r : reads) {
+      if (r.reader != rank) continue;
+      const auto& t = index.tensors[r.tensor];
+      at::Tensor dst = dst_of(t, t.pieces[r.piece]);
+      reader.read_piece(t, t.pieces[r.piece], dst);
+    }
+    for (const auto& t : index.tensors) {
+      if (!t.per_rank) continue;
+      for (const auto& p : t.pieces) {
+        if (p.shard != rank) continue;
+        at::Tensor dst = at::empty(p.shape, at::TensorOptions().dtype(dtype_from_name(t.dtype, dir)));
+        reader.read_piece(t, p, dst);
+        per_rank[t.name] = dst;
+      }
+    }
+  });
+  for (const auto& r : reads) {
+    const auto& t = index.tensors[r.tensor];
+    at::Tensor dst = dst_of(t, t.pieces[r.piece]);
+    if (dst.numel() > 0 && world > 1) comm_.broadcast(dst, r.reader);
+  }
+
+  // Hand each owner its part.
+  StateDict all;
+  for (auto& [name, t] : tensors) all[name] = t;
+  for (const auto& [name, v] : index.scalars) all[name] = v;
+  StateDict model_state = sub_state(all, "model");
+  LoadReport report = ModuleState(model_).load_with_report(model_state);
+  if (!report.clean()) {
+    DTRAIN_CHECK_T(CheckpointError, !options_.strict,
+                   "checkpoint '{}' does not match the model (CHECKPOINT.STRICT is on):\n{}", dir,
+                   report.table());
+    if (rank == 0) {
+      DTRAIN_LOG_WARN("Some model parameters or buffers were not loaded from '{}':\n{}", dir,
+                      report.table());
+    }
+  }
+  for (const auto& [key, c] : checkpointables_) {
+    if (only && std::find(only->begin(), only->end(), key) == only->end()) continue;
+    StateDict s = sub_state(c.scope == Scope::kPerRank ? per_rank : all, key);
+    if (c.scope == Scope::kPerRank && s.empty()) {
+      if (rank == 0 || rank >= index.world_size) {
+        DTRAIN_LOG_WARN("Checkpoint '{}' (from {} ranks) has no '{}' state for rank {}; keeping "
+                        "this rank's current state",
+                        dir, index.world_size, key, rank);
+      }
+      continue;
+    }
+    DTRAIN_CHECK_T(CheckpointError, !s.empty(), "checkpoint '{}' has no '{}' state", dir, key);
+    try {
+      c.state->load_state_dict(s);
+    } catch (const std::exception& e) {
+      throw CheckpointError(fmt::format("loading '{}' state from '{}': {}", key, dir, e.what()));
+    }
+  }
+  StateDict extra = sub_state(all, "extra");
+  extra["iteration"] = index.iteration;
+  loaded_from_ = dir;
+  if (rank == 0) {
+    DTRAIN_LOG_INFO("Loaded checkpoint {} (iteration {}, saved by {} ranks) in {:.3f} s", dir,
+                    index.iteration, index.world_size, seconds_since(t0));
+  }
+  return extra;
+}
+
+StateDict Checkpointer::load_torch_file(const std::string& path) {
+  std::string error;
+  StateDict state;
+  // Every rank reads the file (small compared to a sharded checkpoint); issue: ranks
+  // that cannot see it receive it from one that can (see docs/OPERATIONS.md).
+  all_or_none(comm_, fmt::format("loading '{}'", path), [&] { state = read_torch_state_dict(path); });
+  LoadReport report = ModuleState(model_).load_with_report(state);
+  if (!report.clean()) {
+    DTRAIN_CHECK_T(CheckpointError, !options_.strict,
+                   "'{}' does not match the model (CHECKPOINT.STRICT is on):\n{}", path,
+                   report.table());
+    if (comm_.rank() == 0) {
+      DTRAIN_LOG_WARN("Some model parameters or buffers were not loaded from '{}':\n{}", path,
+                      report.table());
+    }
+  }
+  loaded_from_ = path;
+  return {};
+}
+
+bool Checkpointer::has_checkpoint() {
+  check_collective("has_checkpoint", "");
+  return on_root(comm_, "has_checkpoint", [&] {
+           return std::string(stdfs::exists(save_dir_ + "/" + kLastCheckpoint) ? "1" : "0");
+         }) == "1";
+}
+
+std::string Checkpointer::get_checkpoint_file() {
+  check_collective("get_checkpoint_file", "");
+  return on_root(comm_, "get_checkpoint_file", [&]() -> std::string {
+    const std::string tag = save_dir_ + "/" + kLastCheckpoint;
+    if (!stdfs::exists(tag)) return "";
+    std::string name = fs::read_file(tag);
+    while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+    return save_dir_ + "/" + name;
+  });
+}
+
+std::vector<std::string> Checkpointer::get_all_checkpoint_files() {
+  check_collective("get_all_checkpoint_files", "");
+  std::string joined = on_root(comm_, "get_all_checkpoint_files", [&] {
+    std::vector<std::string> found;
+    if (stdfs::is_directory(save_dir_)) {
+      for (const auto& e : stdfs::directory_iterator(save_dir_)) {
+        if (is_committed_checkpoint(e.path())) found.push_back(e.path().string());
+      }
+    }
+    std::sort(found.begin(), found.end());
+    return fmt::format("{}", fmt::join(found, "\n"));
+  });
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start < joined.size()) {
+    size_t end = joined.find('\n', start);
+    if (end == std::string::npos) end = joined.size();
+    out.push_back(joined.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
+}
+
+StateDict Checkpointer::resume_or_load(const std::string& path, bool resume) {
+  if (resume && has_checkpoint()) {
+    std::vector<std::string> candidates{get_checkpoint_file()};
+    // Fallbacks: the others, newest (by saved iteration, then name) first.
+    std::vector<std::string> all = get_all_checkpoint_files();
+    std::reverse(all.begin(), all.end());
+    std::stable_sort(all.begin(), all.end(), [](const std::string& a, const std::string& b) {
+      const bool fa = a.size() >= 6 && a.compare(a.size() - 6, 6, "_final") == 0;
+      const bool fb = b.size() >= 6 && b.compare(b.size() - 6, 6, "_final") == 0;
+      return fa > fb;  // model_final first, then by name descending (zero-padded iterations)
+    });
+    for (auto& c : all) {
+      if (c != candidates.front()) candidates.push_back(c);
+    }
+    std::string failures;
+    for (const auto& c : candidates) {
+      try {
+        return load(c);
+      } catch (const CheckpointError& e) {
+        failures += fmt::format("\n  {}: {}", c, e.what());
+        if (comm_.rank() == 0) {
+          DTRAIN_LOG_WARN("Cannot resume from {} ({}); trying an older checkpoint", c, e.what());
+        }
+      }
+    }
+    throw CheckpointError(fmt::format("no valid checkpoint to resume from in '{}':{}", save_dir_, failures));
+  }
+  if (!path.empty()) {
+    load(path, std::vector<std::string>{});
+  } else if (resume && comm_.rank() == 0) {
+    DTRAIN_LOG_INFO("No checkpoint found in {}; training from scratch", save_dir_);
+  }
+  return {};
+}
+
+void Checkpointer::tag_last_checkpoint(const std::string& name) {
+  check_collective("tag_last_checkpoint", name);
+  on_root(comm_, "tag_last_checkpoint", [&] {
+    validate_name(name);
+    fs::write_file_atomic(save_dir_ + "/" + kLastCheckpoint, name);
+    return std::string();
+  });
+}
+
+void Checkpointer::remove_checkpoint(const std::string& name) {
+  check_collective("remove_checkpoint", name);
+  on_root(comm_, fmt::format("removing checkpoint '{}/{}'", save_dir_, name), [&] {
+    validate_name(name);
+    const std::string tag = save_dir_ + "/" + kLastCheckpoint;
+    if (stdfs::exists(tag)) {
+      std::string last = fs::read_file(tag);
+      while (!last.empty() && (last.back() == '\n' || last.back() == ' ')) last.pop_back();
+      DTRAIN_CHECK_T(CheckpointError, last != name,
+                     "refusing to delete '{}': last_checkpoint names it", name);
+    }
+    remove_dir_safely(save_dir_ + "/" + name);
+    return std::string();
+  });
+}
+
+PeriodicCheckpointer::PeriodicCheckpointer(Checkpointer& checkpointer, int64_t period,
+                                           std::optional<int64_t> max_iter, int64_t max_to_keep,
+                                           std::string file_prefix)
+    : checkpointer_(checkpointer),
+      period_(period),
+      max_iter_(max_iter),
+      max_to_keep_(max_to_keep),
+      prefix_(std::move(file_prefix)) {
+  DTRAIN_CHECK_T(ConfigError, period_ > 0, "checkpoint period must be positive, got {}", period_);
+}
+
+void PeriodicCheckpointer::save(const std::string& name, const StateDict& extra) {
+  checkpointer_.save(name, extra);
+}
+
+void PeriodicCheckpointer::step(int64_t iteration, const StateDict& extra) {
+  StateDict state = extra;
+  state["iteration"] = iteration;
+  if ((iteration + 1) % period_ == 0) {
+    checkpointer_.save(fmt::format("{}_{:07d}", prefix_, iteration), state);
+    if (max_to_keep_ > 0) prune();
+  }
+  if (max_iter_ && iteration >= *max_iter_ - 1) checkpointer_.save(prefix_ + "_final", state);
+}
+
+void PeriodicCheckpointer::prune() {
+  // Rebuilt from disk every time: survives restarts and other writers' leftovers.
+  const std::regex periodic(prefix_ + "_([0-9]{7})");
+  std::vector<std::string> names;
+  for (const auto& path : checkpointer_.get_all_checkpoint_files()) {
+    const std::string n = stdfs::path(path).filename().string();
+    if (std::regex_match(n, periodic)) names.push_back(n);
+  }
+  std::sort(names.begin(), names.end());  // zero-padded: name order is iteration order
+  const std::string last = stdfs::path(checkpointer_.get_checkpoint_file()).filename().string();
+  const std::string resumed = stdfs::path(checkpointer_.loaded_from()).filename().string();
+  int64_t excess = static_cast<int64_t>(names.size()) - max_to_keep_;
+  for (const auto& n : names) {
+    if (excess <= 0) break;
+    if (n == last || n == resumed) continue;
+    checkpointer_.remove_checkpoint(n);
+    --excess;
+  }
+}
+
+std::vector<std::string> verify_checkpoint(const std::string& dir) {
+  std::vector<std::string> problems;
+  CheckpointIndex index;
+  try {
+    index = CheckpointIndex::from_json(read_index_text(dir), dir + "/" + kIndexFile);
+  } catch (const std::exception& e) {
+    return {e.what()};
+  }
+  ShardReader reader(dir, index.world_size);
+  for (const auto& t : index.tensors) {
+    for (const auto& p : t.pieces) {
+      try {
+        at::Tensor dst = at::empty(p.shape, at::TensorOptions().dtype(dtype_from_name(t.dtype, dir)));
+        reader.read_piece(t, p, dst);
+      } catch (const std::exception& e) {
+        problems.push_back(e.what());
+      }
+    }
+  }
+  return problems;
+}
+
+}  // namespace dtrain::checkpoint

@@ -1,0 +1,315 @@
+// Format v1 file I/O: shard files, checkpoint.h5 with virtual datasets (see format.h).
+#include "checkpoint/format.h"
+
+#include <hdf5.h>
+#include <xxhash.h>
+
+#include <filesystem>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+
+#include "checkpoint/h5/h5.h"
+#include "runtime/base/error.h"
+#include "runtime/base/fs.h"
+
+namespace dtrain::checkpoint {
+
+using nlohmann::json;
+
+namespace {
+
+at::Tensor rows_of(const at::Tensor& t, int64_t start, int64_t count) {
+  if (t.dim() == 0) return t.contiguous();
+  return t.narrow(0, start, count).contiguous();
+}
+
+h5::FileOptions shard_file_options() {
+  h5::FileOptions o;
+  o.alignment = 1 << 20;            // large datasets start on 1 MiB boundaries
+  o.alignment_threshold = 64 << 10;  // (TOOLCHAIN.md: threshold 0 aligns tiny ones too)
+  o.overwrite = false;
+  return o;
+}
+
+json piece_json(const PieceRecord& p) {
+  return {{"shard", p.shard}, {"row_start", p.row_start}, {"row_count", p.row_count},
+          {"bytes", p.bytes}, {"xxh64", hex64(p.xxh64)}, {"shape", p.shape}};
+}
+
+PieceRecord piece_from_json(const json& j) {
+  PieceRecord p;
+  p.shard = j.at("shard").get<int>();
+  p.row_start = j.at("row_start").get<int64_t>();
+  p.row_count = j.at("row_count").get<int64_t>();
+  p.bytes = j.at("bytes").get<int64_t>();
+  p.xxh64 = std::stoull(j.at("xxh64").get<std::string>(), nullptr, 16);
+  p.shape = j.at("shape").get<std::vector<int64_t>>();
+  return p;
+}
+
+}  // namespace
+
+uint64_t tensor_xxh64(const at::Tensor& t) {
+  return XXH64(t.data_ptr(), static_cast<size_t>(t.numel()) * t.element_size(), 0);
+}
+
+at::ScalarType dtype_from_name(const std::string& name, const std::string& context) {
+  static const std::pair<const char*, at::ScalarType> kTypes[] = {
+      {"float32", at::kFloat}, {"float64", at::kDouble}, {"float16", at::kHalf},
+      {"bfloat16", at::kBFloat16}, {"int8", at::kChar}, {"int16", at::kShort},
+      {"int32", at::kInt}, {"int64", at::kLong}, {"uint8", at::kByte}, {"bool", at::kBool}};
+  for (const auto& [n, t] : kTypes) {
+    if (name == n) return t;
+  }
+  throw CheckpointError(fmt::format("{}: unknown dtype '{}'", context, name));
+}
+
+std::vector<TensorMeta> CollectedState::replicated_meta() const {
+  std::vector<TensorMeta> out;
+  out.reserve(replicated.size());
+  for (const auto& [name, t] : replicated) out.push_back({name, t.scalar_type(), t.sizes().vec()});
+  return out;
+}
+
+std::string ShardManifest::to_json() const {
+  json r = json::array();
+  for (const auto& e : replicated) r.push_back({{"tensor", e.tensor}, {"piece", piece_json(e.piece)}});
+  json p = json::array();
+  for (const auto& [meta, piece] : per_rank) {
+    p.push_back({{"tensor", meta.name}, {"dtype", h5::dtype_name(meta.dtype)},
+                 {"shape", meta.shape}, {"piece", piece_json(piece)}});
+  }
+  return json{{"replicated", r}, {"per_rank", p}}.dump();
+}
+
+ShardManifest ShardManifest::from_json(const std::string& text, const std::string& origin) {
+  ShardManifest m;
+  try {
+    json j = json::parse(text);
+    for (const auto& e : j.at("replicated")) {
+      m.replicated.push_back({e.at("tensor").get<std::string>(), piece_from_json(e.at("piece"))});
+    }
+    for (const auto& e : j.at("per_rank")) {
+      TensorMeta meta{e.at("tensor").get<std::string>(),
+                      dtype_from_name(e.at("dtype").get<std::string>(), origin),
+                      e.at("shape").get<std::vector<int64_t>>()};
+      m.per_rank.emplace_back(meta, piece_from_json(e.at("piece")));
+    }
+  } catch (const json::exception& e) {
+    throw CheckpointError(fmt::format("{}: malformed shard manifest: {}", origin, e.what()));
+  }
+  return m;
+}
+
+ShardManifest write_shard(const std::string& path, int rank, const CollectedState& state,
+                          const std::vector<Piece>& plan, ShardWriteObserver observer) {
+  ShardManifest manifest;
+  int64_t total = static_cast<int64_t>(state.per_rank.size());
+  for (const auto& p : plan) total += p.shard == rank ? 1 : 0;
+  int64_t written = 0;
+  {
+    h5::File file = h5::File::create(path, shard_file_options());
+    for (const auto& p : plan) {
+      if (p.shard != rank) continue;
+      const auto& [name, tensor] = state.replicated[p.tensor];
+      at::Tensor rows = rows_of(tensor.cpu(), p.row_start, p.row_count);
+      file.write_tensor(name, rows);
+      manifest.replicated.push_back(
+          {name, PieceRecord{rank, p.row_start, p.row_count, p.bytes, tensor_xxh64(rows),
+                             rows.sizes().vec()}});
+      if (observer) observer(++written, total);
+    }
+    for (const auto& [name, tensor] : state.per_rank) {
+      at::Tensor t = tensor.cpu().contiguous();
+      file.write_tensor(name, t);
+      const int64_t bytes = t.numel() * static_cast<int64_t>(t.element_size());
+      manifest.per_rank.emplace_back(TensorMeta{name, t.scalar_type(), t.sizes().vec()},
+                                     PieceRecord{rank, 0, t.dim() ? t.size(0) : 1, bytes,
+                                                 tensor_xxh64(t), t.sizes().vec()});
+      if (observer) observer(++written, total);
+    }
+    file.close();
+  }
+  fs::fsync_path(path);
+  return manifest;
+}
+
+CheckpointIndex build_index(const CollectedState& state, const std::vector<ShardManifest>& manifests,
+                            int world_size, int64_t iteration) {
+  CheckpointIndex idx;
+  idx.world_size = world_size;
+  idx.iteration = iteration;
+  idx.scalars = state.scalars;
+  std::map<std::string, size_t> position;
+  for (const auto& [name, t] : state.replicated) {
+    position[name] = idx.tensors.size();
+    idx.tensors.push_back({name, h5::dtype_name(t.scalar_type()), t.sizes().vec(), false, {}});
+  }
+  for (const auto& m : manifests) {
+    for (const auto& e : m.replicated) {
+      auto it = position.find(e.tensor);
+      DTRAIN_CHECK_T(CheckpointError, it != position.end(),
+                     "shard {} wrote tensor '{}' that rank 0 does not have", e.piece.shard, e.tensor);
+      idx.tensors[it->second].pieces.push_back(e.piece);
+    }
+  }
+  for (auto& t : idx.tensors) {
+    std::sort(t.pieces.begin(), t.pieces.end(),
+              [](const PieceRecord& a, const PieceRecord& b) { return a.row_start < b.row_start; });
+  }
+  for (const auto& m : manifests) {
+    for (const auto& [meta, piece] : m.per_rank) {
+      auto it = position.find(meta.name);
+      if (it == position.end()) {
+        position[meta.name] = idx.tensors.size();
+        idx.tensors.push_back({meta.name, h5::dtype_name(meta.dtype), meta.shape, true, {}});
+        it = position.find(meta.name);
+      }
+      idx.tensors[it->second].pieces.push_back(piece);
+    }
+  }
+  return idx;
+}
+
+namespace {
+
+// Creates a virtual dataset at `path` of `type` and global `shape` mapping `maps`:
+// (row_start, piece shape, shard file, dataset in the shard).
+struct VdsMap {
+  int64_t row_start;
+  std::vector<int64_t> shape;
+  std::string file;
+  std::string dataset;
+};
+
+void create_virtual_dataset(h5::File& file, const std::string& path, at::ScalarType dtype,
+                            const std::vector<int64_t>& shape, const std::vector<VdsMap>& maps) {
+  std::lock_guard<std::recursive_mutex> lock(h5::library_mutex());
+  h5::DataType type = h5::datatype_for(dtype);
+  h5::DataSpace vspace = shape.empty() ? h5::DataSpace::scalar() : h5::DataSpace::simple(shape);
+  h5::Handle dcpl(h5::check_id(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate for '{}'", path),
+                  H5Pclose);
+  for (const auto& m : maps) {
+    h5::DataSpace src = m.shape.empty() ? h5::DataSpace::scalar() : h5::DataSpace::simple(m.shape);
+    if (!shape.empty()) {
+      int64_t n = 1;
+      for (int64_t d : m.shape) n *= d;
+      if (n == 0) continue;
+      std::vector<hsize_t> start(shape.size(), 0), count(m.shape.begin(), m.shape.end());
+      start[0] = static_cast<hsize_t>(m.row_start);
+      h5::check(H5Sselect_hyperslab(vspace.id(), H5S_SELECT_SET, start.data(), nullptr,
+                                    count.data(), nullptr),
+                "selecting rows of virtual dataset '{}'", path);
+    }
+    h5::check(H5Pset_virtual(dcpl.id(), vspace.id(), m.file.c_str(), m.dataset.c_str(), src.id()),
+              "mapping '{}:{}' into virtual dataset '{}'", m.file, m.dataset, path);
+  }
+  if (!shape.empty()) H5Sselect_all(vspace.id());
+  h5::Handle lcpl(h5::check_id(H5Pcreate(H5P_LINK_CREATE), "H5Pcreate"), H5Pclose);
+  h5::check(H5Pset_create_intermediate_group(lcpl.id(), 1), "H5Pset_create_intermediate_group");
+  h5::Dataset dset(h5::check_id(H5Dcreate2(file.id(), path.c_str(), type.id(), vspace.id(),
+                                           lcpl.id(), dcpl.id(), H5P_DEFAULT),
+                                "creating virtual dataset '{}' in '{}'", path, file.file_name()),
+                   file.file_name(), path);
+  dset.set_string_attr("dtype", h5::dtype_name(dtype));
+}
+
+}  // namespace
+
+void write_index_file(const std::string& dir, const CheckpointIndex& index,
+                      const std::string& config_yaml) {
+  const std::string path = dir + "/" + kIndexFile;
+  {
+    h5::FileOptions options;
+    options.overwrite = false;
+    h5::File file = h5::File::create(path, options);
+    file.set_string_attr("format", kFormatName);
+    file.set_int_attr("format_version", index.format_version);
+    file.set_int_attr("iteration", index.iteration);
+    file.set_int_attr("world_size", index.world_size);
+    file.set_string_attr("created", index.created);
+    for (const auto& [k, v] : index.versions) file.set_string_attr(k + "_version", v);
+    file.write_string(kIndexDataset, index.to_json());
+    file.write_string("/dtrain/config_yaml", config_yaml);
+    for (const auto& [name, value] : index.scalars) {
+      if (auto i = std::get_if<int64_t>(&value)) {
+        file.write_tensor(name, at::scalar_tensor(*i, at::kLong));
+      } else if (auto d = std::get_if<double>(&value)) {
+        file.write_tensor(name, at::scalar_tensor(*d, at::kDouble));
+      } else if (auto s = std::get_if<std::string>(&value)) {
+        file.write_string(name, *s);
+      }
+    }
+    for (const auto& t : index.tensors) {
+      const at::ScalarType dtype = dtype_from_name(t.dtype, path);
+      if (!t.per_rank) {
+        std::vector<VdsMap> maps;
+        for (const auto& p : t.pieces) {
+          maps.push_back({p.row_start, p.shape, shard_file_name(p.shard, index.world_size),
+                          "/" + t.name});
+        }
+        create_virtual_dataset(file, "/" + t.name, dtype, t.shape, maps);
+      } else {
+        for (const auto& p : t.pieces) {
+          const std::string vpath = fmt::format("/ranks/{:05d}/{}", p.shard, t.name);
+          create_virtual_dataset(file, vpath, dtype, p.shape,
+                                 {{0, p.shape, shard_file_name(p.shard, index.world_size),
+                                   "/" + t.name}});
+        }
+      }
+    }
+    file.close();
+  }
+  fs::fsync_path(path);
+}
+
+std::string read_index_text(const std::string& dir) {
+  const std::string path = dir + "/" + kIndexFile;
+  DTRAIN_CHECK_T(CheckpointError, std::filesystem::exists(path),
+                 "'{}' is not a checkpoint: '{}' is missing", dir, kIndexFile);
+  h5::File file = h5::File::open(path);
+  DTRAIN_CHECK_T(CheckpointError, file.exists(kIndexDataset),
+                 "'{}' is not a dtrain checkpoint index: no '{}' dataset", path, kIndexDataset);
+  return file.read_string(kIndexDataset);
+}
+
+ShardReader::ShardReader(std::string dir, int world_size)
+    : dir_(std::move(dir)), world_size_(world_size) {}
+
+ShardReader::~ShardReader() = default;
+
+void ShardReader::read_piece(const TensorRecord& tensor, const PieceRecord& piece, at::Tensor& dst) {
+  const std::string name = shard_file_name(piece.shard, world_size_);
+  const std::string path = dir_ + "/" + name;
+  auto it = files_.find(piece.shard);
+  if (it == files_.end()) {
+    DTRAIN_CHECK_T(CheckpointError, std::filesystem::exists(path),
+                   "shard '{}' is missing (it holds part of tensor '{}')", path, tensor.name);
+    it = files_.emplace(piece.shard, std::make_unique<h5::File>(h5::File::open(path))).first;
+  }
+  DTRAIN_CHECK_T(CheckpointError, dst.is_contiguous() && dst.sizes().vec() == piece.shape,
+                 "internal: destination for '{}' has shape {} but the piece has {}", tensor.name,
+                 fmt::join(dst.sizes(), ","), fmt::join(piece.shape, ","));
+  h5::Dataset ds = it->second->open_dataset("/" + tensor.name);
+  DTRAIN_CHECK_T(CheckpointError, ds.shape() == piece.shape,
+                 "'{}': tensor '{}' has shape [{}] in the shard but the index says [{}] "
+                 "(truncated or mismatched shard)",
+                 path, tensor.name, fmt::join(ds.shape(), ", "), fmt::join(piece.shape, ", "));
+  if (dst.numel() > 0) {
+    std::lock_guard<std::recursive_mutex> lock(h5::library_mutex());
+    h5::DataType mem = h5::datatype_for(dst.scalar_type());
+    h5::check(H5Dread(ds.id(), mem.id(), H5S_ALL, H5S_ALL, H5P_DEFAULT, dst.data_ptr()),
+              "reading tensor '{}' from '{}'", tensor.name, path);
+  }
+  const uint64_t h = tensor_xxh64(dst);
+  DTRAIN_CHECK_T(CheckpointError, h == piece.xxh64,
+                 "'{}': checksum mismatch for tensor '{}' rows [{}, {}): stored xxh64 {} but "
+                 "the data hashes to {} (the shard is damaged)",
+                 path, tensor.name, piece.row_start, piece.row_start + piece.row_count,
+                 hex64(piece.xxh64), hex64(h));
+}
+
+}  // namespace dtrain::checkpoint

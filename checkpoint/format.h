@@ -1,0 +1,99 @@
+// Reading and writing the files of format v1 (docs/FORMAT.md): one rank's shard file
+// and rank 0's checkpoint.h5 (attributes, config, scalars, index, virtual datasets).
+//
+// These functions do no communication; the commit protocol (checkpointer.cpp) calls
+// them. Thread-safe in the sense of HDF5's library lock (h5/handle.h); the tensors
+// passed in must not change while they run.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "checkpoint/index.h"
+#include "checkpoint/shard_plan.h"
+
+namespace dtrain::checkpoint {
+
+namespace h5 {
+class File;
+}
+
+// The state of one save, split the way the format stores it.
+struct CollectedState {
+  // Identical on every rank (model, optimizer, extras): written sharded.
+  std::vector<std::pair<std::string, at::Tensor>> replicated;
+  // One value per rank (RNG states): each rank writes its own whole.
+  std::vector<std::pair<std::string, at::Tensor>> per_rank;
+  // int64 / double / string values (identical on every rank): rank 0 writes them.
+  std::map<std::string, StateValue> scalars;
+
+  std::vector<TensorMeta> replicated_meta() const;
+};
+
+// What one rank wrote: its pieces of the replicated tensors and its per-rank tensors.
+struct ShardManifest {
+  struct Entry {
+    std::string tensor;
+    PieceRecord piece;
+  };
+  std::vector<Entry> replicated;  // one per piece with piece.shard == rank
+  std::vector<std::pair<TensorMeta, PieceRecord>> per_rank;
+  std::string to_json() const;
+  static ShardManifest from_json(const std::string& text, const std::string& origin);
+};
+
+// Called after each dataset written to a shard (progress, fault injection).
+using ShardWriteObserver = std::function<void(int64_t datasets_written, int64_t datasets_total)>;
+
+// Writes `rank`'s shard file at `path`: its pieces of state.replicated (as planned by
+// `plan`, whose tensor indices refer to state.replicated) and its per-rank tensors, then
+// fsyncs the file. Returns the manifest with an xxHash64 of every piece.
+ShardManifest write_shard(const std::string& path, int rank, const CollectedState& state,
+                          const std::vector<Piece>& plan,
+                          ShardWriteObserver observer = nullptr);
+
+// Builds the index from every rank's manifest (indexed by rank) and the scalars.
+CheckpointIndex build_index(const CollectedState& state, const std::vector<ShardManifest>& manifests,
+                            int world_size, int64_t iteration);
+
+// Writes `dir`/checkpoint.h5 (rank 0): root attributes, /dtrain/index, /dtrain/config_yaml,
+// each scalar as a scalar dataset, and a virtual dataset per tensor stitched from the
+// shard files (relative names), then fsyncs it.
+void write_index_file(const std::string& dir, const CheckpointIndex& index,
+                      const std::string& config_yaml);
+
+// Reads /dtrain/index of `dir`/checkpoint.h5 (JSON text). Throws CheckpointError naming
+// the file when it is missing or not a dtrain checkpoint.
+std::string read_index_text(const std::string& dir);
+
+// Reads pieces from the shard files of checkpoint directory `dir`, keeping each shard
+// file open once opened. Not thread-safe.
+class ShardReader {
+ public:
+  ShardReader(std::string dir, int world_size);
+  ~ShardReader();
+  // Reads `piece` of `tensor` into `dst` (contiguous, the piece's shape and dtype) and
+  // verifies its shape and xxHash64. Throws CheckpointError naming the shard file, the
+  // tensor and what differs (missing shard, truncated data, checksum mismatch).
+  void read_piece(const TensorRecord& tensor, const PieceRecord& piece, at::Tensor& dst);
+
+ private:
+  std::string dir_;
+  int world_size_;
+  std::map<int, std::unique_ptr<h5::File>> files_;
+};
+
+// xxHash64 (seed 0) of a contiguous CPU tensor's bytes.
+uint64_t tensor_xxh64(const at::Tensor& t);
+
+// at::ScalarType for a dtype name written by dtype_name() ("float32", "bfloat16", ...).
+at::ScalarType dtype_from_name(const std::string& name, const std::string& context);
+
+}  // namespace dtrain::checkpoint

@@ -1,0 +1,132 @@
+// CheckpointIndex JSON (de)serialization and validation.
+#include "checkpoint/index.h"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "runtime/base/error.h"
+
+namespace dtrain::checkpoint {
+
+using nlohmann::json;
+
+std::string shard_file_name(int rank, int world_size) {
+  return fmt::format("shard-{:05d}-of-{:05d}.h5", rank, world_size);
+}
+
+std::string hex64(uint64_t v) { return fmt::format("{:016x}", v); }
+
+const TensorRecord* CheckpointIndex::find_tensor(const std::string& name) const {
+  for (const auto& t : tensors) {
+    if (t.name == name) return &t;
+  }
+  return nullptr;
+}
+
+std::string CheckpointIndex::to_json() const {
+  json j;
+  j["format"] = kFormatName;
+  j["format_version"] = format_version;
+  j["world_size"] = world_size;
+  j["iteration"] = iteration;
+  j["created"] = created;
+  j["versions"] = versions;
+  json ts = json::array();
+  for (const auto& t : tensors) {
+    json pj = json::array();
+    for (const auto& p : t.pieces) {
+      pj.push_back({{"shard", p.shard}, {"row_start", p.row_start}, {"row_count", p.row_count},
+                    {"bytes", p.bytes}, {"xxh64", hex64(p.xxh64)}, {"shape", p.shape}});
+    }
+    ts.push_back({{"name", t.name}, {"dtype", t.dtype}, {"shape", t.shape},
+                  {"per_rank", t.per_rank}, {"pieces", pj}});
+  }
+  j["tensors"] = ts;
+  json sc = json::object();
+  for (const auto& [k, v] : scalars) {
+    if (auto i = std::get_if<int64_t>(&v)) {
+      sc[k] = {{"type", "int"}, {"value", *i}};
+    } else if (auto d = std::get_if<double>(&v)) {
+      sc[k] = {{"type", "float"}, {"value", *d}};
+    } else if (auto s = std::get_if<std::string>(&v)) {
+      sc[k] = {{"type", "string"}, {"value", *s}};
+    }
+  }
+  j["scalars"] = sc;
+  return j.dump(1);
+}
+
+CheckpointIndex CheckpointIndex::from_json(const std::string& text, const std::string& origin) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const std::exception& e) {
+    throw CheckpointError(fmt::format("{}: index is not valid JSON: {}", origin, e.what()));
+  }
+  CheckpointIndex idx;
+  try {
+    DTRAIN_CHECK_T(CheckpointError, j.value("format", "") == kFormatName,
+                   "{}: not a dtrain checkpoint index (format '{}')", origin,
+                   j.value("format", ""));
+    idx.format_version = j.at("format_version").get<int>();
+    DTRAIN_CHECK_T(CheckpointError, idx.format_version == kFormatVersion,
+                   "{}: checkpoint format version {} is not supported (this dtrain reads "
+                   "version {})",
+                   origin, idx.format_version, kFormatVersion);
+    idx.world_size = j.at("world_size").get<int>();
+    idx.iteration = j.at("iteration").get<int64_t>();
+    idx.created = j.value("created", "");
+    idx.versions = j.value("versions", std::map<std::string, std::string>{});
+    for (const auto& tj : j.at("tensors")) {
+      TensorRecord t;
+      t.name = tj.at("name").get<std::string>();
+      t.dtype = tj.at("dtype").get<std::string>();
+      t.shape = tj.at("shape").get<std::vector<int64_t>>();
+      t.per_rank = tj.value("per_rank", false);
+      for (const auto& pj : tj.at("pieces")) {
+        PieceRecord p;
+        p.shard = pj.at("shard").get<int>();
+        p.row_start = pj.at("row_start").get<int64_t>();
+        p.row_count = pj.at("row_count").get<int64_t>();
+        p.bytes = pj.at("bytes").get<int64_t>();
+        p.xxh64 = std::stoull(pj.at("xxh64").get<std::string>(), nullptr, 16);
+        p.shape = pj.at("shape").get<std::vector<int64_t>>();
+        DTRAIN_CHECK_T(CheckpointError, p.shard >= 0 && p.shard < idx.world_size,
+                       "{}: tensor '{}' names shard {} of a {}-rank checkpoint", origin, t.name,
+                       p.shard, idx.world_size);
+        t.pieces.push_back(std::move(p));
+      }
+      if (!t.per_rank) {
+        // The pieces must tile the first axis exactly.
+        int64_t next = 0;
+        const int64_t rows = t.shape.empty() ? 1 : t.shape[0];
+        for (const auto& p : t.pieces) {
+          DTRAIN_CHECK_T(CheckpointError, p.row_start == next,
+                         "{}: tensor '{}': pieces do not tile rows (expected row {}, got {})",
+                         origin, t.name, next, p.row_start);
+          next += p.row_count;
+        }
+        DTRAIN_CHECK_T(CheckpointError, next == rows || (rows == 0 && t.pieces.size() == 1),
+                       "{}: tensor '{}': pieces cover {} of {} rows", origin, t.name, next, rows);
+      }
+      idx.tensors.push_back(std::move(t));
+    }
+    for (const auto& [k, v] : j.at("scalars").items()) {
+      const std::string type = v.at("type").get<std::string>();
+      if (type == "int") {
+        idx.scalars[k] = v.at("value").get<int64_t>();
+      } else if (type == "float") {
+        idx.scalars[k] = v.at("value").get<double>();
+      } else if (type == "string") {
+        idx.scalars[k] = v.at("value").get<std::string>();
+      } else {
+        throw CheckpointError(fmt::format("{}: scalar '{}' has unknown type '{}'", origin, k, type));
+      }
+    }
+  } catch (const json::exception& e) {
+    throw CheckpointError(fmt::format("{}: malformed index: {}", origin, e.what()));
+  }
+  return idx;
+}
+
+}  // namespace dtrain::checkpoint

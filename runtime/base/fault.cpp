@@ -1,0 +1,37 @@
+// Environment-driven fault injection (see fault.h).
+#include "runtime/base/fault.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "runtime/base/error.h"
+
+namespace dtrain::fault {
+
+void point(const char* name, int rank) {
+  const char* want = std::getenv("DTRAIN_FAULT");
+  if (want == nullptr || std::strcmp(want, name) != 0) return;
+  const char* want_rank = std::getenv("DTRAIN_FAULT_RANK");
+  if (want_rank != nullptr && *want_rank && std::atoi(want_rank) != rank) return;
+  static std::atomic<int> hits{0};  // per process; only fault-injection runs get here
+  const char* after = std::getenv("DTRAIN_FAULT_AFTER");
+  const int fire_at = after ? std::max(1, std::atoi(after)) : 1;
+  if (++hits != fire_at) return;
+  const char* mode = std::getenv("DTRAIN_FAULT_MODE");
+  if (mode != nullptr && std::strcmp(mode, "throw") == 0) {
+    throw Error(fmt::format("injected fault at {} (rank {})", name, rank));
+  }
+  std::fprintf(stderr, "dtrain: injected crash at %s (rank %d)\n", name, rank);
+  std::fflush(stderr);
+  ::kill(::getpid(), SIGKILL);
+  ::_exit(137);
+}
+
+}  // namespace dtrain::fault

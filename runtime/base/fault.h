@@ -1,0 +1,18 @@
+// Fault injection for tests: named points in crash-sensitive code paths (the checkpoint
+// commit protocol) where a test can make the process die or throw.
+//
+//   DTRAIN_FAULT=ckpt.after_shards DTRAIN_FAULT_RANK=0 dtrain train ...   // SIGKILL
+//   DTRAIN_FAULT=ckpt.after_shards DTRAIN_FAULT_MODE=throw ...            // throws
+//
+// DTRAIN_FAULT_RANK (default: every rank) restricts the fault to one rank;
+// DTRAIN_FAULT_AFTER=K fires at the K-th time (1-based) the point is reached (default 1).
+// With no DTRAIN_FAULT set, fault points cost one getenv. Thread-safe.
+#pragma once
+
+namespace dtrain::fault {
+
+// Kills this process with SIGKILL (or throws dtrain::Error "injected fault at <point>"
+// with DTRAIN_FAULT_MODE=throw) when the environment names `point` for `rank`.
+void point(const char* name, int rank);
+
+}  // namespace dtrain::fault

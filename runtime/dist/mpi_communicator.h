@@ -1,0 +1,105 @@
+// The MPI backend of Communicator: CPU tensors, collectives over a private duplicate of
+// MPI_COMM_WORLD (or of a given communicator).
+//
+//   dtrain::dist::MpiRuntime mpi(&argc, &argv);
+//   dtrain::dist::MpiCommunicator comm;          // collective: every rank constructs it
+//   comm.all_reduce(grads, dtrain::dist::ReduceOp::kAvg);
+//
+// Supported dtypes: float32, float64, float16, bfloat16, int8, uint8, int16, int32, int64,
+// bool. broadcast() copies bytes, so it takes any dtype. Reductions:
+//   - float16/bfloat16 are reduced through a float32 temporary (sum in float32, rounded
+//     once when copied back);
+//   - kAvg sums then divides in place by size(); for integer dtypes the division
+//     truncates toward zero (like C++ `/`);
+//   - bool: kSum and kMax are logical or, kMin is logical and, kAvg is rejected.
+// Messages longer than Options::max_count_per_call elements (INT_MAX by default, MPI's
+// limit for counts) are split into several MPI calls, so any size works.
+//
+// Errors are CommError naming the backend ("mpi"), the operation, the rank and host, and
+// MPI_Error_string's text (the duplicate communicator uses MPI_ERRORS_RETURN). Argument
+// errors (non-CPU, non-contiguous, unsupported dtype, bad root) are raised before any MPI
+// call, on the ranks that passed them; MPI errors are raised on the ranks MPI reports them
+// to. Neither is agreed among ranks: callers that must keep ranks in step do that.
+#pragma once
+
+#include <mpi.h>
+
+#include <climits>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/dist/communicator.h"
+#include "runtime/dist/mpi_runtime.h"
+
+namespace dtrain::dist {
+
+// Tuning of an MpiCommunicator.
+struct MpiCommunicatorOptions {
+  // Most elements (bytes for broadcast and the *_bytes calls) passed to one MPI call;
+  // larger messages are split. Lowering it only serves tests of the splitting.
+  int64_t max_count_per_call = INT_MAX;
+};
+
+// Communicator over MPI. Not thread-safe: use from the thread that initialized MPI
+// (MPI_THREAD_FUNNELED). Construction and destruction are collective over the base
+// communicator.
+class MpiCommunicator : public Communicator {
+ public:
+  using Options = MpiCommunicatorOptions;
+
+  // Duplicates MPI_COMM_WORLD. Throws CommError if MPI is not initialized.
+  MpiCommunicator();
+  // Duplicates `base` (e.g. a sub-communicator) with `options`.
+  explicit MpiCommunicator(MPI_Comm base, Options options = Options());
+  ~MpiCommunicator() override;
+
+  MpiCommunicator(const MpiCommunicator&) = delete;
+  MpiCommunicator& operator=(const MpiCommunicator&) = delete;
+
+  std::string backend_name() const override { return "mpi"; }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  int local_rank() const override { return local_rank_; }
+  int local_size() const override { return local_size_; }
+
+  void barrier() override;
+  void broadcast(at::Tensor& tensor, int root) override;
+  void all_reduce(at::Tensor& tensor, ReduceOp op) override;
+  // MPI_Iallreduce; wait() is MPI_Waitall plus the kAvg division (and the copy back
+  // for float16/bfloat16), is_completed() is MPI_Testall. Destroying the Work before it
+  // completed waits for it (MPI forbids freeing a pending collective request).
+  std::shared_ptr<Work> all_reduce_async(at::Tensor& tensor, ReduceOp op) override;
+  // Exchanges the sizes (MPI_Allgather), then the bytes (MPI_Allgatherv, in rounds when
+  // the total exceeds max_count_per_call).
+  std::vector<std::string> all_gather_bytes(const std::string& mine) override;
+  // Broadcasts the size, then the bytes.
+  void broadcast_bytes(std::string& bytes, int root) override;
+
+  // The private communicator the collectives run on (e.g. for MPI-IO); owned by this
+  // object, do not free it.
+  MPI_Comm mpi_comm() const { return comm_.get(); }
+  // The processor name (host) of this rank, used in error messages.
+  const std::string& host() const { return host_; }
+
+ private:
+  // Throws CommError for `op` unless `rc` is MPI_SUCCESS.
+  void check(int rc, const char* op) const;
+  // Throws CommError for `op` with `what` (an argument error).
+  [[noreturn]] void fail(const char* op, const std::string& what) const;
+  void check_root(int root, const char* op) const;
+  void check_tensor(const at::Tensor& tensor, const char* op) const;
+  // Calls MPI_Bcast on `nbytes` bytes at `data`, split into chunks.
+  void broadcast_raw(void* data, int64_t nbytes, int root, const char* op);
+
+  MpiCommHandle comm_;
+  Options options_;
+  int rank_ = 0;
+  int size_ = 1;
+  int local_rank_ = 0;
+  int local_size_ = 1;
+  std::string host_;
+};
+
+}  // namespace dtrain::dist

@@ -1,1 +1,0 @@
-// optimizer.cpp: placeholder, being written.

@@ -1,0 +1,47 @@
+// OptimizerState: a Stateful view of a LibTorch SGD or AdamW optimizer, keyed by
+// parameter name (LibTorch keys its state by TensorImpl address, which differs in
+// every process), so that a checkpoint restores it in another process and on another
+// number of ranks.
+//
+//   OptimizerState s(*optimizer, model->named_parameters());
+//   StateDict d = s.state_dict();   // "state/fc1.weight/momentum_buffer", "param_groups/0/lr"
+//
+// Not thread-safe.
+#pragma once
+
+#include <map>
+#include <string>
+
+#include <torch/optim/optimizer.h>
+#include <torch/ordered_dict.h>
+
+#include "checkpoint/stateful.h"
+
+namespace dtrain::optim {
+
+class OptimizerState : public checkpoint::Stateful {
+ public:
+  // `named_params` names every parameter in the optimizer's param groups (extra names
+  // are ignored). Throws dtrain::Error for an optimizer other than SGD/AdamW or a
+  // parameter without a name.
+  OptimizerState(torch::optim::Optimizer& optimizer,
+                 const torch::OrderedDict<std::string, at::Tensor>& named_params);
+
+  // Keys: "kind" ("SGD"/"AdamW"); "param_groups/<g>/<hyper-parameter>" (lr, momentum,
+  // dampening, weight_decay, nesterov for SGD; lr, beta1, beta2, eps, weight_decay,
+  // amsgrad for AdamW); "state/<param>/momentum_buffer" (SGD) or
+  // "state/<param>/{step,exp_avg,exp_avg_sq[,max_exp_avg_sq]}" (AdamW). Tensors alias
+  // the optimizer's live state.
+  checkpoint::StateDict state_dict() const override;
+  // Restores hyper-parameters and per-parameter state (copies; dtype/shape checked).
+  // Throws dtrain::Error naming the entry on a kind mismatch, a missing parameter or a
+  // shape mismatch.
+  void load_state_dict(const checkpoint::StateDict& state) override;
+
+ private:
+  torch::optim::Optimizer& opt_;
+  std::string kind_;
+  std::map<const void*, std::string> names_;  // TensorImpl* -> parameter name
+};
+
+}  // namespace dtrain::optim

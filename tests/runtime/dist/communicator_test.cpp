@@ -1,0 +1,149 @@
+// Single-process tests of LocalCommunicator, the Communicator defaults and
+// make_communicator()'s errors (MPI is never initialized in this binary).
+#include "runtime/dist/communicator.h"
+
+#include <ATen/ops/empty.h>
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "runtime/base/error.h"
+#include "runtime/dist/local_communicator.h"
+
+namespace dtrain::dist {
+namespace {
+
+at::Tensor make_doubles(const std::vector<double>& values) {
+  at::Tensor t = at::empty({static_cast<int64_t>(values.size())}, at::kDouble);
+  for (size_t i = 0; i < values.size(); ++i) t.data_ptr<double>()[i] = values[i];
+  return t;
+}
+
+std::vector<double> to_vector(const at::Tensor& t) {
+  at::Tensor d = t.to(at::kDouble).contiguous();
+  return std::vector<double>(d.data_ptr<double>(), d.data_ptr<double>() + d.numel());
+}
+
+// Runs `fn` and returns the CommError message it throws ("" if none).
+template <typename Fn>
+std::string comm_error(Fn fn) {
+  try {
+    fn();
+  } catch (const CommError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(LocalCommunicator, IsAWorldOfOne) {
+  LocalCommunicator comm;
+  EXPECT_EQ(comm.backend_name(), "local");
+  EXPECT_EQ(comm.rank(), 0);
+  EXPECT_EQ(comm.size(), 1);
+  EXPECT_EQ(comm.local_rank(), 0);
+  EXPECT_EQ(comm.local_size(), 1);
+  comm.barrier();
+}
+
+TEST(LocalCommunicator, AllReduceIsIdentityForEveryOp) {
+  LocalCommunicator comm;
+  for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax, ReduceOp::kMin}) {
+    at::Tensor t = make_doubles({1.5, -2.0, 7.0});
+    comm.all_reduce(t, op);
+    EXPECT_EQ(to_vector(t), (std::vector<double>{1.5, -2.0, 7.0}));
+    at::Tensor i = make_doubles({3, -5}).to(at::kLong);
+    comm.all_reduce(i, op);
+    EXPECT_EQ(to_vector(i), (std::vector<double>{3, -5}));
+  }
+}
+
+TEST(LocalCommunicator, DefaultAsyncReturnsCompletedWork) {
+  LocalCommunicator comm;
+  at::Tensor t = make_doubles({4.0, 5.0});
+  auto work = comm.all_reduce_async(t, ReduceOp::kAvg);
+  ASSERT_NE(work, nullptr);
+  EXPECT_TRUE(work->is_completed());
+  work->wait();
+  EXPECT_EQ(to_vector(t), (std::vector<double>{4.0, 5.0}));
+}
+
+TEST(LocalCommunicator, ScalarHelpers) {
+  LocalCommunicator comm;
+  EXPECT_EQ(comm.all_reduce_int(-42, ReduceOp::kSum), -42);
+  EXPECT_EQ(comm.all_reduce_int(7, ReduceOp::kAvg), 7);
+  EXPECT_DOUBLE_EQ(comm.all_reduce_double(2.25, ReduceOp::kMax), 2.25);
+  EXPECT_DOUBLE_EQ(comm.all_reduce_double(2.25, ReduceOp::kAvg), 2.25);
+}
+
+TEST(LocalCommunicator, BroadcastAndBytes) {
+  LocalCommunicator comm;
+  at::Tensor t = make_doubles({1.0, 2.0});
+  comm.broadcast(t, 0);
+  EXPECT_EQ(to_vector(t), (std::vector<double>{1.0, 2.0}));
+  std::string bytes("a\0b", 3);
+  comm.broadcast_bytes(bytes, 0);
+  EXPECT_EQ(bytes, std::string("a\0b", 3));
+  EXPECT_EQ(comm.all_gather_bytes("xyz"), (std::vector<std::string>{"xyz"}));
+  EXPECT_EQ(comm.all_gather_bytes(""), (std::vector<std::string>{""}));
+}
+
+TEST(LocalCommunicator, RejectsBadArguments) {
+  LocalCommunicator comm;
+  at::Tensor t = make_doubles({1.0, 2.0});
+  std::string message = comm_error([&] { comm.broadcast(t, 1); });
+  EXPECT_NE(message.find("local"), std::string::npos) << message;
+  EXPECT_NE(message.find("broadcast"), std::string::npos) << message;
+  std::string bytes;
+  message = comm_error([&] { comm.broadcast_bytes(bytes, -1); });
+  EXPECT_NE(message.find("broadcast_bytes"), std::string::npos) << message;
+  at::Tensor strided = make_doubles({1, 2, 3, 4, 5, 6}).view({2, 3}).t();
+  message = comm_error([&] { comm.all_reduce(strided, ReduceOp::kSum); });
+  EXPECT_NE(message.find("contiguous"), std::string::npos) << message;
+  EXPECT_NE(message.find("all_reduce"), std::string::npos) << message;
+}
+
+TEST(MakeCommunicator, Local) {
+  auto comm = make_communicator("local", "cpu");
+  ASSERT_NE(comm, nullptr);
+  EXPECT_EQ(comm->backend_name(), "local");
+  EXPECT_EQ(comm->size(), 1);
+}
+
+TEST(MakeCommunicator, UnknownBackendListsValidNames) {
+  std::string message = comm_error([] { make_communicator("gloo", "cpu"); });
+  EXPECT_NE(message.find("'gloo'"), std::string::npos) << message;
+  for (const char* name : {"auto", "mpi", "nccl", "local"}) {
+    EXPECT_NE(message.find(name), std::string::npos) << name << " missing in: " << message;
+  }
+  EXPECT_NE(comm_error([] { make_communicator("", "cpu"); }), "");
+  EXPECT_NE(comm_error([] { make_communicator("MPI ", "cpu"); }), "");
+}
+
+#ifndef DTRAIN_HAVE_NCCL
+TEST(MakeCommunicator, NcclWithoutNcclBuild) {
+  EXPECT_FALSE(nccl_available());
+  std::string message = comm_error([] { make_communicator("nccl", "cuda:0"); });
+  EXPECT_NE(message.find("dtrain was built without NCCL"), std::string::npos) << message;
+}
+#else
+TEST(MakeCommunicator, NcclAvailable) { EXPECT_TRUE(nccl_available()); }
+#endif
+
+TEST(MakeCommunicator, MpiWithoutMpiRuntimeFailsClearly) {
+  // This binary never initializes MPI; "auto" on CPU (and on CUDA without NCCL) means mpi.
+  std::vector<std::string> messages = {
+      comm_error([] { make_communicator("mpi", "cpu"); }),
+      comm_error([] { make_communicator("auto", "cpu"); }),
+  };
+  if (!nccl_available()) {
+    messages.push_back(comm_error([] { make_communicator("auto", "cuda:0"); }));
+  }
+  for (const std::string& message : messages) {
+    EXPECT_NE(message.find("mpi"), std::string::npos) << message;
+    EXPECT_NE(message.find("MpiRuntime"), std::string::npos) << message;
+  }
+}
+
+}  // namespace
+}  // namespace dtrain::dist
