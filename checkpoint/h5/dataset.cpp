@@ -1,0 +1,129 @@
+// Tensor reads and writes of HDF5 datasets (see dataset.h).
+#include "checkpoint/h5/dataset.h"
+
+#include <ATen/ops/empty.h>
+
+#include "runtime/base/error.h"
+
+namespace dtrain::checkpoint::h5 {
+namespace {
+
+at::Tensor contiguous_cpu(const at::Tensor& t) {
+  at::Tensor cpu = t.device().is_cpu() ? t : t.cpu();
+  return cpu.is_contiguous() ? cpu : cpu.contiguous();
+}
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  return fmt::format("[{}]", fmt::join(shape, ", "));
+}
+
+}  // namespace
+
+Dataset::Dataset(hid_t id, std::string file_name, std::string path)
+    : Object(Handle(id, H5Dclose), std::move(file_name), std::move(path)) {}
+
+DataType Dataset::type() const {
+  ApiScope scope;
+  return DataType(check_id(H5Dget_type(id()), "querying the type of dataset {}", describe()));
+}
+
+DataSpace Dataset::space() const {
+  ApiScope scope;
+  return DataSpace(check_id(H5Dget_space(id()), "querying the shape of dataset {}", describe()));
+}
+
+std::vector<int64_t> Dataset::shape() const { return space().dims(); }
+
+int64_t Dataset::num_elements() const { return space().num_elements(); }
+
+at::ScalarType Dataset::dtype() const {
+  ApiScope scope;
+  DataType t = type();
+  std::optional<at::ScalarType> s = scalar_type_for(t);
+  DTRAIN_CHECK_T(CheckpointError, s.has_value(),
+                 "dataset {} holds {}, which has no tensor dtype (supported: float16/32/64, "
+                 "int8/16/32/64, uint8, bool)",
+                 describe(), t.describe());
+  return *s;
+}
+
+void Dataset::write(const at::Tensor& tensor) {
+  ApiScope scope;
+  const std::vector<int64_t> expected = shape();
+  const std::vector<int64_t> got(tensor.sizes().begin(), tensor.sizes().end());
+  DTRAIN_CHECK_T(CheckpointError, got == expected,
+                 "writing dataset {}: tensor shape {} differs from the dataset's {}",
+                 describe(), shape_str(got), shape_str(expected));
+  if (tensor.numel() == 0) return;
+  at::Tensor t = contiguous_cpu(tensor);
+  DataType mem_type = datatype_for(t.scalar_type());
+  check(H5Dwrite(id(), mem_type.id(), H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data_ptr()),
+        "writing dataset {} from a {} tensor", describe(), dtype_name(t.scalar_type()));
+}
+
+void Dataset::write_rows(int64_t start, const at::Tensor& rows) {
+  ApiScope scope;
+  const std::vector<int64_t> full = shape();
+  const std::vector<int64_t> got(rows.sizes().begin(), rows.sizes().end());
+  DTRAIN_CHECK_T(CheckpointError,
+                 !full.empty() && got.size() == full.size() &&
+                     std::equal(got.begin() + 1, got.end(), full.begin() + 1),
+                 "writing rows of dataset {}: tensor shape {} does not match the dataset's {} "
+                 "beyond the first axis",
+                 describe(), shape_str(got), shape_str(full));
+  const int64_t count = got[0];
+  DTRAIN_CHECK_T(CheckpointError, start >= 0 && start + count <= full[0],
+                 "writing rows [{}, {}) of dataset {}, which has {} rows", start, start + count,
+                 describe(), full[0]);
+  if (rows.numel() == 0) return;
+  at::Tensor t = contiguous_cpu(rows);
+  DataSpace file_space = space();
+  file_space.select_rows(start, count);
+  DataSpace mem_space = DataSpace::simple(got);
+  DataType mem_type = datatype_for(t.scalar_type());
+  check(H5Dwrite(id(), mem_type.id(), mem_space.id(), file_space.id(), H5P_DEFAULT,
+                 t.data_ptr()),
+        "writing rows [{}, {}) of dataset {}", start, start + count, describe());
+}
+
+at::Tensor Dataset::read(std::optional<at::ScalarType> as) const {
+  ApiScope scope;
+  const at::ScalarType dtype = as ? *as : this->dtype();
+  at::Tensor out = at::empty(shape(), at::TensorOptions().dtype(dtype));
+  if (out.numel() == 0) return out;
+  DataType mem_type = datatype_for(dtype);
+  check(H5Dread(id(), mem_type.id(), H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data_ptr()),
+        "reading dataset {} as {}", describe(), dtype_name(dtype));
+  return out;
+}
+
+at::Tensor Dataset::read_rows(int64_t start, int64_t count,
+                              std::optional<at::ScalarType> as) const {
+  ApiScope scope;
+  std::vector<int64_t> dims = shape();
+  DTRAIN_CHECK_T(CheckpointError, !dims.empty(),
+                 "reading rows of dataset {}: it is a scalar, not an array", describe());
+  DTRAIN_CHECK_T(CheckpointError, start >= 0 && count >= 0 && start + count <= dims[0],
+                 "reading rows [{}, {}) of dataset {}, which has {} rows", start, start + count,
+                 describe(), dims[0]);
+  const at::ScalarType dtype = as ? *as : this->dtype();
+  dims[0] = count;
+  at::Tensor out = at::empty(dims, at::TensorOptions().dtype(dtype));
+  if (out.numel() == 0) return out;
+  DataSpace file_space = space();
+  file_space.select_rows(start, count);
+  DataSpace mem_space = DataSpace::simple(dims);
+  DataType mem_type = datatype_for(dtype);
+  check(H5Dread(id(), mem_type.id(), mem_space.id(), file_space.id(), H5P_DEFAULT,
+                out.data_ptr()),
+        "reading rows [{}, {}) of dataset {} as {}", start, start + count, describe(),
+        dtype_name(dtype));
+  return out;
+}
+
+std::string Dataset::read_string() const {
+  return internal::read_single_string(id(), /*is_attribute=*/false,
+                                      fmt::format("dataset {}", describe()));
+}
+
+}  // namespace dtrain::checkpoint::h5

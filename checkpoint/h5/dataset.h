@@ -1,0 +1,58 @@
+// HDF5 datasets read and written as at::Tensors: whole datasets, first-axis row ranges
+// (hyperslabs) and single strings. Dtypes map as in types.h.
+//
+//   h5::Dataset d = file.create_dataset("model/w", h5::datatype_for(at::kFloat), {10, 4});
+//   d.write_rows(0, first_half);                    // rows [0, 5)
+//   d.write_rows(5, second_half);                   // rows [5, 10)
+//   at::Tensor rows = d.read_rows(2, 3);            // [3, 4] float32
+//   at::Tensor all = d.read(at::kDouble);           // converted by HDF5 while reading
+//
+// Thread-safety: not thread-safe as an object; HDF5 calls take library_mutex().
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "checkpoint/h5/object.h"
+
+namespace dtrain::checkpoint::h5 {
+
+// An open dataset (closed with H5Dclose). Move-only.
+class Dataset : public Object {
+ public:
+  // Takes ownership of dataset `id`, at `path` in the file `file_name`.
+  Dataset(hid_t id, std::string file_name, std::string path);
+
+  DataType type() const;
+  DataSpace space() const;
+  // Extent of each axis ({} for a scalar dataset).
+  std::vector<int64_t> shape() const;
+  int64_t num_elements() const;
+  // The tensor dtype of the stored type; throws dtrain::CheckpointError naming the
+  // dataset and its HDF5 type when none maps (e.g. uint16: read it with an explicit `as`).
+  at::ScalarType dtype() const;
+
+  // Writes the whole dataset from `tensor`, whose shape must equal shape(). Non-contiguous
+  // or non-CPU tensors are copied to a contiguous CPU tensor first; a dtype other than
+  // the dataset's is converted by HDF5.
+  void write(const at::Tensor& tensor);
+  // Writes rows [start, start + rows.size(0)) of the first axis; the other axes of
+  // `rows` must equal the dataset's.
+  void write_rows(int64_t start, const at::Tensor& rows);
+
+  // Reads the whole dataset into a new CPU tensor of dtype `as` (default: dtype()); HDF5
+  // converts between numeric types (e.g. uint16 -> int64, float16 -> float32).
+  at::Tensor read(std::optional<at::ScalarType> as = std::nullopt) const;
+  // Reads rows [start, start + count) of the first axis: shape {count, shape()[1:]...}.
+  // Throws dtrain::CheckpointError naming the dataset for a range outside shape()[0].
+  at::Tensor read_rows(int64_t start, int64_t count,
+                       std::optional<at::ScalarType> as = std::nullopt) const;
+  // Reads a dataset holding one string (variable or fixed length).
+  std::string read_string() const;
+};
+
+}  // namespace dtrain::checkpoint::h5

@@ -1,0 +1,167 @@
+// Group navigation, creation and tensor/string convenience I/O (see group.h).
+#include "checkpoint/h5/group.h"
+
+#include "runtime/base/error.h"
+
+namespace dtrain::checkpoint::h5 {
+namespace {
+
+herr_t collect_link_name(hid_t /*group*/, const char* name, const H5L_info_t* /*info*/,
+                         void* data) {
+  static_cast<std::vector<std::string>*>(data)->emplace_back(name);
+  return 0;
+}
+
+// A link-creation property list that creates missing intermediate groups.
+PropertyList intermediate_groups_lcpl() {
+  PropertyList lcpl = PropertyList::create(H5P_LINK_CREATE);
+  check(H5Pset_create_intermediate_group(lcpl.id(), 1),
+        "setting up intermediate group creation");
+  return lcpl;
+}
+
+}  // namespace
+
+Group::Group(hid_t id, std::string file_name, std::string path)
+    : Object(Handle(id, H5Gclose), std::move(file_name), std::move(path)) {}
+
+ObjectKind Group::kind(const std::string& path) const {
+  ApiScope scope;
+  if (path.empty() || path == "/" || path == ".") return ObjectKind::kGroup;
+  // Walk the components so that a missing or non-group parent answers kMissing rather
+  // than making H5Lexists fail.
+  std::string prefix = path[0] == '/' ? "/" : "";
+  size_t pos = 0;
+  while (pos < path.size()) {
+    size_t end = path.find('/', pos);
+    if (end == std::string::npos) end = path.size();
+    if (end > pos) {
+      if (!prefix.empty() && prefix.back() != '/') prefix += '/';
+      prefix += path.substr(pos, end - pos);
+      if (!check_tri(H5Lexists(id(), prefix.c_str(), H5P_DEFAULT), "looking up '{}' in {}",
+                     prefix, describe())) {
+        return ObjectKind::kMissing;
+      }
+      // Dangling soft or external links exist as links but name no object.
+      if (!check_tri(H5Oexists_by_name(id(), prefix.c_str(), H5P_DEFAULT),
+                     "looking up '{}' in {}", prefix, describe())) {
+        return ObjectKind::kMissing;
+      }
+      H5O_info_t info;
+      check(H5Oget_info_by_name2(id(), prefix.c_str(), &info, H5O_INFO_BASIC, H5P_DEFAULT),
+            "querying '{}' in {}", prefix, describe());
+      const bool last = path.find_first_not_of('/', end) == std::string::npos;
+      if (last) {
+        switch (info.type) {
+          case H5O_TYPE_GROUP: return ObjectKind::kGroup;
+          case H5O_TYPE_DATASET: return ObjectKind::kDataset;
+          default: return ObjectKind::kOther;
+        }
+      }
+      if (info.type != H5O_TYPE_GROUP) return ObjectKind::kMissing;
+    }
+    pos = end + 1;
+  }
+  return ObjectKind::kGroup;
+}
+
+bool Group::exists(const std::string& path) const { return kind(path) != ObjectKind::kMissing; }
+
+std::vector<std::string> Group::list() const {
+  ApiScope scope;
+  std::vector<std::string> names;
+  check(H5Literate(id(), H5_INDEX_NAME, H5_ITER_INC, nullptr, collect_link_name, &names),
+        "listing group {}", describe());
+  return names;
+}
+
+void Group::remove(const std::string& path) {
+  ApiScope scope;
+  check(H5Ldelete(id(), path.c_str(), H5P_DEFAULT), "removing '{}' from '{}'",
+        join_path(this->path(), path), file_name());
+}
+
+Group Group::create_group(const std::string& path) {
+  ApiScope scope;
+  const std::string full = join_path(this->path(), path);
+  DTRAIN_CHECK_T(CheckpointError, !exists(path), "cannot create group '{}' in '{}': it exists",
+                 full, file_name());
+  PropertyList lcpl = intermediate_groups_lcpl();
+  return Group(check_id(H5Gcreate2(id(), path.c_str(), lcpl.id(), H5P_DEFAULT, H5P_DEFAULT),
+                        "creating group '{}' in '{}'", full, file_name()),
+               file_name(), full);
+}
+
+Group Group::open_group(const std::string& path) const {
+  ApiScope scope;
+  const std::string full = join_path(this->path(), path);
+  const ObjectKind k = kind(path);
+  DTRAIN_CHECK_T(CheckpointError, k == ObjectKind::kGroup, "'{}' has no group '{}'{}",
+                 file_name(), full, k == ObjectKind::kMissing ? "" : " (it is not a group)");
+  return Group(check_id(H5Gopen2(id(), path.c_str(), H5P_DEFAULT), "opening group '{}' in '{}'",
+                        full, file_name()),
+               file_name(), full);
+}
+
+Group Group::require_group(const std::string& path) {
+  ApiScope scope;
+  return exists(path) ? open_group(path) : create_group(path);
+}
+
+Dataset Group::create_dataset(const std::string& path, const DataType& type,
+                              const std::vector<int64_t>& shape) {
+  ApiScope scope;
+  const std::string full = join_path(this->path(), path);
+  DTRAIN_CHECK_T(CheckpointError, !exists(path),
+                 "cannot create dataset '{}' in '{}': it exists", full, file_name());
+  for (int64_t d : shape) {
+    DTRAIN_CHECK_T(CheckpointError, d >= 0, "cannot create dataset '{}' in '{}': negative "
+                   "extent {}", full, file_name(), d);
+  }
+  PropertyList lcpl = intermediate_groups_lcpl();
+  DataSpace space = DataSpace::simple(shape);
+  const std::string type_name = type.describe();
+  return Dataset(check_id(H5Dcreate2(id(), path.c_str(), type.id(), space.id(), lcpl.id(),
+                                     H5P_DEFAULT, H5P_DEFAULT),
+                          "creating dataset '{}' ({}) in '{}'", full, type_name, file_name()),
+                 file_name(), full);
+}
+
+Dataset Group::open_dataset(const std::string& path) const {
+  ApiScope scope;
+  const std::string full = join_path(this->path(), path);
+  const ObjectKind k = kind(path);
+  DTRAIN_CHECK_T(CheckpointError, k == ObjectKind::kDataset, "'{}' has no dataset '{}'{}",
+                 file_name(), full, k == ObjectKind::kMissing ? "" : " (it is not a dataset)");
+  return Dataset(check_id(H5Dopen2(id(), path.c_str(), H5P_DEFAULT),
+                          "opening dataset '{}' in '{}'", full, file_name()),
+                 file_name(), full);
+}
+
+Dataset Group::write_tensor(const std::string& path, const at::Tensor& tensor) {
+  ApiScope scope;
+  Dataset d = create_dataset(path, datatype_for(tensor.scalar_type()),
+                             std::vector<int64_t>(tensor.sizes().begin(), tensor.sizes().end()));
+  d.write(tensor);
+  return d;
+}
+
+at::Tensor Group::read_tensor(const std::string& path, std::optional<at::ScalarType> as) const {
+  return open_dataset(path).read(as);
+}
+
+Dataset Group::write_string(const std::string& path, const std::string& text) {
+  ApiScope scope;
+  DataType type = DataType::variable_string();
+  Dataset d = create_dataset(path, type, {});
+  const char* ptr = text.c_str();
+  check(H5Dwrite(d.id(), type.id(), H5S_ALL, H5S_ALL, H5P_DEFAULT, &ptr),
+        "writing string dataset {}", d.describe());
+  return d;
+}
+
+std::string Group::read_string(const std::string& path) const {
+  return open_dataset(path).read_string();
+}
+
+}  // namespace dtrain::checkpoint::h5

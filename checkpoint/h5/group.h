@@ -1,0 +1,76 @@
+// HDF5 groups: the tree of a file. Paths are '/'-separated, relative to the group or
+// absolute ("/model/w"); creating a group or dataset creates missing intermediate groups.
+//
+//   h5::Group model = file.require_group("model");
+//   model.write_tensor("fc1.weight", w);             // dataset /model/fc1.weight
+//   if (file.exists("model/fc1.weight")) { ... }
+//   at::Tensor w2 = file.read_tensor("/model/fc1.weight");
+//
+// Thread-safety: not thread-safe as an object; HDF5 calls take library_mutex().
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "checkpoint/h5/dataset.h"
+#include "checkpoint/h5/object.h"
+
+namespace dtrain::checkpoint::h5 {
+
+// What a path names.
+enum class ObjectKind { kMissing, kGroup, kDataset, kOther };
+
+// An open group (closed with H5Gclose), or a File's root group. Move-only.
+class Group : public Object {
+ public:
+  // Takes ownership of group `id`, at `path` in the file `file_name`.
+  Group(hid_t id, std::string file_name, std::string path);
+
+  // Whether `path` names an object (false, never an error, when a component along the
+  // way is missing or is not a group).
+  bool exists(const std::string& path) const;
+  // What `path` names (kMissing when exists() is false).
+  ObjectKind kind(const std::string& path) const;
+  // Names of the direct children (groups, datasets, ...), in name order.
+  std::vector<std::string> list() const;
+  // Removes the link `path` (the object's space is not reclaimed by HDF5).
+  void remove(const std::string& path);
+
+  // Creates group `path` and any missing parents; throws dtrain::CheckpointError when it
+  // exists already.
+  Group create_group(const std::string& path);
+  // Opens group `path`; throws dtrain::CheckpointError "'f.h5' has no group '/a/b'".
+  Group open_group(const std::string& path) const;
+  // Opens group `path`, creating it (and parents) when missing.
+  Group require_group(const std::string& path);
+
+  // Creates dataset `path` (contiguous layout) of `type` and `shape` ({} for a scalar),
+  // creating missing parent groups; throws when `path` exists already.
+  Dataset create_dataset(const std::string& path, const DataType& type,
+                         const std::vector<int64_t>& shape);
+  // Opens dataset `path`; throws dtrain::CheckpointError "'f.h5' has no dataset '/a/b'".
+  Dataset open_dataset(const std::string& path) const;
+
+  // Creates dataset `path` with the tensor's dtype (types.h) and shape and writes it.
+  Dataset write_tensor(const std::string& path, const at::Tensor& tensor);
+  // Reads the whole dataset `path` (see Dataset::read).
+  at::Tensor read_tensor(const std::string& path,
+                         std::optional<at::ScalarType> as = std::nullopt) const;
+
+  // Creates a scalar variable-length UTF-8 string dataset (e.g. YAML text). h5py reads
+  // it as bytes (`ds[()]`) or str (`ds.asstr()[()]`). Text must not contain NUL bytes.
+  Dataset write_string(const std::string& path, const std::string& text);
+  // Reads a dataset holding one string (variable or fixed length).
+  std::string read_string(const std::string& path) const;
+
+ protected:
+  // For File: the root group of a file whose handle closes with H5Fclose.
+  Group(Handle handle, std::string file_name)
+      : Object(std::move(handle), std::move(file_name), "/") {}
+};
+
+}  // namespace dtrain::checkpoint::h5

@@ -1,1 +1,0 @@
-// h5.cpp: placeholder, being written.

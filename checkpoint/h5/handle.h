@@ -1,0 +1,118 @@
+// The bottom of the h5 layer: RAII ownership of HDF5 identifiers, the process-wide lock
+// every HDF5 call runs under, and conversion of HDF5's error stack into dtrain errors.
+//
+//   h5::ApiScope scope;                                  // lock + silence auto-printing
+//   hid_t id = h5::check_id(H5Gopen2(loc, "a", H5P_DEFAULT), "opening group 'a' in {}", f);
+//   h5::Handle group(id, H5Gclose);                      // H5Gclose at scope exit
+//
+// Errors: every failed call throws dtrain::CheckpointError "<operation>: HDF5: <stack>",
+// where <stack> lists HDF5's own messages, outermost first ("H5Fopen(): unable to open
+// file; ... errno = 2, error message = 'No such file or directory'").
+//
+// Thread-safety: Debian's parallel HDF5 1.10 is not built thread-safe, so every call
+// into HDF5 made by this layer holds library_mutex(). Code that calls HDF5 directly
+// (e.g. on Handle::id()) must hold an ApiScope too.
+#pragma once
+
+#include <hdf5.h>
+
+#include <mutex>
+#include <string>
+#include <utility>
+
+#include <fmt/format.h>
+
+namespace dtrain::checkpoint::h5 {
+
+// The process-wide (recursive) lock that serializes all HDF5 calls.
+std::recursive_mutex& library_mutex();
+
+// Turns off HDF5's automatic printing of its error stack to stderr (H5Eset_auto2) for
+// its lifetime and restores the previous handler afterwards. Hold library_mutex()
+// while one exists (ApiScope does both). Not copyable.
+class ErrorSilencer {
+ public:
+  ErrorSilencer();
+  ~ErrorSilencer();
+  ErrorSilencer(const ErrorSilencer&) = delete;
+  ErrorSilencer& operator=(const ErrorSilencer&) = delete;
+
+ private:
+  H5E_auto2_t saved_func_ = nullptr;
+  void* saved_data_ = nullptr;
+  bool restore_ = false;
+};
+
+// What every wrapper holds while it calls HDF5: library_mutex() plus an ErrorSilencer.
+// Nests freely (the mutex is recursive).
+class ApiScope {
+ public:
+  ApiScope() : lock_(library_mutex()) {}
+
+ private:
+  std::lock_guard<std::recursive_mutex> lock_;
+  ErrorSilencer silencer_;
+};
+
+// The calling thread's HDF5 error stack as one line, outermost call first, entries
+// separated by "; " (consecutive duplicates dropped); then clears the stack. Returns
+// "no HDF5 error message" when the stack is empty. Call under an ApiScope.
+std::string error_stack_message();
+
+// Throws dtrain::CheckpointError "<operation>: HDF5: <error_stack_message()>".
+[[noreturn]] void throw_error(const std::string& operation);
+
+// Returns `id` when it is a valid identifier (>= 0); otherwise throws via throw_error
+// with the formatted operation. The message is only formatted on failure. The format
+// arguments must not call HDF5 (any API call clears the error stack): compute them first.
+template <typename... Args>
+hid_t check_id(hid_t id, fmt::format_string<Args...> operation, Args&&... args) {
+  if (id < 0) throw_error(fmt::format(operation, std::forward<Args>(args)...));
+  return id;
+}
+
+// Throws via throw_error when an herr_t status is negative.
+template <typename... Args>
+void check(herr_t status, fmt::format_string<Args...> operation, Args&&... args) {
+  if (status < 0) throw_error(fmt::format(operation, std::forward<Args>(args)...));
+}
+
+// Returns a tri-state result (htri_t) as bool; throws via throw_error when negative.
+template <typename... Args>
+bool check_tri(htri_t result, fmt::format_string<Args...> operation, Args&&... args) {
+  if (result < 0) throw_error(fmt::format(operation, std::forward<Args>(args)...));
+  return result > 0;
+}
+
+// Owns one hid_t and closes it with the matching H5*close function (H5Fclose,
+// H5Gclose, H5Dclose, H5Sclose, H5Tclose, H5Pclose, H5Aclose). Move-only. The
+// destructor ignores close errors (use close() to see them). Not thread-safe as an
+// object; its HDF5 calls take library_mutex().
+class Handle {
+ public:
+  using CloseFn = herr_t (*)(hid_t);
+
+  Handle() = default;
+  // Takes ownership of `id` (which must be valid) to be released with `close_fn`.
+  Handle(hid_t id, CloseFn close_fn) : id_(id), close_fn_(close_fn) {}
+  ~Handle() { reset(); }
+  Handle(Handle&& other) noexcept
+      : id_(std::exchange(other.id_, H5I_INVALID_HID)), close_fn_(other.close_fn_) {}
+  Handle& operator=(Handle&& other) noexcept;
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+
+  // The identifier (H5I_INVALID_HID when empty or closed).
+  hid_t id() const { return id_; }
+  bool valid() const { return id_ >= 0; }
+  // Closes now, throwing dtrain::CheckpointError naming `what` if HDF5 reports an error.
+  void close(const std::string& what);
+  // Closes now, ignoring errors; the handle becomes empty.
+  void reset() noexcept;
+
+ private:
+  hid_t id_ = H5I_INVALID_HID;
+  CloseFn close_fn_ = nullptr;
+};
+
+}  // namespace dtrain::checkpoint::h5
