@@ -7,6 +7,7 @@
 #include <torch/optim/sgd.h>
 
 #include "runtime/base/error.h"
+#include "runtime/base/logging.h"
 #include "runtime/optim/internal.h"
 #include "runtime/optim/optim.h"
 
@@ -87,10 +88,13 @@ std::unique_ptr<LRScheduler> build_lr_scheduler(const Config& cfg, torch::optim:
 
   if (name == "WarmupMultiStepLR") {
     const std::vector<int64_t>& steps = cfg.get_int_list("SOLVER.STEPS");
+    // As detectron2: steps beyond MAX_ITER never take effect; say so, don't fail (a
+    // run shortened with SOLVER.MAX_ITER on the command line keeps its config's STEPS).
     for (int64_t s : steps) {
-      DTRAIN_CHECK_T(ConfigError, s <= max_iter,
-                     "SOLVER.STEPS: expected every step <= SOLVER.MAX_ITER ({}), got {}", max_iter,
-                     s);
+      if (s > max_iter) {
+        DTRAIN_LOG_WARN("SOLVER.STEPS contains {} > SOLVER.MAX_ITER ({}); it will be ignored", s,
+                        max_iter);
+      }
     }
     return std::make_unique<WarmupMultiStepLR>(opt, base_lr, steps, cfg.get_float("SOLVER.GAMMA"),
                                                warmup_factor, warmup_iters, warmup_method);
