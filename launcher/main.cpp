@@ -5,8 +5,10 @@
 
 #include <CLI/CLI.hpp>
 
+#include "launcher/launch_command.h"
 #include "launcher/train_command.h"
 #include "runtime/base/config.h"
+#include "runtime/base/error.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"dtrain: data-parallel LibTorch training with sharded HDF5 checkpoints"};
@@ -24,6 +26,30 @@ int main(int argc, char** argv) {
   train_cmd->add_option("opts", train.overrides,
                         "config overrides as KEY VALUE pairs, e.g. SOLVER.BASE_LR 0.1");
 
+  dtrain::launcher::LaunchOptions launch;
+  CLI::App* launch_cmd = app.add_subcommand(
+      "launch", "build, print and run the mpirun command for a job, restarting it on failure");
+  launch_cmd->add_option("--nproc-per-node", launch.nproc_per_node,
+                         "ranks per node: one per GPU, or per CPU slot")
+      ->capture_default_str();
+  launch_cmd->add_option("--nnodes", launch.nnodes, "number of nodes")->capture_default_str();
+  launch_cmd->add_option("--hostfile", launch.hostfile, "Open MPI hostfile (node slots=N)");
+  launch_cmd->add_option("--max-restarts", launch.max_restarts,
+                         "relaunch a failed or preempted run with --resume up to K times")
+      ->capture_default_str();
+  launch_cmd->add_option("--restart-backoff", launch.restart_backoff_s,
+                         "seconds before the first restart (doubles each time, max 60)")
+      ->capture_default_str();
+  launch_cmd->add_option("--bind-to", launch.bind_to,
+                         "auto (cores per rank when they fit, else none), core, socket, none")
+      ->capture_default_str();
+  launch_cmd->add_option("--mpirun", launch.mpirun, "mpirun binary (env DTRAIN_MPIRUN overrides)")
+      ->capture_default_str();
+  launch_cmd->add_option("--mpi-arg", launch.mpi_args, "extra argument for mpirun (repeatable)")
+      ->allow_extra_args(false);
+  launch_cmd->add_flag("--dry-run", launch.dry_run, "only print the command");
+  launch_cmd->add_option("command", launch.train_args, "-- train ARGS...")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -35,6 +61,17 @@ int main(int argc, char** argv) {
       return 0;
     }
     return dtrain::launcher::run_train(train, &argc, &argv);
+  }
+  if (*launch_cmd) {
+    try {
+      return dtrain::launcher::run_launch(launch);
+    } catch (const dtrain::ConfigError& e) {
+      std::fprintf(stderr, "dtrain launch: %s\n", e.what());
+      return dtrain::launcher::kExitUsage;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "dtrain launch: %s\n", e.what());
+      return dtrain::launcher::kExitError;
+    }
   }
   return dtrain::launcher::kExitUsage;
 }

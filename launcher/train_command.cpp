@@ -10,6 +10,7 @@
 #include "runtime/base/error.h"
 #include "runtime/base/logging.h"
 #include "runtime/engine/default_trainer.h"
+#include "runtime/engine/preemption.h"
 #include "runtime/engine/runtime.h"
 
 namespace dtrain::launcher {
@@ -46,6 +47,8 @@ int run_train(const TrainOptions& options, int* argc, char*** argv) {
     }
     trainer.train();
     return kExitOk;
+  } catch (const engine::Preempted& e) {
+    return engine::kExitPreempted;
   } catch (const ConfigError& e) {
     if (runtime.rank() == 0) std::fprintf(stderr, "dtrain train: %s\n", e.what());
     return kExitUsage;

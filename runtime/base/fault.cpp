@@ -1,6 +1,7 @@
 // Environment-driven fault injection (see fault.h).
 #include "runtime/base/fault.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -24,6 +25,13 @@ void point(const char* name, int rank) {
   const char* after = std::getenv("DTRAIN_FAULT_AFTER");
   const int fire_at = after ? std::max(1, std::atoi(after)) : 1;
   if (++hits != fire_at) return;
+  // DTRAIN_FAULT_ONCE_FILE: fire only if the file does not exist yet, and create it, so a
+  // restarted run (same environment) does not fail again.
+  if (const char* once = std::getenv("DTRAIN_FAULT_ONCE_FILE"); once != nullptr && *once) {
+    const int fd = ::open(once, O_CREAT | O_EXCL | O_WRONLY, 0644);
+    if (fd < 0) return;
+    ::close(fd);
+  }
   const char* mode = std::getenv("DTRAIN_FAULT_MODE");
   if (mode != nullptr && std::strcmp(mode, "throw") == 0) {
     throw Error(fmt::format("injected fault at {} (rank {})", name, rank));

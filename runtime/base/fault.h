@@ -5,7 +5,13 @@
 //   DTRAIN_FAULT=ckpt.after_shards DTRAIN_FAULT_MODE=throw ...            // throws
 //
 // DTRAIN_FAULT_RANK (default: every rank) restricts the fault to one rank;
-// DTRAIN_FAULT_AFTER=K fires at the K-th time (1-based) the point is reached (default 1).
+// DTRAIN_FAULT_AFTER=K fires at the K-th time (1-based) the point is reached (default 1);
+// DTRAIN_FAULT_ONCE_FILE=F fires only while F does not exist, creating it (so a restarted
+// run with the same environment does not fail again).
+//
+// Points: ckpt.before_shard, ckpt.during_shard, ckpt.after_shards, ckpt.before_rename,
+// ckpt.before_last_checkpoint (checkpoint commit protocol, see docs/FORMAT.md) and
+// train.after_step (after each optimizer step of SimpleTrainer).
 // With no DTRAIN_FAULT set, fault points cost one getenv. Thread-safe.
 #pragma once
 

@@ -93,6 +93,14 @@ DefaultTrainer::DefaultTrainer(const Config& cfg, std::shared_ptr<dist::Communic
   periodic_checkpointer_ = std::make_unique<checkpoint::PeriodicCheckpointer>(
       *checkpointer_, cfg.get_int("SOLVER.CHECKPOINT_PERIOD"), cfg.get_int("SOLVER.MAX_ITER"),
       cfg.get_int("CHECKPOINT.MAX_TO_KEEP"));
+  std::vector<int> signals;
+  for (const auto& name : cfg.get_string_list("CHECKPOINT.PREEMPT_SIGNALS")) {
+    signals.push_back(signal_from_name(name));
+  }
+  if (!signals.empty()) {
+    preemption_ = std::make_unique<PreemptionWatcher>(
+        signals, cfg.get_float("CHECKPOINT.PREEMPT_DEADLINE_S"));
+  }
   trainer_ = std::make_unique<SimpleTrainer>(
       model_, std::make_shared<DataLoader>(dataset, sampler_), optimizer_, data_parallel_, clip);
   trainer_->register_hooks(build_hooks());
@@ -103,6 +111,9 @@ std::vector<std::shared_ptr<HookBase>> DefaultTrainer::build_hooks() {
   hooks.push_back(std::make_shared<IterationTimer>());
   hooks.push_back(std::make_shared<LRSchedulerHook>(*scheduler_));
   hooks.push_back(std::make_shared<PeriodicCheckpointerHook>(*periodic_checkpointer_));
+  if (preemption_) {
+    hooks.push_back(std::make_shared<PreemptionHook>(*preemption_, *checkpointer_, *comm_));
+  }
   if (!cfg_.get_string_list("DATASETS.TEST").empty()) {
     hooks.push_back(std::make_shared<EvalHook>(cfg_.get_int("TEST.EVAL_PERIOD"),
                                                [this] { return test(); }));

@@ -18,6 +18,7 @@
 #include "models/model.h"
 #include "runtime/base/config.h"
 #include "runtime/dist/communicator.h"
+#include "runtime/engine/preemption.h"
 #include "runtime/engine/simple_trainer.h"
 #include "runtime/optim/optim.h"
 #include "runtime/optim/optimizer_state.h"
@@ -61,7 +62,9 @@ class DefaultTrainer {
   const Config& cfg() const { return cfg_; }
 
   // The hooks of detectron2's build_hooks(): timer, LR scheduler, periodic
-  // checkpointer, evaluation, and (on rank 0) the metric writers, in that order.
+  // checkpointer, preemption (CHECKPOINT.PREEMPT_SIGNALS), evaluation, and (on rank 0)
+  // the metric writers, in that order. train() throws Preempted (on every rank) after
+  // a preemption checkpoint was committed.
   std::vector<std::shared_ptr<HookBase>> build_hooks();
 
  private:
@@ -79,6 +82,7 @@ class DefaultTrainer {
   checkpoint::RngState rng_state_;
   std::unique_ptr<checkpoint::Checkpointer> checkpointer_;
   std::unique_ptr<checkpoint::PeriodicCheckpointer> periodic_checkpointer_;
+  std::unique_ptr<PreemptionWatcher> preemption_;
   int64_t start_iter_ = 0;
 };
 

@@ -8,6 +8,7 @@
 #include <torch/csrc/autograd/autograd.h>
 
 #include "runtime/base/error.h"
+#include "runtime/base/fault.h"
 
 namespace dtrain::engine {
 
@@ -51,6 +52,7 @@ void SimpleTrainer::run_step() {
   if (clip_) clip_(data_parallel_->parameters());
   optimizer_->step();
   data_parallel_->sync_buffers();
+  fault::point("train.after_step", data_parallel_->comm().rank());
 
   // Average first so that every rank sees the same value and fails (or not) together.
   auto& comm = data_parallel_->comm();
