@@ -23,8 +23,10 @@ int main(int argc, char** argv) {
   train_cmd->add_flag("--eval-only", train.eval_only, "only evaluate on DATASETS.TEST");
   train_cmd->add_flag("--help-config", help_config,
                       "print every config key with its type, default and doc, then exit");
-  train_cmd->add_option("opts", train.overrides,
-                        "config overrides as KEY VALUE pairs, e.g. SOLVER.BASE_LR 0.1");
+  // Overrides are taken raw (CLI11 would reinterpret values such as "[]" or "-1").
+  train_cmd->allow_extras();
+  train_cmd->footer("Config overrides follow as KEY VALUE pairs, e.g. SOLVER.BASE_LR 0.1 "
+                    "SOLVER.STEPS \"(10, 30)\"; values are parsed as YAML.");
 
   dtrain::launcher::LaunchOptions launch;
   CLI::App* launch_cmd = app.add_subcommand(
@@ -56,6 +58,7 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : dtrain::launcher::kExitUsage;
   }
   if (*train_cmd) {
+    train.overrides = train_cmd->remaining();
     if (help_config) {
       std::fputs(dtrain::Config::help_text().c_str(), stdout);
       return 0;

@@ -92,6 +92,8 @@ std::vector<ConfigKeySpec> make_schema() {
       // ---- distributed ------------------------------------------------------------
       S("DIST.BACKEND", "auto", "auto (nccl for cuda, else mpi), mpi, nccl or local"),
       F("DIST.BUCKET_CAP_MB", 25.0, "gradient all-reduce bucket size in MiB"),
+      B("DIST.OVERLAP_GRAD_REDUCE", true,
+        "start each bucket's all-reduce during backward, as soon as its gradients are ready"),
       B("DIST.BROADCAST_BUFFERS", true,
         "broadcast module buffers (e.g. BatchNorm stats) from rank 0 before each step"),
 

@@ -1,36 +1,49 @@
-// Bucketed gradient averaging and parameter/buffer broadcast (see data_parallel.h).
+// Bucketed, overlapped gradient averaging and parameter/buffer broadcast (see
+// data_parallel.h).
 #include "runtime/engine/data_parallel.h"
 
 #include <chrono>
 
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/grad_mode.h>
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
+#include <torch/csrc/autograd/variable.h>
 
+#include "runtime/base/error.h"
 #include "runtime/base/logging.h"
 
 namespace dtrain::engine {
 namespace {
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+using Clock = std::chrono::steady_clock;
+
+double seconds_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
 }
 
 }  // namespace
 
 DataParallel::DataParallel(std::shared_ptr<torch::nn::Module> module, dist::Communicator& comm,
-                           double bucket_cap_mb, bool broadcast_buffers)
-    : module_(std::move(module)), comm_(comm), broadcast_buffers_(broadcast_buffers) {
+                           DataParallelOptions options)
+    : module_(std::move(module)), comm_(comm), options_(options) {
   for (auto& p : module_->parameters()) {
     if (p.requires_grad()) params_.push_back(p);
   }
-  const auto cap = static_cast<int64_t>(bucket_cap_mb * 1024.0 * 1024.0);
+  const auto cap = static_cast<int64_t>(options_.bucket_cap_mb * 1024.0 * 1024.0);
+  slot_.resize(params_.size());
+  ready_.assign(params_.size(), 0);
   // Reverse order: the last layers' gradients are ready first in backward.
   Bucket current;
   at::ScalarType current_type = at::ScalarType::Undefined;
   auto flush = [&] {
     if (current.params.empty()) return;
     int64_t numel = 0;
-    for (size_t i : current.params) numel += params_[i].numel();
+    for (size_t k = 0; k < current.params.size(); ++k) {
+      current.offsets.push_back(numel);
+      slot_[current.params[k]] = {buckets_.size(), k};
+      numel += params_[current.params[k]].numel();
+    }
     current.flat = at::zeros({numel}, params_[current.params.front()].options());
     buckets_.push_back(std::move(current));
     current = Bucket{};
@@ -38,7 +51,8 @@ DataParallel::DataParallel(std::shared_ptr<torch::nn::Module> module, dist::Comm
   for (size_t k = params_.size(); k-- > 0;) {
     const at::Tensor& p = params_[k];
     const int64_t bytes = p.numel() * static_cast<int64_t>(p.element_size());
-    if (!current.params.empty() && (p.scalar_type() != current_type || current.bytes + bytes > cap)) {
+    if (!current.params.empty() &&
+        (p.scalar_type() != current_type || current.bytes + bytes > cap)) {
       flush();
     }
     current_type = p.scalar_type();
@@ -47,9 +61,36 @@ DataParallel::DataParallel(std::shared_ptr<torch::nn::Module> module, dist::Comm
     total_bytes_ += bytes;
   }
   flush();
-  DTRAIN_LOG_DEBUG("DataParallel: {} parameters in {} buckets, {} bytes per reduce",
-                   params_.size(), buckets_.size(), total_bytes_);
+
+  if (options_.overlap && comm_.size() > 1) {
+    for (size_t i = 0; i < params_.size(); ++i) {
+      auto acc = torch::autograd::impl::grad_accumulator(params_[i]);
+      DTRAIN_CHECK(acc != nullptr, "DataParallel: parameter {} has no gradient accumulator", i);
+      acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+          [this, i](const torch::autograd::variable_list& outputs,
+                    const torch::autograd::variable_list& /*inputs*/) {
+            on_grad_ready(i);
+            return outputs;
+          }));
+      accumulators_.push_back(std::move(acc));  // the hook lives as long as the node
+    }
+  }
+  DTRAIN_LOG_DEBUG("DataParallel: {} parameters in {} buckets, {} bytes per reduce, overlap {}",
+                   params_.size(), buckets_.size(), total_bytes_, !accumulators_.empty());
   sync_params_and_buffers();
+}
+
+DataParallel::~DataParallel() {
+  // Hooks capture `this`: disarm them (the accumulator nodes may outlive us).
+  armed_ = false;
+  for (auto& b : buckets_) {
+    if (b.work) {
+      try {
+        b.work->wait();
+      } catch (...) {
+      }
+    }
+  }
 }
 
 void DataParallel::sync_params_and_buffers() {
@@ -60,49 +101,111 @@ void DataParallel::sync_params_and_buffers() {
 }
 
 void DataParallel::sync_buffers() {
-  if (!broadcast_buffers_ || comm_.size() == 1) return;
+  if (!options_.broadcast_buffers || comm_.size() == 1) return;
   at::NoGradGuard no_grad;
   for (auto& b : module_->buffers()) comm_.broadcast(b, 0);
 }
 
+void DataParallel::prepare_for_backward() {
+  if (comm_.size() == 1) return;
+  std::fill(ready_.begin(), ready_.end(), 0);
+  for (auto& b : buckets_) {
+    b.pending = b.params.size();
+    b.launched = false;
+    b.work.reset();
+  }
+  next_launch_ = 0;
+  last_overlapped_ = 0;
+  any_launched_ = false;
+  armed_ = !accumulators_.empty();
+}
+
+void DataParallel::on_grad_ready(size_t param) {
+  if (!armed_ || ready_[param]) return;
+  ready_[param] = 1;
+  const auto [bi, k] = slot_[param];
+  Bucket& b = buckets_[bi];
+  const at::Tensor& p = params_[param];
+  at::NoGradGuard no_grad;
+  at::Tensor slot = b.flat.narrow(0, b.offsets[k], p.numel());
+  if (p.grad().defined()) {
+    slot.copy_(p.grad().reshape({-1}));
+  } else {
+    slot.zero_();
+  }
+  --b.pending;
+  launch_ready_buckets();
+  progress();
+}
+
+void DataParallel::launch_ready_buckets() {
+  while (next_launch_ < buckets_.size() && buckets_[next_launch_].pending == 0) {
+    Bucket& b = buckets_[next_launch_++];
+    if (!any_launched_) {
+      any_launched_ = true;
+      first_launch_ = Clock::now();
+    }
+    b.work = comm_.all_reduce_async(b.flat, dist::ReduceOp::kAvg);
+    b.launched = true;
+    if (armed_) ++last_overlapped_;
+  }
+}
+
+void DataParallel::progress() {
+  // Non-blocking collectives advance only inside MPI calls: test the oldest one.
+  for (auto& b : buckets_) {
+    if (b.launched && b.work) {
+      b.work->is_completed();
+      break;
+    }
+  }
+}
+
 void DataParallel::reduce_gradients() {
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = Clock::now();
   if (comm_.size() == 1) {
     last_reduce_s_ = last_allreduce_s_ = 0.0;
     return;
   }
   at::NoGradGuard no_grad;
-  double allreduce_s = 0.0;
-  for (auto& bucket : buckets_) {
-    int64_t offset = 0;
-    for (size_t i : bucket.params) {
+  if (!armed_) prepare_for_backward();  // no overlap: nothing is in flight yet
+  armed_ = false;
+  // Gradients the hooks did not see (no overlap, or parameters unused in this step).
+  for (auto& b : buckets_) {
+    if (b.launched) continue;
+    for (size_t k = 0; k < b.params.size(); ++k) {
+      const size_t i = b.params[k];
+      if (ready_[i]) continue;
+      ready_[i] = 1;
       const at::Tensor& p = params_[i];
-      at::Tensor slot = bucket.flat.narrow(0, offset, p.numel());
-      const at::Tensor& g = p.grad();
-      if (g.defined()) {
-        slot.copy_(g.reshape({-1}));
+      at::Tensor slot = b.flat.narrow(0, b.offsets[k], p.numel());
+      if (p.grad().defined()) {
+        slot.copy_(p.grad().reshape({-1}));
       } else {
         slot.zero_();
       }
-      offset += p.numel();
-    }
-    const auto t1 = std::chrono::steady_clock::now();
-    comm_.all_reduce(bucket.flat, dist::ReduceOp::kAvg);
-    allreduce_s += seconds_since(t1);
-    offset = 0;
-    for (size_t i : bucket.params) {
-      at::Tensor p = params_[i];
-      at::Tensor slot = bucket.flat.narrow(0, offset, p.numel()).view(p.sizes());
-      if (p.grad().defined()) {
-        p.mutable_grad().copy_(slot);
-      } else {
-        p.mutable_grad() = slot.clone();
-      }
-      offset += p.numel();
+      --b.pending;
     }
   }
-  last_allreduce_s_ = allreduce_s;
-  last_reduce_s_ = seconds_since(t0);
+  const int overlapped = last_overlapped_;
+  launch_ready_buckets();
+  last_overlapped_ = overlapped;
+  for (auto& b : buckets_) {
+    b.work->wait();
+    b.work.reset();
+    for (size_t k = 0; k < b.params.size(); ++k) {
+      at::Tensor p = params_[b.params[k]];
+      at::Tensor avg = b.flat.narrow(0, b.offsets[k], p.numel()).view(p.sizes());
+      if (p.grad().defined()) {
+        p.mutable_grad().copy_(avg);
+      } else {
+        p.mutable_grad() = avg.clone();
+      }
+    }
+  }
+  const auto t1 = Clock::now();
+  last_reduce_s_ = seconds_between(t0, t1);
+  last_allreduce_s_ = seconds_between(first_launch_, t1);
 }
 
 }  // namespace dtrain::engine

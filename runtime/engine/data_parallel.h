@@ -1,17 +1,26 @@
 // Data parallelism over a Communicator: parameters and buffers broadcast from rank 0,
-// gradients averaged with bucketed all-reduce (PyTorch DDP's buckets, default 25 MiB).
+// gradients averaged with bucketed all-reduce (PyTorch DDP's buckets, default 25 MiB),
+// overlapped with backward.
 //
-//   DataParallel dp(model, comm, /*bucket_cap_mb=*/25, /*broadcast_buffers=*/true);
-//   loss.backward();
-//   dp.reduce_gradients();   // every rank now holds the same averaged gradients
+//   DataParallel dp(model, comm, {/*bucket_cap_mb=*/25, /*broadcast_buffers=*/true,
+//                                 /*overlap=*/true});
+//   dp.prepare_for_backward();  // arms the per-bucket hooks
+//   loss.backward();            // buckets start reducing as their gradients are ready
+//   dp.reduce_gradients();      // launches the rest, waits; every rank has the average
 //   optimizer.step();
-//   dp.sync_buffers();       // BatchNorm statistics equal on every rank again
+//   dp.sync_buffers();          // BatchNorm statistics equal on every rank again
 //
-// After any number of such steps every rank's parameters are bitwise identical (the
-// all-reduce gives every rank the same sum, and every rank then does the same math).
-// Not thread-safe.
+// With overlap, a post-hook on each parameter's gradient accumulator copies the fresh
+// gradient into its bucket; a bucket whose gradients are all in starts a non-blocking
+// all-reduce, in bucket order (every rank issues the same collectives in the same
+// order); outstanding reductions are progressed at every hook. Without overlap the
+// same non-blocking all-reduce runs after backward, so both paths are bitwise equal.
+// After any number of steps every rank's parameters are bitwise identical. Not
+// thread-safe; the hooks assume backward runs on the calling thread (CPU) — with CUDA
+// the communicator must tolerate calls from autograd's device threads (NCCL does).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -22,7 +31,17 @@
 
 #include "runtime/dist/communicator.h"
 
+namespace torch::autograd {
+struct Node;
+}
+
 namespace dtrain::engine {
+
+struct DataParallelOptions {
+  double bucket_cap_mb = 25.0;
+  bool broadcast_buffers = true;
+  bool overlap = true;
+};
 
 class DataParallel {
  public:
@@ -31,38 +50,69 @@ class DataParallel {
   // parameter larger than the cap gets a bucket of its own), then broadcasts all
   // parameters and buffers from rank 0.
   DataParallel(std::shared_ptr<torch::nn::Module> module, dist::Communicator& comm,
-               double bucket_cap_mb, bool broadcast_buffers);
+               DataParallelOptions options);
+  DataParallel(std::shared_ptr<torch::nn::Module> module, dist::Communicator& comm,
+               double bucket_cap_mb, bool broadcast_buffers)
+      : DataParallel(std::move(module), comm, {bucket_cap_mb, broadcast_buffers, false}) {}
+  ~DataParallel();
+  DataParallel(const DataParallel&) = delete;
+  DataParallel& operator=(const DataParallel&) = delete;
 
   // Broadcasts every parameter and buffer from rank 0.
   void sync_params_and_buffers();
-  // Averages every gradient over all ranks (a missing gradient counts as zeros).
+  // Arms the overlap hooks for the next backward (no-op without overlap or with one
+  // rank). Call after zeroing the gradients and before backward.
+  void prepare_for_backward();
+  // Averages every gradient over all ranks (a missing gradient counts as zeros):
+  // launches the buckets not started during backward, waits for all of them, and copies
+  // the averages back into the gradients.
   void reduce_gradients();
   // Broadcasts buffers from rank 0 when broadcast_buffers is on (no-op otherwise).
   void sync_buffers();
 
   struct Bucket {
     std::vector<size_t> params;  // indices into parameters()
+    std::vector<int64_t> offsets;  // element offset of each parameter in `flat`
     at::Tensor flat;             // contiguous 1-D buffer of the bucket's dtype
     int64_t bytes = 0;
+    // Per-backward state.
+    size_t pending = 0;          // gradients not yet copied in
+    bool launched = false;
+    std::shared_ptr<dist::Work> work;
   };
   const std::vector<Bucket>& buckets() const { return buckets_; }
   const std::vector<at::Tensor>& parameters() const { return params_; }
-  // Seconds spent in the last reduce_gradients() (copies + all-reduce) and in the
-  // all-reduce alone; bytes reduced per call.
+  // Seconds of the last reduce_gradients() call (the exposed, non-overlapped part of
+  // the communication) and of all-reduce work overall (launch to completion, summed
+  // over buckets, overlapping or not); bytes reduced per step.
   double last_reduce_seconds() const { return last_reduce_s_; }
   double last_allreduce_seconds() const { return last_allreduce_s_; }
   int64_t bytes_per_reduce() const { return total_bytes_; }
+  // How many buckets started during the last backward (overlap statistics).
+  int last_overlapped_buckets() const { return last_overlapped_; }
   dist::Communicator& comm() { return comm_; }
 
  private:
+  void on_grad_ready(size_t param);
+  void launch_ready_buckets();
+  void progress();
+
   std::shared_ptr<torch::nn::Module> module_;
   dist::Communicator& comm_;
-  bool broadcast_buffers_;
+  DataParallelOptions options_;
   std::vector<at::Tensor> params_;
+  std::vector<std::pair<size_t, size_t>> slot_;  // param -> (bucket, index in bucket)
+  std::vector<char> ready_;                      // per param, this backward
   std::vector<Bucket> buckets_;
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;  // keep hooks alive
+  size_t next_launch_ = 0;  // buckets launch strictly in order
+  bool armed_ = false;
+  std::chrono::steady_clock::time_point first_launch_{};
+  bool any_launched_ = false;
   int64_t total_bytes_ = 0;
   double last_reduce_s_ = 0.0;
   double last_allreduce_s_ = 0.0;
+  int last_overlapped_ = 0;
 };
 
 }  // namespace dtrain::engine

@@ -71,9 +71,10 @@ DefaultTrainer::DefaultTrainer(const Config& cfg, std::shared_ptr<dist::Communic
 
   optimizer_ = optim::build_optimizer(cfg, model_->named_parameters());
   scheduler_ = optim::build_lr_scheduler(cfg, *optimizer_);
-  data_parallel_ = std::make_shared<DataParallel>(model_, *comm_,
-                                                  cfg.get_float("DIST.BUCKET_CAP_MB"),
-                                                  cfg.get_bool("DIST.BROADCAST_BUFFERS"));
+  data_parallel_ = std::make_shared<DataParallel>(
+      model_, *comm_,
+      DataParallelOptions{cfg.get_float("DIST.BUCKET_CAP_MB"), cfg.get_bool("DIST.BROADCAST_BUFFERS"),
+                          cfg.get_bool("DIST.OVERLAP_GRAD_REDUCE")});
   SimpleTrainer::ClipFn clip;
   if (cfg.get_bool("SOLVER.CLIP_GRADIENTS.ENABLED")) {
     clip = [this](const std::vector<at::Tensor>& params) { optim::clip_gradients(cfg_, params); };

@@ -46,6 +46,7 @@ void SimpleTrainer::run_step() {
       p.mutable_grad().zero_();
     }
   }
+  data_parallel_->prepare_for_backward();
   torch::autograd::backward({loss});
   data_parallel_->reduce_gradients();
   after_backward();
@@ -62,7 +63,10 @@ void SimpleTrainer::run_step() {
   storage_.put_scalar("total_loss", loss_value);
   storage_.put_scalar("data_time", data_time);
   if (comm.size() > 1) {
+    // Launch-to-completion time of the gradient all-reduce, and the part of it that
+    // backward did not hide (time spent waiting after backward).
     storage_.put_scalar("allreduce_time", data_parallel_->last_allreduce_seconds());
+    storage_.put_scalar("comm_exposed_time", data_parallel_->last_reduce_seconds());
   }
 }
 
