@@ -5,11 +5,13 @@
 #include <random>
 
 #include <ATen/ATen.h>
+#include <ATen/detail/CUDAHooksInterface.h>
 #include <torch/version.h>
 
 #include "runtime/base/error.h"
 #include "runtime/base/fs.h"
 #include "runtime/base/logging.h"
+#include "runtime/dist/rank_env.h"
 #include "runtime/engine/evaluator.h"
 #include "runtime/engine/hooks.h"
 
@@ -36,6 +38,18 @@ void default_setup(const Config& cfg, dist::Communicator& comm) {
   comm.barrier();
 }
 
+at::Device resolve_device(const std::string& device, int local_rank) {
+  if (device == "cpu") return at::Device(at::kCPU);
+  DTRAIN_CHECK_T(ConfigError, device.rfind("cuda", 0) == 0,
+                 "MODEL.DEVICE must be 'cpu' or 'cuda', got '{}'", device);
+  DTRAIN_CHECK_T(ConfigError, at::hasCUDA(),
+                 "MODEL.DEVICE is '{}' but no GPU is usable (this LibTorch has no CUDA, or no "
+                 "GPU is visible)",
+                 device);
+  const int gpus = static_cast<int>(at::detail::getCUDAHooks().getNumGPUs());
+  return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(dist::select_cuda_device(local_rank, gpus)));
+}
+
 int64_t resolve_seed(const Config& cfg, dist::Communicator& comm) {
   int64_t seed = cfg.get_int("SEED");
   if (seed >= 0) return seed;
@@ -58,6 +72,7 @@ DefaultTrainer::DefaultTrainer(const Config& cfg, std::shared_ptr<dist::Communic
   // per-rank stream so that e.g. dropout differs between ranks, as in detectron2.
   at::manual_seed(static_cast<uint64_t>(seed_));
   model_ = models::build_model(cfg);
+  model_->to(resolve_device(cfg.get_string("MODEL.DEVICE"), comm_->local_rank()));
   at::manual_seed(static_cast<uint64_t>(seed_) + static_cast<uint64_t>(comm_->rank()));
 
   const auto& train_sets = cfg.get_string_list("DATASETS.TRAIN");

@@ -30,6 +30,10 @@ namespace dtrain::engine {
 // so no rank looks at OUTPUT_DIR before it exists).
 void default_setup(const Config& cfg, dist::Communicator& comm);
 
+// The device for MODEL.DEVICE: cpu, or for cuda the GPU local_rank (ConfigError when
+// no GPU is usable or there are fewer visible GPUs than local ranks).
+at::Device resolve_device(const std::string& device, int local_rank);
+
 // The seed SEED stands for: SEED itself, or for -1 one drawn on rank 0 and broadcast.
 int64_t resolve_seed(const Config& cfg, dist::Communicator& comm);
 

@@ -23,6 +23,10 @@ std::map<std::string, double> evaluate(models::Model& model, const data::Dataset
   auto flush = [&] {
     if (indices.empty()) return;
     data::Batch b = dataset.get_batch(indices);
+    if (!model.parameters().empty() && model.parameters().front().device() != b.inputs.device()) {
+      b.inputs = b.inputs.to(model.parameters().front().device());
+      b.targets = b.targets.to(model.parameters().front().device());
+    }
     at::Tensor logits = model.forward(b.inputs);
     const int64_t classes = logits.size(-1);
     at::Tensor flat_logits = logits.reshape({-1, classes});

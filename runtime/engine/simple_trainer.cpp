@@ -35,6 +35,13 @@ SimpleTrainer::SimpleTrainer(std::shared_ptr<models::Model> model,
 void SimpleTrainer::run_step() {
   const auto t0 = std::chrono::steady_clock::now();
   data::Batch batch = loader_->next();
+  if (!data_parallel_->parameters().empty()) {
+    const at::Device device = data_parallel_->parameters().front().device();
+    if (batch.inputs.device() != device) {
+      batch.inputs = batch.inputs.to(device, /*non_blocking=*/true);
+      batch.targets = batch.targets.to(device, /*non_blocking=*/true);
+    }
+  }
   const double data_time =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
