@@ -5,7 +5,9 @@
 
 #include <cstdio>
 #include <exception>
+#include <filesystem>
 #include <optional>
+#include <random>
 
 #include "runtime/base/error.h"
 #include "runtime/base/logging.h"
@@ -20,8 +22,31 @@ Config load_config(const TrainOptions& options) {
   Config cfg = Config::defaults();
   if (!options.config_file.empty()) cfg.merge_file(options.config_file);
   cfg.merge_overrides(options.overrides);
-  cfg.freeze();
   return cfg;
+}
+
+// SEED -1 means "random": rank 0 draws it once and every rank uses it. A resumed run
+// takes the seed its first start drew (OUTPUT_DIR/config.yaml holds the resolved
+// config), so that data order and sampler state still match the checkpoint.
+void resolve_random_seed(Config& cfg, bool resume, dist::Communicator& comm) {
+  if (cfg.get_int("SEED") >= 0) return;
+  int64_t seed = 0;
+  if (comm.rank() == 0) {
+    const std::string saved = cfg.get_string("OUTPUT_DIR") + "/config.yaml";
+    if (resume && std::filesystem::exists(saved)) {
+      try {
+        seed = Config::from_file(saved).get_int("SEED");
+      } catch (const Error&) {
+        seed = -1;
+      }
+    } else {
+      seed = -1;
+    }
+    if (seed < 0) seed = static_cast<int64_t>(std::random_device{}() & 0x7fffffff);
+  }
+  seed = comm.all_reduce_int(comm.rank() == 0 ? seed : 0, dist::ReduceOp::kSum);
+  cfg.set("SEED", seed);
+  if (comm.rank() == 0) DTRAIN_LOG_INFO("SEED -1: using seed {}", seed);
 }
 
 }  // namespace
@@ -38,6 +63,8 @@ int run_train(const TrainOptions& options, int* argc, char*** argv) {
   }
   try {
     auto comm = runtime.connect(*cfg);
+    resolve_random_seed(*cfg, options.resume, *comm);
+    cfg->freeze();
     engine::default_setup(*cfg, *comm);
     engine::DefaultTrainer trainer(*cfg, comm);
     trainer.resume_or_load(options.resume);
@@ -47,7 +74,7 @@ int run_train(const TrainOptions& options, int* argc, char*** argv) {
     }
     trainer.train();
     return kExitOk;
-  } catch (const engine::Preempted& e) {
+  } catch (const engine::Preempted&) {
     return engine::kExitPreempted;
   } catch (const ConfigError& e) {
     if (runtime.rank() == 0) std::fprintf(stderr, "dtrain train: %s\n", e.what());

@@ -52,8 +52,8 @@ void Dataset::write(const at::Tensor& tensor) {
   const std::vector<int64_t> expected = shape();
   const std::vector<int64_t> got(tensor.sizes().begin(), tensor.sizes().end());
   DTRAIN_CHECK_T(CheckpointError, got == expected,
-                 "writing dataset {}: tensor shape {} differs from the dataset's {}",
-                 describe(), shape_str(got), shape_str(expected));
+                 "writing dataset {}: tensor shape {} differs from the dataset's {}", describe(),
+                 shape_str(got), shape_str(expected));
   if (tensor.numel() == 0) return;
   at::Tensor t = contiguous_cpu(tensor);
   DataType mem_type = datatype_for(t.scalar_type());
@@ -81,8 +81,7 @@ void Dataset::write_rows(int64_t start, const at::Tensor& rows) {
   file_space.select_rows(start, count);
   DataSpace mem_space = DataSpace::simple(got);
   DataType mem_type = datatype_for(t.scalar_type());
-  check(H5Dwrite(id(), mem_type.id(), mem_space.id(), file_space.id(), H5P_DEFAULT,
-                 t.data_ptr()),
+  check(H5Dwrite(id(), mem_type.id(), mem_space.id(), file_space.id(), H5P_DEFAULT, t.data_ptr()),
         "writing rows [{}, {}) of dataset {}", start, start + count, describe());
 }
 
@@ -114,8 +113,7 @@ at::Tensor Dataset::read_rows(int64_t start, int64_t count,
   file_space.select_rows(start, count);
   DataSpace mem_space = DataSpace::simple(dims);
   DataType mem_type = datatype_for(dtype);
-  check(H5Dread(id(), mem_type.id(), mem_space.id(), file_space.id(), H5P_DEFAULT,
-                out.data_ptr()),
+  check(H5Dread(id(), mem_type.id(), mem_space.id(), file_space.id(), H5P_DEFAULT, out.data_ptr()),
         "reading rows [{}, {}) of dataset {} as {}", start, start + count, describe(),
         dtype_name(dtype));
   return out;

@@ -38,9 +38,8 @@ void File::flush() {
 void File::close() {
   if (!is_open()) return;
   ApiScope scope;
-  const ssize_t open_objects =
-      H5Fget_obj_count(id(), H5F_OBJ_LOCAL | H5F_OBJ_DATASET | H5F_OBJ_GROUP |
-                                 H5F_OBJ_DATATYPE | H5F_OBJ_ATTR);
+  const ssize_t open_objects = H5Fget_obj_count(
+      id(), H5F_OBJ_LOCAL | H5F_OBJ_DATASET | H5F_OBJ_GROUP | H5F_OBJ_DATATYPE | H5F_OBJ_ATTR);
   if (open_objects < 0) throw_error(fmt::format("closing HDF5 file '{}'", file_name()));
   DTRAIN_CHECK_T(CheckpointError, open_objects == 0,
                  "closing HDF5 file '{}': {} groups, datasets or attributes of it are still "

@@ -15,8 +15,7 @@ herr_t collect_link_name(hid_t /*group*/, const char* name, const H5L_info_t* /*
 // A link-creation property list that creates missing intermediate groups.
 PropertyList intermediate_groups_lcpl() {
   PropertyList lcpl = PropertyList::create(H5P_LINK_CREATE);
-  check(H5Pset_create_intermediate_group(lcpl.id(), 1),
-        "setting up intermediate group creation");
+  check(H5Pset_create_intermediate_group(lcpl.id(), 1), "setting up intermediate group creation");
   return lcpl;
 }
 
@@ -38,13 +37,13 @@ ObjectKind Group::kind(const std::string& path) const {
     if (end > pos) {
       if (!prefix.empty() && prefix.back() != '/') prefix += '/';
       prefix += path.substr(pos, end - pos);
-      if (!check_tri(H5Lexists(id(), prefix.c_str(), H5P_DEFAULT), "looking up '{}' in {}",
-                     prefix, describe())) {
+      if (!check_tri(H5Lexists(id(), prefix.c_str(), H5P_DEFAULT), "looking up '{}' in {}", prefix,
+                     describe())) {
         return ObjectKind::kMissing;
       }
       // Dangling soft or external links exist as links but name no object.
-      if (!check_tri(H5Oexists_by_name(id(), prefix.c_str(), H5P_DEFAULT),
-                     "looking up '{}' in {}", prefix, describe())) {
+      if (!check_tri(H5Oexists_by_name(id(), prefix.c_str(), H5P_DEFAULT), "looking up '{}' in {}",
+                     prefix, describe())) {
         return ObjectKind::kMissing;
       }
       H5O_info_t info;
@@ -53,9 +52,12 @@ ObjectKind Group::kind(const std::string& path) const {
       const bool last = path.find_first_not_of('/', end) == std::string::npos;
       if (last) {
         switch (info.type) {
-          case H5O_TYPE_GROUP: return ObjectKind::kGroup;
-          case H5O_TYPE_DATASET: return ObjectKind::kDataset;
-          default: return ObjectKind::kOther;
+          case H5O_TYPE_GROUP:
+            return ObjectKind::kGroup;
+          case H5O_TYPE_DATASET:
+            return ObjectKind::kDataset;
+          default:
+            return ObjectKind::kOther;
         }
       }
       if (info.type != H5O_TYPE_GROUP) return ObjectKind::kMissing;
@@ -96,8 +98,8 @@ Group Group::open_group(const std::string& path) const {
   ApiScope scope;
   const std::string full = join_path(this->path(), path);
   const ObjectKind k = kind(path);
-  DTRAIN_CHECK_T(CheckpointError, k == ObjectKind::kGroup, "'{}' has no group '{}'{}",
-                 file_name(), full, k == ObjectKind::kMissing ? "" : " (it is not a group)");
+  DTRAIN_CHECK_T(CheckpointError, k == ObjectKind::kGroup, "'{}' has no group '{}'{}", file_name(),
+                 full, k == ObjectKind::kMissing ? "" : " (it is not a group)");
   return Group(check_id(H5Gopen2(id(), path.c_str(), H5P_DEFAULT), "opening group '{}' in '{}'",
                         full, file_name()),
                file_name(), full);
@@ -112,11 +114,13 @@ Dataset Group::create_dataset(const std::string& path, const DataType& type,
                               const std::vector<int64_t>& shape) {
   ApiScope scope;
   const std::string full = join_path(this->path(), path);
-  DTRAIN_CHECK_T(CheckpointError, !exists(path),
-                 "cannot create dataset '{}' in '{}': it exists", full, file_name());
+  DTRAIN_CHECK_T(CheckpointError, !exists(path), "cannot create dataset '{}' in '{}': it exists",
+                 full, file_name());
   for (int64_t d : shape) {
-    DTRAIN_CHECK_T(CheckpointError, d >= 0, "cannot create dataset '{}' in '{}': negative "
-                   "extent {}", full, file_name(), d);
+    DTRAIN_CHECK_T(CheckpointError, d >= 0,
+                   "cannot create dataset '{}' in '{}': negative "
+                   "extent {}",
+                   full, file_name(), d);
   }
   PropertyList lcpl = intermediate_groups_lcpl();
   DataSpace space = DataSpace::simple(shape);
@@ -133,8 +137,8 @@ Dataset Group::open_dataset(const std::string& path) const {
   const ObjectKind k = kind(path);
   DTRAIN_CHECK_T(CheckpointError, k == ObjectKind::kDataset, "'{}' has no dataset '{}'{}",
                  file_name(), full, k == ObjectKind::kMissing ? "" : " (it is not a dataset)");
-  return Dataset(check_id(H5Dopen2(id(), path.c_str(), H5P_DEFAULT),
-                          "opening dataset '{}' in '{}'", full, file_name()),
+  return Dataset(check_id(H5Dopen2(id(), path.c_str(), H5P_DEFAULT), "opening dataset '{}' in '{}'",
+                          full, file_name()),
                  file_name(), full);
 }
 

@@ -6,8 +6,7 @@
 namespace dtrain::checkpoint::h5 {
 namespace {
 
-herr_t collect_attr_name(hid_t /*loc*/, const char* name, const H5A_info_t* /*info*/,
-                         void* data) {
+herr_t collect_attr_name(hid_t /*loc*/, const char* name, const H5A_info_t* /*info*/, void* data) {
   static_cast<std::vector<std::string>*>(data)->emplace_back(name);
   return 0;
 }
@@ -24,8 +23,8 @@ std::vector<T> read_numbers(const Attribute& attr, hid_t mem_type, const std::st
                  allow_float ? "a number" : "an integer", type.describe());
   std::vector<T> values(static_cast<size_t>(attr.space().num_elements()));
   if (!values.empty()) {
-    check(H5Aread(attr.id(), mem_type, values.data()), "reading attribute '{}' of {}",
-          attr.name(), where);
+    check(H5Aread(attr.id(), mem_type, values.data()), "reading attribute '{}' of {}", attr.name(),
+          where);
   }
   return values;
 }
@@ -33,8 +32,7 @@ std::vector<T> read_numbers(const Attribute& attr, hid_t mem_type, const std::st
 template <typename T>
 T single(std::vector<T> values, const std::string& name, const std::string& where) {
   DTRAIN_CHECK_T(CheckpointError, values.size() == 1,
-                 "attribute '{}' of {}: expected one value, found {}", name, where,
-                 values.size());
+                 "attribute '{}' of {}: expected one value, found {}", name, where, values.size());
   return values[0];
 }
 
@@ -120,10 +118,10 @@ void Object::write_attr(const std::string& name, const DataType& type, const Dat
                         const void* data) {
   ApiScope scope;
   if (has_attr(name)) delete_attr(name);
-  Attribute attr(check_id(H5Acreate2(id(), name.c_str(), type.id(), space.id(), H5P_DEFAULT,
-                                     H5P_DEFAULT),
-                          "creating attribute '{}' of {}", name, describe()),
-                 describe(), name);
+  Attribute attr(
+      check_id(H5Acreate2(id(), name.c_str(), type.id(), space.id(), H5P_DEFAULT, H5P_DEFAULT),
+               "creating attribute '{}' of {}", name, describe()),
+      describe(), name);
   check(H5Awrite(attr.id(), type.id(), data), "writing attribute '{}' of {}", name, describe());
 }
 
@@ -179,15 +177,15 @@ namespace internal {
 
 std::string read_single_string(hid_t id, bool is_attribute, const std::string& what) {
   ApiScope scope;
-  DataType file_type(check_id(is_attribute ? H5Aget_type(id) : H5Dget_type(id),
-                              "querying the type of {}", what));
+  DataType file_type(
+      check_id(is_attribute ? H5Aget_type(id) : H5Dget_type(id), "querying the type of {}", what));
   DTRAIN_CHECK_T(CheckpointError, file_type.type_class() == H5T_STRING,
                  "{}: expected a string, found {}", what, file_type.describe());
   DataSpace space(check_id(is_attribute ? H5Aget_space(id) : H5Dget_space(id),
                            "querying the shape of {}", what));
   const int64_t n = space.num_elements();
-  DTRAIN_CHECK_T(CheckpointError, n == 1, "{}: expected a single string, found {} elements",
-                 what, n);
+  DTRAIN_CHECK_T(CheckpointError, n == 1, "{}: expected a single string, found {} elements", what,
+                 n);
   auto read = [&](hid_t mem_type, void* buffer) {
     return is_attribute ? H5Aread(id, mem_type, buffer)
                         : H5Dread(id, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buffer);

@@ -37,8 +37,8 @@ bool is_bool_enum(const DataType& type) {
     if (name == nullptr) return false;
     int8_t value = -1;
     const bool ok = H5Tget_member_value(type.id(), i, &value) >= 0;
-    const bool match = ok && std::strcmp(name, value == 0 ? "FALSE" : "TRUE") == 0 &&
-                       (value == 0 || value == 1);
+    const bool match =
+        ok && std::strcmp(name, value == 0 ? "FALSE" : "TRUE") == 0 && (value == 0 || value == 1);
     H5free_memory(name);
     if (!match) return false;
   }
@@ -105,14 +105,22 @@ std::string DataType::describe() const {
     case H5T_STRING:
       return is_variable_string() ? "string (variable length)"
                                   : fmt::format("string ({} bytes)", size());
-    case H5T_ENUM: return "enum";
-    case H5T_COMPOUND: return "compound";
-    case H5T_ARRAY: return "array";
-    case H5T_VLEN: return "variable-length sequence";
-    case H5T_REFERENCE: return "reference";
-    case H5T_OPAQUE: return "opaque";
-    case H5T_BITFIELD: return "bitfield";
-    default: return "unknown HDF5 type";
+    case H5T_ENUM:
+      return "enum";
+    case H5T_COMPOUND:
+      return "compound";
+    case H5T_ARRAY:
+      return "array";
+    case H5T_VLEN:
+      return "variable-length sequence";
+    case H5T_REFERENCE:
+      return "reference";
+    case H5T_OPAQUE:
+      return "opaque";
+    case H5T_BITFIELD:
+      return "bitfield";
+    default:
+      return "unknown HDF5 type";
   }
 }
 
@@ -154,8 +162,7 @@ void DataSpace::select_rows(int64_t start, int64_t count) {
   offset[0] = static_cast<hsize_t>(start);
   extent[0] = static_cast<hsize_t>(count);
   ApiScope scope;
-  check(H5Sselect_hyperslab(id(), H5S_SELECT_SET, offset.data(), nullptr, extent.data(),
-                            nullptr),
+  check(H5Sselect_hyperslab(id(), H5S_SELECT_SET, offset.data(), nullptr, extent.data(), nullptr),
         "selecting rows [{}, {}) of a dataspace", start, start + count);
 }
 
@@ -167,15 +174,24 @@ PropertyList PropertyList::create(hid_t cls) {
 DataType datatype_for(at::ScalarType type) {
   ApiScope scope;
   switch (type) {
-    case at::kFloat: return DataType::copy_of(H5T_IEEE_F32LE);
-    case at::kDouble: return DataType::copy_of(H5T_IEEE_F64LE);
-    case at::kHalf: return make_float16();
-    case at::kChar: return DataType::copy_of(H5T_STD_I8LE);
-    case at::kShort: return DataType::copy_of(H5T_STD_I16LE);
-    case at::kInt: return DataType::copy_of(H5T_STD_I32LE);
-    case at::kLong: return DataType::copy_of(H5T_STD_I64LE);
-    case at::kByte: return DataType::copy_of(H5T_STD_U8LE);
-    case at::kBool: return make_bool();
+    case at::kFloat:
+      return DataType::copy_of(H5T_IEEE_F32LE);
+    case at::kDouble:
+      return DataType::copy_of(H5T_IEEE_F64LE);
+    case at::kHalf:
+      return make_float16();
+    case at::kChar:
+      return DataType::copy_of(H5T_STD_I8LE);
+    case at::kShort:
+      return DataType::copy_of(H5T_STD_I16LE);
+    case at::kInt:
+      return DataType::copy_of(H5T_STD_I32LE);
+    case at::kLong:
+      return DataType::copy_of(H5T_STD_I64LE);
+    case at::kByte:
+      return DataType::copy_of(H5T_STD_U8LE);
+    case at::kBool:
+      return make_bool();
     default:
       throw CheckpointError(fmt::format(
           "no HDF5 type for tensors of dtype {} (supported: float16/32/64, int8/16/32/64, "
@@ -205,11 +221,16 @@ std::optional<at::ScalarType> scalar_type_for(const DataType& type) {
       const bool is_signed = H5Tget_sign(type.id()) == H5T_SGN_2;
       if (!is_signed) return size == 1 ? std::optional<at::ScalarType>(at::kByte) : std::nullopt;
       switch (size) {
-        case 1: return at::kChar;
-        case 2: return at::kShort;
-        case 4: return at::kInt;
-        case 8: return at::kLong;
-        default: return std::nullopt;
+        case 1:
+          return at::kChar;
+        case 2:
+          return at::kShort;
+        case 4:
+          return at::kInt;
+        case 8:
+          return at::kLong;
+        default:
+          return std::nullopt;
       }
     }
     case H5T_ENUM:
@@ -222,17 +243,28 @@ std::optional<at::ScalarType> scalar_type_for(const DataType& type) {
 
 std::string dtype_name(at::ScalarType type) {
   switch (type) {
-    case at::kFloat: return "float32";
-    case at::kDouble: return "float64";
-    case at::kHalf: return "float16";
-    case at::kBFloat16: return "bfloat16";
-    case at::kChar: return "int8";
-    case at::kShort: return "int16";
-    case at::kInt: return "int32";
-    case at::kLong: return "int64";
-    case at::kByte: return "uint8";
-    case at::kBool: return "bool";
-    default: return c10::toString(type);
+    case at::kFloat:
+      return "float32";
+    case at::kDouble:
+      return "float64";
+    case at::kHalf:
+      return "float16";
+    case at::kBFloat16:
+      return "bfloat16";
+    case at::kChar:
+      return "int8";
+    case at::kShort:
+      return "int16";
+    case at::kInt:
+      return "int32";
+    case at::kLong:
+      return "int64";
+    case at::kByte:
+      return "uint8";
+    case at::kBool:
+      return "bool";
+    default:
+      return c10::toString(type);
   }
 }
 

@@ -11,7 +11,8 @@ namespace dtrain::data {
 namespace {
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 // The classification model's class count and its key, when MODEL.NAME has one.
@@ -29,8 +30,8 @@ std::pair<int64_t, std::string> model_classes(const Config& cfg) {
 std::shared_ptr<Dataset> build_dataset(const std::string& name, const Config& cfg, bool train) {
   // SEED is used as given (all ranks agree on it); -1 is the bit pattern 2^64 - 1.
   const uint64_t seed = static_cast<uint64_t>(cfg.get_int("SEED"));
-  const int64_t num = cfg.get_int(train ? "DATASETS.SYNTHETIC.NUM_TRAIN"
-                                        : "DATASETS.SYNTHETIC.NUM_TEST");
+  const int64_t num =
+      cfg.get_int(train ? "DATASETS.SYNTHETIC.NUM_TRAIN" : "DATASETS.SYNTHETIC.NUM_TEST");
   const auto [classes, classes_key] = model_classes(cfg);
 
   if (name == "synthetic_classification") {
@@ -63,10 +64,10 @@ std::shared_ptr<Dataset> build_dataset(const std::string& name, const Config& cf
     if (!classes_key.empty()) o.classes_key = classes_key;
     return load_h5_dataset(name, o);
   }
-  throw ConfigError(fmt::format(
-      "unknown dataset '{}' in DATASETS.{}: expected synthetic_classification, "
-      "synthetic_tokens or a path ending in .h5 / .hdf5",
-      name, train ? "TRAIN" : "TEST"));
+  throw ConfigError(
+      fmt::format("unknown dataset '{}' in DATASETS.{}: expected synthetic_classification, "
+                  "synthetic_tokens or a path ending in .h5 / .hdf5",
+                  name, train ? "TRAIN" : "TEST"));
 }
 
 }  // namespace dtrain::data

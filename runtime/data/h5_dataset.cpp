@@ -46,9 +46,8 @@ void check_range(const at::Tensor& values, int64_t limit, const std::string& fil
   const int64_t n = values.numel();
   for (int64_t i = 0; i < n; ++i) {
     DTRAIN_CHECK_T(ConfigError, v[i] >= 0 && (limit <= 0 || v[i] < limit),
-                   "'{}': {} {} at index {} of '{}' is outside [0, {}) ({})", file, what, v[i],
-                   i, dataset, limit <= 0 ? std::string("inf") : std::to_string(limit),
-                   limit_name);
+                   "'{}': {} {} at index {} of '{}' is outside [0, {}) ({})", file, what, v[i], i,
+                   dataset, limit <= 0 ? std::string("inf") : std::to_string(limit), limit_name);
   }
 }
 
@@ -88,8 +87,9 @@ std::shared_ptr<Dataset> load_classification(const h5::File& f, const H5DatasetO
     check_range(labels, *attr, file, "labels", "label", "the file's num_classes attribute");
   }
   check_range(labels, o.num_classes, file, "labels", "label", o.classes_key);
-  const int64_t classes =
-      o.num_classes > 0 ? o.num_classes : attr ? *attr : std::max<int64_t>(1, max_value(labels) + 1);
+  const int64_t classes = o.num_classes > 0 ? o.num_classes
+                          : attr            ? *attr
+                                            : std::max<int64_t>(1, max_value(labels) + 1);
   at::Tensor inputs = images.read(is_float ? at::kFloat : at::kByte);
   return std::make_shared<ClassificationDataset>(std::move(inputs), std::move(labels), classes,
                                                  description_of(f));
@@ -104,24 +104,23 @@ std::shared_ptr<Dataset> load_tokens(const h5::File& f, const H5DatasetOptions& 
                  file, tokens.size(0), o.context_length + 1);
   const std::optional<int64_t> attr = optional_int_attr(f, "vocab_size");
   if (attr) {
-    DTRAIN_CHECK_T(ConfigError, *attr >= 1, "'{}': attribute vocab_size must be >= 1, got {}",
-                   file, *attr);
+    DTRAIN_CHECK_T(ConfigError, *attr >= 1, "'{}': attribute vocab_size must be >= 1, got {}", file,
+                   *attr);
     check_range(tokens, *attr, file, "tokens", "token", "the file's vocab_size attribute");
   }
   check_range(tokens, o.vocab_size, file, "tokens", "token", o.vocab_key);
-  const int64_t vocab =
-      o.vocab_size > 0 ? o.vocab_size : attr ? *attr : std::max<int64_t>(1, max_value(tokens) + 1);
+  const int64_t vocab = o.vocab_size > 0 ? o.vocab_size
+                        : attr           ? *attr
+                                         : std::max<int64_t>(1, max_value(tokens) + 1);
   return std::make_shared<TokenDataset>(std::move(tokens), o.context_length, vocab,
                                         description_of(f));
 }
 
 }  // namespace
 
-std::shared_ptr<Dataset> load_h5_dataset(const std::string& path,
-                                         const H5DatasetOptions& options) {
+std::shared_ptr<Dataset> load_h5_dataset(const std::string& path, const H5DatasetOptions& options) {
   DTRAIN_CHECK_T(ConfigError, options.context_length >= 1,
-                 "loading '{}': context length must be >= 1, got {}", path,
-                 options.context_length);
+                 "loading '{}': context length must be >= 1, got {}", path, options.context_length);
   try {
     h5::File f = h5::File::open(path);
     const bool images = f.kind("images") == h5::ObjectKind::kDataset;

@@ -23,9 +23,9 @@
 namespace dtrain::data {
 
 struct H5DatasetOptions {
-  int64_t context_length = 64;  // layout B: MODEL.GPT.CONTEXT_LENGTH
-  int64_t vocab_size = 0;       // layout B: tokens must be < this (0: no limit)
-  int64_t num_classes = 0;      // layout A: labels must be < this (0: no limit)
+  int64_t context_length = 64;                     // layout B: MODEL.GPT.CONTEXT_LENGTH
+  int64_t vocab_size = 0;                          // layout B: tokens must be < this (0: no limit)
+  int64_t num_classes = 0;                         // layout A: labels must be < this (0: no limit)
   std::string vocab_key = "MODEL.GPT.VOCAB_SIZE";  // names the limits in messages
   std::string classes_key = "the model's NUM_CLASSES";
 };
@@ -34,7 +34,6 @@ struct H5DatasetOptions {
 // dtrain::ConfigError naming the file and the offending dataset: missing file, neither
 // or both layouts, wrong dtype or rank, images/labels count mismatch, labels outside
 // [0, num_classes), tokens outside [0, vocab_size), too few tokens for one sequence.
-std::shared_ptr<Dataset> load_h5_dataset(const std::string& path,
-                                         const H5DatasetOptions& options);
+std::shared_ptr<Dataset> load_h5_dataset(const std::string& path, const H5DatasetOptions& options);
 
 }  // namespace dtrain::data

@@ -12,8 +12,8 @@ namespace dtrain::data {
 namespace {
 
 void check_index(int64_t index, int64_t size, const std::string& what) {
-  DTRAIN_CHECK(index >= 0 && index < size, "{}: sample index {} out of range [0, {})", what,
-               index, size);
+  DTRAIN_CHECK(index >= 0 && index < size, "{}: sample index {} out of range [0, {})", what, index,
+               size);
 }
 
 }  // namespace
@@ -66,7 +66,7 @@ Batch ClassificationDataset::get_batch(const std::vector<int64_t>& indices) cons
     if (bytes) {
       const uint8_t* src = inputs_.data_ptr<uint8_t>() + i * row;
       for (int64_t k = 0; k < row; ++k) dst[b * row + k] = src[k] * (1.0f / 255.0f);
-    } else {
+    } else if (row > 0) {
       std::memcpy(dst + b * row, inputs_.data_ptr<float>() + i * row, row * sizeof(float));
     }
   }
@@ -74,10 +74,9 @@ Batch ClassificationDataset::get_batch(const std::vector<int64_t>& indices) cons
 }
 
 std::string ClassificationDataset::describe() const {
-  return fmt::format("{}: {} samples of [{}] {}, {} classes", description_, size_,
-                     fmt::join(sample_shape(), ", "),
-                     inputs_.scalar_type() == at::kByte ? "uint8->float32" : "float32",
-                     num_classes_);
+  return fmt::format(
+      "{}: {} samples of [{}] {}, {} classes", description_, size_, fmt::join(sample_shape(), ", "),
+      inputs_.scalar_type() == at::kByte ? "uint8->float32" : "float32", num_classes_);
 }
 
 // ---- TokenDataset ------------------------------------------------------------------
@@ -94,8 +93,8 @@ TokenDataset::TokenDataset(at::Tensor stream, int64_t context_length, int64_t vo
                    stream_.device().is_cpu() && stream_.is_contiguous(),
                "{}: the token stream must be a contiguous 1-D int64 CPU tensor", description_);
   DTRAIN_CHECK(stream_.size(0) >= context_length_ + 1,
-               "{}: {} tokens, fewer than one sequence of context length + 1 = {}",
-               description_, stream_.size(0), context_length_ + 1);
+               "{}: {} tokens, fewer than one sequence of context length + 1 = {}", description_,
+               stream_.size(0), context_length_ + 1);
   size_ = (stream_.size(0) - 1) / context_length_;
 }
 
@@ -118,8 +117,8 @@ Batch TokenDataset::get_batch(const std::vector<int64_t>& indices) const {
 }
 
 std::string TokenDataset::describe() const {
-  return fmt::format("{}: {} sequences of {} tokens (vocab {}) from a stream of {}",
-                     description_, size_, context_length_, vocab_size_, stream_.size(0));
+  return fmt::format("{}: {} sequences of {} tokens (vocab {}) from a stream of {}", description_,
+                     size_, context_length_, vocab_size_, stream_.size(0));
 }
 
 }  // namespace dtrain::data

@@ -17,8 +17,7 @@ constexpr uint64_t kOrderStream = 0x5EED'0DE5'0000'0001ull;
 }  // namespace
 
 DistributedSampler::DistributedSampler(int64_t dataset_size, int64_t global_batch, int rank,
-                                       int world_size, uint64_t seed, bool shuffle,
-                                       bool drop_last)
+                                       int world_size, uint64_t seed, bool shuffle, bool drop_last)
     : dataset_size_(dataset_size),
       global_batch_(global_batch),
       rank_(rank),

@@ -8,8 +8,9 @@
 //   synthetic_tokens: a fixed sparse Markov chain over the vocabulary: each token has 3
 //     successors with probabilities 0.6 / 0.3 / 0.1, the first one along a random cycle
 //     through every token (so the chain is irreducible and train/test walks share it);
-//     sequences are windows of one long walk (as TokenDataset cuts a stream). A model that learns the transition table reaches the chain's entropy rate,
-//     synthetic_tokens_entropy() (~0.90 nats/token) instead of ln(vocab).
+//     sequences are windows of one long walk (as TokenDataset cuts a stream). A model
+//     that learns the transition table reaches the chain's entropy rate,
+//     synthetic_tokens_entropy() (~0.90 nats/token), instead of ln(vocab).
 //
 // Class centres and the Markov chain depend only on the seed; train and test splits are
 // different draws from them. Generation uses dtrain::data::Rng, never the global torch
@@ -31,12 +32,12 @@
 namespace dtrain::data {
 
 struct SyntheticClassificationOptions {
-  int64_t num_samples = 8192;              // DATASETS.SYNTHETIC.NUM_TRAIN / NUM_TEST
-  std::vector<int64_t> input_shape{784};   // DATASETS.SYNTHETIC.INPUT_SHAPE
-  int64_t num_classes = 10;                // DATASETS.SYNTHETIC.NUM_CLASSES
-  double noise = 0.5;                      // DATASETS.SYNTHETIC.NOISE
-  uint64_t seed = 0;                       // SEED
-  bool train = true;                       // which split
+  int64_t num_samples = 8192;             // DATASETS.SYNTHETIC.NUM_TRAIN / NUM_TEST
+  std::vector<int64_t> input_shape{784};  // DATASETS.SYNTHETIC.INPUT_SHAPE
+  int64_t num_classes = 10;               // DATASETS.SYNTHETIC.NUM_CLASSES
+  double noise = 0.5;                     // DATASETS.SYNTHETIC.NOISE
+  uint64_t seed = 0;                      // SEED
+  bool train = true;                      // which split
 };
 
 class SyntheticClassification : public ClassificationDataset {
