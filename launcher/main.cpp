@@ -1,18 +1,28 @@
 // The dtrain executable: parses the command line and dispatches to subcommands.
 #include <cstdio>
+#include <iostream>
 #include <string>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 
+#include "launcher/ckpt_command.h"
 #include "launcher/launch_command.h"
 #include "launcher/train_command.h"
 #include "runtime/base/config.h"
 #include "runtime/base/error.h"
 
 int main(int argc, char** argv) {
+  // `dtrain ckpt ...` parses its own sub-subcommands (launcher/ckpt_command.h); local
+  // tools, no MPI.
+  if (argc >= 2 && std::string(argv[1]) == "ckpt") {
+    return dtrain::launcher::run_ckpt(std::vector<std::string>(argv + 2, argv + argc), std::cout,
+                                      std::cerr);
+  }
   CLI::App app{"dtrain: data-parallel LibTorch training with sharded HDF5 checkpoints"};
   app.require_subcommand(1);
+  // Listed for --help only; dispatched above.
+  app.add_subcommand("ckpt", "inspect|verify|diff|export|import checkpoints (dtrain ckpt --help)");
 
   dtrain::launcher::TrainOptions train;
   bool help_config = false;

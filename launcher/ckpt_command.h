@@ -1,0 +1,121 @@
+// `dtrain ckpt inspect|verify|diff|export|import`: local tools over checkpoint format v1
+// (docs/CKPT_TOOLS.md). They run in one process, call no MPI and never need a model.
+//
+//   std::ostringstream out, err;
+//   int rc = run_ckpt({"verify", "output/model_final"}, out, err);   // 0 valid, 1 damaged
+//   rc = run_ckpt({"export", "output", "--to", "weights.pt"}, out, err);
+//
+// Every subcommand is also a plain function (ckpt_inspect, ...) taking its options.
+// Implemented in ckpt_command.cpp (parsing, shared helpers), ckpt_inspect.cpp (inspect,
+// verify) and ckpt_convert.cpp (diff, export, import).
+// PATH arguments accept a checkpoint directory, its checkpoint.h5, or an OUTPUT_DIR
+// holding last_checkpoint (resolve_checkpoint). Functions are not thread-safe (they
+// share HDF5's library lock with the rest of the process but keep no other state).
+#pragma once
+
+#include <map>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "checkpoint/format.h"
+#include "checkpoint/stateful.h"
+
+namespace dtrain::launcher {
+
+// Exit codes of `dtrain ckpt` (docs/CKPT_TOOLS.md): kCkptOk success / valid /
+// identical; kCkptFailed damaged, different, or an input that cannot be used (missing,
+// not a checkpoint, existing output without --force); kCkptUsage a malformed command line.
+inline constexpr int kCkptOk = 0;
+inline constexpr int kCkptFailed = 1;
+inline constexpr int kCkptUsage = 2;
+
+// Parses `args` (what follows "dtrain ckpt") and runs the subcommand, writing results to
+// `out` and errors to `err`. Returns the exit code. Never throws.
+int run_ckpt(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+
+struct InspectOptions {
+  std::string path;
+  bool json = false;  // one JSON object instead of the text report
+};
+// Prints the header, config summary, tensor table (grouped by owner, with totals) and
+// scalars of a checkpoint. Returns kCkptOk, or kCkptFailed with a message on `err`.
+int ckpt_inspect(const InspectOptions& options, std::ostream& out, std::ostream& err);
+
+struct VerifyOptions {
+  std::string path;
+};
+// Reads every piece of every shard and checks its xxHash64; prints each problem (naming
+// the tensor and the shard file) and a verdict. kCkptOk when valid, else kCkptFailed.
+int ckpt_verify(const VerifyOptions& options, std::ostream& out, std::ostream& err);
+
+struct DiffOptions {
+  std::string a, b;
+  double atol = 0.0;  // values with max |a - b| <= atol count as equal
+};
+// Compares two checkpoints tensor by tensor (max abs difference in float64, integers
+// exactly), plus scalars. Works across world sizes. kCkptOk when identical.
+int ckpt_diff(const DiffOptions& options, std::ostream& out, std::ostream& err);
+
+struct ExportOptions {
+  std::string path;
+  std::string to;     // the .pt file to write
+  bool all = false;   // every tensor and scalar with full names, not just the model
+  bool force = false; // replace an existing file
+};
+// Writes the model's state dict ("fc1.weight", ...) as a file `torch.load` reads.
+int ckpt_export(const ExportOptions& options, std::ostream& out, std::ostream& err);
+
+struct ImportOptions {
+  std::string path;    // a torch.save'd dict of tensors
+  std::string to;      // the checkpoint directory to create
+  bool force = false;  // replace an existing checkpoint directory
+};
+// Builds a 1-shard checkpoint from a PyTorch state dict: plain keys go under "model/",
+// keys with a '/' (from `export --all`) keep their names. Refuses to overwrite.
+int ckpt_import(const ImportOptions& options, std::ostream& out, std::ostream& err);
+
+// ---- Helpers shared by the subcommands (and useful to tests) ----
+
+struct ResolvedCheckpoint {
+  std::string dir;   // the checkpoint directory
+  std::string note;  // e.g. "using 'out/model_final' (named by out/last_checkpoint)"; may be ""
+};
+// Resolves PATH: a checkpoint directory, its checkpoint.h5, or an output directory
+// with last_checkpoint. Throws dtrain::CheckpointError saying what PATH is instead.
+ResolvedCheckpoint resolve_checkpoint(const std::string& path);
+
+// Every tensor of checkpoint `dir`, assembled whole from its pieces with checksum
+// verification: replicated tensors by name ("model/fc1.weight"), per-rank tensors as
+// "ranks/RRRRR/<name>" (the path checkpoint.h5 shows them at). Throws CheckpointError.
+std::map<std::string, at::Tensor> read_all_tensors(const std::string& dir);
+
+// The parsed index of checkpoint directory `dir`. Throws CheckpointError naming the file
+// when checkpoint.h5 is missing, is not a dtrain checkpoint, or has another format version.
+checkpoint::CheckpointIndex load_index(const std::string& dir);
+
+// One replicated tensor of a checkpoint, assembled from its pieces (checksums verified).
+at::Tensor read_full_tensor(checkpoint::ShardReader& reader,
+                            const checkpoint::TensorRecord& record, const std::string& dir);
+
+// Every problem of checkpoint directory `dir` (empty: valid): missing or unreadable
+// index, wrong format version, missing or unreadable shard files, piece shape and
+// checksum mismatches, missing virtual datasets. Each line names the file and tensor.
+std::vector<std::string> find_checkpoint_problems(const std::string& dir);
+
+// Writes a committed checkpoint directory `dir` (which must not exist) of `world_size`
+// shards from `replicated` tensors (sharded as plan_shards says), `per_rank` tensors
+// (indexed by rank; may be shorter than world_size) and `scalars`: shards and
+// checkpoint.h5 in a hidden temporary directory beside `dir`, then a rename.
+void write_checkpoint_dir(const std::string& dir, int world_size,
+                          const std::vector<std::pair<std::string, at::Tensor>>& replicated,
+                          const std::vector<std::vector<std::pair<std::string, at::Tensor>>>& per_rank,
+                          const checkpoint::StateDict& scalars, int64_t iteration,
+                          const std::string& config_yaml);
+
+// "512 B", "1.5 KiB", "3.2 MiB", ...
+std::string human_bytes(int64_t bytes);
+
+}  // namespace dtrain::launcher

@@ -1,0 +1,454 @@
+// `dtrain ckpt inspect` (header, config summary, tensor table) and `dtrain ckpt verify`
+// (every checksum, missing/unreadable files), see ckpt_command.h.
+#include <algorithm>
+#include <exception>
+#include <filesystem>
+#include <set>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+#include <yaml-cpp/yaml.h>
+
+#include "checkpoint/h5/h5.h"
+#include "checkpoint/index.h"
+#include "launcher/ckpt_command.h"
+#include "runtime/base/error.h"
+
+namespace dtrain::launcher {
+namespace stdfs = std::filesystem;
+namespace h5 = checkpoint::h5;
+using checkpoint::CheckpointIndex;
+using checkpoint::TensorRecord;
+using nlohmann::json;
+
+namespace {
+
+// The config keys `inspect` summarizes.
+const char* const kSummaryKeys[] = {"MODEL.NAME", "SOLVER.OPTIMIZER", "SOLVER.BASE_LR",
+                                    "SOLVER.IMS_PER_BATCH", "SOLVER.MAX_ITER"};
+
+std::string owner_of(const std::string& name) { return name.substr(0, name.find('/')); }
+
+int64_t record_bytes(const TensorRecord& t) {
+  int64_t b = 0;
+  for (const auto& p : t.pieces) b += p.bytes;
+  return b;
+}
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  return fmt::format("[{}]", fmt::join(shape, ", "));
+}
+
+std::string scalar_str(const checkpoint::StateValue& v) {
+  if (auto i = std::get_if<int64_t>(&v)) return std::to_string(*i);
+  if (auto d = std::get_if<double>(&v)) return fmt::format("{}", *d);
+  if (auto s = std::get_if<std::string>(&v)) {
+    std::string text = s->size() > 60 ? s->substr(0, 57) + "..." : *s;
+    for (char& c : text) {
+      if (c == '\n') c = ' ';
+    }
+    return fmt::format("\"{}\"", text);
+  }
+  return "<tensor>";
+}
+
+json scalar_json(const checkpoint::StateValue& v) {
+  if (auto i = std::get_if<int64_t>(&v)) return *i;
+  if (auto d = std::get_if<double>(&v)) return *d;
+  if (auto s = std::get_if<std::string>(&v)) return *s;
+  return nullptr;
+}
+
+// The config YAML stored in checkpoint.h5 ("" when there is none).
+std::string read_config_yaml(const std::string& dir) {
+  h5::File file = h5::File::open(dir + "/" + checkpoint::kIndexFile);
+  return file.exists("/dtrain/config_yaml") ? file.read_string("/dtrain/config_yaml") : "";
+}
+
+// KEY -> value text for kSummaryKeys ("-" when absent). Throws YAML::Exception for
+// malformed YAML.
+std::vector<std::pair<std::string, std::string>> config_summary(const std::string& yaml) {
+  YAML::Node root = YAML::Load(yaml);
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const char* key : kSummaryKeys) {
+    // Walk MODEL -> NAME through maps only (const access never inserts).
+    YAML::Node node = root;
+    const std::string k = key;
+    bool found = true;
+    for (size_t start = 0; found && start <= k.size();) {
+      size_t dot = k.find('.', start);
+      if (dot == std::string::npos) dot = k.size();
+      const YAML::Node parent = node;
+      found = parent.IsMap() && parent[k.substr(start, dot - start)].IsDefined();
+      if (found) node.reset(parent[k.substr(start, dot - start)]);
+      start = dot + 1;
+    }
+    std::string value = "-";
+    if (found && node.IsScalar()) value = node.Scalar();
+    if (found && node.IsSequence()) {
+      std::vector<std::string> items;
+      for (const auto& item : node) items.push_back(item.IsScalar() ? item.Scalar() : "...");
+      value = fmt::format("[{}]", fmt::join(items, ", "));
+    }
+    out.emplace_back(key, value);
+  }
+  return out;
+}
+
+// True when `yaml` holds nothing but blank lines and comments.
+bool yaml_is_blank(const std::string& yaml) {
+  size_t start = 0;
+  while (start < yaml.size()) {
+    size_t end = yaml.find('\n', start);
+    if (end == std::string::npos) end = yaml.size();
+    const std::string line = yaml.substr(start, end - start);
+    const size_t first = line.find_first_not_of(" \t\r");
+    if (first != std::string::npos && line[first] != '#') return false;
+    start = end + 1;
+  }
+  return true;
+}
+
+struct Group {
+  std::string name;
+  std::vector<const TensorRecord*> tensors;
+  int64_t bytes = 0;
+};
+
+// Tensors grouped by owner, in order of first appearance in the index.
+std::vector<Group> group_tensors(const CheckpointIndex& index) {
+  std::vector<Group> groups;
+  for (const auto& t : index.tensors) {
+    const std::string owner = owner_of(t.name);
+    auto it = std::find_if(groups.begin(), groups.end(),
+                           [&](const Group& g) { return g.name == owner; });
+    if (it == groups.end()) it = groups.insert(groups.end(), Group{owner, {}, 0});
+    it->tensors.push_back(&t);
+    it->bytes += record_bytes(t);
+  }
+  return groups;
+}
+
+void print_json(const std::string& dir, const std::string& note, const CheckpointIndex& index,
+                const std::string& yaml, std::ostream& out) {
+  json j;
+  j["path"] = dir;
+  if (!note.empty()) j["note"] = note;
+  j["format"] = checkpoint::kFormatName;
+  j["format_version"] = index.format_version;
+  j["iteration"] = index.iteration;
+  j["world_size"] = index.world_size;
+  j["created"] = index.created;
+  j["versions"] = index.versions;
+  json cfg = json::object();
+  if (!yaml_is_blank(yaml)) {
+    try {
+      for (const auto& [k, v] : config_summary(yaml)) cfg[k] = v;
+    } catch (const std::exception& e) {
+      cfg["error"] = e.what();
+    }
+  }
+  j["config"] = cfg;
+  json tensors = json::array(), groups = json::array();
+  int64_t total = 0;
+  for (const auto& g : group_tensors(index)) {
+    groups.push_back({{"name", g.name}, {"tensors", g.tensors.size()}, {"bytes", g.bytes}});
+    total += g.bytes;
+    for (const TensorRecord* t : g.tensors) {
+      tensors.push_back({{"name", t->name}, {"dtype", t->dtype}, {"shape", t->shape},
+                         {"bytes", record_bytes(*t)}, {"per_rank", t->per_rank},
+                         {"pieces", t->pieces.size()}});
+    }
+  }
+  j["groups"] = groups;
+  j["tensors"] = tensors;
+  j["total"] = {{"tensors", index.tensors.size()}, {"bytes", total}};
+  json scalars = json::object();
+  for (const auto& [k, v] : index.scalars) scalars[k] = scalar_json(v);
+  j["scalars"] = scalars;
+  out << j.dump(2) << "\n";
+}
+
+void print_text(const std::string& dir, const std::string& note, const CheckpointIndex& index,
+                const std::string& yaml, std::ostream& out) {
+  if (!note.empty()) out << "note: " << note << "\n";
+  out << "Checkpoint " << dir << "\n";
+  out << fmt::format("  {:<12} {} v{}\n", "format", checkpoint::kFormatName, index.format_version);
+  out << fmt::format("  {:<12} {}\n", "iteration",
+                     index.iteration < 0 ? std::string("none (-1)") : std::to_string(index.iteration));
+  std::vector<int64_t> shard_bytes(index.world_size, 0);
+  for (const auto& t : index.tensors) {
+    for (const auto& p : t.pieces) shard_bytes[p.shard] += p.bytes;
+  }
+  std::vector<std::string> per_shard;
+  for (int64_t b : shard_bytes) per_shard.push_back(human_bytes(b));
+  out << fmt::format("  {:<12} {} (shard payloads: {})\n", "world size", index.world_size,
+                     fmt::join(per_shard, ", "));
+  out << fmt::format("  {:<12} {}\n", "created", index.created.empty() ? "-" : index.created);
+  std::vector<std::string> versions;
+  for (const auto& [k, v] : index.versions) versions.push_back(k + " " + v);
+  out << fmt::format("  {:<12} {}\n", "versions", versions.empty() ? "-" : fmt::format("{}", fmt::join(versions, ", ")));
+
+  out << "Config\n";
+  if (yaml_is_blank(yaml)) {
+    out << "  (no config stored)\n";
+  } else {
+    try {
+      for (const auto& [k, v] : config_summary(yaml)) out << fmt::format("  {:<21} {}\n", k, v);
+    } catch (const std::exception& e) {
+      out << "  (the stored config is not valid YAML: " << e.what() << ")\n";
+    }
+  }
+
+  size_t name_w = 4, dtype_w = 5, shape_w = 5;
+  for (const auto& t : index.tensors) {
+    name_w = std::max(name_w, t.name.size());
+    dtype_w = std::max(dtype_w, t.dtype.size());
+    shape_w = std::max(shape_w, shape_str(t.shape).size());
+  }
+  out << "Tensors\n";
+  out << fmt::format("    {:<{}}  {:<{}}  {:<{}}  {:>10}\n", "name", name_w, "dtype", dtype_w,
+                     "shape", shape_w, "bytes");
+  int64_t total = 0;
+  for (const auto& g : group_tensors(index)) {
+    out << fmt::format("  {} ({} tensor{}, {})\n", g.name, g.tensors.size(),
+                       g.tensors.size() == 1 ? "" : "s", human_bytes(g.bytes));
+    for (const TensorRecord* t : g.tensors) {
+      const std::string per_rank =
+          t->per_rank ? fmt::format("  per rank, {} rank{}", t->pieces.size(),
+                                    t->pieces.size() == 1 ? "" : "s")
+                      : "";
+      out << fmt::format("    {:<{}}  {:<{}}  {:<{}}  {:>10}{}\n", t->name, name_w, t->dtype,
+                         dtype_w, shape_str(t->shape), shape_w, human_bytes(record_bytes(*t)),
+                         per_rank);
+    }
+    total += g.bytes;
+  }
+  out << fmt::format("  total: {} tensors, {} ({} bytes) in {} shard file{}\n",
+                     index.tensors.size(), human_bytes(total), total, index.world_size,
+                     index.world_size == 1 ? "" : "s");
+  out << "Scalars\n";
+  if (index.scalars.empty()) out << "  (none)\n";
+  for (const auto& [k, v] : index.scalars) out << fmt::format("  {} = {}\n", k, scalar_str(v));
+}
+
+
+// What verify_dir looked at.
+struct VerifyStats {
+  bool index_ok = false;
+  int world_size = 0;
+  int64_t iteration = -1;
+  int64_t tensors = 0, pieces = 0, bytes = 0;
+};
+
+// "a, b, c and 4 more" of the tensor names.
+std::string some_names(const std::vector<std::string>& names) {
+  constexpr size_t kShown = 4;
+  std::vector<std::string> shown(names.begin(), names.begin() + std::min(kShown, names.size()));
+  std::string s = fmt::format("{}", fmt::join(shown, ", "));
+  if (names.size() > kShown) s += fmt::format(" and {} more", names.size() - kShown);
+  return s;
+}
+
+std::vector<std::string> shard_files_in(const std::string& dir) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& e : stdfs::directory_iterator(dir, ec)) {
+    const std::string n = e.path().filename().string();
+    if (n.rfind("shard-", 0) == 0) names.push_back(n);
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// Checks the index file: present, a dtrain checkpoint of this format version, parseable,
+// attributes consistent with the index. Appends problems; returns whether it can be used.
+bool check_index(const std::string& dir, CheckpointIndex* index, std::vector<std::string>& problems) {
+  const std::string path = dir + "/" + checkpoint::kIndexFile;
+  if (!stdfs::exists(path)) {
+    const auto shards = shard_files_in(dir);
+    problems.push_back(fmt::format(
+        "the index '{}' is missing{}", path,
+        shards.empty() ? std::string()
+                       : fmt::format(" (shard files present: {}; the save never committed or "
+                                     "the index was deleted)", some_names(shards))));
+    return false;
+  }
+  std::string text;
+  int64_t attr_world = -1, attr_iteration = 0;
+  try {
+    h5::File file = h5::File::open(path);
+    const std::string format = file.has_attr("format") ? file.get_string_attr("format") : "";
+    if (format != checkpoint::kFormatName) {
+      problems.push_back(fmt::format("'{}' is not a dtrain checkpoint index: its 'format' "
+                                     "attribute is '{}', expected '{}'",
+                                     path, format, checkpoint::kFormatName));
+      return false;
+    }
+    if (file.has_attr("format_version")) {
+      const int64_t version = file.get_int_attr("format_version");
+      if (version != checkpoint::kFormatVersion) {
+        problems.push_back(fmt::format("'{}': checkpoint format version {} is not supported "
+                                       "(this dtrain reads version {})",
+                                       path, version, checkpoint::kFormatVersion));
+        return false;
+      }
+    }
+    if (file.has_attr("world_size")) attr_world = file.get_int_attr("world_size");
+    if (file.has_attr("iteration")) attr_iteration = file.get_int_attr("iteration");
+    file.close();
+    text = checkpoint::read_index_text(dir);
+    *index = CheckpointIndex::from_json(text, path);
+  } catch (const std::exception& e) {
+    problems.push_back(e.what());
+    return false;
+  }
+  if (attr_world != index->world_size || attr_iteration != index->iteration) {
+    problems.push_back(fmt::format("'{}': root attributes (world_size {}, iteration {}) disagree "
+                                   "with the index (world_size {}, iteration {})",
+                                   path, attr_world, attr_iteration, index->world_size,
+                                   index->iteration));
+  }
+  return true;
+}
+
+std::vector<std::string> verify_dir(const std::string& dir, VerifyStats* stats) {
+  std::vector<std::string> problems;
+  CheckpointIndex index;
+  if (!check_index(dir, &index, problems)) return problems;
+  stats->index_ok = true;
+  stats->world_size = index.world_size;
+  stats->iteration = index.iteration;
+
+  // Shard files: each must exist and open; otherwise one problem for the file, naming
+  // the tensors it holds, instead of one per piece.
+  std::map<int, std::vector<std::string>> held;
+  for (const auto& t : index.tensors) {
+    for (const auto& p : t.pieces) {
+      auto& names = held[p.shard];
+      if (names.empty() || names.back() != t.name) names.push_back(t.name);
+    }
+  }
+  std::set<int> unusable;
+  for (int r = 0; r < index.world_size; ++r) {
+    const std::string path = dir + "/" + checkpoint::shard_file_name(r, index.world_size);
+    const std::string holds = held[r].empty() ? std::string("no tensor pieces")
+                                              : "pieces of " + some_names(held[r]);
+    if (!stdfs::exists(path)) {
+      problems.push_back(fmt::format("shard file '{}' is missing (it holds {})", path, holds));
+      unusable.insert(r);
+      continue;
+    }
+    try {
+      h5::File::open(path).close();
+    } catch (const std::exception& e) {
+      problems.push_back(fmt::format("shard file '{}' cannot be opened (it holds {}): {}", path,
+                                     holds, e.what()));
+      unusable.insert(r);
+    }
+  }
+
+  // Every piece: shape and checksum.
+  checkpoint::ShardReader reader(dir, index.world_size);
+  for (const auto& t : index.tensors) {
+    ++stats->tensors;
+    for (const auto& p : t.pieces) {
+      if (unusable.count(p.shard)) continue;
+      try {
+        at::Tensor dst = at::empty(
+            p.shape, at::TensorOptions().dtype(checkpoint::dtype_from_name(t.dtype, dir)));
+        reader.read_piece(t, p, dst);
+        ++stats->pieces;
+        stats->bytes += p.bytes;
+      } catch (const std::exception& e) {
+        std::string what = e.what();
+        if (what.find(t.name) == std::string::npos) {
+          what = fmt::format("tensor '{}' rows [{}, {}) in '{}': {}", t.name, p.row_start,
+                             p.row_start + p.row_count,
+                             checkpoint::shard_file_name(p.shard, index.world_size), what);
+        }
+        problems.push_back(what);
+      }
+    }
+  }
+
+  // The virtual datasets that let h5py read whole tensors without dtrain.
+  try {
+    h5::File file = h5::File::open(dir + "/" + checkpoint::kIndexFile);
+    for (const auto& t : index.tensors) {
+      std::vector<std::string> paths;
+      if (!t.per_rank) paths.push_back("/" + t.name);
+      for (const auto& p : t.pieces) {
+        if (t.per_rank) paths.push_back(fmt::format("/ranks/{:05d}/{}", p.shard, t.name));
+      }
+      for (const auto& vpath : paths) {
+        if (!file.exists(vpath)) {
+          problems.push_back(fmt::format("'{}/{}' has no virtual dataset '{}' for tensor '{}'",
+                                         dir, checkpoint::kIndexFile, vpath, t.name));
+        }
+      }
+    }
+  } catch (const std::exception& e) {
+    problems.push_back(e.what());
+  }
+  return problems;
+}
+
+}  // namespace
+
+int ckpt_inspect(const InspectOptions& options, std::ostream& out, std::ostream& err) {
+  try {
+    const ResolvedCheckpoint r = resolve_checkpoint(options.path);
+    const CheckpointIndex index = load_index(r.dir);
+    const std::string yaml = read_config_yaml(r.dir);
+    if (options.json) {
+      print_json(r.dir, r.note, index, yaml, out);
+    } else {
+      print_text(r.dir, r.note, index, yaml, out);
+    }
+    return kCkptOk;
+  } catch (const std::exception& e) {
+    err << "dtrain ckpt inspect: " << e.what() << "\n";
+    return kCkptFailed;
+  }
+}
+
+std::vector<std::string> find_checkpoint_problems(const std::string& dir) {
+  VerifyStats stats;
+  return verify_dir(dir, &stats);
+}
+
+int ckpt_verify(const VerifyOptions& options, std::ostream& out, std::ostream& err) {
+  ResolvedCheckpoint r;
+  try {
+    r = resolve_checkpoint(options.path);
+  } catch (const std::exception& e) {
+    err << "dtrain ckpt verify: " << e.what() << "\n";
+    return kCkptFailed;
+  }
+  if (!r.note.empty()) out << "note: " << r.note << "\n";
+  out << "Verifying " << r.dir << "\n";
+  VerifyStats stats;
+  std::vector<std::string> problems;
+  try {
+    problems = verify_dir(r.dir, &stats);
+  } catch (const std::exception& e) {
+    problems.push_back(e.what());
+  }
+  for (const auto& p : problems) out << "  problem: " << p << "\n";
+  if (problems.empty()) {
+    out << fmt::format("OK: {} is valid (iteration {}, {} tensors, {} pieces, {} in {} shard "
+                       "file{}; every xxh64 checksum matches)\n",
+                       r.dir, stats.iteration, stats.tensors, stats.pieces,
+                       human_bytes(stats.bytes), stats.world_size,
+                       stats.world_size == 1 ? "" : "s");
+    return kCkptOk;
+  }
+  out << fmt::format("DAMAGED: {} has {} problem{}\n", r.dir, problems.size(),
+                     problems.size() == 1 ? "" : "s");
+  return kCkptFailed;
+}
+
+}  // namespace dtrain::launcher
