@@ -1,6 +1,7 @@
 // `dtrain launch`: mpirun command construction, signal forwarding, restart loop.
 #include "launcher/launch_command.h"
 
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -8,12 +9,16 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <set>
 #include <thread>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -85,6 +90,8 @@ MpirunCommand build_mpirun_command(const LaunchOptions& o, const LaunchContext& 
                  o.nnodes);
   DTRAIN_CHECK_T(ConfigError, o.max_restarts >= 0, "--max-restarts must be >= 0, got {}",
                  o.max_restarts);
+  DTRAIN_CHECK_T(ConfigError, o.restart_backoff_s >= 0,
+                 "--restart-backoff must be >= 0 seconds, got {}", o.restart_backoff_s);
   DTRAIN_CHECK_T(ConfigError, !o.train_args.empty() && o.train_args.front() == "train",
                  "expected the command to launch after '--', starting with 'train' (e.g. "
                  "dtrain launch --nproc-per-node 2 -- train --config-file F)");
@@ -112,7 +119,9 @@ MpirunCommand build_mpirun_command(const LaunchOptions& o, const LaunchContext& 
   a = {o.mpirun, "-np", std::to_string(o.nproc_per_node * o.nnodes), "--map-by"};
   a.push_back(bind == "core" ? fmt::format("ppr:{}:node:PE={}", o.nproc_per_node, per_rank)
                              : fmt::format("ppr:{}:node", o.nproc_per_node));
-  a.insert(a.end(), {"--bind-to", bind});
+  // mpirun refuses to bind two ranks to one core unless told that is intended.
+  a.insert(a.end(),
+           {"--bind-to", bind == "core" && oversubscribed ? "core:overload-allowed" : bind});
   if (!o.hostfile.empty()) a.insert(a.end(), {"--hostfile", o.hostfile});
   if (oversubscribed) a.push_back("--oversubscribe");
   const std::string omp = ctx.env.count("OMP_NUM_THREADS") ? ctx.env.at("OMP_NUM_THREADS")
@@ -127,12 +136,43 @@ MpirunCommand build_mpirun_command(const LaunchOptions& o, const LaunchContext& 
   return cmd;
 }
 
+int physical_core_count(const std::vector<int>& cpus, const std::string& sys_cpu_dir) {
+  std::set<std::pair<std::string, std::string>> cores;
+  int unknown = 0;
+  for (int cpu : cpus) {
+    const std::string topo = fmt::format("{}/cpu{}/topology/", sys_cpu_dir, cpu);
+    std::ifstream package(topo + "physical_package_id"), core(topo + "core_id");
+    std::string p, c;
+    if (package >> p && core >> c) {
+      cores.emplace(p, c);
+    } else {
+      ++unknown;
+    }
+  }
+  return std::max(1, static_cast<int>(cores.size()) + unknown);
+}
+
 namespace {
+
+// Physical cores this process may run on (its affinity mask, e.g. a SLURM/cgroup
+// cpuset), falling back to the hardware thread count.
+int usable_cores() {
+  cpu_set_t mask;
+  CPU_ZERO(&mask);
+  if (::sched_getaffinity(0, sizeof(mask), &mask) == 0) {
+    std::vector<int> cpus;
+    for (int c = 0; c < CPU_SETSIZE; ++c) {
+      if (CPU_ISSET(c, &mask)) cpus.push_back(c);
+    }
+    if (!cpus.empty()) return physical_core_count(cpus);
+  }
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
 
 LaunchContext current_context() {
   LaunchContext ctx;
   ctx.is_root = ::geteuid() == 0;
-  ctx.cores_per_node = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  ctx.cores_per_node = usable_cores();
   std::error_code ec;
   ctx.dtrain_exe = std::filesystem::read_symlink("/proc/self/exe", ec).string();
   if (ec) ctx.dtrain_exe = "dtrain";
@@ -143,21 +183,38 @@ LaunchContext current_context() {
   return ctx;
 }
 
+// The signals run_launch() forwards to mpirun.
+constexpr int kForwardedSignals[] = {SIGINT, SIGTERM, SIGUSR1};
+
 // Spawns the command and waits for it; returns its exit status (128+signal if killed).
 int run_once(const MpirunCommand& cmd) {
+  // cmd.env first: getenv() returns the first match, so these override the inherited ones.
   std::vector<std::string> env_strings;
-  for (char** e = environ; *e; ++e) env_strings.emplace_back(*e);
   for (const auto& [k, v] : cmd.env) env_strings.push_back(k + "=" + v);
+  for (char** e = environ; *e; ++e) env_strings.emplace_back(*e);
   std::vector<char*> envp, argv;
   for (auto& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);
   std::vector<std::string> args = cmd.argv;
   for (auto& s : args) argv.push_back(s.data());
   argv.push_back(nullptr);
+
+  // Block the forwarded signals until g_child is set, so that one arriving while mpirun
+  // starts is forwarded rather than lost; the child gets the original mask back.
+  sigset_t forwarded_set, old_mask;
+  sigemptyset(&forwarded_set);
+  for (int s : kForwardedSignals) sigaddset(&forwarded_set, s);
+  ::pthread_sigmask(SIG_BLOCK, &forwarded_set, &old_mask);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setsigmask(&attr, &old_mask);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
   pid_t pid = 0;
-  const int rc = ::posix_spawnp(&pid, argv[0], nullptr, nullptr, argv.data(), envp.data());
+  const int rc = ::posix_spawnp(&pid, argv[0], nullptr, &attr, argv.data(), envp.data());
+  posix_spawnattr_destroy(&attr);
+  if (rc == 0) g_child = pid;
+  ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
   DTRAIN_CHECK(rc == 0, "cannot start '{}': {}", cmd.argv[0], std::strerror(rc));
-  g_child = pid;
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
@@ -181,7 +238,7 @@ int run_launch(const LaunchOptions& options) {
   struct sigaction sa {};
   sa.sa_handler = forward_signal;
   sigemptyset(&sa.sa_mask);
-  for (int s : {SIGINT, SIGTERM, SIGUSR1}) ::sigaction(s, &sa, nullptr);
+  for (int s : kForwardedSignals) ::sigaction(s, &sa, nullptr);
 
   double backoff = o.restart_backoff_s;
   for (int attempt = 0;; ++attempt) {
@@ -206,6 +263,11 @@ int run_launch(const LaunchOptions& options) {
     std::fprintf(stderr, "[dtrain launch] restarting with --resume in %.1f s (%d restarts left)\n",
                  backoff, o.max_restarts - attempt);
     std::this_thread::sleep_for(std::chrono::duration<double>(backoff));
+    if (g_signals.load() > 0) {
+      // Signalled while no run was active: nothing to forward, and no restart wanted.
+      std::fprintf(stderr, "[dtrain launch] not restarting: the launcher itself was signalled\n");
+      return status;
+    }
     backoff = std::min(60.0, backoff * 2);
     LaunchOptions next = o;
     next.train_args = with_resume(o.train_args);

@@ -30,7 +30,7 @@ struct LaunchOptions {
 // What build_mpirun_command() needs to know about the machine it runs on.
 struct LaunchContext {
   bool is_root = false;
-  int cores_per_node = 1;
+  int cores_per_node = 1;                     // physical cores this process may run on
   std::string dtrain_exe;                     // absolute path of this executable
   std::map<std::string, std::string> env;     // the launcher's environment
 };
@@ -47,18 +47,30 @@ struct MpirunCommand {
 //          [--hostfile H] [--oversubscribe] -x OMP_NUM_THREADS=<c> [-x VAR ...]
 //          [mpi_args...] <dtrain_exe> train ...
 // With bind_to "auto": cores bound (PE=cores/N) when each rank gets at least one core,
-// otherwise --bind-to none and --oversubscribe. Variables forwarded with -x: those
+// otherwise --bind-to none and --oversubscribe; an explicit "core" with more ranks than
+// cores binds with "core:overload-allowed" (mpirun refuses plain core binding then). Variables forwarded with -x: those
 // starting with DTRAIN_, NCCL_, CUDA_, HDF5_, OMP_, MKL_ plus PATH and
 // LD_LIBRARY_PATH when set. When running as root, OMPI_ALLOW_RUN_AS_ROOT and
 // OMPI_ALLOW_RUN_AS_ROOT_CONFIRM are set for mpirun (and only then). Throws
-// dtrain::ConfigError for invalid options (naming the flag).
+// dtrain::ConfigError for invalid options (naming the flag). Pure apart from checking
+// that the hostfile exists; thread-safe.
 MpirunCommand build_mpirun_command(const LaunchOptions& options, const LaunchContext& context);
 
 // train_args with "--resume" added after "train" unless it is already there.
 std::vector<std::string> with_resume(const std::vector<std::string>& train_args);
 
+// Physical cores among `cpus` (logical CPU numbers): distinct (physical_package_id,
+// core_id) pairs read from <sys_cpu_dir>/cpu<N>/topology/, so hyperthreads of one core
+// count once (Open MPI's --bind-to core and PE=<n> count cores, not hardware threads).
+// A CPU without readable topology counts as a core of its own; returns at least 1.
+int physical_core_count(const std::vector<int>& cpus,
+                        const std::string& sys_cpu_dir = "/sys/devices/system/cpu");
+
 // Runs the launch (restart loop included); returns the exit status to exit with: the
-// run's status, or 128+signal when it was killed by a signal.
+// run's status, or 128+signal when it was killed by a signal. SIGINT, SIGTERM and SIGUSR1
+// received by the launcher are forwarded to mpirun (the first SIGTERM as SIGUSR1, which
+// mpirun passes on to every rank); once the launcher was signalled it never restarts.
+// Not thread-safe: call once per process (it installs process-wide signal handlers).
 int run_launch(const LaunchOptions& options);
 
 }  // namespace dtrain::launcher

@@ -215,6 +215,9 @@ int select_cuda_device(int local_rank, int visible_gpus) {
                "rank has local rank {} but no GPUs are visible (CUDA_VISIBLE_DEVICES={}); "
                "use MODEL.DEVICE cpu or make GPUs visible",
                local_rank, visible_text);
+  // Exactly one visible GPU: the launcher bound this process to it (srun --gpus-per-task=1
+  // or --gpu-bind, a CUDA_VISIBLE_DEVICES=$LOCAL_RANK wrapper), whatever its local rank.
+  if (visible_gpus == 1) return 0;
   DTRAIN_CHECK(local_rank < visible_gpus,
                "rank has local rank {} but only {} {} visible (CUDA_VISIBLE_DEVICES={}); start "
                "at most {} ranks per node or make more GPUs visible",

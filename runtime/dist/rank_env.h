@@ -52,9 +52,11 @@ std::optional<RankEnv> rank_env_from(const std::map<std::string, std::string>& e
 std::optional<RankEnv> rank_env_from_process();
 
 // The CUDA device index (within the visible devices) for the rank with `local_rank`:
-// local_rank itself. Throws dtrain::Error when local_rank >= visible_gpus, e.g. "rank has
-// local rank 3 but only 2 GPUs are visible (CUDA_VISIBLE_DEVICES=0,1)", or when no GPU is
-// visible. Reads CUDA_VISIBLE_DEVICES only for that message.
+// local_rank itself, or 0 when exactly one GPU is visible (the launcher gave each process
+// its own GPU, e.g. srun --gpus-per-task=1). Throws dtrain::Error when several GPUs are
+// visible but local_rank >= visible_gpus, e.g. "rank has local rank 3 but only 2 GPUs are
+// visible (CUDA_VISIBLE_DEVICES=0,1)", or when no GPU is visible. Reads
+// CUDA_VISIBLE_DEVICES only for that message.
 int select_cuda_device(int local_rank, int visible_gpus);
 
 }  // namespace dtrain::dist

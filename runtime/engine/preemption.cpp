@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -20,7 +21,9 @@
 namespace dtrain::engine {
 
 int signal_from_name(const std::string& name) {
-  std::string n = name.rfind("SIG", 0) == 0 ? name.substr(3) : name;
+  std::string n = name;
+  for (char& c : n) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (n.rfind("SIG", 0) == 0) n = n.substr(3);
   static const std::pair<const char*, int> kSignals[] = {
       {"TERM", SIGTERM}, {"INT", SIGINT}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2},
       {"HUP", SIGHUP},   {"QUIT", SIGQUIT}, {"XCPU", SIGXCPU}};
@@ -39,6 +42,7 @@ struct PreemptionWatcher::Impl {
   boost::asio::steady_timer deadline{io};
   std::thread thread;
   std::function<void(const boost::system::error_code&, int)> on_signal;
+  std::chrono::steady_clock::time_point first_at;  // when the first signal arrived
 };
 
 namespace {
@@ -57,10 +61,12 @@ PreemptionWatcher::PreemptionWatcher(const std::vector<int>& signals, double dea
     : impl_(std::make_unique<Impl>()), deadline_s_(deadline_s) {
   for (int s : signals) impl_->signals.add(s);
   // The handler re-arms itself; the first signal starts the deadline, the second exits.
+  // Only this thread runs it, so impl_->first_at needs no lock.
   impl_->on_signal = [this](const boost::system::error_code& ec, int sig) {
     if (ec) return;  // cancelled
     int expected = 0;
     if (first_signal_.compare_exchange_strong(expected, sig)) {
+      impl_->first_at = std::chrono::steady_clock::now();
       DTRAIN_LOG_WARN("Received signal {} ({}): saving a checkpoint at the next iteration "
                       "boundary, then exiting with status {}", sig, strsignal(sig), kExitPreempted);
       if (deadline_s_ > 0) {
@@ -71,6 +77,12 @@ PreemptionWatcher::PreemptionWatcher(const std::vector<int>& signals, double dea
                                        "was committed", deadline_s_).c_str());
         });
       }
+    } else if (sig == expected && std::chrono::steady_clock::now() - impl_->first_at <
+                                      std::chrono::duration<double>(kRepeatWindowS)) {
+      // One event delivered twice (SLURM signals the tasks and srun, which forwards it):
+      // not a request to hurry.
+      DTRAIN_LOG_WARN("Ignoring signal {} repeated within {} s of the first", sig,
+                      kRepeatWindowS);
     } else {
       exit_now(fmt::format("second signal {} received", sig).c_str());
     }
@@ -89,19 +101,28 @@ PreemptionWatcher::~PreemptionWatcher() {
 }
 
 void PreemptionHook::after_step() {
+  const int64_t iter = trainer_->iter();
+  if (iter + 1 >= trainer_->max_iter()) {
+    // The last iteration: the run completes now (model_final is being saved), so there
+    // is nothing to resume; finish normally (status 0) instead of asking for a requeue.
+    // Every rank takes this branch together, so skipping the all-reduce is safe.
+    if (watcher_.requested()) {
+      DTRAIN_LOG_WARN("Signal {} arrived during the last iteration; finishing normally",
+                      watcher_.signal());
+    }
+    return;
+  }
   const int64_t local = watcher_.requested() ? 1 : 0;
   if (comm_.all_reduce_int(local, dist::ReduceOp::kMax) == 0) return;
-  const int64_t iter = trainer_->iter();
   const std::string name = fmt::format("model_{:07d}", iter);
   // The periodic checkpointer may have saved this very iteration already.
   const std::string last = checkpointer_.get_checkpoint_file();
   if (std::filesystem::path(last).filename() != name) {
     checkpointer_.save(name, {{"iteration", iter}});
   }
-  if (comm_.rank() == 0) {
-    DTRAIN_LOG_WARN("Preempted after iteration {}: checkpoint {} committed; exiting with status {}",
-                    iter, name, kExitPreempted);
-  }
+  // Every rank says where it stopped (operators and tests check they agree).
+  DTRAIN_LOG_WARN("Preempted after iteration {}: checkpoint {} committed; exiting with status {}",
+                  iter, name, kExitPreempted);
   throw Preempted(fmt::format("preempted after iteration {} (checkpoint {})", iter, name));
 }
 

@@ -10,7 +10,10 @@
 // iteration boundary the ranks agree with one all-reduce of a flag, so a signal to any
 // single rank is enough. A second signal, or the deadline passing before the save is
 // committed, exits the process at once with kExitPreempted; committed checkpoints are
-// never touched (an interrupted save leaves only a hidden temporary directory).
+// never touched (an interrupted save leaves only a hidden temporary directory). The same
+// signal again within kRepeatWindowS of the first is taken as one event delivered twice
+// (under SLURM a task gets SIGTERM from its step and again through srun) and ignored.
+// A signal during the last iteration lets the run finish normally (status 0).
 #pragma once
 
 #include <atomic>
@@ -28,6 +31,10 @@ namespace dtrain::engine {
 
 // Exit status of a preempted run: EX_TEMPFAIL from <sysexits.h>.
 inline constexpr int kExitPreempted = 75;
+
+// A repeat of the first signal within this many seconds is a duplicate, not a second
+// signal.
+inline constexpr double kRepeatWindowS = 1.0;
 
 // Thrown (on every rank together) after the preemption checkpoint was committed.
 class Preempted : public Error {
@@ -63,9 +70,10 @@ class PreemptionWatcher {
   double deadline_s_;
 };
 
-// After every step: all-reduce (max) of the local flag; if any rank was signalled, all
-// ranks save "model_<iter:07d>" (unless the periodic checkpointer just saved it),
-// tag it in last_checkpoint, and throw Preempted. Collective.
+// After every step but the last: all-reduce (max) of the local flag; if any rank was
+// signalled, all ranks save "model_<iter:07d>" (unless the periodic checkpointer just
+// saved it; the save tags it in last_checkpoint), log where they stopped, and throw
+// Preempted. Collective.
 class PreemptionHook : public HookBase {
  public:
   PreemptionHook(PreemptionWatcher& watcher, checkpoint::Checkpointer& checkpointer,

@@ -222,6 +222,12 @@ TEST(SelectCudaDevice, UsesTheLocalRank) {
   EXPECT_EQ(select_cuda_device(3, 8), 3);
 }
 
+TEST(SelectCudaDevice, OneVisibleGpuIsThisRanksWhateverItsLocalRank) {
+  // srun --gpus-per-task=1: each task sees only its own GPU, as device 0.
+  EXPECT_EQ(select_cuda_device(0, 1), 0);
+  EXPECT_EQ(select_cuda_device(3, 1), 0);
+}
+
 TEST(SelectCudaDevice, TooFewGpusIsAClearError) {
   const char* old = std::getenv("CUDA_VISIBLE_DEVICES");
   const std::optional<std::string> saved = old ? std::optional<std::string>(old) : std::nullopt;
