@@ -29,7 +29,8 @@ void TrainerBase::train(int64_t start_iter, int64_t max_iter) {
     }
   } catch (...) {
     // after_train must run (writers flush, async saves finish), then the error goes on.
-    DTRAIN_LOG_ERROR("Exception during training at iteration {}", iter_);
+    // A preemption also ends here (the engine's Preempted error): not necessarily a failure.
+    DTRAIN_LOG_WARN("Training stopped at iteration {} by an exception", iter_);
     try {
       after_train();
     } catch (const std::exception& e) {
