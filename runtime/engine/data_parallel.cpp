@@ -63,13 +63,14 @@ DataParallel::DataParallel(std::shared_ptr<torch::nn::Module> module, dist::Comm
   flush();
 
   if (options_.overlap && comm_.size() > 1) {
+    self_ = std::make_shared<DataParallel*>(this);
     for (size_t i = 0; i < params_.size(); ++i) {
       auto acc = torch::autograd::impl::grad_accumulator(params_[i]);
       DTRAIN_CHECK(acc != nullptr, "DataParallel: parameter {} has no gradient accumulator", i);
       acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
-          [this, i](const torch::autograd::variable_list& outputs,
-                    const torch::autograd::variable_list& /*inputs*/) {
-            on_grad_ready(i);
+          [self = self_, i](const torch::autograd::variable_list& outputs,
+                            const torch::autograd::variable_list& /*inputs*/) {
+            if (*self) (*self)->on_grad_ready(i);  // null once this DataParallel is gone
             return outputs;
           }));
       accumulators_.push_back(std::move(acc));  // the hook lives as long as the node
@@ -81,8 +82,10 @@ DataParallel::DataParallel(std::shared_ptr<torch::nn::Module> module, dist::Comm
 }
 
 DataParallel::~DataParallel() {
-  // Hooks capture `this`: disarm them (the accumulator nodes may outlive us).
+  // The accumulator nodes (and their hooks) live as long as the parameters: detach the
+  // hooks from this object, which a later backward through the model must not touch.
   armed_ = false;
+  if (self_) *self_ = nullptr;
   for (auto& b : buckets_) {
     if (b.work) {
       try {

@@ -105,6 +105,9 @@ class DataParallel {
   std::vector<char> ready_;                      // per param, this backward
   std::vector<Bucket> buckets_;
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;  // keep hooks alive
+  // What the hooks call through: `this`, reset to null by the destructor, since the
+  // hooks cannot be removed and the model (with its accumulators) may outlive us.
+  std::shared_ptr<DataParallel*> self_;
   size_t next_launch_ = 0;  // buckets launch strictly in order
   bool armed_ = false;
   std::chrono::steady_clock::time_point first_launch_{};

@@ -1,0 +1,401 @@
+#!/usr/bin/python3
+"""End-to-end tests that run the real `dtrain train` executable (one case per CTest test).
+
+    e2e.py --dtrain build/bin/dtrain --compare build/tests/ckpt_compare \
+           --mpiexec /usr/bin/mpiexec --source-dir . --work-dir /tmp/e2e CASE
+
+Cases:
+  learn_mlp, learn_resnet18, learn_gpt  each reference config trains on 2 ranks and the
+                                        last total_loss is well below the first
+  resume_mlp, resume_gpt                2 ranks, warmup and an LR step after the resume
+                                        point: a run SIGKILLed during a checkpoint save and
+                                        resumed ends bitwise identical to an uninterrupted
+                                        one, with the same total_loss at every iteration
+  one_step_equivalence                  mlp and gpt: one step with global batch B on 2 ranks
+                                        matches one step on 1 process (loss within 1e-6,
+                                        model and optimizer state within 1e-5 per tensor)
+  weights                               MODEL.WEIGHTS without --resume loads the model only
+                                        and starts at iteration 0 (single process);
+                                        --eval-only prints the metrics of the weights
+  config_errors                         unknown keys and a global batch not divisible by
+                                        the world size exit with status 2 and say why
+
+Only the standard library is used. Each case works in --work-dir/CASE (wiped first) and
+exits non-zero with a message on the first failed check.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+ARGS = None
+RUN_TIMEOUT_S = 240
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def check(cond, message):
+    if not cond:
+        raise CheckFailed(message)
+
+
+def config_path(name):
+    return os.path.join(ARGS.source_dir, "configs", name)
+
+
+def run(cmd, env_extra=None, expect_rc=0, log_name=None):
+    """Runs cmd; returns (rc, stdout, stderr). Checks rc unless expect_rc is None."""
+    env = dict(os.environ)
+    env.update(env_extra or {})
+    start = time.time()
+    # A session of its own: on timeout the whole job (mpirun and every rank) is killed.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            universal_newlines=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        sys.stdout.write(out[-6000:] + err[-6000:])
+        raise CheckFailed("timed out after %d s: %s" % (RUN_TIMEOUT_S, " ".join(cmd)))
+    elapsed = time.time() - start
+    print("$ %s%s  -> rc %d in %.1f s" % (
+        "".join("%s=%s " % kv for kv in (env_extra or {}).items()), " ".join(cmd),
+        proc.returncode, elapsed))
+    if log_name:
+        with open(os.path.join(work_dir(), log_name + ".log"), "w") as f:
+            f.write(out + err)
+    if expect_rc is not None and proc.returncode != expect_rc:
+        sys.stdout.write(out[-6000:])
+        sys.stdout.write(err[-6000:])
+        raise CheckFailed("expected exit status %d, got %d" % (expect_rc, proc.returncode))
+    return proc.returncode, out, err
+
+
+def dtrain_cmd(ranks, config, out_dir, overrides, flags=()):
+    """The command line of `dtrain train` on `ranks` ranks (0: no mpirun at all)."""
+    cmd = [ARGS.dtrain, "train", "--config-file", config_path(config)] + list(flags)
+    cmd += ["OUTPUT_DIR", out_dir] + [str(x) for x in overrides]
+    if ranks == 0:
+        return cmd
+    return [ARGS.mpiexec, "-np", str(ranks), "--bind-to", "none"] + cmd
+
+
+def work_dir():
+    return os.path.join(ARGS.work_dir, ARGS.case)
+
+
+def read_metrics(out_dir):
+    """metrics.json as a list of dicts, in file order."""
+    path = os.path.join(out_dir, "metrics.json")
+    check(os.path.exists(path), "no metrics file %s" % path)
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def losses_by_iteration(records):
+    """{iteration: total_loss} of the records that have one; checks no iteration twice."""
+    out = {}
+    for r in records:
+        if "total_loss" in r:
+            check(r["iteration"] not in out,
+                  "iteration %d appears twice in metrics.json" % r["iteration"])
+            out[r["iteration"]] = r["total_loss"]
+    return out
+
+
+def final_eval_line(stderr):
+    """The last 'Evaluation on ...: k=v ...' log line's text after the colon."""
+    lines = re.findall(r"Evaluation on (\S+): (.*)", stderr)
+    check(lines, "no 'Evaluation on' line in the log")
+    return lines[-1][0] + ": " + lines[-1][1].strip()
+
+
+def eval_metrics(line):
+    return {k: float(v) for k, v in re.findall(r"(\w+)=([0-9.eE+-]+|nan|inf)", line)}
+
+
+def compare_checkpoints(a, b):
+    proc = subprocess.run([ARGS.compare, a, b], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True, timeout=RUN_TIMEOUT_S)
+    print(proc.stdout.strip())
+    check(proc.returncode == 0, "checkpoints %s and %s differ (ckpt_compare rc %d)" %
+          (a, b, proc.returncode))
+
+
+# ---- (a) every reference config learns --------------------------------------------------
+
+# config -> (iterations, overrides). Checkpoints only at the end; a metrics line per step.
+LEARN = {
+    "mlp": ("mlp_synthetic.yaml", 40, ["SOLVER.STEPS", "()"]),
+    "resnet18": ("resnet18_synthetic.yaml", 30, ["SOLVER.STEPS", "()"]),
+    "gpt": ("gpt_tiny_synthetic.yaml", 60, []),
+}
+
+
+def case_learn(name):
+    config, iters, extra = LEARN[name]
+    out = os.path.join(work_dir(), "out")
+    overrides = ["SOLVER.MAX_ITER", iters, "SOLVER.CHECKPOINT_PERIOD", 100000, "LOG.PERIOD", 1]
+    _, _, err = run(dtrain_cmd(2, config, out, overrides + extra), log_name="train")
+    losses = losses_by_iteration(read_metrics(out))
+    check(sorted(losses) == list(range(iters)),
+          "expected total_loss for iterations 0..%d, got %s" % (iters - 1, sorted(losses)))
+    first, last = losses[0], losses[iters - 1]
+    print("%s: first total_loss %.4f, last %.4f (ratio %.3f); final %s" %
+          (name, first, last, last / first, final_eval_line(err)))
+    check(last < 0.8 * first, "loss did not drop: first %.4f, last %.4f" % (first, last))
+    check(os.path.isdir(os.path.join(out, "model_final")), "no model_final")
+
+
+# ---- (b) exact resume ---------------------------------------------------------------------
+
+MAX_ITER = 16
+PERIOD = 5  # saves after iterations 4, 9, 14 (and model_final after 15)
+KILL_AT_SAVE = 3  # SIGKILL both ranks when the save of iteration 14 starts
+RESUME_FROM = 9
+
+RESUME = {
+    # WARMUP_ITERS 12 and STEPS (13,): warmup ends and the LR steps after the resume point.
+    "mlp": ("mlp_synthetic.yaml", []),
+    "gpt": ("gpt_tiny_synthetic.yaml", ["MODEL.GPT.DROPOUT", 0.1,
+                                        "SOLVER.LR_SCHEDULER_NAME", "WarmupMultiStepLR"]),
+}
+
+
+def case_resume(name):
+    config, extra = RESUME[name]
+    overrides = ["SOLVER.MAX_ITER", MAX_ITER, "SOLVER.CHECKPOINT_PERIOD", PERIOD,
+                 "SOLVER.WARMUP_ITERS", 12, "SOLVER.STEPS", "(13,)", "SOLVER.GAMMA", 0.5,
+                 "LOG.PERIOD", 1, "TEST.EVAL_PERIOD", 0] + extra
+    out_a = os.path.join(work_dir(), "uninterrupted")
+    out_b = os.path.join(work_dir(), "interrupted")
+
+    _, _, err_a = run(dtrain_cmd(2, config, out_a, overrides), log_name="a")
+
+    # B: killed (SIGKILL, every rank) when the third periodic save begins.
+    fault = {"DTRAIN_FAULT": "ckpt.before_shard", "DTRAIN_FAULT_AFTER": str(KILL_AT_SAVE)}
+    rc, _, _ = run(dtrain_cmd(2, config, out_b, overrides), env_extra=fault, expect_rc=None,
+                   log_name="b_killed")
+    check(rc != 0, "the run with DTRAIN_FAULT=ckpt.before_shard was not interrupted")
+    with open(os.path.join(out_b, "last_checkpoint")) as f:
+        last = f.read().strip()
+    check(last == "model_%07d" % RESUME_FROM,
+          "after the kill last_checkpoint names %r, expected model_%07d" % (last, RESUME_FROM))
+    check(not os.path.exists(os.path.join(out_b, "model_%07d" % (PERIOD * KILL_AT_SAVE - 1))),
+          "the interrupted save left a committed-looking directory")
+    check(not os.path.exists(os.path.join(out_b, "model_final")), "model_final before resume")
+    killed = losses_by_iteration(read_metrics(out_b))
+    check(max(killed) == PERIOD * KILL_AT_SAVE - 2,
+          "the killed run logged up to iteration %d" % max(killed))
+    lines_before = len(read_metrics(out_b))
+
+    _, _, err_b = run(dtrain_cmd(2, config, out_b, overrides, flags=["--resume"]),
+                      log_name="b_resumed")
+    check("Starting training from iteration %d" % (RESUME_FROM + 1) in err_b,
+          "the resumed run did not start at iteration %d" % (RESUME_FROM + 1))
+
+    rec_a = read_metrics(out_a)
+    rec_b = read_metrics(out_b)
+    loss_a = losses_by_iteration(rec_a)
+    lr_a = {r["iteration"]: r["lr"] for r in rec_a if "lr" in r}
+    resumed = rec_b[lines_before:]
+    loss_b = losses_by_iteration(resumed)
+    lr_b = {r["iteration"]: r["lr"] for r in resumed if "lr" in r}
+    expected_iters = list(range(RESUME_FROM + 1, MAX_ITER))
+    check(sorted(loss_b) == expected_iters,
+          "resumed run logged iterations %s, expected %s" % (sorted(loss_b), expected_iters))
+    for it in expected_iters:
+        check(loss_b[it] == loss_a[it], "iteration %d: total_loss %r after resume, %r "
+              "uninterrupted" % (it, loss_b[it], loss_a[it]))
+        check(lr_b[it] == lr_a[it], "iteration %d: lr %r vs %r" % (it, lr_b[it], lr_a[it]))
+    # The schedule really had warmup and a step after the resume point.
+    check(lr_a[RESUME_FROM + 1] < lr_a[12] and lr_a[13] < lr_a[12],
+          "lr schedule not as intended: %s" % lr_a)
+    # Before the kill, B was the same run as A.
+    for it in range(0, RESUME_FROM + 1):
+        check(killed[it] == loss_a[it], "iteration %d differs before the kill" % it)
+    print("%s: total_loss identical at iterations %d..%d after the resume (last %.6f)" %
+          (name, RESUME_FROM + 1, MAX_ITER - 1, loss_a[MAX_ITER - 1]))
+
+    compare_checkpoints(os.path.join(out_a, "model_final"), os.path.join(out_b, "model_final"))
+    name_14 = "model_%07d" % (PERIOD * KILL_AT_SAVE - 1)
+    compare_checkpoints(os.path.join(out_a, name_14), os.path.join(out_b, name_14))
+    check(final_eval_line(err_a) == final_eval_line(err_b), "final evaluations differ: %s / %s"
+          % (final_eval_line(err_a), final_eval_line(err_b)))
+
+
+# ---- one step on 2 ranks == one step on 1 rank ------------------------------------------
+
+def case_one_step_equivalence():
+    """The real trainer: global batch B on 2 ranks against B in one process, same seed."""
+    # gpt with SGD: AdamW's first update lr * g / (|g| + eps) turns the float noise of
+    # near-zero gradient elements (~1e-10) into parameter differences of ~1e-5; with SGD
+    # the parameters move by lr * g and the momentum buffers hold the averaged gradient.
+    for config, extra in (("mlp_synthetic.yaml", []),
+                          ("gpt_tiny_synthetic.yaml", ["MODEL.GPT.DROPOUT", 0.0,
+                                                       "SOLVER.OPTIMIZER", "SGD",
+                                                       "SOLVER.BASE_LR", 0.1])):
+        # No warmup: the first step uses the full BASE_LR (else it is ~1000x smaller).
+        overrides = ["SOLVER.MAX_ITER", 1, "SOLVER.WARMUP_ITERS", 0, "LOG.PERIOD", 1,
+                     "SOLVER.CHECKPOINT_PERIOD", 100000, "DATASETS.TEST", "[]"] + extra
+        outs = {}
+        for ranks in (2, 0):
+            outs[ranks] = os.path.join(work_dir(), "%s_np%d" % (config.split("_")[0], ranks))
+            run(dtrain_cmd(ranks, config, outs[ranks], overrides),
+                log_name=os.path.basename(outs[ranks]))
+        loss2 = losses_by_iteration(read_metrics(outs[2]))[0]
+        loss1 = losses_by_iteration(read_metrics(outs[0]))[0]
+        print("%s: total_loss %r on 2 ranks, %r on 1 (relative difference %.2g)" %
+              (config, loss2, loss1, abs(loss2 - loss1) / abs(loss1)))
+        check(abs(loss2 - loss1) <= 1e-6 * abs(loss1), "losses differ beyond 1e-6")
+        # Model and optimizer state after the step (the RNG states differ by design:
+        # one stream per rank).
+        proc = subprocess.run([ARGS.compare, "--rtol", "1e-5", "--ignore", "rng/",
+                               "--ignore-world-size", os.path.join(outs[2], "model_final"),
+                               os.path.join(outs[0], "model_final")],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              universal_newlines=True, timeout=RUN_TIMEOUT_S)
+        print(proc.stdout.strip())
+        check(proc.returncode == 0, "one step on 2 ranks differs from one step on 1 rank")
+
+
+# ---- (c) MODEL.WEIGHTS and (e) --eval-only ----------------------------------------------
+
+def case_weights():
+    config = "mlp_synthetic.yaml"
+    base = ["SOLVER.CHECKPOINT_PERIOD", 100000, "LOG.PERIOD", 1, "SOLVER.STEPS", "()",
+            "SOLVER.BASE_LR", 0.01, "SOLVER.WARMUP_FACTOR", 0.001,
+            "MODEL.MLP.HIDDEN_DIMS", "[512]"]
+    trained = os.path.join(work_dir(), "trained")
+    _, _, err = run(dtrain_cmd(2, config, trained, base + ["SOLVER.MAX_ITER", 30]),
+                    log_name="train")
+    trained_eval = eval_metrics(final_eval_line(err))
+    trained_losses = losses_by_iteration(read_metrics(trained))
+    weights = os.path.join(trained, "model_final")
+    # A copy of the trained run's OUTPUT_DIR: it has a last_checkpoint, which only
+    # --resume may use.
+    trained_copy = os.path.join(work_dir(), "trained_copy")
+    shutil.copytree(trained, trained_copy)
+
+    # Single process, MODEL.WEIGHTS: the model only, from iteration 0 -- in a fresh
+    # OUTPUT_DIR, in one holding a last_checkpoint (ignored without --resume), and with
+    # --resume when OUTPUT_DIR has no checkpoint (falls back to MODEL.WEIGHTS).
+    for name, out, flags in (("finetune", os.path.join(work_dir(), "finetune"), []),
+                             ("finetune_in_trained_dir", trained_copy, []),
+                             ("resume_without_checkpoint", os.path.join(work_dir(), "fallback"),
+                              ["--resume"])):
+        lines_before = len(read_metrics(out)) if os.path.exists(out) else 0
+        _, _, err = run(dtrain_cmd(0, config, out, base + ["SOLVER.MAX_ITER", 3,
+                                                          "MODEL.WEIGHTS", weights], flags),
+                        log_name=name)
+        check("Starting training from iteration 0" in err, name + ": did not start at 0")
+        recs = read_metrics(out)[lines_before:]
+        losses = losses_by_iteration(recs)
+        check(sorted(losses) == [0, 1, 2], name + ": iterations %s" % sorted(losses))
+        # The scheduler starts over (warmup from BASE_LR * WARMUP_FACTOR)...
+        lr0 = [r["lr"] for r in recs if r["iteration"] == 0][0]
+        check(abs(lr0 - 0.01 * 0.001) < 1e-12, name + ": lr at iteration 0 is %r" % lr0)
+        # ... but the model is the trained one: its loss is far below a fresh model's.
+        print("%s: first total_loss %.4f (fresh model: %.4f, trained model's last: %.4f)" %
+              (name, losses[0], trained_losses[0], trained_losses[29]))
+        check(losses[0] < 0.5 * trained_losses[0], name + ": the weights were not loaded")
+
+    # --eval-only with MODEL.WEIGHTS: the same metrics as after training, no training.
+    for ranks in (2, 0):
+        out = os.path.join(work_dir(), "eval_np%d" % ranks)
+        _, _, err = run(dtrain_cmd(ranks, config, out, ["MODEL.WEIGHTS", weights,
+                                                        "MODEL.MLP.HIDDEN_DIMS", "[512]"],
+                                   ["--eval-only"]), log_name="eval_np%d" % ranks)
+        check("Starting training" not in err, "--eval-only trained")
+        line = final_eval_line(err)
+        m = eval_metrics(line)
+        print("eval-only on %d rank(s): %s" % (max(ranks, 1), line))
+        check(set(m) == {"accuracy", "loss"}, "metrics %s" % m)
+        check(m["accuracy"] == trained_eval["accuracy"],
+              "accuracy %r, after training %r" % (m["accuracy"], trained_eval["accuracy"]))
+        check(abs(m["loss"] - trained_eval["loss"]) <= 2e-4,
+              "loss %r, after training %r" % (m["loss"], trained_eval["loss"]))
+        check(not os.path.exists(os.path.join(out, "model_final")), "--eval-only saved")
+
+
+# ---- (d) configuration errors -----------------------------------------------------------
+
+def case_config_errors():
+    out = os.path.join(work_dir(), "out")
+    # Unknown key on the command line.
+    _, _, err = run(dtrain_cmd(2, "mlp_synthetic.yaml", out, ["SOLVER.BASE_LRR", 0.1]),
+                    expect_rc=2)
+    check("SOLVER.BASE_LRR" in err and "did you mean 'SOLVER.BASE_LR'" in err,
+          "message does not name the key and a suggestion: " + err[-2000:])
+    check(err.count("SOLVER.BASE_LRR") == 1, "the error was printed by more than one rank")
+    # Unknown key in a YAML file (inheriting a shipped config).
+    bad_yaml = os.path.join(work_dir(), "bad.yaml")
+    with open(bad_yaml, "w") as f:
+        f.write("_BASE_: %s\nSOLVER:\n  MAX_ITERS: 5\n" % config_path("mlp_synthetic.yaml"))
+    cmd = [ARGS.dtrain, "train", "--config-file", bad_yaml, "OUTPUT_DIR", out]
+    _, _, err = run(cmd, expect_rc=2)
+    check("SOLVER.MAX_ITERS" in err and "SOLVER.MAX_ITER'" in err and "bad.yaml" in err,
+          "message does not name the file, the key and a suggestion: " + err[-2000:])
+    # A global batch the world size does not divide.
+    _, _, err = run(dtrain_cmd(2, "mlp_synthetic.yaml", out, ["SOLVER.IMS_PER_BATCH", 63]),
+                    expect_rc=2)
+    check("SOLVER.IMS_PER_BATCH (63)" in err and "world size (2)" in err,
+          "message does not explain the batch error: " + err[-2000:])
+    check("Starting training" not in err, "training started")
+    # A missing config file.
+    _, _, err = run([ARGS.dtrain, "train", "--config-file", os.path.join(work_dir(), "no.yaml")],
+                    expect_rc=2)
+    check("no.yaml" in err, "message does not name the missing file: " + err[-2000:])
+
+
+CASES = {
+    "learn_mlp": lambda: case_learn("mlp"),
+    "learn_resnet18": lambda: case_learn("resnet18"),
+    "learn_gpt": lambda: case_learn("gpt"),
+    "resume_mlp": lambda: case_resume("mlp"),
+    "resume_gpt": lambda: case_resume("gpt"),
+    "one_step_equivalence": case_one_step_equivalence,
+    "weights": case_weights,
+    "config_errors": case_config_errors,
+}
+
+
+def main():
+    global ARGS
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dtrain", required=True, help="the dtrain executable")
+    parser.add_argument("--compare", required=True, help="the ckpt_compare executable")
+    parser.add_argument("--mpiexec", default="mpirun")
+    parser.add_argument("--source-dir", required=True, help="repository root (configs/)")
+    parser.add_argument("--work-dir", required=True)
+    parser.add_argument("case", choices=sorted(CASES))
+    ARGS = parser.parse_args()
+    for attr in ("dtrain", "compare", "source_dir", "work_dir"):
+        setattr(ARGS, attr, os.path.abspath(getattr(ARGS, attr)))
+    shutil.rmtree(work_dir(), ignore_errors=True)
+    os.makedirs(work_dir())
+    start = time.time()
+    try:
+        CASES[ARGS.case]()
+    except CheckFailed as e:
+        print("FAILED %s: %s (logs in %s)" % (ARGS.case, e, work_dir()))
+        return 1
+    except subprocess.TimeoutExpired as e:  # ckpt_compare
+        print("FAILED %s: timed out: %s" % (ARGS.case, e))
+        return 1
+    print("PASSED %s in %.1f s" % (ARGS.case, time.time() - start))
+    shutil.rmtree(work_dir(), ignore_errors=True)  # checkpoints are large; logs only on failure
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
