@@ -3,12 +3,14 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "runtime/base/error.h"
+#include "runtime/base/fs.h"
 #include "runtime/base/logging.h"
 
 namespace dtrain::engine {
@@ -72,6 +74,38 @@ JsonWriter::JsonWriter(std::string path) : path_(std::move(path)) {
 }
 
 JsonWriter::~JsonWriter() { close(); }
+
+void JsonWriter::start(int64_t start_iter) {
+  if (!file_) return;
+  std::fclose(file_);
+  file_ = nullptr;
+  std::string kept;
+  {
+    std::FILE* in = std::fopen(path_.c_str(), "r");
+    if (in != nullptr) {
+      char* line = nullptr;
+      size_t cap = 0;
+      ssize_t n;
+      while ((n = ::getline(&line, &cap, in)) > 0) {
+        std::string text(line, static_cast<size_t>(n));
+        try {
+          auto j = nlohmann::json::parse(text);
+          if (j.value("iteration", int64_t{-1}) >= start_iter) continue;
+        } catch (const std::exception&) {
+          continue;  // a torn last line of a killed run
+        }
+        kept += text;
+        if (kept.back() != '\n') kept += '\n';
+      }
+      std::free(line);
+      std::fclose(in);
+    }
+  }
+  fs::write_file_atomic(path_, kept);
+  file_ = std::fopen(path_.c_str(), "a");
+  DTRAIN_CHECK(file_ != nullptr, "cannot open metrics file '{}': {}", path_, std::strerror(errno));
+  last_written_ = start_iter - 1;
+}
 
 void JsonWriter::close() {
   if (file_) std::fclose(file_);

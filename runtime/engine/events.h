@@ -72,6 +72,8 @@ class EventWriter {
   virtual ~EventWriter() = default;
   virtual void write(const EventStorage& storage) = 0;
   virtual void close() {}
+  // Called once before training starts at `start_iter` (e.g. after a resume).
+  virtual void start(int64_t /*start_iter*/) {}
 };
 
 // Appends one JSON object per call to a file: {"iteration": N, "<scalar>": value, ...}
@@ -81,6 +83,9 @@ class JsonWriter : public EventWriter {
  public:
   explicit JsonWriter(std::string path);
   ~JsonWriter() override;
+  // Drops the records of iterations >= start_iter left by an interrupted run (they are
+  // about to be recomputed), so the file holds one record per iteration after a resume.
+  void start(int64_t start_iter) override;
   void write(const EventStorage& storage) override;
   void close() override;
 

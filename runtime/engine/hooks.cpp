@@ -45,6 +45,14 @@ void LRSchedulerHook::after_step() {
 PeriodicWriter::PeriodicWriter(std::vector<std::shared_ptr<EventWriter>> writers, int64_t period)
     : writers_(std::move(writers)), period_(period > 0 ? period : 20) {}
 
+void PeriodicWriter::before_train() {
+  // After a resume, records of the iterations about to be recomputed are dropped; a run
+  // starting at 0 appends, as detectron2 does.
+  if (trainer_->start_iter() > 0) {
+    for (auto& w : writers_) w->start(trainer_->start_iter());
+  }
+}
+
 void PeriodicWriter::after_step() {
   const int64_t it = trainer_->iter();
   if ((it + 1) % period_ == 0 || it == trainer_->max_iter() - 1) {

@@ -43,6 +43,7 @@ class LRSchedulerHook : public HookBase {
 class PeriodicWriter : public HookBase {
  public:
   PeriodicWriter(std::vector<std::shared_ptr<EventWriter>> writers, int64_t period);
+  void before_train() override;
   void after_step() override;
   void after_train() override;
 
