@@ -11,6 +11,7 @@
 #include <chrono>
 #include <ctime>
 #include <filesystem>
+#include <limits>
 #include <random>
 #include <regex>
 
@@ -18,6 +19,7 @@
 #include <fmt/format.h>
 #include <torch/version.h>
 
+#include "checkpoint/h5/h5.h"
 #include "checkpoint/torch_io.h"
 #include "runtime/base/error.h"
 #include "runtime/base/fault.h"
@@ -60,13 +62,29 @@ void all_or_none(dist::Communicator& comm, const std::string& what, Fn&& fn) {
     error = e.what();
   }
   auto errors = comm.all_gather_bytes(error);
-  std::string combined;
+  // Ranks with the same message are listed together ("ranks 0, 1: ..."), in rank order.
+  std::vector<std::pair<std::string, std::vector<size_t>>> groups;
   for (size_t r = 0; r < errors.size(); ++r) {
     if (errors[r].empty()) continue;
-    if (!combined.empty()) combined += "; ";
-    combined += errors.size() > 1 ? fmt::format("rank {}: {}", r, errors[r]) : errors[r];
+    auto it = std::find_if(groups.begin(), groups.end(),
+                           [&](const auto& g) { return g.first == errors[r]; });
+    if (it == groups.end()) {
+      groups.push_back({errors[r], {r}});
+    } else {
+      it->second.push_back(r);
+    }
   }
-  if (!combined.empty()) throw CheckpointError(fmt::format("{} failed: {}", what, combined));
+  if (groups.empty()) return;
+  std::string combined;
+  for (const auto& [message, ranks] : groups) {
+    if (!combined.empty()) combined += "; ";
+    if (errors.size() > 1) {
+      combined +=
+          fmt::format("{} {}: ", ranks.size() > 1 ? "ranks" : "rank", fmt::join(ranks, ", "));
+    }
+    combined += message;
+  }
+  throw CheckpointError(fmt::format("{} failed: {}", what, combined));
 }
 
 // Rank 0 runs `fn` and broadcasts its string result, or its error to throw everywhere.
@@ -146,6 +164,51 @@ StateDict sub_state(const StateDict& all, const std::string& prefix) {
   for (auto it = all.lower_bound(p); it != all.end() && it->first.rfind(p, 0) == 0; ++it) {
     out[it->first.substr(p.size())] = it->second;
   }
+  return out;
+}
+
+// Per-rank ints and floats are stored as 0-d tensors (format.h); gives them back their
+// type where the owner's current state has a number under the same key.
+void restore_scalar_types(StateDict& loaded, const StateDict& current) {
+  for (auto& [key, value] : loaded) {
+    auto cur = current.find(key);
+    const at::Tensor* t = std::get_if<at::Tensor>(&value);
+    if (cur == current.end() || t == nullptr || t->dim() != 0) continue;
+    if (std::holds_alternative<int64_t>(cur->second) && t->scalar_type() == at::kLong) {
+      value = t->item<int64_t>();
+    } else if (std::holds_alternative<double>(cur->second) && t->scalar_type() == at::kDouble) {
+      value = t->item<double>();
+    }
+  }
+}
+
+// Checkpoint directories newest first: by the iteration stored in their checkpoint.h5
+// (unreadable ones last), then "*_final" before others, then by name, descending. Names
+// alone would put e.g. a manual "backup" (iteration 6) after model_0000004.
+std::vector<std::string> order_by_recency(const std::vector<std::string>& dirs) {
+  struct Entry {
+    std::string dir;
+    int64_t iteration;
+    bool final;
+  };
+  std::vector<Entry> entries;
+  for (const auto& d : dirs) {
+    int64_t iteration = std::numeric_limits<int64_t>::min();
+    try {
+      iteration = h5::File::open(d + "/" + kIndexFile).get_int_attr("iteration");
+    } catch (const std::exception&) {
+      // Damaged: tried last, where loading it reports why.
+    }
+    const bool final = d.size() >= 6 && d.compare(d.size() - 6, 6, "_final") == 0;
+    entries.push_back({d, iteration, final});
+  }
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
+    if (a.iteration != b.iteration) return a.iteration > b.iteration;
+    if (a.final != b.final) return a.final;
+    return a.dir > b.dir;
+  });
+  std::vector<std::string> out;
+  for (auto& e : entries) out.push_back(std::move(e.dir));
   return out;
 }
 
@@ -277,6 +340,9 @@ void Checkpointer::save(const std::string& name, const StateDict& extra) {
       CheckpointIndex index = build_index(state, manifests, world, iteration);
       index.created = now_iso8601();
       index.versions = versions();
+      // What a load will check, checked before committing (e.g. ranks whose replicated
+      // state differed in shape give pieces that do not tile).
+      CheckpointIndex::from_json(index.to_json(), fmt::format("index of '{}'", final_dir));
       fault::point("ckpt.after_shards", rank);
       write_index_file(tmp, index, options_.config_yaml);
       fs::fsync_path(tmp);
@@ -371,39 +437,51 @@ StateDict Checkpointer::load_directory(const std::string& dir,
     if (dst.numel() > 0 && world > 1) comm_.broadcast(dst, r.reader);
   }
 
-  // Hand each owner its part.
+  // Hand each owner its part. Errors (which may differ between ranks, e.g. for per-rank
+  // state) are agreed on, so that every rank throws the same.
   StateDict all;
   for (auto& [name, t] : tensors) all[name] = t;
   for (const auto& [name, v] : index.scalars) all[name] = v;
-  StateDict model_state = sub_state(all, "model");
-  LoadReport report = ModuleState(model_).load_with_report(model_state);
-  if (!report.clean()) {
-    DTRAIN_CHECK_T(CheckpointError, !options_.strict,
-                   "checkpoint '{}' does not match the model (CHECKPOINT.STRICT is on):\n{}", dir,
-                   report.table());
-    if (rank == 0) {
+  all_or_none(comm_, fmt::format("loading checkpoint '{}'", dir), [&] {
+    StateDict model_state = sub_state(all, "model");
+    ModuleState module_state(model_);
+    // Everything that can be checked is checked before anything is modified.
+    if (options_.strict) {
+      const LoadReport mismatch = module_state.compare(model_state);
+      DTRAIN_CHECK_T(CheckpointError, mismatch.clean(),
+                     "checkpoint '{}' does not match the model (CHECKPOINT.STRICT is on):\n{}",
+                     dir, mismatch.table());
+    }
+    for (const auto& [key, c] : checkpointables_) {
+      if (only && std::find(only->begin(), only->end(), key) == only->end()) continue;
+      DTRAIN_CHECK_T(CheckpointError,
+                     c.scope == Scope::kPerRank || !sub_state(all, key).empty(),
+                     "checkpoint '{}' has no '{}' state", dir, key);
+    }
+    LoadReport report = module_state.load_with_report(model_state);
+    if (!report.clean() && rank == 0) {
       DTRAIN_LOG_WARN("Some model parameters or buffers were not loaded from '{}':\n{}", dir,
                       report.table());
     }
-  }
-  for (const auto& [key, c] : checkpointables_) {
-    if (only && std::find(only->begin(), only->end(), key) == only->end()) continue;
-    StateDict s = sub_state(c.scope == Scope::kPerRank ? per_rank : all, key);
-    if (c.scope == Scope::kPerRank && s.empty()) {
-      if (rank == 0 || rank >= index.world_size) {
-        DTRAIN_LOG_WARN("Checkpoint '{}' (from {} ranks) has no '{}' state for rank {}; keeping "
-                        "this rank's current state",
-                        dir, index.world_size, key, rank);
+    for (const auto& [key, c] : checkpointables_) {
+      if (only && std::find(only->begin(), only->end(), key) == only->end()) continue;
+      StateDict s = sub_state(c.scope == Scope::kPerRank ? per_rank : all, key);
+      if (c.scope == Scope::kPerRank && s.empty()) {
+        if (rank == 0 || rank >= index.world_size) {
+          DTRAIN_LOG_WARN("Checkpoint '{}' (from {} ranks) has no '{}' state for rank {}; "
+                          "keeping this rank's current state",
+                          dir, index.world_size, key, rank);
+        }
+        continue;
       }
-      continue;
+      if (c.scope == Scope::kPerRank) restore_scalar_types(s, c.state->state_dict());
+      try {
+        c.state->load_state_dict(s);
+      } catch (const std::exception& e) {
+        throw CheckpointError(fmt::format("loading '{}' state from '{}': {}", key, dir, e.what()));
+      }
     }
-    DTRAIN_CHECK_T(CheckpointError, !s.empty(), "checkpoint '{}' has no '{}' state", dir, key);
-    try {
-      c.state->load_state_dict(s);
-    } catch (const std::exception& e) {
-      throw CheckpointError(fmt::format("loading '{}' state from '{}': {}", key, dir, e.what()));
-    }
-  }
+  });
   StateDict extra = sub_state(all, "extra");
   extra["iteration"] = index.iteration;
   loaded_from_ = dir;
@@ -478,14 +556,18 @@ std::vector<std::string> Checkpointer::get_all_checkpoint_files() {
 StateDict Checkpointer::resume_or_load(const std::string& path, bool resume) {
   if (resume && has_checkpoint()) {
     std::vector<std::string> candidates{get_checkpoint_file()};
-    // Fallbacks: the others, newest (by saved iteration, then name) first.
+    // Fallbacks: the others, newest first (rank 0 orders them; see order_by_recency).
     std::vector<std::string> all = get_all_checkpoint_files();
-    std::reverse(all.begin(), all.end());
-    std::stable_sort(all.begin(), all.end(), [](const std::string& a, const std::string& b) {
-      const bool fa = a.size() >= 6 && a.compare(a.size() - 6, 6, "_final") == 0;
-      const bool fb = b.size() >= 6 && b.compare(b.size() - 6, 6, "_final") == 0;
-      return fa > fb;  // model_final first, then by name descending (zero-padded iterations)
+    const std::string ordered = on_root(comm_, "ordering checkpoints", [&] {
+      return fmt::format("{}", fmt::join(order_by_recency(all), "\n"));
     });
+    all.clear();
+    for (size_t start = 0; start < ordered.size();) {
+      size_t end = ordered.find('\n', start);
+      if (end == std::string::npos) end = ordered.size();
+      all.push_back(ordered.substr(start, end - start));
+      start = end + 1;
+    }
     for (auto& c : all) {
       if (c != candidates.front()) candidates.push_back(c);
     }

@@ -288,7 +288,13 @@ void ShardReader::read_piece(const TensorRecord& tensor, const PieceRecord& piec
   if (it == files_.end()) {
     DTRAIN_CHECK_T(CheckpointError, std::filesystem::exists(path),
                    "shard '{}' is missing (it holds part of tensor '{}')", path, tensor.name);
-    it = files_.emplace(piece.shard, std::make_unique<h5::File>(h5::File::open(path))).first;
+    try {
+      it = files_.emplace(piece.shard, std::make_unique<h5::File>(h5::File::open(path))).first;
+    } catch (const std::exception& e) {
+      throw CheckpointError(fmt::format("shard '{}' cannot be opened (it holds part of tensor "
+                                        "'{}'; damaged or truncated?): {}",
+                                        path, tensor.name, e.what()));
+    }
   }
   DTRAIN_CHECK_T(CheckpointError, dst.is_contiguous() && dst.sizes().vec() == piece.shape,
                  "internal: destination for '{}' has shape {} but the piece has {}", tensor.name,

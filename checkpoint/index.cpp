@@ -1,9 +1,14 @@
 // CheckpointIndex JSON (de)serialization and validation.
 #include "checkpoint/index.h"
 
+#include <set>
+
+#include <c10/core/ScalarType.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "checkpoint/format.h"
 #include "runtime/base/error.h"
 
 namespace dtrain::checkpoint {
@@ -74,15 +79,23 @@ CheckpointIndex CheckpointIndex::from_json(const std::string& text, const std::s
                    "version {})",
                    origin, idx.format_version, kFormatVersion);
     idx.world_size = j.at("world_size").get<int>();
+    DTRAIN_CHECK_T(CheckpointError, idx.world_size >= 1, "{}: world_size is {}, expected >= 1",
+                   origin, idx.world_size);
     idx.iteration = j.at("iteration").get<int64_t>();
     idx.created = j.value("created", "");
     idx.versions = j.value("versions", std::map<std::string, std::string>{});
+    std::set<std::string> names;
     for (const auto& tj : j.at("tensors")) {
       TensorRecord t;
       t.name = tj.at("name").get<std::string>();
       t.dtype = tj.at("dtype").get<std::string>();
       t.shape = tj.at("shape").get<std::vector<int64_t>>();
       t.per_rank = tj.value("per_rank", false);
+      DTRAIN_CHECK_T(CheckpointError, names.insert(t.name).second,
+                     "{}: tensor '{}' appears twice in the index", origin, t.name);
+      const at::ScalarType dtype =
+          dtype_from_name(t.dtype, fmt::format("{}: tensor '{}'", origin, t.name));
+      const int64_t element_size = static_cast<int64_t>(c10::elementSize(dtype));
       for (const auto& pj : tj.at("pieces")) {
         PieceRecord p;
         p.shard = pj.at("shard").get<int>();
@@ -94,6 +107,30 @@ CheckpointIndex CheckpointIndex::from_json(const std::string& text, const std::s
         DTRAIN_CHECK_T(CheckpointError, p.shard >= 0 && p.shard < idx.world_size,
                        "{}: tensor '{}' names shard {} of a {}-rank checkpoint", origin, t.name,
                        p.shard, idx.world_size);
+        // A piece's shape and byte count must agree with the tensor (a damaged index
+        // must not make a load read the wrong amount).
+        int64_t numel = 1;
+        for (int64_t d : p.shape) {
+          DTRAIN_CHECK_T(CheckpointError, d >= 0, "{}: tensor '{}': piece of shard {} has a "
+                         "negative extent in shape [{}]", origin, t.name, p.shard,
+                         fmt::join(p.shape, ", "));
+          numel *= d;
+        }
+        DTRAIN_CHECK_T(CheckpointError, p.bytes == numel * element_size,
+                       "{}: tensor '{}': piece of shard {} has shape [{}] ({} bytes) but "
+                       "records {} bytes", origin, t.name, p.shard, fmt::join(p.shape, ", "),
+                       numel * element_size, p.bytes);
+        if (!t.per_rank) {
+          std::vector<int64_t> expected = t.shape;
+          if (!expected.empty()) expected[0] = p.row_count;
+          DTRAIN_CHECK_T(CheckpointError,
+                         p.shape == expected && p.row_start >= 0 &&
+                             (!t.shape.empty() || (p.row_start == 0 && p.row_count == 1)),
+                         "{}: tensor '{}' of shape [{}]: piece of shard {} (rows [{}, {})) has "
+                         "shape [{}], expected [{}]", origin, t.name, fmt::join(t.shape, ", "),
+                         p.shard, p.row_start, p.row_start + p.row_count,
+                         fmt::join(p.shape, ", "), fmt::join(expected, ", "));
+        }
         t.pieces.push_back(std::move(p));
       }
       if (!t.per_rank) {

@@ -32,28 +32,45 @@ StateDict ModuleState::state_dict() const {
   return out;
 }
 
-LoadReport ModuleState::load_with_report(const StateDict& state) {
+namespace {
+
+// Compares `state` with the module's `own` tensors; calls `copy(dst, src)` for every
+// tensor that matches by name and shape.
+template <typename CopyFn>
+LoadReport match_state(const StateDict& own, const StateDict& state, CopyFn&& copy) {
   LoadReport report;
-  at::NoGradGuard no_grad;
-  StateDict own = state_dict();
-  for (auto& [name, value] : own) {
+  for (const auto& [name, value] : own) {
     auto it = state.find(name);
     if (it == state.end() || !std::holds_alternative<at::Tensor>(it->second)) {
       report.missing.push_back(name);
       continue;
     }
-    at::Tensor dst = std::get<at::Tensor>(value);
+    const at::Tensor& dst = std::get<at::Tensor>(value);
     const at::Tensor& src = std::get<at::Tensor>(it->second);
     if (src.sizes() != dst.sizes()) {
       report.shape_mismatch.push_back({name, src.sizes().vec(), dst.sizes().vec()});
       continue;
     }
-    dst.copy_(src);
+    copy(dst, src);
   }
   for (const auto& [name, value] : state) {
     if (!own.count(name)) report.unexpected.push_back(name);
   }
   return report;
+}
+
+}  // namespace
+
+LoadReport ModuleState::load_with_report(const StateDict& state) {
+  at::NoGradGuard no_grad;
+  return match_state(state_dict(), state, [](const at::Tensor& dst, const at::Tensor& src) {
+    at::Tensor d = dst;  // shares storage with the module's tensor
+    d.copy_(src);
+  });
+}
+
+LoadReport ModuleState::compare(const StateDict& state) const {
+  return match_state(state_dict(), state, [](const at::Tensor&, const at::Tensor&) {});
 }
 
 void ModuleState::load_state_dict(const StateDict& state) {

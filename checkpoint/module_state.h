@@ -44,6 +44,8 @@ class ModuleState : public Stateful {
   void load_state_dict(const StateDict& state) override;
   // Copies every tensor that matches by name and shape (converting dtype), returns the rest.
   LoadReport load_with_report(const StateDict& state);
+  // What load_with_report would report, without modifying the module.
+  LoadReport compare(const StateDict& state) const;
 
  private:
   std::shared_ptr<torch::nn::Module> module_;

@@ -42,7 +42,7 @@ at::ScalarType Dataset::dtype() const {
   std::optional<at::ScalarType> s = scalar_type_for(t);
   DTRAIN_CHECK_T(CheckpointError, s.has_value(),
                  "dataset {} holds {}, which has no tensor dtype (supported: float16/32/64, "
-                 "int8/16/32/64, uint8, bool)",
+                 "bfloat16, int8/16/32/64, uint8, bool)",
                  describe(), t.describe());
   return *s;
 }

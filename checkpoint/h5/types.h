@@ -10,10 +10,13 @@
 //   float32/64  <-> H5T_IEEE_F32LE / F64LE
 //   float16     <-> H5T_IEEE_F32LE reshaped to 16 bits (fields 15,10,5,0,10, bias 15):
 //                   what h5py writes for numpy float16 (HDF5 1.10 has no F16 constant)
+//   bfloat16    <-> H5T_IEEE_F32LE reshaped to 16 bits (fields 15,7,8,0,7, bias 127):
+//                   float32 without its low 16 mantissa bits; h5py reads it as float32
+//                   (exact), HDF5 converts it to any float type
 //   int8/16/32/64 <-> H5T_STD_I8LE ... I64LE;  uint8 <-> H5T_STD_U8LE
 //   bool        <-> enum {FALSE = 0, TRUE = 1} over int8 (h5py's numpy bool)
-// Not yet mapped: bfloat16, unsigned 16/32/64, complex (reading them needs an explicit
-// target dtype, see Dataset::read). Extend datatype_for and scalar_type_for together.
+// Not yet mapped: unsigned 16/32/64, complex (reading them needs an explicit target
+// dtype, see Dataset::read). Extend datatype_for and scalar_type_for together.
 //
 // Thread-safety: objects are not thread-safe; HDF5 calls take library_mutex().
 #pragma once
