@@ -20,6 +20,7 @@
 #include <torch/version.h>
 
 #include "checkpoint/h5/h5.h"
+#include "checkpoint/remote.h"
 #include "checkpoint/torch_io.h"
 #include "runtime/base/error.h"
 #include "runtime/base/fault.h"
@@ -87,22 +88,28 @@ void all_or_none(dist::Communicator& comm, const std::string& what, Fn&& fn) {
   throw CheckpointError(fmt::format("{} failed: {}", what, combined));
 }
 
-// Rank 0 runs `fn` and broadcasts its string result, or its error to throw everywhere.
+// Rank `root` runs `fn` and broadcasts its string result, or its error to throw everywhere.
 template <typename Fn>
-std::string on_root(dist::Communicator& comm, const std::string& what, Fn&& fn) {
+std::string on_rank(dist::Communicator& comm, int root, const std::string& what, Fn&& fn) {
   std::string message;
-  if (comm.rank() == 0) {
+  if (comm.rank() == root) {
     try {
       message = "+" + fn();
     } catch (const std::exception& e) {
       message = std::string("-") + e.what();
     }
   }
-  comm.broadcast_bytes(message, 0);
+  comm.broadcast_bytes(message, root);
   if (!message.empty() && message[0] == '-') {
     throw CheckpointError(fmt::format("{} failed: {}", what, message.substr(1)));
   }
   return message.substr(1);
+}
+
+// Rank 0 runs `fn` (see on_rank).
+template <typename Fn>
+std::string on_root(dist::Communicator& comm, const std::string& what, Fn&& fn) {
+  return on_rank(comm, 0, what, std::forward<Fn>(fn));
 }
 
 void validate_name(const std::string& name) {
@@ -368,6 +375,13 @@ StateDict Checkpointer::load(const std::string& path,
                              const std::optional<std::vector<std::string>>& only) {
   std::string only_str = only ? fmt::format("{}", fmt::join(*only, ",")) : "*";
   check_collective("load", path + ";" + only_str);
+  if (is_remote(path)) {
+    // Downloaded once per node into the cache (verified), then loaded from there.
+    const std::string local = fetch_remote(path, comm_);
+    StateDict extra = load(local, only);
+    loaded_from_ = path;
+    return extra;
+  }
   const std::string ext = stdfs::path(path).extension().string();
   if (ext == ".pt" || ext == ".pth") return load_torch_file(path);
   std::string dir = path;
@@ -380,13 +394,32 @@ StateDict Checkpointer::load_directory(const std::string& dir,
                                        const std::optional<std::vector<std::string>>& only) {
   const auto t0 = std::chrono::steady_clock::now();
   const int rank = comm_.rank(), world = comm_.size();
+  // Which ranks can read the checkpoint (node-local disks, or a directory only some
+  // nodes mount): those read, the others receive over the communicator.
+  const bool readable = stdfs::exists(dir + "/" + kIndexFile);
+  std::vector<char> can_read(world, 0);
+  {
+    auto flags = comm_.all_gather_bytes(readable ? "1" : "0");
+    for (int r = 0; r < world; ++r) can_read[r] = flags[r] == "1";
+  }
+  const auto first_reader = std::find(can_read.begin(), can_read.end(), 1);
+  DTRAIN_CHECK_T(CheckpointError, first_reader != can_read.end(),
+                 "cannot load checkpoint '{}': no rank can read '{}/{}'", dir, dir, kIndexFile);
+  const int index_root = static_cast<int>(first_reader - can_read.begin());
+  const int readers = static_cast<int>(std::count(can_read.begin(), can_read.end(), 1));
+  if (readers < world && rank == 0) {
+    DTRAIN_LOG_WARN("Checkpoint '{}' is readable on {} of {} ranks; the others receive it over "
+                    "the communicator",
+                    dir, readers, world);
+  }
   const std::string index_text =
-      on_root(comm_, fmt::format("loading checkpoint '{}'", dir), [&] { return read_index_text(dir); });
+      on_rank(comm_, index_root, fmt::format("loading checkpoint '{}'", dir),
+              [&] { return read_index_text(dir); });
   const CheckpointIndex index =
       CheckpointIndex::from_json(index_text, dir + "/" + kIndexFile);
 
-  // Which rank reads which piece: its own shard when the world size is unchanged,
-  // otherwise the least-loaded rank so far (by bytes).
+  // Which rank reads which piece: its own shard when the world size is unchanged and it
+  // can read it, otherwise the least-loaded reading rank so far (by bytes).
   struct Read {
     size_t tensor;
     size_t piece;
@@ -394,16 +427,28 @@ StateDict Checkpointer::load_directory(const std::string& dir,
   };
   std::vector<Read> reads;
   std::vector<int64_t> load(world, 0);
+  auto least_loaded_reader = [&] {
+    int best = -1;
+    for (int r = 0; r < world; ++r) {
+      if (can_read[r] && (best < 0 || load[r] < load[best])) best = r;
+    }
+    return best;
+  };
   std::map<std::string, at::Tensor> tensors;
+  std::vector<Read> per_rank_reads;  // per-rank pieces read by a rank other than their owner
   for (size_t ti = 0; ti < index.tensors.size(); ++ti) {
     const auto& t = index.tensors[ti];
-    if (t.per_rank) continue;
+    if (t.per_rank) {
+      for (size_t pi = 0; pi < t.pieces.size(); ++pi) {
+        const int owner = t.pieces[pi].shard;
+        if (owner < world && !can_read[owner]) per_rank_reads.push_back({ti, pi, index_root});
+      }
+      continue;
+    }
     tensors[t.name] = at::empty(t.shape, at::TensorOptions().dtype(dtype_from_name(t.dtype, dir)));
     for (size_t pi = 0; pi < t.pieces.size(); ++pi) {
       int reader = t.pieces[pi].shard;
-      if (index.world_size != world) {
-        reader = static_cast<int>(std::min_element(load.begin(), load.end()) - load.begin());
-      }
+      if (index.world_size != world || !can_read[reader]) reader = least_loaded_reader();
       load[reader] += t.pieces[pi].bytes;
       reads.push_back({ti, pi, reader});
     }
@@ -413,6 +458,7 @@ StateDict Checkpointer::load_directory(const std::string& dir,
     return full.dim() == 0 ? full : full.narrow(0, p.row_start, p.row_count);
   };
   StateDict per_rank;
+  std::map<std::pair<size_t, size_t>, at::Tensor> per_rank_sent;
   all_or_none(comm_, fmt::format("loading checkpoint '{}'", dir), [&] {
     ShardReader reader(dir, index.world_size);
     for (const auto& r : reads) {
@@ -422,7 +468,7 @@ StateDict Checkpointer::load_directory(const std::string& dir,
       reader.read_piece(t, t.pieces[r.piece], dst);
     }
     for (const auto& t : index.tensors) {
-      if (!t.per_rank) continue;
+      if (!t.per_rank || !readable) continue;
       for (const auto& p : t.pieces) {
         if (p.shard != rank) continue;
         at::Tensor dst = at::empty(p.shape, at::TensorOptions().dtype(dtype_from_name(t.dtype, dir)));
@@ -430,7 +476,25 @@ StateDict Checkpointer::load_directory(const std::string& dir,
         per_rank[t.name] = dst;
       }
     }
+    for (const auto& r : per_rank_reads) {
+      if (r.reader != rank) continue;
+      const auto& t = index.tensors[r.tensor];
+      const auto& p = t.pieces[r.piece];
+      at::Tensor dst = at::empty(p.shape, at::TensorOptions().dtype(dtype_from_name(t.dtype, dir)));
+      reader.read_piece(t, p, dst);
+      per_rank_sent[{r.tensor, r.piece}] = dst;
+    }
   });
+  // Per-rank state of ranks that cannot read: the reader broadcasts, the owner keeps it.
+  for (const auto& r : per_rank_reads) {
+    const auto& t = index.tensors[r.tensor];
+    const auto& p = t.pieces[r.piece];
+    at::Tensor buf = rank == r.reader
+                         ? per_rank_sent.at({r.tensor, r.piece})
+                         : at::empty(p.shape, at::TensorOptions().dtype(dtype_from_name(t.dtype, dir)));
+    if (buf.numel() > 0) comm_.broadcast(buf, r.reader);
+    if (rank == p.shard) per_rank[t.name] = buf;
+  }
   for (const auto& r : reads) {
     const auto& t = index.tensors[r.tensor];
     at::Tensor dst = dst_of(t, t.pieces[r.piece]);
@@ -493,11 +557,18 @@ StateDict Checkpointer::load_directory(const std::string& dir,
 }
 
 StateDict Checkpointer::load_torch_file(const std::string& path) {
-  std::string error;
+  // The first rank that can read the file reads it; every rank parses the same bytes.
+  const bool readable = stdfs::exists(path);
+  auto flags = comm_.all_gather_bytes(readable ? "1" : "0");
+  const auto first = std::find(flags.begin(), flags.end(), "1");
+  DTRAIN_CHECK_T(CheckpointError, first != flags.end(), "cannot load '{}': no rank can read it",
+                 path);
+  const int root = static_cast<int>(first - flags.begin());
+  std::string bytes = on_rank(comm_, root, fmt::format("loading '{}'", path),
+                              [&] { return fs::read_file(path); });
   StateDict state;
-  // Every rank reads the file (small compared to a sharded checkpoint); issue: ranks
-  // that cannot see it receive it from one that can (see docs/OPERATIONS.md).
-  all_or_none(comm_, fmt::format("loading '{}'", path), [&] { state = read_torch_state_dict(path); });
+  all_or_none(comm_, fmt::format("loading '{}'", path),
+              [&] { state = parse_torch_state_dict(bytes, path); });
   LoadReport report = ModuleState(model_).load_with_report(state);
   if (!report.clean()) {
     DTRAIN_CHECK_T(CheckpointError, !options_.strict,

@@ -18,12 +18,17 @@ StateDict read_torch_state_dict(const std::string& path) {
   } catch (const std::exception& e) {
     throw CheckpointError(e.what());
   }
+  return parse_torch_state_dict(bytes, path);
+}
+
+StateDict parse_torch_state_dict(const std::string& bytes, const std::string& path) {
   c10::IValue value;
   try {
     value = torch::jit::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
   } catch (const std::exception& e) {
     std::string what = e.what();
-    const bool ordered = what.find("OrderedDict") != std::string::npos;
+    const bool ordered = what.find("OrderedDict") != std::string::npos ||
+                         bytes.find("collections\nOrderedDict") != std::string::npos;
     throw CheckpointError(fmt::format(
         "cannot read PyTorch file '{}': {}", path,
         ordered ? "it holds an OrderedDict (what model.state_dict() returns), which LibTorch "
@@ -35,6 +40,13 @@ StateDict read_torch_state_dict(const std::string& path) {
     auto dict = value.toGenericDict();
     // detectron2 checkpoints nest the weights under "model".
     if (dict.contains("model") && dict.at("model").isGenericDict()) value = dict.at("model");
+  }
+  if (!value.isGenericDict() && bytes.find("collections\nOrderedDict") != std::string::npos) {
+    throw CheckpointError(fmt::format(
+        "cannot read PyTorch file '{}': it holds an OrderedDict (what model.state_dict() "
+        "returns), which LibTorch cannot unpickle; save it as a plain dict instead: "
+        "torch.save(dict(model.state_dict()), path)",
+        path));
   }
   DTRAIN_CHECK_T(CheckpointError, value.isGenericDict(),
                  "'{}' does not hold a dict of tensors (found {})", path, value.tagKind());

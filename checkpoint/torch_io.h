@@ -17,6 +17,8 @@ namespace dtrain::checkpoint {
 // Throws dtrain::CheckpointError naming the file and what it holds when it is not a
 // readable state dict (for an OrderedDict, the message says how to convert it).
 StateDict read_torch_state_dict(const std::string& path);
+// The same, from the file's bytes; `origin` names it in errors.
+StateDict parse_torch_state_dict(const std::string& bytes, const std::string& origin);
 
 // Writes the tensor entries of `state` (scalars are skipped) as a dict; atomic.
 void write_torch_state_dict(const std::string& path, const StateDict& state);

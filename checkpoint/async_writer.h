@@ -1,0 +1,61 @@
+// Background shard writing for asynchronous checkpoints: a snapshot of the state in host
+// memory is written by a Boost.Asio I/O pool while training continues; the collective
+// commit happens later on the training thread (Checkpointer::save_async/finish_async).
+//
+//   CollectedState snap = snapshot(state);            // the only stall: one memcpy
+//   AsyncShardWriter writer;
+//   writer.start(path, rank, std::move(snap), plan);
+//   ... training steps ...
+//   if (writer.done()) ShardManifest m = writer.wait();
+//
+// Thread-safety: start/done/wait are called from one thread (the training thread);
+// the write itself runs on the pool's thread and touches only the snapshot and the
+// shard file (HDF5 calls are serialized by h5::library_mutex()). No MPI calls.
+#pragma once
+
+#include <atomic>
+#include <exception>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "checkpoint/format.h"
+
+namespace dtrain::checkpoint {
+
+// Copies every tensor of `state` into fresh host memory (pinned when CUDA is
+// available, so device-to-host copies are fast), so that training may change the
+// originals while the copy is written.
+CollectedState snapshot(const CollectedState& state);
+
+class AsyncShardWriter {
+ public:
+  AsyncShardWriter();
+  ~AsyncShardWriter();  // waits for a write in flight (errors are dropped)
+  AsyncShardWriter(const AsyncShardWriter&) = delete;
+  AsyncShardWriter& operator=(const AsyncShardWriter&) = delete;
+
+  // Starts writing `state` (a snapshot) as rank `rank`'s shard at `path`. Throws
+  // dtrain::Error when a write is already in flight.
+  void start(std::string path, int rank, CollectedState state, std::vector<Piece> plan,
+             ShardWriteObserver observer = nullptr);
+  // Whether a write was started and has not been collected by wait().
+  bool in_flight() const { return in_flight_; }
+  // Whether the write in flight has finished (successfully or not). Never blocks.
+  bool done() const { return finished_.load(std::memory_order_acquire); }
+  // Blocks until the write finished; returns its manifest or rethrows its error.
+  ShardManifest wait();
+  // Seconds the last write took on the I/O thread.
+  double last_write_seconds() const { return write_s_; }
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  bool in_flight_ = false;
+  std::atomic<bool> finished_{false};
+  ShardManifest manifest_;
+  std::exception_ptr error_;
+  double write_s_ = 0.0;
+};
+
+}  // namespace dtrain::checkpoint

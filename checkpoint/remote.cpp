@@ -1,0 +1,97 @@
+// Fetching checkpoints from http(s) URLs into the node's cache (see remote.h).
+#include "checkpoint/remote.h"
+
+#include <filesystem>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include "checkpoint/format.h"
+#include "checkpoint/index.h"
+#include "checkpoint/storage/cache.h"
+#include "checkpoint/storage/url.h"
+#include "runtime/base/error.h"
+#include "runtime/base/fs.h"
+#include "runtime/base/logging.h"
+
+namespace dtrain::checkpoint {
+namespace {
+
+bool is_torch_file(const std::string& url) {
+  const std::string ext = std::filesystem::path(url).extension().string();
+  return ext == ".pt" || ext == ".pth";
+}
+
+// Verifies every piece that shard `rank` holds, reading it from `path`.
+std::string verify_shard(const CheckpointIndex& index, int rank, const std::string& path) {
+  // ShardReader opens "<dir>/shard-...": the staged file's directory.
+  ShardReader reader(fs::parent_dir(path), index.world_size);
+  try {
+    for (const auto& t : index.tensors) {
+      for (const auto& p : t.pieces) {
+        if (p.shard != rank) continue;
+        at::Tensor dst =
+            at::empty(p.shape, at::TensorOptions().dtype(dtype_from_name(t.dtype, path)));
+        reader.read_piece(t, p, dst);
+      }
+    }
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::string fetch_checkpoint_dir(const std::string& url) {
+  storage::DirectoryFetch fetch(url);
+  if (fetch.complete()) return fetch.path();
+  CheckpointIndex index;
+  const std::string index_path = fetch.fetch(kIndexFile, [&](const std::string& path) {
+    try {
+      index = CheckpointIndex::from_json(read_index_text(fs::parent_dir(path)), url + "/" + kIndexFile);
+    } catch (const std::exception& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  });
+  (void)index_path;
+  for (int r = 0; r < index.world_size; ++r) {
+    fetch.fetch(shard_file_name(r, index.world_size),
+                [&index, r](const std::string& path) { return verify_shard(index, r, path); });
+  }
+  return fetch.commit();
+}
+
+}  // namespace
+
+bool is_remote(const std::string& path) { return storage::is_url(path); }
+
+std::string fetch_remote(const std::string& url, dist::Communicator& comm) {
+  std::string local, error;
+  if (comm.local_rank() == 0) {
+    try {
+      DTRAIN_LOG_INFO("Fetching {} into the cache {}", url, storage::cache_dir());
+      local = is_torch_file(url) ? storage::fetch_file(url) : fetch_checkpoint_dir(url);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  // Everyone waits for the downloads, then all agree on the outcome.
+  auto errors = comm.all_gather_bytes(error);
+  for (size_t r = 0; r < errors.size(); ++r) {
+    if (!errors[r].empty()) {
+      throw CheckpointError(fmt::format("fetching '{}' failed on rank {}: {}", url, r, errors[r]));
+    }
+  }
+  if (comm.local_rank() != 0) local = storage::cache_path_for(url);
+  std::string missing;
+  if (!std::filesystem::exists(local)) {
+    missing = fmt::format("'{}' is not visible on rank {} (is DTRAIN_CACHE the same for every "
+                          "rank of a node?)", local, comm.rank());
+  }
+  for (const auto& m : comm.all_gather_bytes(missing)) {
+    DTRAIN_CHECK_T(CheckpointError, m.empty(), "fetched '{}' but {}", url, m);
+  }
+  return local;
+}
+
+}  // namespace dtrain::checkpoint
