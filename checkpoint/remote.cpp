@@ -17,21 +17,25 @@
 namespace dtrain::checkpoint {
 namespace {
 
+void fs_remove(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::remove(path, ec);
+}
+
 bool is_torch_file(const std::string& url) {
   const std::string ext = std::filesystem::path(url).extension().string();
   return ext == ".pt" || ext == ".pth";
 }
 
-// Verifies every piece that shard `rank` holds, reading it from `path`.
-std::string verify_shard(const CheckpointIndex& index, int rank, const std::string& path) {
-  // ShardReader opens "<dir>/shard-...": the staged file's directory.
-  ShardReader reader(fs::parent_dir(path), index.world_size);
+// Verifies every piece that shard `rank` holds in the staged directory `dir`.
+std::string verify_shard(const CheckpointIndex& index, int rank, const std::string& dir) {
+  ShardReader reader(dir, index.world_size);
   try {
     for (const auto& t : index.tensors) {
       for (const auto& p : t.pieces) {
         if (p.shard != rank) continue;
         at::Tensor dst =
-            at::empty(p.shape, at::TensorOptions().dtype(dtype_from_name(t.dtype, path)));
+            at::empty(p.shape, at::TensorOptions().dtype(dtype_from_name(t.dtype, dir)));
         reader.read_piece(t, p, dst);
       }
     }
@@ -41,22 +45,28 @@ std::string verify_shard(const CheckpointIndex& index, int rank, const std::stri
   return "";
 }
 
+// Downloads checkpoint.h5, then every shard it names, into the cache's staging directory;
+// verifies every piece's checksum; publishes the directory only when all are good (the
+// staging directory is removed otherwise).
 std::string fetch_checkpoint_dir(const std::string& url) {
   storage::DirectoryFetch fetch(url);
   if (fetch.complete()) return fetch.path();
-  CheckpointIndex index;
-  const std::string index_path = fetch.fetch(kIndexFile, [&](const std::string& path) {
-    try {
-      index = CheckpointIndex::from_json(read_index_text(fs::parent_dir(path)), url + "/" + kIndexFile);
-    } catch (const std::exception& e) {
-      return std::string(e.what());
-    }
-    return std::string();
-  });
-  (void)index_path;
+  const std::string staged = fs::parent_dir(fetch.fetch(kIndexFile));
+  const CheckpointIndex index =
+      CheckpointIndex::from_json(read_index_text(staged), url + "/" + kIndexFile);
   for (int r = 0; r < index.world_size; ++r) {
-    fetch.fetch(shard_file_name(r, index.world_size),
-                [&index, r](const std::string& path) { return verify_shard(index, r, path); });
+    const std::string name = shard_file_name(r, index.world_size);
+    fetch.fetch(name);
+    std::string problem = verify_shard(index, r, staged);
+    if (!problem.empty()) {
+      // One more download of this shard before giving up (a transfer may have been
+      // corrupted on the way).
+      fs_remove(staged + "/" + name);
+      fetch.fetch(name);
+      problem = verify_shard(index, r, staged);
+    }
+    DTRAIN_CHECK_T(CheckpointError, problem.empty(),
+                   "download of {}/{} is corrupt (nothing was cached): {}", url, name, problem);
   }
   return fetch.commit();
 }
