@@ -404,7 +404,8 @@ StateDict Checkpointer::load_directory(const std::string& dir,
   }
   const auto first_reader = std::find(can_read.begin(), can_read.end(), 1);
   DTRAIN_CHECK_T(CheckpointError, first_reader != can_read.end(),
-                 "cannot load checkpoint '{}': no rank can read '{}/{}'", dir, dir, kIndexFile);
+                 "'{}' is not a checkpoint: '{}' is missing (no rank can read '{}/{}')", dir,
+                 kIndexFile, dir, kIndexFile);
   const int index_root = static_cast<int>(first_reader - can_read.begin());
   const int readers = static_cast<int>(std::count(can_read.begin(), can_read.end(), 1));
   if (readers < world && rank == 0) {
