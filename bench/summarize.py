@@ -1,0 +1,152 @@
+"""Prints the table of bench/run_all.sh: every figure next to its peer or physical limit,
+the ratio, and the goal, from the JSON lines the benchmarks appended.
+
+    /usr/bin/python3 bench/summarize.py results.jsonl
+
+Several lines for the same benchmark (rounds) are reduced to their median. Goals marked
+"(issue)" come from the issues; the others are the bar this benchmark holds dtrain to.
+"""
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+
+def med(rows, key):
+    vals = [r[key] for r in rows if r.get(key) not in (None, 0)]
+    return statistics.median(vals) if vals else None
+
+
+def fmt(v, spec):
+    return "n/a" if v is None else format(v, spec)
+
+
+def verdict(ratio, goal):
+    if ratio is None:
+        return ""
+    return "ok" if round(ratio, 2) >= goal else "BELOW"  # judged as printed
+
+
+def main():
+    rows = [json.loads(line) for path in sys.argv[1:] for line in open(path) if line.strip()]
+    train = defaultdict(list)
+    ckpt = defaultdict(list)
+    breakdown = [r for r in rows if r.get("bench") == "ckpt_breakdown"]
+    for r in rows:
+        if r.get("bench") == "train":
+            train[(r["impl"], r["model"], r["world"])].append(r)
+        elif r.get("bench") == "ckpt":
+            ckpt[(r["impl"], r.get("world", 1))].append(r)
+
+    out = []
+    p = out.append
+    if train:
+        p("### Training throughput (1 thread per rank, median step; samples/s of the whole job)\n")
+        p("| model | ranks | dtrain samples/s | peer | peer samples/s | dtrain/peer | goal | "
+          "least CPU share | grad all-reduce s/step (bytes) | achieved / raw MPI_Allreduce GB/s "
+          "| ratio (goal >= 0.9) | same, ranks started together |")
+        p("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for model in ("mlp", "resnet18"):
+            for world in (1, 2):
+                d = train.get(("dtrain", model, world))
+                if not d:
+                    continue
+                t = train.get(("torch", model, world), [])
+                ds, ts = med(d, "samples_per_s"), med(t, "samples_per_s")
+                # Each round ran dtrain then its peer back to back: pair them, so that the
+                # machine's load drifting between rounds cancels in the ratio.
+                pairs = [a["samples_per_s"] / b["samples_per_s"] for a, b in zip(d, t)]
+                ratio = statistics.median(pairs) if pairs else None
+                shares = [r.get("cpu_share") for r in d + t if r.get("cpu_share") is not None]
+                cpu = f"{min(shares):.2f}" if shares else "n/a"
+                peer = "PyTorch DDP gloo" if world > 1 else "PyTorch (plain)"
+                goal = 1.0 if world > 1 else 0.95
+                ar = arr = ""
+                synced = ""
+                if world > 1:
+                    a, raw = med(d, "allreduce_gbps"), med(d, "raw_allreduce_gbps")
+                    s = med(d, "synced_allreduce_gbps")
+                    ar = f"{fmt(med(d, 'allreduce_s'), '.4f')} ({d[0]['bytes_per_reduce'] / 1e6:.1f} MB)"
+                    r2 = a / raw if a and raw else None
+                    arr = f"{fmt(a, '.2f')} / {fmt(raw, '.2f')} | {fmt(r2, '.2f')} {verdict(r2, 0.9)}"
+                    r3 = s / raw if s and raw else None
+                    synced = f"{fmt(r3, '.2f')} {verdict(r3, 0.9)}"
+                else:
+                    arr = " | "
+                p(f"| {model} | {world} | {fmt(ds, '.1f')} | {peer} | {fmt(ts, '.1f')} | "
+                  f"{fmt(ratio, '.2f')} {verdict(ratio, goal)} | >= {goal} | {cpu} | {ar} | {arr} "
+                  f"| {synced} |")
+        gf = [(m, med(train[("dtrain", m, w)], "model_gflops"), med(train[("dtrain", m, w)], "sgemm_gflops"), w)
+              for (i, m, w) in train if i == "dtrain" and m == "mlp"]
+        for m, g, s, w in sorted(gf, key=lambda x: x[3]):
+            if g and s:
+                p(f"\nmlp on {w} rank(s): {g:.1f} GFLOP/s per rank vs single-thread sgemm "
+                  f"{s:.1f} GFLOP/s in the same run: {g / s:.2f} of the compute limit.")
+        p("")
+
+    if ckpt:
+        p("### Checkpoint save / cold load of the full training state (gpt, params + AdamW state)\n")
+        t = ckpt.get(("torch", 1), [])
+        p("| ranks | figure | dtrain | limit or peer (same run) | its value | dtrain / it | goal |")
+        p("|---|---|---|---|---|---|---|")
+        for world in sorted(w for (i, w) in ckpt if i == "dtrain"):
+            d = ckpt[("dtrain", world)]
+            size = f"{d[0]['bytes'] / 1e9:.2f} GB"
+
+            def row(fig, val, ref, ref_val, ratio, goal, goal_text):
+                p(f"| {world} | {fig} | {val} | {ref} | {ref_val} | "
+                  f"{fmt(ratio, '.2f')} {verdict(ratio, goal) if goal else ''} | {goal_text} |")
+
+            def vs_peer(key):  # dtrain/peer, each normalized by its own same-run limit
+                a, b = med(d, key), med(t, key)
+                return a / b if a and b else None
+
+            sv, lv = med(d, "save_gbps"), med(d, "load_gbps")
+            row(f"save {size}", f"{fmt(sv, '.2f')} GB/s", "dd write+fsync",
+                f"{fmt(med(d, 'dd_write_gbps'), '.2f')} GB/s", med(d, "save_vs_dd"), 0.9,
+                ">= 0.9 (issue)")
+            row("", "", "write(2)+fsync of the same bytes", f"{fmt(med(d, 'posix_write_gbps'), '.2f')} GB/s",
+                med(d, "save_vs_posix"), 0.9, ">= 0.9")
+            row("", "", "torch.save+fsync, via dd ratios",
+                f"{fmt(med(t, 'save_vs_dd'), '.2f')}x dd", vs_peer("save_vs_dd"), 1.0, "> 1 (issue)")
+            row("", "", "torch.save+fsync, via write(2) ratios",
+                f"{fmt(med(t, 'save_vs_posix'), '.2f')}x write(2)", vs_peer("save_vs_posix"), 1.0, "> 1 (issue)")
+            row("cold load", f"{fmt(lv, '.2f')} GB/s", "cold dd read",
+                f"{fmt(med(d, 'dd_read_gbps'), '.2f')} GB/s", med(d, "load_vs_dd"), 0.9, ">= 0.9")
+            row("", "", "cold read(2) of the same bytes", f"{fmt(med(d, 'posix_read_gbps'), '.2f')} GB/s",
+                med(d, "load_vs_posix"), 0.9, ">= 0.9")
+            row("", "", "cold torch.load, via read(2) ratios",
+                f"{fmt(med(t, 'load_vs_posix'), '.2f')}x read(2)", vs_peer("load_vs_posix"), 1.0, "> 1")
+            ms, ml = med(d, "save_extra_bytes"), med(d, "load_extra_bytes")
+            frac = (ms or 0) / d[0]["bytes"]
+            p(f"| {world} | peak extra memory per rank | save {(ms or 0) / 1e6:.0f} MB, load "
+              f"{(ml or 0) / 1e6:.0f} MB | the state | {d[0]['bytes'] / 1e6:.0f} MB | save "
+              f"{frac:.3f} {'ok' if frac <= 0.1 else 'BELOW'} | save <= 0.1 |")
+        if t:
+            p(f"\nPeers (1 process, same tensors): torch.save+fsync {fmt(med(t, 'save_gbps'), '.2f')} GB/s, "
+              f"torch.load cold {fmt(med(t, 'load_gbps'), '.2f')} GB/s; h5py write+fsync "
+              f"{fmt(med(t, 'h5py_save_gbps'), '.2f')} GB/s ({fmt(med(t, 'h5py_save_vs_dd'), '.2f')}x dd), "
+              f"h5py cold read {fmt(med(t, 'h5py_load_gbps'), '.2f')} GB/s "
+              f"({fmt(med(t, 'h5py_load_vs_dd'), '.2f')}x dd). dtrain vs a peer divides the two "
+              f"same-run ratios to a limit, so that the disk's drift between the runs cancels.")
+        diag = [(w, med(ckpt[("dtrain", w)], "bcast_per_piece_s"), med(ckpt[("dtrain", w)], "bcast_packed_s"))
+                for (i, w) in ckpt if i == "dtrain" and w > 1]
+        for w, a, b in sorted(diag):
+            if a:
+                p(f"\nLoad fill-in on {w} ranks, timed alone: one broadcast per piece {a:.3f} s, "
+                  f"packed one broadcast per rank {fmt(b, '.3f')} s.")
+        p("")
+    if breakdown:
+        p("### Where a 1-process save/load spends its time (median seconds)\n")
+        p("| step | s | GB/s |")
+        p("|---|---|---|")
+        b = breakdown[-1]
+        for name, v in sorted(b["seconds"].items()):
+            m = statistics.median(v)
+            p(f"| {name} | {m:.3f} | {b['bytes'] / m / 1e9:.2f} |")
+        p("")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
