@@ -36,6 +36,7 @@ set(DTRAIN_MPI_TEST_ENV
   OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
   OMPI_MCA_rmaps_base_oversubscribe=1
   OMPI_MCA_btl_vader_single_copy_mechanism=cma
+  OMPI_MCA_mpi_yield_when_idle=1
   OMP_NUM_THREADS=1
   DTRAIN_TEST_SOURCE_DIR=${PROJECT_SOURCE_DIR})
 

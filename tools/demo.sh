@@ -8,7 +8,7 @@ OUT="${OUT:-./output/demo}"
 if [ "$(id -u)" -eq 0 ]; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
-export OMPI_MCA_rmaps_base_oversubscribe=1
+export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_mpi_yield_when_idle=1
 rm -rf "$OUT"
 MPIRUN=(mpirun -np 2 --bind-to none)
 echo "== training 2 ranks, iterations 0..100 (checkpoint every 50) =="
