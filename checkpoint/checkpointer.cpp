@@ -38,15 +38,6 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-std::string now_iso8601() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 std::string random_id() {
   std::random_device rd;
   return fmt::format("{:08x}{:04x}", rd(), static_cast<unsigned>(::getpid()) & 0xffff);
@@ -150,18 +141,6 @@ bool is_committed_checkpoint(const stdfs::path& p) {
   const std::string name = p.filename().string();
   return !name.empty() && name[0] != '.' && stdfs::is_directory(p) &&
          stdfs::exists(p / kIndexFile);
-}
-
-std::map<std::string, std::string> versions() {
-  unsigned maj = 0, min = 0, rel = 0;
-  H5get_libversion(&maj, &min, &rel);
-  char mpi[MPI_MAX_LIBRARY_VERSION_STRING] = {0};
-  int len = 0;
-  MPI_Get_library_version(mpi, &len);
-  std::string mpi_line(mpi, static_cast<size_t>(len));
-  mpi_line = mpi_line.substr(0, mpi_line.find_first_of(",\n"));
-  return {{"dtrain", DTRAIN_VERSION}, {"torch", TORCH_VERSION},
-          {"hdf5", fmt::format("{}.{}.{}", maj, min, rel)}, {"mpi", mpi_line}};
 }
 
 // Splits `prefix/rest` entries of a StateDict into rest -> value.
@@ -345,8 +324,7 @@ void Checkpointer::save(const std::string& name, const StateDict& extra) {
         if (auto i = std::get_if<int64_t>(&it->second)) iteration = *i;
       }
       CheckpointIndex index = build_index(state, manifests, world, iteration);
-      index.created = now_iso8601();
-      index.versions = versions();
+      stamp_index(index);
       // What a load will check, checked before committing (e.g. ranks whose replicated
       // state differed in shape give pieces that do not tile).
       CheckpointIndex::from_json(index.to_json(), fmt::format("index of '{}'", final_dir));

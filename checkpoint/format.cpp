@@ -2,14 +2,17 @@
 #include "checkpoint/format.h"
 
 #include <hdf5.h>
+#include <mpi.h>
 #include <xxhash.h>
 
+#include <ctime>
 #include <filesystem>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
+#include <torch/version.h>
 
 #include "checkpoint/h5/h5.h"
 #include "runtime/base/error.h"
@@ -218,6 +221,27 @@ void create_virtual_dataset(h5::File& file, const std::string& path, at::ScalarT
 }
 
 }  // namespace
+
+void stamp_index(CheckpointIndex& index) {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  index.created = buf;
+  unsigned maj = 0, min = 0, rel = 0;
+  H5get_libversion(&maj, &min, &rel);
+  // MPI_Get_library_version may be called before MPI_Init (MPI-3), e.g. by dtrain ckpt.
+  char mpi[MPI_MAX_LIBRARY_VERSION_STRING] = {0};
+  int len = 0;
+  MPI_Get_library_version(mpi, &len);
+  std::string mpi_line(mpi, static_cast<size_t>(len));
+  mpi_line = mpi_line.substr(0, mpi_line.find_first_of(",\n"));
+  index.versions = {{"dtrain", DTRAIN_VERSION},
+                    {"torch", TORCH_VERSION},
+                    {"hdf5", fmt::format("{}.{}.{}", maj, min, rel)},
+                    {"mpi", mpi_line}};
+}
 
 void write_index_file(const std::string& dir, const CheckpointIndex& index,
                       const std::string& config_yaml) {

@@ -63,6 +63,10 @@ ShardManifest write_shard(const std::string& path, int rank, const CollectedStat
 CheckpointIndex build_index(const CollectedState& state, const std::vector<ShardManifest>& manifests,
                             int world_size, int64_t iteration);
 
+// Sets index.created (now, ISO 8601 UTC) and index.versions (dtrain, torch, hdf5, mpi)
+// to describe the process writing the checkpoint. Needs no MPI_Init.
+void stamp_index(CheckpointIndex& index);
+
 // Writes `dir`/checkpoint.h5 (rank 0): root attributes, /dtrain/index, /dtrain/config_yaml,
 // each scalar as a scalar dataset, and a virtual dataset per tensor stitched from the
 // shard files (relative names), then fsyncs it.

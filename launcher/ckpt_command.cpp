@@ -42,22 +42,6 @@ bool is_shard_file_name(const std::string& name) {
          name.compare(name.size() - 3, 3, ".h5") == 0;
 }
 
-std::string now_iso8601() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-std::map<std::string, std::string> tool_versions() {
-  unsigned maj = 0, min = 0, rel = 0;
-  H5get_libversion(&maj, &min, &rel);
-  return {{"dtrain", DTRAIN_VERSION},
-          {"torch", TORCH_VERSION},
-          {"hdf5", fmt::format("{}.{}.{}", maj, min, rel)}};
-}
 
 // Names of the checkpoint directories directly inside `dir` (for hints).
 std::vector<std::string> checkpoints_in(const std::string& dir) {
@@ -217,8 +201,7 @@ void write_checkpoint_dir(const std::string& dir_in, int world_size,
           tmp + "/" + checkpoint::shard_file_name(r, world_size), r, mine, plan));
     }
     CheckpointIndex index = checkpoint::build_index(base, manifests, world_size, iteration);
-    index.created = now_iso8601();
-    index.versions = tool_versions();
+    checkpoint::stamp_index(index);
     checkpoint::write_index_file(tmp, index, config_yaml);
     fs::fsync_path(tmp);
     fs::rename_durable(tmp, dir);
