@@ -38,6 +38,15 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// The name in save_dir/last_checkpoint (trailing newlines/spaces dropped), "" if none.
+std::string last_checkpoint_name(const std::string& save_dir) {
+  const std::string tag = save_dir + "/" + kLastCheckpoint;
+  if (!stdfs::exists(tag)) return "";
+  std::string name = fs::read_file(tag);
+  while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+  return name;
+}
+
 std::string random_id() {
   std::random_device rd;
   return fmt::format("{:08x}{:04x}", rd(), static_cast<unsigned>(::getpid()) & 0xffff);
@@ -572,11 +581,8 @@ bool Checkpointer::has_checkpoint() {
 std::string Checkpointer::get_checkpoint_file() {
   check_collective("get_checkpoint_file", "");
   return on_root(comm_, "get_checkpoint_file", [&]() -> std::string {
-    const std::string tag = save_dir_ + "/" + kLastCheckpoint;
-    if (!stdfs::exists(tag)) return "";
-    std::string name = fs::read_file(tag);
-    while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
-    return save_dir_ + "/" + name;
+    if (!stdfs::exists(save_dir_ + "/" + kLastCheckpoint)) return "";
+    return save_dir_ + "/" + last_checkpoint_name(save_dir_);
   });
 }
 
@@ -655,13 +661,8 @@ void Checkpointer::remove_checkpoint(const std::string& name) {
   check_collective("remove_checkpoint", name);
   on_root(comm_, fmt::format("removing checkpoint '{}/{}'", save_dir_, name), [&] {
     validate_name(name);
-    const std::string tag = save_dir_ + "/" + kLastCheckpoint;
-    if (stdfs::exists(tag)) {
-      std::string last = fs::read_file(tag);
-      while (!last.empty() && (last.back() == '\n' || last.back() == ' ')) last.pop_back();
-      DTRAIN_CHECK_T(CheckpointError, last != name,
-                     "refusing to delete '{}': last_checkpoint names it", name);
-    }
+    DTRAIN_CHECK_T(CheckpointError, last_checkpoint_name(save_dir_) != name,
+                   "refusing to delete '{}': last_checkpoint names it", name);
     remove_dir_safely(save_dir_ + "/" + name);
     return std::string();
   });
