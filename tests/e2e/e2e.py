@@ -11,12 +11,21 @@ Cases:
                                         point: a run SIGKILLed during a checkpoint save and
                                         resumed ends bitwise identical to an uninterrupted
                                         one, with the same total_loss at every iteration
+  resume_mlp_async                      the same with CHECKPOINT.ASYNC true, killed during
+                                        the background write; its checkpoints are bitwise
+                                        equal to those of a synchronous run
   one_step_equivalence                  mlp and gpt: one step with global batch B on 2 ranks
                                         matches one step on 1 process (loss within 1e-6,
                                         model and optimizer state within 1e-5 per tensor)
   weights                               MODEL.WEIGHTS without --resume loads the model only
                                         and starts at iteration 0 (single process);
                                         --eval-only prints the metrics of the weights
+  weights_url                           --eval-only with MODEL.WEIGHTS an http:// URL on 2
+                                        ranks (loopback http_test_server.py): downloaded
+                                        once per node into DTRAIN_CACHE, verified, the same
+                                        metrics as the local path, a cache hit the second
+                                        time; corrupt, cut, flaky and missing downloads
+                                        fail clearly (or retry) and cache nothing
   config_errors                         unknown keys and a global batch not divisible by
                                         the world size exit with status 2 and say why
 
@@ -25,6 +34,7 @@ exits non-zero with a message on the first failed check.
 """
 
 import argparse
+import filecmp
 import json
 import os
 import re
@@ -33,6 +43,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 ARGS = None
 RUN_TIMEOUT_S = 240
@@ -171,21 +182,35 @@ RESUME = {
 }
 
 
-def case_resume(name):
+def case_resume(name, async_save=False):
+    """With async_save, every run saves with CHECKPOINT.ASYNC true, B is killed in the
+    middle of the background shard write (training has gone on meanwhile), and A is also
+    compared with a synchronous run: asynchronous saves change nothing."""
     config, extra = RESUME[name]
     overrides = ["SOLVER.MAX_ITER", MAX_ITER, "SOLVER.CHECKPOINT_PERIOD", PERIOD,
                  "SOLVER.WARMUP_ITERS", 12, "SOLVER.STEPS", "(13,)", "SOLVER.GAMMA", 0.5,
                  "LOG.PERIOD", 1, "TEST.EVAL_PERIOD", 0] + extra
+    if async_save:
+        overrides += ["CHECKPOINT.ASYNC", "true"]
     out_a = os.path.join(work_dir(), "uninterrupted")
     out_b = os.path.join(work_dir(), "interrupted")
 
     _, _, err_a = run(dtrain_cmd(2, config, out_a, overrides), log_name="a")
+    if async_save:
+        check("asynchronously" in err_a, "the run with CHECKPOINT.ASYNC true did not save "
+              "asynchronously")
+        out_sync = os.path.join(work_dir(), "synchronous")
+        run(dtrain_cmd(2, config, out_sync, overrides[:-2]), log_name="sync")
+        for ckpt in ["model_%07d" % (PERIOD * k - 1) for k in (1, 2, 3)] + ["model_final"]:
+            compare_checkpoints(os.path.join(out_sync, ckpt), os.path.join(out_a, ckpt))
 
-    # B: killed (SIGKILL, every rank) when the third periodic save begins.
-    fault = {"DTRAIN_FAULT": "ckpt.before_shard", "DTRAIN_FAULT_AFTER": str(KILL_AT_SAVE)}
+    # B: killed (SIGKILL, every rank) when the third periodic save begins (async: in the
+    # middle of its background shard write).
+    point = "ckpt.during_shard" if async_save else "ckpt.before_shard"
+    fault = {"DTRAIN_FAULT": point, "DTRAIN_FAULT_AFTER": str(KILL_AT_SAVE)}
     rc, _, _ = run(dtrain_cmd(2, config, out_b, overrides), env_extra=fault, expect_rc=None,
                    log_name="b_killed")
-    check(rc != 0, "the run with DTRAIN_FAULT=ckpt.before_shard was not interrupted")
+    check(rc != 0, "the run with DTRAIN_FAULT=%s was not interrupted" % point)
     with open(os.path.join(out_b, "last_checkpoint")) as f:
         last = f.read().strip()
     check(last == "model_%07d" % RESUME_FROM,
@@ -194,7 +219,10 @@ def case_resume(name):
           "the interrupted save left a committed-looking directory")
     check(not os.path.exists(os.path.join(out_b, "model_final")), "model_final before resume")
     killed = losses_by_iteration(read_metrics(out_b))
-    check(max(killed) == PERIOD * KILL_AT_SAVE - 2,
+    # A synchronous save stops training; an asynchronous one lets it go on (but never
+    # past model_final, which waits for the write in flight).
+    check(max(killed) == PERIOD * KILL_AT_SAVE - 2 or
+          (async_save and PERIOD * KILL_AT_SAVE - 2 <= max(killed) < MAX_ITER),
           "the killed run logged up to iteration %d" % max(killed))
     _, _, err_b = run(dtrain_cmd(2, config, out_b, overrides, flags=["--resume"]),
                       log_name="b_resumed")
@@ -330,6 +358,198 @@ def case_weights():
         check(not os.path.exists(os.path.join(out, "model_final")), "--eval-only saved")
 
 
+# ---- MODEL.WEIGHTS from an http:// URL ----------------------------------------------------
+
+class TestServer:
+    """tests/checkpoint/storage/http_test_server.py serving `root` on 127.0.0.1 (a free
+    port); the mode is the URL path's first segment (/ok/, /cut/, /corrupt/<name>/, ...)."""
+
+    def __init__(self, root):
+        script = os.path.join(ARGS.source_dir, "tests", "checkpoint", "storage",
+                              "http_test_server.py")
+        # It exits when its stdin closes (also if this script dies) or after --lifetime s.
+        self.proc = subprocess.Popen([sys.executable, script, "--root", root, "--lifetime",
+                                      str(RUN_TIMEOUT_S * 2)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, universal_newlines=True)
+        line = self.proc.stdout.readline()
+        check(line.startswith("PORT "), "the test server did not start: %r" % line)
+        self.port = int(line.split()[1])
+        # Never through a proxy from the environment.
+        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def url(self, path):
+        return "http://127.0.0.1:%d/%s" % (self.port, path.lstrip("/"))
+
+    def counts(self):
+        """{path: GETs so far, "total": n}"""
+        with self.opener.open(self.url("stats/json"), timeout=10) as r:
+            return json.loads(r.read().decode())
+
+    def close(self):
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def cache_files(cache):
+    """Every file under `cache`, relative to it."""
+    out = []
+    for d, _, files in os.walk(cache):
+        out += [os.path.relpath(os.path.join(d, f), cache) for f in files]
+    return sorted(out)
+
+
+def check_nothing_cached(cache, what):
+    """After a failed fetch: no entry that looks complete, and no temporaries left."""
+    for rel in cache_files(cache):
+        parts = rel.split(os.sep)
+        check(parts[-1] == ".lock", "%s: %s left in the cache (only .lock files may remain "
+              "after a failed download); cache: %s" % (what, rel, cache_files(cache)))
+    for d, dirs, _ in os.walk(cache):
+        for name in dirs:
+            check(not os.path.exists(os.path.join(d, name, "checkpoint.h5")),
+                  "%s: %s looks like a cached checkpoint" % (what, os.path.join(d, name)))
+
+
+def case_weights_url():
+    config = "mlp_synthetic.yaml"
+    model = ["MODEL.MLP.HIDDEN_DIMS", "[512]"]
+    trained = os.path.join(work_dir(), "trained")
+    run(dtrain_cmd(2, config, trained, model + ["SOLVER.MAX_ITER", 10, "SOLVER.STEPS", "()",
+                                                "SOLVER.CHECKPOINT_PERIOD", 100000]),
+        log_name="train")
+    weights = os.path.join(trained, "model_final")
+    files = sorted(os.listdir(weights))
+    check(files == ["checkpoint.h5", "shard-00000-of-00002.h5", "shard-00001-of-00002.h5"],
+          "model_final holds %s" % files)
+    eval_out = os.path.join(work_dir(), "eval")
+
+    def eval_only(name, weights_path, cache, expect_rc=0):
+        return run(dtrain_cmd(2, config, eval_out, model + ["MODEL.WEIGHTS", weights_path],
+                              ["--eval-only"]),
+                   env_extra={"DTRAIN_CACHE": cache}, expect_rc=expect_rc, log_name=name)
+
+    _, _, err = eval_only("eval_local", weights, os.path.join(work_dir(), "cache_unused"))
+    local_line = final_eval_line(err)
+    print("local path: %s" % local_line)
+
+    server = TestServer(work_dir())
+    try:
+        # 1. Downloaded once (by local rank 0), verified, published, loaded: the same metrics.
+        url = server.url("ok/trained/model_final")
+        cache = os.path.join(work_dir(), "cache_ok")
+        before = server.counts()
+        _, _, err = eval_only("eval_url", url, cache)
+        line = final_eval_line(err)
+        print("%s: %s" % (url, line))
+        check(line == local_line, "metrics from the URL %r differ from the local path's %r"
+              % (line, local_line))
+        after = server.counts()
+        gets = {p: after.get(p, 0) - before.get(p, 0) for p in after if p != "total"}
+        gets = {p: n for p, n in gets.items() if n}
+        expected = {"/ok/trained/model_final/" + f: 1 for f in files}
+        check(gets == expected, "expected one GET per file %s, the server saw %s"
+              % (sorted(expected), gets))
+        downloads = [l for l in err.splitlines() if "downloaded http://" in l]
+        check(len(downloads) == len(files) and
+              all(l.startswith("[dtrain r0/2") for l in downloads),
+              "expected %d downloads, all by rank 0 (local rank 0): %s" % (len(files), downloads))
+        entries = [f for f in cache_files(cache) if not f.endswith(".lock")]
+        check(len(entries) == len(files) and all(os.sep + "model_final" + os.sep in f
+                                                for f in entries),
+              "the cache holds %s, expected the %d files of one model_final"
+              % (entries, len(files)))
+        cached = os.path.join(cache, os.path.dirname(entries[0]))
+        check(not any(n.startswith(".") for n in os.listdir(os.path.dirname(cached))
+                      if n != ".lock"), "temporaries left beside %s" % cached)
+        for f in files:
+            check(filecmp.cmp(os.path.join(weights, f), os.path.join(cached, f), shallow=False),
+                  "cached %s differs from the served file" % f)
+        run([ARGS.dtrain, "ckpt", "verify", cached], log_name="verify_cached")
+
+        # 2. A second run finds the cached copy: no request at all.
+        before = server.counts()
+        _, _, err = eval_only("eval_url_cached", url, cache)
+        check(final_eval_line(err) == local_line, "metrics differ on the cache hit")
+        check(server.counts() == before, "the cache hit downloaded again: %s -> %s"
+              % (before, server.counts()))
+        print("second run: served from the cache, no request")
+
+        # 3. One byte of shard 0 wrong (its HDF5 structure intact): the piece checksum
+        #    rejects it, the shard is downloaded once more, then the load fails.
+        bad = "shard-00000-of-00002.h5"
+        url = server.url("corrupt/%s/trained/model_final" % bad)
+        cache = os.path.join(work_dir(), "cache_corrupt")
+        before = server.counts()
+        rc, _, err = eval_only("eval_corrupt", url, cache, expect_rc=None)
+        check(rc != 0, "a corrupt shard was accepted (exit status 0)")
+        errors = [l for l in err.splitlines() if " error] " in l]
+        print("corrupt shard: rc %d: %s" % (rc, errors[-1] if errors else err[-500:]))
+        check(any(url + "/" + bad in l and "is corrupt" in l and "checksum" in l
+                  and "model/fc1.weight" in l for l in errors),
+              "the error does not name the URL, the shard, the tensor and the checksum: %s"
+              % errors)
+        shard_path = "/corrupt/%s/trained/model_final/%s" % (bad, bad)
+        check(server.counts().get(shard_path, 0) - before.get(shard_path, 0) == 2,
+              "the corrupt shard was not downloaded exactly twice: %s" % server.counts())
+        check_nothing_cached(cache, "corrupt shard")
+
+        # 4. Every byte wrong: checkpoint.h5 itself does not parse.
+        url = server.url("wrong/trained/model_final")
+        cache = os.path.join(work_dir(), "cache_wrong")
+        rc, _, err = eval_only("eval_wrong", url, cache, expect_rc=None)
+        check(rc != 0, "wrong bytes were accepted (exit status 0)")
+        errors = [l for l in err.splitlines() if " error] " in l]
+        print("wrong bytes: rc %d: %s" % (rc, errors[-1] if errors else err[-500:]))
+        check(any(url in l and "checkpoint.h5" in l for l in errors),
+              "the error does not name the URL and checkpoint.h5: %s" % errors)
+        check_nothing_cached(cache, "wrong bytes")
+
+        # 5. Every transfer cut short: retried, then a clear error.
+        url = server.url("cut/trained/model_final")
+        cache = os.path.join(work_dir(), "cache_cut")
+        rc, _, err = eval_only("eval_cut", url, cache, expect_rc=None)
+        check(rc != 0, "truncated downloads were accepted (exit status 0)")
+        errors = [l for l in err.splitlines() if " error] " in l]
+        print("cut: rc %d: %s" % (rc, errors[-1] if errors else err[-500:]))
+        check(any(url + "/checkpoint.h5" in l and "failed after 4 attempt(s)" in l and
+                  re.search(r"connection closed after \d+ of \d+ bytes", l) for l in errors),
+              "the error does not name the file, the attempts and the byte counts: %s" % errors)
+        check_nothing_cached(cache, "cut")
+
+        # 6. The first GET of every file cut short: the retries succeed.
+        url = server.url("flaky/1/trained/model_final")
+        cache = os.path.join(work_dir(), "cache_flaky")
+        before = server.counts()
+        _, _, err = eval_only("eval_flaky", url, cache)
+        check(final_eval_line(err) == local_line, "metrics differ after retried downloads")
+        for f in files:
+            p = "/flaky/1/trained/model_final/" + f
+            check(server.counts().get(p, 0) - before.get(p, 0) == 2,
+                  "%s: expected a cut GET and one retry: %s" % (f, server.counts()))
+        check(sum(1 for f in cache_files(cache) if os.sep + "model_final" + os.sep in f and
+                  not os.path.basename(f).startswith(".")) == len(files),
+              "the retried download was not cached: %s" % cache_files(cache))
+        print("flaky: every file cut once, retried, loaded with the same metrics")
+
+        # 7. A URL that does not exist: HTTP 404, named, not retried.
+        url = server.url("ok/no_such_run/model_final")
+        cache = os.path.join(work_dir(), "cache_404")
+        rc, _, err = eval_only("eval_404", url, cache, expect_rc=None)
+        check(rc != 0, "a missing URL was accepted (exit status 0)")
+        errors = [l for l in err.splitlines() if " error] " in l]
+        print("404: rc %d: %s" % (rc, errors[-1] if errors else err[-500:]))
+        check(any("HTTP 404 Not Found for " + url + "/checkpoint.h5" in l for l in errors),
+              "the error does not say HTTP 404 and name the URL: %s" % errors)
+        check("attempt" not in " ".join(errors), "a 404 was retried: %s" % errors)
+        check_nothing_cached(cache, "404")
+    finally:
+        server.close()
+
+
 # ---- (d) configuration errors -----------------------------------------------------------
 
 def case_config_errors():
@@ -366,8 +586,10 @@ CASES = {
     "learn_gpt": lambda: case_learn("gpt"),
     "resume_mlp": lambda: case_resume("mlp"),
     "resume_gpt": lambda: case_resume("gpt"),
+    "resume_mlp_async": lambda: case_resume("mlp", async_save=True),
     "one_step_equivalence": case_one_step_equivalence,
     "weights": case_weights,
+    "weights_url": case_weights_url,
     "config_errors": case_config_errors,
 }
 

@@ -10,6 +10,9 @@ listens on 127.0.0.1; exits when stdin closes (the test died) or after --lifetim
   /loop                  302 to /loop, forever
   /cut/<file>            full Content-Length, half the bytes, then the connection closes
   /wrong/<file>          right length, every byte inverted
+  /corrupt/<name>/<file> the file, except that when its last path segment is <name>
+                         the middle byte is inverted (a shard whose HDF5 structure is
+                         intact but one piece's checksum fails)
   /slow/<file>           sleeps --slow s before answering
   /stall/<file>          header and half the body, then sleeps --slow s
   /chunked/<file>        the file in chunked transfer encoding (no Content-Length)
@@ -19,9 +22,12 @@ listens on 127.0.0.1; exits when stdin closes (the test died) or after --lifetim
   /flaky/<k>/<file>      the first k requests of this path and query are cut, later ones
                          are /ok (vary the query to start over)
   /stats                 the number of requests served so far (not counting /stats)
+  /stats/json            {"total": n, "<path?query>": n, ...}: the requests so far, per
+                         path and query as the client sent them (not counting /stats)
 """
 import argparse
 import http.server
+import json
 import os
 import socketserver
 import ssl
@@ -78,6 +84,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         mode, rest = parts[0], "/".join(parts[1:])
         if mode == "stats":
             with LOCK:
+                if rest == "json":
+                    return self._send(200, json.dumps(COUNTS).encode(),
+                                      [("Content-Type", "application/json")])
                 return self._send(200, str(COUNTS["total"]).encode())
         with LOCK:
             COUNTS["total"] += 1
@@ -105,6 +114,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if data is None:
                 return self._send(404)
             return self._partial(data, False) if seen <= k else self._send(200, data)
+        if mode == "corrupt":
+            name, tail = parts[1], "/".join(parts[2:])
+            data = self._file(tail)
+            if data is None:
+                return self._send(404)
+            if tail.rsplit("/", 1)[-1] == name and data:
+                mid = len(data) // 2
+                data = data[:mid] + bytes([data[mid] ^ 0xFF]) + data[mid + 1:]
+            return self._send(200, data)
         data = self._file(rest)
         if data is None:
             return self._send(404)
