@@ -15,22 +15,42 @@ namespace dtrain::checkpoint {
 
 namespace {
 
-at::Tensor host_copy(const at::Tensor& t) {
-  auto options = t.options().device(at::kCPU);
-  if (t.is_cuda()) options = options.pinned_memory(true);
-  at::Tensor out = at::empty(t.sizes(), options);
+// A host copy of `t`, into `buffer` when it fits (same dtype and shape, on the host).
+at::Tensor host_copy(const at::Tensor& t, const at::Tensor* buffer) {
+  at::Tensor out;
+  if (buffer != nullptr && buffer->defined() && buffer->device().is_cpu() &&
+      buffer->scalar_type() == t.scalar_type() && buffer->sizes() == t.sizes() &&
+      buffer->is_contiguous() && (!t.is_cuda() || buffer->is_pinned())) {
+    out = *buffer;
+  } else {
+    auto options = t.options().device(at::kCPU);
+    if (t.is_cuda()) options = options.pinned_memory(true);
+    out = at::empty(t.sizes(), options);
+  }
   out.copy_(t.detach(), /*non_blocking=*/false);
   return out;
 }
 
+using Named = std::vector<std::pair<std::string, at::Tensor>>;
+
+void copy_all(const Named& from, const Named* reuse, Named& to) {
+  to.reserve(from.size());
+  for (size_t i = 0; i < from.size(); ++i) {
+    const at::Tensor* buffer = nullptr;
+    if (reuse != nullptr && i < reuse->size() && (*reuse)[i].first == from[i].first) {
+      buffer = &(*reuse)[i].second;
+    }
+    to.emplace_back(from[i].first, host_copy(from[i].second, buffer));
+  }
+}
+
 }  // namespace
 
-CollectedState snapshot(const CollectedState& state) {
+CollectedState snapshot(const CollectedState& state, const CollectedState* reuse) {
   CollectedState out;
   out.scalars = state.scalars;
-  out.replicated.reserve(state.replicated.size());
-  for (const auto& [name, t] : state.replicated) out.replicated.emplace_back(name, host_copy(t));
-  for (const auto& [name, t] : state.per_rank) out.per_rank.emplace_back(name, host_copy(t));
+  copy_all(state.replicated, reuse ? &reuse->replicated : nullptr, out.replicated);
+  copy_all(state.per_rank, reuse ? &reuse->per_rank : nullptr, out.per_rank);
   return out;
 }
 

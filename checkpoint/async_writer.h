@@ -23,10 +23,12 @@
 
 namespace dtrain::checkpoint {
 
-// Copies every tensor of `state` into fresh host memory (pinned when CUDA is
-// available, so device-to-host copies are fast), so that training may change the
-// originals while the copy is written.
-CollectedState snapshot(const CollectedState& state);
+// Copies every tensor of `state` into host memory (pinned for CUDA tensors, so that
+// device-to-host copies are fast), so that training may change the originals while the
+// copy is written. Tensors of `reuse` (an earlier snapshot nobody reads any more) are
+// written into instead of fresh memory where name, dtype and shape match: a fresh
+// buffer costs a page fault per 4 KiB, as much as the copy itself.
+CollectedState snapshot(const CollectedState& state, const CollectedState* reuse = nullptr);
 
 class AsyncShardWriter {
  public:

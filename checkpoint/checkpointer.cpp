@@ -265,14 +265,47 @@ CollectedState Checkpointer::collect(const StateDict& extra) const {
   return st;
 }
 
-void Checkpointer::save(const std::string& name, const StateDict& extra) {
-  check_collective("save", name);
-  const auto t0 = std::chrono::steady_clock::now();
-  const int rank = comm_.rank(), world = comm_.size();
-  const std::string final_dir = save_dir_ + "/" + name;
+struct Checkpointer::PendingSave {
+  std::string name;
+  std::string final_dir;
+  std::string tmp;  // the hidden temporary directory the shards are written into
+  int64_t iteration = -1;
+  CollectedState state;  // what the index describes (names, dtypes, shapes, scalars)
+  std::chrono::steady_clock::time_point t0;
+  std::string error;  // an error of this rank before its shard write started
+};
 
-  // 1. Rank 0 creates the hidden temporary directory and tells everyone its name.
-  const std::string tmp = on_root(comm_, fmt::format("saving checkpoint '{}'", final_dir), [&] {
+namespace {
+
+// Fault point in the middle of a shard write (crash tests).
+ShardWriteObserver during_shard_fault(int rank) {
+  return [rank](int64_t done, int64_t total) {
+    if (done == (total + 1) / 2) fault::point("ckpt.during_shard", rank);
+  };
+}
+
+}  // namespace
+
+Checkpointer::~Checkpointer() {
+  if (pending_) {
+    DTRAIN_LOG_WARN("The asynchronous save of checkpoint {} was not committed (training "
+                    "stopped before it was); nothing of it is visible",
+                    pending_->final_dir);
+    abandon_async();
+  }
+}
+
+std::unique_ptr<Checkpointer::PendingSave> Checkpointer::begin_save(const std::string& name,
+                                                                    const StateDict& extra) {
+  auto ps = std::make_unique<PendingSave>();
+  ps->t0 = std::chrono::steady_clock::now();
+  ps->name = name;
+  ps->final_dir = save_dir_ + "/" + name;
+  if (auto it = extra.find("iteration"); it != extra.end()) {
+    if (auto i = std::get_if<int64_t>(&it->second)) ps->iteration = *i;
+  }
+  // Rank 0 creates the hidden temporary directory and tells everyone its name.
+  ps->tmp = on_root(comm_, fmt::format("saving checkpoint '{}'", ps->final_dir), [&] {
     validate_name(name);
     stdfs::create_directories(save_dir_);
     if (!cleaned_stale_) {
@@ -291,36 +324,25 @@ void Checkpointer::save(const std::string& name, const StateDict& extra) {
     return dir;
   });
   cleaned_stale_ = true;
+  return ps;
+}
 
-  // 2. Every rank writes and fsyncs its shard; manifests go to rank 0.
-  CollectedState state;
-  ShardManifest manifest;
-  std::string error;
-  const auto tw = std::chrono::steady_clock::now();
-  try {
-    state = collect(extra);
-    const auto plan = plan_shards(state.replicated_meta(), world);
-    fault::point("ckpt.before_shard", rank);
-    manifest = write_shard(tmp + "/" + shard_file_name(rank, world), rank, state, plan,
-                           [rank](int64_t done, int64_t total) {
-                             if (done == (total + 1) / 2) fault::point("ckpt.during_shard", rank);
-                           });
-  } catch (const std::exception& e) {
-    error = e.what();
-  }
-  const double write_s = seconds_since(tw);
+void Checkpointer::commit_save(PendingSave& ps, const std::string& error,
+                               const ShardManifest& manifest, double write_s) {
+  const int rank = comm_.rank(), world = comm_.size();
+  // Every rank reports its shard (manifest or error) to rank 0.
   last_write_s_ = comm_.all_reduce_double(write_s, dist::ReduceOp::kMax);
   auto reports = comm_.all_gather_bytes(error.empty() ? "+" + manifest.to_json() : "-" + error);
 
-  // 3. Rank 0 writes the index, renames the directory, updates last_checkpoint.
-  on_root(comm_, fmt::format("saving checkpoint '{}'", final_dir), [&] {
+  // Rank 0 writes the index, renames the directory, updates last_checkpoint.
+  on_root(comm_, fmt::format("saving checkpoint '{}'", ps.final_dir), [&] {
     std::string failures;
     for (size_t r = 0; r < reports.size(); ++r) {
       if (reports[r][0] == '-') failures += fmt::format("; rank {}: {}", r, reports[r].substr(1));
     }
     if (!failures.empty()) {
       std::error_code ec;
-      stdfs::remove_all(tmp, ec);
+      stdfs::remove_all(ps.tmp, ec);
       throw CheckpointError("writing shards failed" + failures + " (nothing was committed)");
     }
     try {
@@ -328,40 +350,132 @@ void Checkpointer::save(const std::string& name, const StateDict& extra) {
       for (size_t r = 0; r < reports.size(); ++r) {
         manifests.push_back(ShardManifest::from_json(reports[r].substr(1), fmt::format("rank {}", r)));
       }
-      int64_t iteration = -1;
-      if (auto it = extra.find("iteration"); it != extra.end()) {
-        if (auto i = std::get_if<int64_t>(&it->second)) iteration = *i;
-      }
-      CheckpointIndex index = build_index(state, manifests, world, iteration);
+      CheckpointIndex index = build_index(ps.state, manifests, world, ps.iteration);
       stamp_index(index);
       // What a load will check, checked before committing (e.g. ranks whose replicated
       // state differed in shape give pieces that do not tile).
-      CheckpointIndex::from_json(index.to_json(), fmt::format("index of '{}'", final_dir));
+      CheckpointIndex::from_json(index.to_json(), fmt::format("index of '{}'", ps.final_dir));
       fault::point("ckpt.after_shards", rank);
-      write_index_file(tmp, index, options_.config_yaml);
-      fs::fsync_path(tmp);
+      write_index_file(ps.tmp, index, options_.config_yaml);
+      fs::fsync_path(ps.tmp);
       fault::point("ckpt.before_rename", rank);
-      commit_directory(tmp, final_dir);
+      commit_directory(ps.tmp, ps.final_dir);
     } catch (...) {
       std::error_code ec;
-      if (stdfs::exists(tmp)) stdfs::remove_all(tmp, ec);
+      if (stdfs::exists(ps.tmp)) stdfs::remove_all(ps.tmp, ec);
       throw;
     }
     fault::point("ckpt.before_last_checkpoint", rank);
-    fs::write_file_atomic(save_dir_ + "/" + kLastCheckpoint, name);
+    fs::write_file_atomic(save_dir_ + "/" + kLastCheckpoint, ps.name);
     return std::string();
   });
-  last_save_s_ = seconds_since(t0);
-  if (rank == 0) {
-    DTRAIN_LOG_INFO("Saved checkpoint {} in {:.3f} s (slowest shard write {:.3f} s)", final_dir,
-                    last_save_s_, last_write_s_);
+  ++commits_;
+  last_save_s_ = seconds_since(ps.t0);
+}
+
+void Checkpointer::save(const std::string& name, const StateDict& extra) {
+  check_collective("save", name);
+  finish_async();
+  auto ps = begin_save(name, extra);
+  const int rank = comm_.rank(), world = comm_.size();
+
+  // Every rank writes and fsyncs its shard, straight from the live tensors.
+  ShardManifest manifest;
+  std::string error;
+  const auto tw = std::chrono::steady_clock::now();
+  try {
+    ps->state = collect(extra);
+    const auto plan = plan_shards(ps->state.replicated_meta(), world);
+    fault::point("ckpt.before_shard", rank);
+    manifest = write_shard(ps->tmp + "/" + shard_file_name(rank, world), rank, ps->state, plan,
+                           during_shard_fault(rank));
+  } catch (const std::exception& e) {
+    error = e.what();
   }
+  commit_save(*ps, error, manifest, seconds_since(tw));
+  last_stall_s_ = last_save_s_;
+  if (rank == 0) {
+    DTRAIN_LOG_INFO("Saved checkpoint {} in {:.3f} s (slowest shard write {:.3f} s)",
+                    ps->final_dir, last_save_s_, last_write_s_);
+  }
+}
+
+void Checkpointer::save_async(const std::string& name, const StateDict& extra) {
+  check_collective("save_async", name);
+  finish_async();  // at most one in flight
+  auto ps = begin_save(name, extra);
+  const int rank = comm_.rank(), world = comm_.size();
+  if (!writer_) writer_ = std::make_unique<AsyncShardWriter>();
+  try {
+    // The host copy is the only stall; its buffers are reused from the last snapshot
+    // (whose write has finished) when the state has the same tensors.
+    ps->state = snapshot(collect(extra), &snapshot_buffers_);
+    snapshot_buffers_ = ps->state;
+    const auto plan = plan_shards(ps->state.replicated_meta(), world);
+    fault::point("ckpt.before_shard", rank);
+    writer_->start(ps->tmp + "/" + shard_file_name(rank, world), rank, ps->state, plan,
+                   during_shard_fault(rank));
+  } catch (const std::exception& e) {
+    ps->error = e.what();  // reported, on every rank, by the commit
+  }
+  last_stall_s_ = seconds_since(ps->t0);
+  pending_ = std::move(ps);
+  if (rank == 0) {
+    DTRAIN_LOG_DEBUG("Started asynchronous save of {} (training stalled {:.3f} s)",
+                     pending_->final_dir, last_stall_s_);
+  }
+}
+
+bool Checkpointer::poll_async() {
+  if (!pending_) return false;
+  const int64_t done = !pending_->error.empty() || writer_->done() ? 1 : 0;
+  if (comm_.all_reduce_int(done, dist::ReduceOp::kMin) == 0) return false;
+  complete_async();
+  return true;
+}
+
+void Checkpointer::finish_async() {
+  if (pending_) complete_async();
+}
+
+void Checkpointer::complete_async() {
+  std::unique_ptr<PendingSave> ps = std::move(pending_);
+  ShardManifest manifest;
+  std::string error = ps->error;
+  double write_s = 0.0;
+  if (error.empty()) {
+    try {
+      manifest = writer_->wait();
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    write_s = writer_->last_write_seconds();
+  }
+  commit_save(*ps, error, manifest, write_s);
+  if (comm_.rank() == 0) {
+    DTRAIN_LOG_INFO("Saved checkpoint {} asynchronously in {:.3f} s (training stalled {:.3f} s; "
+                    "slowest shard write {:.3f} s)",
+                    ps->final_dir, last_save_s_, last_stall_s_, last_write_s_);
+  }
+}
+
+void Checkpointer::abandon_async() noexcept {
+  if (!pending_) return;
+  if (writer_ && writer_->in_flight()) {
+    try {
+      writer_->wait();
+    } catch (const std::exception&) {
+      // The save is dropped either way.
+    }
+  }
+  pending_.reset();
 }
 
 StateDict Checkpointer::load(const std::string& path,
                              const std::optional<std::vector<std::string>>& only) {
   std::string only_str = only ? fmt::format("{}", fmt::join(*only, ",")) : "*";
   check_collective("load", path + ";" + only_str);
+  finish_async();
   if (is_remote(path)) {
     // Downloaded once per node into the cache (verified), then loaded from there.
     const std::string local = fetch_remote(path, comm_);
@@ -670,27 +784,49 @@ void Checkpointer::remove_checkpoint(const std::string& name) {
 
 PeriodicCheckpointer::PeriodicCheckpointer(Checkpointer& checkpointer, int64_t period,
                                            std::optional<int64_t> max_iter, int64_t max_to_keep,
-                                           std::string file_prefix)
+                                           std::string file_prefix, bool async)
     : checkpointer_(checkpointer),
       period_(period),
       max_iter_(max_iter),
       max_to_keep_(max_to_keep),
-      prefix_(std::move(file_prefix)) {
+      prefix_(std::move(file_prefix)),
+      async_(async) {
   DTRAIN_CHECK_T(ConfigError, period_ > 0, "checkpoint period must be positive, got {}", period_);
 }
 
 void PeriodicCheckpointer::save(const std::string& name, const StateDict& extra) {
+  const int64_t before = checkpointer_.commits();
   checkpointer_.save(name, extra);
+  prune_if_committed(before);
 }
 
 void PeriodicCheckpointer::step(int64_t iteration, const StateDict& extra) {
+  const int64_t before = checkpointer_.commits();
+  // An asynchronous save whose shards are all written is committed at this boundary.
+  checkpointer_.poll_async();
   StateDict state = extra;
   state["iteration"] = iteration;
+  const bool last = max_iter_ && iteration >= *max_iter_ - 1;
   if ((iteration + 1) % period_ == 0) {
-    checkpointer_.save(fmt::format("{}_{:07d}", prefix_, iteration), state);
-    if (max_to_keep_ > 0) prune();
+    const std::string name = fmt::format("{}_{:07d}", prefix_, iteration);
+    if (async_ && !last) {
+      checkpointer_.save_async(name, state);
+    } else {
+      checkpointer_.save(name, state);
+    }
   }
-  if (max_iter_ && iteration >= *max_iter_ - 1) checkpointer_.save(prefix_ + "_final", state);
+  if (last) checkpointer_.save(prefix_ + "_final", state);
+  prune_if_committed(before);
+}
+
+void PeriodicCheckpointer::finish() {
+  const int64_t before = checkpointer_.commits();
+  checkpointer_.finish_async();
+  prune_if_committed(before);
+}
+
+void PeriodicCheckpointer::prune_if_committed(int64_t commits_before) {
+  if (max_to_keep_ > 0 && checkpointer_.commits() != commits_before) prune();
 }
 
 void PeriodicCheckpointer::prune() {
@@ -704,12 +840,11 @@ void PeriodicCheckpointer::prune() {
   std::sort(names.begin(), names.end());  // zero-padded: name order is iteration order
   const std::string last = stdfs::path(checkpointer_.get_checkpoint_file()).filename().string();
   const std::string resumed = stdfs::path(checkpointer_.loaded_from()).filename().string();
-  int64_t excess = static_cast<int64_t>(names.size()) - max_to_keep_;
-  for (const auto& n : names) {
-    if (excess <= 0) break;
-    if (n == last || n == resumed) continue;
-    checkpointer_.remove_checkpoint(n);
-    --excess;
+  // The newest max_to_keep stay; of the older ones, all but those protected go.
+  const int64_t excess = static_cast<int64_t>(names.size()) - max_to_keep_;
+  for (int64_t i = 0; i < excess; ++i) {
+    if (names[i] == last || names[i] == resumed) continue;
+    checkpointer_.remove_checkpoint(names[i]);
   }
 }
 

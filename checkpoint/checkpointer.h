@@ -10,6 +10,12 @@
 //   PeriodicCheckpointer periodic(ckpt, /*period=*/5000, /*max_iter=*/90000, /*max_to_keep=*/3);
 //   periodic.step(iter);               // saves model_0004999, ..., model_final
 //
+// Asynchronous saves (CHECKPOINT.ASYNC): save_async() copies the state to host memory
+// (the only stall) and writes this rank's shard on a background thread; poll_async(),
+// called at each iteration boundary, commits it once every rank's write is done (the
+// same commit step as save(), on the calling thread: MPI is never used by two threads).
+// At most one save is in flight: save(), save_async() and load() finish it first.
+//
 // Every method is collective: all ranks call it, in the same order, with the same
 // arguments; mismatched calls are detected and reported on every rank. Every rank
 // returns the same result or throws the same dtrain::CheckpointError. Not thread-safe.
@@ -24,6 +30,7 @@
 
 #include <torch/nn/module.h>
 
+#include "checkpoint/async_writer.h"
 #include "checkpoint/format.h"
 #include "checkpoint/module_state.h"
 #include "checkpoint/stateful.h"
@@ -53,8 +60,30 @@ class Checkpointer {
                CheckpointerOptions options = {});
 
   // Saves the model, every checkpointable and `extra` (ints, floats, strings, tensors)
-  // as save_dir/<name>, commits it, and tags it in save_dir/last_checkpoint.
+  // as save_dir/<name>, commits it, and tags it in save_dir/last_checkpoint. Finishes
+  // an asynchronous save in flight first.
   void save(const std::string& name, const StateDict& extra = {});
+
+  // Starts saving like save(), but returns once the state is copied to host memory; the
+  // shard is written in the background and committed by a later poll_async() or
+  // finish_async(). Finishes an asynchronous save in flight first. The files, and the
+  // outcome on failure (nothing committed, the error thrown on every rank), are those
+  // of save(); errors of the background write are thrown by the call that commits.
+  void save_async(const std::string& name, const StateDict& extra = {});
+  // Commits the save in flight if every rank's shard write has finished (one integer
+  // all-reduce); returns whether it committed. Cheap with nothing in flight (no
+  // communication). Call it at iteration boundaries.
+  bool poll_async();
+  // Waits for the save in flight, if any, and commits it.
+  void finish_async();
+  // Whether an asynchronous save was started and not yet committed (same on every rank).
+  bool async_in_flight() const { return pending_ != nullptr; }
+  // Local and never throws: drops the save in flight without committing it (after an
+  // error on some rank, when no collective call is possible). Waits for this rank's
+  // write; its files stay in a hidden temporary directory that the next save removes.
+  void abandon_async() noexcept;
+  // How many saves this Checkpointer has committed (same on every rank).
+  int64_t commits() const { return commits_; }
 
   // Loads `path` (a checkpoint directory, its checkpoint.h5, or a PyTorch .pt/.pth
   // state dict for the model only) into the model and the checkpointables named in
@@ -84,9 +113,17 @@ class Checkpointer {
   const std::string& loaded_from() const { return loaded_from_; }
   const std::string& save_dir() const { return save_dir_; }
   dist::Communicator& comm() { return comm_; }
-  // Times of the last save: total and the slowest rank's shard write (seconds).
+  // Times of the last committed save: total (from the call to the commit) and the
+  // slowest rank's shard write, in seconds; and how long the last save() or
+  // save_async() call kept the caller (the training stall: all of a synchronous save,
+  // the host copy of an asynchronous one).
   double last_save_seconds() const { return last_save_s_; }
   double last_save_max_write_seconds() const { return last_write_s_; }
+  double last_save_stall_seconds() const { return last_stall_s_; }
+
+  ~Checkpointer();
+  Checkpointer(const Checkpointer&) = delete;
+  Checkpointer& operator=(const Checkpointer&) = delete;
 
  private:
   // Throws on every rank unless every rank called `what` with the same argument.
@@ -94,6 +131,14 @@ class Checkpointer {
   CollectedState collect(const StateDict& extra) const;
   StateDict load_directory(const std::string& dir, const std::optional<std::vector<std::string>>& only);
   StateDict load_torch_file(const std::string& path);
+  // The steps of a save: rank 0 creates the hidden temporary directory (returned on
+  // every rank); later every rank reports its write (error or manifest) and rank 0
+  // writes the index and commits.
+  struct PendingSave;
+  std::unique_ptr<PendingSave> begin_save(const std::string& name, const StateDict& extra);
+  void commit_save(PendingSave& save, const std::string& error, const ShardManifest& manifest,
+                   double write_s);
+  void complete_async();
 
   std::shared_ptr<torch::nn::Module> model_;
   std::string save_dir_;
@@ -104,30 +149,41 @@ class Checkpointer {
   bool cleaned_stale_ = false;
   double last_save_s_ = 0.0;
   double last_write_s_ = 0.0;
+  double last_stall_s_ = 0.0;
+  int64_t commits_ = 0;
+  std::unique_ptr<PendingSave> pending_;  // the asynchronous save in flight
+  std::unique_ptr<AsyncShardWriter> writer_;
+  CollectedState snapshot_buffers_;  // host buffers of the last snapshot, reused
 };
 
 // Saves every `period` iterations as "<prefix>_<iteration:07d>" and "<prefix>_final" at
 // max_iter - 1, keeping the newest max_to_keep periodic checkpoints (0: all). The kept
 // list is rebuilt from save_dir when constructed, so retention survives restarts; it
 // never deletes <prefix>_final, the checkpoint that was resumed from, or what
-// last_checkpoint names.
+// last_checkpoint names. With `async`, periodic saves are asynchronous (save_async):
+// step() commits a finished one at the next iteration boundary, retention is applied
+// after each commit, and <prefix>_final is saved synchronously (training ends there).
 class PeriodicCheckpointer {
  public:
   PeriodicCheckpointer(Checkpointer& checkpointer, int64_t period,
                        std::optional<int64_t> max_iter = std::nullopt, int64_t max_to_keep = 0,
-                       std::string file_prefix = "model");
+                       std::string file_prefix = "model", bool async = false);
   // Call after iteration `iteration` finished; `extra` is saved with "iteration".
   void step(int64_t iteration, const StateDict& extra = {});
-  // Saves now as `name` (with `extra`), outside the period.
+  // Saves now as `name` (with `extra`), outside the period, synchronously.
   void save(const std::string& name, const StateDict& extra = {});
+  // Commits an asynchronous save in flight (call when training ends normally).
+  void finish();
 
  private:
   void prune();
+  void prune_if_committed(int64_t commits_before);
   Checkpointer& checkpointer_;
   int64_t period_;
   std::optional<int64_t> max_iter_;
   int64_t max_to_keep_;
   std::string prefix_;
+  bool async_;
 };
 
 // Checks a checkpoint directory without loading it into a model: every piece's

@@ -108,7 +108,7 @@ DefaultTrainer::DefaultTrainer(const Config& cfg, std::shared_ptr<dist::Communic
       ckpt_options);
   periodic_checkpointer_ = std::make_unique<checkpoint::PeriodicCheckpointer>(
       *checkpointer_, cfg.get_int("SOLVER.CHECKPOINT_PERIOD"), cfg.get_int("SOLVER.MAX_ITER"),
-      cfg.get_int("CHECKPOINT.MAX_TO_KEEP"));
+      cfg.get_int("CHECKPOINT.MAX_TO_KEEP"), "model", cfg.get_bool("CHECKPOINT.ASYNC"));
   std::vector<int> signals;
   for (const auto& name : cfg.get_string_list("CHECKPOINT.PREEMPT_SIGNALS")) {
     signals.push_back(signal_from_name(name));
@@ -126,7 +126,7 @@ std::vector<std::shared_ptr<HookBase>> DefaultTrainer::build_hooks() {
   std::vector<std::shared_ptr<HookBase>> hooks;
   hooks.push_back(std::make_shared<IterationTimer>());
   hooks.push_back(std::make_shared<LRSchedulerHook>(*scheduler_));
-  hooks.push_back(std::make_shared<PeriodicCheckpointerHook>(*periodic_checkpointer_));
+  hooks.push_back(std::make_shared<PeriodicCheckpointerHook>(*periodic_checkpointer_, *checkpointer_));
   if (preemption_) {
     hooks.push_back(std::make_shared<PreemptionHook>(*preemption_, *checkpointer_, *comm_));
   }

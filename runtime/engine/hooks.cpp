@@ -42,6 +42,18 @@ void LRSchedulerHook::after_step() {
   scheduler_.step();
 }
 
+void PeriodicCheckpointerHook::after_train() {
+  if (trainer_->stopped_by_exception()) {
+    if (checkpointer_.async_in_flight()) {
+      DTRAIN_LOG_WARN("Dropping the asynchronous checkpoint save in flight: training stopped "
+                      "by an error");
+    }
+    checkpointer_.abandon_async();
+  } else {
+    periodic_.finish();
+  }
+}
+
 PeriodicWriter::PeriodicWriter(std::vector<std::shared_ptr<EventWriter>> writers, int64_t period)
     : writers_(std::move(writers)), period_(period > 0 ? period : 20) {}
 

@@ -53,15 +53,21 @@ class PeriodicWriter : public HookBase {
 };
 
 // Saves checkpoints through a PeriodicCheckpointer after each step (detectron2's
-// hooks.PeriodicCheckpointer): model_<iter> every period, model_final at the end.
+// hooks.PeriodicCheckpointer): model_<iter> every period, model_final at the end. An
+// asynchronous save still in flight when training ends is committed in after_train,
+// or, when training stopped by an exception, dropped uncommitted (the exception may
+// have reached only this rank, so no collective call is made).
 class PeriodicCheckpointerHook : public HookBase {
  public:
-  explicit PeriodicCheckpointerHook(checkpoint::PeriodicCheckpointer& periodic)
-      : periodic_(periodic) {}
+  PeriodicCheckpointerHook(checkpoint::PeriodicCheckpointer& periodic,
+                           checkpoint::Checkpointer& checkpointer)
+      : periodic_(periodic), checkpointer_(checkpointer) {}
   void after_step() override { periodic_.step(trainer_->iter()); }
+  void after_train() override;
 
  private:
   checkpoint::PeriodicCheckpointer& periodic_;
+  checkpoint::Checkpointer& checkpointer_;
 };
 
 // Runs `eval_fn` every `period` iterations (period 0: only after the last iteration)

@@ -115,7 +115,9 @@ void PreemptionHook::after_step() {
   const int64_t local = watcher_.requested() ? 1 : 0;
   if (comm_.all_reduce_int(local, dist::ReduceOp::kMax) == 0) return;
   const std::string name = fmt::format("model_{:07d}", iter);
-  // The periodic checkpointer may have saved this very iteration already.
+  // An asynchronous save in flight is committed first; it, or a synchronous periodic
+  // save, may be of this very iteration already.
+  checkpointer_.finish_async();
   const std::string last = checkpointer_.get_checkpoint_file();
   if (std::filesystem::path(last).filename() != name) {
     checkpointer_.save(name, {{"iteration", iter}});

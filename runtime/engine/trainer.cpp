@@ -19,6 +19,7 @@ void TrainerBase::train(int64_t start_iter, int64_t max_iter) {
   iter_ = start_iter_ = start_iter;
   max_iter_ = max_iter;
   storage_.set_iter(start_iter);
+  stopped_by_exception_ = false;
   DTRAIN_LOG_INFO("Starting training from iteration {}", start_iter);
   try {
     before_train();
@@ -31,6 +32,7 @@ void TrainerBase::train(int64_t start_iter, int64_t max_iter) {
     // after_train must run (writers flush, async saves finish), then the error goes on.
     // A preemption also ends here (the engine's Preempted error): not necessarily a failure.
     DTRAIN_LOG_WARN("Training stopped at iteration {} by an exception", iter_);
+    stopped_by_exception_ = true;
     try {
       after_train();
     } catch (const std::exception& e) {

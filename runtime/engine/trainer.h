@@ -54,6 +54,9 @@ class TrainerBase {
   int64_t start_iter() const { return start_iter_; }
   int64_t max_iter() const { return max_iter_; }
   EventStorage& storage() { return storage_; }
+  // True in after_train when the loop ended by an exception (which may have reached
+  // only this rank, so after_train hooks must then not communicate).
+  bool stopped_by_exception() const { return stopped_by_exception_; }
   const std::vector<std::shared_ptr<HookBase>>& hooks() const { return hooks_; }
 
  protected:
@@ -66,6 +69,7 @@ class TrainerBase {
   int64_t iter_ = 0;
   int64_t start_iter_ = 0;
   int64_t max_iter_ = 0;
+  bool stopped_by_exception_ = false;
   EventStorage storage_;
   std::vector<std::shared_ptr<HookBase>> hooks_;
 };

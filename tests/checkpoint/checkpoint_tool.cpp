@@ -4,6 +4,8 @@
 // process (test_support.h), so a load can be checked bit for bit against it.
 //
 //   checkpoint_tool save DIR NAME SEED      train 3 steps, seed each rank's RNG, save DIR/NAME
+//   checkpoint_tool save_async DIR NAME SEED   the same with save_async, training one more
+//                                              step while the shard is written, then commit
 //   checkpoint_tool verify DIR NAME SEED    load DIR/NAME into a fresh state; compare
 //   checkpoint_tool resume DIR SEED NAME    resume_or_load(resume) must pick DIR/NAME = SEED's
 //   checkpoint_tool expected SEED N OUT     write what h5py must read (OUT/expected.json, .bin)
@@ -54,11 +56,18 @@ int report(dist::Communicator& comm, const std::string& what,
   return bad ? 1 : 0;
 }
 
-int save(dist::Communicator& comm, const std::string& dir, const std::string& name, uint64_t seed) {
+int save(dist::Communicator& comm, const std::string& dir, const std::string& name, uint64_t seed,
+         bool async) {
   auto s = trained_state(seed, comm.rank(), comm.size());
   Checkpointer ckpt(s->model, dir, comm, s->checkpointables());
   set_rank_rng(seed, comm.rank());
-  ckpt.save(name, sample_extras(seed, kSteps - 1));
+  if (async) {
+    ckpt.save_async(name, sample_extras(seed, kSteps - 1));
+    s->train(1);  // changes the live state while the snapshot is written
+    ckpt.finish_async();
+  } else {
+    ckpt.save(name, sample_extras(seed, kSteps - 1));
+  }
   return 0;
 }
 
@@ -204,8 +213,8 @@ int run(int argc, char** argv) {
   log::init(comm->rank(), comm->size());
   int rc = 2;
   try {
-    if (args[0] == "save") {
-      rc = save(*comm, args[1], args[2], std::stoull(args[3]));
+    if (args[0] == "save" || args[0] == "save_async") {
+      rc = save(*comm, args[1], args[2], std::stoull(args[3]), args[0] == "save_async");
     } else if (args[0] == "verify") {
       rc = verify(*comm, args[1], args[2], std::stoull(args[3]));
     } else if (args[0] == "resume") {

@@ -3,7 +3,9 @@
 # SIGKILLs that rank (mpirun then ends the job). Afterwards: last_checkpoint still names
 # model_a, model_a's files are unchanged, a resume loads model_a bit for bit, every
 # visible directory is a complete checkpoint, and the next save works and cleans up.
-# Variables: MPIEXEC NP_FLAG TOOL NP POINT RANK WORK.
+# With ASYNC=1 model_b is saved with save_async (the crash then happens on the
+# background writer's thread, or in the commit at the end).
+# Variables: MPIEXEC NP_FLAG TOOL NP POINT RANK WORK [ASYNC].
 
 function(run what)
   execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc)
@@ -23,6 +25,10 @@ function(hash_files dir out)
   set(${out} "${acc}" PARENT_SCOPE)
 endfunction()
 
+set(save_b save)
+if(ASYNC)
+  set(save_b save_async)
+endif()
 file(REMOVE_RECURSE ${WORK})
 set(out ${WORK}/out)
 run("save model_a" ${MPIEXEC} ${NP_FLAG} ${NP} ${TOOL} save ${out} model_a 21)
@@ -30,7 +36,7 @@ hash_files(${out}/model_a before)
 
 execute_process(
   COMMAND ${CMAKE_COMMAND} -E env DTRAIN_FAULT=${POINT} DTRAIN_FAULT_RANK=${RANK}
-          ${MPIEXEC} ${NP_FLAG} ${NP} ${TOOL} save ${out} model_b 22
+          ${MPIEXEC} ${NP_FLAG} ${NP} ${TOOL} ${save_b} ${out} model_b 22
   RESULT_VARIABLE rc OUTPUT_VARIABLE stdout ERROR_VARIABLE stderr)
 if(rc EQUAL 0)
   message(FATAL_ERROR "the save with DTRAIN_FAULT=${POINT} on rank ${RANK} succeeded")
@@ -64,5 +70,9 @@ endif()
 file(GLOB leftovers LIST_DIRECTORIES true ${out}/.model_b*)
 if(leftovers)
   message(FATAL_ERROR "leftovers of the crashed save remain: ${leftovers}")
+endif()
+set(save_b save)
+if(ASYNC)
+  set(save_b save_async)
 endif()
 file(REMOVE_RECURSE ${WORK})
