@@ -35,6 +35,14 @@ void File::flush() {
   check(H5Fflush(id(), H5F_SCOPE_LOCAL), "flushing HDF5 file '{}'", file_name());
 }
 
+int File::posix_fd() const {
+  ApiScope scope;
+  void* handle = nullptr;
+  check(H5Fget_vfd_handle(id(), H5P_DEFAULT, &handle), "getting the file descriptor of '{}'",
+        file_name());
+  return *static_cast<int*>(handle);
+}
+
 void File::close() {
   if (!is_open()) return;
   ApiScope scope;

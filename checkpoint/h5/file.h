@@ -39,6 +39,9 @@ class File : public Group {
 
   // Flushes HDF5's buffers for this file to the OS (no fsync).
   void flush();
+  // The POSIX file descriptor of the sec2 driver (owned by HDF5; valid while the file
+  // is open), for fsync or sync_file_range on what HDF5 has written.
+  int posix_fd() const;
   // Closes the file now, reporting errors. Throws dtrain::CheckpointError if groups,
   // datasets or attributes of the file are still open (HDF5 would otherwise delay the
   // close until they are); the File is then left open.
