@@ -1,4 +1,5 @@
-// Benchmark helpers: flags, /proc figures, timed shell commands, JSON lines (see bench_util.h).
+// Benchmark helpers: flags, /proc figures, timed shell commands, JSON lines, shared
+// training states (see bench_util.h).
 #include "bench/bench_util.h"
 
 #include <fcntl.h>
@@ -13,8 +14,13 @@
 #include <sstream>
 
 #include <fmt/format.h>
+#include <torch/utils.h>
 
+#include "models/mlp.h"
+#include "models/resnet.h"
 #include "runtime/base/error.h"
+#include "runtime/data/in_memory.h"
+#include "runtime/data/sampler.h"
 
 namespace dtrain::bench {
 
@@ -195,6 +201,118 @@ std::string format_bytes(double bytes) {
   if (bytes >= 1e6) return fmt::format("{:.1f} MB", bytes / 1e6);
   if (bytes >= 1e3) return fmt::format("{:.1f} kB", bytes / 1e3);
   return fmt::format("{:.0f} B", bytes);
+}
+
+std::string load_average() {
+  std::ifstream in("/proc/loadavg");
+  std::string a, b, c;
+  if (!(in >> a >> b >> c)) return "";
+  return a + " " + b + " " + c;
+}
+
+models::GptOptions gpt_options_from_flags(Flags& flags) {
+  models::GptOptions g;
+  g.n_layer = flags.get_int("layers", 12);
+  g.n_embd = flags.get_int("embd", 768);
+  g.n_head = flags.get_int("heads", 12);
+  g.vocab_size = flags.get_int("vocab", 2048);
+  g.context_length = flags.get_int("ctx", 128);
+  return g;
+}
+
+GptTrainingState make_gpt_training_state(const models::GptOptions& options) {
+  GptTrainingState s;
+  torch::manual_seed(0);
+  s.model = models::make_gpt(options);
+  s.adamw = std::make_unique<torch::optim::AdamW>(s.model->parameters(),
+                                                  torch::optim::AdamWOptions(1e-4));
+  for (auto& p : s.model->parameters()) p.mutable_grad() = at::randn_like(p).mul_(1e-3);
+  s.adamw->step();
+  for (auto& p : s.model->parameters()) {
+    p.mutable_grad() = at::Tensor();
+    s.params += p.numel();
+  }
+  s.model_state = std::make_unique<checkpoint::ModuleState>(s.model);
+  s.opt_state = std::make_unique<optim::OptimizerState>(*s.adamw, s.model->named_parameters());
+  return s;
+}
+
+NamedTensors replicated_tensors(const checkpoint::ModuleState& model,
+                                const optim::OptimizerState& opt) {
+  NamedTensors out;
+  for (const auto& [k, v] : model.state_dict()) {
+    if (auto t = std::get_if<at::Tensor>(&v)) out.emplace_back("model/" + k, *t);
+  }
+  for (const auto& [k, v] : opt.state_dict()) {
+    if (auto t = std::get_if<at::Tensor>(&v)) out.emplace_back("optimizer/" + k, *t);
+  }
+  return out;
+}
+
+int64_t total_bytes(const NamedTensors& tensors) {
+  int64_t bytes = 0;
+  for (const auto& [n, t] : tensors) bytes += t.numel() * static_cast<int64_t>(t.element_size());
+  return bytes;
+}
+
+std::vector<ByteSpan> byte_spans(const NamedTensors& tensors) {
+  std::vector<ByteSpan> out;
+  for (const auto& [n, t] : tensors) {
+    DTRAIN_CHECK(t.is_contiguous(), "tensor '{}' is not contiguous", n);
+    out.emplace_back(t.data_ptr(), static_cast<size_t>(t.numel()) * t.element_size());
+  }
+  return out;
+}
+
+namespace {
+
+// Linear layers: forward 2*in*out per sample, backward 2*in*out for the weight gradient
+// and 2*in*out for the input gradient (not needed by the first layer).
+double mlp_flops_per_sample(torch::nn::Module& m) {
+  double flops = 0.0;
+  bool first = true;
+  for (const auto& p : m.named_parameters()) {
+    if (p.value().dim() != 2) continue;
+    const double w = static_cast<double>(p.value().numel());
+    flops += (first ? 4.0 : 6.0) * w;
+    first = false;
+  }
+  return flops;
+}
+
+}  // namespace
+
+BenchModel make_bench_model(const std::string& name, const std::vector<int64_t>& mlp_hidden) {
+  BenchModel s;
+  if (name == "mlp") {
+    s.model = models::make_mlp({784, mlp_hidden, 10});
+    s.sample_shape = {784};
+    s.flops_per_sample = mlp_flops_per_sample(*s.model);
+  } else if (name == "resnet18") {
+    s.model = models::make_resnet({18, 64, 3, 10});
+    s.sample_shape = {3, 32, 32};
+  } else {
+    throw ConfigError(fmt::format("--model: unknown model '{}' (mlp, resnet18)", name));
+  }
+  return s;
+}
+
+BenchTrainer make_bench_trainer(const BenchModel& m, int64_t batch, dist::Communicator& comm) {
+  const int rank = comm.rank(), world = comm.size();
+  const int64_t n = batch * world * 8;
+  std::vector<int64_t> shape{n};
+  shape.insert(shape.end(), m.sample_shape.begin(), m.sample_shape.end());
+  auto dataset = std::make_shared<data::ClassificationDataset>(
+      at::randn(shape), at::randint(0, 10, {n}, at::kLong), 10, "bench");
+  auto sampler = std::make_shared<data::DistributedSampler>(n, batch * world, rank, world, 0);
+  auto loader = std::make_shared<engine::DataLoader>(dataset, sampler);
+  BenchTrainer t;
+  t.optimizer = std::make_shared<torch::optim::SGD>(m.model->parameters(),
+                                                    torch::optim::SGDOptions(0.01).momentum(0.9));
+  t.dp = std::make_shared<engine::DataParallel>(m.model, comm, /*bucket_cap_mb=*/25.0,
+                                                /*broadcast_buffers=*/true);
+  t.trainer = std::make_unique<engine::SimpleTrainer>(m.model, loader, t.optimizer, t.dp);
+  return t;
 }
 
 }  // namespace dtrain::bench

@@ -1,5 +1,7 @@
 // Small helpers shared by the benchmark executables: flag parsing, wall-clock timing,
-// /proc memory figures, timed shell commands (dd) and JSON result lines.
+// /proc memory figures, timed shell commands (dd), JSON result lines, and the training
+// states the benchmarks share (ckpt_bench's gpt + AdamW state, train_bench's models and
+// trainer).
 //
 //   bench::Flags flags(argc, argv);                  // --name value ...
 //   const int iters = flags.get_int("iters", 20);
@@ -16,7 +18,18 @@
 #include <utility>
 #include <vector>
 
+#include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
+#include <torch/optim/adamw.h>
+#include <torch/optim/sgd.h>
+
+#include "checkpoint/module_state.h"
+#include "models/gpt.h"
+#include "models/model.h"
+#include "runtime/dist/communicator.h"
+#include "runtime/engine/data_parallel.h"
+#include "runtime/engine/simple_trainer.h"
+#include "runtime/optim/optimizer_state.h"
 
 namespace dtrain::bench {
 
@@ -91,5 +104,59 @@ void append_json_line(const std::string& path, const nlohmann::json& j);
 
 // Human-readable bytes ("1.07 GB", decimal units as dd prints them).
 std::string format_bytes(double bytes);
+
+// The first three fields of /proc/loadavg ("2.94 4.42 3.70"), or "" when unreadable.
+std::string load_average();
+
+// ---- Training states shared by the benchmarks ----
+
+// Tensors by name, in order.
+using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
+
+// The gpt shape of the flags --layers [12] --embd [768] --heads [12] --vocab [2048]
+// --ctx [128]: by default the 88.3 M-parameter gpt of dtrain_ckpt_bench.
+models::GptOptions gpt_options_from_flags(Flags& flags);
+
+// dtrain_ckpt_bench's full training state: a gpt with AdamW (lr 1e-4) state made by one
+// optimizer step on random gradients (gradients cleared afterwards). Seeds the global
+// generator with 0 first, so it is identical on every rank.
+struct GptTrainingState {
+  std::shared_ptr<models::Model> model;
+  std::unique_ptr<torch::optim::AdamW> adamw;
+  std::unique_ptr<checkpoint::ModuleState> model_state;
+  std::unique_ptr<optim::OptimizerState> opt_state;  // over *adamw
+  int64_t params = 0;                                // parameter count
+};
+GptTrainingState make_gpt_training_state(const models::GptOptions& options);
+
+// Every tensor a checkpoint holds for the replicated state, by saved name:
+// "model/<key>" then "optimizer/<key>" (the tensors alias the live state).
+NamedTensors replicated_tensors(const checkpoint::ModuleState& model,
+                                const optim::OptimizerState& opt);
+// Sum of numel * element size.
+int64_t total_bytes(const NamedTensors& tensors);
+// Address and size of every (contiguous) tensor, in order.
+std::vector<ByteSpan> byte_spans(const NamedTensors& tensors);
+
+// dtrain_train_bench's models: "mlp" (784-<mlp_hidden>-10) or "resnet18" (CIFAR-style,
+// width 64, 32x32 inputs). Throws dtrain::ConfigError for another name.
+struct BenchModel {
+  std::shared_ptr<models::Model> model;
+  std::vector<int64_t> sample_shape;  // one input sample
+  double flops_per_sample = 0.0;      // forward + backward (mlp only; 0 when not counted)
+};
+BenchModel make_bench_model(const std::string& name,
+                            const std::vector<int64_t>& mlp_hidden = {2048, 2048});
+
+// dtrain_train_bench's trainer for `m` on `comm`: synthetic data held in memory (8 global
+// batches of N(0, 1) inputs, uniform labels over 10 classes) shuffled by
+// DistributedSampler, SGD (lr 0.01, momentum 0.9), DataParallel (25 MiB buckets,
+// buffers broadcast) and SimpleTrainer. `batch` is per rank.
+struct BenchTrainer {
+  std::shared_ptr<torch::optim::SGD> optimizer;
+  std::shared_ptr<engine::DataParallel> dp;
+  std::unique_ptr<engine::SimpleTrainer> trainer;
+};
+BenchTrainer make_bench_trainer(const BenchModel& m, int64_t batch, dist::Communicator& comm);
 
 }  // namespace dtrain::bench

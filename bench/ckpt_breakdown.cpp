@@ -44,15 +44,6 @@ namespace {
 namespace stdfs = std::filesystem;
 namespace h5 = checkpoint::h5;
 
-// The bytes of every replicated tensor, in order.
-std::vector<ByteSpan> spans_of(const checkpoint::CollectedState& st) {
-  std::vector<ByteSpan> out;
-  for (const auto& [n, t] : st.replicated) {
-    out.emplace_back(t.data_ptr(), static_cast<size_t>(t.numel()) * t.element_size());
-  }
-  return out;
-}
-
 // A prototype of write_shard: the same HDF5 file, with writeback started every `kick`
 // bytes through the sec2 driver's descriptor and the xxHash64 of every tensor computed
 // on a second thread meanwhile, then fsync. Returns the seconds.
@@ -101,34 +92,19 @@ void settle() {
 int run(int argc, char** argv) {
   Flags flags(argc, argv);
   const std::string dir = flags.get("dir", "/tmp/dtrain-ckpt-breakdown");
-  models::GptOptions g;
-  g.n_layer = flags.get_int("layers", 12);
-  g.n_embd = flags.get_int("embd", 768);
-  g.n_head = flags.get_int("heads", 12);
-  g.vocab_size = flags.get_int("vocab", 2048);
-  g.context_length = flags.get_int("ctx", 128);
+  const models::GptOptions g = gpt_options_from_flags(flags);
   const int64_t repeats = flags.get_int("repeats", 3);
   const std::string json_path = flags.get("json", "");
   flags.check_all_used();
 
   at::set_num_threads(1);
-  torch::manual_seed(0);
-  auto model = models::make_gpt(g);
-  torch::optim::AdamW adamw(model->parameters(), torch::optim::AdamWOptions(1e-4));
-  for (auto& p : model->parameters()) p.mutable_grad() = at::randn_like(p).mul_(1e-3);
-  adamw.step();
-  for (auto& p : model->parameters()) p.mutable_grad() = at::Tensor();
-  optim::OptimizerState opt_state(adamw, model->named_parameters());
+  GptTrainingState state = make_gpt_training_state(g);
+  auto& model = state.model;
+  optim::OptimizerState& opt_state = *state.opt_state;
 
   checkpoint::CollectedState st;
-  for (auto& [k, v] : checkpoint::ModuleState(model).state_dict()) {
-    st.replicated.emplace_back("model/" + k, std::get<at::Tensor>(v));
-  }
-  for (auto& [k, v] : opt_state.state_dict()) {
-    if (auto t = std::get_if<at::Tensor>(&v)) st.replicated.emplace_back("optimizer/" + k, *t);
-  }
-  int64_t bytes = 0;
-  for (const auto& [n, t] : st.replicated) bytes += t.numel() * static_cast<int64_t>(t.element_size());
+  st.replicated = replicated_tensors(*state.model_state, opt_state);
+  const int64_t bytes = total_bytes(st.replicated);
   const auto plan = checkpoint::plan_shards(st.replicated_meta(), 1);
   stdfs::create_directories(dir);
   const std::string raw = dir + "/raw.bin", h5_only = dir + "/h5only.h5";
@@ -154,13 +130,13 @@ int run(int argc, char** argv) {
     stdfs::remove(dd_file);
 
     settle();
-    auto [pw, pf] = write_and_fsync(raw, spans_of(st));
+    auto [pw, pf] = write_and_fsync(raw, byte_spans(st.replicated));
     t["posix write(2)"].push_back(pw);
     t["posix fsync"].push_back(pf);
     t["posix write+fsync"].push_back(pw + pf);
     stdfs::remove(raw);
     settle();
-    auto [ew, ef] = write_and_fsync(raw, spans_of(st), kKick);
+    auto [ew, ef] = write_and_fsync(raw, byte_spans(st.replicated), kKick);
     t["posix write+early writeback+fsync"].push_back(ew + ef);
     settle();
     t["posix cold read(2)"].push_back(read_whole_file(raw));

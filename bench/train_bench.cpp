@@ -13,65 +13,22 @@
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
-#include <memory>
 #include <numeric>
 #include <vector>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
-#include <torch/optim/sgd.h>
 #include <torch/utils.h>
 
 #include "bench/bench_util.h"
-#include "models/mlp.h"
-#include "models/resnet.h"
 #include "runtime/base/error.h"
 #include "runtime/base/logging.h"
-#include "runtime/data/in_memory.h"
-#include "runtime/data/sampler.h"
 #include "runtime/dist/mpi_communicator.h"
 #include "runtime/dist/mpi_runtime.h"
-#include "runtime/engine/data_parallel.h"
-#include "runtime/engine/simple_trainer.h"
 
 namespace dtrain::bench {
 namespace {
-
-struct Setup {
-  std::shared_ptr<models::Model> model;
-  std::vector<int64_t> sample_shape;
-  double flops_per_sample = 0.0;  // forward + backward, 0 when not counted
-};
-
-// Linear layers: forward 2*in*out per sample, backward 2*in*out for the weight gradient
-// and 2*in*out for the input gradient (not needed by the first layer).
-double mlp_flops_per_sample(torch::nn::Module& m) {
-  double flops = 0.0;
-  bool first = true;
-  for (const auto& p : m.named_parameters()) {
-    if (p.value().dim() != 2) continue;
-    const double w = static_cast<double>(p.value().numel());
-    flops += (first ? 4.0 : 6.0) * w;
-    first = false;
-  }
-  return flops;
-}
-
-Setup build(const std::string& name) {
-  Setup s;
-  if (name == "mlp") {
-    s.model = models::make_mlp({784, {2048, 2048}, 10});
-    s.sample_shape = {784};
-    s.flops_per_sample = mlp_flops_per_sample(*s.model);
-  } else if (name == "resnet18") {
-    s.model = models::make_resnet({18, 64, 3, 10});
-    s.sample_shape = {3, 32, 32};
-  } else {
-    throw ConfigError(fmt::format("--model: unknown model '{}' (mlp, resnet18)", name));
-  }
-  return s;
-}
 
 // Single-thread-per-rank sgemm rate (GFLOP/s) of an n x n x n float matmul, measured on
 // every rank at once (as the training steps run).
@@ -107,21 +64,10 @@ int run(int argc, char** argv) {
 
   at::set_num_threads(static_cast<int>(threads));
   torch::manual_seed(0);
-  Setup setup = build(model_name);
-
-  // Synthetic data held in memory: 8 global batches of N(0, 1) inputs, uniform labels.
-  const int64_t n = batch * world * 8;
-  std::vector<int64_t> shape{n};
-  shape.insert(shape.end(), setup.sample_shape.begin(), setup.sample_shape.end());
-  auto dataset = std::make_shared<data::ClassificationDataset>(
-      at::randn(shape), at::randint(0, 10, {n}, at::kLong), 10, "bench");
-  auto sampler = std::make_shared<data::DistributedSampler>(n, batch * world, rank, world, 0);
-  auto loader = std::make_shared<engine::DataLoader>(dataset, sampler);
-  auto optimizer = std::make_shared<torch::optim::SGD>(
-      setup.model->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
-  auto dp = std::make_shared<engine::DataParallel>(setup.model, comm, /*bucket_cap_mb=*/25.0,
-                                                   /*broadcast_buffers=*/true);
-  engine::SimpleTrainer trainer(setup.model, loader, optimizer, dp);
+  BenchModel setup = make_bench_model(model_name);
+  BenchTrainer bt = make_bench_trainer(setup, batch, comm);
+  engine::SimpleTrainer& trainer = *bt.trainer;
+  auto& dp = bt.dp;
 
   for (int64_t i = 0; i < warmup; ++i) trainer.run_step();
   comm.barrier();

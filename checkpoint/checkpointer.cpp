@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <limits>
@@ -17,6 +18,8 @@
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
 #include <torch/version.h>
 
 #include "checkpoint/h5/h5.h"
@@ -273,9 +276,57 @@ struct Checkpointer::PendingSave {
   CollectedState state;  // what the index describes (names, dtypes, shapes, scalars)
   std::chrono::steady_clock::time_point t0;
   std::string error;  // an error of this rank before its shard write started
+  // writer_of[s]: the rank that writes shard s: s itself when it sees the temporary
+  // directory, otherwise one of the ranks that do (OUTPUT_DIR not shared).
+  std::vector<int> writer_of;
+  bool shared() const {
+    for (size_t s = 0; s < writer_of.size(); ++s) {
+      if (writer_of[s] != static_cast<int>(s)) return false;
+    }
+    return true;
+  }
 };
 
 namespace {
+
+// Tensors as bytes, to send over the communicator: a JSON header line (name, dtype,
+// shape of each) followed by their data.
+std::string pack_tensors(const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+  nlohmann::json header = nlohmann::json::array();
+  std::string data;
+  for (const auto& [name, t] : tensors) {
+    const at::Tensor c = t.cpu().contiguous();
+    header.push_back({{"name", name}, {"dtype", h5::dtype_name(c.scalar_type())},
+                      {"shape", c.sizes().vec()}});
+    data.append(static_cast<const char*>(c.data_ptr()), c.numel() * c.element_size());
+  }
+  return header.dump() + "\n" + data;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> unpack_tensors(const std::string& bytes) {
+  const size_t eol = bytes.find('\n');
+  DTRAIN_CHECK_T(CheckpointError, eol != std::string::npos, "internal: malformed tensor pack");
+  const auto header = nlohmann::json::parse(bytes.substr(0, eol));
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  size_t offset = eol + 1;
+  for (const auto& e : header) {
+    const std::string name = e.at("name").get<std::string>();
+    at::Tensor t = at::empty(e.at("shape").get<std::vector<int64_t>>(),
+                             at::TensorOptions().dtype(dtype_from_name(
+                                 e.at("dtype").get<std::string>(), "tensor pack")));
+    const size_t n = static_cast<size_t>(t.numel()) * t.element_size();
+    DTRAIN_CHECK_T(CheckpointError, offset + n <= bytes.size(),
+                   "internal: tensor pack too short for '{}'", name);
+    std::memcpy(t.data_ptr(), bytes.data() + offset, n);
+    offset += n;
+    out.emplace_back(name, t);
+  }
+  return out;
+}
+
+std::string rank_list(const std::vector<int>& ranks) {
+  return fmt::format("{} {}", ranks.size() == 1 ? "rank" : "ranks", fmt::join(ranks, ", "));
+}
 
 // Fault point in the middle of a shard write (crash tests).
 ShardWriteObserver during_shard_fault(int rank) {
@@ -324,15 +375,88 @@ std::unique_ptr<Checkpointer::PendingSave> Checkpointer::begin_save(const std::s
     return dir;
   });
   cleaned_stale_ = true;
+
+  // Which ranks see the directory rank 0 just created (node-local disks do not): each
+  // shard of a rank that does not is written by one that does.
+  const int world = comm_.size();
+  std::error_code ec;
+  const auto seen = comm_.all_gather_bytes(stdfs::is_directory(ps->tmp, ec) ? "1" : "0");
+  std::vector<int> seeing, blind;
+  for (int r = 0; r < world; ++r) (seen[r] == "1" ? seeing : blind).push_back(r);
+  DTRAIN_CHECK_T(CheckpointError, !seeing.empty(),
+                 "saving checkpoint '{}': no rank sees the directory '{}' that rank 0 created",
+                 ps->final_dir, ps->tmp);
+  ps->writer_of.resize(world);
+  for (int r = 0, next = 0; r < world; ++r) {
+    ps->writer_of[r] = seen[r] == "1" ? r : seeing[next++ % seeing.size()];
+  }
+  if (!blind.empty() && comm_.rank() == 0 && !warned_not_shared_) {
+    std::vector<int> proxies;
+    for (int r : blind) proxies.push_back(ps->writer_of[r]);
+    proxies.erase(std::unique(proxies.begin(), proxies.end()), proxies.end());
+    DTRAIN_LOG_WARN(
+        "OUTPUT_DIR '{}' is not visible from {} (a node-local disk, not shared between "
+        "nodes?): their shards are written by {} instead, with their per-rank state sent "
+        "over the communicator. Saves are slower (fewer ranks write, more bytes each) and "
+        "asynchronous saves run synchronously. Put OUTPUT_DIR on a filesystem every node "
+        "mounts to avoid this.",
+        save_dir_, rank_list(blind), rank_list(proxies));
+  }
+  warned_not_shared_ = warned_not_shared_ || !blind.empty();
   return ps;
 }
 
-void Checkpointer::commit_save(PendingSave& ps, const std::string& error,
-                               const ShardManifest& manifest, double write_s) {
+std::map<int, ShardManifest> Checkpointer::write_shards(PendingSave& ps, const StateDict& extra,
+                                                        std::string& error) {
   const int rank = comm_.rank(), world = comm_.size();
-  // Every rank reports its shard (manifest or error) to rank 0.
+  std::map<int, ShardManifest> written;
+  try {
+    ps.state = collect(extra);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  // Per-rank state of ranks that do not see the directory goes to their shard's writer
+  // (a collective call: made whatever happened above).
+  std::vector<std::string> packs;
+  if (!ps.shared()) {
+    const bool blind = ps.writer_of[rank] != rank;
+    packs = comm_.all_gather_bytes(blind && error.empty() ? pack_tensors(ps.state.per_rank) : "");
+  }
+  if (!error.empty()) return written;
+  try {
+    const auto plan = plan_shards(ps.state.replicated_meta(), world);
+    fault::point("ckpt.before_shard", rank);
+    for (int s = 0; s < world; ++s) {
+      if (ps.writer_of[s] != rank) continue;
+      const std::string path = ps.tmp + "/" + shard_file_name(s, world);
+      if (s == rank) {
+        written[s] = write_shard(path, s, ps.state, plan, during_shard_fault(rank));
+      } else {
+        // The replicated state is the same on every rank: this rank's copy serves.
+        CollectedState other;
+        other.replicated = ps.state.replicated;
+        if (!packs[s].empty()) other.per_rank = unpack_tensors(packs[s]);
+        written[s] = write_shard(path, s, other, plan);
+      }
+    }
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  return written;
+}
+
+void Checkpointer::commit_save(PendingSave& ps, const std::string& error,
+                               const std::map<int, ShardManifest>& written, double write_s) {
+  const int rank = comm_.rank(), world = comm_.size();
+  // Every rank reports the shards it wrote ({shard: manifest}) or its error to rank 0.
   last_write_s_ = comm_.all_reduce_double(write_s, dist::ReduceOp::kMax);
-  auto reports = comm_.all_gather_bytes(error.empty() ? "+" + manifest.to_json() : "-" + error);
+  std::string report = "-" + error;
+  if (error.empty()) {
+    nlohmann::json j = nlohmann::json::object();
+    for (const auto& [s, m] : written) j[std::to_string(s)] = m.to_json();
+    report = "+" + j.dump();
+  }
+  auto reports = comm_.all_gather_bytes(report);
 
   // Rank 0 writes the index, renames the directory, updates last_checkpoint.
   on_root(comm_, fmt::format("saving checkpoint '{}'", ps.final_dir), [&] {
@@ -346,9 +470,19 @@ void Checkpointer::commit_save(PendingSave& ps, const std::string& error,
       throw CheckpointError("writing shards failed" + failures + " (nothing was committed)");
     }
     try {
-      std::vector<ShardManifest> manifests;
+      std::vector<ShardManifest> manifests(world);
+      std::vector<bool> have(world, false);
       for (size_t r = 0; r < reports.size(); ++r) {
-        manifests.push_back(ShardManifest::from_json(reports[r].substr(1), fmt::format("rank {}", r)));
+        const auto j = nlohmann::json::parse(reports[r].substr(1));
+        for (const auto& [s, m] : j.items()) {
+          const int shard = std::stoi(s);
+          manifests.at(shard) = ShardManifest::from_json(
+              m.get<std::string>(), fmt::format("rank {} (shard {})", r, shard));
+          have.at(shard) = true;
+        }
+      }
+      for (int s = 0; s < world; ++s) {
+        DTRAIN_CHECK_T(CheckpointError, have[s], "internal: no rank wrote shard {}", s);
       }
       CheckpointIndex index = build_index(ps.state, manifests, world, ps.iteration);
       stamp_index(index);
@@ -376,25 +510,18 @@ void Checkpointer::commit_save(PendingSave& ps, const std::string& error,
 void Checkpointer::save(const std::string& name, const StateDict& extra) {
   check_collective("save", name);
   finish_async();
-  auto ps = begin_save(name, extra);
-  const int rank = comm_.rank(), world = comm_.size();
+  save_now(begin_save(name, extra), extra);
+}
 
-  // Every rank writes and fsyncs its shard, straight from the live tensors.
-  ShardManifest manifest;
+void Checkpointer::save_now(std::unique_ptr<PendingSave> ps, const StateDict& extra) {
+  // Every rank writes and fsyncs its shard (and those of ranks that cannot see the
+  // directory), straight from the live tensors.
   std::string error;
   const auto tw = std::chrono::steady_clock::now();
-  try {
-    ps->state = collect(extra);
-    const auto plan = plan_shards(ps->state.replicated_meta(), world);
-    fault::point("ckpt.before_shard", rank);
-    manifest = write_shard(ps->tmp + "/" + shard_file_name(rank, world), rank, ps->state, plan,
-                           during_shard_fault(rank));
-  } catch (const std::exception& e) {
-    error = e.what();
-  }
-  commit_save(*ps, error, manifest, seconds_since(tw));
+  const auto written = write_shards(*ps, extra, error);
+  commit_save(*ps, error, written, seconds_since(tw));
   last_stall_s_ = last_save_s_;
-  if (rank == 0) {
+  if (comm_.rank() == 0) {
     DTRAIN_LOG_INFO("Saved checkpoint {} in {:.3f} s (slowest shard write {:.3f} s)",
                     ps->final_dir, last_save_s_, last_write_s_);
   }
@@ -404,6 +531,12 @@ void Checkpointer::save_async(const std::string& name, const StateDict& extra) {
   check_collective("save_async", name);
   finish_async();  // at most one in flight
   auto ps = begin_save(name, extra);
+  if (!ps->shared()) {
+    // Some ranks' shards are written by others (OUTPUT_DIR not shared; begin_save
+    // warned): written now, from the live state.
+    save_now(std::move(ps), extra);
+    return;
+  }
   const int rank = comm_.rank(), world = comm_.size();
   if (!writer_) writer_ = std::make_unique<AsyncShardWriter>();
   try {
@@ -440,18 +573,18 @@ void Checkpointer::finish_async() {
 
 void Checkpointer::complete_async() {
   std::unique_ptr<PendingSave> ps = std::move(pending_);
-  ShardManifest manifest;
+  std::map<int, ShardManifest> written;
   std::string error = ps->error;
   double write_s = 0.0;
   if (error.empty()) {
     try {
-      manifest = writer_->wait();
+      written[comm_.rank()] = writer_->wait();
     } catch (const std::exception& e) {
       error = e.what();
     }
     write_s = writer_->last_write_seconds();
   }
-  commit_save(*ps, error, manifest, write_s);
+  commit_save(*ps, error, written, write_s);
   if (comm_.rank() == 0) {
     DTRAIN_LOG_INFO("Saved checkpoint {} asynchronously in {:.3f} s (training stalled {:.3f} s; "
                     "slowest shard write {:.3f} s)",

@@ -136,8 +136,13 @@ class Checkpointer {
   // writes the index and commits.
   struct PendingSave;
   std::unique_ptr<PendingSave> begin_save(const std::string& name, const StateDict& extra);
-  void commit_save(PendingSave& save, const std::string& error, const ShardManifest& manifest,
-                   double write_s);
+  // Writes this rank's shard, and those of ranks that do not see the directory that
+  // this rank stands in for; errors go to `error`. Collective.
+  std::map<int, ShardManifest> write_shards(PendingSave& save, const StateDict& extra,
+                                            std::string& error);
+  void commit_save(PendingSave& save, const std::string& error,
+                   const std::map<int, ShardManifest>& written, double write_s);
+  void save_now(std::unique_ptr<PendingSave> save, const StateDict& extra);
   void complete_async();
 
   std::shared_ptr<torch::nn::Module> model_;
@@ -147,6 +152,7 @@ class Checkpointer {
   CheckpointerOptions options_;
   std::string loaded_from_;
   bool cleaned_stale_ = false;
+  bool warned_not_shared_ = false;
   double last_save_s_ = 0.0;
   double last_write_s_ = 0.0;
   double last_stall_s_ = 0.0;
