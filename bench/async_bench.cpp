@@ -143,10 +143,12 @@ nlohmann::json stall_part(dist::Communicator& comm, const models::GptOptions& g,
       if (which == 0) {
         sw.reset();
         for (size_t i = 0; i < tensors.size(); ++i) buffers[i].copy_(tensors[i].second.detach());
+        if (std::getenv("ABENCH_DEBUG")) fmt::print(stderr, "DEBUG rank {} memcpy {:.3f}\n", rank, sw.seconds());
         memcpy_s.push_back(max_over_ranks(comm, sw.seconds()));
       } else if (which == 1) {
         sw.reset();
         ckpt.save_async(fmt::format("async_{}", r));
+        if (std::getenv("ABENCH_DEBUG")) fmt::print(stderr, "DEBUG rank {} call {:.3f} stall {:.3f}\n", rank, sw.seconds(), ckpt.last_save_stall_seconds());
         call_s.push_back(max_over_ranks(comm, sw.seconds()));
         stall_s.push_back(max_over_ranks(comm, ckpt.last_save_stall_seconds()));
         ckpt.finish_async();

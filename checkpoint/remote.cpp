@@ -2,6 +2,7 @@
 #include "checkpoint/remote.h"
 
 #include <filesystem>
+#include <optional>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -51,9 +52,34 @@ std::string verify_shard(const CheckpointIndex& index, int rank, const std::stri
 std::string fetch_checkpoint_dir(const std::string& url) {
   storage::DirectoryFetch fetch(url);
   if (fetch.complete()) return fetch.path();
-  const std::string staged = fs::parent_dir(fetch.fetch(kIndexFile));
-  const CheckpointIndex index =
+  std::string staged = fs::parent_dir(fetch.fetch(kIndexFile));
+  auto read_index = [&]() -> std::optional<CheckpointIndex> {
+    try {
+      return CheckpointIndex::from_json(read_index_text(staged), url + "/" + kIndexFile);
+    } catch (const std::exception&) {
+      return std::nullopt;
+    }
+  };
+  std::optional<CheckpointIndex> maybe_index = read_index();
+  if (!maybe_index) {
+    // Once more (a transfer may have been corrupted on the way), then the real reason.
+    fs_remove(staged + "/" + kIndexFile);
+    staged = fs::parent_dir(fetch.fetch(kIndexFile));
+    maybe_index = read_index();
+  }
+  if (!maybe_index) {
+    std::string reason;
+    try {
       CheckpointIndex::from_json(read_index_text(staged), url + "/" + kIndexFile);
+    } catch (const std::exception& e) {
+      reason = e.what();
+    }
+    throw CheckpointError(fmt::format(
+        "download of {}/{} is not a dtrain checkpoint index (a corrupt download, or the URL "
+        "is not a checkpoint directory; nothing was cached): {}",
+        url, kIndexFile, reason));
+  }
+  const CheckpointIndex& index = *maybe_index;
   for (int r = 0; r < index.world_size; ++r) {
     const std::string name = shard_file_name(r, index.world_size);
     fetch.fetch(name);

@@ -500,12 +500,18 @@ def case_weights_url():
         # 4. Every byte wrong: checkpoint.h5 itself does not parse.
         url = server.url("wrong/trained/model_final")
         cache = os.path.join(work_dir(), "cache_wrong")
+        before = server.counts()
         rc, _, err = eval_only("eval_wrong", url, cache, expect_rc=None)
         check(rc != 0, "wrong bytes were accepted (exit status 0)")
         errors = [l for l in err.splitlines() if " error] " in l]
         print("wrong bytes: rc %d: %s" % (rc, errors[-1] if errors else err[-500:]))
-        check(any(url in l and "checkpoint.h5" in l for l in errors),
-              "the error does not name the URL and checkpoint.h5: %s" % errors)
+        check(any(url in l and "checkpoint.h5 is not a dtrain checkpoint index" in l
+                  for l in errors),
+              "the error does not name the URL and say checkpoint.h5 is not an index: %s"
+              % errors)
+        index_path = "/wrong/trained/model_final/checkpoint.h5"
+        check(server.counts().get(index_path, 0) - before.get(index_path, 0) == 2,
+              "checkpoint.h5 was not downloaded exactly twice: %s" % server.counts())
         check_nothing_cached(cache, "wrong bytes")
 
         # 5. Every transfer cut short: retried, then a clear error.
