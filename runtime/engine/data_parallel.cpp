@@ -45,6 +45,7 @@ DataParallel::DataParallel(std::shared_ptr<torch::nn::Module> module, dist::Comm
       numel += params_[current.params[k]].numel();
     }
     current.flat = at::zeros({numel}, params_[current.params.front()].options());
+    current.world_size = at::scalar_tensor(comm_.size(), current.flat.options());
     buckets_.push_back(std::move(current));
     current = Bucket{};
   };
@@ -130,15 +131,21 @@ void DataParallel::on_grad_ready(size_t param) {
   Bucket& b = buckets_[bi];
   const at::Tensor& p = params_[param];
   at::NoGradGuard no_grad;
-  at::Tensor slot = b.flat.narrow(0, b.offsets[k], p.numel());
-  if (p.grad().defined()) {
-    slot.copy_(p.grad().reshape({-1}));
-  } else {
-    slot.zero_();
-  }
+  fill_slot(b, k, p);
   --b.pending;
   launch_ready_buckets();
   progress();
+}
+
+void DataParallel::fill_slot(Bucket& b, size_t k, const at::Tensor& param) {
+  at::Tensor slot = b.flat.narrow(0, b.offsets[k], param.numel());
+  if (param.grad().defined()) {
+    // Divided by the world size on the way into the bucket (as PyTorch DDP's default
+    // hook does), so the all-reduce is a plain sum with no division pass after it.
+    at::div_out(slot, param.grad().reshape({-1}), b.world_size);
+  } else {
+    slot.zero_();
+  }
 }
 
 void DataParallel::launch_ready_buckets() {
@@ -148,7 +155,7 @@ void DataParallel::launch_ready_buckets() {
       any_launched_ = true;
       first_launch_ = Clock::now();
     }
-    b.work = comm_.all_reduce_async(b.flat, dist::ReduceOp::kAvg);
+    b.work = comm_.all_reduce_async(b.flat, dist::ReduceOp::kSum);  // pre-divided
     b.launched = true;
     if (armed_) ++last_overlapped_;
   }
@@ -180,13 +187,7 @@ void DataParallel::reduce_gradients() {
       const size_t i = b.params[k];
       if (ready_[i]) continue;
       ready_[i] = 1;
-      const at::Tensor& p = params_[i];
-      at::Tensor slot = b.flat.narrow(0, b.offsets[k], p.numel());
-      if (p.grad().defined()) {
-        slot.copy_(p.grad().reshape({-1}));
-      } else {
-        slot.zero_();
-      }
+      fill_slot(b, k, params_[i]);
       --b.pending;
     }
   }

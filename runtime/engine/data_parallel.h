@@ -74,6 +74,7 @@ class DataParallel {
     std::vector<size_t> params;  // indices into parameters()
     std::vector<int64_t> offsets;  // element offset of each parameter in `flat`
     at::Tensor flat;             // contiguous 1-D buffer of the bucket's dtype
+    at::Tensor world_size;       // 0-d, the bucket's dtype: what gradients are divided by
     int64_t bytes = 0;
     // Per-backward state.
     size_t pending = 0;          // gradients not yet copied in
@@ -94,6 +95,8 @@ class DataParallel {
 
  private:
   void on_grad_ready(size_t param);
+  // Copies param's gradient / world size (zeros when it has none) into bucket slot k.
+  void fill_slot(Bucket& b, size_t k, const at::Tensor& param);
   void launch_ready_buckets();
   void progress();
 
