@@ -4,20 +4,21 @@
 //    the same tensors into preallocated host buffers (at::Tensor::copy_) and against a
 //    synchronous Checkpointer::save, in rotating order within each round;
 //  - training: the total time of a training run (SimpleTrainer + DataParallel + SGD on
-//    a wide mlp) with a PeriodicCheckpointer every --period iterations, synchronous and
-//    asynchronous, against the same run without checkpoints, back to back in rotating
-//    order within each round.
+//    dtrain_train_bench's mlp) with a PeriodicCheckpointer every --period iterations,
+//    synchronous and asynchronous, against the same run without checkpoints, back to
+//    back in rotating order within each round.
 //
 //   mpirun -np 2 --bind-to none build/bin/dtrain_async_bench --dir /tmp/async-bench
 //
 // Flags (defaults in brackets): --part all|stall|train [all], --dir scratch, emptied of
-// what the run writes [/tmp/dtrain-async-bench], --repeats rounds of each part [3],
+// what the run writes [/tmp/dtrain-async-bench], --repeats rounds of the stall part [3],
 // --layers [12] --embd [768] --heads [12] --vocab [2048] --ctx [128] (gpt shape of the
 // stall part), --drop-caches 0|1 drop the page cache before each timed step of the
-// stall part [1], --hidden mlp hidden widths, comma-separated [4096,4096], --batch
-// samples per rank per step [32], --iters steps per training run [70], --period
-// checkpoint period [20], --warmup untimed steps [3], --json FILE append the result
-// [none].
+// stall part [1], --rounds rounds of the training part [4], --hidden mlp hidden widths,
+// comma-separated [2048,2048], --batch samples per rank per step [32], --iters steps per
+// training run [70], --period checkpoint period [20], --warmup untimed steps [3],
+// --json FILE append the result [none].
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -27,6 +28,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -37,6 +39,7 @@
 #include "bench/bench_util.h"
 #include "checkpoint/checkpointer.h"
 #include "checkpoint/module_state.h"
+#include "checkpoint/shard_plan.h"
 #include "runtime/base/error.h"
 #include "runtime/base/logging.h"
 #include "runtime/dist/mpi_communicator.h"
@@ -66,6 +69,15 @@ void remove_on_root(dist::Communicator& comm, const std::string& dir) {
 const char* at_most(double ratio, double goal) {
   return std::round(ratio * 100.0) / 100.0 <= goal ? "ok" : "BELOW";
 }
+
+// One line of a table: figure, value, goal, verdict, and a note in brackets.
+void print_row(const std::string& figure, const std::string& value, const std::string& goal,
+               const std::string& verdict, const std::string& note) {
+  fmt::print("  {:46s} {:>10s}  {:>10s} {:5s}{}\n", figure, value, goal, verdict,
+             note.empty() ? "" : "  (" + note + ")");
+}
+
+std::string seconds(double s) { return fmt::format("{:.3f} s", s); }
 
 std::vector<int64_t> parse_int_list(const std::string& flag, const std::string& text) {
   std::vector<int64_t> out;
@@ -104,6 +116,22 @@ nlohmann::json stall_part(dist::Communicator& comm, const models::GptOptions& g,
     if (auto t = std::get_if<at::Tensor>(&v)) tensors.emplace_back("rng/" + k, *t);
   }
   const int64_t bytes = total_bytes(tensors);
+  // The pieces of the replicated tensors this rank writes (Checkpointer's shard plan)
+  // and its per-rank tensors: what a snapshot of this rank's shard alone would copy.
+  std::vector<checkpoint::TensorMeta> meta;
+  for (const auto& [n, t] : tensors) {
+    if (n.rfind("rng/", 0) != 0) meta.push_back({n, t.scalar_type(), t.sizes().vec()});
+  }
+  std::vector<checkpoint::Piece> own;
+  for (const auto& p : checkpoint::plan_shards(meta, world)) {
+    if (p.shard == rank && p.bytes > 0) own.push_back(p);
+  }
+  int64_t own_bytes = 0;
+  for (const auto& p : own) own_bytes += p.bytes;
+  for (size_t i = meta.size(); i < tensors.size(); ++i) {
+    own_bytes += tensors[i].second.numel() * static_cast<int64_t>(tensors[i].second.element_size());
+  }
+  const double own_bytes_max = max_over_ranks(comm, static_cast<double>(own_bytes));
 
   bool dropped = false;
   // Every timed step starts with the page cache dropped (when permitted) and the ranks
@@ -124,18 +152,42 @@ nlohmann::json stall_part(dist::Communicator& comm, const models::GptOptions& g,
   }
   const double memcpy_fresh = max_over_ranks(comm, sw.seconds());
 
+  auto rows = [](const at::Tensor& t, const checkpoint::Piece& p) {
+    return t.dim() == 0 ? t : t.narrow(0, p.row_start, p.row_count);
+  };
+  auto copy_own = [&] {
+    for (const auto& p : own) {
+      rows(buffers[p.tensor], p).copy_(rows(tensors[p.tensor].second.detach(), p));
+    }
+    for (size_t i = meta.size(); i < tensors.size(); ++i) {
+      buffers[i].copy_(tensors[i].second.detach());
+    }
+  };
+
+  // Commits the save in flight as training does: poll_async() at "iteration boundaries"
+  // (every 10 ms here) until it commits. Returns the committing call's seconds (rank 0
+  // writes the index file and renames while the others wait: a second stall).
+  auto commit_by_polling = [&] {
+    for (;;) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      Stopwatch sp;
+      if (ckpt.poll_async()) return max_over_ranks(comm, sp.seconds());
+    }
+  };
+
   // First asynchronous save: the snapshot's buffers are new.
   settle();
   sw.reset();
   ckpt.save_async("async_first");
   const double call_first = max_over_ranks(comm, sw.seconds());
   const double stall_first = max_over_ranks(comm, ckpt.last_save_stall_seconds());
-  ckpt.finish_async();
+  const double commit_first = commit_by_polling();
   const double total_first = max_over_ranks(comm, ckpt.last_save_seconds());
   remove_on_root(comm, save_dir);
 
-  std::vector<double> memcpy_s, stall_s, call_s, async_total_s, async_write_s;
-  std::vector<double> sync_s, sync_write_s, sync_coord_s, vs_memcpy, vs_sync;
+  std::vector<double> memcpy_s, own_s, stall_s, call_s, commit_s, async_total_s, async_write_s;
+  std::vector<double> sync_s, sync_write_s, sync_coord_s, vs_memcpy, vs_sync, own_vs_sync;
+  std::vector<double> both_vs_memcpy;  // (save_async stall + committing poll) / memcpy
   for (int64_t r = 0; r < repeats; ++r) {
     for (int k = 0; k < 3; ++k) {
       const int which = static_cast<int>((k + r) % 3);  // 0 memcpy, 1 save_async, 2 save
@@ -143,15 +195,17 @@ nlohmann::json stall_part(dist::Communicator& comm, const models::GptOptions& g,
       if (which == 0) {
         sw.reset();
         for (size_t i = 0; i < tensors.size(); ++i) buffers[i].copy_(tensors[i].second.detach());
-        if (std::getenv("ABENCH_DEBUG")) fmt::print(stderr, "DEBUG rank {} memcpy {:.3f}\n", rank, sw.seconds());
         memcpy_s.push_back(max_over_ranks(comm, sw.seconds()));
+        comm.barrier();
+        sw.reset();
+        copy_own();
+        own_s.push_back(max_over_ranks(comm, sw.seconds()));
       } else if (which == 1) {
         sw.reset();
         ckpt.save_async(fmt::format("async_{}", r));
-        if (std::getenv("ABENCH_DEBUG")) fmt::print(stderr, "DEBUG rank {} call {:.3f} stall {:.3f}\n", rank, sw.seconds(), ckpt.last_save_stall_seconds());
         call_s.push_back(max_over_ranks(comm, sw.seconds()));
         stall_s.push_back(max_over_ranks(comm, ckpt.last_save_stall_seconds()));
-        ckpt.finish_async();
+        commit_s.push_back(commit_by_polling());
         async_total_s.push_back(max_over_ranks(comm, ckpt.last_save_seconds()));
         async_write_s.push_back(ckpt.last_save_max_write_seconds());
         remove_on_root(comm, save_dir);
@@ -159,49 +213,65 @@ nlohmann::json stall_part(dist::Communicator& comm, const models::GptOptions& g,
         ckpt.save(fmt::format("sync_{}", r));
         sync_s.push_back(max_over_ranks(comm, ckpt.last_save_stall_seconds()));
         sync_write_s.push_back(ckpt.last_save_max_write_seconds());
-        sync_coord_s.push_back(max_over_ranks(comm, ckpt.last_save_seconds()) - sync_write_s.back());
+        sync_coord_s.push_back(max_over_ranks(comm, ckpt.last_save_seconds()) -
+                               sync_write_s.back());
         remove_on_root(comm, save_dir);
       }
     }
     vs_memcpy.push_back(stall_s.back() / memcpy_s.back());
+    both_vs_memcpy.push_back((stall_s.back() + commit_s.back()) / memcpy_s.back());
     vs_sync.push_back(stall_s.back() / sync_s.back());
+    own_vs_sync.push_back(own_s.back() / sync_s.back());
   }
   DTRAIN_CHECK(ckpt.commits() == 2 * repeats + 1, "rank {}: {} checkpoints committed, expected {}",
                rank, ckpt.commits(), 2 * repeats + 1);
 
   const double stall = median(stall_s), mc = median(memcpy_s), sync = median(sync_s);
   const double r_memcpy = median(vs_memcpy), r_sync = median(vs_sync);
+  const double coord = median(sync_coord_s), own_mc = median(own_s);
+  const double commit = median(commit_s), r_both = median(both_vs_memcpy);
   if (rank == 0) {
     fmt::print(
         "async checkpoint stall | gpt ({} layers, embd {}, vocab {}): {:.1f} M params, {} of "
         "state (params + AdamW + RNG), {} tensors | {} rank(s), {} rounds\n"
-        "  page cache dropped before each step: {}\n"
-        "  {:46s} {:>9s}   {:>10s}  {}\n"
-        "  {:46s} {:8.3f} s                (runs: {:.3f})\n"
-        "  {:46s} {:8.3f} s                (once)\n"
-        "  {:46s} {:8.3f} s                (runs: {:.3f}; slowest shard write {:.3f})\n"
-        "  {:46s} {:8.3f} s                (call {:.3f} s; save committed after {:.3f} s)\n"
-        "  {:46s} {:8.3f} s                (runs: {:.3f}; call {:.3f} s; committed after "
-        "{:.3f} s, slowest write {:.3f} s)\n"
-        "  {:46s} {:8.2f}     {:>10s}  {}  (per round: {:.2f})\n"
-        "  {:46s} {:8.2f}     {:>10s}  {}  (per round: {:.2f})\n"
-        "  {:46s} {:8.2f}     {:>10s}  (info: page faults of fresh buffers)\n"
-        "  {:46s} {:8.3f} s   {:>10s}  {}  (runs: {:.3f}; the issue's bar is at 4 ranks)\n",
+        "  page cache dropped before each step: {}\n",
         g.n_layer, g.n_embd, g.vocab_size, state.params / 1e6, format_bytes(bytes), tensors.size(),
-        world, repeats, !drop ? "no (--drop-caches 0)" : dropped ? "yes" : "NO (not permitted)",
-        "figure", "value", "goal", "",
-        "memcpy of the state (preallocated buffers)", mc, fmt::join(memcpy_s, ", "),
-        "memcpy into fresh buffers", memcpy_fresh,
-        "synchronous save (stall = whole save)", sync, fmt::join(sync_s, ", "),
-        fmt::join(sync_write_s, ", "),
-        "save_async stall, first save (fresh buffers)", stall_first, call_first, total_first,
-        "save_async stall, steady state (reused)", stall, fmt::join(stall_s, ", "),
-        fmt::join(call_s, ", "), fmt::join(async_total_s, ", "), fmt::join(async_write_s, ", "),
-        "stall / memcpy", r_memcpy, "<= 1.5", at_most(r_memcpy, 1.5), fmt::join(vs_memcpy, ", "),
-        "stall / synchronous save", r_sync, "<= 0.1", at_most(r_sync, 0.1), fmt::join(vs_sync, ", "),
-        "first stall / memcpy into fresh buffers", stall_first / memcpy_fresh, "",
-        "sync save coordination (save - slowest write)", median(sync_coord_s), "< 0.020 s",
-        median(sync_coord_s) < 0.020 ? "ok" : "BELOW", fmt::join(sync_coord_s, ", "));
+        world, repeats, !drop ? "no (--drop-caches 0)" : dropped ? "yes" : "NO (not permitted)");
+    print_row("figure", "value", "goal", "", "");
+    print_row("memcpy of the state (preallocated buffers)", seconds(mc), "", "",
+              fmt::format("runs: {:.3f}", fmt::join(memcpy_s, ", ")));
+    print_row("memcpy into fresh buffers", seconds(memcpy_fresh), "", "", "once");
+    print_row("synchronous save (stall = whole save)", seconds(sync), "", "",
+              fmt::format("runs: {:.3f}; slowest shard write {:.3f}", fmt::join(sync_s, ", "),
+                          fmt::join(sync_write_s, ", ")));
+    print_row("save_async stall, first save (fresh buffers)", seconds(stall_first), "", "",
+              fmt::format("call {:.3f} s; committing poll {:.3f} s; committed after {:.3f} s",
+                          call_first, commit_first, total_first));
+    print_row("save_async stall, steady state (reused)", seconds(stall), "", "",
+              fmt::format("runs: {:.3f}; call {:.3f}; committed after {:.3f}, slowest write {:.3f}",
+                          fmt::join(stall_s, ", "), fmt::join(call_s, ", "),
+                          fmt::join(async_total_s, ", "), fmt::join(async_write_s, ", ")));
+    print_row("committing poll_async (second stall)", seconds(commit), "", "",
+              fmt::format("runs: {:.3f}; rank 0 writes the index and renames, the others wait",
+                          fmt::join(commit_s, ", ")));
+    print_row("stall / memcpy", fmt::format("{:.2f}", r_memcpy), "<= 1.5", at_most(r_memcpy, 1.5),
+              fmt::format("per round: {:.2f}", fmt::join(vs_memcpy, ", ")));
+    print_row("(stall + committing poll) / memcpy", fmt::format("{:.2f}", r_both), "<= 1.5",
+              at_most(r_both, 1.5),
+              fmt::format("per round: {:.2f}; all the training waits per checkpoint",
+                          fmt::join(both_vs_memcpy, ", ")));
+    print_row("stall / synchronous save", fmt::format("{:.2f}", r_sync), "<= 0.1",
+              at_most(r_sync, 0.1), fmt::format("per round: {:.2f}", fmt::join(vs_sync, ", ")));
+    print_row("first stall / memcpy into fresh buffers",
+              fmt::format("{:.2f}", stall_first / memcpy_fresh), "", "", "info");
+    print_row("memcpy of this rank's pieces only", seconds(own_mc), "", "",
+              fmt::format("info: what a snapshot of the rank's own shard ({} of {}) would copy; "
+                          "/ synchronous save {:.2f}",
+                          format_bytes(own_bytes_max), format_bytes(bytes), median(own_vs_sync)));
+    print_row("sync save coordination (save - slowest write)", fmt::format("{:.3f} s", coord),
+              "< 0.020 s", coord < 0.020 ? "ok" : "BELOW",
+              fmt::format("runs: {:.3f}; the issue's bar is at 4 ranks",
+                          fmt::join(sync_coord_s, ", ")));
     std::fflush(stdout);
   }
   return {{"params", state.params},
@@ -218,6 +288,11 @@ nlohmann::json stall_part(dist::Communicator& comm, const models::GptOptions& g,
           {"sync_coord_runs_s", sync_coord_s},
           {"stall_first_s", stall_first},
           {"stall_first_call_s", call_first},
+          {"commit_first_s", commit_first},
+          {"commit_s", commit},
+          {"commit_runs_s", commit_s},
+          {"stall_commit_vs_memcpy", r_both},
+          {"stall_commit_vs_memcpy_runs", both_vs_memcpy},
           {"async_first_total_s", total_first},
           {"stall_s", stall},
           {"stall_runs_s", stall_s},
@@ -225,12 +300,32 @@ nlohmann::json stall_part(dist::Communicator& comm, const models::GptOptions& g,
           {"async_total_runs_s", async_total_s},
           {"async_write_runs_s", async_write_s},
           {"stall_vs_memcpy", r_memcpy},
-          {"stall_vs_sync", r_sync}};
+          {"stall_vs_sync", r_sync},
+          {"stall_vs_memcpy_runs", vs_memcpy},
+          {"stall_vs_sync_runs", vs_sync},
+          {"own_bytes", own_bytes_max},
+          {"own_memcpy_s", own_mc},
+          {"own_memcpy_runs_s", own_s},
+          {"own_memcpy_vs_sync", median(own_vs_sync)}};
 }
 
 struct TrainOptions {
   std::vector<int64_t> hidden;
-  int64_t batch = 32, iters = 70, period = 20, warmup = 3, repeats = 3;
+  int64_t batch = 32, iters = 70, period = 20, warmup = 3, rounds = 4;
+};
+
+// Time spent in PeriodicCheckpointer::step() and finish() during one training run (on
+// one rank): the saving calls, the calls that committed an earlier asynchronous save,
+// the other calls (a poll: one integer all-reduce while a save is in flight) and
+// finish().
+struct CheckpointCalls {
+  std::vector<double> saves;
+  double commits = 0.0, polls = 0.0, finish = 0.0;
+  double sum() const {
+    double s = commits + polls + finish;
+    for (double x : saves) s += x;
+    return s;
+  }
 };
 
 // Total training time with periodic synchronous / asynchronous checkpoints vs none.
@@ -264,9 +359,10 @@ nlohmann::json train_part(dist::Communicator& comm, const TrainOptions& o, const
   for (int v = 1; v < 3; ++v) remove_on_root(comm, ckpts[v]->save_dir());
 
   const std::string load_before = load_average();
-  std::vector<std::vector<double>> total(3), save_calls(3), finish_s(3);
-  std::vector<double> async_ratio, sync_ratio;
-  for (int64_t r = 0; r < o.repeats; ++r) {
+  std::vector<std::vector<double>> total(3);
+  std::vector<std::vector<CheckpointCalls>> calls(3);  // per run, the slowest rank's figures
+  std::vector<double> async_ratio, sync_ratio, cpu_share;
+  for (int64_t r = 0; r < o.rounds; ++r) {
     double t[3] = {0, 0, 0};
     for (int k = 0; k < 3; ++k) {
       const int v = static_cast<int>((k + r) % 3);
@@ -277,29 +373,42 @@ nlohmann::json train_part(dist::Communicator& comm, const TrainOptions& o, const
                          /*async=*/v == 2);
       }
       const int64_t commits0 = c ? c->commits() : 0;
-      std::vector<double> calls;  // periodic.step() of the saving iterations (the stall)
-      double fin = 0.0;
+      CheckpointCalls cc;
       comm.barrier();
+      const double cpu0 = process_cpu_seconds();
       Stopwatch sw;
       for (int64_t i = 0; i < o.iters; ++i) {
         bt.trainer->run_step();
-        if (periodic) {
-          Stopwatch sc;
-          periodic->step(i);
-          if ((i + 1) % o.period == 0) calls.push_back(sc.seconds());
+        if (!periodic) continue;
+        const int64_t before = c->commits();
+        Stopwatch sc;
+        periodic->step(i);  // what PeriodicCheckpointerHook::after_step does
+        const double s = sc.seconds();
+        if ((i + 1) % o.period == 0) {
+          cc.saves.push_back(s);
+        } else if (c->commits() != before) {
+          cc.commits += s;
+        } else {
+          cc.polls += s;
         }
       }
       if (periodic) {
         Stopwatch sf;
-        periodic->finish();
-        fin = sf.seconds();
+        periodic->finish();  // what PeriodicCheckpointerHook::after_train does
+        cc.finish = sf.seconds();
       }
       comm.barrier();
       t[v] = max_over_ranks(comm, sw.seconds());
+      if (v == 0) {
+        cpu_share.push_back(comm.all_reduce_double((process_cpu_seconds() - cpu0) / t[v],
+                                                   dist::ReduceOp::kMin));
+      }
       total[v].push_back(t[v]);
-      for (double& x : calls) x = max_over_ranks(comm, x);
-      save_calls[v].insert(save_calls[v].end(), calls.begin(), calls.end());
-      finish_s[v].push_back(max_over_ranks(comm, fin));
+      for (double& x : cc.saves) x = max_over_ranks(comm, x);
+      cc.commits = max_over_ranks(comm, cc.commits);
+      cc.polls = max_over_ranks(comm, cc.polls);
+      cc.finish = max_over_ranks(comm, cc.finish);
+      calls[v].push_back(cc);
       if (c != nullptr) {
         DTRAIN_CHECK(c->commits() - commits0 == o.iters / o.period,
                      "rank {}: {} checkpoints committed in a {} run, expected {}", rank,
@@ -313,13 +422,24 @@ nlohmann::json train_part(dist::Communicator& comm, const TrainOptions& o, const
   const std::string load_after = load_average();
 
   const double ra = median(async_ratio), rs = median(sync_ratio);
-  const double none_s = median(total[0]);
+  const double none_s = median(total[0]), share = median(cpu_share);
   const int64_t saves = o.iters / o.period;
-  auto stall_share = [&](int v) {  // save calls per run, as a share of the run without
-    double sum = 0.0;
-    for (double x : save_calls[v]) sum += x;
-    return sum / static_cast<double>(o.repeats) / none_s;
+  // Medians over the runs of a variant: one save call, and per run the commits, polls,
+  // finish() and everything in the checkpointer.
+  auto med = [&](int v, auto field) {
+    std::vector<double> x;
+    for (const auto& cc : calls[v]) x.push_back(field(cc));
+    return median(x);
   };
+  auto save_call = [&](int v) {
+    std::vector<double> x;
+    for (const auto& cc : calls[v]) x.insert(x.end(), cc.saves.begin(), cc.saves.end());
+    return median(x);
+  };
+  auto commits = [](const CheckpointCalls& cc) { return cc.commits; };
+  auto polls = [](const CheckpointCalls& cc) { return cc.polls; };
+  auto finish = [](const CheckpointCalls& cc) { return cc.finish; };
+  auto in_ckpt = [](const CheckpointCalls& cc) { return cc.sum(); };
   if (rank == 0) {
     std::string shape = "784";
     for (int64_t h : o.hidden) shape += fmt::format("-{}", h);
@@ -328,24 +448,28 @@ nlohmann::json train_part(dist::Communicator& comm, const TrainOptions& o, const
         "async checkpoint training overhead | mlp {} ({:.1f} M params; checkpoint of params + "
         "momentum {}), SGD, batch {}/rank | {} rank(s), {} iterations per run, a checkpoint "
         "every {} ({} per run), {} rounds | load average {} -> {}\n"
-        "  {:46s} {:>9s}   {:>10s}\n"
-        "  {:46s} {:8.2f} s                (runs: {:.2f}; {:.4f} s/step)\n"
-        "  {:46s} {:8.2f} s                (runs: {:.2f}; save calls {:.3f} s median, "
-        "{:.1f}% of the run)\n"
-        "  {:46s} {:8.2f} s                (runs: {:.2f}; save calls {:.3f} s median, "
-        "{:.1f}% of the run; finish() {:.3f} s)\n"
-        "  {:46s} {:8.3f}     {:>10s}  {}  (per round: {:.3f})\n"
-        "  {:46s} {:8.3f}     {:>10s}  (info; per round: {:.3f})\n",
+        "  CPU share: {:.2f} of a core per rank without checkpoints (least of the ranks){}\n",
         shape, params / 1e6, format_bytes(bytes), o.batch, world, o.iters, o.period, saves,
-        o.repeats, load_before, load_after, "figure", "value", "goal",
-        "training, no checkpoints", none_s, fmt::join(total[0], ", "),
-        none_s / static_cast<double>(o.iters),
-        "training, synchronous checkpoints", median(total[1]), fmt::join(total[1], ", "),
-        median(save_calls[1]), 100.0 * stall_share(1),
-        "training, asynchronous checkpoints", median(total[2]), fmt::join(total[2], ", "),
-        median(save_calls[2]), 100.0 * stall_share(2), median(finish_s[2]),
-        "async / no checkpoints", ra, "<= 1.05", at_most(ra, 1.05), fmt::join(async_ratio, ", "),
-        "sync / no checkpoints", rs, "", fmt::join(sync_ratio, ", "));
+        o.rounds, load_before, load_after, share,
+        share < 0.9 ? ": CONTENDED, figures are noisy" : "");
+    print_row("figure", "value", "goal", "", "");
+    print_row("training, no checkpoints", fmt::format("{:.2f} s", none_s), "", "",
+              fmt::format("runs: {:.2f}; {:.4f} s/step", fmt::join(total[0], ", "),
+                          none_s / static_cast<double>(o.iters)));
+    print_row("training, synchronous checkpoints", fmt::format("{:.2f} s", median(total[1])), "",
+              "",
+              fmt::format("runs: {:.2f}; in the checkpointer {:.3f} s per run, {:.3f} s per save",
+                          fmt::join(total[1], ", "), med(1, in_ckpt), save_call(1)));
+    print_row("training, asynchronous checkpoints", fmt::format("{:.2f} s", median(total[2])), "",
+              "",
+              fmt::format("runs: {:.2f}; in the checkpointer {:.3f} s per run: {:.3f} s per "
+                          "save_async, commits {:.3f} s, polls {:.3f} s, finish() {:.3f} s",
+                          fmt::join(total[2], ", "), med(2, in_ckpt), save_call(2), med(2, commits),
+                          med(2, polls), med(2, finish)));
+    print_row("async / no checkpoints", fmt::format("{:.3f}", ra), "<= 1.05", at_most(ra, 1.05),
+              fmt::format("per round: {:.3f}", fmt::join(async_ratio, ", ")));
+    print_row("sync / no checkpoints", fmt::format("{:.3f}", rs), "", "",
+              fmt::format("info; per round: {:.3f}", fmt::join(sync_ratio, ", ")));
     std::fflush(stdout);
   }
   return {{"train_params", params},
@@ -354,18 +478,25 @@ nlohmann::json train_part(dist::Communicator& comm, const TrainOptions& o, const
           {"train_batch", o.batch},
           {"train_iters", o.iters},
           {"train_period", o.period},
-          {"train_repeats", o.repeats},
+          {"train_rounds", o.rounds},
+          {"train_cpu_share", share},
           {"train_none_s", none_s},
           {"train_sync_s", median(total[1])},
           {"train_async_s", median(total[2])},
           {"train_none_runs_s", total[0]},
           {"train_sync_runs_s", total[1]},
           {"train_async_runs_s", total[2]},
-          {"train_sync_save_calls_s", save_calls[1]},
-          {"train_async_save_calls_s", save_calls[2]},
-          {"train_async_finish_runs_s", finish_s[2]},
+          {"train_sync_in_ckpt_s", med(1, in_ckpt)},
+          {"train_sync_save_call_s", save_call(1)},
+          {"train_async_in_ckpt_s", med(2, in_ckpt)},
+          {"train_async_save_call_s", save_call(2)},
+          {"train_async_commits_s", med(2, commits)},
+          {"train_async_polls_s", med(2, polls)},
+          {"train_async_finish_s", med(2, finish)},
           {"train_async_vs_none", ra},
           {"train_sync_vs_none", rs},
+          {"train_async_vs_none_runs", async_ratio},
+          {"train_sync_vs_none_runs", sync_ratio},
           {"train_load_before", load_before},
           {"train_load_after", load_after}};
 }
@@ -382,18 +513,19 @@ int run(int argc, char** argv) {
   const models::GptOptions g = gpt_options_from_flags(flags);
   const bool drop = flags.get_int("drop-caches", 1) != 0;
   TrainOptions o;
-  o.hidden = parse_int_list("hidden", flags.get("hidden", "4096,4096"));
+  o.hidden = parse_int_list("hidden", flags.get("hidden", "2048,2048"));
   o.batch = flags.get_int("batch", 32);
   o.iters = flags.get_int("iters", 70);
   o.period = flags.get_int("period", 20);
   o.warmup = flags.get_int("warmup", 3);
-  o.repeats = repeats;
+  o.rounds = flags.get_int("rounds", 4);
   const std::string json_path = flags.get("json", "");
   flags.check_all_used();
   DTRAIN_CHECK_T(ConfigError, part == "all" || part == "stall" || part == "train",
                  "--part: expected all, stall or train, got '{}'", part);
-  DTRAIN_CHECK_T(ConfigError, repeats > 0 && o.batch > 0 && o.period > 0 && o.warmup >= 0,
-                 "--repeats, --batch and --period must be positive, --warmup >= 0");
+  DTRAIN_CHECK_T(ConfigError,
+                 repeats > 0 && o.rounds > 0 && o.batch > 0 && o.period > 0 && o.warmup >= 0,
+                 "--repeats, --rounds, --batch and --period must be positive, --warmup >= 0");
   DTRAIN_CHECK_T(ConfigError, o.iters >= o.period,
                  "--iters ({}) must be at least --period ({})", o.iters, o.period);
 

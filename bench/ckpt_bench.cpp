@@ -153,7 +153,8 @@ int run(int argc, char** argv) {
         save_s.push_back(comm.all_reduce_double(s, dist::ReduceOp::kMax));
         write_s.push_back(ckpt.last_save_max_write_seconds());
         // Coordination: the library's own save time minus the slowest rank's shard write.
-        const double lib_s = comm.all_reduce_double(ckpt.last_save_seconds(), dist::ReduceOp::kMax);
+        const double lib_s =
+            comm.all_reduce_double(ckpt.last_save_seconds(), dist::ReduceOp::kMax);
         lib_save_s.push_back(lib_s);
         coord_s.push_back(lib_s - ckpt.last_save_max_write_seconds());
         save_mem.push_back(comm.all_reduce_double(static_cast<double>(extra), dist::ReduceOp::kMax));

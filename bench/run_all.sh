@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every benchmark of bench/ (about 10 minutes on 2 quiet cores) and prints each
+# Runs every benchmark of bench/ (about 15 minutes on 2 quiet cores) and prints each
 # figure next to its peer or physical limit and its goal (bench/README.md).
 #
 #   bash bench/run_all.sh                      # uses build/, writes under /tmp
@@ -9,7 +9,8 @@
 # checkpoints and dd files, deleted at the end [/tmp/dtrain-bench-$$], RESULTS JSON lines
 # file kept after the run [$OUT_DIR/../dtrain-bench-results.jsonl], ROUNDS training
 # rounds, dtrain and peer alternating [2], CKPT_REPEATS rounds per checkpoint run [3],
-# SKIP "train", "ckpt" or "breakdown" (space-separated) to leave parts out [none].
+# ASYNC_ROUNDS training rounds of the asynchronous-checkpoint benchmark [4], SKIP
+# "train", "ckpt", "breakdown" or "async" (space-separated) to leave parts out [none].
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,6 +21,7 @@ OUT_DIR=${OUT_DIR:-/tmp/dtrain-bench-$$}
 RESULTS=${RESULTS:-$(dirname "$OUT_DIR")/dtrain-bench-results-$$.jsonl}
 ROUNDS=${ROUNDS:-2}
 CKPT_REPEATS=${CKPT_REPEATS:-3}
+ASYNC_ROUNDS=${ASYNC_ROUNDS:-4}
 SKIP=${SKIP:-}
 PY=/usr/bin/python3
 
@@ -27,7 +29,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_rmaps_base_oversubscribe=1 OMP_NUM_THREADS=1 DTRAIN_LOG_LEVEL=${DTRAIN_LOG_LEVEL:-warn}
 MPIRUN=(mpirun --bind-to none)
 
-for exe in dtrain_train_bench dtrain_ckpt_bench dtrain_ckpt_breakdown; do
+for exe in dtrain_train_bench dtrain_ckpt_bench dtrain_ckpt_breakdown dtrain_async_bench; do
   [[ -x $BIN/$exe ]] || { echo "run_all.sh: $BIN/$exe is missing; build it: ninja -C $BUILD_DIR $exe" >&2; exit 2; }
 done
 have_torch=0
@@ -97,6 +99,17 @@ fi
 if ! skipped breakdown; then
   echo "== checkpoint breakdown (1 process)"
   "$BIN/dtrain_ckpt_breakdown" --dir "$OUT_DIR/breakdown" --repeats "$CKPT_REPEATS" --json "$RESULTS"
+fi
+
+if ! skipped async; then
+  # The stall of save_async on 1, 2 and 4 ranks; the training overhead on 1 and 2.
+  for np in 1 2 4; do
+    part=all
+    (( np > 2 )) && part=stall
+    echo "== asynchronous checkpoints: $np rank(s) ($part)"
+    launch "$np" "$BIN/dtrain_async_bench" --part "$part" --dir "$OUT_DIR/async" \
+      --repeats "$CKPT_REPEATS" --rounds "$ASYNC_ROUNDS" --json "$RESULTS"
+  done
 fi
 
 echo

@@ -27,16 +27,25 @@ def verdict(ratio, goal):
     return "ok" if round(ratio, 2) >= goal else "BELOW"  # judged as printed
 
 
+def verdict_le(value, goal, digits=2):
+    if value is None:
+        return ""
+    return "ok" if round(value, digits) <= goal else "BELOW"  # judged as printed
+
+
 def main():
     rows = [json.loads(line) for path in sys.argv[1:] for line in open(path) if line.strip()]
     train = defaultdict(list)
     ckpt = defaultdict(list)
     breakdown = [r for r in rows if r.get("bench") == "ckpt_breakdown"]
+    asyncb = defaultdict(list)
     for r in rows:
         if r.get("bench") == "train":
             train[(r["impl"], r["model"], r["world"])].append(r)
         elif r.get("bench") == "ckpt":
             ckpt[(r["impl"], r.get("world", 1))].append(r)
+        elif r.get("bench") == "async":
+            asyncb[r.get("world", 1)].append(r)
 
     out = []
     p = out.append
@@ -135,6 +144,63 @@ def main():
             if a:
                 p(f"\nLoad fill-in on {w} ranks, timed alone: one broadcast per piece {a:.3f} s, "
                   f"packed one broadcast per rank {fmt(b, '.3f')} s.")
+        p("")
+    coord = {w: med(ckpt[("dtrain", w)], "save_coord_s") for (i, w) in ckpt if i == "dtrain"}
+    coord = {w: c for w, c in coord.items() if c is not None}
+    if asyncb or coord:
+        p("### Asynchronous checkpoints (stall of save_async; training time with a checkpoint every 20 iterations)\n")
+        p("| ranks | figure | value | goal | ok/BELOW |")
+        p("|---|---|---|---|---|")
+        for world in sorted(set(asyncb) | set(coord)):
+            a = asyncb.get(world, [])
+
+            def row(fig, val, goal, ok):
+                p(f"| {world} | {fig} | {val} | {goal} | {ok} |")
+
+            if any("stall_s" in r for r in a):
+                size = f"{a[0]['bytes'] / 1e9:.2f} GB"
+                st, mc, sy = med(a, "stall_s"), med(a, "memcpy_s"), med(a, "sync_save_s")
+                r1, r2 = med(a, "stall_vs_memcpy"), med(a, "stall_vs_sync")
+                row(f"save_async stall (steady state) / memcpy of the state ({size})",
+                    f"{fmt(st, '.3f')} s / {fmt(mc, '.3f')} s: {fmt(r1, '.2f')}", "<= 1.5 (issue)",
+                    verdict_le(r1, 1.5))
+                cm, rb = med(a, "commit_s"), med(a, "stall_commit_vs_memcpy")
+                row("(save_async stall + committing poll_async) / memcpy of the state",
+                    f"({fmt(st, '.3f')} + {fmt(cm, '.3f')}) s / {fmt(mc, '.3f')} s: {fmt(rb, '.2f')}",
+                    "<= 1.5 (issue, counting both stalls)", verdict_le(rb, 1.5))
+                row("save_async stall / synchronous save",
+                    f"{fmt(st, '.3f')} s / {fmt(sy, '.3f')} s: {fmt(r2, '.2f')}", "<= 0.1 (issue)",
+                    verdict_le(r2, 0.1))
+                sf, mf = med(a, "stall_first_s"), med(a, "memcpy_fresh_s")
+                row("first save_async stall (fresh buffers) / memcpy into fresh buffers",
+                    f"{fmt(sf, '.3f')} s / {fmt(mf, '.3f')} s: {fmt(sf / mf if sf and mf else None, '.2f')}",
+                    "info", "")
+                om, ob = med(a, "own_memcpy_s"), med(a, "own_bytes")
+                ov = med(a, "own_memcpy_vs_sync")
+                row(f"memcpy of the rank's own pieces only ({fmt(ob / 1e9 if ob else None, '.2f')} GB) / synchronous save",
+                    f"{fmt(om, '.3f')} s: {fmt(ov, '.2f')}", "info (a per-shard snapshot)", "")
+                c = med(a, "sync_coord_s")
+                row("synchronous save minus its slowest shard write (dtrain_async_bench)",
+                    f"{fmt(c, '.3f')} s", "< 0.020 s at 4 ranks (issue)",
+                    ("ok" if c < 0.020 else "BELOW") if c is not None and world == 4 else "")
+            if world in coord:
+                c = coord[world]
+                row("save minus its slowest shard write (dtrain_ckpt_bench)", f"{c:.3f} s",
+                    "< 0.020 s at 4 ranks (issue)", ("ok" if c < 0.020 else "BELOW") if world == 4 else "")
+            if any("train_async_vs_none" in r for r in a):
+                t = [r for r in a if "train_async_vs_none" in r]
+                hid = "-".join(str(h) for h in t[0]["train_hidden"])
+                n, sy_, asy = med(t, "train_none_s"), med(t, "train_sync_s"), med(t, "train_async_s")
+                ra, rs = med(t, "train_async_vs_none"), med(t, "train_sync_vs_none")
+                desc = (f"mlp 784-{hid}-10, {t[0]['train_bytes'] / 1e6:.0f} MB checkpoint, "
+                        f"{t[0]['train_iters']} iterations")
+                row(f"training with async checkpoints / without ({desc})",
+                    f"{fmt(asy, '.2f')} s / {fmt(n, '.2f')} s: {fmt(ra, '.3f')}", "<= 1.05 (issue)",
+                    verdict_le(ra, 1.05, 3))
+                row("training with sync checkpoints / without",
+                    f"{fmt(sy_, '.2f')} s / {fmt(n, '.2f')} s: {fmt(rs, '.3f')}", "info", "")
+                share = min(r.get("train_cpu_share", 1.0) for r in t)
+                row("least CPU share per rank while training", f"{share:.2f}", "info (< 0.9: contended)", "")
         p("")
     if breakdown:
         p("### Where a 1-process save/load spends its time (median seconds)\n")
