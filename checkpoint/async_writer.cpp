@@ -15,8 +15,11 @@ namespace dtrain::checkpoint {
 
 namespace {
 
-// A host copy of `t`, into `buffer` when it fits (same dtype and shape, on the host).
-at::Tensor host_copy(const at::Tensor& t, const at::Tensor* buffer) {
+using Rows = std::vector<std::pair<int64_t, int64_t>>;  // (row_start, row_count)
+
+// A host copy of `t` (only `rows` of it when given), into `buffer` when it fits (same
+// dtype and shape, on the host).
+at::Tensor host_copy(const at::Tensor& t, const at::Tensor* buffer, const Rows* rows) {
   at::Tensor out;
   if (buffer != nullptr && buffer->defined() && buffer->device().is_cpu() &&
       buffer->scalar_type() == t.scalar_type() && buffer->sizes() == t.sizes() &&
@@ -27,30 +30,46 @@ at::Tensor host_copy(const at::Tensor& t, const at::Tensor* buffer) {
     if (t.is_cuda()) options = options.pinned_memory(true);
     out = at::empty(t.sizes(), options);
   }
-  out.copy_(t.detach(), /*non_blocking=*/false);
+  const at::Tensor src = t.detach();
+  if (rows == nullptr || t.dim() == 0) {
+    out.copy_(src, /*non_blocking=*/false);
+  } else {
+    for (const auto& [start, count] : *rows) {
+      if (count > 0) out.narrow(0, start, count).copy_(src.narrow(0, start, count));
+    }
+  }
   return out;
 }
 
 using Named = std::vector<std::pair<std::string, at::Tensor>>;
 
-void copy_all(const Named& from, const Named* reuse, Named& to) {
+void copy_all(const Named& from, const Named* reuse, const std::vector<Rows>* rows, Named& to) {
   to.reserve(from.size());
   for (size_t i = 0; i < from.size(); ++i) {
     const at::Tensor* buffer = nullptr;
     if (reuse != nullptr && i < reuse->size() && (*reuse)[i].first == from[i].first) {
       buffer = &(*reuse)[i].second;
     }
-    to.emplace_back(from[i].first, host_copy(from[i].second, buffer));
+    to.emplace_back(from[i].first, host_copy(from[i].second, buffer, rows ? &(*rows)[i] : nullptr));
   }
 }
 
 }  // namespace
 
-CollectedState snapshot(const CollectedState& state, const CollectedState* reuse) {
+CollectedState snapshot(const CollectedState& state, const CollectedState* reuse,
+                        const std::vector<Piece>* plan, int rank) {
+  std::vector<Rows> rows;
+  if (plan != nullptr) {
+    rows.resize(state.replicated.size());
+    for (const auto& p : *plan) {
+      if (p.shard == rank) rows.at(p.tensor).emplace_back(p.row_start, p.row_count);
+    }
+  }
   CollectedState out;
   out.scalars = state.scalars;
-  copy_all(state.replicated, reuse ? &reuse->replicated : nullptr, out.replicated);
-  copy_all(state.per_rank, reuse ? &reuse->per_rank : nullptr, out.per_rank);
+  copy_all(state.replicated, reuse ? &reuse->replicated : nullptr, plan ? &rows : nullptr,
+           out.replicated);
+  copy_all(state.per_rank, reuse ? &reuse->per_rank : nullptr, nullptr, out.per_rank);
   return out;
 }
 

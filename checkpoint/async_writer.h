@@ -2,7 +2,7 @@
 // memory is written by a Boost.Asio I/O pool while training continues; the collective
 // commit happens later on the training thread (Checkpointer::save_async/finish_async).
 //
-//   CollectedState snap = snapshot(state);            // the only stall: one memcpy
+//   CollectedState snap = snapshot(state, nullptr, &plan, rank);  // the only stall
 //   AsyncShardWriter writer;
 //   writer.start(path, rank, std::move(snap), plan);
 //   ... training steps ...
@@ -23,12 +23,16 @@
 
 namespace dtrain::checkpoint {
 
-// Copies every tensor of `state` into host memory (pinned for CUDA tensors, so that
+// Copies the tensors of `state` into host memory (pinned for CUDA tensors, so that
 // device-to-host copies are fast), so that training may change the originals while the
-// copy is written. Tensors of `reuse` (an earlier snapshot nobody reads any more) are
-// written into instead of fresh memory where name, dtype and shape match: a fresh
-// buffer costs a page fault per 4 KiB, as much as the copy itself.
-CollectedState snapshot(const CollectedState& state, const CollectedState* reuse = nullptr);
+// copy is written. With `plan`, only the rows of replicated tensors that `rank` writes
+// are copied (its shard is all that is written from the snapshot; the other rows are
+// left uninitialized and, in fresh buffers, untouched, so they take no memory);
+// per-rank tensors are copied whole. Tensors of `reuse` (an earlier snapshot nobody
+// reads any more) are written into instead of fresh memory where name, dtype and shape
+// match: a fresh buffer costs a page fault per 4 KiB, as much as the copy itself.
+CollectedState snapshot(const CollectedState& state, const CollectedState* reuse = nullptr,
+                        const std::vector<Piece>* plan = nullptr, int rank = 0);
 
 class AsyncShardWriter {
  public:

@@ -542,9 +542,11 @@ void Checkpointer::save_async(const std::string& name, const StateDict& extra) {
   try {
     // The host copy is the only stall; its buffers are reused from the last snapshot
     // (whose write has finished) when the state has the same tensors.
-    ps->state = snapshot(collect(extra), &snapshot_buffers_);
+    // Only the rows this rank writes are copied.
+    const CollectedState live = collect(extra);
+    const auto plan = plan_shards(live.replicated_meta(), world);
+    ps->state = snapshot(live, &snapshot_buffers_, &plan, rank);
     snapshot_buffers_ = ps->state;
-    const auto plan = plan_shards(ps->state.replicated_meta(), world);
     fault::point("ckpt.before_shard", rank);
     writer_->start(ps->tmp + "/" + shard_file_name(rank, world), rank, ps->state, plan,
                    during_shard_fault(rank));
