@@ -983,26 +983,4 @@ void PeriodicCheckpointer::prune() {
   }
 }
 
-std::vector<std::string> verify_checkpoint(const std::string& dir) {
-  std::vector<std::string> problems;
-  CheckpointIndex index;
-  try {
-    index = CheckpointIndex::from_json(read_index_text(dir), dir + "/" + kIndexFile);
-  } catch (const std::exception& e) {
-    return {e.what()};
-  }
-  ShardReader reader(dir, index.world_size);
-  for (const auto& t : index.tensors) {
-    for (const auto& p : t.pieces) {
-      try {
-        at::Tensor dst = at::empty(p.shape, at::TensorOptions().dtype(dtype_from_name(t.dtype, dir)));
-        reader.read_piece(t, p, dst);
-      } catch (const std::exception& e) {
-        problems.push_back(e.what());
-      }
-    }
-  }
-  return problems;
-}
-
 }  // namespace dtrain::checkpoint

@@ -192,8 +192,4 @@ class PeriodicCheckpointer {
   bool async_;
 };
 
-// Checks a checkpoint directory without loading it into a model: every piece's
-// checksum. Returns one line per problem (empty: valid). Local (not collective).
-std::vector<std::string> verify_checkpoint(const std::string& dir);
-
 }  // namespace dtrain::checkpoint

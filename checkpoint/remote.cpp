@@ -4,11 +4,12 @@
 #include <filesystem>
 #include <optional>
 
-#include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "checkpoint/format.h"
 #include "checkpoint/index.h"
+#include "checkpoint/inspect.h"
 #include "checkpoint/storage/cache.h"
 #include "checkpoint/storage/url.h"
 #include "runtime/base/error.h"
@@ -28,22 +29,10 @@ bool is_torch_file(const std::string& url) {
   return ext == ".pt" || ext == ".pth";
 }
 
-// Verifies every piece that shard `rank` holds in the staged directory `dir`.
+// Verifies the file and every piece of shard `rank` in the staged directory `dir`:
+// "" when good, else its problems joined by "; ".
 std::string verify_shard(const CheckpointIndex& index, int rank, const std::string& dir) {
-  ShardReader reader(dir, index.world_size);
-  try {
-    for (const auto& t : index.tensors) {
-      for (const auto& p : t.pieces) {
-        if (p.shard != rank) continue;
-        at::Tensor dst =
-            at::empty(p.shape, at::TensorOptions().dtype(dtype_from_name(t.dtype, dir)));
-        reader.read_piece(t, p, dst);
-      }
-    }
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
+  return fmt::format("{}", fmt::join(verify_shards(dir, index, rank), "; "));
 }
 
 // Downloads checkpoint.h5, then every shard it names, into the cache's staging directory;

@@ -1,5 +1,5 @@
 // `dtrain ckpt`: command-line parsing and the helpers every subcommand shares (path
-// resolution, whole-tensor reads, writing a checkpoint directory without a Checkpointer).
+// resolution, writing a checkpoint directory without a Checkpointer).
 #include "launcher/ckpt_command.h"
 
 #include <hdf5.h>
@@ -24,7 +24,6 @@
 namespace dtrain::launcher {
 namespace stdfs = std::filesystem;
 using checkpoint::CheckpointIndex;
-using checkpoint::TensorRecord;
 
 namespace {
 
@@ -122,41 +121,6 @@ ResolvedCheckpoint resolve_checkpoint(const std::string& path_in) {
   }
   throw CheckpointError(fmt::format("'{}' is not a checkpoint: it has no {} and no {}{}", path,
                                     checkpoint::kIndexFile, kLastCheckpoint, hint));
-}
-
-CheckpointIndex load_index(const std::string& dir) {
-  return CheckpointIndex::from_json(checkpoint::read_index_text(dir),
-                                    dir + "/" + checkpoint::kIndexFile);
-}
-
-at::Tensor read_full_tensor(checkpoint::ShardReader& reader, const TensorRecord& record,
-                            const std::string& dir) {
-  at::Tensor full =
-      at::empty(record.shape, at::TensorOptions().dtype(checkpoint::dtype_from_name(record.dtype, dir)));
-  for (const auto& p : record.pieces) {
-    at::Tensor dst = full.dim() == 0 ? full : full.narrow(0, p.row_start, p.row_count);
-    reader.read_piece(record, p, dst);
-  }
-  return full;
-}
-
-std::map<std::string, at::Tensor> read_all_tensors(const std::string& dir) {
-  const CheckpointIndex index = load_index(dir);
-  checkpoint::ShardReader reader(dir, index.world_size);
-  std::map<std::string, at::Tensor> out;
-  for (const auto& t : index.tensors) {
-    if (!t.per_rank) {
-      out[t.name] = read_full_tensor(reader, t, dir);
-      continue;
-    }
-    for (const auto& p : t.pieces) {
-      at::Tensor dst =
-          at::empty(p.shape, at::TensorOptions().dtype(checkpoint::dtype_from_name(t.dtype, dir)));
-      reader.read_piece(t, p, dst);
-      out[fmt::format("ranks/{:05d}/{}", p.shard, t.name)] = dst;
-    }
-  }
-  return out;
 }
 
 void write_checkpoint_dir(const std::string& dir_in, int world_size,

@@ -7,7 +7,7 @@
 //
 // Every subcommand is also a plain function (ckpt_inspect, ...) taking its options.
 // Implemented in ckpt_command.cpp (parsing, shared helpers), ckpt_inspect.cpp (inspect,
-// verify) and ckpt_convert.cpp (diff, export, import).
+// verify) and ckpt_convert.cpp (diff, export, import), over checkpoint/inspect.h.
 // PATH arguments accept a checkpoint directory, its checkpoint.h5, or an OUTPUT_DIR
 // holding last_checkpoint (resolve_checkpoint). Functions are not thread-safe (they
 // share HDF5's library lock with the rest of the process but keep no other state).
@@ -20,7 +20,7 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "checkpoint/format.h"
+#include "checkpoint/inspect.h"
 #include "checkpoint/stateful.h"
 
 namespace dtrain::launcher {
@@ -87,23 +87,8 @@ struct ResolvedCheckpoint {
 // with last_checkpoint. Throws dtrain::CheckpointError saying what PATH is instead.
 ResolvedCheckpoint resolve_checkpoint(const std::string& path);
 
-// Every tensor of checkpoint `dir`, assembled whole from its pieces with checksum
-// verification: replicated tensors by name ("model/fc1.weight"), per-rank tensors as
-// "ranks/RRRRR/<name>" (the path checkpoint.h5 shows them at). Throws CheckpointError.
-std::map<std::string, at::Tensor> read_all_tensors(const std::string& dir);
-
-// The parsed index of checkpoint directory `dir`. Throws CheckpointError naming the file
-// when checkpoint.h5 is missing, is not a dtrain checkpoint, or has another format version.
-checkpoint::CheckpointIndex load_index(const std::string& dir);
-
-// One replicated tensor of a checkpoint, assembled from its pieces (checksums verified).
-at::Tensor read_full_tensor(checkpoint::ShardReader& reader,
-                            const checkpoint::TensorRecord& record, const std::string& dir);
-
-// Every problem of checkpoint directory `dir` (empty: valid): missing or unreadable
-// index, wrong format version, missing or unreadable shard files, piece shape and
-// checksum mismatches, missing virtual datasets. Each line names the file and tensor.
-std::vector<std::string> find_checkpoint_problems(const std::string& dir);
+// Reading whole tensors and verifying a checkpoint directory are library functions:
+// checkpoint/inspect.h (load_index, read_full_tensor, read_all_tensors, verify_checkpoint).
 
 // Writes a committed checkpoint directory `dir` (which must not exist) of `world_size`
 // shards from `replicated` tensors (sharded as plan_shards says), `per_rank` tensors

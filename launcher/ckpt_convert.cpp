@@ -36,10 +36,6 @@ namespace {
 
 std::string shape_str(at::IntArrayRef shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
 
-std::string rank_key(int rank, const std::string& name) {
-  return fmt::format("ranks/{:05d}/{}", rank, name);
-}
-
 // ---- diff ----
 
 // One side of a diff: the index and a reader of its shards.
@@ -52,7 +48,7 @@ struct Side {
   std::vector<std::string> order;  // keys in index order
 
   explicit Side(const std::string& path) : where(resolve_checkpoint(path)) {
-    index = load_index(where.dir);
+    index = checkpoint::load_index(where.dir);
     reader = std::make_unique<checkpoint::ShardReader>(where.dir, index.world_size);
     for (const auto& t : index.tensors) {
       if (!t.per_rank) {
@@ -61,7 +57,7 @@ struct Side {
         continue;
       }
       for (size_t i = 0; i < t.pieces.size(); ++i) {
-        const std::string key = rank_key(t.pieces[i].shard, t.name);
+        const std::string key = checkpoint::per_rank_path(t.pieces[i].shard, t.name);
         entries[key] = {&t, static_cast<int>(i)};
         order.push_back(key);
       }
@@ -70,12 +66,8 @@ struct Side {
 
   at::Tensor read(const std::string& key) {
     const auto& [record, piece] = entries.at(key);
-    if (piece < 0) return read_full_tensor(*reader, *record, where.dir);
-    const auto& p = record->pieces[piece];
-    at::Tensor dst = at::empty(
-        p.shape, at::TensorOptions().dtype(checkpoint::dtype_from_name(record->dtype, where.dir)));
-    reader->read_piece(*record, p, dst);
-    return dst;
+    if (piece < 0) return checkpoint::read_full_tensor(*reader, *record, where.dir);
+    return checkpoint::read_piece_tensor(*reader, *record, record->pieces[piece], where.dir);
   }
 
   std::vector<int64_t> shape(const std::string& key) const {
@@ -242,25 +234,23 @@ int run_export(const ExportOptions& options, std::ostream& out) {
   if (!r.note.empty()) out << "note: " << r.note << "\n";
   DTRAIN_CHECK_T(CheckpointError, options.force || !stdfs::exists(options.to),
                  "'{}' exists; pass --force to replace it", options.to);
-  const CheckpointIndex index = load_index(r.dir);
+  const CheckpointIndex index = checkpoint::load_index(r.dir);
   checkpoint::ShardReader reader(r.dir, index.world_size);
   StateDict state;
   int64_t bytes = 0, tensors = 0;
   for (const auto& t : index.tensors) {
     if (!options.all && (t.per_rank || t.name.rfind("model/", 0) != 0)) continue;
     if (!t.per_rank) {
-      at::Tensor full = read_full_tensor(reader, t, r.dir);
+      at::Tensor full = checkpoint::read_full_tensor(reader, t, r.dir);
       bytes += full.numel() * static_cast<int64_t>(full.element_size());
       state[options.all ? t.name : t.name.substr(6)] = full;
       ++tensors;
       continue;
     }
     for (const auto& p : t.pieces) {
-      at::Tensor dst = at::empty(
-          p.shape, at::TensorOptions().dtype(checkpoint::dtype_from_name(t.dtype, r.dir)));
-      reader.read_piece(t, p, dst);
+      at::Tensor dst = checkpoint::read_piece_tensor(reader, t, p, r.dir);
       bytes += p.bytes;
-      state[rank_key(p.shard, t.name)] = dst;
+      state[checkpoint::per_rank_path(p.shard, t.name)] = dst;
       ++tensors;
     }
   }
@@ -400,7 +390,7 @@ int run_import(const ImportOptions& options, std::ostream& out) {
   if (stdfs::exists(to)) aside = move_aside(to);
   try {
     write_checkpoint_dir(to, world_size, replicated, per_rank, scalars, iteration, yaml);
-    const auto problems = find_checkpoint_problems(to);
+    const auto problems = checkpoint::verify_checkpoint(to);
     DTRAIN_CHECK_T(CheckpointError, problems.empty(), "the imported checkpoint '{}' does not "
                    "verify: {}", to, fmt::join(problems, "; "));
   } catch (...) {

@@ -1,11 +1,8 @@
 // `dtrain ckpt inspect` (header, config summary, tensor table) and `dtrain ckpt verify`
-// (every checksum, missing/unreadable files), see ckpt_command.h.
+// (the report of checkpoint::verify_checkpoint), see ckpt_command.h.
 #include <algorithm>
 #include <exception>
-#include <filesystem>
-#include <set>
 
-#include <ATen/ATen.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
@@ -14,10 +11,8 @@
 #include "checkpoint/h5/h5.h"
 #include "checkpoint/index.h"
 #include "launcher/ckpt_command.h"
-#include "runtime/base/error.h"
 
 namespace dtrain::launcher {
-namespace stdfs = std::filesystem;
 namespace h5 = checkpoint::h5;
 using checkpoint::CheckpointIndex;
 using checkpoint::TensorRecord;
@@ -234,174 +229,12 @@ void print_text(const std::string& dir, const std::string& note, const Checkpoin
   for (const auto& [k, v] : index.scalars) out << fmt::format("  {} = {}\n", k, scalar_str(v));
 }
 
-
-// What verify_dir looked at.
-struct VerifyStats {
-  bool index_ok = false;
-  int world_size = 0;
-  int64_t iteration = -1;
-  int64_t tensors = 0, pieces = 0, bytes = 0;
-};
-
-// "a, b, c and 4 more" of the tensor names.
-std::string some_names(const std::vector<std::string>& names) {
-  constexpr size_t kShown = 4;
-  std::vector<std::string> shown(names.begin(), names.begin() + std::min(kShown, names.size()));
-  std::string s = fmt::format("{}", fmt::join(shown, ", "));
-  if (names.size() > kShown) s += fmt::format(" and {} more", names.size() - kShown);
-  return s;
-}
-
-std::vector<std::string> shard_files_in(const std::string& dir) {
-  std::vector<std::string> names;
-  std::error_code ec;
-  for (const auto& e : stdfs::directory_iterator(dir, ec)) {
-    const std::string n = e.path().filename().string();
-    if (n.rfind("shard-", 0) == 0) names.push_back(n);
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
-// Checks the index file: present, a dtrain checkpoint of this format version, parseable,
-// attributes consistent with the index. Appends problems; returns whether it can be used.
-bool check_index(const std::string& dir, CheckpointIndex* index, std::vector<std::string>& problems) {
-  const std::string path = dir + "/" + checkpoint::kIndexFile;
-  if (!stdfs::exists(path)) {
-    const auto shards = shard_files_in(dir);
-    problems.push_back(fmt::format(
-        "the index '{}' is missing{}", path,
-        shards.empty() ? std::string()
-                       : fmt::format(" (shard files present: {}; the save never committed or "
-                                     "the index was deleted)", some_names(shards))));
-    return false;
-  }
-  std::string text;
-  int64_t attr_world = -1, attr_iteration = 0;
-  try {
-    h5::File file = h5::File::open(path);
-    const std::string format = file.has_attr("format") ? file.get_string_attr("format") : "";
-    if (format != checkpoint::kFormatName) {
-      problems.push_back(fmt::format("'{}' is not a dtrain checkpoint index: its 'format' "
-                                     "attribute is '{}', expected '{}'",
-                                     path, format, checkpoint::kFormatName));
-      return false;
-    }
-    if (file.has_attr("format_version")) {
-      const int64_t version = file.get_int_attr("format_version");
-      if (version != checkpoint::kFormatVersion) {
-        problems.push_back(fmt::format("'{}': checkpoint format version {} is not supported "
-                                       "(this dtrain reads version {})",
-                                       path, version, checkpoint::kFormatVersion));
-        return false;
-      }
-    }
-    if (file.has_attr("world_size")) attr_world = file.get_int_attr("world_size");
-    if (file.has_attr("iteration")) attr_iteration = file.get_int_attr("iteration");
-    file.close();
-    text = checkpoint::read_index_text(dir);
-    *index = CheckpointIndex::from_json(text, path);
-  } catch (const std::exception& e) {
-    problems.push_back(e.what());
-    return false;
-  }
-  if (attr_world != index->world_size || attr_iteration != index->iteration) {
-    problems.push_back(fmt::format("'{}': root attributes (world_size {}, iteration {}) disagree "
-                                   "with the index (world_size {}, iteration {})",
-                                   path, attr_world, attr_iteration, index->world_size,
-                                   index->iteration));
-  }
-  return true;
-}
-
-std::vector<std::string> verify_dir(const std::string& dir, VerifyStats* stats) {
-  std::vector<std::string> problems;
-  CheckpointIndex index;
-  if (!check_index(dir, &index, problems)) return problems;
-  stats->index_ok = true;
-  stats->world_size = index.world_size;
-  stats->iteration = index.iteration;
-
-  // Shard files: each must exist and open; otherwise one problem for the file, naming
-  // the tensors it holds, instead of one per piece.
-  std::map<int, std::vector<std::string>> held;
-  for (const auto& t : index.tensors) {
-    for (const auto& p : t.pieces) {
-      auto& names = held[p.shard];
-      if (names.empty() || names.back() != t.name) names.push_back(t.name);
-    }
-  }
-  std::set<int> unusable;
-  for (int r = 0; r < index.world_size; ++r) {
-    const std::string path = dir + "/" + checkpoint::shard_file_name(r, index.world_size);
-    const std::string holds = held[r].empty() ? std::string("no tensor pieces")
-                                              : "pieces of " + some_names(held[r]);
-    if (!stdfs::exists(path)) {
-      problems.push_back(fmt::format("shard file '{}' is missing (it holds {})", path, holds));
-      unusable.insert(r);
-      continue;
-    }
-    try {
-      h5::File::open(path).close();
-    } catch (const std::exception& e) {
-      problems.push_back(fmt::format("shard file '{}' cannot be opened (it holds {}): {}", path,
-                                     holds, e.what()));
-      unusable.insert(r);
-    }
-  }
-
-  // Every piece: shape and checksum.
-  checkpoint::ShardReader reader(dir, index.world_size);
-  for (const auto& t : index.tensors) {
-    ++stats->tensors;
-    for (const auto& p : t.pieces) {
-      if (unusable.count(p.shard)) continue;
-      try {
-        at::Tensor dst = at::empty(
-            p.shape, at::TensorOptions().dtype(checkpoint::dtype_from_name(t.dtype, dir)));
-        reader.read_piece(t, p, dst);
-        ++stats->pieces;
-        stats->bytes += p.bytes;
-      } catch (const std::exception& e) {
-        std::string what = e.what();
-        if (what.find(t.name) == std::string::npos) {
-          what = fmt::format("tensor '{}' rows [{}, {}) in '{}': {}", t.name, p.row_start,
-                             p.row_start + p.row_count,
-                             checkpoint::shard_file_name(p.shard, index.world_size), what);
-        }
-        problems.push_back(what);
-      }
-    }
-  }
-
-  // The virtual datasets that let h5py read whole tensors without dtrain.
-  try {
-    h5::File file = h5::File::open(dir + "/" + checkpoint::kIndexFile);
-    for (const auto& t : index.tensors) {
-      std::vector<std::string> paths;
-      if (!t.per_rank) paths.push_back("/" + t.name);
-      for (const auto& p : t.pieces) {
-        if (t.per_rank) paths.push_back(fmt::format("/ranks/{:05d}/{}", p.shard, t.name));
-      }
-      for (const auto& vpath : paths) {
-        if (!file.exists(vpath)) {
-          problems.push_back(fmt::format("'{}/{}' has no virtual dataset '{}' for tensor '{}'",
-                                         dir, checkpoint::kIndexFile, vpath, t.name));
-        }
-      }
-    }
-  } catch (const std::exception& e) {
-    problems.push_back(e.what());
-  }
-  return problems;
-}
-
 }  // namespace
 
 int ckpt_inspect(const InspectOptions& options, std::ostream& out, std::ostream& err) {
   try {
     const ResolvedCheckpoint r = resolve_checkpoint(options.path);
-    const CheckpointIndex index = load_index(r.dir);
+    const CheckpointIndex index = checkpoint::load_index(r.dir);
     const std::string yaml = read_config_yaml(r.dir);
     if (options.json) {
       print_json(r.dir, r.note, index, yaml, out);
@@ -415,11 +248,6 @@ int ckpt_inspect(const InspectOptions& options, std::ostream& out, std::ostream&
   }
 }
 
-std::vector<std::string> find_checkpoint_problems(const std::string& dir) {
-  VerifyStats stats;
-  return verify_dir(dir, &stats);
-}
-
 int ckpt_verify(const VerifyOptions& options, std::ostream& out, std::ostream& err) {
   ResolvedCheckpoint r;
   try {
@@ -430,13 +258,8 @@ int ckpt_verify(const VerifyOptions& options, std::ostream& out, std::ostream& e
   }
   if (!r.note.empty()) out << "note: " << r.note << "\n";
   out << "Verifying " << r.dir << "\n";
-  VerifyStats stats;
-  std::vector<std::string> problems;
-  try {
-    problems = verify_dir(r.dir, &stats);
-  } catch (const std::exception& e) {
-    problems.push_back(e.what());
-  }
+  checkpoint::VerifyStats stats;
+  const std::vector<std::string> problems = checkpoint::verify_checkpoint(r.dir, &stats);
   for (const auto& p : problems) out << "  problem: " << p << "\n";
   if (problems.empty()) {
     out << fmt::format("OK: {} is valid (iteration {}, {} tensors, {} pieces, {} in {} shard "

@@ -123,7 +123,9 @@ MpirunCommand build_mpirun_command(const LaunchOptions& o, const LaunchContext& 
   a.insert(a.end(),
            {"--bind-to", bind == "core" && oversubscribed ? "core:overload-allowed" : bind});
   if (!o.hostfile.empty()) a.insert(a.end(), {"--hostfile", o.hostfile});
-  if (oversubscribed) a.push_back("--oversubscribe");
+  // More ranks than cores: waiting ranks must yield their core instead of spinning in
+  // MPI's progress loop (Open MPI does not switch by itself under --oversubscribe).
+  if (oversubscribed) a.insert(a.end(), {"--oversubscribe", "--mca", "mpi_yield_when_idle", "1"});
   const std::string omp = ctx.env.count("OMP_NUM_THREADS") ? ctx.env.at("OMP_NUM_THREADS")
                                                           : std::to_string(per_rank);
   a.insert(a.end(), {"-x", "OMP_NUM_THREADS=" + omp});

@@ -44,11 +44,13 @@ struct MpirunCommand {
 
 // Builds the command:
 //   mpirun -np <N*M> --map-by ppr:<N>:node[:PE=<c>] --bind-to <core|none>
-//          [--hostfile H] [--oversubscribe] -x OMP_NUM_THREADS=<c> [-x VAR ...]
-//          [mpi_args...] <dtrain_exe> train ...
+//          [--hostfile H] [--oversubscribe --mca mpi_yield_when_idle 1]
+//          -x OMP_NUM_THREADS=<c> [-x VAR ...] [mpi_args...] <dtrain_exe> train ...
 // With bind_to "auto": cores bound (PE=cores/N) when each rank gets at least one core,
 // otherwise --bind-to none and --oversubscribe; an explicit "core" with more ranks than
-// cores binds with "core:overload-allowed" (mpirun refuses plain core binding then). Variables forwarded with -x: those
+// cores binds with "core:overload-allowed" (mpirun refuses plain core binding then).
+// More ranks than cores also sets mpi_yield_when_idle, so that ranks waiting in a
+// collective give up their core instead of spinning. Variables forwarded with -x: those
 // starting with DTRAIN_, NCCL_, CUDA_, HDF5_, OMP_, MKL_ plus PATH and
 // LD_LIBRARY_PATH when set. When running as root, OMPI_ALLOW_RUN_AS_ROOT and
 // OMPI_ALLOW_RUN_AS_ROOT_CONFIRM are set for mpirun (and only then). Throws

@@ -19,6 +19,7 @@
 #include "checkpoint/format.h"
 #include "runtime/base/error.h"
 #include "runtime/dist/communicator.h"
+#include "tests/checkpoint/mpi_fixture.h"
 #include "tests/checkpoint/test_support.h"
 
 namespace dtrain::checkpoint {
@@ -32,30 +33,9 @@ namespace stdfs = std::filesystem;
       << "expected '" << (part) << "' in:\n"                 \
       << (text)
 
-class AsyncCheckpointTest : public ::testing::Test {
+class AsyncCheckpointTest : public MpiCheckpointFixture {
  protected:
-  void SetUp() override {
-    comm_ = dist::make_communicator("mpi", "cpu");
-    rank_ = comm_->rank();
-    world_ = comm_->size();
-    std::string dir = rank_ == 0 ? make_temp_dir("async") : "";
-    comm_->broadcast_bytes(dir, 0);
-    dir_ = dir;
-  }
-  void TearDown() override {
-    const int64_t failed = comm_->all_reduce_int(HasFailure() ? 1 : 0, dist::ReduceOp::kMax);
-    if (rank_ == 0 && failed == 0) stdfs::remove_all(dir_);
-    comm_->barrier();
-    comm_.reset();
-  }
-
-  std::string ExpectSameOnAllRanks(const std::string& text) {
-    const auto all = comm_->all_gather_bytes(text);
-    for (size_t r = 1; r < all.size(); ++r) {
-      EXPECT_EQ(all[r], all[0]) << "rank " << r << " differs from rank 0";
-    }
-    return all[0];
-  }
+  AsyncCheckpointTest() : MpiCheckpointFixture("async") {}
 
   // Loads dir_/name into a fresh state and returns the hash of what it holds.
   uint64_t LoadedHash(const std::string& name, OptKind kind, int64_t hidden = 8) {
@@ -64,10 +44,6 @@ class AsyncCheckpointTest : public ::testing::Test {
     c.load(dir_ + "/" + name);
     return state_hash(fresh.snapshot());
   }
-
-  std::shared_ptr<dist::Communicator> comm_;
-  int rank_ = 0, world_ = 1;
-  std::string dir_;
 };
 
 // The index of dir/name with its volatile fields (creation time) removed.

@@ -18,6 +18,7 @@
 #include "checkpoint/h5/h5.h"
 #include "runtime/base/error.h"
 #include "runtime/dist/communicator.h"
+#include "tests/checkpoint/mpi_fixture.h"
 #include "tests/checkpoint/test_support.h"
 
 namespace dtrain::checkpoint {
@@ -42,31 +43,9 @@ std::string ThrownMessage(F&& f) {
   return "";
 }
 
-class MpiCheckpointTest : public ::testing::Test {
+class MpiCheckpointTest : public MpiCheckpointFixture {
  protected:
-  void SetUp() override {
-    comm_ = dist::make_communicator("mpi", "cpu");
-    rank_ = comm_->rank();
-    world_ = comm_->size();
-    std::string dir = rank_ == 0 ? make_temp_dir("mpi") : "";
-    comm_->broadcast_bytes(dir, 0);
-    dir_ = dir;
-  }
-  void TearDown() override {
-    const int64_t failed = comm_->all_reduce_int(HasFailure() ? 1 : 0, dist::ReduceOp::kMax);
-    if (rank_ == 0 && failed == 0) stdfs::remove_all(dir_);
-    comm_->barrier();
-    comm_.reset();
-  }
-
-  // Every rank's `text`; expects them all equal and returns rank 0's.
-  std::string ExpectSameOnAllRanks(const std::string& text) {
-    const auto all = comm_->all_gather_bytes(text);
-    for (size_t r = 1; r < all.size(); ++r) {
-      EXPECT_EQ(all[r], all[0]) << "rank " << r << " differs from rank 0";
-    }
-    return all[0];
-  }
+  MpiCheckpointTest() : MpiCheckpointFixture("mpi") {}
 
   // Saves seed's state (3 steps) with this rank's RNG seeded as `name`.
   void Save(const std::string& name, uint64_t seed, OptKind kind, int64_t hidden = 8) {
@@ -94,10 +73,6 @@ class MpiCheckpointTest : public ::testing::Test {
     EXPECT_TRUE(bitwise_equal(current_rng_state(), rng)) << "rng of rank " << rank_;
     ExpectSameOnAllRanks(fmt::format("{:x}", state_hash(fresh.snapshot())));
   }
-
-  std::shared_ptr<dist::Communicator> comm_;
-  int rank_ = 0, world_ = 1;
-  std::string dir_;
 };
 
 class RoundTripTest : public MpiCheckpointTest, public ::testing::WithParamInterface<OptKind> {};

@@ -12,6 +12,7 @@
 #include "checkpoint/checkpointer.h"
 #include "checkpoint/format.h"
 #include "checkpoint/h5/h5.h"
+#include "checkpoint/inspect.h"
 #include "runtime/dist/local_communicator.h"
 #include "tests/checkpoint/test_support.h"
 

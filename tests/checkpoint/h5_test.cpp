@@ -2,7 +2,6 @@
 // attributes, groups, strings, error messages, and interoperability with Debian's h5py.
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <random>
 
@@ -11,23 +10,16 @@
 
 #include "checkpoint/h5/h5.h"
 #include "runtime/base/error.h"
+#include "tests/test_util.h"
 
 namespace dtrain::checkpoint::h5 {
 namespace {
 
-namespace stdfs = std::filesystem;
-
 class H5Test : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string tmpl = (stdfs::path(::testing::TempDir()) / "dtrain_h5_XXXXXX").string();
-    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { stdfs::remove_all(dir_); }
-  std::string path(const std::string& name) const { return (stdfs::path(dir_) / name).string(); }
+  std::string path(const std::string& name) const { return tmp_ / name; }
 
-  std::string dir_;
+  testutil::TempDir tmp_{"dtrain_h5_"};
 };
 
 // A tensor of `dtype` and `shape` filled with random bytes (any bit pattern, NaNs with

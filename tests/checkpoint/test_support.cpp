@@ -7,7 +7,6 @@
 #include <xxhash.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -29,6 +28,7 @@
 #include "checkpoint/h5/h5.h"
 #include "runtime/base/error.h"
 #include "runtime/base/fs.h"
+#include "tests/test_util.h"
 
 namespace dtrain::checkpoint::testing {
 namespace stdfs = std::filesystem;
@@ -275,12 +275,12 @@ uint64_t state_hash(const StateDict& state) {
 }
 
 std::string make_temp_dir(const std::string& tag) {
-  static std::atomic<int> counter{0};
-  const char* tmp = std::getenv("TMPDIR");
-  const std::string base = tmp && *tmp ? tmp : "/tmp";
-  const std::string dir = fmt::format("{}/dtrain-ckpt-{}-{}-{}", base, tag, ::getpid(), counter++);
-  stdfs::remove_all(dir);
-  stdfs::create_directories(dir);
+  return testutil::make_temp_dir("dtrain-ckpt-" + tag + "-");
+}
+
+std::string make_shared_temp_dir(dist::Communicator& comm, const std::string& tag) {
+  std::string dir = comm.rank() == 0 ? make_temp_dir(tag) : std::string();
+  comm.broadcast_bytes(dir, 0);
   return dir;
 }
 

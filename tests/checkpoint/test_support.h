@@ -99,9 +99,11 @@ bool bitwise_equal(const at::Tensor& a, const at::Tensor& b);
 // xxHash64 over every entry of `state` (names, dtypes, shapes, bytes, scalars).
 uint64_t state_hash(const StateDict& state);
 
-// A fresh empty directory under $TMPDIR (or /tmp) named after `tag`, the process id and
-// a counter. Not removed automatically.
+// A fresh empty directory $TMPDIR/dtrain-ckpt-<tag>-XXXXXX (testutil::make_temp_dir).
+// Not removed automatically.
 std::string make_temp_dir(const std::string& tag);
+// make_temp_dir(tag) created by rank 0, its path broadcast to every rank. Collective.
+std::string make_shared_temp_dir(dist::Communicator& comm, const std::string& tag);
 // Every regular file under `dir` (recursively, relative paths) -> xxHash64 of its bytes.
 std::map<std::string, uint64_t> tree_checksums(const std::string& dir);
 // Names of the entries of `dir` that are directories and do not start with '.'.

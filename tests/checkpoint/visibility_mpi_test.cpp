@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "checkpoint/checkpointer.h"
+#include "checkpoint/inspect.h"
 #include "checkpoint/torch_io.h"
 #include "runtime/base/error.h"
 #include "runtime/dist/mpi_communicator.h"
@@ -42,16 +43,9 @@ class PerRankCwd {
   stdfs::path old_;
 };
 
-// A directory name shared by all ranks (rank 0 creates it and broadcasts it).
-std::string shared_temp_dir(dist::Communicator& comm, const std::string& tag) {
-  std::string dir = comm.rank() == 0 ? testing::make_temp_dir(tag) : std::string();
-  comm.broadcast_bytes(dir, 0);
-  return dir;
-}
-
 TEST(VisibilityTest, CheckpointVisibleOnlyToRankZeroLoadsEverywhere) {
   dist::MpiCommunicator comm;
-  const std::string base = shared_temp_dir(comm, "visibility");
+  const std::string base = testing::make_shared_temp_dir(comm, "visibility");
   const std::string visible = base + "/rank0", hidden = base + "/rank" + std::to_string(comm.rank());
   if (comm.rank() == 0) stdfs::create_directories(visible);
   if (comm.rank() != 0) stdfs::create_directories(hidden);
@@ -101,7 +95,7 @@ TEST(VisibilityTest, SaveToADirectorySomeRanksCannotSee) {
   dist::Communicator& comm = *comm_ptr;
   const int rank = comm.rank(), world = comm.size();
   const bool sees = rank == 0 || (world >= 4 && rank == 2);
-  const std::string base = shared_temp_dir(comm, "visibility-save");
+  const std::string base = testing::make_shared_temp_dir(comm, "visibility-save");
   const std::string visible = base + "/node0", hidden = base + "/rank" + std::to_string(rank);
   stdfs::create_directories(sees ? visible : hidden);
   comm.barrier();

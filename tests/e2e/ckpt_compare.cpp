@@ -24,8 +24,7 @@
 
 #include <ATen/ATen.h>
 
-#include "checkpoint/format.h"
-#include "checkpoint/index.h"
+#include "checkpoint/inspect.h"
 
 namespace {
 
@@ -53,28 +52,14 @@ struct Loaded {
 };
 
 Loaded read_tensor(ShardReader& reader, const TensorRecord& t, const std::string& dir) {
-  const auto dtype = dtrain::checkpoint::dtype_from_name(t.dtype, dir);
   Loaded out;
   if (t.per_rank) {
     for (const auto& p : t.pieces) {
-      at::Tensor dst = at::empty(p.shape, at::TensorOptions().dtype(dtype));
-      reader.read_piece(t, p, dst);
-      out.values[p.shard] = dst;
+      out.values[p.shard] = dtrain::checkpoint::read_piece_tensor(reader, t, p, dir);
     }
-    return out;
+  } else {
+    out.values[-1] = dtrain::checkpoint::read_full_tensor(reader, t, dir);
   }
-  at::Tensor whole = at::empty(t.shape, at::TensorOptions().dtype(dtype));
-  for (const auto& p : t.pieces) {
-    at::Tensor dst = at::empty(p.shape, at::TensorOptions().dtype(dtype));
-    reader.read_piece(t, p, dst);
-    if (t.shape.empty()) {
-      whole.copy_(dst.reshape({}));
-    } else {
-      whole.narrow(0, p.row_start, p.row_count).copy_(dst.reshape(
-          whole.narrow(0, p.row_start, p.row_count).sizes()));
-    }
-  }
-  out.values[-1] = whole;
   return out;
 }
 
@@ -109,10 +94,8 @@ bool same_scalar(const dtrain::checkpoint::StateValue& a, const dtrain::checkpoi
 int compare(const Options& o) {
   const std::string& dir_a = o.dir_a;
   const std::string& dir_b = o.dir_b;
-  const CheckpointIndex a = CheckpointIndex::from_json(
-      dtrain::checkpoint::read_index_text(dir_a), dir_a + "/checkpoint.h5");
-  const CheckpointIndex b = CheckpointIndex::from_json(
-      dtrain::checkpoint::read_index_text(dir_b), dir_b + "/checkpoint.h5");
+  const CheckpointIndex a = dtrain::checkpoint::load_index(dir_a);
+  const CheckpointIndex b = dtrain::checkpoint::load_index(dir_b);
   int differences = 0;
   auto differ = [&](const std::string& what) {
     std::printf("DIFFERENT %s\n", what.c_str());

@@ -5,11 +5,11 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include <gtest/gtest.h>
+
+#include "tests/test_util.h"
 
 namespace {
 
@@ -27,10 +27,7 @@ Result dtrain(const std::string& dir, const std::string& args) {
   const int status = std::system(cmd.c_str());
   Result r;
   r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream in(log);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  r.output = ss.str();
+  r.output = dtrain::testutil::read_file(log);
   return r;
 }
 
@@ -41,15 +38,9 @@ bool contains(const std::string& s, const std::string& what) {
 class CkptCliTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char pattern[] = "/tmp/dtrain_ckpt_cli_XXXXXX";
-    dir_ = ::mkdtemp(pattern);
     const char* src = std::getenv("DTRAIN_TEST_SOURCE_DIR");
     ASSERT_NE(src, nullptr) << "DTRAIN_TEST_SOURCE_DIR is not set";
     config_ = std::string(src) + "/configs/mlp_synthetic.yaml";
-  }
-  void TearDown() override {
-    std::error_code ec;
-    stdfs::remove_all(dir_, ec);
   }
   // A tiny MLP (8 -> 16 -> 4) run; extra KEY VALUE overrides appended.
   std::string train_args(const std::string& output_dir, const std::string& extra = "") const {
@@ -61,7 +52,9 @@ class CkptCliTest : public ::testing::Test {
            " OUTPUT_DIR " + output_dir + " " + extra;
   }
 
-  std::string dir_, config_;
+  dtrain::testutil::TempDir tmp_{"dtrain_ckpt_cli_"};
+  const std::string dir_ = tmp_.path();
+  std::string config_;
 };
 
 TEST_F(CkptCliTest, UsageErrorsExit2AndHelpListsCkpt) {

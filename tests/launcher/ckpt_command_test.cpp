@@ -20,38 +20,21 @@
 
 #include "checkpoint/checkpointer.h"
 #include "checkpoint/h5/h5.h"
+#include "checkpoint/inspect.h"
 #include "checkpoint/module_state.h"
 #include "checkpoint/torch_io.h"
 #include "launcher/ckpt_command.h"
 #include "runtime/base/config.h"
 #include "runtime/dist/communicator.h"
+#include "tests/test_util.h"
 
 namespace dtrain::launcher {
 namespace {
 
-
 namespace stdfs = std::filesystem;
-
-// A directory under $TMPDIR (or /tmp) removed when it goes out of scope.
-class TempDir {
- public:
-  TempDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string pattern = std::string(base && *base ? base : "/tmp") + "/dtrain_ckpt_XXXXXX";
-    std::vector<char> buf(pattern.begin(), pattern.end());
-    buf.push_back('\0');
-    path_ = ::mkdtemp(buf.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    stdfs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+using checkpoint::load_index;
+using checkpoint::read_all_tensors;
+using testutil::TempDir;
 
 // fc1 (8 -> 16), bn (16: float buffers and an int64 counter), fc2 (16 -> 4).
 struct NetImpl : torch::nn::Module {
@@ -181,7 +164,7 @@ class CkptTest : public ::testing::Test {
   }
   std::string shard0() const { return dir_ + "/shard-00000-of-00001.h5"; }
 
-  TempDir tmp_;
+  TempDir tmp_{"dtrain_ckpt_"};
   Net net_{nullptr};
   std::string out_dir_, dir_;
 };
@@ -232,7 +215,7 @@ TEST(CkptUsage, HelpExits0AndListsSubcommands) {
 }
 
 TEST(CkptUsage, BadPathsAreClearErrors) {
-  TempDir tmp;
+  TempDir tmp("dtrain_ckpt_");
   auto r = run({"inspect", tmp / "nope"});
   EXPECT_EQ(r.rc, kCkptFailed);
   EXPECT_TRUE(contains(r.err, "does not exist")) << r.err;
@@ -329,7 +312,7 @@ TEST_F(CkptTest, VerifyValidCheckpoint) {
   EXPECT_EQ(r.rc, kCkptOk) << r.out << r.err;
   EXPECT_TRUE(contains(r.out, "OK: " + dir_ + " is valid (iteration 9, 11 tensors, 11 pieces"))
       << r.out;
-  EXPECT_TRUE(find_checkpoint_problems(dir_).empty());
+  EXPECT_TRUE(checkpoint::verify_checkpoint(dir_).empty());
   r = run({"verify", out_dir_});  // via last_checkpoint
   EXPECT_EQ(r.rc, kCkptOk) << r.out << r.err;
 }

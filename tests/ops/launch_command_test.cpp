@@ -3,10 +3,7 @@
 #include "launcher/launch_command.h"
 
 #include <signal.h>
-#include <unistd.h>
 
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <string>
 #include <vector>
@@ -15,11 +12,11 @@
 
 #include "runtime/base/error.h"
 #include "runtime/engine/preemption.h"
+#include "tests/test_util.h"
 
 namespace dtrain::launcher {
 namespace {
 
-namespace stdfs = std::filesystem;
 using Args = std::vector<std::string>;
 
 const Args kTrain = {"train", "--config-file", "configs/mlp_synthetic.yaml", "SOLVER.MAX_ITER",
@@ -60,26 +57,7 @@ std::string config_error(const LaunchOptions& o, const LaunchContext& c) {
   return "";
 }
 
-class TempDir {
- public:
-  TempDir() {
-    path_ = stdfs::temp_directory_path() /
-            ("dtrain_ops_launch_" + std::to_string(::getpid()) + "_" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    stdfs::remove_all(path_);
-    stdfs::create_directories(path_);
-  }
-  ~TempDir() { stdfs::remove_all(path_); }
-  std::string file(const std::string& name, const std::string& text) const {
-    const std::string p = (path_ / name).string();
-    std::ofstream(p) << text;
-    return p;
-  }
-  const stdfs::path& path() const { return path_; }
-
- private:
-  stdfs::path path_;
-};
+using testutil::TempDir;
 
 TEST(BuildMpirunCommand, OneNodeBindsCoresAndSplitsThemOverTheRanks) {
   const MpirunCommand cmd = build_mpirun_command(options(2), context(8));
@@ -107,7 +85,8 @@ TEST(BuildMpirunCommand, OneRankPerCoreIsNotOversubscribed) {
 TEST(BuildMpirunCommand, MoreRanksThanCoresOversubscribesWithoutBinding) {
   const MpirunCommand cmd = build_mpirun_command(options(4), context(2));
   EXPECT_EQ(cmd.argv, with_train({"mpirun", "-np", "4", "--map-by", "ppr:4:node", "--bind-to",
-                                  "none", "--oversubscribe", "-x", "OMP_NUM_THREADS=1"}));
+                                  "none", "--oversubscribe", "--mca", "mpi_yield_when_idle",
+                                  "1", "-x", "OMP_NUM_THREADS=1"}));
 }
 
 TEST(BuildMpirunCommand, ExplicitCoreBindingWhenOversubscribedAllowsOverload) {
@@ -115,7 +94,8 @@ TEST(BuildMpirunCommand, ExplicitCoreBindingWhenOversubscribedAllowsOverload) {
   o.bind_to = "core";
   const MpirunCommand cmd = build_mpirun_command(o, context(2));
   EXPECT_EQ(cmd.argv, with_train({"mpirun", "-np", "4", "--map-by", "ppr:4:node:PE=1",
-                                  "--bind-to", "core:overload-allowed", "--oversubscribe", "-x",
+                                  "--bind-to", "core:overload-allowed", "--oversubscribe",
+                                  "--mca", "mpi_yield_when_idle", "1", "-x",
                                   "OMP_NUM_THREADS=1"}));
 }
 
@@ -181,7 +161,7 @@ TEST(BuildMpirunCommand, OmpNumThreadsFromTheEnvironmentWins) {
 
 TEST(BuildMpirunCommand, SeveralNodesWithAHostfile) {
   TempDir tmp;
-  const std::string hosts = tmp.file("hosts", "node1 slots=4\nnode2 slots=4\n");
+  const std::string hosts = tmp.write("hosts", "node1 slots=4\nnode2 slots=4\n");
   LaunchOptions o = options(4, /*nnodes=*/2);
   o.hostfile = hosts;
   o.mpi_args = {"--mca", "btl_tcp_if_include", "eth0"};
@@ -259,12 +239,11 @@ TEST(PhysicalCoreCount, HyperthreadsOfOneCoreCountOnce) {
   // same core_id on another package is another core); cpu5 has no topology.
   const int topo[][3] = {{0, 0, 0}, {1, 0, 1}, {2, 0, 0}, {3, 0, 1}, {4, 1, 0}};
   for (const auto& [cpu, package, core] : topo) {
-    const stdfs::path dir = tmp.path() / ("cpu" + std::to_string(cpu)) / "topology";
-    stdfs::create_directories(dir);
-    std::ofstream(dir / "physical_package_id") << package << "\n";
-    std::ofstream(dir / "core_id") << core << "\n";
+    const std::string topology = "cpu" + std::to_string(cpu) + "/topology/";
+    tmp.write(topology + "physical_package_id", std::to_string(package) + "\n");
+    tmp.write(topology + "core_id", std::to_string(core) + "\n");
   }
-  const std::string root = tmp.path().string();
+  const std::string root = tmp.path();
   EXPECT_EQ(physical_core_count({0, 1, 2, 3}, root), 2);
   EXPECT_EQ(physical_core_count({0, 2}, root), 1);
   EXPECT_EQ(physical_core_count({0, 1, 2, 3, 4}, root), 3);

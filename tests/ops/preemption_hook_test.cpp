@@ -22,6 +22,7 @@
 #include "checkpoint/checkpointer.h"
 #include "runtime/base/fs.h"
 #include "runtime/dist/local_communicator.h"
+#include "tests/test_util.h"
 
 namespace dtrain::engine {
 namespace {
@@ -56,15 +57,9 @@ class SignallingTrainer : public TrainerBase {
 class PreemptionHookTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = stdfs::temp_directory_path() /
-           ("dtrain_ops_preempt_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    stdfs::remove_all(dir_);
-    stdfs::create_directories(dir_);
     model_ = std::make_shared<torch::nn::LinearImpl>(3, 2);
     ckpt_ = std::make_unique<checkpoint::Checkpointer>(model_, dir_.string(), comm_);
   }
-  void TearDown() override { stdfs::remove_all(dir_); }
 
   // Runs [0, max_iter) with the hook; returns the Preempted message ("" if none).
   std::string run(int64_t max_iter, int64_t signal_at, int64_t periodic_at = -1) {
@@ -90,7 +85,8 @@ class PreemptionHookTest : public ::testing::Test {
   }
   std::string last_checkpoint() const { return fs::read_file((dir_ / "last_checkpoint").string()); }
 
-  stdfs::path dir_;
+  testutil::TempDir tmp_{"dtrain_ops_preempt_"};
+  const stdfs::path dir_{tmp_.path()};
   dist::LocalCommunicator comm_;
   std::shared_ptr<torch::nn::LinearImpl> model_;
   std::unique_ptr<checkpoint::Checkpointer> ckpt_;

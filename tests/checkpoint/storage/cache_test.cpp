@@ -18,7 +18,7 @@ namespace {
 namespace stdfs = std::filesystem;
 using testing::find_part_files;
 using testing::list_dir;
-using testing::read_all;
+using testing::read_file;
 using testing::served_files;
 
 const std::vector<std::string> kCkptFiles = {"checkpoint.h5", "shard-00000-of-00002.h5",
@@ -32,7 +32,7 @@ bool contains(const std::string& text, const std::string& part) {
 std::string check_against_source(const std::string& name, const std::string& path) {
   auto it = served_files().ckpt.find(name);
   if (it == served_files().ckpt.end()) return "unexpected file " + name;
-  return read_all(path) == it->second ? "" : "checksum mismatch in " + name;
+  return read_file(path) == it->second ? "" : "checksum mismatch in " + name;
 }
 
 class CacheTest : public ::testing::Test {
@@ -64,7 +64,7 @@ TEST_F(CacheTest, FileIsDownloadedOnce) {
   const std::string path = fetch_file(url, opts_);
   EXPECT_EQ(path, cache_path_for(url));
   EXPECT_EQ(path.rfind(cache_ + "/127.0.0.1_", 0), 0u) << path;
-  EXPECT_TRUE(read_all(path) == served_files().small);
+  EXPECT_TRUE(read_file(path) == served_files().small);
   EXPECT_EQ(server().requests() - before, 1);
   EXPECT_EQ(fetch_file(url, opts_), path);
   EXPECT_EQ(server().requests() - before, 1);  // the second fetch is served by the cache
@@ -90,7 +90,7 @@ TEST_F(CacheTest, CutFileLeavesNothingInTheCache) {
 TEST_F(CacheTest, WrongBytesLeaveNothingInTheCache) {
   const std::string url = server().url("/wrong/small.bin");
   opts_.verify = [](const std::string& path) {
-    return read_all(path) == served_files().small ? "" : "xxh64 mismatch";
+    return read_file(path) == served_files().small ? "" : "xxh64 mismatch";
   };
   try {
     fetch_file(url, opts_);
@@ -119,7 +119,7 @@ TEST_F(CacheTest, DirectoryIsFetchedVerifiedAndReused) {
   EXPECT_EQ(verified, kCkptFiles);
   EXPECT_EQ(list_dir(dir), kCkptFiles);
   for (const auto& [name, data] : served_files().ckpt) {
-    EXPECT_TRUE(read_all(dir + "/" + name) == data) << name;
+    EXPECT_TRUE(read_file(dir + "/" + name) == data) << name;
   }
   EXPECT_EQ(server().requests() - before, 3);
   EXPECT_EQ(find_part_files(cache_), std::vector<std::string>{});
@@ -175,7 +175,7 @@ TEST_F(CacheTest, DirectoryFetchInSteps) {
     EXPECT_FALSE(fetch.complete());
     // The index (checkpoint.h5) first, then the shards it names.
     const std::string index = fetch.fetch("checkpoint.h5");
-    EXPECT_TRUE(read_all(index) == served_files().ckpt.at("checkpoint.h5"));
+    EXPECT_TRUE(read_file(index) == served_files().ckpt.at("checkpoint.h5"));
     EXPECT_FALSE(stdfs::exists(fetch.path()));
     for (const char* shard : {"shard-00000-of-00002.h5", "shard-00001-of-00002.h5"}) {
       fetch.fetch(shard, [&](const std::string& p) { return check_against_source(shard, p); });
@@ -212,8 +212,8 @@ TEST_F(CacheTest, CachedDirectoryLackingRequestedFilesIsFetchedAgain) {
 TEST_F(CacheTest, StaleTemporariesAreRemovedByTheNextFetch) {
   const std::string url = server().url("/ok/small.bin");
   const stdfs::path entry = stdfs::path(cache_path_for(url)).parent_path();
-  testing::write_all((entry / ".small.bin.part-999999-0-deadhost").string(), "partial");
-  testing::write_all((entry / ".small.bin.part-999999-1-deadhost" / "inner").string(), "x");
+  testing::write_file((entry / ".small.bin.part-999999-0-deadhost").string(), "partial");
+  testing::write_file((entry / ".small.bin.part-999999-1-deadhost" / "inner").string(), "x");
   fetch_file(url, opts_);
   EXPECT_EQ(list_dir(entry.string()), (std::vector<std::string>{".lock", "small.bin"}));
 }
@@ -248,7 +248,7 @@ TEST_F(CacheTest, ConcurrentThreadsDownloadOnce) {
     EXPECT_EQ(paths[i], cache_path_for(url));
   }
   EXPECT_EQ(server().requests() - before, 1);  // the others waited on the entry lock
-  EXPECT_TRUE(read_all(cache_path_for(url)) == served_files().big);
+  EXPECT_TRUE(read_file(cache_path_for(url)) == served_files().big);
   EXPECT_EQ(find_part_files(cache_), std::vector<std::string>{});
 }
 

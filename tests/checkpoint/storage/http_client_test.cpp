@@ -13,7 +13,7 @@ namespace dtrain::storage {
 namespace {
 
 using testing::find_part_files;
-using testing::read_all;
+using testing::read_file;
 using testing::served_files;
 
 class DownloadTest : public ::testing::Test {
@@ -56,27 +56,27 @@ bool contains(const std::string& text, const std::string& part) {
 
 TEST_F(DownloadTest, BigFileArrivesBitwiseEqual) {
   download(server().url("/ok/big.bin"), dest_, opts_);
-  EXPECT_TRUE(read_all(dest_) == served_files().big);
+  EXPECT_TRUE(read_file(dest_) == served_files().big);
   EXPECT_EQ(find_part_files(dir_), std::vector<std::string>{});
 }
 
 TEST_F(DownloadTest, ReplacesAnExistingFile) {
-  testing::write_all(dest_, "old contents");
+  testing::write_file(dest_, "old contents");
   download(server().url("/ok/small.bin"), dest_, opts_);
-  EXPECT_TRUE(read_all(dest_) == served_files().small);
+  EXPECT_TRUE(read_file(dest_) == served_files().small);
 }
 
 TEST_F(DownloadTest, FollowsRedirectsUpToTheLimit) {
   const int64_t before = server().requests();
   download(server().url("/redirect/5/ok/small.bin"), dest_, opts_);  // exactly max_redirects
-  EXPECT_TRUE(read_all(dest_) == served_files().small);
+  EXPECT_TRUE(read_file(dest_) == served_files().small);
   EXPECT_EQ(server().requests() - before, 6);
   std::filesystem::remove(dest_);
   download(server().url("/relredirect/ok/small.bin"), dest_, opts_);
-  EXPECT_TRUE(read_all(dest_) == served_files().small);
+  EXPECT_TRUE(read_file(dest_) == served_files().small);
   std::filesystem::remove(dest_);
   download(server().url("/absredirect/ok/small.bin"), dest_, opts_);
-  EXPECT_TRUE(read_all(dest_) == served_files().small);
+  EXPECT_TRUE(read_file(dest_) == served_files().small);
 }
 
 TEST_F(DownloadTest, TooManyRedirectsNamesTheLimit) {
@@ -135,10 +135,10 @@ TEST_F(DownloadTest, CutTransferIsRetriedThenFailsClearly) {
 
 TEST_F(DownloadTest, BodiesWithoutContentLength) {
   download(server().url("/chunked/small.bin"), dest_, opts_);
-  EXPECT_TRUE(read_all(dest_) == served_files().small);
+  EXPECT_TRUE(read_file(dest_) == served_files().small);
   std::filesystem::remove(dest_);
   download(server().url("/noclen/small.bin"), dest_, opts_);  // ends at the connection close
-  EXPECT_TRUE(read_all(dest_) == served_files().small);
+  EXPECT_TRUE(read_file(dest_) == served_files().small);
   std::filesystem::remove(dest_);
   DownloadError e = expect_failure("/chunkcut/small.bin");
   EXPECT_TRUE(contains(e.what(),
@@ -152,7 +152,7 @@ TEST_F(DownloadTest, TransientFailuresRecoverOnRetry) {
   const std::string path = "/flaky/2/small.bin?run=" + std::to_string(run++);
   const int64_t before = server().requests();
   download(server().url(path), dest_, opts_);  // cut twice, then whole
-  EXPECT_TRUE(read_all(dest_) == served_files().small);
+  EXPECT_TRUE(read_file(dest_) == served_files().small);
   EXPECT_EQ(server().requests() - before, 3);
   EXPECT_EQ(find_part_files(dir_), std::vector<std::string>{});
 }
@@ -163,7 +163,7 @@ TEST_F(DownloadTest, WrongBytesFailVerificationAsCorrupt) {
     verified.push_back(part);
     EXPECT_TRUE(std::filesystem::exists(part));
     EXPECT_EQ(std::filesystem::path(part).filename().string().rfind(".out.bin.part-", 0), 0u);
-    return read_all(part) == served_files().small ? "" : "bytes differ from the expected file";
+    return read_file(part) == served_files().small ? "" : "bytes differ from the expected file";
   };
   int64_t requests = 0;
   DownloadError e = expect_failure("/wrong/small.bin", &requests);
@@ -175,7 +175,7 @@ TEST_F(DownloadTest, WrongBytesFailVerificationAsCorrupt) {
   EXPECT_EQ(verified.size(), 3u);
 
   download(server().url("/ok/small.bin"), dest_, opts_);  // the same check accepts good bytes
-  EXPECT_TRUE(read_all(dest_) == served_files().small);
+  EXPECT_TRUE(read_file(dest_) == served_files().small);
 }
 
 TEST_F(DownloadTest, VerifyExceptionPropagatesWithoutRetry) {

@@ -14,7 +14,7 @@ namespace dtrain::storage {
 namespace {
 
 namespace stdfs = std::filesystem;
-using testing::read_all;
+using testing::read_file;
 using testing::ScopedEnv;
 using testing::served_files;
 using testing::TestServer;
@@ -42,7 +42,7 @@ class HttpsTest : public ::testing::Test {
     if (!make_cert(*certs_, "127.0.0.1", "IP:127.0.0.1") ||
         !make_cert(*certs_, "wrong.example", "DNS:wrong.example")) {
       skip_ = new std::string("openssl could not make a certificate: " +
-                              read_all(*certs_ + "/openssl.log"));
+                              read_file(*certs_ + "/openssl.log"));
       return;
     }
     good_ =
@@ -100,15 +100,15 @@ TEST_F(HttpsTest, VerifiedDownloadWithCaBundle) {
   ScopedEnv bundle("DTRAIN_CA_BUNDLE", ca());
   ScopedEnv insecure("DTRAIN_INSECURE_TLS", std::nullopt);
   download(good_->url("/ok/big.bin"), dest_, opts_);
-  EXPECT_TRUE(read_all(dest_) == served_files().big);
+  EXPECT_TRUE(read_file(dest_) == served_files().big);
   stdfs::remove(dest_);
   download(good_->url("/redirect/2/ok/small.bin"), dest_, opts_);
-  EXPECT_TRUE(read_all(dest_) == served_files().small);
+  EXPECT_TRUE(read_file(dest_) == served_files().small);
 
   ScopedEnv cache("DTRAIN_CACHE", dir_ + "/cache");
   const std::string local = fetch_directory(
       good_->url("/ok/ckpt"), {"checkpoint.h5", "shard-00000-of-00002.h5"}, {}, opts_);
-  EXPECT_TRUE(read_all(local + "/checkpoint.h5") == served_files().ckpt.at("checkpoint.h5"));
+  EXPECT_TRUE(read_file(local + "/checkpoint.h5") == served_files().ckpt.at("checkpoint.h5"));
 }
 
 TEST_F(HttpsTest, CutTransferOverTls) {
@@ -146,7 +146,7 @@ TEST_F(HttpsTest, InsecureTlsSkipsVerification) {
   ScopedEnv bundle("DTRAIN_CA_BUNDLE", std::nullopt);
   ScopedEnv insecure("DTRAIN_INSECURE_TLS", "1");
   download(good_->url("/ok/small.bin"), dest_, opts_);
-  EXPECT_TRUE(read_all(dest_) == served_files().small);
+  EXPECT_TRUE(read_file(dest_) == served_files().small);
 }
 
 TEST_F(HttpsTest, MissingCaBundleFileIsAClearError) {

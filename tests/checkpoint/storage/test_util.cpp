@@ -3,7 +3,6 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -14,10 +13,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <random>
-#include <sstream>
-#include <stdexcept>
 
 #include "checkpoint/storage/http_client.h"
 
@@ -93,7 +89,7 @@ int64_t TestServer::requests() const {
   opts.retries = 0;
   opts.timeout_s = 10;
   download(url("/stats"), dir + "/stats", opts);
-  return std::stoll(read_all(dir + "/stats"));
+  return std::stoll(read_file(dir + "/stats"));
 }
 
 const ServedFiles& served_files() {
@@ -105,11 +101,11 @@ const ServedFiles& served_files() {
     f.ckpt = {{"checkpoint.h5", random_bytes(3000, 3)},
               {"shard-00000-of-00002.h5", random_bytes(5000, 4)},
               {"shard-00001-of-00002.h5", random_bytes(4999, 5)}};
-    write_all(f.root + "/small.bin", f.small);
-    write_all(f.root + "/big.bin", f.big);
+    write_file(f.root + "/small.bin", f.small);
+    write_file(f.root + "/big.bin", f.big);
     for (const auto& [name, data] : f.ckpt) {
-      write_all(f.root + "/ckpt/" + name, data);
-      if (name != "shard-00001-of-00002.h5") write_all(f.root + "/ckpt_missing/" + name, data);
+      write_file(f.root + "/ckpt/" + name, data);
+      if (name != "shard-00001-of-00002.h5") write_file(f.root + "/ckpt_missing/" + name, data);
     }
     return f;
   }();
@@ -122,10 +118,7 @@ TestServer& http_server() {
 }
 
 std::string make_temp_dir(const std::string& tag) {
-  std::string tmpl =
-      (stdfs::path(::testing::TempDir()) / ("dtrain_storage_" + tag + "_XXXXXX")).string();
-  if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed for " + tmpl);
-  return tmpl;
+  return testutil::make_temp_dir("dtrain_storage_" + tag + "_");
 }
 
 std::string random_bytes(size_t n, uint32_t seed) {
@@ -133,21 +126,6 @@ std::string random_bytes(size_t n, uint32_t seed) {
   std::string out(n, '\0');
   for (auto& c : out) c = static_cast<char>(gen() & 0xff);
   return out;
-}
-
-std::string read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot open " + path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void write_all(const std::string& path, const std::string& data) {
-  stdfs::create_directories(stdfs::path(path).parent_path());
-  std::ofstream out(path, std::ios::binary);
-  out.write(data.data(), static_cast<std::streamsize>(data.size()));
-  if (!out) throw std::runtime_error("cannot write " + path);
 }
 
 std::vector<std::string> list_dir(const std::string& dir) {
@@ -181,23 +159,6 @@ int unused_port() {
   int port = ntohs(addr.sin_port);
   ::close(s);
   return port;
-}
-
-ScopedEnv::ScopedEnv(const char* name, std::optional<std::string> value) : name_(name) {
-  if (const char* old = std::getenv(name)) old_ = old;
-  if (value) {
-    ::setenv(name, value->c_str(), 1);
-  } else {
-    ::unsetenv(name);
-  }
-}
-
-ScopedEnv::~ScopedEnv() {
-  if (old_) {
-    ::setenv(name_.c_str(), old_->c_str(), 1);
-  } else {
-    ::unsetenv(name_.c_str());
-  }
 }
 
 }  // namespace dtrain::storage::testing

@@ -1,14 +1,16 @@
-// Helpers for the storage tests: a loopback HTTP(S) server process (http_test_server.py),
-// temporary directories, file contents and environment overrides.
+// Helpers for the storage tests: a loopback HTTP(S) server process (http_test_server.py)
+// and the files it serves, plus the shared helpers of tests/test_util.h (temporary
+// directories, file contents, environment overrides) under this namespace.
 #pragma once
 
 #include <sys/types.h>
 
 #include <cstdint>
 #include <map>
-#include <optional>
 #include <string>
 #include <vector>
+
+#include "tests/test_util.h"
 
 namespace dtrain::storage::testing {
 
@@ -57,14 +59,14 @@ const ServedFiles& served_files();
 // Check ok() and GTEST_SKIP() with error() when it is not.
 TestServer& http_server();
 
-// A new empty directory under the test temp dir.
+// A new empty directory $TMPDIR/dtrain_storage_<tag>_XXXXXX (not removed automatically).
 std::string make_temp_dir(const std::string& tag);
 
 // `n` pseudo-random bytes from `seed` (deterministic).
 std::string random_bytes(size_t n, uint32_t seed);
 
-std::string read_all(const std::string& path);
-void write_all(const std::string& path, const std::string& data);
+using testutil::read_file;
+using testutil::write_file;
 
 // Names in `dir` (not recursive, sorted); empty when it does not exist.
 std::vector<std::string> list_dir(const std::string& dir);
@@ -76,16 +78,6 @@ std::vector<std::string> find_part_files(const std::string& dir);
 int unused_port();
 
 // Sets (or unsets, with nullopt) an environment variable for the object's lifetime.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, std::optional<std::string> value);
-  ~ScopedEnv();
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  std::string name_;
-  std::optional<std::string> old_;
-};
+using testutil::ScopedEnv;
 
 }  // namespace dtrain::storage::testing

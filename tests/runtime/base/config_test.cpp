@@ -4,20 +4,19 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <stdlib.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "runtime/base/error.h"
+#include "tests/test_util.h"
 
 namespace dtrain {
 namespace {
@@ -28,35 +27,7 @@ using ::testing::HasSubstr;
 using IL = std::vector<int64_t>;
 using FL = std::vector<double>;
 using SL = std::vector<std::string>;
-
-// A fresh directory under the system temp directory, removed with its contents.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (stdfs::temp_directory_path() / "dtrain-config-test-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    stdfs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  const stdfs::path& path() const { return path_; }
-
-  // Writes `content` to `relative` (creating folders) and returns the full path.
-  std::string write(const std::string& relative, const std::string& content) const {
-    const stdfs::path file = path_ / relative;
-    stdfs::create_directories(file.parent_path());
-    std::ofstream(file, std::ios::binary) << content;
-    return file.string();
-  }
-
- private:
-  stdfs::path path_;
-};
+using testutil::TempDir;
 
 // Changes the working directory for the lifetime of the object.
 class ScopedChdir {
@@ -393,12 +364,12 @@ TEST(ConfigBaseTest, MissingBaseNamesBothFiles) {
   const std::string top = dir.write("top.yaml", "_BASE_: missing/nope.yaml\nSEED: 1\n");
   const std::string msg = config_error([&] { Config::from_file(top); });
   EXPECT_THAT(msg, AllOf(HasSubstr(top), HasSubstr("_BASE_ file 'missing/nope.yaml' not found"),
-                         HasSubstr((dir.path() / "missing/nope.yaml").string())));
+                         HasSubstr(dir / "missing/nope.yaml")));
 }
 
 TEST(ConfigBaseTest, MissingTopLevelFile) {
   TempDir dir;
-  const std::string path = (dir.path() / "absent.yaml").string();
+  const std::string path = dir / "absent.yaml";
   EXPECT_THAT(config_error([&] { Config::from_file(path); }),
               HasSubstr("config file '" + path + "' not found"));
 }

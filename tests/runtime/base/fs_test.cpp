@@ -4,14 +4,14 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
+#include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <string>
 #include <vector>
 
 #include "runtime/base/error.h"
+#include "tests/test_util.h"
 
 namespace dtrain {
 namespace {
@@ -19,47 +19,18 @@ namespace {
 namespace stdfs = std::filesystem;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
+using testutil::read_file;
+using testutil::TempDir;
+using testutil::write_file;
 
-// A fresh directory under the system temp directory, removed with its contents.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (stdfs::temp_directory_path() / "dtrain-fs-test-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
+// Names of the entries of `dir`, sorted.
+std::vector<std::string> entries(const TempDir& dir) {
+  std::vector<std::string> names;
+  for (const auto& entry : stdfs::directory_iterator(dir.path())) {
+    names.push_back(entry.path().filename().string());
   }
-  ~TempDir() {
-    std::error_code ec;
-    stdfs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  // Full path of `name` inside the directory.
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  const stdfs::path& path() const { return path_; }
-
-  // Names of the directory's entries, sorted.
-  std::vector<std::string> entries() const {
-    std::vector<std::string> names;
-    for (const auto& entry : stdfs::directory_iterator(path_)) {
-      names.push_back(entry.path().filename().string());
-    }
-    std::sort(names.begin(), names.end());
-    return names;
-  }
-
- private:
-  stdfs::path path_;
-};
-
-void write_plain(const std::string& path, const std::string& content) {
-  std::ofstream(path, std::ios::binary) << content;
-}
-
-std::string read_plain(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
 // Bytes 0..255 repeated up to `size`, NULs included.
@@ -83,87 +54,87 @@ std::string error_of(Fn&& fn) {
 
 TEST(FsTest, ReadFileReturnsExactBytes) {
   TempDir dir;
-  const std::string path = dir.file("data.bin");
+  const std::string path = dir / "data.bin";
   const std::string content = binary_content(200 * 1024 + 13);  // more than one read() buffer
-  write_plain(path, content);
+  write_file(path, content);
   EXPECT_EQ(fs::read_file(path), content);
 }
 
 TEST(FsTest, ReadFileOfEmptyFile) {
   TempDir dir;
-  const std::string path = dir.file("empty");
-  write_plain(path, "");
+  const std::string path = dir / "empty";
+  write_file(path, "");
   EXPECT_EQ(fs::read_file(path), "");
 }
 
 TEST(FsTest, ReadFileErrorsNameThePath) {
   TempDir dir;
-  const std::string missing = dir.file("missing.txt");
+  const std::string missing = dir / "missing.txt";
   EXPECT_THAT(error_of([&] { fs::read_file(missing); }),
               AllOf(HasSubstr("'" + missing + "'"), HasSubstr("No such file or directory")));
   // A directory opens but cannot be read.
-  EXPECT_THAT(error_of([&] { fs::read_file(dir.path().string()); }),
-              AllOf(HasSubstr("'" + dir.path().string() + "'"), HasSubstr("Is a directory")));
+  EXPECT_THAT(error_of([&] { fs::read_file(dir.path()); }),
+              AllOf(HasSubstr("'" + dir.path() + "'"), HasSubstr("Is a directory")));
 }
 
 TEST(FsTest, WriteFileAtomicCreatesAndReplacesLeavingNoTempFile) {
   TempDir dir;
-  const std::string path = dir.file("last_checkpoint");
+  const std::string path = dir / "last_checkpoint";
   fs::write_file_atomic(path, "model_0000099");
-  EXPECT_EQ(read_plain(path), "model_0000099");
-  EXPECT_EQ(dir.entries(), std::vector<std::string>{"last_checkpoint"});
+  EXPECT_EQ(read_file(path), "model_0000099");
+  EXPECT_EQ(entries(dir), std::vector<std::string>{"last_checkpoint"});
 
   fs::write_file_atomic(path, "model_final");  // shorter: no stale tail may remain
-  EXPECT_EQ(read_plain(path), "model_final");
-  EXPECT_EQ(dir.entries(), std::vector<std::string>{"last_checkpoint"});
+  EXPECT_EQ(read_file(path), "model_final");
+  EXPECT_EQ(entries(dir), std::vector<std::string>{"last_checkpoint"});
 
   fs::write_file_atomic(path, "");
-  EXPECT_EQ(read_plain(path), "");
-  EXPECT_EQ(dir.entries(), std::vector<std::string>{"last_checkpoint"});
+  EXPECT_EQ(read_file(path), "");
+  EXPECT_EQ(entries(dir), std::vector<std::string>{"last_checkpoint"});
 }
 
 TEST(FsTest, WriteFileAtomicLargeBinaryContent) {
   TempDir dir;
-  const std::string path = dir.file("big.bin");
+  const std::string path = dir / "big.bin";
   const std::string content = binary_content(3 * 1024 * 1024 + 1);
   fs::write_file_atomic(path, content);
   EXPECT_EQ(fs::read_file(path), content);
-  EXPECT_EQ(dir.entries(), std::vector<std::string>{"big.bin"});
+  EXPECT_EQ(entries(dir), std::vector<std::string>{"big.bin"});
 }
 
 TEST(FsTest, WriteFileAtomicErrorNamesThePath) {
   TempDir dir;
-  const std::string path = dir.file("no/such/dir/file.txt");
+  const std::string path = dir / "no/such/dir/file.txt";
   EXPECT_THAT(error_of([&] { fs::write_file_atomic(path, "x"); }),
               AllOf(HasSubstr(path), HasSubstr("No such file or directory")));
-  EXPECT_TRUE(dir.entries().empty());
+  EXPECT_TRUE(entries(dir).empty());
 }
 
 TEST(FsTest, RenameDurableMovesAndReplaces) {
   TempDir dir;
-  const std::string from = dir.file("a.tmp");
-  const std::string to = dir.file("a");
-  write_plain(from, "new");
-  write_plain(to, "old");
+  const std::string from = dir / "a.tmp";
+  const std::string to = dir / "a";
+  write_file(from, "new");
+  write_file(to, "old");
   fs::rename_durable(from, to);
-  EXPECT_EQ(read_plain(to), "new");
+  EXPECT_EQ(read_file(to), "new");
   EXPECT_FALSE(stdfs::exists(from));
-  EXPECT_EQ(dir.entries(), std::vector<std::string>{"a"});
+  EXPECT_EQ(entries(dir), std::vector<std::string>{"a"});
 }
 
 TEST(FsTest, RenameDurableMovesDirectories) {
   TempDir dir;
-  stdfs::create_directory(dir.path() / ".model_final.tmp-1");
-  write_plain(dir.file(".model_final.tmp-1/shard"), "s");
-  fs::rename_durable(dir.file(".model_final.tmp-1"), dir.file("model_final"));
-  EXPECT_EQ(read_plain(dir.file("model_final/shard")), "s");
-  EXPECT_EQ(dir.entries(), std::vector<std::string>{"model_final"});
+  stdfs::create_directory(dir / ".model_final.tmp-1");
+  write_file(dir / ".model_final.tmp-1/shard", "s");
+  fs::rename_durable(dir / ".model_final.tmp-1", dir / "model_final");
+  EXPECT_EQ(read_file(dir / "model_final/shard"), "s");
+  EXPECT_EQ(entries(dir), std::vector<std::string>{"model_final"});
 }
 
 TEST(FsTest, RenameDurableErrorNamesBothPaths) {
   TempDir dir;
-  const std::string from = dir.file("absent");
-  const std::string to = dir.file("target");
+  const std::string from = dir / "absent";
+  const std::string to = dir / "target";
   EXPECT_THAT(error_of([&] { fs::rename_durable(from, to); }),
               AllOf(HasSubstr("'" + from + "'"), HasSubstr("'" + to + "'"),
                     HasSubstr("No such file or directory")));
@@ -171,11 +142,11 @@ TEST(FsTest, RenameDurableErrorNamesBothPaths) {
 
 TEST(FsTest, FsyncPathFilesAndDirectories) {
   TempDir dir;
-  const std::string path = dir.file("f");
-  write_plain(path, "x");
+  const std::string path = dir / "f";
+  write_file(path, "x");
   EXPECT_NO_THROW(fs::fsync_path(path));
-  EXPECT_NO_THROW(fs::fsync_path(dir.path().string()));
-  const std::string missing = dir.file("gone");
+  EXPECT_NO_THROW(fs::fsync_path(dir.path()));
+  const std::string missing = dir / "gone";
   EXPECT_THAT(error_of([&] { fs::fsync_path(missing); }),
               AllOf(HasSubstr("'" + missing + "'"), HasSubstr("No such file or directory")));
 }

@@ -1,6 +1,4 @@
 // Tests of build_dataset: config keys -> synthetic datasets or HDF5 files, and its errors.
-#include <filesystem>
-
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -10,6 +8,7 @@
 #include "runtime/data/dataset.h"
 #include "runtime/data/in_memory.h"
 #include "runtime/data/synthetic.h"
+#include "tests/test_util.h"
 
 namespace dtrain::data {
 namespace {
@@ -66,8 +65,8 @@ TEST(BuildDatasetTest, SyntheticTokensFromConfig) {
 }
 
 TEST(BuildDatasetTest, Hdf5FileFromConfig) {
-  const std::string p =
-      (std::filesystem::path(::testing::TempDir()) / "dtrain_build_dataset_test.h5").string();
+  testutil::TempDir tmp("dtrain_build_dataset_test_");
+  const std::string p = tmp / "data.h5";
   {
     checkpoint::h5::File f = checkpoint::h5::File::create(p);
     f.write_tensor("images", at::zeros({8, 784}));
@@ -82,7 +81,6 @@ TEST(BuildDatasetTest, Hdf5FileFromConfig) {
   std::string msg = error_of([&] { build_dataset(p, cfg, true); });
   EXPECT_NE(msg.find("label 12 at index 7"), std::string::npos) << msg;
   EXPECT_NE(msg.find("MODEL.MLP.NUM_CLASSES"), std::string::npos) << msg;
-  std::filesystem::remove(p);
 }
 
 TEST(BuildDatasetTest, Errors) {

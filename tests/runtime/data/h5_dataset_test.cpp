@@ -3,7 +3,6 @@
 #include "runtime/data/h5_dataset.h"
 
 #include <cstdlib>
-#include <filesystem>
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -11,12 +10,12 @@
 #include "checkpoint/h5/h5.h"
 #include "runtime/base/error.h"
 #include "runtime/data/in_memory.h"
+#include "tests/test_util.h"
 
 namespace dtrain::data {
 namespace {
 
 namespace h5 = checkpoint::h5;
-namespace stdfs = std::filesystem;
 
 std::string error_of(const std::function<void()>& fn) {
   try {
@@ -34,13 +33,7 @@ std::string source_dir() {
 
 class H5DatasetTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string tmpl = (stdfs::path(::testing::TempDir()) / "dtrain_h5ds_XXXXXX").string();
-    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { stdfs::remove_all(dir_); }
-  std::string path(const std::string& name) const { return (stdfs::path(dir_) / name).string(); }
+  std::string path(const std::string& name) const { return tmp_ / name; }
 
   // Writes `tensors` (name -> tensor) and optional root int attributes to a new file.
   std::string write(const std::string& name, const std::map<std::string, at::Tensor>& tensors,
@@ -53,7 +46,7 @@ class H5DatasetTest : public ::testing::Test {
     return p;
   }
 
-  std::string dir_;
+  testutil::TempDir tmp_{"dtrain_h5ds_"};
 };
 
 TEST_F(H5DatasetTest, LayoutAFloatImages) {

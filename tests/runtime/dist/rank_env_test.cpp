@@ -4,11 +4,12 @@
 
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "runtime/base/error.h"
+#include "tests/test_util.h"
 
 namespace dtrain::dist {
 namespace {
@@ -195,24 +196,13 @@ TEST(RankEnv, InconsistentValues) {
 TEST(RankEnv, FromProcessReadsEnviron) {
   // Open MPI's variables have the highest priority, so whatever else this process's
   // environment holds, these decide.
-  const char* names[] = {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
-                         "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"};
-  std::map<std::string, std::optional<std::string>> saved;
-  for (const char* name : names) {
-    const char* old = std::getenv(name);
-    saved[name] = old ? std::optional<std::string>(old) : std::nullopt;
-  }
-  setenv("OMPI_COMM_WORLD_RANK", "3", 1);
-  setenv("OMPI_COMM_WORLD_SIZE", "7", 1);
-  setenv("OMPI_COMM_WORLD_LOCAL_RANK", "0", 1);
-  setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "1", 1);
-  auto got = rank_env_from_process();
-  for (const auto& [name, value] : saved) {
-    if (value) {
-      setenv(name.c_str(), value->c_str(), 1);
-    } else {
-      unsetenv(name.c_str());
-    }
+  std::optional<RankEnv> got;
+  {
+    testutil::ScopedEnv rank("OMPI_COMM_WORLD_RANK", "3");
+    testutil::ScopedEnv size("OMPI_COMM_WORLD_SIZE", "7");
+    testutil::ScopedEnv local_rank("OMPI_COMM_WORLD_LOCAL_RANK", "0");
+    testutil::ScopedEnv local_size("OMPI_COMM_WORLD_LOCAL_SIZE", "1");
+    got = rank_env_from_process();
   }
   expect_env(got, 3, 7, 0, 1, "openmpi");
 }
@@ -229,20 +219,20 @@ TEST(SelectCudaDevice, OneVisibleGpuIsThisRanksWhateverItsLocalRank) {
 }
 
 TEST(SelectCudaDevice, TooFewGpusIsAClearError) {
-  const char* old = std::getenv("CUDA_VISIBLE_DEVICES");
-  const std::optional<std::string> saved = old ? std::optional<std::string>(old) : std::nullopt;
-  setenv("CUDA_VISIBLE_DEVICES", "0,1", 1);
   std::string message;
-  try {
-    select_cuda_device(3, 2);
-  } catch (const Error& e) {
-    message = e.what();
+  {
+    testutil::ScopedEnv visible("CUDA_VISIBLE_DEVICES", "0,1");
+    try {
+      select_cuda_device(3, 2);
+    } catch (const Error& e) {
+      message = e.what();
+    }
   }
   EXPECT_NE(
       message.find("rank has local rank 3 but only 2 GPUs are visible (CUDA_VISIBLE_DEVICES=0,1)"),
       std::string::npos)
       << message;
-  unsetenv("CUDA_VISIBLE_DEVICES");
+  testutil::ScopedEnv unset("CUDA_VISIBLE_DEVICES", std::nullopt);
   message.clear();
   try {
     select_cuda_device(0, 0);
@@ -252,7 +242,6 @@ TEST(SelectCudaDevice, TooFewGpusIsAClearError) {
   EXPECT_NE(message.find("no GPUs are visible (CUDA_VISIBLE_DEVICES=<unset>)"), std::string::npos)
       << message;
   EXPECT_THROW(select_cuda_device(-1, 2), Error);
-  if (saved) setenv("CUDA_VISIBLE_DEVICES", saved->c_str(), 1);
 }
 
 }  // namespace

@@ -3,10 +3,8 @@
 #include "runtime/engine/events.h"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -14,28 +12,12 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/base/error.h"
+#include "tests/test_util.h"
 
 namespace dtrain::engine {
 namespace {
 
-namespace stdfs = std::filesystem;
-
-// A fresh temporary directory, removed with everything in it at destruction.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (stdfs::temp_directory_path() / "dtrain_events_test_XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    stdfs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using testutil::TempDir;
 
 // Every line of `path`, parsed as JSON.
 std::vector<nlohmann::json> read_json_lines(const std::string& path) {
@@ -123,7 +105,7 @@ TEST(EventStorageTest, SmoothingHintsChooseMedianOrLatest) {
 
 TEST(JsonWriterTest, OneObjectPerIterationWithExactValues) {
   TempDir dir;
-  const std::string path = dir.path() + "/metrics.json";
+  const std::string path = dir / "metrics.json";
   EventStorage s;
   {
     JsonWriter w(path);
@@ -148,7 +130,7 @@ TEST(JsonWriterTest, OneObjectPerIterationWithExactValues) {
 
 TEST(JsonWriterTest, RepeatedWritesAddNothing) {
   TempDir dir;
-  const std::string path = dir.path() + "/metrics.json";
+  const std::string path = dir / "metrics.json";
   EventStorage s;
   JsonWriter w(path);
   s.put_scalar("total_loss", 3.0);
@@ -171,7 +153,7 @@ TEST(JsonWriterTest, RepeatedWritesAddNothing) {
 
 TEST(JsonWriterTest, GroupsScalarsByTheIterationTheyWerePutAt) {
   TempDir dir;
-  const std::string path = dir.path() + "/metrics.json";
+  const std::string path = dir / "metrics.json";
   EventStorage s;
   JsonWriter w(path);
   s.set_iter(4);
@@ -193,7 +175,7 @@ TEST(JsonWriterTest, GroupsScalarsByTheIterationTheyWerePutAt) {
 TEST(JsonWriterTest, AppendsToAnExistingFile) {
   // A resumed run keeps the metrics of the interrupted one.
   TempDir dir;
-  const std::string path = dir.path() + "/metrics.json";
+  const std::string path = dir / "metrics.json";
   {
     std::ofstream(path) << "{\"iteration\":0,\"total_loss\":4.0}\n";
   }
