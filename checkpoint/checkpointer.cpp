@@ -5,6 +5,7 @@
 #include <hdf5.h>
 #include <mpi.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -163,6 +164,44 @@ StateDict sub_state(const StateDict& all, const std::string& prefix) {
     out[it->first.substr(p.size())] = it->second;
   }
   return out;
+}
+
+// Identifies the checkpoint directory `dir` as this kernel sees it: the boot id plus the
+// directory's device and inode. Processes with the same key read the same files through
+// the same page cache. "" when it cannot tell (then no one is assumed to share).
+std::string same_files_key(const std::string& dir) {
+  std::string boot;
+  try {
+    boot = fs::read_file("/proc/sys/kernel/random/boot_id");
+  } catch (const std::exception&) {
+    return "";
+  }
+  while (!boot.empty() && (boot.back() == '\n' || boot.back() == ' ')) boot.pop_back();
+  struct stat st {};
+  if (boot.empty() || ::stat(dir.c_str(), &st) != 0) return "";
+  return fmt::format("{} {}:{}", boot, static_cast<uint64_t>(st.st_dev),
+                     static_cast<uint64_t>(st.st_ino));
+}
+
+// Moves the `prefix/rest` entries out of `all` into rest -> value.
+StateDict take_sub_state(StateDict& all, const std::string& prefix) {
+  StateDict out;
+  const std::string p = prefix + "/";
+  auto it = all.lower_bound(p);
+  while (it != all.end() && it->first.rfind(p, 0) == 0) {
+    out[it->first.substr(p.size())] = std::move(it->second);
+    it = all.erase(it);
+  }
+  return out;
+}
+
+// Whether a load can read stored data of `dtype` and `shape` straight into `t`: a
+// contiguous CPU tensor of exactly that dtype and shape (a narrow on dim 0 of it, one
+// piece's rows, is then contiguous too).
+bool fits_in_place(const at::Tensor& t, at::ScalarType dtype, const std::vector<int64_t>& shape) {
+  return t.defined() && t.device().is_cpu() && t.layout() == at::kStrided &&
+         t.scalar_type() == dtype && t.sizes() == c10::IntArrayRef(shape) && t.is_contiguous() &&
+         !t.is_inference();
 }
 
 // Per-rank ints and floats are stored as 0-d tensors (format.h); gives them back their
@@ -630,13 +669,34 @@ StateDict Checkpointer::load_directory(const std::string& dir,
                                        const std::optional<std::vector<std::string>>& only) {
   const auto t0 = std::chrono::steady_clock::now();
   const int rank = comm_.rank(), world = comm_.size();
+  const std::string what = fmt::format("loading checkpoint '{}'", dir);
   // Which ranks can read the checkpoint (node-local disks, or a directory only some
   // nodes mount): those read, the others receive over the communicator.
   const bool readable = stdfs::exists(dir + "/" + kIndexFile);
   std::vector<char> can_read(world, 0);
+  // With it, which ranks read the very same files through the same page cache (see
+  // "Verification" below): those whose "1..." strings are equal and identify the files.
+  int same_files_ranks = 1, same_files_index = 0;
   {
-    auto flags = comm_.all_gather_bytes(readable ? "1" : "0");
-    for (int r = 0; r < world; ++r) can_read[r] = flags[r] == "1";
+    std::string mine = "0";
+    if (readable) {
+      const std::string key = same_files_key(dir);
+      std::string owners;  // what `wanted` below depends on, besides the collective `only`
+      for (const auto& [key_, c] : checkpointables_) {
+        owners += key_ + (c.scope == Scope::kPerRank ? ":p;" : ":r;");
+      }
+      mine = key.empty() ? "1" : "1" + key + "\n" + owners;
+    }
+    auto flags = comm_.all_gather_bytes(mine);
+    for (int r = 0; r < world; ++r) can_read[r] = !flags[r].empty() && flags[r][0] == '1';
+    if (mine.size() > 1) {
+      same_files_ranks = 0;
+      for (int r = 0; r < world; ++r) {
+        if (flags[r] != mine) continue;
+        if (r < rank) ++same_files_index;
+        ++same_files_ranks;
+      }
+    }
   }
   const auto first_reader = std::find(can_read.begin(), can_read.end(), 1);
   DTRAIN_CHECK_T(CheckpointError, first_reader != can_read.end(),
@@ -650,17 +710,48 @@ StateDict Checkpointer::load_directory(const std::string& dir,
                     dir, readers, world);
   }
   const std::string index_text =
-      on_rank(comm_, index_root, fmt::format("loading checkpoint '{}'", dir),
-              [&] { return read_index_text(dir); });
+      on_rank(comm_, index_root, what, [&] { return read_index_text(dir); });
   const CheckpointIndex index =
       CheckpointIndex::from_json(index_text, dir + "/" + kIndexFile);
 
-  // Which rank reads which piece: its own shard when the world size is unchanged and it
-  // can read it, otherwise the least-loaded reading rank so far (by bytes).
+  // When every rank can read the checkpoint (one node, or a shared file system: the
+  // common case), every rank reads each piece it needs itself, from every shard, and
+  // nothing is broadcast. N ranks then read the checkpoint N times over, as N processes
+  // each calling torch.load would: on one node the page cache makes that about one read
+  // of the disk plus N memory copies; over a shared file system each node reads the
+  // whole checkpoint (N_nodes times the bytes from the file servers). That is still far
+  // cheaper than the alternative measured here, one rank reading each piece and one
+  // broadcast per piece to all ranks (bench/README.md). Only when some ranks cannot read
+  // is each piece read by one reading rank and broadcast.
+  const bool every_rank_reads = readers == world;
+
+  auto included = [&](const std::string& key) {
+    return !only || std::find(only->begin(), only->end(), key) != only->end();
+  };
+  // What this load uses: the model, the extras, and the checkpointables it loads. The
+  // entries of other owners (left out by `only`, or unknown to this Checkpointer) are
+  // neither read nor verified; `dtrain ckpt verify` checks every piece.
+  auto wanted = [&](const std::string& name) {
+    const std::string owner = name.substr(0, name.find('/'));
+    if (owner == "model" || owner == "extra") return true;
+    return checkpointables_.count(owner) > 0 && included(owner);
+  };
+
+  // Tensors that pieces can be read into in place: the model's parameters and buffers,
+  // and what the replicated checkpointables being loaded offer (Stateful::load_targets,
+  // e.g. the optimizer's existing state). Each is used only when it is a contiguous CPU
+  // tensor of exactly the stored dtype and shape; every other tensor is read into a new
+  // buffer, which ModuleState copies (converting dtype) or the owner adopts.
+  std::map<std::string, at::Tensor> live;
+
+  // Which rank reads which piece. Every rank reads all of them when every rank can read;
+  // otherwise each piece has one reader: its own shard's rank when the world size is
+  // unchanged and it can read, else the least-loaded reading rank so far (by bytes).
   struct Read {
     size_t tensor;
     size_t piece;
     int reader;
+    int verifier = 0;  // among the ranks reading the same files (see below)
   };
   std::vector<Read> reads;
   std::vector<int64_t> load(world, 0);
@@ -671,41 +762,130 @@ StateDict Checkpointer::load_directory(const std::string& dir,
     }
     return best;
   };
-  std::map<std::string, at::Tensor> tensors;
+  std::map<std::string, at::Tensor> tensors;  // replicated: where each tensor goes
+  std::vector<at::Tensor> in_place;           // those of `tensors` that are live tensors
   std::vector<Read> per_rank_reads;  // per-rank pieces read by a rank other than their owner
-  for (size_t ti = 0; ti < index.tensors.size(); ++ti) {
-    const auto& t = index.tensors[ti];
-    if (t.per_rank) {
-      for (size_t pi = 0; pi < t.pieces.size(); ++pi) {
-        const int owner = t.pieces[pi].shard;
-        if (owner < world && !can_read[owner]) per_rank_reads.push_back({ti, pi, index_root});
-      }
-      continue;
+  StateDict all;                     // what the owners get: `tensors` and the scalars
+  // Planned (and buffers allocated) under all_or_none, with everything that can be checked
+  // without the data, before anything is read: these errors leave the model and the
+  // checkpointables untouched, and are the same on every rank.
+  all_or_none(comm_, what, [&] {
+    for (const auto& [k, v] : ModuleState(model_).state_dict()) {
+      live["model/" + k] = std::get<at::Tensor>(v);
     }
-    tensors[t.name] = at::empty(t.shape, at::TensorOptions().dtype(dtype_from_name(t.dtype, dir)));
-    for (size_t pi = 0; pi < t.pieces.size(); ++pi) {
-      int reader = t.pieces[pi].shard;
-      if (index.world_size != world || !can_read[reader]) reader = least_loaded_reader();
-      load[reader] += t.pieces[pi].bytes;
-      reads.push_back({ti, pi, reader});
+    for (const auto& [key, c] : checkpointables_) {
+      if (c.scope != Scope::kReplicated || !included(key)) continue;
+      for (const auto& [k, v] : c.state->load_targets()) {
+        if (auto t = std::get_if<at::Tensor>(&v)) live[key + "/" + k] = *t;
+      }
+    }
+    for (size_t ti = 0; ti < index.tensors.size(); ++ti) {
+      const auto& t = index.tensors[ti];
+      if (!wanted(t.name)) continue;
+      if (t.per_rank) {
+        for (size_t pi = 0; pi < t.pieces.size(); ++pi) {
+          const int owner = t.pieces[pi].shard;
+          if (owner < world && !can_read[owner]) per_rank_reads.push_back({ti, pi, index_root});
+        }
+        continue;
+      }
+      const at::ScalarType dtype = dtype_from_name(t.dtype, dir);
+      auto it = live.find(t.name);
+      if (it != live.end() && fits_in_place(it->second, dtype, t.shape)) {
+        tensors[t.name] = it->second;
+        in_place.push_back(it->second);
+      } else {
+        tensors[t.name] = at::empty(t.shape, at::TensorOptions().dtype(dtype));
+      }
+      for (size_t pi = 0; pi < t.pieces.size(); ++pi) {
+        int reader = rank;
+        if (!every_rank_reads) {
+          reader = t.pieces[pi].shard;
+          if (index.world_size != world || !can_read[reader]) reader = least_loaded_reader();
+          load[reader] += t.pieces[pi].bytes;
+        }
+        reads.push_back({ti, pi, reader});
+      }
+    }
+    for (const auto& [name, t] : tensors) all[name] = t;
+    for (const auto& [name, v] : index.scalars) all[name] = v;
+    if (options_.strict) {
+      const LoadReport mismatch = ModuleState(model_).compare(sub_state(all, "model"));
+      DTRAIN_CHECK_T(CheckpointError, mismatch.clean(),
+                     "checkpoint '{}' does not match the model (CHECKPOINT.STRICT is on):\n{}",
+                     dir, mismatch.table());
+    }
+    for (const auto& [key, c] : checkpointables_) {
+      if (!included(key)) continue;
+      DTRAIN_CHECK_T(CheckpointError, c.scope == Scope::kPerRank || !sub_state(all, key).empty(),
+                     "checkpoint '{}' has no '{}' state", dir, key);
+    }
+  });
+  // Verification. Every piece that is read is verified (xxHash64) before the load
+  // succeeds, but once per set of files and page cache, not once per rank: ranks of one
+  // machine reading the same checkpoint directory (same boot, same device and inode; see
+  // same_files_key) get the very same bytes from the page cache, so hashing them on each
+  // would only multiply the CPU work (it was ~40% of a warm 4-rank load on 2 cores). The
+  // pieces, in index order (the order of the shards' bytes), are cut into one contiguous
+  // byte range per such rank, as the shards are, and each verifies its range. A damaged
+  // piece fails its verifier and, through all_or_none, the load on every rank. Ranks on
+  // other machines, or reading another copy, verify everything they read themselves.
+  //
+  // Order: each rank first reads the range it verifies (so the ranks read different
+  // parts of the files at once), then the others' ranges, by then mostly in the page
+  // cache. Within a range, pieces stay in index order, their order in the files.
+  if (every_rank_reads && same_files_ranks > 1) {
+    int64_t total = 0, offset = 0;
+    for (const auto& r : reads) total += index.tensors[r.tensor].pieces[r.piece].bytes;
+    for (auto& r : reads) {
+      r.verifier = total > 0 ? static_cast<int>(offset * same_files_ranks / total) : 0;
+      offset += index.tensors[r.tensor].pieces[r.piece].bytes;
+    }
+    auto turn = [&](const Read& r) {
+      return (r.verifier - same_files_index + same_files_ranks) % same_files_ranks;
+    };
+    std::stable_sort(reads.begin(), reads.end(),
+                     [&](const Read& a, const Read& b) { return turn(a) < turn(b); });
+  } else {
+    for (auto& r : reads) r.verifier = same_files_index;  // verifies all it reads
+    if (every_rank_reads && index.world_size > 1) {
+      // Rank r starts with shard r*N/world and goes round, so that ranks on different
+      // machines first read different files.
+      const int first = static_cast<int>(int64_t{rank} * index.world_size / world);
+      auto turn = [&](const Read& r) {
+        const int shard = index.tensors[r.tensor].pieces[r.piece].shard;
+        return ((shard - first) % index.world_size + index.world_size) % index.world_size;
+      };
+      std::stable_sort(reads.begin(), reads.end(),
+                       [&](const Read& a, const Read& b) { return turn(a) < turn(b); });
     }
   }
   auto dst_of = [&](const TensorRecord& t, const PieceRecord& p) {
     at::Tensor full = tensors.at(t.name);
     return full.dim() == 0 ? full : full.narrow(0, p.row_start, p.row_count);
   };
+
+
+  // Reading (or receiving) straight into live tensors has a cost when the load fails
+  // while reading (a damaged, truncated or missing shard): part of the model (and of
+  // the optimizer state offered by load_targets) may already be overwritten. The load
+  // then throws the same CheckpointError on every rank, and resume_or_load goes on to
+  // load an older checkpoint in full; a caller that catches the error must not train
+  // on. Keeping the model intact would need a second copy of everything (1x the state
+  // in memory and a full extra pass), which is what made loads slow.
+  for (auto& t : in_place) t.unsafeGetTensorImpl()->bump_version();  // as copy_ would
   StateDict per_rank;
   std::map<std::pair<size_t, size_t>, at::Tensor> per_rank_sent;
-  all_or_none(comm_, fmt::format("loading checkpoint '{}'", dir), [&] {
+  all_or_none(comm_, what, [&] {
     ShardReader reader(dir, index.world_size);
     for (const auto& r : reads) {
       if (r.reader != rank) continue;
       const auto& t = index.tensors[r.tensor];
       at::Tensor dst = dst_of(t, t.pieces[r.piece]);
-      reader.read_piece(t, t.pieces[r.piece], dst);
+      reader.read_piece(t, t.pieces[r.piece], dst, /*verify=*/r.verifier == same_files_index);
     }
     for (const auto& t : index.tensors) {
-      if (!t.per_rank || !readable) continue;
+      if (!t.per_rank || !readable || !wanted(t.name)) continue;
       for (const auto& p : t.pieces) {
         if (p.shard != rank) continue;
         at::Tensor dst = at::empty(p.shape, at::TensorOptions().dtype(dtype_from_name(t.dtype, dir)));
@@ -732,41 +912,30 @@ StateDict Checkpointer::load_directory(const std::string& dir,
     if (buf.numel() > 0) comm_.broadcast(buf, r.reader);
     if (rank == p.shard) per_rank[t.name] = buf;
   }
-  for (const auto& r : reads) {
-    const auto& t = index.tensors[r.tensor];
-    at::Tensor dst = dst_of(t, t.pieces[r.piece]);
-    if (dst.numel() > 0 && world > 1) comm_.broadcast(dst, r.reader);
+  per_rank_sent.clear();
+  if (!every_rank_reads) {
+    for (const auto& r : reads) {
+      const auto& t = index.tensors[r.tensor];
+      at::Tensor dst = dst_of(t, t.pieces[r.piece]);
+      if (dst.numel() > 0 && world > 1) comm_.broadcast(dst, r.reader);
+    }
   }
+  tensors.clear();
+  in_place.clear();
+  live.clear();
 
   // Hand each owner its part. Errors (which may differ between ranks, e.g. for per-rank
   // state) are agreed on, so that every rank throws the same.
-  StateDict all;
-  for (auto& [name, t] : tensors) all[name] = t;
-  for (const auto& [name, v] : index.scalars) all[name] = v;
-  all_or_none(comm_, fmt::format("loading checkpoint '{}'", dir), [&] {
-    StateDict model_state = sub_state(all, "model");
-    ModuleState module_state(model_);
-    // Everything that can be checked is checked before anything is modified.
-    if (options_.strict) {
-      const LoadReport mismatch = module_state.compare(model_state);
-      DTRAIN_CHECK_T(CheckpointError, mismatch.clean(),
-                     "checkpoint '{}' does not match the model (CHECKPOINT.STRICT is on):\n{}",
-                     dir, mismatch.table());
-    }
-    for (const auto& [key, c] : checkpointables_) {
-      if (only && std::find(only->begin(), only->end(), key) == only->end()) continue;
-      DTRAIN_CHECK_T(CheckpointError,
-                     c.scope == Scope::kPerRank || !sub_state(all, key).empty(),
-                     "checkpoint '{}' has no '{}' state", dir, key);
-    }
-    LoadReport report = module_state.load_with_report(model_state);
+  all_or_none(comm_, what, [&] {
+    LoadReport report = ModuleState(model_).load_with_report(sub_state(all, "model"));
     if (!report.clean() && rank == 0) {
       DTRAIN_LOG_WARN("Some model parameters or buffers were not loaded from '{}':\n{}", dir,
                       report.table());
     }
     for (const auto& [key, c] : checkpointables_) {
-      if (only && std::find(only->begin(), only->end(), key) == only->end()) continue;
-      StateDict s = sub_state(c.scope == Scope::kPerRank ? per_rank : all, key);
+      if (!included(key)) continue;
+      // Moved out: the new buffers are handed over (adopt_state_dict), nobody else keeps them.
+      StateDict s = take_sub_state(c.scope == Scope::kPerRank ? per_rank : all, key);
       if (c.scope == Scope::kPerRank && s.empty()) {
         if (rank == 0 || rank >= index.world_size) {
           DTRAIN_LOG_WARN("Checkpoint '{}' (from {} ranks) has no '{}' state for rank {}; "
@@ -777,7 +946,7 @@ StateDict Checkpointer::load_directory(const std::string& dir,
       }
       if (c.scope == Scope::kPerRank) restore_scalar_types(s, c.state->state_dict());
       try {
-        c.state->load_state_dict(s);
+        c.state->adopt_state_dict(std::move(s));
       } catch (const std::exception& e) {
         throw CheckpointError(fmt::format("loading '{}' state from '{}': {}", key, dir, e.what()));
       }

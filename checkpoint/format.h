@@ -84,9 +84,11 @@ class ShardReader {
   ShardReader(std::string dir, int world_size);
   ~ShardReader();
   // Reads `piece` of `tensor` into `dst` (contiguous, the piece's shape and dtype) and
-  // verifies its shape and xxHash64. Throws CheckpointError naming the shard file, the
-  // tensor and what differs (missing shard, truncated data, checksum mismatch).
-  void read_piece(const TensorRecord& tensor, const PieceRecord& piece, at::Tensor& dst);
+  // verifies its shape and (when `verify`) its xxHash64. Throws CheckpointError naming
+  // the shard file, the tensor and what differs (missing shard, truncated data, checksum
+  // mismatch). verify=false is for a caller that has the same bytes verified elsewhere.
+  void read_piece(const TensorRecord& tensor, const PieceRecord& piece, at::Tensor& dst,
+                  bool verify = true);
 
  private:
   std::string dir_;

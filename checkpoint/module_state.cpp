@@ -64,6 +64,7 @@ LoadReport match_state(const StateDict& own, const StateDict& state, CopyFn&& co
 LoadReport ModuleState::load_with_report(const StateDict& state) {
   at::NoGradGuard no_grad;
   return match_state(state_dict(), state, [](const at::Tensor& dst, const at::Tensor& src) {
+    if (dst.is_same(src)) return;  // the loader already read into the module's tensor
     at::Tensor d = dst;  // shares storage with the module's tensor
     d.copy_(src);
   });

@@ -43,6 +43,7 @@ class ModuleState : public Stateful {
   // Strict: throws dtrain::CheckpointError with the table when anything does not match.
   void load_state_dict(const StateDict& state) override;
   // Copies every tensor that matches by name and shape (converting dtype), returns the rest.
+  // An entry that is the module's own tensor (read into in place) is left as it is.
   LoadReport load_with_report(const StateDict& state);
   // What load_with_report would report, without modifying the module.
   LoadReport compare(const StateDict& state) const;

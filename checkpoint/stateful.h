@@ -33,6 +33,20 @@ class Stateful {
   // Restores from what state_dict() returned (possibly in another process). Throws
   // dtrain::Error naming the missing or mismatched entry.
   virtual void load_state_dict(const StateDict& state) = 0;
+
+  // Optional hooks that let a loader (Checkpointer::load) avoid copies.
+  //
+  // Like load_state_dict, but `state` is handed over: its tensors are referenced by no
+  // one else and will not be used by the caller again, so they may be kept as the new
+  // state without a copy. Default: load_state_dict(state).
+  virtual void adopt_state_dict(StateDict&& state) { load_state_dict(state); }
+  // Tensors, keyed as in state_dict(), that a loader may overwrite in place with the
+  // loaded values before calling load_state_dict / adopt_state_dict with a state that
+  // holds these very tensors under the same keys; load_state_dict then keeps them (no
+  // copy). Only tensors that load_state_dict would replace wholesale anyway. The loader
+  // uses a tensor only when it is a contiguous CPU tensor of exactly the stored dtype
+  // and shape. Default: none.
+  virtual StateDict load_targets() { return {}; }
 };
 
 // Typed access to a StateDict entry; throws dtrain::Error naming `key` and `owner` when

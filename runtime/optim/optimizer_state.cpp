@@ -18,11 +18,20 @@ namespace {
 
 std::string impl_key(const at::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
 
-at::Tensor copy_checked(const StateDict& s, const std::string& key, const at::Tensor& like) {
+// The new state tensor for `key` (shaped like the parameter `like`): `current` itself
+// when the loader filled it in place (load_targets), `src` itself when adopting and it
+// already has the parameter's dtype and device, else a copy of `src`.
+at::Tensor take_checked(const StateDict& s, const std::string& key, const at::Tensor& like,
+                        const at::Tensor& current, bool adopt) {
   const at::Tensor& src = checkpoint::state_tensor(s, key, "optimizer");
   DTRAIN_CHECK(src.sizes() == like.sizes(),
                "optimizer state '{}': checkpoint shape [{}] but the parameter has shape [{}]", key,
                fmt::join(src.sizes(), ", "), fmt::join(like.sizes(), ", "));
+  if (current.defined() && current.is_same(src)) return src;
+  if (adopt && src.scalar_type() == like.scalar_type() && src.device() == like.device() &&
+      src.layout() == at::kStrided && src.is_contiguous() && !src.requires_grad()) {
+    return src;
+  }
   return src.to(like.options(), /*non_blocking=*/false, /*copy=*/true);
 }
 
@@ -91,7 +100,35 @@ StateDict OptimizerState::state_dict() const {
   return out;
 }
 
-void OptimizerState::load_state_dict(const StateDict& s) {
+StateDict OptimizerState::load_targets() {
+  StateDict out;
+  for (const auto& group : opt_.param_groups()) {
+    for (const auto& p : group.params()) {
+      auto it = opt_.state().find(impl_key(p));
+      if (it == opt_.state().end()) continue;
+      const std::string prefix = "state/" + names_.at(p.unsafeGetTensorImpl()) + "/";
+      if (kind_ == "SGD") {
+        const auto& st = static_cast<const torch::optim::SGDParamState&>(*it->second);
+        if (st.momentum_buffer().defined()) out[prefix + "momentum_buffer"] = st.momentum_buffer();
+      } else {
+        const auto& st = static_cast<const torch::optim::AdamWParamState&>(*it->second);
+        if (st.exp_avg().defined()) out[prefix + "exp_avg"] = st.exp_avg();
+        if (st.exp_avg_sq().defined()) out[prefix + "exp_avg_sq"] = st.exp_avg_sq();
+        if (st.max_exp_avg_sq().defined()) out[prefix + "max_exp_avg_sq"] = st.max_exp_avg_sq();
+      }
+    }
+  }
+  return out;
+}
+
+void OptimizerState::load_state_dict(const StateDict& s) { load(s, /*adopt=*/false); }
+
+void OptimizerState::adopt_state_dict(StateDict&& s) {
+  const StateDict state = std::move(s);
+  load(state, /*adopt=*/true);
+}
+
+void OptimizerState::load(const StateDict& s, bool adopt) {
   const std::string& kind = checkpoint::state_string(s, "kind", "optimizer");
   DTRAIN_CHECK(kind == kind_, "optimizer state was saved from {} but this optimizer is {}", kind,
                kind_);
@@ -118,20 +155,32 @@ void OptimizerState::load_state_dict(const StateDict& s) {
     for (const auto& p : groups[g].params()) {
       const std::string prefix = "state/" + names_.at(p.unsafeGetTensorImpl()) + "/";
       const std::string key = impl_key(p);
+      // The current state's tensors, which the loader may have filled in place.
+      at::Tensor cur_a, cur_b, cur_c;
+      if (auto it = opt_.state().find(key); it != opt_.state().end()) {
+        if (kind_ == "SGD") {
+          cur_a = static_cast<const torch::optim::SGDParamState&>(*it->second).momentum_buffer();
+        } else {
+          const auto& st = static_cast<const torch::optim::AdamWParamState&>(*it->second);
+          cur_a = st.exp_avg();
+          cur_b = st.exp_avg_sq();
+          cur_c = st.max_exp_avg_sq();
+        }
+      }
       opt_.state().erase(key);
       if (kind_ == "SGD") {
         if (!s.count(prefix + "momentum_buffer")) continue;
         auto st = std::make_unique<torch::optim::SGDParamState>();
-        st->momentum_buffer(copy_checked(s, prefix + "momentum_buffer", p));
+        st->momentum_buffer(take_checked(s, prefix + "momentum_buffer", p, cur_a, adopt));
         opt_.state()[key] = std::move(st);
       } else {
         if (!s.count(prefix + "exp_avg")) continue;  // parameter never stepped
         auto st = std::make_unique<torch::optim::AdamWParamState>();
         st->step(checkpoint::state_int(s, prefix + "step", "optimizer"));
-        st->exp_avg(copy_checked(s, prefix + "exp_avg", p));
-        st->exp_avg_sq(copy_checked(s, prefix + "exp_avg_sq", p));
+        st->exp_avg(take_checked(s, prefix + "exp_avg", p, cur_a, adopt));
+        st->exp_avg_sq(take_checked(s, prefix + "exp_avg_sq", p, cur_b, adopt));
         if (s.count(prefix + "max_exp_avg_sq")) {
-          st->max_exp_avg_sq(copy_checked(s, prefix + "max_exp_avg_sq", p));
+          st->max_exp_avg_sq(take_checked(s, prefix + "max_exp_avg_sq", p, cur_c, adopt));
         }
         opt_.state()[key] = std::move(st);
       }

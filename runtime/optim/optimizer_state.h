@@ -35,10 +35,20 @@ class OptimizerState : public checkpoint::Stateful {
   checkpoint::StateDict state_dict() const override;
   // Restores hyper-parameters and per-parameter state (copies; dtype/shape checked).
   // Throws dtrain::Error naming the entry on a kind mismatch, a missing parameter or a
-  // shape mismatch.
+  // shape mismatch. A state tensor that is this optimizer's own current one (filled in
+  // place through load_targets()) is kept as it is.
   void load_state_dict(const checkpoint::StateDict& state) override;
+  // Like load_state_dict, but takes the tensors of `state` as the new state without a
+  // copy where they already have the parameter's dtype and device and are contiguous
+  // (a checkpoint loader's freshly read buffers); copies the others.
+  void adopt_state_dict(checkpoint::StateDict&& state) override;
+  // The current per-parameter state tensors ("state/<param>/exp_avg", ...; none before
+  // the first step), which a loader may overwrite before calling load_state_dict.
+  checkpoint::StateDict load_targets() override;
 
  private:
+  void load(const checkpoint::StateDict& state, bool adopt);
+
   torch::optim::Optimizer& opt_;
   std::string kind_;
   std::map<const void*, std::string> names_;  // TensorImpl* -> parameter name

@@ -352,6 +352,40 @@ TEST_F(MpiCheckpointTest, DamagedShardOfOneRank) {
   EXPECT_EQ(tree_checksums(dir_), sums) << "a failed load modified files";
 }
 
+TEST_F(MpiCheckpointTest, DamageInAnyShardFailsEveryRank) {
+  // Every rank reads every piece, but the ranks of one machine share the verification
+  // (each hashes its own range): a damaged piece must fail the load on every rank
+  // wherever it lies, whoever verifies it.
+  Save("model_a", 1, OptKind::kAdamW);
+  const std::string ckpt = dir_ + "/model_a";
+  const CheckpointIndex idx = CheckpointIndex::from_json(read_index_text(ckpt), ckpt);
+  const auto pristine = tree_checksums(ckpt);
+  comm_->barrier();  // every rank has its checksums before rank 0 damages anything
+  for (int shard = 0; shard < world_; ++shard) {
+    SCOPED_TRACE(shard);
+    // The last sizeable replicated piece of `shard` (the first one is covered elsewhere).
+    std::string damaged;
+    for (const auto& t : idx.tensors) {
+      for (const auto& p : t.pieces) {
+        if (!t.per_rank && p.shard == shard && p.bytes >= 8) damaged = t.name;
+      }
+    }
+    ASSERT_FALSE(damaged.empty());
+    const std::string file = ckpt + "/" + shard_file_name(shard, world_);
+    if (rank_ == 0) flip_byte(file, dataset_offset(file, "/" + damaged) + 4);
+    comm_->barrier();
+    TrainingState fresh(OptKind::kAdamW, 9, rank_, world_);
+    Checkpointer c(fresh.model, dir_, *comm_, fresh.checkpointables());
+    const std::string msg = ExpectSameOnAllRanks(ThrownMessage([&] { c.load(ckpt); }));
+    EXPECT_CONTAINS(msg, "'" + file + "'");
+    EXPECT_CONTAINS(msg, "checksum mismatch for tensor '" + damaged + "'");
+    if (rank_ == 0) flip_byte(file, dataset_offset(file, "/" + damaged) + 4);  // repaired
+    comm_->barrier();
+  }
+  EXPECT_EQ(tree_checksums(ckpt), pristine);
+  ExpectLoads(1, OptKind::kAdamW, [&](Checkpointer& c) { return c.load(ckpt); });
+}
+
 TEST_F(MpiCheckpointTest, StrictMismatchIsTheSameErrorEverywhere) {
   Save("model_a", 1, OptKind::kSGD, /*hidden=*/8);
   TrainingState other(OptKind::kSGD, 2, rank_, world_, /*hidden=*/4);
