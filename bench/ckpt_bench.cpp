@@ -203,8 +203,9 @@ int run(int argc, char** argv) {
   comm.barrier();
 
   // Diagnostics of the load's fill-in step (every rank ends up with every byte): one
-  // broadcast per piece, as Checkpointer::load does, against one broadcast per rank of
-  // all its pieces packed together (copies in and out included).
+  // broadcast per piece, as Checkpointer::load does when some ranks cannot read the
+  // checkpoint (when all can, each reads everything itself), against one broadcast per
+  // rank of all its pieces packed together (copies in and out included).
   std::vector<double> bcast_piece_s, bcast_packed_s;
   if (world > 1 && with_diag) {
     at::NoGradGuard no_grad;
