@@ -19,6 +19,7 @@
 #include "runtime/base/error.h"
 #include "runtime/dist/communicator.h"
 #include "tests/checkpoint/mpi_fixture.h"
+#include "tests/checkpoint/expect.h"
 #include "tests/checkpoint/test_support.h"
 
 namespace dtrain::checkpoint {
@@ -26,22 +27,6 @@ namespace {
 
 using namespace testing;  // NOLINT: test helpers
 namespace stdfs = std::filesystem;
-
-#define EXPECT_CONTAINS(text, part)                          \
-  EXPECT_NE(std::string(text).find(part), std::string::npos) \
-      << "expected '" << (part) << "' in:\n"                 \
-      << (text)
-
-template <typename F>
-std::string ThrownMessage(F&& f) {
-  try {
-    f();
-  } catch (const CheckpointError& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a CheckpointError";
-  return "";
-}
 
 class MpiCheckpointTest : public MpiCheckpointFixture {
  protected:

@@ -24,6 +24,7 @@
 #include "runtime/base/error.h"
 #include "runtime/base/fs.h"
 #include "runtime/dist/local_communicator.h"
+#include "tests/checkpoint/expect.h"
 #include "tests/checkpoint/test_support.h"
 
 namespace dtrain::checkpoint {
@@ -32,27 +33,11 @@ namespace {
 using namespace testing;  // NOLINT: test helpers
 namespace stdfs = std::filesystem;
 
-#define EXPECT_CONTAINS(text, part)                          \
-  EXPECT_NE(std::string(text).find(part), std::string::npos) \
-      << "expected '" << (part) << "' in:\n"                 \
-      << (text)
-
 const std::vector<std::string> kPoints = {"ckpt.before_shard", "ckpt.during_shard",
                                           "ckpt.after_shards", "ckpt.before_rename",
                                           "ckpt.before_last_checkpoint"};
 
 OptKind KindOf(uint64_t seed) { return seed % 2 ? OptKind::kAdamW : OptKind::kSGD; }
-
-template <typename E = CheckpointError, typename F>
-std::string ThrownMessage(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected an exception";
-  return "";
-}
 
 std::vector<std::string> HiddenEntries(const std::string& dir) {
   std::vector<std::string> out;

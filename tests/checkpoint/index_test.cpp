@@ -12,6 +12,7 @@
 #include "checkpoint/h5/types.h"
 #include "checkpoint/index.h"
 #include "runtime/base/error.h"
+#include "tests/checkpoint/expect.h"
 
 namespace dtrain::checkpoint {
 namespace {
@@ -64,10 +65,6 @@ std::string Edited(F&& edit) {
   edit(j);
   return j.dump();
 }
-
-#define EXPECT_CONTAINS(text, part)                          \
-  EXPECT_NE(std::string(text).find(part), std::string::npos) \
-      << "missing '" << (part) << "' in: " << (text)
 
 TEST(CheckpointIndexTest, RoundTripsEveryField) {
   const CheckpointIndex a = SampleIndex();

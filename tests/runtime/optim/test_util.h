@@ -1,5 +1,5 @@
-// Small helpers shared by the optim tests: catching an exception's message and
-// reading a tensor back as doubles.
+// Small helpers shared by the optim tests: catching an exception's message
+// (tests/gtest_util.h) and reading a tensor back as doubles.
 #pragma once
 
 #include <string>
@@ -8,19 +8,11 @@
 #include <ATen/core/Tensor.h>
 #include <gtest/gtest.h>
 
+#include "tests/gtest_util.h"
+
 namespace dtrain::optim::testing {
 
-// The message of the E that f() throws; records a failure when it throws nothing.
-template <typename E, typename F>
-std::string ThrownMessage(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected an exception";
-  return "";
-}
+using dtrain::testing::ThrownMessage;
 
 // Whether `text` contains `part`; use as EXPECT_TRUE(Contains(msg, "KEY")) << msg.
 inline bool Contains(const std::string& text, const std::string& part) {
