@@ -22,7 +22,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <iostream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -43,7 +42,6 @@
 #include "runtime/base/error.h"
 #include "runtime/base/logging.h"
 #include "runtime/dist/mpi_communicator.h"
-#include "runtime/dist/mpi_runtime.h"
 
 namespace dtrain::bench {
 namespace {
@@ -552,12 +550,5 @@ int run(int argc, char** argv) {
 }  // namespace dtrain::bench
 
 int main(int argc, char** argv) {
-  dtrain::dist::MpiRuntime mpi(&argc, &argv);
-  try {
-    return dtrain::bench::run(argc, argv);
-  } catch (const std::exception& e) {
-    // A rank that fails may leave the others inside a collective: abort them all.
-    std::cerr << "dtrain_async_bench: " << e.what() << "\n";
-    dtrain::dist::MpiRuntime::abort(1);
-  }
+  return dtrain::bench::mpi_bench_main(argc, argv, "dtrain_async_bench", dtrain::bench::run);
 }

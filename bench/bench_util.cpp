@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -21,6 +22,7 @@
 #include "runtime/base/error.h"
 #include "runtime/data/in_memory.h"
 #include "runtime/data/sampler.h"
+#include "runtime/dist/mpi_runtime.h"
 
 namespace dtrain::bench {
 
@@ -313,6 +315,16 @@ BenchTrainer make_bench_trainer(const BenchModel& m, int64_t batch, dist::Commun
                                                 /*broadcast_buffers=*/true);
   t.trainer = std::make_unique<engine::SimpleTrainer>(m.model, loader, t.optimizer, t.dp);
   return t;
+}
+
+int mpi_bench_main(int argc, char** argv, const char* name, int (*run)(int, char**)) {
+  dist::MpiRuntime mpi(&argc, &argv);
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << name << ": " << e.what() << "\n";
+    dist::MpiRuntime::abort(1);
+  }
 }
 
 }  // namespace dtrain::bench

@@ -108,6 +108,11 @@ std::string format_bytes(double bytes);
 // The first three fields of /proc/loadavg ("2.94 4.42 3.70"), or "" when unreadable.
 std::string load_average();
 
+// The main() of a benchmark run under mpirun: initializes MPI, returns run(argc, argv),
+// and on an error prints it after `name` and aborts every rank (a rank that fails may
+// leave the others inside a collective).
+int mpi_bench_main(int argc, char** argv, const char* name, int (*run)(int, char**));
+
 // ---- Training states shared by the benchmarks ----
 
 // Tensors by name, in order.

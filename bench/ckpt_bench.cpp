@@ -19,7 +19,6 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <iostream>
 #include <memory>
 #include <vector>
 
@@ -38,7 +37,6 @@
 #include "runtime/base/error.h"
 #include "runtime/base/logging.h"
 #include "runtime/dist/mpi_communicator.h"
-#include "runtime/dist/mpi_runtime.h"
 #include "runtime/optim/optimizer_state.h"
 
 namespace dtrain::bench {
@@ -331,12 +329,5 @@ int run(int argc, char** argv) {
 }  // namespace dtrain::bench
 
 int main(int argc, char** argv) {
-  dtrain::dist::MpiRuntime mpi(&argc, &argv);
-  try {
-    return dtrain::bench::run(argc, argv);
-  } catch (const std::exception& e) {
-    // A rank that fails may leave the others inside a collective: abort them all.
-    std::cerr << "dtrain_ckpt_bench: " << e.what() << "\n";
-    dtrain::dist::MpiRuntime::abort(1);
-  }
+  return dtrain::bench::mpi_bench_main(argc, argv, "dtrain_ckpt_bench", dtrain::bench::run);
 }

@@ -12,7 +12,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <iostream>
 #include <numeric>
 #include <vector>
 
@@ -25,7 +24,6 @@
 #include "runtime/base/error.h"
 #include "runtime/base/logging.h"
 #include "runtime/dist/mpi_communicator.h"
-#include "runtime/dist/mpi_runtime.h"
 
 namespace dtrain::bench {
 namespace {
@@ -200,12 +198,5 @@ int run(int argc, char** argv) {
 }  // namespace dtrain::bench
 
 int main(int argc, char** argv) {
-  dtrain::dist::MpiRuntime mpi(&argc, &argv);
-  try {
-    return dtrain::bench::run(argc, argv);
-  } catch (const std::exception& e) {
-    // A rank that fails may leave the others inside a collective: abort them all.
-    std::cerr << "dtrain_train_bench: " << e.what() << "\n";
-    dtrain::dist::MpiRuntime::abort(1);
-  }
+  return dtrain::bench::mpi_bench_main(argc, argv, "dtrain_train_bench", dtrain::bench::run);
 }
