@@ -299,7 +299,8 @@ BenchModel make_bench_model(const std::string& name, const std::vector<int64_t>&
   return s;
 }
 
-BenchTrainer make_bench_trainer(const BenchModel& m, int64_t batch, dist::Communicator& comm) {
+BenchTrainer make_bench_trainer(const BenchModel& m, int64_t batch, dist::Communicator& comm,
+                                engine::DataParallelOptions dp) {
   const int rank = comm.rank(), world = comm.size();
   const int64_t n = batch * world * 8;
   std::vector<int64_t> shape{n};
@@ -311,8 +312,7 @@ BenchTrainer make_bench_trainer(const BenchModel& m, int64_t batch, dist::Commun
   BenchTrainer t;
   t.optimizer = std::make_shared<torch::optim::SGD>(m.model->parameters(),
                                                     torch::optim::SGDOptions(0.01).momentum(0.9));
-  t.dp = std::make_shared<engine::DataParallel>(m.model, comm, /*bucket_cap_mb=*/25.0,
-                                                /*broadcast_buffers=*/true);
+  t.dp = std::make_shared<engine::DataParallel>(m.model, comm, dp);
   t.trainer = std::make_unique<engine::SimpleTrainer>(m.model, loader, t.optimizer, t.dp);
   return t;
 }

@@ -155,13 +155,16 @@ BenchModel make_bench_model(const std::string& name,
 
 // dtrain_train_bench's trainer for `m` on `comm`: synthetic data held in memory (8 global
 // batches of N(0, 1) inputs, uniform labels over 10 classes) shuffled by
-// DistributedSampler, SGD (lr 0.01, momentum 0.9), DataParallel (25 MiB buckets,
-// buffers broadcast) and SimpleTrainer. `batch` is per rank.
+// DistributedSampler, SGD (lr 0.01, momentum 0.9), DataParallel (`dp`: by default the
+// configuration's defaults, i.e. 25 MiB buckets, buffers broadcast, all-reduce
+// overlapped with backward, gradients as bucket views) and SimpleTrainer. `batch` is
+// per rank.
 struct BenchTrainer {
   std::shared_ptr<torch::optim::SGD> optimizer;
   std::shared_ptr<engine::DataParallel> dp;
   std::unique_ptr<engine::SimpleTrainer> trainer;
 };
-BenchTrainer make_bench_trainer(const BenchModel& m, int64_t batch, dist::Communicator& comm);
+BenchTrainer make_bench_trainer(const BenchModel& m, int64_t batch, dist::Communicator& comm,
+                                engine::DataParallelOptions dp = {});
 
 }  // namespace dtrain::bench

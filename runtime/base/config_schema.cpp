@@ -94,6 +94,9 @@ std::vector<ConfigKeySpec> make_schema() {
       F("DIST.BUCKET_CAP_MB", 25.0, "gradient all-reduce bucket size in MiB"),
       B("DIST.OVERLAP_GRAD_REDUCE", true,
         "start each bucket's all-reduce during backward, as soon as its gradients are ready"),
+      B("DIST.GRADIENT_AS_BUCKET_VIEW", true,
+        "gradients are views of the all-reduce buckets: no copies in and out (PyTorch DDP's "
+        "gradient_as_bucket_view)"),
       B("DIST.BROADCAST_BUFFERS", true,
         "broadcast module buffers (e.g. BatchNorm stats) from rank 0 before each step"),
 

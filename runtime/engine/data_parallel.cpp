@@ -3,6 +3,7 @@
 #include "runtime/engine/data_parallel.h"
 
 #include <chrono>
+#include <unordered_set>
 
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/function.h>
@@ -22,13 +23,31 @@ double seconds_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
+// A contiguous tensor of `sizes` over flat[offset:]: it shares flat's storage but is not
+// an autograd view, so that the in-place detach_() of zero_grad works on it.
+at::Tensor slot_view(const at::Tensor& flat, int64_t offset, at::IntArrayRef sizes) {
+  at::NoGradGuard no_grad;
+  at::Tensor view = at::empty({0}, flat.options());
+  view.set_(flat.storage(), flat.storage_offset() + offset, sizes,
+            c10::contiguous_strides(sizes));
+  return view;
+}
+
+bool is_view_of(const at::Tensor& grad, const at::Tensor& view) {
+  return grad.defined() && grad.data_ptr() == view.data_ptr() && grad.sizes() == view.sizes() &&
+         grad.strides() == view.strides() && grad.scalar_type() == view.scalar_type();
+}
+
 }  // namespace
 
 DataParallel::DataParallel(std::shared_ptr<torch::nn::Module> module, dist::Communicator& comm,
                            DataParallelOptions options)
     : module_(std::move(module)), comm_(comm), options_(options) {
+  // Each trainable tensor once, also when registered under two names (tied weights):
+  // its one gradient is reduced once.
+  std::unordered_set<const c10::TensorImpl*> seen;
   for (auto& p : module_->parameters()) {
-    if (p.requires_grad()) params_.push_back(p);
+    if (p.requires_grad() && seen.insert(p.unsafeGetTensorImpl()).second) params_.push_back(p);
   }
   const auto cap = static_cast<int64_t>(options_.bucket_cap_mb * 1024.0 * 1024.0);
   slot_.resize(params_.size());
@@ -46,6 +65,10 @@ DataParallel::DataParallel(std::shared_ptr<torch::nn::Module> module, dist::Comm
     }
     current.flat = at::zeros({numel}, params_[current.params.front()].options());
     current.world_size = at::scalar_tensor(comm_.size(), current.flat.options());
+    for (size_t k = 0; k < current.params.size(); ++k) {
+      current.views.push_back(slot_view(current.flat, current.offsets[k],
+                                        params_[current.params[k]].sizes()));
+    }
     buckets_.push_back(std::move(current));
     current = Bucket{};
   };
@@ -125,27 +148,37 @@ void DataParallel::prepare_for_backward() {
 }
 
 void DataParallel::on_grad_ready(size_t param) {
-  if (!armed_ || ready_[param]) return;
+  if (!armed_) return;
+  DTRAIN_CHECK(!ready_[param],
+               "DataParallel: parameter {} (shape {}) received a second gradient in one step; "
+               "its first one is already being reduced. Call prepare_for_backward() and "
+               "reduce_gradients() around each backward",
+               param, c10::str(params_[param].sizes()));
   ready_[param] = 1;
   const auto [bi, k] = slot_[param];
   Bucket& b = buckets_[bi];
-  const at::Tensor& p = params_[param];
   at::NoGradGuard no_grad;
-  fill_slot(b, k, p);
+  fill_slot(b, k, params_[param]);
   --b.pending;
   launch_ready_buckets();
   progress();
 }
 
-void DataParallel::fill_slot(Bucket& b, size_t k, const at::Tensor& param) {
-  at::Tensor slot = b.flat.narrow(0, b.offsets[k], param.numel());
-  if (param.grad().defined()) {
-    // Divided by the world size on the way into the bucket (as PyTorch DDP's default
-    // hook does), so the all-reduce is a plain sum with no division pass after it.
-    at::div_out(slot, param.grad().reshape({-1}), b.world_size);
-  } else {
-    slot.zero_();
+void DataParallel::fill_slot(Bucket& b, size_t k, at::Tensor& param) {
+  // Divided by the world size in the bucket (as PyTorch DDP's default hook does), so
+  // the all-reduce is a plain sum with no division pass after it.
+  at::Tensor& view = b.views[k];
+  const at::Tensor& grad = param.grad();
+  if (is_view_of(grad, view)) {
+    view.div_(b.world_size);  // backward accumulated into the bucket
+    return;
   }
+  if (grad.defined()) {
+    at::div_out(view, grad, b.world_size);
+  } else {
+    view.zero_();
+  }
+  if (options_.gradient_as_bucket_view) param.mutable_grad() = view;
 }
 
 void DataParallel::launch_ready_buckets() {
@@ -197,13 +230,13 @@ void DataParallel::reduce_gradients() {
   for (auto& b : buckets_) {
     b.work->wait();
     b.work.reset();
+    if (options_.gradient_as_bucket_view) continue;  // the gradients are the bucket
     for (size_t k = 0; k < b.params.size(); ++k) {
-      at::Tensor p = params_[b.params[k]];
-      at::Tensor avg = b.flat.narrow(0, b.offsets[k], p.numel()).view(p.sizes());
+      at::Tensor& p = params_[b.params[k]];
       if (p.grad().defined()) {
-        p.mutable_grad().copy_(avg);
+        p.mutable_grad().copy_(b.views[k]);
       } else {
-        p.mutable_grad() = avg.clone();
+        p.mutable_grad() = b.views[k].clone();
       }
     }
   }

@@ -10,11 +10,24 @@
 //   optimizer.step();
 //   dp.sync_buffers();          // BatchNorm statistics equal on every rank again
 //
-// With overlap, a post-hook on each parameter's gradient accumulator copies the fresh
-// gradient into its bucket; a bucket whose gradients are all in starts a non-blocking
-// all-reduce, in bucket order (every rank issues the same collectives in the same
-// order); outstanding reductions are progressed at every hook. Without overlap the
-// same non-blocking all-reduce runs after backward, so both paths are bitwise equal.
+// With overlap, a post-hook on each parameter's gradient accumulator divides the fresh
+// gradient by the world size into its bucket; a bucket whose gradients are all in
+// starts a non-blocking all-reduce (a sum), in bucket order (every rank issues the same
+// collectives in the same order); outstanding reductions are progressed at every hook.
+// Without overlap the same non-blocking all-reduce runs after backward, so both paths
+// are bitwise equal.
+//
+// Gradients as bucket views (default, PyTorch DDP's gradient_as_bucket_view): after the
+// first step each parameter's .grad() is a view of its slot in the bucket (a plain
+// tensor sharing the bucket's storage, not an autograd view, so detach_() works), and
+// backward accumulates into it in place. The bucket is then reduced where it is, with
+// no copy in or out and no second copy of the gradients in memory. Zeroing gradients in
+// place (LibTorch 1.x Optimizer::zero_grad, SimpleTrainer) keeps the views; resetting
+// them to undefined (2.x zero_grad(set_to_none)) or replacing them works too: the
+// gradient is copied into the bucket and .grad() becomes the view again. Between
+// backward and reduce_gradients() a gradient whose bucket was launched holds partial
+// sums: read gradients after reduce_gradients(). With gradient_as_bucket_view false the
+// gradients are copied into the buckets and the averages back (bitwise equal results).
 // After any number of steps every rank's parameters are bitwise identical. Not
 // thread-safe; the hooks assume backward runs on the calling thread (CPU) — with CUDA
 // the communicator must tolerate calls from autograd's device threads (NCCL does).
@@ -41,6 +54,7 @@ struct DataParallelOptions {
   double bucket_cap_mb = 25.0;
   bool broadcast_buffers = true;
   bool overlap = true;
+  bool gradient_as_bucket_view = true;
 };
 
 class DataParallel {
@@ -61,11 +75,13 @@ class DataParallel {
   // Broadcasts every parameter and buffer from rank 0.
   void sync_params_and_buffers();
   // Arms the overlap hooks for the next backward (no-op without overlap or with one
-  // rank). Call after zeroing the gradients and before backward.
+  // rank). Call after zeroing the gradients and before backward. A parameter whose
+  // gradient arrives twice in one armed backward (two backward calls per step) is an
+  // error: its first gradient may already be on its way.
   void prepare_for_backward();
   // Averages every gradient over all ranks (a missing gradient counts as zeros):
-  // launches the buckets not started during backward, waits for all of them, and copies
-  // the averages back into the gradients.
+  // launches the buckets not started during backward and waits for all of them. Every
+  // gradient then holds the average (as a view of its bucket by default).
   void reduce_gradients();
   // Broadcasts buffers from rank 0 when broadcast_buffers is on (no-op otherwise).
   void sync_buffers();
@@ -74,6 +90,7 @@ class DataParallel {
     std::vector<size_t> params;  // indices into parameters()
     std::vector<int64_t> offsets;  // element offset of each parameter in `flat`
     at::Tensor flat;             // contiguous 1-D buffer of the bucket's dtype
+    std::vector<at::Tensor> views;  // per parameter: its slot, shaped like it (aliases)
     at::Tensor world_size;       // 0-d, the bucket's dtype: what gradients are divided by
     int64_t bytes = 0;
     // Per-backward state.
@@ -95,8 +112,10 @@ class DataParallel {
 
  private:
   void on_grad_ready(size_t param);
-  // Copies param's gradient / world size (zeros when it has none) into bucket slot k.
-  void fill_slot(Bucket& b, size_t k, const at::Tensor& param);
+  // Puts param's gradient / world size (zeros when it has none) into bucket slot k: in
+  // place when the gradient is the slot's view; otherwise copied, and with
+  // gradient_as_bucket_view the gradient becomes the view.
+  void fill_slot(Bucket& b, size_t k, at::Tensor& param);
   void launch_ready_buckets();
   void progress();
 

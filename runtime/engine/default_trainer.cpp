@@ -89,7 +89,8 @@ DefaultTrainer::DefaultTrainer(const Config& cfg, std::shared_ptr<dist::Communic
   data_parallel_ = std::make_shared<DataParallel>(
       model_, *comm_,
       DataParallelOptions{cfg.get_float("DIST.BUCKET_CAP_MB"), cfg.get_bool("DIST.BROADCAST_BUFFERS"),
-                          cfg.get_bool("DIST.OVERLAP_GRAD_REDUCE")});
+                          cfg.get_bool("DIST.OVERLAP_GRAD_REDUCE"),
+                          cfg.get_bool("DIST.GRADIENT_AS_BUCKET_VIEW")});
   SimpleTrainer::ClipFn clip;
   if (cfg.get_bool("SOLVER.CLIP_GRADIENTS.ENABLED")) {
     clip = [this](const std::vector<at::Tensor>& params) { optim::clip_gradients(cfg_, params); };

@@ -202,13 +202,14 @@ class PartlyUsed : public torch::nn::Module {
 // The reduced gradients of PartlyUsed after one backward on per-rank data, with
 // DataParallel in the given mode; checks them against the average of every rank's local
 // gradients and across ranks.
-std::vector<at::Tensor> reduced_gradients(bool overlap) {
+std::vector<at::Tensor> reduced_gradients(bool overlap, bool as_bucket_view) {
   const int rank = world().rank();
   const int n = world().size();
   at::manual_seed(11);
   auto module = std::make_shared<PartlyUsed>();
   // A tiny cap: several buckets.
-  DataParallel dp(module, world(), {/*bucket_cap_mb=*/40.0 / (1024 * 1024), true, overlap});
+  DataParallel dp(module, world(),
+                  {/*bucket_cap_mb=*/40.0 / (1024 * 1024), true, overlap, as_bucket_view});
   EXPECT_GE(dp.buckets().size(), 2u);
   std::vector<int> bucket_of(dp.parameters().size(), 0);
   for (const auto& b : dp.buckets()) {
@@ -218,20 +219,22 @@ std::vector<at::Tensor> reduced_gradients(bool overlap) {
 
   at::manual_seed(1000 + static_cast<uint64_t>(rank));  // different data per rank
   at::Tensor x = at::randn({4, 5});
-  dp.prepare_for_backward();
-  torch::autograd::backward({module->loss(x, rank % 2 == 1)});
-  // Local gradients (zeros where undefined) of every rank, as float64. With overlap
-  // some buckets are in flight already; their gradients are still the local ones.
+  // Local gradients (zeros where undefined) of every rank, as float64, computed apart
+  // (autograd::grad does not accumulate into .grad, so no hook fires).
+  const auto local_grads = torch::autograd::grad(
+      {module->loss(x, rank % 2 == 1)}, dp.parameters(), {}, false, false, /*allow_unused=*/true);
   std::vector<std::vector<at::Tensor>> local(dp.parameters().size());
   for (size_t i = 0; i < dp.parameters().size(); ++i) {
     const at::Tensor& p = dp.parameters()[i];
-    at::Tensor g = p.grad().defined() ? p.grad() : at::zeros_like(p);
+    at::Tensor g = local_grads[i].defined() ? local_grads[i] : at::zeros_like(p);
     for (const auto& bytes : world().all_gather_bytes(tensor_bytes(g))) {
       at::Tensor t = at::empty_like(p);
       std::memcpy(t.data_ptr(), bytes.data(), bytes.size());
       local[i].push_back(t.to(at::kDouble));
     }
   }
+  dp.prepare_for_backward();
+  torch::autograd::backward({module->loss(x, rank % 2 == 1)});
   EXPECT_FALSE(module->unused_.grad().defined());
   dp.reduce_gradients();
   std::vector<at::Tensor> out;
@@ -257,18 +260,107 @@ std::vector<at::Tensor> reduced_gradients(bool overlap) {
     for (const auto& g : all) EXPECT_EQ(g, all[0]);
   }
   EXPECT_EQ(dp.bytes_per_reduce(), (15 + 3 + 3 + 2) * 4);
+  // With gradient_as_bucket_view (on more than one rank) every gradient is its slot of
+  // its bucket; without, none shares the bucket's memory.
+  for (const auto& b : dp.buckets()) {
+    for (size_t k = 0; k < b.params.size(); ++k) {
+      const at::Tensor& g = dp.parameters()[b.params[k]].grad();
+      const bool aliases = g.data_ptr() == b.flat.data_ptr<float>() + b.offsets[k];
+      EXPECT_EQ(aliases, as_bucket_view && n > 1) << "parameter " << b.params[k];
+    }
+  }
   return out;
 }
 
 TEST_P(DataParallelModeTest, ReducedGradientsAreTheAverageOfTheRanksGradients) {
-  reduced_gradients(GetParam());
+  reduced_gradients(GetParam(), /*as_bucket_view=*/true);
+  reduced_gradients(GetParam(), /*as_bucket_view=*/false);
 }
 
-TEST(DataParallelMpiTest, OverlapAndNoOverlapGiveBitwiseEqualGradients) {
-  auto with = reduced_gradients(true);
-  auto without = reduced_gradients(false);
-  ASSERT_EQ(with.size(), without.size());
-  for (size_t i = 0; i < with.size(); ++i) EXPECT_TRUE(with[i].equal(without[i])) << i;
+TEST(DataParallelMpiTest, OverlapAndNoOverlapAndBucketViewsOrCopiesGiveBitwiseEqualGradients) {
+  const auto reference = reduced_gradients(false, false);
+  for (bool overlap : {false, true}) {
+    for (bool view : {false, true}) {
+      if (!overlap && !view) continue;
+      SCOPED_TRACE(::testing::Message() << "overlap " << overlap << ", bucket view " << view);
+      const auto got = reduced_gradients(overlap, view);
+      ASSERT_EQ(got.size(), reference.size());
+      for (size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(got[i].equal(reference[i])) << i;
+    }
+  }
+}
+
+// Steps of a hand-written loop over PartlyUsed with DataParallel in the given mode,
+// zeroing the gradients in place (1.x zero_grad) or resetting them to undefined (2.x
+// zero_grad(set_to_none)) before each backward; returns the parameters after SGD.
+std::vector<at::Tensor> params_after_steps(bool overlap, bool as_bucket_view, bool set_to_none) {
+  at::manual_seed(17);
+  auto module = std::make_shared<PartlyUsed>();
+  DataParallel dp(module, world(),
+                  {/*bucket_cap_mb=*/40.0 / (1024 * 1024), true, overlap, as_bucket_view});
+  const int rank = world().rank();
+  at::manual_seed(2000 + static_cast<uint64_t>(rank));
+  at::NoGradGuard no_grad_outside;
+  for (int step = 0; step < 4; ++step) {
+    for (auto& p : dp.parameters()) {
+      if (!p.grad().defined()) continue;
+      if (set_to_none) {
+        p.mutable_grad().reset();
+      } else {
+        p.mutable_grad().detach_();  // throws on an autograd view
+        p.mutable_grad().zero_();
+      }
+    }
+    at::Tensor x = at::randn({4, 5});
+    dp.prepare_for_backward();
+    {
+      at::AutoGradMode grad_on(true);
+      torch::autograd::backward({module->loss(x, (rank + step) % 2 == 1)});
+    }
+    dp.reduce_gradients();
+    for (auto& p : dp.parameters()) p.sub_(p.grad() * 0.1);
+  }
+  std::vector<at::Tensor> out;
+  for (const auto& p : dp.parameters()) out.push_back(p.detach().clone());
+  return out;
+}
+
+TEST(DataParallelMpiTest, BucketViewsSurviveZeroingInPlaceAndSetToNone) {
+  const auto reference = params_after_steps(false, /*as_bucket_view=*/false, false);
+  for (bool overlap : {false, true}) {
+    for (bool set_to_none : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << "overlap " << overlap << ", set_to_none "
+                                        << set_to_none);
+      const auto got = params_after_steps(overlap, /*as_bucket_view=*/true, set_to_none);
+      ASSERT_EQ(got.size(), reference.size());
+      for (size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(got[i].equal(reference[i])) << i;
+      for (const auto& p : got) {
+        auto all = world().all_gather_bytes(tensor_bytes(p));
+        for (const auto& other : all) EXPECT_EQ(other, all[0]);
+      }
+    }
+  }
+}
+
+TEST(DataParallelMpiTest, ASecondGradientInOneStepIsAnErrorNamingTheParameter) {
+  if (world().size() == 1) GTEST_SKIP() << "no hooks on one rank";
+  at::manual_seed(23);
+  auto module = std::make_shared<PartlyUsed>();
+  DataParallel dp(module, world(), {25.0, true, /*overlap=*/true});
+  dp.prepare_for_backward();
+  at::Tensor x = at::ones({2, 5});
+  torch::autograd::backward({module->loss(x, false)});
+  std::string message;
+  try {
+    torch::autograd::backward({module->loss(x, false)});
+  } catch (const std::exception& e) {
+    message = e.what();
+  }
+  EXPECT_NE(message.find("received a second gradient in one step"), std::string::npos)
+      << message;
+  EXPECT_NE(message.find("DataParallel: parameter "), std::string::npos) << message;
+  EXPECT_NE(message.find("(shape ["), std::string::npos) << message;
+  dp.reduce_gradients();  // the buckets launched during the first backward complete
 }
 
 TEST(DataParallelMpiTest, BackwardAfterTheDataParallelIsGoneLeavesGradientsAlone) {
