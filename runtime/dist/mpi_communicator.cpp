@@ -4,6 +4,11 @@
 #include <ATen/core/grad_mode.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
 #include <utility>
 
 #include "runtime/base/error.h"
@@ -215,7 +220,107 @@ class MpiWork : public Work {
   std::string error_;  // empty unless the operation failed
 };
 
+// The outcome of an all-reduce queued to the async thread, shared by the thread's task
+// and the caller's Work.
+class ThreadOutcome {
+ public:
+  void wait_done() {
+    std::unique_lock lock(mutex_);
+    done_cv_.wait(lock, [&] { return done_; });
+  }
+  bool done() {
+    std::lock_guard lock(mutex_);
+    return done_;
+  }
+  const std::string& error() const { return error_; }  // after done
+  void complete(std::string error) {
+    {
+      std::lock_guard lock(mutex_);
+      done_ = true;
+      error_ = std::move(error);
+    }
+    done_cv_.notify_all();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable done_cv_;
+  bool done_ = false;
+  std::string error_;
+};
+
+// The caller's side: as MpiWork, destroying it before completion waits.
+class ThreadWork : public Work {
+ public:
+  explicit ThreadWork(std::shared_ptr<ThreadOutcome> outcome) : outcome_(std::move(outcome)) {}
+  ~ThreadWork() override { outcome_->wait_done(); }
+  void wait() override {
+    outcome_->wait_done();
+    if (!outcome_->error().empty()) throw CommError(outcome_->error());
+  }
+  bool is_completed() override { return outcome_->done(); }
+
+ private:
+  std::shared_ptr<ThreadOutcome> outcome_;
+};
+
 }  // namespace
+
+// One thread that runs queued tasks (blocking MPI calls) in order. The owner's thread
+// makes no MPI call while a task may run: it drains the queue first.
+class MpiCommunicator::AsyncThread {
+ public:
+  AsyncThread() : thread_([this] { loop(); }) {}
+  ~AsyncThread() {
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();  // runs what is queued first: its buffers are alive in the tasks
+  }
+  AsyncThread(const AsyncThread&) = delete;
+  AsyncThread& operator=(const AsyncThread&) = delete;
+
+  // `task` must not throw.
+  void post(std::function<void()> task) {
+    {
+      std::lock_guard lock(mutex_);
+      queue_.push_back(std::move(task));
+    }
+    cv_.notify_all();
+  }
+
+  void drain() {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [&] { return queue_.empty() && !busy_; });
+  }
+
+ private:
+  void loop() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, nothing left
+      std::function<void()> task = std::move(queue_.front());
+      queue_.pop_front();
+      busy_ = true;
+      lock.unlock();
+      task();
+      task = nullptr;  // release the task's tensors before reporting idle
+      lock.lock();
+      busy_ = false;
+      cv_.notify_all();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_;
+  bool busy_ = false;
+  bool stop_ = false;
+  std::thread thread_;  // last: started once the members above exist
+};
 
 MpiCommunicator::MpiCommunicator() : MpiCommunicator(MPI_COMM_WORLD) {}
 
@@ -245,9 +350,18 @@ MpiCommunicator::MpiCommunicator(MPI_Comm base, Options options) : options_(opti
   MpiCommHandle local_handle(local);
   check(MPI_Comm_rank(local, &local_rank_), "init (local MPI_Comm_rank)");
   check(MPI_Comm_size(local, &local_size_), "init (local MPI_Comm_size)");
+  int level = MPI_THREAD_SINGLE;
+  check(MPI_Query_thread(&level), "init (MPI_Query_thread)");
+  use_thread_ = options_.async_thread && level >= MPI_THREAD_SERIALIZED;
 }
 
-MpiCommunicator::~MpiCommunicator() = default;
+MpiCommunicator::~MpiCommunicator() {
+  thread_.reset();  // runs what is queued, then joins, before the communicator is freed
+}
+
+void MpiCommunicator::drain() {
+  if (thread_) thread_->drain();
+}
 
 void MpiCommunicator::check(int rc, const char* op) const {
   if (rc != MPI_SUCCESS) throw CommError(describe_mpi_failure({rank_, size_, host_}, op, rc));
@@ -286,11 +400,15 @@ void MpiCommunicator::broadcast_raw(void* data, int64_t nbytes, int root, const 
   });
 }
 
-void MpiCommunicator::barrier() { check(MPI_Barrier(comm_.get()), "barrier"); }
+void MpiCommunicator::barrier() {
+  drain();
+  check(MPI_Barrier(comm_.get()), "barrier");
+}
 
 void MpiCommunicator::broadcast(at::Tensor& tensor, int root) {
   check_tensor(tensor, "broadcast");
   check_root(root, "broadcast");
+  drain();
   broadcast_raw(tensor.data_ptr(), static_cast<int64_t>(tensor.nbytes()), root, "broadcast");
 }
 
@@ -299,6 +417,7 @@ void MpiCommunicator::all_reduce(at::Tensor& tensor, ReduceOp op) {
   check_tensor(tensor, name);
   Reduction r =
       prepare_reduction(tensor, op, size_, [&](const std::string& what) { fail(name, what); });
+  drain();
   auto* base = static_cast<char*>(r.buffer.data_ptr());
   const int64_t element_size = r.buffer.element_size();
   for_each_chunk(r.buffer.numel(), options_.max_count_per_call, [&](int64_t offset, int count) {
@@ -318,6 +437,31 @@ std::shared_ptr<Work> MpiCommunicator::all_reduce_async(at::Tensor& tensor, Redu
   check_tensor(tensor, name);
   Reduction r =
       prepare_reduction(tensor, op, size_, [&](const std::string& what) { fail(name, what); });
+  if (use_thread_) {
+    if (!thread_) thread_ = std::make_unique<AsyncThread>();
+    auto outcome = std::make_shared<ThreadOutcome>();
+    thread_->post([this, outcome, r = std::move(r), name]() mutable {
+      std::string error;
+      try {
+        auto* data = static_cast<char*>(r.buffer.data_ptr());
+        const int64_t element_size = r.buffer.element_size();
+        for_each_chunk(r.buffer.numel(), options_.max_count_per_call,
+                       [&](int64_t offset, int count) {
+                         check(MPI_Allreduce(MPI_IN_PLACE, data + offset * element_size, count,
+                                             r.datatype, r.mpi_op, comm_.get()),
+                               name);
+                       });
+        finish_reduction(r);
+      } catch (const CommError& e) {
+        error = e.what();
+      } catch (const std::exception& e) {
+        error = fmt::format("mpi backend: {} on rank {} of {} (host {}): {}", name, rank_, size_,
+                            host_, e.what());
+      }
+      outcome->complete(std::move(error));
+    });
+    return std::make_shared<ThreadWork>(std::move(outcome));
+  }
   auto* base = static_cast<char*>(r.buffer.data_ptr());
   const int64_t element_size = r.buffer.element_size();
   std::vector<MPI_Request> requests;
@@ -340,6 +484,7 @@ std::shared_ptr<Work> MpiCommunicator::all_reduce_async(at::Tensor& tensor, Redu
 std::vector<std::string> MpiCommunicator::all_gather_bytes(const std::string& mine) {
   const char* name = "all_gather_bytes";
   const int64_t my_size = static_cast<int64_t>(mine.size());
+  drain();
   std::vector<int64_t> sizes(static_cast<size_t>(size_));
   check(MPI_Allgather(&my_size, 1, MPI_INT64_T, sizes.data(), 1, MPI_INT64_T, comm_.get()), name);
   std::vector<std::string> result(sizes.size());
@@ -382,6 +527,7 @@ std::vector<std::string> MpiCommunicator::all_gather_bytes(const std::string& mi
 void MpiCommunicator::broadcast_bytes(std::string& bytes, int root) {
   const char* name = "broadcast_bytes";
   check_root(root, name);
+  drain();
   int64_t length = rank_ == root ? static_cast<int64_t>(bytes.size()) : 0;
   check(MPI_Bcast(&length, 1, MPI_INT64_T, root, comm_.get()), name);
   if (rank_ != root) bytes.resize(static_cast<size_t>(length));

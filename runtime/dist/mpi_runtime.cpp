@@ -17,7 +17,9 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv) {
     return;
   }
   int provided = MPI_THREAD_SINGLE;
-  const int rc = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+  // SERIALIZED: an MpiCommunicator runs its asynchronous all-reduces on a thread of its
+  // own while the main thread makes no MPI call (see mpi_communicator.h).
+  const int rc = MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided);
   DTRAIN_CHECK_T(CommError, rc == MPI_SUCCESS, "mpi backend: MPI_Init_thread failed: {}",
                  mpi_error_string(rc));
   owns_ = true;
@@ -25,7 +27,8 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv) {
   if (provided < MPI_THREAD_FUNNELED) {
     DTRAIN_LOG_WARN(
         "MPI provides thread level {} < MPI_THREAD_FUNNELED; dtrain calls MPI from the main "
-        "thread only, but background threads may be unsafe with this MPI build",
+        "thread only (asynchronous all-reduces become MPI_Iallreduce), but background "
+        "threads may be unsafe with this MPI build",
         provided);
   }
 }

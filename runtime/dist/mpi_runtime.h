@@ -1,7 +1,7 @@
 // MPI process lifetime (MpiRuntime) and an owning MPI_Comm handle (MpiCommHandle).
 //
 //   int main(int argc, char** argv) {
-//     dtrain::dist::MpiRuntime mpi(&argc, &argv);  // MPI_Init_thread(FUNNELED) if needed
+//     dtrain::dist::MpiRuntime mpi(&argc, &argv);  // MPI_Init_thread(SERIALIZED) if needed
 //     auto comm = dtrain::dist::make_communicator("mpi", "cpu");
 //     ...
 //   }                                               // MPI_Finalize if `mpi` initialized it
@@ -17,12 +17,13 @@ namespace dtrain::dist {
 
 // RAII owner of the MPI library's initialization.
 //
-// The constructor calls MPI_Init_thread(MPI_THREAD_FUNNELED) unless MPI is already
+// The constructor calls MPI_Init_thread(MPI_THREAD_SERIALIZED) unless MPI is already
 // initialized, in which case the object owns nothing and its destructor does nothing.
 // The destructor calls MPI_Finalize only if this object initialized MPI (and nobody
-// finalized it meanwhile). Only the thread that constructed it may make MPI calls
-// (FUNNELED). Not thread-safe: construct and destroy it on the main thread, once per
-// process; MPI cannot be initialized again after it was finalized.
+// finalized it meanwhile). MPI calls come from the main thread and from an
+// MpiCommunicator's async thread, never two at once (SERIALIZED). Not thread-safe:
+// construct and destroy it on the main thread, once per process; MPI cannot be
+// initialized again after it was finalized.
 class MpiRuntime {
  public:
   // Initializes MPI (argc/argv may be null). Throws CommError if MPI was already

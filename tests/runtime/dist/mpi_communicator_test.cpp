@@ -2,7 +2,7 @@
 // all-reduce, chunked messages, topology, and errors carrying backend/op/rank/MPI text.
 #include "runtime/dist/mpi_communicator.h"
 
-#include <ATen/ops/empty.h>
+#include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -140,13 +140,24 @@ TEST_F(MpiCommunicatorTest, ScalarHelpers) {
   EXPECT_DOUBLE_EQ(comm_.all_reduce_double(0.5 * rank_, ReduceOp::kMax), 0.5 * (n_ - 1));
 }
 
-TEST_F(MpiCommunicatorTest, AllReduceAsync) {
+// all_reduce_async on its thread (the default) and as MPI_Iallreduce.
+class MpiAsyncTest : public MpiCommunicatorTest, public ::testing::WithParamInterface<bool> {
+ protected:
+  static MpiCommunicator::Options options() {
+    MpiCommunicator::Options o;
+    o.async_thread = GetParam();
+    return o;
+  }
+  MpiCommunicator async_{MPI_COMM_WORLD, options()};
+};
+
+TEST_P(MpiAsyncTest, AllReduceAsync) {
   at::Tensor a = make_tensor(contribution(rank_), at::kFloat);
   at::Tensor b = make_tensor(contribution(rank_), at::kDouble);
   at::Tensor h = make_tensor(contribution(rank_), at::kHalf);
-  auto work_a = comm_.all_reduce_async(a, ReduceOp::kAvg);
-  auto work_b = comm_.all_reduce_async(b, ReduceOp::kSum);
-  auto work_h = comm_.all_reduce_async(h, ReduceOp::kMax);
+  auto work_a = async_.all_reduce_async(a, ReduceOp::kAvg);
+  auto work_b = async_.all_reduce_async(b, ReduceOp::kSum);
+  auto work_h = async_.all_reduce_async(h, ReduceOp::kMax);
   work_b->wait();
   work_a->wait();
   // Polling until completion also leaves the finished result in the tensor.
@@ -162,11 +173,42 @@ TEST_F(MpiCommunicatorTest, AllReduceAsync) {
   EXPECT_EQ(to_vector(a), (std::vector<double>{s_ / n_, 2 * s_ / n_, -s_ / n_, 10}));
 }
 
-TEST_F(MpiCommunicatorTest, AsyncWorkDroppedUnwaitedStillCompletes) {
+TEST_P(MpiAsyncTest, AsyncWorkDroppedUnwaitedStillCompletes) {
   at::Tensor t = make_tensor({rank_ + 1.0}, at::kDouble);
-  comm_.all_reduce_async(t, ReduceOp::kSum);  // the Work's destructor waits
+  async_.all_reduce_async(t, ReduceOp::kSum);  // the Work's destructor waits
   EXPECT_EQ(to_vector(t), (std::vector<double>{s_}));
 }
+
+// Blocking collectives called while all-reduces are queued run after them, on every
+// rank in the same order, and see their results.
+TEST_P(MpiAsyncTest, BlockingCollectivesAfterQueuedAllReducesKeepTheOrder) {
+  std::vector<at::Tensor> big;
+  std::vector<std::shared_ptr<Work>> works;
+  for (int i = 0; i < 4; ++i) {
+    big.push_back(at::full({1 << 18}, static_cast<double>(rank_ + i), at::kDouble));
+    works.push_back(async_.all_reduce_async(big.back(), ReduceOp::kSum));
+  }
+  at::Tensor x = make_tensor({rank_ + 1.0}, at::kDouble);
+  async_.all_reduce(x, ReduceOp::kSum);
+  EXPECT_EQ(to_vector(x), (std::vector<double>{s_}));
+  const auto names = async_.all_gather_bytes(std::to_string(rank_));
+  EXPECT_EQ(static_cast<int>(names.size()), n_);
+  async_.barrier();
+  for (int i = 0; i < 4; ++i) {
+    if (GetParam()) {
+      EXPECT_TRUE(works[i]->is_completed()) << i;  // drained by the blocking calls
+    }
+    works[i]->wait();
+    const double expected = s_ - n_ + static_cast<double>(n_) * i;  // sum of (r + i)
+    EXPECT_EQ(big[i][0].item<double>(), expected) << i;
+    EXPECT_EQ(big[i][(1 << 18) - 1].item<double>(), expected) << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Mode, MpiAsyncTest, ::testing::Values(true, false),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "Thread" : "Iallreduce";
+                         });
 
 TEST_F(MpiCommunicatorTest, BroadcastFromFirstAndLastRank) {
   for (int root : {0, n_ - 1}) {
