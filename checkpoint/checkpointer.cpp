@@ -13,9 +13,11 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <future>
 #include <limits>
 #include <random>
 #include <regex>
+#include <sstream>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -324,6 +326,20 @@ struct Checkpointer::PendingSave {
     }
     return true;
   }
+  // Rank 0: the index as the shard plan fixes it, and checkpoint.h5 being begun with it
+  // on a thread of its own while the shards are written. Declared last: destroyed
+  // (joined) first, before what the thread reads.
+  CheckpointIndex planned;
+  std::future<void> index_begun;
+
+  void begin_index(const CollectedState& live, const std::vector<Piece>& plan, int world,
+                   const std::string& config_yaml) {
+    planned = plan_index(live, plan, world, iteration);
+    stamp_index(planned);
+    index_begun = std::async(std::launch::async, [this, config_yaml] {
+      return begin_index_file(tmp, planned, config_yaml);
+    });
+  }
 };
 
 namespace {
@@ -464,6 +480,7 @@ std::map<int, ShardManifest> Checkpointer::write_shards(PendingSave& ps, const S
   if (!error.empty()) return written;
   try {
     const auto plan = plan_shards(ps.state.replicated_meta(), world);
+    if (rank == 0) ps.begin_index(ps.state, plan, world, options_.config_yaml);
     fault::point("ckpt.before_shard", rank);
     for (int s = 0; s < world; ++s) {
       if (ps.writer_of[s] != rank) continue;
@@ -487,36 +504,51 @@ std::map<int, ShardManifest> Checkpointer::write_shards(PendingSave& ps, const S
 void Checkpointer::commit_save(PendingSave& ps, const std::string& error,
                                const std::map<int, ShardManifest>& written, double write_s) {
   const int rank = comm_.rank(), world = comm_.size();
-  // Every rank reports the shards it wrote ({shard: manifest}) or its error to rank 0.
-  last_write_s_ = comm_.all_reduce_double(write_s, dist::ReduceOp::kMax);
+  // Every rank reports to rank 0, in one all-gather, how long its shard write took and
+  // the shards it wrote, or its error: "+<seconds>" then a line "<shard> <manifest>" per
+  // shard (manifests are one-line JSON), or "-<error>".
   std::string report = "-" + error;
   if (error.empty()) {
-    nlohmann::json j = nlohmann::json::object();
-    for (const auto& [s, m] : written) j[std::to_string(s)] = m.to_json();
-    report = "+" + j.dump();
+    report = fmt::format("+{}", write_s);
+    for (const auto& [s, m] : written) report += fmt::format("\n{} {}", s, m.to_json());
   }
   auto reports = comm_.all_gather_bytes(report);
 
-  // Rank 0 writes the index, renames the directory, updates last_checkpoint.
-  on_root(comm_, fmt::format("saving checkpoint '{}'", ps.final_dir), [&] {
+  // Rank 0 finishes checkpoint.h5 (begun while the shards were written), renames the
+  // directory, updates last_checkpoint, and tells every rank the slowest shard write.
+  const std::string slowest = on_root(comm_, fmt::format("saving checkpoint '{}'", ps.final_dir), [&] {
     std::string failures;
     for (size_t r = 0; r < reports.size(); ++r) {
       if (reports[r][0] == '-') failures += fmt::format("; rank {}: {}", r, reports[r].substr(1));
+    }
+    // Joined before anything below can remove the directory it writes into.
+    const bool index_begun = ps.index_begun.valid();
+    try {
+      if (index_begun) ps.index_begun.get();
+    } catch (const std::exception& e) {
+      if (reports[0][0] == '+') failures += fmt::format("; rank 0: {}", e.what());
     }
     if (!failures.empty()) {
       std::error_code ec;
       stdfs::remove_all(ps.tmp, ec);
       throw CheckpointError("writing shards failed" + failures + " (nothing was committed)");
     }
+    double slowest_write = 0.0;
+    // Hidden: removed with the other leftovers if a crash leaves it.
+    const std::string tag_tmp = fmt::format("{}/.{}.tmp-{}", save_dir_, kLastCheckpoint, random_id());
     try {
       std::vector<ShardManifest> manifests(world);
       std::vector<bool> have(world, false);
       for (size_t r = 0; r < reports.size(); ++r) {
-        const auto j = nlohmann::json::parse(reports[r].substr(1));
-        for (const auto& [s, m] : j.items()) {
-          const int shard = std::stoi(s);
+        std::istringstream lines(reports[r].substr(1));
+        std::string line;
+        std::getline(lines, line);
+        slowest_write = std::max(slowest_write, std::stod(line));
+        while (std::getline(lines, line)) {
+          const size_t space = line.find(' ');
+          const int shard = std::stoi(line.substr(0, space));
           manifests.at(shard) = ShardManifest::from_json(
-              m.get<std::string>(), fmt::format("rank {} (shard {})", r, shard));
+              line.substr(space + 1), fmt::format("rank {} (shard {})", r, shard));
           have.at(shard) = true;
         }
       }
@@ -524,24 +556,39 @@ void Checkpointer::commit_save(PendingSave& ps, const std::string& error,
         DTRAIN_CHECK_T(CheckpointError, have[s], "internal: no rank wrote shard {}", s);
       }
       CheckpointIndex index = build_index(ps.state, manifests, world, ps.iteration);
-      stamp_index(index);
+      index.created = ps.planned.created;
+      index.versions = ps.planned.versions;
       // What a load will check, checked before committing (e.g. ranks whose replicated
       // state differed in shape give pieces that do not tile).
-      CheckpointIndex::from_json(index.to_json(), fmt::format("index of '{}'", ps.final_dir));
+      index.validate(fmt::format("index of '{}'", ps.final_dir));
       fault::point("ckpt.after_shards", rank);
-      write_index_file(ps.tmp, index, options_.config_yaml);
-      fs::fsync_path(ps.tmp);
+      DTRAIN_CHECK_T(CheckpointError, index_begun, "internal: {} was not begun", kIndexFile);
+      // The directory's entries and the last_checkpoint tag's new content are made durable
+      // while checkpoint.h5 is finished; the tag is renamed into place after the commit.
+      auto dir_synced = std::async(std::launch::async, [&] { fs::fsync_path(ps.tmp); });
+      auto tag_written = std::async(std::launch::async, [&] { fs::write_file_durable(tag_tmp, ps.name); });
+      finish_index_file(ps.tmp, ps.planned, index);
+      dir_synced.get();
       fault::point("ckpt.before_rename", rank);
       commit_directory(ps.tmp, ps.final_dir);
+      tag_written.get();
     } catch (...) {
       std::error_code ec;
       if (stdfs::exists(ps.tmp)) stdfs::remove_all(ps.tmp, ec);
+      stdfs::remove(tag_tmp, ec);
       throw;
     }
-    fault::point("ckpt.before_last_checkpoint", rank);
-    fs::write_file_atomic(save_dir_ + "/" + kLastCheckpoint, ps.name);
-    return std::string();
+    try {
+      fault::point("ckpt.before_last_checkpoint", rank);
+      fs::rename_durable(tag_tmp, save_dir_ + "/" + kLastCheckpoint);
+    } catch (...) {
+      std::error_code ec;
+      stdfs::remove(tag_tmp, ec);
+      throw;
+    }
+    return fmt::format("{}", slowest_write);
   });
+  last_write_s_ = std::stod(slowest);
   ++commits_;
   last_save_s_ = seconds_since(ps.t0);
 }
@@ -586,6 +633,7 @@ void Checkpointer::save_async(const std::string& name, const StateDict& extra) {
     const auto plan = plan_shards(live.replicated_meta(), world);
     ps->state = snapshot(live, &snapshot_buffers_, &plan, rank);
     snapshot_buffers_ = ps->state;
+    if (rank == 0) ps->begin_index(live, plan, world, options_.config_yaml);
     fault::point("ckpt.before_shard", rank);
     writer_->start(ps->tmp + "/" + shard_file_name(rank, world), rank, ps->state, plan,
                    during_shard_fault(rank));

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <xxhash.h>
 
+#include <algorithm>
 #include <ctime>
 #include <filesystem>
 #include <future>
@@ -279,7 +280,11 @@ void stamp_index(CheckpointIndex& index) {
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
   index.created = buf;
   unsigned maj = 0, min = 0, rel = 0;
-  H5get_libversion(&maj, &min, &rel);
+  {
+    // Other threads may be writing shards (HDF5 is not built thread-safe here).
+    std::lock_guard<std::recursive_mutex> lock(h5::library_mutex());
+    H5get_libversion(&maj, &min, &rel);
+  }
   // MPI_Get_library_version may be called before MPI_Init (MPI-3), e.g. by dtrain ckpt.
   char mpi[MPI_MAX_LIBRARY_VERSION_STRING] = {0};
   int len = 0;
@@ -292,51 +297,120 @@ void stamp_index(CheckpointIndex& index) {
                     {"mpi", mpi_line}};
 }
 
-void write_index_file(const std::string& dir, const CheckpointIndex& index,
+CheckpointIndex plan_index(const CollectedState& state, const std::vector<Piece>& plan,
+                           int world_size, int64_t iteration) {
+  CheckpointIndex idx;
+  idx.world_size = world_size;
+  idx.iteration = iteration;
+  idx.scalars = state.scalars;
+  for (const auto& [name, t] : state.replicated) {
+    idx.tensors.push_back({name, h5::dtype_name(t.scalar_type()), t.sizes().vec(), false, {}});
+  }
+  for (const auto& p : plan) {
+    TensorRecord& t = idx.tensors.at(p.tensor);
+    std::vector<int64_t> shape = t.shape;
+    if (!shape.empty()) shape[0] = p.row_count;
+    t.pieces.push_back(PieceRecord{p.shard, p.row_start, p.row_count, p.bytes, 0, shape});
+  }
+  return idx;
+}
+
+namespace {
+
+void create_tensor_datasets(h5::File& file, const std::string& path, const TensorRecord& t,
+                            int world_size) {
+  const at::ScalarType dtype = dtype_from_name(t.dtype, path);
+  if (!t.per_rank) {
+    std::vector<VdsMap> maps;
+    for (const auto& p : t.pieces) {
+      maps.push_back({p.row_start, p.shape, shard_file_name(p.shard, world_size), "/" + t.name});
+    }
+    create_virtual_dataset(file, "/" + t.name, dtype, t.shape, maps);
+    return;
+  }
+  for (const auto& p : t.pieces) {
+    create_virtual_dataset(file, fmt::format("/ranks/{:05d}/{}", p.shard, t.name), dtype, p.shape,
+                           {{0, p.shape, shard_file_name(p.shard, world_size), "/" + t.name}});
+  }
+}
+
+}  // namespace
+
+void begin_index_file(const std::string& dir, const CheckpointIndex& planned,
                       const std::string& config_yaml) {
   const std::string path = dir + "/" + kIndexFile;
-  {
-    h5::FileOptions options;
-    options.overwrite = false;
-    h5::File file = h5::File::create(path, options);
-    file.set_string_attr("format", kFormatName);
-    file.set_int_attr("format_version", index.format_version);
-    file.set_int_attr("iteration", index.iteration);
-    file.set_int_attr("world_size", index.world_size);
-    file.set_string_attr("created", index.created);
-    for (const auto& [k, v] : index.versions) file.set_string_attr(k + "_version", v);
-    file.write_string(kIndexDataset, index.to_json());
-    file.write_string("/dtrain/config_yaml", config_yaml);
-    for (const auto& [name, value] : index.scalars) {
-      if (auto i = std::get_if<int64_t>(&value)) {
-        file.write_tensor(name, at::scalar_tensor(*i, at::kLong));
-      } else if (auto d = std::get_if<double>(&value)) {
-        file.write_tensor(name, at::scalar_tensor(*d, at::kDouble));
-      } else if (auto s = std::get_if<std::string>(&value)) {
-        file.write_string(name, *s);
-      }
+  h5::FileOptions options;
+  options.overwrite = false;
+  h5::File file = h5::File::create(path, options);
+  file.set_string_attr("format", kFormatName);
+  file.set_int_attr("format_version", planned.format_version);
+  file.set_int_attr("iteration", planned.iteration);
+  file.set_int_attr("world_size", planned.world_size);
+  file.set_string_attr("created", planned.created);
+  for (const auto& [k, v] : planned.versions) file.set_string_attr(k + "_version", v);
+  file.write_string("/dtrain/config_yaml", config_yaml);
+  for (const auto& [name, value] : planned.scalars) {
+    if (auto i = std::get_if<int64_t>(&value)) {
+      file.write_tensor(name, at::scalar_tensor(*i, at::kLong));
+    } else if (auto d = std::get_if<double>(&value)) {
+      file.write_tensor(name, at::scalar_tensor(*d, at::kDouble));
+    } else if (auto s = std::get_if<std::string>(&value)) {
+      file.write_string(name, *s);
     }
-    for (const auto& t : index.tensors) {
-      const at::ScalarType dtype = dtype_from_name(t.dtype, path);
-      if (!t.per_rank) {
-        std::vector<VdsMap> maps;
-        for (const auto& p : t.pieces) {
-          maps.push_back({p.row_start, p.shape, shard_file_name(p.shard, index.world_size),
-                          "/" + t.name});
-        }
-        create_virtual_dataset(file, "/" + t.name, dtype, t.shape, maps);
-      } else {
-        for (const auto& p : t.pieces) {
-          const std::string vpath = fmt::format("/ranks/{:05d}/{}", p.shard, t.name);
-          create_virtual_dataset(file, vpath, dtype, p.shape,
-                                 {{0, p.shape, shard_file_name(p.shard, index.world_size),
-                                   "/" + t.name}});
-        }
-      }
-    }
-    file.close();
   }
+  for (const auto& t : planned.tensors) {
+    if (!t.per_rank) create_tensor_datasets(file, path, t, planned.world_size);
+  }
+  file.close();
+}
+
+void finish_index_file(const std::string& dir, const CheckpointIndex& planned,
+                       const CheckpointIndex& index) {
+  const std::string path = dir + "/" + kIndexFile;
+  // The virtual datasets written by begin_index_file must map what the shards hold.
+  auto mapping_differs = [&]() -> std::string {
+    if (planned.world_size != index.world_size || planned.iteration != index.iteration ||
+        planned.created != index.created || planned.versions != index.versions) {
+      return "the attributes";
+    }
+    size_t next = 0;
+    for (const auto& t : index.tensors) {
+      if (t.per_rank) continue;
+      if (next >= planned.tensors.size()) return fmt::format("tensor '{}'", t.name);
+      const TensorRecord& p = planned.tensors[next++];
+      bool same = p.name == t.name && p.dtype == t.dtype && p.shape == t.shape &&
+                  p.pieces.size() == t.pieces.size();
+      for (size_t i = 0; same && i < t.pieces.size(); ++i) {
+        same = p.pieces[i].shard == t.pieces[i].shard &&
+               p.pieces[i].row_start == t.pieces[i].row_start && p.pieces[i].shape == t.pieces[i].shape;
+      }
+      if (!same) return fmt::format("tensor '{}'", t.name);
+    }
+    return next == planned.tensors.size() ? "" : "the number of tensors";
+  }();
+  DTRAIN_CHECK_T(CheckpointError, mapping_differs.empty(),
+                 "internal: '{}' was begun for a layout that differs from what the shards "
+                 "hold ({})",
+                 path, mapping_differs);
+  // Reopened rather than kept open since begin_index_file: closing a file whose
+  // virtual datasets were made in this session costs ~10 ms more here.
+  h5::File file = h5::File::open(path, h5::OpenMode::kReadWrite);
+  for (const auto& t : index.tensors) {
+    if (t.per_rank) create_tensor_datasets(file, path, t, index.world_size);
+  }
+  file.write_string(kIndexDataset, index.to_json(), h5::Group::StringLength::kFixed);
+  file.close();
   fs::fsync_path(path);
+}
+
+void write_index_file(const std::string& dir, const CheckpointIndex& index,
+                      const std::string& config_yaml) {
+  CheckpointIndex planned = index;
+  planned.tensors.erase(std::remove_if(planned.tensors.begin(), planned.tensors.end(),
+                                       [](const TensorRecord& t) { return t.per_rank; }),
+                        planned.tensors.end());
+  begin_index_file(dir, planned, config_yaml);
+  finish_index_file(dir, planned, index);
 }
 
 std::string read_index_text(const std::string& dir) {

@@ -67,9 +67,24 @@ CheckpointIndex build_index(const CollectedState& state, const std::vector<Shard
 // to describe the process writing the checkpoint. Needs no MPI_Init.
 void stamp_index(CheckpointIndex& index);
 
-// Writes `dir`/checkpoint.h5 (rank 0): root attributes, /dtrain/index, /dtrain/config_yaml,
-// each scalar as a scalar dataset, and a virtual dataset per tensor stitched from the
-// shard files (relative names), then fsyncs it.
+// What the index will hold before any shard is written: the replicated tensors' pieces
+// as `plan` places them (checksums 0), the scalars, no per-rank tensors.
+CheckpointIndex plan_index(const CollectedState& state, const std::vector<Piece>& plan,
+                           int world_size, int64_t iteration);
+
+// `dir`/checkpoint.h5 (rank 0) is written in two steps, so that most of it is written
+// while the shards are. begin_index_file creates it with what the plan fixes: root
+// attributes, /dtrain/config_yaml, each scalar as a scalar dataset and a virtual dataset
+// per replicated tensor stitched from the shard files (relative names). Fails if the
+// file exists.
+void begin_index_file(const std::string& dir, const CheckpointIndex& planned,
+                      const std::string& config_yaml);
+// finish_index_file checks that `index` (built from every rank's manifest) has the
+// layout `planned` had, adds a virtual dataset per per-rank tensor and rank
+// (/ranks/RRRRR/<name>) and /dtrain/index (a fixed-length string), then fsyncs the file.
+void finish_index_file(const std::string& dir, const CheckpointIndex& planned,
+                       const CheckpointIndex& index);
+// Both steps at once.
 void write_index_file(const std::string& dir, const CheckpointIndex& index,
                       const std::string& config_yaml);
 

@@ -53,6 +53,11 @@ struct CheckpointIndex {
 
   const TensorRecord* find_tensor(const std::string& name) const;
   std::string to_json() const;
+  // Checks what a load relies on: format version, world size, unique names, known
+  // dtypes, each piece's shard, shape and byte count, and that the pieces of every
+  // replicated tensor tile its first axis. Throws dtrain::CheckpointError naming
+  // `origin` and what is wrong.
+  void validate(const std::string& origin) const;
   // Parses and validates (format name, version, required fields, piece coverage).
   // Throws dtrain::CheckpointError naming `origin` and what is wrong.
   static CheckpointIndex from_json(const std::string& text, const std::string& origin);

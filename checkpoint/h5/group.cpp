@@ -154,13 +154,18 @@ at::Tensor Group::read_tensor(const std::string& path, std::optional<at::ScalarT
   return open_dataset(path).read(as);
 }
 
-Dataset Group::write_string(const std::string& path, const std::string& text) {
+Dataset Group::write_string(const std::string& path, const std::string& text,
+                            StringLength length) {
   ApiScope scope;
-  DataType type = DataType::variable_string();
+  const bool fixed = length == StringLength::kFixed;
+  DataType type = fixed ? DataType::fixed_string(text.size()) : DataType::variable_string();
   Dataset d = create_dataset(path, type, {});
   const char* ptr = text.c_str();
-  check(H5Dwrite(d.id(), type.id(), H5S_ALL, H5S_ALL, H5P_DEFAULT, &ptr),
-        "writing string dataset {}", d.describe());
+  const void* data = fixed ? static_cast<const void*>(ptr) : static_cast<const void*>(&ptr);
+  if (!fixed || !text.empty()) {
+    check(H5Dwrite(d.id(), type.id(), H5S_ALL, H5S_ALL, H5P_DEFAULT, data),
+          "writing string dataset {}", d.describe());
+  }
   return d;
 }
 

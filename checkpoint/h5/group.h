@@ -61,9 +61,14 @@ class Group : public Object {
   at::Tensor read_tensor(const std::string& path,
                          std::optional<at::ScalarType> as = std::nullopt) const;
 
-  // Creates a scalar variable-length UTF-8 string dataset (e.g. YAML text). h5py reads
-  // it as bytes (`ds[()]`) or str (`ds.asstr()[()]`). Text must not contain NUL bytes.
-  Dataset write_string(const std::string& path, const std::string& text);
+  // Creates a scalar UTF-8 string dataset (e.g. YAML text), variable-length or, for
+  // long texts written often, fixed-length (null-padded, exactly the text's bytes: one
+  // plain write, where a variable-length one goes through HDF5's global heap). h5py
+  // reads either as bytes (`ds[()]`); a variable-length one also as str
+  // (`ds.asstr()[()]`). Text must not contain NUL bytes.
+  enum class StringLength { kVariable, kFixed };
+  Dataset write_string(const std::string& path, const std::string& text,
+                       StringLength length = StringLength::kVariable);
   // Reads a dataset holding one string (variable or fixed length).
   std::string read_string(const std::string& path) const;
 

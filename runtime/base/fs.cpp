@@ -66,22 +66,25 @@ void rename_durable(const std::string& from, const std::string& to) {
   fsync_path(parent_dir(to));
 }
 
+void write_file_durable(const std::string& path, const std::string& content) {
+  Fd fd(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC);
+  size_t done = 0;
+  while (done < content.size()) {
+    ssize_t n = ::write(fd.get(), content.data() + done, content.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    DTRAIN_CHECK(n >= 0, "cannot write '{}': {}", path, std::strerror(errno));
+    done += static_cast<size_t>(n);
+  }
+  DTRAIN_CHECK(::fsync(fd.get()) == 0, "cannot fsync '{}': {}", path, std::strerror(errno));
+}
+
 void write_file_atomic(const std::string& path, const std::string& content) {
   const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  {
-    Fd fd(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC);
-    size_t done = 0;
-    while (done < content.size()) {
-      ssize_t n = ::write(fd.get(), content.data() + done, content.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
-        int err = errno;
-        ::unlink(tmp.c_str());
-        throw Error(fmt::format("cannot write '{}': {}", tmp, std::strerror(err)));
-      }
-      done += static_cast<size_t>(n);
-    }
-    DTRAIN_CHECK(::fsync(fd.get()) == 0, "cannot fsync '{}': {}", tmp, std::strerror(errno));
+  try {
+    write_file_durable(tmp, content);
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
   }
   rename_durable(tmp, path);
 }

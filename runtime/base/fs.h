@@ -14,6 +14,10 @@ std::string read_file(const std::string& path);
 // writes "<path>.tmp-<pid>", fsyncs it, renames it over `path`, fsyncs the parent.
 void write_file_atomic(const std::string& path, const std::string& content);
 
+// Writes `content` to `path` (created or truncated) and fsyncs it; no rename, so a
+// crash can leave it partly written: for a hidden temporary that is renamed later.
+void write_file_durable(const std::string& path, const std::string& content);
+
 // fsync(2) of a regular file or a directory.
 void fsync_path(const std::string& path);
 

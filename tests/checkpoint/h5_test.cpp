@@ -223,9 +223,18 @@ TEST_F(H5Test, StringDatasets) {
     f.write_string("empty", "");
     f.close();
   }
+  const std::string json = "{\"name\":\"caf\xC3\xA9\",\"note\":\"a \\\" b\"}";
+  {
+    File f = File::open(path("s.h5"), OpenMode::kReadWrite);
+    f.write_string("fixed.json", json, Group::StringLength::kFixed);
+    f.write_string("fixed_empty", "", Group::StringLength::kFixed);
+    f.close();
+  }
   File f = File::open(path("s.h5"));
   EXPECT_EQ(f.read_string("config.yaml"), yaml);
   EXPECT_EQ(f.read_string("empty"), "");
+  EXPECT_EQ(f.read_string("fixed.json"), json) << "a fixed-length string is read back exactly";
+  EXPECT_EQ(f.read_string("fixed_empty"), "");
   std::string msg = error_of([&] { f.read_tensor("config.yaml"); });
   EXPECT_NE(msg.find("string"), std::string::npos) << msg;
 }
@@ -345,6 +354,7 @@ TEST_F(H5Test, H5pyReadsWhatWeWrite) {
     f.write_tensor("b", at::tensor({1, 0, 1}, at::kByte).to(at::kBool));
     f.write_tensor("scalar", at::scalar_tensor(3.5, at::kDouble));
     f.write_string("config.yaml", "A: 1\nB: caf\xC3\xA9\n");
+    f.write_string("index.json", "{\"a\": \"caf\xC3\xA9\"}", Group::StringLength::kFixed);
     {
       Group g = f.create_group("meta");
       g.set_int_attr("iteration", 4999);
@@ -377,6 +387,8 @@ eq("u8", [0, 255], "uint8")
 eq("b", [True, False, True], "bool")
 assert f["scalar"].shape == () and f["scalar"][()] == 3.5
 assert f["config.yaml"].asstr()[()] == "A: 1\nB: caf\u00e9\n", f["config.yaml"][()]
+import json
+assert json.loads(f["index.json"][()]) == {"a": "caf\u00e9"}, f["index.json"][()]
 m = f["meta"].attrs
 assert m["iteration"] == 4999 and m["lr"] == 0.1
 assert isinstance(m["name"], str) and m["name"] == "caf\u00e9", repr(m["name"])

@@ -111,6 +111,58 @@ TEST(CheckpointIndexTest, RoundTripsEveryField) {
   EXPECT_EQ(j.at("tensors")[0].at("pieces")[0].at("xxh64"), "fedcba9876543210");
 }
 
+// to_json writes the text itself: it must say exactly what a json tree of the same
+// fields says, names that need escaping included.
+TEST(CheckpointIndexTest, ToJsonMatchesAJsonTreeOfTheSameFields) {
+  CheckpointIndex idx = SampleIndex();
+  idx.tensors[0].name = "model/we\"ird\\name\t\u00e9\x01";
+  json expected = {{"format", kFormatName},        {"format_version", idx.format_version},
+                   {"world_size", idx.world_size}, {"iteration", idx.iteration},
+                   {"created", idx.created},       {"versions", idx.versions}};
+  expected["tensors"] = json::array();
+  for (const auto& t : idx.tensors) {
+    json pieces = json::array();
+    for (const auto& p : t.pieces) {
+      pieces.push_back({{"shard", p.shard}, {"row_start", p.row_start},
+                        {"row_count", p.row_count}, {"bytes", p.bytes},
+                        {"xxh64", hex64(p.xxh64)}, {"shape", p.shape}});
+    }
+    expected["tensors"].push_back({{"name", t.name}, {"dtype", t.dtype}, {"shape", t.shape},
+                                   {"per_rank", t.per_rank}, {"pieces", pieces}});
+  }
+  expected["scalars"] = {{"scheduler/last_iter", {{"type", "int"}, {"value", -7}}},
+                         {"extra/lr", {{"type", "float"}, {"value", 0.1}}},
+                         {"extra/big", {{"type", "float"}, {"value", 1e300}}},
+                         {"extra/note", {{"type", "string"},
+                                         {"value", std::get<std::string>(idx.scalars["extra/note"])}}}};
+  const std::string text = idx.to_json();
+  EXPECT_EQ(json::parse(text), expected) << text;
+  EXPECT_EQ(text.find('\n'), std::string::npos) << "one line";
+  EXPECT_EQ(CheckpointIndex::from_json(text, "x").tensors[0].name, idx.tensors[0].name);
+}
+
+// validate() checks the struct itself (the commit checks the index it built this way,
+// without a JSON round trip).
+TEST(CheckpointIndexTest, ValidateChecksTheStruct) {
+  EXPECT_NO_THROW(SampleIndex().validate("x"));
+  CheckpointIndex gap = SampleIndex();
+  gap.tensors[0].pieces[1].row_start = 4;
+  try {
+    gap.validate("index of 'out/model_0000099'");
+    FAIL() << "expected a CheckpointError";
+  } catch (const CheckpointError& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "index of 'out/model_0000099': tensor 'model/fc1.weight': pieces do not tile rows "
+              "(expected row 3, got 4)");
+  }
+  CheckpointIndex twice = SampleIndex();
+  twice.tensors.push_back(twice.tensors[1]);
+  EXPECT_THROW(twice.validate("x"), CheckpointError);
+  CheckpointIndex bad_shard = SampleIndex();
+  bad_shard.tensors[3].pieces[1].shard = 2;
+  EXPECT_THROW(bad_shard.validate("x"), CheckpointError);
+}
+
 TEST(CheckpointIndexTest, Helpers) {
   EXPECT_EQ(shard_file_name(3, 8), "shard-00003-of-00008.h5");
   EXPECT_EQ(shard_file_name(0, 1), "shard-00000-of-00001.h5");

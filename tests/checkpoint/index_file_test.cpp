@@ -1,0 +1,130 @@
+// checkpoint.h5 written in two steps, as the commit protocol does: begun from the shard
+// plan while the shards are written, finished from the manifests. The result reads back
+// (index text, replicated and per-rank virtual datasets, bit for bit) like one written
+// at once, and a finish whose manifests do not match the begun layout is refused.
+#include <filesystem>
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "checkpoint/format.h"
+#include "checkpoint/h5/h5.h"
+#include "runtime/base/error.h"
+#include "tests/checkpoint/test_support.h"
+
+namespace dtrain::checkpoint {
+namespace {
+
+constexpr int kWorld = 3;
+
+CollectedState sample_state(uint64_t rng_seed) {
+  CollectedState s;
+  s.replicated.emplace_back("model/w", testing::pattern_tensor({50, 7}, at::kFloat, 1));
+  s.replicated.emplace_back("model/b", testing::pattern_tensor({7}, at::kDouble, 2));
+  s.replicated.emplace_back("model/empty", at::zeros({0, 4}, at::kBFloat16));
+  s.replicated.emplace_back("optimizer/state/w/step", at::scalar_tensor(int64_t{5}, at::kLong));
+  s.per_rank.emplace_back("rng/cpu", testing::pattern_tensor({64}, at::kByte, rng_seed));
+  s.scalars["scheduler/last_iter"] = int64_t{7};
+  s.scalars["extra/lr"] = 0.25;
+  return s;
+}
+
+class IndexFileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = testing::make_temp_dir("index_file");
+    for (int r = 0; r < kWorld; ++r) states_.push_back(sample_state(100 + r));
+    plan_ = plan_shards(states_[0].replicated_meta(), kWorld);
+    for (int r = 0; r < kWorld; ++r) {
+      manifests_.push_back(
+          write_shard(dir_ + "/" + shard_file_name(r, kWorld), r, states_[r], plan_));
+    }
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  // The planned index, stamped, and the full index built from the manifests.
+  std::pair<CheckpointIndex, CheckpointIndex> indexes() const {
+    CheckpointIndex planned = plan_index(states_[0], plan_, kWorld, 42);
+    stamp_index(planned);
+    CheckpointIndex index = build_index(states_[0], manifests_, kWorld, 42);
+    index.created = planned.created;
+    index.versions = planned.versions;
+    return {planned, index};
+  }
+
+  std::string dir_;
+  std::vector<CollectedState> states_;
+  std::vector<Piece> plan_;
+  std::vector<ShardManifest> manifests_;
+};
+
+TEST_F(IndexFileTest, BegunThenFinishedReadsBackBitwise) {
+  auto [planned, index] = indexes();
+  // The plan fixes every replicated piece but not its checksum.
+  ASSERT_EQ(planned.tensors.size(), states_[0].replicated.size());
+  for (size_t t = 0; t < planned.tensors.size(); ++t) {
+    ASSERT_EQ(planned.tensors[t].pieces.size(), index.tensors[t].pieces.size());
+    for (size_t p = 0; p < planned.tensors[t].pieces.size(); ++p) {
+      EXPECT_EQ(planned.tensors[t].pieces[p].shape, index.tensors[t].pieces[p].shape);
+      EXPECT_EQ(planned.tensors[t].pieces[p].bytes, index.tensors[t].pieces[p].bytes);
+    }
+  }
+  begin_index_file(dir_, planned, "MODEL:\n  NAME: mlp\n");
+  finish_index_file(dir_, planned, index);
+
+  EXPECT_EQ(read_index_text(dir_), index.to_json());
+  h5::File f = h5::File::open(dir_ + "/" + kIndexFile);
+  EXPECT_EQ(f.get_int_attr("iteration"), 42);
+  EXPECT_EQ(f.get_int_attr("world_size"), kWorld);
+  EXPECT_EQ(f.get_string_attr("created"), planned.created);
+  EXPECT_EQ(f.read_string("/dtrain/config_yaml"), "MODEL:\n  NAME: mlp\n");
+  EXPECT_EQ(f.read_tensor("/scheduler/last_iter").item<int64_t>(), 7);
+  for (const auto& [name, t] : states_[0].replicated) {
+    EXPECT_TRUE(testing::bitwise_equal(f.read_tensor("/" + name), t)) << name;
+  }
+  for (int r = 0; r < kWorld; ++r) {
+    EXPECT_TRUE(testing::bitwise_equal(f.read_tensor(fmt::format("/ranks/{:05d}/rng/cpu", r)),
+                                       states_[r].per_rank[0].second))
+        << "rank " << r;
+  }
+}
+
+TEST_F(IndexFileTest, FinishRefusesALayoutThatDiffersFromTheBegunOne) {
+  auto [planned, index] = indexes();
+  begin_index_file(dir_, planned, "");
+  CheckpointIndex moved = index;
+  moved.tensors[0].pieces[1].row_start += 1;  // e.g. a rank planned other rows
+  try {
+    finish_index_file(dir_, planned, moved);
+    FAIL() << "expected a CheckpointError";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("was begun for a layout that differs from what the "
+                                         "shards hold (tensor 'model/w')"),
+              std::string::npos)
+        << e.what();
+  }
+  CheckpointIndex other_time = index;
+  other_time.iteration = 43;
+  EXPECT_THROW(finish_index_file(dir_, planned, other_time), CheckpointError);
+}
+
+TEST_F(IndexFileTest, BeginRefusesAnExistingFile) {
+  auto [planned, index] = indexes();
+  begin_index_file(dir_, planned, "");
+  EXPECT_THROW(begin_index_file(dir_, planned, ""), CheckpointError);
+  finish_index_file(dir_, planned, index);  // the first one is intact
+  EXPECT_EQ(read_index_text(dir_), index.to_json());
+}
+
+TEST_F(IndexFileTest, WriteIndexFileIsBothSteps) {
+  auto [planned, index] = indexes();
+  write_index_file(dir_, index, "");
+  h5::File f = h5::File::open(dir_ + "/" + kIndexFile);
+  EXPECT_TRUE(testing::bitwise_equal(f.read_tensor("/model/w"), states_[0].replicated[0].second));
+  EXPECT_TRUE(testing::bitwise_equal(f.read_tensor("/ranks/00002/rng/cpu"),
+                                     states_[2].per_rank[0].second));
+  EXPECT_EQ(read_index_text(dir_), index.to_json());
+}
+
+}  // namespace
+}  // namespace dtrain::checkpoint
