@@ -190,17 +190,27 @@ ShardManifest write_shard(const std::string& path, int rank, const CollectedStat
   return manifest;
 }
 
-CheckpointIndex build_index(const CollectedState& state, const std::vector<ShardManifest>& manifests,
-                            int world_size, int64_t iteration) {
+namespace {
+
+// The index without pieces: attributes, scalars and the replicated tensors, in order.
+CheckpointIndex index_skeleton(const CollectedState& state, int world_size, int64_t iteration) {
   CheckpointIndex idx;
   idx.world_size = world_size;
   idx.iteration = iteration;
   idx.scalars = state.scalars;
-  std::map<std::string, size_t> position;
   for (const auto& [name, t] : state.replicated) {
-    position[name] = idx.tensors.size();
     idx.tensors.push_back({name, h5::dtype_name(t.scalar_type()), t.sizes().vec(), false, {}});
   }
+  return idx;
+}
+
+}  // namespace
+
+CheckpointIndex build_index(const CollectedState& state, const std::vector<ShardManifest>& manifests,
+                            int world_size, int64_t iteration) {
+  CheckpointIndex idx = index_skeleton(state, world_size, iteration);
+  std::map<std::string, size_t> position;
+  for (size_t i = 0; i < idx.tensors.size(); ++i) position[idx.tensors[i].name] = i;
   for (const auto& m : manifests) {
     for (const auto& e : m.replicated) {
       auto it = position.find(e.tensor);
@@ -299,13 +309,7 @@ void stamp_index(CheckpointIndex& index) {
 
 CheckpointIndex plan_index(const CollectedState& state, const std::vector<Piece>& plan,
                            int world_size, int64_t iteration) {
-  CheckpointIndex idx;
-  idx.world_size = world_size;
-  idx.iteration = iteration;
-  idx.scalars = state.scalars;
-  for (const auto& [name, t] : state.replicated) {
-    idx.tensors.push_back({name, h5::dtype_name(t.scalar_type()), t.sizes().vec(), false, {}});
-  }
+  CheckpointIndex idx = index_skeleton(state, world_size, iteration);
   for (const auto& p : plan) {
     TensorRecord& t = idx.tensors.at(p.tensor);
     std::vector<int64_t> shape = t.shape;
