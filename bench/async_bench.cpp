@@ -250,7 +250,7 @@ nlohmann::json stall_part(dist::Communicator& comm, const models::GptOptions& g,
                           fmt::join(stall_s, ", "), fmt::join(call_s, ", "),
                           fmt::join(async_total_s, ", "), fmt::join(async_write_s, ", ")));
     print_row("committing poll_async (second stall)", seconds(commit), "", "",
-              fmt::format("runs: {:.3f}; rank 0 writes the index and renames, the others wait",
+              fmt::format("runs: {:.3f}; rank 0 finishes checkpoint.h5 and renames, the others wait",
                           fmt::join(commit_s, ", ")));
     print_row("stall / memcpy", fmt::format("{:.2f}", r_memcpy), "<= 1.5", at_most(r_memcpy, 1.5),
               fmt::format("per round: {:.2f}", fmt::join(vs_memcpy, ", ")));
