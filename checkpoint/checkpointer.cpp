@@ -572,17 +572,13 @@ void Checkpointer::commit_save(PendingSave& ps, const std::string& error,
       fault::point("ckpt.before_rename", rank);
       commit_directory(ps.tmp, ps.final_dir);
       tag_written.get();
-    } catch (...) {
-      std::error_code ec;
-      if (stdfs::exists(ps.tmp)) stdfs::remove_all(ps.tmp, ec);
-      stdfs::remove(tag_tmp, ec);
-      throw;
-    }
-    try {
       fault::point("ckpt.before_last_checkpoint", rank);
       fs::rename_durable(tag_tmp, save_dir_ + "/" + kLastCheckpoint);
     } catch (...) {
+      // Before the commit: nothing of the save stays. After it (the directory renamed,
+      // so ps.tmp is gone): the checkpoint stays, only the tag's temporary goes.
       std::error_code ec;
+      if (stdfs::exists(ps.tmp)) stdfs::remove_all(ps.tmp, ec);
       stdfs::remove(tag_tmp, ec);
       throw;
     }
