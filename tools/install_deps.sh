@@ -12,7 +12,7 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   libtorch-dev libopenblas0-openmp \
   libopenmpi-dev openmpi-bin libhdf5-openmpi-dev \
   libboost-dev libyaml-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev \
-  libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libxxhash-dev libssl-dev openssl \
-  python3 python3-numpy python3-h5py python3-torch \
+  libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libxxhash-dev libssl-dev openssl libzip-dev \
+  python3 python3-numpy python3-h5py python3-torch python3-torchvision \
   >/dev/null
 echo "dtrain: dependencies installed"

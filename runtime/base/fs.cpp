@@ -5,7 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 
@@ -33,12 +35,14 @@ class Fd {
 
 }  // namespace
 
-std::string read_file(const std::string& path) {
+std::string read_file(const std::string& path) { return read_file_head(path, SIZE_MAX); }
+
+std::string read_file_head(const std::string& path, size_t limit) {
   Fd fd(path, O_RDONLY | O_CLOEXEC);
   std::string out;
   char buf[1 << 16];
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+  while (out.size() < limit) {
+    ssize_t n = ::read(fd.get(), buf, std::min(sizeof buf, limit - out.size()));
     if (n < 0 && errno == EINTR) continue;
     DTRAIN_CHECK(n >= 0, "cannot read '{}': {}", path, std::strerror(errno));
     if (n == 0) break;

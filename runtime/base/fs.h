@@ -3,12 +3,15 @@
 // All functions throw dtrain::Error naming the path and errno's message. Thread-safe.
 #pragma once
 
+#include <cstddef>
 #include <string>
 
 namespace dtrain::fs {
 
 // Reads a whole file. Throws if it cannot be opened or read.
 std::string read_file(const std::string& path);
+// Reads at most the first `limit` bytes of a file (all of a shorter one).
+std::string read_file_head(const std::string& path, size_t limit);
 
 // Writes `content` to `path` so that a crash leaves either the old or the new file:
 // writes "<path>.tmp-<pid>", fsyncs it, renames it over `path`, fsyncs the parent.
