@@ -25,9 +25,10 @@
 #include <nlohmann/json.hpp>
 #include <torch/version.h>
 
+#include "checkpoint/agree.h"
 #include "checkpoint/h5/h5.h"
+#include "checkpoint/interop/weights.h"
 #include "checkpoint/remote.h"
-#include "checkpoint/torch_io.h"
 #include "runtime/base/error.h"
 #include "runtime/base/fault.h"
 #include "runtime/base/fs.h"
@@ -35,6 +36,9 @@
 
 namespace dtrain::checkpoint {
 namespace stdfs = std::filesystem;
+using internal::all_or_none;
+using internal::on_rank;
+using internal::on_root;
 
 namespace {
 
@@ -58,65 +62,6 @@ std::string random_id() {
   return fmt::format("{:08x}{:04x}", rd(), static_cast<unsigned>(::getpid()) & 0xffff);
 }
 
-// Every rank runs `fn`; errors are exchanged so that every rank throws the same
-// CheckpointError (listing each failing rank) or none does.
-template <typename Fn>
-void all_or_none(dist::Communicator& comm, const std::string& what, Fn&& fn) {
-  std::string error;
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    error = e.what();
-  }
-  auto errors = comm.all_gather_bytes(error);
-  // Ranks with the same message are listed together ("ranks 0, 1: ..."), in rank order.
-  std::vector<std::pair<std::string, std::vector<size_t>>> groups;
-  for (size_t r = 0; r < errors.size(); ++r) {
-    if (errors[r].empty()) continue;
-    auto it = std::find_if(groups.begin(), groups.end(),
-                           [&](const auto& g) { return g.first == errors[r]; });
-    if (it == groups.end()) {
-      groups.push_back({errors[r], {r}});
-    } else {
-      it->second.push_back(r);
-    }
-  }
-  if (groups.empty()) return;
-  std::string combined;
-  for (const auto& [message, ranks] : groups) {
-    if (!combined.empty()) combined += "; ";
-    if (errors.size() > 1) {
-      combined +=
-          fmt::format("{} {}: ", ranks.size() > 1 ? "ranks" : "rank", fmt::join(ranks, ", "));
-    }
-    combined += message;
-  }
-  throw CheckpointError(fmt::format("{} failed: {}", what, combined));
-}
-
-// Rank `root` runs `fn` and broadcasts its string result, or its error to throw everywhere.
-template <typename Fn>
-std::string on_rank(dist::Communicator& comm, int root, const std::string& what, Fn&& fn) {
-  std::string message;
-  if (comm.rank() == root) {
-    try {
-      message = "+" + fn();
-    } catch (const std::exception& e) {
-      message = std::string("-") + e.what();
-    }
-  }
-  comm.broadcast_bytes(message, root);
-  if (!message.empty() && message[0] == '-') {
-    throw CheckpointError(fmt::format("{} failed: {}", what, message.substr(1)));
-  }
-  return message.substr(1);
-}
-
-// Rank 0 runs `fn` (see on_rank).
-template <typename Fn>
-std::string on_root(dist::Communicator& comm, const std::string& what, Fn&& fn) {
-  return on_rank(comm, 0, what, std::forward<Fn>(fn));
-}
 
 void validate_name(const std::string& name) {
   DTRAIN_CHECK_T(CheckpointError,
@@ -694,15 +639,16 @@ StateDict Checkpointer::load(const std::string& path,
   std::string only_str = only ? fmt::format("{}", fmt::join(*only, ",")) : "*";
   check_collective("load", path + ";" + only_str);
   finish_async();
-  if (is_remote(path)) {
+  // detectron2's "w.pth?matching_heuristics=True".
+  const auto [plain, heuristics] = interop::split_matching_query(path);
+  if (is_remote(plain)) {
     // Downloaded once per node into the cache (verified), then loaded from there.
-    const std::string local = fetch_remote(path, comm_);
-    StateDict extra = load(local, only);
-    loaded_from_ = path;
+    const std::string local = fetch_remote(plain, comm_);
+    StateDict extra = load(heuristics ? local + "?matching_heuristics=True" : local, only);
+    loaded_from_ = plain;
     return extra;
   }
-  const std::string ext = stdfs::path(path).extension().string();
-  if (ext == ".pt" || ext == ".pth") return load_torch_file(path);
+  if (interop::is_foreign_weights_path(plain)) return load_foreign_file(plain, heuristics, only);
   std::string dir = path;
   if (stdfs::path(path).filename() == kIndexFile) dir = fs::parent_dir(path);
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
@@ -1004,33 +950,6 @@ StateDict Checkpointer::load_directory(const std::string& dir,
                     index.iteration, index.world_size, seconds_since(t0));
   }
   return extra;
-}
-
-StateDict Checkpointer::load_torch_file(const std::string& path) {
-  // The first rank that can read the file reads it; every rank parses the same bytes.
-  const bool readable = stdfs::exists(path);
-  auto flags = comm_.all_gather_bytes(readable ? "1" : "0");
-  const auto first = std::find(flags.begin(), flags.end(), "1");
-  DTRAIN_CHECK_T(CheckpointError, first != flags.end(), "cannot load '{}': no rank can read it",
-                 path);
-  const int root = static_cast<int>(first - flags.begin());
-  std::string bytes = on_rank(comm_, root, fmt::format("loading '{}'", path),
-                              [&] { return fs::read_file(path); });
-  StateDict state;
-  all_or_none(comm_, fmt::format("loading '{}'", path),
-              [&] { state = parse_torch_state_dict(bytes, path); });
-  LoadReport report = ModuleState(model_).load_with_report(state);
-  if (!report.clean()) {
-    DTRAIN_CHECK_T(CheckpointError, !options_.strict,
-                   "'{}' does not match the model (CHECKPOINT.STRICT is on):\n{}", path,
-                   report.table());
-    if (comm_.rank() == 0) {
-      DTRAIN_LOG_WARN("Some model parameters or buffers were not loaded from '{}':\n{}", path,
-                      report.table());
-    }
-  }
-  loaded_from_ = path;
-  return {};
 }
 
 bool Checkpointer::has_checkpoint() {

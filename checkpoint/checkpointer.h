@@ -51,6 +51,10 @@ struct Checkpointable {
 struct CheckpointerOptions {
   std::string config_yaml;  // stored as /dtrain/config_yaml
   bool strict = false;      // CHECKPOINT.STRICT: fail on missing/unexpected/mismatched keys
+  // CHECKPOINT.MATCHING_HEURISTICS: match a foreign file's keys to the model's by their
+  // longest '.'-aligned suffix (detectron2's heuristics; docs/INTEROP.md). Also on for a
+  // path ending in "?matching_heuristics=True" and for files that ask for it.
+  bool matching_heuristics = false;
 };
 
 class Checkpointer {
@@ -130,7 +134,11 @@ class Checkpointer {
   void check_collective(const std::string& what, const std::string& arg);
   CollectedState collect(const StateDict& extra) const;
   StateDict load_directory(const std::string& dir, const std::optional<std::vector<std::string>>& only);
-  StateDict load_torch_file(const std::string& path);
+  // Loads a foreign weight file (PyTorch .pt/.pth, detectron2 checkpoint or model-zoo .pkl,
+  // safetensors; foreign_load.cpp): the model by key matching, and the optimizer and
+  // scheduler when `only` wants them and they can be mapped.
+  StateDict load_foreign_file(const std::string& path, bool heuristics,
+                              const std::optional<std::vector<std::string>>& only);
   // The steps of a save: rank 0 creates the hidden temporary directory (returned on
   // every rank); later every rank reports its write (error or manifest) and rank 0
   // writes the index and commits.

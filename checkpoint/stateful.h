@@ -20,6 +20,10 @@
 
 #include <ATen/core/Tensor.h>
 
+namespace dtrain::interop {
+struct PyObject;  // checkpoint/interop/pickle.h
+}  // namespace dtrain::interop
+
 namespace dtrain::checkpoint {
 
 using StateValue = std::variant<at::Tensor, int64_t, double, std::string>;
@@ -47,6 +51,14 @@ class Stateful {
   // uses a tensor only when it is a contiguous CPU tensor of exactly the stored dtype
   // and shape. Default: none.
   virtual StateDict load_targets() { return {}; }
+
+  // Loads state that PyTorch saved (torch.optim's or an LR scheduler's state_dict(), as
+  // read from a .pth by the unpickler, e.g. a detectron2 checkpoint's "optimizer").
+  // Returns "" when it was loaded; otherwise why it cannot be, and nothing was changed.
+  // Default: this state does not read PyTorch's.
+  virtual std::string load_pytorch_state(const interop::PyObject& /*state*/) {
+    return "this state has no PyTorch counterpart";
+  }
 };
 
 // Typed access to a StateDict entry; throws dtrain::Error naming `key` and `owner` when

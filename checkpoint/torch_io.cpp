@@ -1,84 +1,70 @@
-// PyTorch .pt state dict import/export (see torch_io.h).
+// StateDict <-> PyTorch files over checkpoint/interop (see torch_io.h).
 #include "checkpoint/torch_io.h"
 
-#include <ATen/core/Dict.h>
-#include <ATen/core/ivalue.h>
-#include <fmt/format.h>
-#include <torch/csrc/jit/serialization/pickle.h>
-
-#include "runtime/base/error.h"
-#include "runtime/base/fs.h"
+#include "checkpoint/interop/torch_file.h"
+#include "checkpoint/interop/weights.h"
 
 namespace dtrain::checkpoint {
+namespace {
 
-StateDict read_torch_state_dict(const std::string& path) {
-  std::string bytes;
-  try {
-    bytes = fs::read_file(path);
-  } catch (const std::exception& e) {
-    throw CheckpointError(e.what());
-  }
-  return parse_torch_state_dict(bytes, path);
-}
-
-StateDict parse_torch_state_dict(const std::string& bytes, const std::string& path) {
-  c10::IValue value;
-  try {
-    value = torch::jit::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
-  } catch (const std::exception& e) {
-    std::string what = e.what();
-    const bool ordered = what.find("OrderedDict") != std::string::npos ||
-                         bytes.find("collections\nOrderedDict") != std::string::npos;
-    throw CheckpointError(fmt::format(
-        "cannot read PyTorch file '{}': {}", path,
-        ordered ? "it holds an OrderedDict (what model.state_dict() returns), which LibTorch "
-                  "cannot unpickle; save it as a plain dict instead: "
-                  "torch.save(dict(model.state_dict()), path)"
-                : what.substr(0, what.find('\n'))));
-  }
-  if (value.isGenericDict()) {
-    auto dict = value.toGenericDict();
-    // detectron2 checkpoints nest the weights under "model".
-    if (dict.contains("model") && dict.at("model").isGenericDict()) value = dict.at("model");
-  }
-  if (!value.isGenericDict() && bytes.find("collections\nOrderedDict") != std::string::npos) {
-    throw CheckpointError(fmt::format(
-        "cannot read PyTorch file '{}': it holds an OrderedDict (what model.state_dict() "
-        "returns), which LibTorch cannot unpickle; save it as a plain dict instead: "
-        "torch.save(dict(model.state_dict()), path)",
-        path));
-  }
-  DTRAIN_CHECK_T(CheckpointError, value.isGenericDict(),
-                 "'{}' does not hold a dict of tensors (found {})", path, value.tagKind());
+StateDict to_state_dict(const interop::ForeignWeights& w) {
   StateDict out;
-  for (const auto& item : value.toGenericDict()) {
-    DTRAIN_CHECK_T(CheckpointError, item.key().isString(),
-                   "'{}': state dict keys must be strings (found {})", path, item.key().tagKind());
-    const std::string key = item.key().toStringRef();
-    const c10::IValue& v = item.value();
-    if (v.isTensor()) {
-      out[key] = v.toTensor();
-    } else if (v.isInt()) {
-      out[key] = v.toInt();
-    } else if (v.isDouble()) {
-      out[key] = v.toDouble();
-    } else if (v.isString()) {
-      out[key] = v.toStringRef();
-    } else {
-      throw CheckpointError(fmt::format("'{}': entry '{}' is a {}, not a tensor or number", path,
-                                        key, v.tagKind()));
-    }
+  for (const auto& [k, t] : w.model) out[k] = t;
+  for (const auto& [k, v] : w.scalars) {
+    std::visit([&, key = k](const auto& x) { out.emplace(key, x); }, v);
   }
   return out;
 }
 
-void write_torch_state_dict(const std::string& path, const StateDict& state) {
-  c10::Dict<std::string, at::Tensor> dict;
+}  // namespace
+
+StateDict read_torch_state_dict(const std::string& path) {
+  return to_state_dict(interop::read_foreign_weights(path));
+}
+
+StateDict parse_torch_state_dict(const std::string& bytes, const std::string& origin) {
+  return to_state_dict(interop::parse_foreign_weights(bytes, origin));
+}
+
+void write_torch_state_dict(const std::string& path, const StateDict& state,
+                            const TorchWriteOptions& options) {
+  interop::PyHeap heap;
+  auto make = [&](interop::PyType t) { return heap.make(t, path); };
+  auto* model = make(interop::PyType::kDict);
+  model->ordered = true;
   for (const auto& [k, v] : state) {
-    if (auto t = std::get_if<at::Tensor>(&v)) dict.insert(k, *t);
+    if (options.model_key && !std::holds_alternative<at::Tensor>(v)) continue;
+    auto* key = make(interop::PyType::kStr);
+    key->s = k;
+    interop::PyObject* value = nullptr;
+    if (auto t = std::get_if<at::Tensor>(&v)) {
+      value = make(interop::PyType::kTensor);
+      value->tensor = *t;
+    } else if (auto i = std::get_if<int64_t>(&v)) {
+      value = make(interop::PyType::kInt);
+      value->i = *i;
+    } else if (auto d = std::get_if<double>(&v)) {
+      value = make(interop::PyType::kFloat);
+      value->f = *d;
+    } else {
+      value = make(interop::PyType::kStr);
+      value->s = std::get<std::string>(v);
+    }
+    model->entries.emplace_back(key, value);
   }
-  std::vector<char> bytes = torch::jit::pickle_save(c10::IValue(dict));
-  fs::write_file_atomic(path, std::string(bytes.begin(), bytes.end()));
+  if (!options.model_key) return interop::write_torch_file(path, *model);
+  auto* root = make(interop::PyType::kDict);
+  auto* model_key = make(interop::PyType::kStr);
+  model_key->s = "model";
+  root->entries.emplace_back(model_key, model);
+  if (options.iteration) {
+    auto* key = make(interop::PyType::kStr);
+    key->s = "iteration";
+    auto* value = make(interop::PyType::kInt);
+    value->i = *options.iteration;
+    root->entries.emplace_back(key, value);
+  }
+  interop::write_torch_file(path, *root);
 }
 
 }  // namespace dtrain::checkpoint

@@ -16,6 +16,7 @@
 #include <fmt/format.h>
 #include <torch/version.h>
 
+#include "checkpoint/interop/weights.h"
 #include "checkpoint/index.h"
 #include "checkpoint/shard_plan.h"
 #include "runtime/base/error.h"
@@ -86,10 +87,9 @@ ResolvedCheckpoint resolve_checkpoint(const std::string& path_in) {
           "'{}' is one shard of a checkpoint; pass its directory '{}' instead", path,
           fs::parent_dir(path)));
     }
-    const std::string ext = stdfs::path(path).extension().string();
-    if (ext == ".pt" || ext == ".pth") {
+    if (interop::is_foreign_weights_path(path)) {
       throw CheckpointError(fmt::format(
-          "'{}' is a PyTorch file, not a dtrain checkpoint (make one with `dtrain ckpt import "
+          "'{}' is a PyTorch/safetensors file, not a dtrain checkpoint (make one with `dtrain ckpt import "
           "{} --to DIR`)", path, path));
     }
     throw CheckpointError(fmt::format(
@@ -205,17 +205,23 @@ int run_ckpt(const std::vector<std::string>& args, std::ostream& out, std::ostre
 
   ExportOptions exp;
   CLI::App* export_cmd = app.add_subcommand(
-      "export", "write the model state dict as a .pt file that torch.load reads");
+      "export", "write the model as a .pth (torch.load, detectron2) or .safetensors file");
   export_cmd->add_option("path", exp.path, "checkpoint")->required();
-  export_cmd->add_option("--to", exp.to, "output .pt file")->required();
+  export_cmd->add_option("--to", exp.to,
+                         "output file: .safetensors, or else a .pth/.pt in torch.save's format")
+      ->required();
   export_cmd->add_flag("--all", exp.all,
-                       "every tensor and scalar with its full name (model/..., optimizer/...)");
+                       "every tensor and scalar with its full name, as one flat dict");
+  export_cmd->add_flag("--bare", exp.bare,
+                       "a bare state dict (OrderedDict) instead of {\"model\": ..., "
+                       "\"iteration\": N}");
   export_cmd->add_flag("--force", exp.force, "replace an existing output file");
 
   ImportOptions imp;
   CLI::App* import_cmd = app.add_subcommand(
-      "import", "make a 1-shard checkpoint from a PyTorch state dict (.pt/.pth)");
-  import_cmd->add_option("path", imp.path, "PyTorch file: torch.save(dict(model.state_dict()))")
+      "import", "make a 1-shard checkpoint from a PyTorch, detectron2 or safetensors file");
+  import_cmd->add_option("path", imp.path,
+                         "a torch.save'd state dict, a detectron2 .pth/.pkl or a .safetensors")
       ->required();
   import_cmd->add_option("--to", imp.to, "checkpoint directory to create")->required();
   import_cmd->add_flag("--force", imp.force, "replace an existing checkpoint directory");

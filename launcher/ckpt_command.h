@@ -61,20 +61,24 @@ int ckpt_diff(const DiffOptions& options, std::ostream& out, std::ostream& err);
 
 struct ExportOptions {
   std::string path;
-  std::string to;     // the .pt file to write
-  bool all = false;   // every tensor and scalar with full names, not just the model
-  bool force = false; // replace an existing file
+  std::string to;      // the file to write: .safetensors, or else torch.save's format
+  bool all = false;    // every tensor and scalar with full names, as one flat dict
+  bool bare = false;   // a bare state dict, not {"model": ..., "iteration": N}
+  bool force = false;  // replace an existing file
 };
-// Writes the model's state dict ("fc1.weight", ...) as a file `torch.load` reads.
+// Writes the model's state dict ("fc1.weight", ...) as a file that `torch.load` and
+// detectron2's Checkpointer.load read: {"model": OrderedDict, "iteration": N} (a bare
+// OrderedDict with `bare`), or as safetensors when `to` ends in ".safetensors".
 int ckpt_export(const ExportOptions& options, std::ostream& out, std::ostream& err);
 
 struct ImportOptions {
-  std::string path;    // a torch.save'd dict of tensors
+  std::string path;    // a PyTorch, detectron2 (.pth/.pkl) or safetensors file
   std::string to;      // the checkpoint directory to create
   bool force = false;  // replace an existing checkpoint directory
 };
-// Builds a 1-shard checkpoint from a PyTorch state dict: plain keys go under "model/",
-// keys with a '/' (from `export --all`) keep their names. Refuses to overwrite.
+// Builds a 1-shard checkpoint from a foreign weight file (checkpoint/interop): the model's
+// keys go under "model/", keys with a '/' (from `export --all`) keep their names, and a
+// detectron2 checkpoint's "iteration" becomes the checkpoint's. Refuses to overwrite.
 int ckpt_import(const ImportOptions& options, std::ostream& out, std::ostream& err);
 
 // ---- Helpers shared by the subcommands (and useful to tests) ----

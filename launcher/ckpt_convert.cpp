@@ -12,11 +12,8 @@
 #include <random>
 
 #include <ATen/ATen.h>
-#include <ATen/core/Dict.h>
-#include <ATen/core/ivalue.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <torch/csrc/jit/serialization/pickle.h>
 
 #include "checkpoint/h5/h5.h"
 #include "checkpoint/index.h"
@@ -220,15 +217,6 @@ int run_diff(const DiffOptions& options, std::ostream& out) {
 
 // ---- export ----
 
-void write_generic_dict(const std::string& path, const StateDict& state) {
-  c10::impl::GenericDict dict(c10::StringType::get(), c10::AnyType::get());
-  for (const auto& [k, v] : state) {
-    std::visit([&, key = k](const auto& x) { dict.insert(key, c10::IValue(x)); }, v);
-  }
-  std::vector<char> bytes = torch::jit::pickle_save(c10::IValue(dict));
-  fs::write_file_atomic(path, std::string(bytes.begin(), bytes.end()));
-}
-
 int run_export(const ExportOptions& options, std::ostream& out) {
   const ResolvedCheckpoint r = resolve_checkpoint(options.path);
   if (!r.note.empty()) out << "note: " << r.note << "\n";
@@ -259,9 +247,12 @@ int run_export(const ExportOptions& options, std::ostream& out) {
                  "everything", r.dir);
   if (options.all) {
     for (const auto& [k, v] : index.scalars) state[k] = v;
-    write_generic_dict(options.to, state);
-  } else {
     checkpoint::write_torch_state_dict(options.to, state);
+  } else {
+    checkpoint::TorchWriteOptions w;
+    w.model_key = !options.bare;
+    if (index.iteration >= 0) w.iteration = index.iteration;
+    checkpoint::write_torch_state_dict(options.to, state, w);
   }
   out << fmt::format("Exported {} tensors ({}){} from {} to {}\n", tensors, human_bytes(bytes),
                      options.all ? fmt::format(" and {} scalars", index.scalars.size()) : "",
@@ -278,24 +269,6 @@ bool storable(at::ScalarType t) {
     return true;
   } catch (const std::exception&) {
     return false;
-  }
-}
-
-// read_torch_state_dict, with the OrderedDict advice also when LibTorch's unpickler fails
-// on one without naming it (LibTorch 1.13 reports "Expected GenericDict but got None").
-StateDict read_state_dict(const std::string& path) {
-  try {
-    return checkpoint::read_torch_state_dict(path);
-  } catch (const CheckpointError& e) {
-    const std::string what = e.what();
-    if (what.find("OrderedDict") == std::string::npos &&
-        fs::read_file(path).find("collections\nOrderedDict") != std::string::npos) {
-      throw CheckpointError(fmt::format(
-          "cannot read PyTorch file '{}': it holds an OrderedDict (what model.state_dict() "
-          "returns), which LibTorch cannot unpickle; save it as a plain dict instead: "
-          "torch.save(dict(model.state_dict()), path)", path));
-    }
-    throw;
   }
 }
 
@@ -333,10 +306,11 @@ int run_import(const ImportOptions& options, std::ostream& out) {
   DTRAIN_CHECK_T(CheckpointError, stdfs::exists(options.path), "'{}' does not exist",
                  options.path);
   DTRAIN_CHECK_T(CheckpointError, stdfs::is_regular_file(options.path),
-                 "'{}' is not a file (import reads a PyTorch .pt/.pth state dict)", options.path);
+                 "'{}' is not a file (import reads a PyTorch, detectron2 or safetensors file)",
+                 options.path);
   DTRAIN_CHECK_T(CheckpointError, options.force || !stdfs::exists(to),
                  "'{}' exists; pass --force to replace it", to);
-  const StateDict state = read_state_dict(options.path);
+  const StateDict state = checkpoint::read_torch_state_dict(options.path);
 
   std::vector<std::pair<std::string, at::Tensor>> replicated;
   std::vector<std::vector<std::pair<std::string, at::Tensor>>> per_rank;

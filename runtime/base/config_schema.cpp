@@ -34,7 +34,8 @@ std::vector<ConfigKeySpec> make_schema() {
       // ---- model ------------------------------------------------------------------
       S("MODEL.NAME", "mlp", "registered model to build: mlp, resnet, gpt"),
       S("MODEL.WEIGHTS", "",
-        "checkpoint directory, .pt/.pth state dict or URL to initialize the model from"),
+        "dtrain checkpoint directory, PyTorch .pt/.pth, detectron2 .pth/.pkl, .safetensors or URL "
+        "to initialize the model from"),
       S("MODEL.DEVICE", "cpu", "cpu or cuda (each rank takes GPU local_rank)"),
       I("MODEL.MLP.INPUT_DIM", 784, "mlp: input features"),
       IV("MODEL.MLP.HIDDEN_DIMS", IL{2048, 2048}, "mlp: width of each hidden layer"),
@@ -112,6 +113,9 @@ std::vector<ConfigKeySpec> make_schema() {
       I("CHECKPOINT.MAX_TO_KEEP", 0, "periodic checkpoints to keep (0: all)"),
       B("CHECKPOINT.ASYNC", false, "write checkpoints in the background"),
       B("CHECKPOINT.STRICT", false, "fail a load on missing/unexpected/mismatched keys"),
+      B("CHECKPOINT.MATCHING_HEURISTICS", false,
+        "match foreign weights' keys to the model's by longest '.'-aligned suffix "
+        "(detectron2's heuristics; also on for WEIGHTS?matching_heuristics=True)"),
       F("CHECKPOINT.PREEMPT_DEADLINE_S", 120.0,
         "seconds after a preemption signal before exiting without a save"),
       SV("CHECKPOINT.PREEMPT_SIGNALS", SL{"SIGTERM", "SIGUSR1"},

@@ -99,6 +99,7 @@ DefaultTrainer::DefaultTrainer(const Config& cfg, std::shared_ptr<dist::Communic
   checkpoint::CheckpointerOptions ckpt_options;
   ckpt_options.config_yaml = cfg.to_yaml();
   ckpt_options.strict = cfg.get_bool("CHECKPOINT.STRICT");
+  ckpt_options.matching_heuristics = cfg.get_bool("CHECKPOINT.MATCHING_HEURISTICS");
   checkpointer_ = std::make_unique<checkpoint::Checkpointer>(
       model_, cfg.get_string("OUTPUT_DIR"), *comm_,
       std::map<std::string, checkpoint::Checkpointable>{
