@@ -67,7 +67,7 @@ def main():
     if len(sys.argv) < 3:
         print(__doc__, file=sys.stderr)
         return 2
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # as the C++ test: same kernels, same summation order
     for name in sys.argv[2:]:
         make(name, sys.argv[1])
     return 0
