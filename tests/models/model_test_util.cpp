@@ -50,4 +50,18 @@ std::vector<std::string> parameter_names(const Model& model) {
   return model.named_parameters().keys();
 }
 
+std::vector<std::string> state_dict_keys(const torch::nn::Module& module) {
+  std::vector<std::string> keys;
+  auto add_own = [&keys](const torch::nn::Module& m, const std::string& prefix) {
+    for (const auto& p : m.named_parameters(/*recurse=*/false)) keys.push_back(prefix + p.key());
+    for (const auto& b : m.named_buffers(/*recurse=*/false)) keys.push_back(prefix + b.key());
+  };
+  add_own(module, "");
+  // include_self=false: named_modules() can then be called on a module not in a shared_ptr.
+  for (const auto& item : module.named_modules("", /*include_self=*/false)) {
+    add_own(*item.value(), item.key() + ".");
+  }
+  return keys;
+}
+
 }  // namespace dtrain::models::testing

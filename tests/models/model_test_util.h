@@ -30,6 +30,10 @@ int64_t parameter_count(const Model& model);
 // Names of all parameters, in registration order.
 std::vector<std::string> parameter_names(const Model& model);
 
+// The keys PyTorch's Module.state_dict() would have, in its order: modules in
+// pre-order, each with its own parameters and then its own buffers.
+std::vector<std::string> state_dict_keys(const torch::nn::Module& module);
+
 // Calls f, which must throw E; returns the message (and records a failure otherwise).
 template <typename E, typename F>
 std::string message_of(F&& f) {

@@ -44,6 +44,16 @@ TEST(RegistryTest, BuildsResNetFromConfigKeys) {
   EXPECT_FALSE(model->named_parameters().contains("layer4.2.conv2.weight"));  // depth 18
 }
 
+TEST(RegistryTest, BuildsTheImagenetStemBottleneckResNetFromConfigKeys) {
+  auto model = build_model(config_with({"MODEL.NAME", "resnet", "MODEL.RESNET.DEPTH", "50",
+                                        "MODEL.RESNET.STEM", "imagenet", "MODEL.RESNET.WIDTH",
+                                        "4"}));
+  auto params = model->named_parameters();
+  EXPECT_EQ(params["conv1.weight"].sizes(), (at::IntArrayRef{4, 3, 7, 7}));
+  EXPECT_EQ(params["layer4.2.conv3.weight"].sizes(), (at::IntArrayRef{128, 32, 1, 1}));
+  EXPECT_EQ(model->forward(at::randn({2, 3, 32, 32})).sizes(), (at::IntArrayRef{2, 10}));
+}
+
 TEST(RegistryTest, BuildsGptFromConfigKeys) {
   auto model = build_model(config_with({"MODEL.NAME", "gpt", "MODEL.GPT.N_LAYER", "1",
                                         "MODEL.GPT.N_EMBD", "16", "MODEL.GPT.N_HEAD", "4",
@@ -63,9 +73,13 @@ TEST(RegistryTest, UnknownNameListsTheRegisteredModels) {
 
 TEST(RegistryTest, BadModelKeysAreConfigErrorsNamingTheKey) {
   std::string msg = message_of<ConfigError>([] {
-    build_model(config_with({"MODEL.NAME", "resnet", "MODEL.RESNET.DEPTH", "50"}));
+    build_model(config_with({"MODEL.NAME", "resnet", "MODEL.RESNET.DEPTH", "152"}));
   });
   EXPECT_NE(msg.find("MODEL.RESNET.DEPTH"), std::string::npos) << msg;
+  msg = message_of<ConfigError>([] {
+    build_model(config_with({"MODEL.NAME", "resnet", "MODEL.RESNET.STEM", "imagenet1k"}));
+  });
+  EXPECT_EQ(msg, "MODEL.RESNET.STEM must be one of cifar, imagenet, got 'imagenet1k'");
   msg = message_of<ConfigError>([] {
     build_model(config_with({"MODEL.NAME", "gpt", "MODEL.GPT.N_HEAD", "3"}));
   });
