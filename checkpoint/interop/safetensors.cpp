@@ -2,7 +2,9 @@
 // reference implementation (huggingface/safetensors), with messages that name the field.
 #include "checkpoint/interop/safetensors.h"
 
+#include <ATen/ATen.h>
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,20 +14,18 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <tuple>
 #include <unordered_map>
 #include <unordered_set>
 
-#include <ATen/ATen.h>
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
-
 #include "runtime/base/error.h"
 #include "runtime/base/fs.h"
 
 // The format stores little-endian bytes; tensors are read and written as they lie in memory.
-static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors I/O assumes a little-endian host");
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "safetensors I/O assumes a little-endian host");
 
 namespace dtrain::interop {
 namespace {
@@ -42,11 +42,11 @@ struct Dtype {
   at::ScalarType type;
   uint64_t size;
 };
-constexpr Dtype kDtypes[] = {
-    {"F64", at::kDouble, 8}, {"F32", at::kFloat, 4}, {"F16", at::kHalf, 2},
-    {"BF16", at::kBFloat16, 2}, {"I64", at::kLong, 8}, {"I32", at::kInt, 4},
-    {"I16", at::kShort, 2}, {"I8", at::kChar, 1}, {"U8", at::kByte, 1},
-    {"BOOL", at::kBool, 1}};
+constexpr Dtype kDtypes[] = {{"F64", at::kDouble, 8}, {"F32", at::kFloat, 4},
+                             {"F16", at::kHalf, 2},   {"BF16", at::kBFloat16, 2},
+                             {"I64", at::kLong, 8},   {"I32", at::kInt, 4},
+                             {"I16", at::kShort, 2},  {"I8", at::kChar, 1},
+                             {"U8", at::kByte, 1},    {"BOOL", at::kBool, 1}};
 // Dtypes of the format that have no LibTorch 1.13 type.
 constexpr const char* kForeignDtypes[] = {"U16", "U32", "U64", "F8_E5M2", "F8_E4M3"};
 constexpr const char* kDtypeList = "F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL";
@@ -81,8 +81,8 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 // Throws unless a header of `n` bytes fits the bound and a file of `file_size` bytes.
 void CheckHeaderLength(uint64_t n, uint64_t file_size, const std::string& origin) {
   if (n > kMaxHeaderBytes) {
-    throw Invalid(origin, fmt::format("header length {} exceeds the limit of {} bytes", n,
-                                      kMaxHeaderBytes));
+    throw Invalid(
+        origin, fmt::format("header length {} exceeds the limit of {} bytes", n, kMaxHeaderBytes));
   }
   if (n > file_size - 8) {
     throw Invalid(origin, fmt::format("header length {} runs past the end of the file ({} bytes, "
@@ -108,7 +108,8 @@ Json ParseHeaderJson(const std::string& text, const std::string& origin,
     using E = Json::parse_event_t;
     if ((event == E::object_start || event == E::array_start) && depth >= 3) {
       throw Invalid(origin, fmt::format("the header nests objects or arrays deeper than a "
-                                        "safetensors header can (under '{}')", entry));
+                                        "safetensors header can (under '{}')",
+                                        entry));
     }
     if (event == E::object_start) keys.emplace_back();
     if (event == E::object_end) keys.pop_back();
@@ -119,10 +120,10 @@ Json ParseHeaderJson(const std::string& text, const std::string& origin,
         order->emplace(key, order->size());
       }
       if (!keys.back().insert(key).second) {
-        throw Invalid(origin, keys.size() == 1
-                                  ? fmt::format("the header has the key '{}' twice", key)
-                                  : fmt::format("the header has the key '{}' twice in '{}'", key,
-                                                entry));
+        throw Invalid(origin,
+                      keys.size() == 1
+                          ? fmt::format("the header has the key '{}' twice", key)
+                          : fmt::format("the header has the key '{}' twice in '{}'", key, entry));
       }
     }
     return true;
@@ -146,8 +147,9 @@ const Dtype& ParseDtype(const Json& v, const std::string& where, const std::stri
   }
   for (const char* foreign : kForeignDtypes) {
     if (name == foreign) {
-      throw Invalid(origin, fmt::format("{}: dtype '{}' has no LibTorch 1.13 type (dtrain reads {})",
-                                        where, name, kDtypeList));
+      throw Invalid(origin,
+                    fmt::format("{}: dtype '{}' has no LibTorch 1.13 type (dtrain reads {})", where,
+                                name, kDtypeList));
     }
   }
   throw Invalid(origin, fmt::format("{}: unknown dtype {} (expected one of {})", where, Brief(v),
@@ -160,8 +162,9 @@ const Dtype& ParseDtype(const Json& v, const std::string& where, const std::stri
 std::vector<int64_t> ParseShape(const Json& v, uint64_t itemsize, const std::string& where,
                                 const std::string& origin) {
   auto bad = [&] {
-    return Invalid(origin, fmt::format("{}: shape must be an array of non-negative integers, got {}",
-                                       where, Brief(v)));
+    return Invalid(origin,
+                   fmt::format("{}: shape must be an array of non-negative integers, got {}", where,
+                               Brief(v)));
   };
   if (!v.is_array()) throw bad();
   std::vector<int64_t> shape;
@@ -202,7 +205,8 @@ Entry ParseEntry(const std::string& name, const Json& v, size_t index, const std
     }
   }
   for (const std::string& field : kFields) {
-    if (!v.contains(field)) throw Invalid(origin, fmt::format("{}: missing field '{}'", where, field));
+    if (!v.contains(field))
+      throw Invalid(origin, fmt::format("{}: missing field '{}'", where, field));
   }
   Entry e{name, &ParseDtype(v["dtype"], where, origin), {}, 0, 0, index};
   e.shape = ParseShape(v["shape"], e.dtype->size, where, origin);
@@ -253,9 +257,8 @@ void CheckTiling(const std::vector<Entry>& entries, uint64_t data_size, const st
                                         e.name, e.begin, e.end, data_size));
     }
     if (e.begin != pos) {
-      const std::string before =
-          prev ? fmt::format("tensor '{}' ends at byte {}", prev->name, pos)
-               : std::string("the data region starts at byte 0");
+      const std::string before = prev ? fmt::format("tensor '{}' ends at byte {}", prev->name, pos)
+                                      : std::string("the data region starts at byte 0");
       throw Invalid(origin, fmt::format("tensor '{}': data_offsets [{}, {}] {} ({}); the tensors "
                                         "must tile the data region without gaps or overlaps",
                                         e.name, e.begin, e.end,
@@ -299,7 +302,8 @@ void CheckBool(const at::Tensor& t, const std::string& name, const std::string& 
   for (int64_t i = 0; i < t.numel(); ++i) {
     if (p[i] > 1) {
       throw Invalid(origin, fmt::format("tensor '{}': BOOL element {} is the byte {}, expected 0 "
-                                        "or 1", name, i, p[i]));
+                                        "or 1",
+                                        name, i, p[i]));
     }
   }
 }
@@ -362,8 +366,8 @@ void PreadAll(int fd, uint64_t offset, void* dst, uint64_t n, const std::string&
     const ssize_t got = ::pread(fd, p, chunk, static_cast<off_t>(offset));
     if (got < 0 && errno == EINTR) continue;
     if (got < 0) {
-      throw CheckpointError(fmt::format("cannot read safetensors file '{}': {}", path,
-                                        std::strerror(errno)));
+      throw CheckpointError(
+          fmt::format("cannot read safetensors file '{}': {}", path, std::strerror(errno)));
     }
     if (got == 0) throw Invalid(path, fmt::format("the file ended early at byte {}", offset));
     p += got;
@@ -392,9 +396,10 @@ const Dtype& DtypeFor(const at::Tensor& t, const std::string& name, const std::s
   for (const Dtype& d : kDtypes) {
     if (t.scalar_type() == d.type) return d;
   }
-  throw CheckpointError(fmt::format("cannot write safetensors file '{}': tensor '{}' has dtype {}, "
-                                    "which safetensors cannot hold (supported: {})",
-                                    path, name, c10::toString(t.scalar_type()), kDtypeList));
+  throw CheckpointError(
+      fmt::format("cannot write safetensors file '{}': tensor '{}' has dtype {}, "
+                  "which safetensors cannot hold (supported: {})",
+                  path, name, c10::toString(t.scalar_type()), kDtypeList));
 }
 
 // `s` as a quoted JSON string; throws naming `what` unless it is valid UTF-8.
@@ -402,8 +407,8 @@ std::string JsonString(const std::string& s, const std::string& what, const std:
   try {
     return Json(s).dump();
   } catch (const nlohmann::json::exception&) {
-    throw CheckpointError(fmt::format("cannot write safetensors file '{}': {} is not valid UTF-8",
-                                      path, what));
+    throw CheckpointError(
+        fmt::format("cannot write safetensors file '{}': {} is not valid UTF-8", path, what));
   }
 }
 
@@ -413,8 +418,8 @@ NamedTensors Prepare(const NamedTensors& tensors, const std::string& path) {
   std::unordered_set<std::string> seen;
   for (const auto& [name, t] : tensors) {
     auto fail = [&](const std::string& what) {
-      return CheckpointError(fmt::format("cannot write safetensors file '{}': tensor '{}' {}",
-                                         path, name, what));
+      return CheckpointError(
+          fmt::format("cannot write safetensors file '{}': tensor '{}' {}", path, name, what));
     };
     if (name == kMetadataKey) throw fail("has the name reserved for the metadata");
     if (!seen.insert(name).second) throw fail("appears twice");
@@ -443,10 +448,10 @@ std::string BuildHeader(const NamedTensors& tensors,
   uint64_t offset = 0;
   for (const auto& [name, t] : tensors) {
     const uint64_t nbytes = t.numel() * t.element_size();
-    items.push_back(fmt::format(
-        "{}:{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{},{}]}}",
-        JsonString(name, fmt::format("the tensor name '{}'", name), path),
-        DtypeFor(t, name, path).name, fmt::join(t.sizes(), ","), offset, offset + nbytes));
+    items.push_back(fmt::format("{}:{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{},{}]}}",
+                                JsonString(name, fmt::format("the tensor name '{}'", name), path),
+                                DtypeFor(t, name, path).name, fmt::join(t.sizes(), ","), offset,
+                                offset + nbytes));
     offset += nbytes;
   }
   std::string text = fmt::format("{{{}}}", fmt::join(items, ","));
@@ -480,8 +485,8 @@ NamedTensors read_safetensors(const std::string& path,
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   struct stat st {};
   if (fd.get() < 0 || ::fstat(fd.get(), &st) != 0) {
-    throw CheckpointError(fmt::format("cannot open safetensors file '{}': {}", path,
-                                      std::strerror(errno)));
+    throw CheckpointError(
+        fmt::format("cannot open safetensors file '{}': {}", path, std::strerror(errno)));
   }
   if (!S_ISREG(st.st_mode)) throw Invalid(path, "not a regular file");
   ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);

@@ -12,12 +12,12 @@
 // expected. Dtypes: F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL. Thread-safe (no shared state).
 #pragma once
 
+#include <ATen/core/Tensor.h>
+
 #include <map>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 namespace dtrain::interop {
 
