@@ -340,7 +340,8 @@ TEST_F(SafetensorsTest, FuzzedFilesLoadOrThrowCheckpointError) {
       const int flips = 1 + static_cast<int>(rng() % 3);
       for (int f = 0; f < flips; ++f) {
         // Mostly in the length and header, where the checks are.
-        const uint64_t pos = rng() % (rng() % 4 ? header_end : good.size());
+        const uint64_t span = rng() % 4 ? header_end : good.size();  // one rng() per statement:
+        const uint64_t pos = rng() % span;  // the order of operands is unspecified
         bytes[pos] = static_cast<char>(rng() % 2 ? rng() : bytes[pos] ^ (1 << (rng() % 8)));
       }
     }
