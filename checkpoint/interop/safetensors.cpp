@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -308,6 +309,16 @@ void CheckBool(const at::Tensor& t, const std::string& name, const std::string& 
   }
 }
 
+// Asks for transparent huge pages on the 2 MiB-aligned part of a fresh buffer of `n`
+// bytes: first touching fresh memory page by page can cost more than reading the data
+// (3 s per GiB measured on a VM, where the copy from the page cache took 0.1 s).
+void AdviseHugePages(void* p, uint64_t n) {
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n) & ~(kHuge - 1);
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+}
+
 // Validates a file of `file_size` bytes and reads its tensors with `read_at`.
 NamedTensors ReadFrom(uint64_t file_size, const ReadAt& read_at, const std::string& origin,
                       std::map<std::string, std::string>* metadata) {
@@ -329,7 +340,10 @@ NamedTensors ReadFrom(uint64_t file_size, const ReadAt& read_at, const std::stri
   out.reserve(entries.size());
   for (const Entry& e : entries) {
     at::Tensor t = at::empty(e.shape, at::TensorOptions().dtype(e.dtype->type));
-    if (e.end > e.begin) read_at(8 + n + e.begin, t.data_ptr(), e.end - e.begin);
+    if (e.end > e.begin) {
+      AdviseHugePages(t.data_ptr(), e.end - e.begin);  // best effort: errors ignored
+      read_at(8 + n + e.begin, t.data_ptr(), e.end - e.begin);
+    }
     if (e.dtype->type == at::kBool) CheckBool(t, e.name, origin);
     out.emplace_back(e.name, std::move(t));
   }
