@@ -17,6 +17,7 @@
 
 #include "checkpoint/h5/h5.h"
 #include "checkpoint/index.h"
+#include "checkpoint/interop/safetensors.h"
 #include "checkpoint/torch_io.h"
 #include "launcher/ckpt_command.h"
 #include "runtime/base/error.h"
@@ -222,6 +223,10 @@ int run_export(const ExportOptions& options, std::ostream& out) {
   if (!r.note.empty()) out << "note: " << r.note << "\n";
   DTRAIN_CHECK_T(CheckpointError, options.force || !stdfs::exists(options.to),
                  "'{}' exists; pass --force to replace it", options.to);
+  const bool safetensors = stdfs::path(options.to).extension() == ".safetensors";
+  DTRAIN_CHECK_T(CheckpointError, !(safetensors && (options.all || options.bare)),
+                 "--all and --bare write torch.save files; '{}' is a .safetensors file (tensors "
+                 "and string metadata only)", options.to);
   const CheckpointIndex index = checkpoint::load_index(r.dir);
   checkpoint::ShardReader reader(r.dir, index.world_size);
   StateDict state;
@@ -248,6 +253,12 @@ int run_export(const ExportOptions& options, std::ostream& out) {
   if (options.all) {
     for (const auto& [k, v] : index.scalars) state[k] = v;
     checkpoint::write_torch_state_dict(options.to, state);
+  } else if (safetensors) {
+    interop::NamedTensors tensors;
+    for (const auto& [k, v] : state) tensors.emplace_back(k, std::get<at::Tensor>(v));
+    std::map<std::string, std::string> meta{{"format", "pt"}};
+    if (index.iteration >= 0) meta["iteration"] = std::to_string(index.iteration);
+    interop::write_safetensors(options.to, tensors, meta);
   } else {
     checkpoint::TorchWriteOptions w;
     w.model_key = !options.bare;

@@ -34,6 +34,7 @@ const char* const kValueGlobals[] = {
 // Callable globals; their code is in call_global below.
 const char* const kCallableGlobals[] = {
     "collections.OrderedDict",
+    "collections.Counter",
     "torch._utils._rebuild_tensor_v2",
     "torch._utils._rebuild_tensor",
     "torch._utils._rebuild_parameter",
@@ -256,6 +257,15 @@ PyObject* call_global(const PyObject& callable, const PyObject& args, PickleCont
     return call_global(*args.items[0], *args.items[2], ctx);
   }
   if (fn == "collections.OrderedDict") return ordered_dict(args, ctx);
+  if (fn == "collections.Counter") {  // (dict,): a dict of counts (MultiStepLR's milestones)
+    expect_args(args, 0, 1, fn, ctx.origin);
+    PyObject* d = ctx.make(PyType::kDict);
+    if (args.items.empty()) return d;
+    if (args.items[0]->type != PyType::kDict) refuse(ctx.origin, fn + " called without a dict");
+    d->entries = args.items[0]->entries;
+    d->depth = args.items[0]->depth;
+    return d;
+  }
   if (fn == "torch.Size" || fn == "builtins.set" || fn == "builtins.frozenset") {
     expect_args(args, 0, 1, fn, ctx.origin);
     PyObject* out = ctx.make(fn == "torch.Size" ? PyType::kTuple : PyType::kSet);

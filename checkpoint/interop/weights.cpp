@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "checkpoint/interop/safetensors.h"
 #include "runtime/base/error.h"
 #include "runtime/base/fs.h"
 
@@ -84,14 +85,53 @@ ForeignWeights interpret(std::shared_ptr<PickleFile> file, const std::string& or
   return out;
 }
 
+// safetensors: an 8-byte little-endian header length, then a JSON object.
+bool looks_like_safetensors(const std::string& origin, const std::string& head) {
+  return std::filesystem::path(origin).extension() == ".safetensors" ||
+         (head.size() > 8 && head[8] == '{' && head[7] == '\0' && head[6] == '\0');
+}
+
+// Tensors and metadata of a safetensors file; a metadata "iteration" (what `dtrain ckpt
+// export` writes) is read back as the iteration.
+ForeignWeights from_safetensors(NamedTensors tensors, std::map<std::string, std::string> meta,
+                                const std::string& origin) {
+  ForeignWeights out;
+  out.origin = origin;
+  out.format = "safetensors";
+  out.model = std::move(tensors);
+  for (const auto& [k, v] : meta) out.scalars[k] = v;
+  if (auto it = meta.find("iteration"); it != meta.end()) {
+    char* end = nullptr;
+    const long long i = std::strtoll(it->second.c_str(), &end, 10);
+    if (!it->second.empty() && *end == '\0') out.iteration = i;
+  }
+  return out;
+}
+
 }  // namespace
 
 ForeignWeights read_foreign_weights(const std::string& path) {
+  std::string head;
+  try {
+    head = fs::read_file_head(path, 16);
+  } catch (const std::exception& e) {
+    throw CheckpointError(e.what());
+  }
+  if (looks_like_safetensors(path, head)) {
+    std::map<std::string, std::string> meta;
+    NamedTensors tensors = read_safetensors(path, &meta);
+    return from_safetensors(std::move(tensors), std::move(meta), path);
+  }
   auto file = std::make_shared<PickleFile>(read_pickle_file(path));
   return interpret(std::move(file), path);
 }
 
 ForeignWeights parse_foreign_weights(const std::string& bytes, const std::string& origin) {
+  if (looks_like_safetensors(origin, bytes.substr(0, 16))) {
+    std::map<std::string, std::string> meta;
+    NamedTensors tensors = parse_safetensors(bytes, origin, &meta);
+    return from_safetensors(std::move(tensors), std::move(meta), origin);
+  }
   auto file = std::make_shared<PickleFile>(parse_pickle_bytes(bytes, origin));
   return interpret(std::move(file), origin);
 }

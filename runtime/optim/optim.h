@@ -74,6 +74,10 @@ class LRScheduler : public checkpoint::Stateful {
   // ConfigError when the saved name or base_lr differ from this scheduler's (both
   // values named), dtrain::Error for a missing entry or a negative last_iter.
   void load_state_dict(const checkpoint::StateDict& state) override;
+  // Loads a PyTorch LR scheduler's state_dict() (torch's or detectron2's LRMultiplier:
+  // "last_epoch" steps taken, "base_lrs"): last_iter = last_epoch. Returns why not (no
+  // last_epoch, or a base lr other than SOLVER.BASE_LR), and then nothing was changed.
+  std::string load_pytorch_state(const interop::PyObject& state) override;
 
  protected:
   // Subclass constructors call apply_lr() once their own members are set.

@@ -45,6 +45,13 @@ class OptimizerState : public checkpoint::Stateful {
   // The current per-parameter state tensors ("state/<param>/exp_avg", ...; none before
   // the first step), which a loader may overwrite before calling load_state_dict.
   checkpoint::StateDict load_targets() override;
+  // Loads a torch.optim SGD or Adam/AdamW state_dict() (e.g. a detectron2 checkpoint's
+  // "optimizer"; pytorch_state.cpp). PyTorch numbers parameters 0..N-1 across its
+  // param_groups in order; they are mapped onto this optimizer's groups in order, which is
+  // right when both were built from the same model's parameters() order. Returns why
+  // not (another kind, another number of groups or parameters, a state tensor whose shape
+  // differs from its parameter's), and then nothing was changed.
+  std::string load_pytorch_state(const interop::PyObject& state) override;
 
  private:
   void load(const checkpoint::StateDict& state, bool adopt);

@@ -4,7 +4,7 @@
 usage: make_torchvision_resnet.py OUT_DIR NAME [NAME ...]   (NAME: resnet18, resnet50, ...)
 
 For each NAME, in OUT_DIR:
-  NAME_state.pt    torch.save(dict(model.state_dict())): a plain dict, not an OrderedDict
+  NAME_state.pt    torch.save(model.state_dict()): the OrderedDict every torchvision .pth holds
   NAME_keys.txt    the state_dict keys in torchvision's order, one a line
   NAME_params.txt  the named_parameters() names in order (PyTorch optimizer state order)
   NAME_io.pt       {"input": [2, 3, 64, 64] float32, "output": the eval-mode logits}
@@ -54,7 +54,7 @@ def make(name, out_dir):
     model = getattr(torchvision.models, name)(num_classes=NUM_CLASSES)
     randomize_batchnorm(model)
     state = model.state_dict()
-    torch.save(dict(state), f"{out_dir}/{name}_state.pt")
+    torch.save(state, f"{out_dir}/{name}_state.pt")
     write_lines(f"{out_dir}/{name}_keys.txt", list(state.keys()))
     write_lines(f"{out_dir}/{name}_params.txt", [n for n, _ in model.named_parameters()])
     x = torch.randn(2, 3, 64, 64)

@@ -50,7 +50,11 @@ void expect_matches_reference(const std::vector<std::pair<std::string, at::Tenso
     const auto& m = manifest[key];
     EXPECT_EQ(dtype_name(t.scalar_type()), m["dtype"].get<std::string>());
     EXPECT_EQ(t.sizes().vec(), m["shape"].get<std::vector<int64_t>>());
-    std::string expected = testutil::read_file(dir + "/" + key + ".bin");
+    std::string file = key;
+    for (size_t at = file.find('/'); at != std::string::npos; at = file.find('/', at)) {
+      file.replace(at, 1, "__");
+    }
+    std::string expected = testutil::read_file(dir + "/" + file + ".bin");
     EXPECT_TRUE(tensor_bytes(t) == expected) << "bytes differ";
   }
 }

@@ -107,6 +107,55 @@ def model_zoo_pkl():
     ref("zoo", {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in model.items()})
 
 
+class Mlp(torch.nn.Module):
+    """dtrain's `mlp` model (MODEL.MLP.*), with the same parameter names and order."""
+
+    def __init__(self, dims, classes):
+        super().__init__()
+        self.hidden = []
+        for i in range(len(dims) - 1):
+            setattr(self, f"fc{i + 1}", torch.nn.Linear(dims[i], dims[i + 1]))
+            self.hidden.append(f"fc{i + 1}")
+        self.head = torch.nn.Linear(dims[-1], classes)
+
+    def forward(self, x):
+        for name in self.hidden:
+            x = torch.relu(getattr(self, name)(x))
+        return self.head(x)
+
+
+def mlp_checkpoints():
+    """detectron2-style checkpoints of dtrain's mlp (4 -> 8 -> 6 -> 3) with SGD and AdamW."""
+    for kind in ("sgd", "adamw", "sgd_groups"):
+        torch.manual_seed(11)
+        model = Mlp([4, 8, 6], 3)
+        params = list(model.parameters())
+        if kind == "adamw":
+            opt = torch.optim.AdamW(params, lr=0.1, betas=(0.8, 0.99), eps=1e-7, weight_decay=0.01)
+        elif kind == "sgd":
+            opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4)
+        else:
+            opt = torch.optim.SGD([{"params": params[:2]}, {"params": params[2:]}], lr=0.1,
+                                  momentum=0.9, weight_decay=1e-4)
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[100])
+        for _ in range(3):
+            loss = model(torch.randn(5, 4)).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "iteration": 3},
+                   os.path.join(OUT, f"mlp_{kind}.pth"))
+        ref(f"mlp_{kind}", model.state_dict())
+        state = {}
+        for name, p in model.named_parameters():
+            for field, value in opt.state[p].items():
+                if torch.is_tensor(value) and value.dim() > 0:
+                    state[f"{name}/{field}"] = value
+        ref(f"mlp_{kind}_state", state)
+
+
 class Evil:
     def __reduce__(self):
         return (os.system, ("touch " + os.path.join(OUT, "PWNED"),))
@@ -127,6 +176,7 @@ def main():
     ref("one_entry", {"w": torch.arange(3.0)})
     detectron2_checkpoint()
     model_zoo_pkl()
+    mlp_checkpoints()
     malicious()
 
 
