@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include "checkpoint/interop/buffers.h"
 #include "checkpoint/interop/pickle_globals.h"
 #include "runtime/base/error.h"
 
@@ -77,6 +78,7 @@ void fill_array(PyObject& obj, const PyObject& shape_obj, const PyObject& dtype,
     auto* p = static_cast<unsigned char*>(t.data_ptr());
     for (int64_t k = 0; k < numel; ++k) std::reverse(p + k * itemsize, p + (k + 1) * itemsize);
   }
+  check_bool_bytes(t, fmt::format("'{}': a numpy bool array", origin));
   if (fortran) {
     std::vector<int64_t> perm(alloc.size());
     for (size_t k = 0; k < perm.size(); ++k) perm[k] = static_cast<int64_t>(perm.size() - 1 - k);

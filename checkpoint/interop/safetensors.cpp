@@ -2,6 +2,8 @@
 // reference implementation (huggingface/safetensors), with messages that name the field.
 #include "checkpoint/interop/safetensors.h"
 
+#include "checkpoint/interop/buffers.h"
+
 #include <ATen/ATen.h>
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -297,28 +299,6 @@ std::vector<Entry> ParseLayout(const std::string& text, uint64_t data_size,
   return entries;
 }
 
-// Throws unless every byte of a BOOL tensor is 0 or 1 (others are not valid C++ bools).
-void CheckBool(const at::Tensor& t, const std::string& name, const std::string& origin) {
-  const auto* p = static_cast<const uint8_t*>(t.data_ptr());
-  for (int64_t i = 0; i < t.numel(); ++i) {
-    if (p[i] > 1) {
-      throw Invalid(origin, fmt::format("tensor '{}': BOOL element {} is the byte {}, expected 0 "
-                                        "or 1",
-                                        name, i, p[i]));
-    }
-  }
-}
-
-// Asks for transparent huge pages on the 2 MiB-aligned part of a fresh buffer of `n`
-// bytes: first touching fresh memory page by page can cost more than reading the data
-// (3 s per GiB measured on a VM, where the copy from the page cache took 0.1 s).
-void AdviseHugePages(void* p, uint64_t n) {
-  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n) & ~(kHuge - 1);
-  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-}
-
 // Validates a file of `file_size` bytes and reads its tensors with `read_at`.
 NamedTensors ReadFrom(uint64_t file_size, const ReadAt& read_at, const std::string& origin,
                       std::map<std::string, std::string>* metadata) {
@@ -339,12 +319,9 @@ NamedTensors ReadFrom(uint64_t file_size, const ReadAt& read_at, const std::stri
   NamedTensors out;
   out.reserve(entries.size());
   for (const Entry& e : entries) {
-    at::Tensor t = at::empty(e.shape, at::TensorOptions().dtype(e.dtype->type));
-    if (e.end > e.begin) {
-      AdviseHugePages(t.data_ptr(), e.end - e.begin);  // best effort: errors ignored
-      read_at(8 + n + e.begin, t.data_ptr(), e.end - e.begin);
-    }
-    if (e.dtype->type == at::kBool) CheckBool(t, e.name, origin);
+    at::Tensor t = empty_for_read(e.shape, e.dtype->type);
+    if (e.end > e.begin) read_at(8 + n + e.begin, t.data_ptr(), e.end - e.begin);
+    check_bool_bytes(t, fmt::format("safetensors file '{}': tensor '{}'", origin, e.name));
     out.emplace_back(e.name, std::move(t));
   }
   if (metadata) *metadata = std::move(meta);

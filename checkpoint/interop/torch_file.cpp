@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include "checkpoint/interop/buffers.h"
 #include "checkpoint/interop/pickle_globals.h"
 #include "checkpoint/interop/zip_archive.h"
 #include "runtime/base/error.h"
@@ -90,8 +91,9 @@ PickleFile read_zip(const ZipArchive& zip) {
                                  c10::toString(id.dtype), nbytes, zip.entries()[*record].size));
     }
     PyObject* s = heap.make(PyType::kStorage, origin);
-    s->tensor = at::empty({id.numel}, at::TensorOptions().dtype(id.dtype));
+    s->tensor = empty_for_read({id.numel}, id.dtype);
     zip.read_into(*record, s->tensor.data_ptr(), static_cast<uint64_t>(nbytes));
+    check_bool_bytes(s->tensor, fmt::format("'{}': storage '{}'", origin, id.key));
     storages[id.key] = s;
     return s;
   };
@@ -126,7 +128,7 @@ PickleFile read_legacy(const std::string& bytes, const std::string& origin) {
                                    id.key, id.numel));
       }
       root = heap.make(PyType::kStorage, origin);
-      root->tensor = at::empty({id.numel}, at::TensorOptions().dtype(id.dtype));
+      root->tensor = empty_for_read({id.numel}, id.dtype);
     }
     if (!id.view) return root;
     const auto& v = id.view->items;
@@ -160,6 +162,7 @@ PickleFile read_legacy(const std::string& bytes, const std::string& origin) {
                                  key, numel, t.numel()));
     }
     if (nbytes) std::memcpy(t.data_ptr(), bytes.data() + pos, nbytes);
+    check_bool_bytes(t, fmt::format("'{}': storage '{}'", origin, key));
     pos += nbytes;
   }
   if (filled.size() != roots.size()) refuse(origin, "a storage's data is missing");

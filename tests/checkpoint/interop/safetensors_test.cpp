@@ -306,7 +306,7 @@ TEST_F(SafetensorsTest, RejectsTensorsThatDoNotTileTheData) {
                 "the tensors' data ends at byte 4 but the data region holds 8 bytes (trailing "
                 "bytes after the last tensor)");
   ExpectInvalid(Craft(R"({"m":)" + Entry("BOOL", "[3]", "[0,3]") + "}", std::string("\1\2\0", 3)),
-                "tensor 'm': BOOL element 1 is the byte 2, expected 0 or 1");
+                "tensor 'm': bool element 1 is the byte 2, expected 0 or 1");
 }
 
 TEST_F(SafetensorsTest, ReportsFilesItCannotRead) {
