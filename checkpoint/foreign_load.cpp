@@ -1,7 +1,7 @@
-// Checkpointer::load_foreign_file: weights from the PyTorch world (see checkpointer.h and
-// docs/INTEROP.md). Every rank that can read the file reads it; the others get its bytes
-// from the first that can. The model is loaded by key matching; the optimizer and the
-// scheduler when asked for and when their PyTorch state maps onto dtrain's.
+// apply_foreign_weights (foreign_load.h) and Checkpointer::load_foreign_file: weights from
+// the PyTorch world (docs/INTEROP.md). Every rank that can read the file reads it; the
+// others get its bytes from the first that can. The model is loaded by key matching; the
+// optimizer and the scheduler when asked for and when their PyTorch state maps onto dtrain's.
 #include <chrono>
 #include <filesystem>
 
@@ -11,9 +11,9 @@
 
 #include "checkpoint/agree.h"
 #include "checkpoint/checkpointer.h"
+#include "checkpoint/foreign_load.h"
 #include "checkpoint/interop/matching.h"
 #include "checkpoint/interop/weights.h"
-#include "checkpoint/module_state.h"
 #include "runtime/base/error.h"
 #include "runtime/base/fs.h"
 #include "runtime/base/logging.h"
@@ -48,34 +48,55 @@ interop::KeyShapes key_shapes(const std::vector<std::pair<std::string, at::Tenso
 
 }  // namespace
 
-StateDict Checkpointer::load_foreign_file(const std::string& path, bool heuristics,
-                                          const std::optional<std::vector<std::string>>& only) {
-  const auto t0 = std::chrono::steady_clock::now();
-  const interop::ForeignWeights w = read_everywhere(comm_, path);
-  const bool use_heuristics = heuristics || options_.matching_heuristics || w.matching_heuristics;
+ForeignLoadReport apply_foreign_weights(const interop::ForeignWeights& w,
+                                        torch::nn::Module& model,
+                                        const std::map<std::string, Stateful*>& states,
+                                        const ForeignLoadOptions& options) {
   std::vector<std::pair<std::string, at::Tensor>> own;
-  for (const auto& item : model_->named_parameters(/*recurse=*/true)) own.emplace_back(item.key(), item.value());
-  for (const auto& item : model_->named_buffers(/*recurse=*/true)) own.emplace_back(item.key(), item.value());
-  interop::KeyMatch match;
-  internal::all_or_none(comm_, fmt::format("matching the keys of '{}'", path), [&] {
-    match = interop::match_keys(key_shapes(own), key_shapes(w.model), use_heuristics);
-  });
-  DTRAIN_CHECK_T(CheckpointError, !options_.strict || match.clean(),
-                 "'{}' does not match the model (CHECKPOINT.STRICT is on):\n{}", path,
-                 match.table());
+  for (const auto& item : model.named_parameters(/*recurse=*/true)) own.emplace_back(item.key(), item.value());
+  for (const auto& item : model.named_buffers(/*recurse=*/true)) own.emplace_back(item.key(), item.value());
+  ForeignLoadReport report;
+  report.match = interop::match_keys(key_shapes(own), key_shapes(w.model),
+                                     options.heuristics || w.matching_heuristics);
+  DTRAIN_CHECK_T(CheckpointError, !options.strict || report.match.clean(),
+                 "'{}' does not match the model (CHECKPOINT.STRICT is on):\n{}", w.origin,
+                 report.match.table());
   {
     std::map<std::string, at::Tensor> dst(own.begin(), own.end());
     std::map<std::string, at::Tensor> src(w.model.begin(), w.model.end());
     at::NoGradGuard no_grad;
-    for (const auto& p : match.matched) {
+    for (const auto& p : report.match.matched) {
       at::Tensor d = dst.at(p.model_key);
       d.copy_(src.at(p.loaded_key));
     }
   }
-  const bool renamed = match.matched.size() > 0 && (!match.stripped_prefix.empty() ||
-      std::any_of(match.matched.begin(), match.matched.end(),
-                  [](const auto& p) { return p.model_key != p.loaded_key; }));
+  for (const auto& [key, state] : states) {
+    const interop::PyObject* src = key == "optimizer"   ? w.optimizer
+                                   : key == "scheduler" ? w.scheduler
+                                                        : nullptr;
+    if (src) report.states[key] = state->load_pytorch_state(*src);
+  }
+  return report;
+}
+
+StateDict Checkpointer::load_foreign_file(const std::string& path, bool heuristics,
+                                          const std::optional<std::vector<std::string>>& only) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const interop::ForeignWeights w = read_everywhere(comm_, path);
+  std::map<std::string, Stateful*> states;
+  for (const auto& [key, c] : checkpointables_) {
+    if (!only || std::find(only->begin(), only->end(), key) != only->end()) states[key] = c.state;
+  }
+  ForeignLoadReport report;
+  internal::all_or_none(comm_, fmt::format("loading '{}'", path), [&] {
+    report = apply_foreign_weights(w, *model_, states,
+                                   {heuristics || options_.matching_heuristics, options_.strict});
+  });
+  const interop::KeyMatch& match = report.match;
   if (comm_.rank() == 0) {
+    const bool renamed = !match.stripped_prefix.empty() ||
+        std::any_of(match.matched.begin(), match.matched.end(),
+                    [](const auto& p) { return p.model_key != p.loaded_key; });
     if (!match.clean()) {
       DTRAIN_LOG_WARN("Some model parameters or buffers were not loaded from '{}':\n{}", path,
                       match.table());
@@ -83,32 +104,19 @@ StateDict Checkpointer::load_foreign_file(const std::string& path, bool heuristi
       DTRAIN_LOG_INFO("Keys of '{}' matched to the model:\n{}", path, match.table());
     }
     for (const auto& s : w.skipped) DTRAIN_LOG_WARN("'{}': {}; skipped", path, s);
-  }
-  auto wanted = [&](const std::string& key) {
-    return !only || std::find(only->begin(), only->end(), key) != only->end();
-  };
-  for (const auto& [key, c] : checkpointables_) {
-    const interop::PyObject* src = key == "optimizer"   ? w.optimizer
-                                   : key == "scheduler" ? w.scheduler
-                                                        : nullptr;
-    if (!src || !wanted(key)) continue;
-    std::string why;
-    internal::all_or_none(comm_, fmt::format("loading the {} state of '{}'", key, path),
-                          [&] { why = c.state->load_pytorch_state(*src); });
-    if (comm_.rank() == 0) {
+    for (const auto& [key, why] : report.states) {
       if (why.empty()) {
         DTRAIN_LOG_INFO("Loaded the {} state of '{}'", key, path);
       } else {
         DTRAIN_LOG_WARN("The {} state of '{}' was not loaded: {}", key, path, why);
       }
     }
-  }
-  loaded_from_ = path;
-  if (comm_.rank() == 0) {
     DTRAIN_LOG_INFO("Loaded {} weights from {} ({} of {} model tensors) in {:.3f} s", w.format,
-                    path, match.matched.size(), own.size(),
+                    path, match.matched.size(), match.matched.size() +
+                    match.shape_mismatch.size() + match.unmatched_model.size(),
                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
+  loaded_from_ = path;
   StateDict extra;
   if (w.iteration) extra["iteration"] = *w.iteration;
   return extra;

@@ -5,9 +5,7 @@
 #include "checkpoint/interop/weights.h"
 
 namespace dtrain::checkpoint {
-namespace {
-
-StateDict to_state_dict(const interop::ForeignWeights& w) {
+StateDict state_dict_of(const interop::ForeignWeights& w) {
   StateDict out;
   for (const auto& [k, t] : w.model) out[k] = t;
   for (const auto& [k, v] : w.scalars) {
@@ -16,14 +14,12 @@ StateDict to_state_dict(const interop::ForeignWeights& w) {
   return out;
 }
 
-}  // namespace
-
 StateDict read_torch_state_dict(const std::string& path) {
-  return to_state_dict(interop::read_foreign_weights(path));
+  return state_dict_of(interop::read_foreign_weights(path));
 }
 
 StateDict parse_torch_state_dict(const std::string& bytes, const std::string& origin) {
-  return to_state_dict(interop::parse_foreign_weights(bytes, origin));
+  return state_dict_of(interop::parse_foreign_weights(bytes, origin));
 }
 
 void write_torch_state_dict(const std::string& path, const StateDict& state,

@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 
+#include "checkpoint/interop/weights.h"
 #include "checkpoint/stateful.h"
 
 namespace dtrain::checkpoint {
@@ -23,6 +24,8 @@ namespace dtrain::checkpoint {
 StateDict read_torch_state_dict(const std::string& path);
 // The same, from the file's bytes; `origin` names it in errors.
 StateDict parse_torch_state_dict(const std::string& bytes, const std::string& origin);
+// The model tensors and top-level scalars of already read weights, as above.
+StateDict state_dict_of(const interop::ForeignWeights& weights);
 
 struct TorchWriteOptions {
   // Writes {"model": OrderedDict, "iteration": N} (what detectron2's Checkpointer.load

@@ -225,6 +225,9 @@ int run_ckpt(const std::vector<std::string>& args, std::ostream& out, std::ostre
       ->required();
   import_cmd->add_option("--to", imp.to, "checkpoint directory to create")->required();
   import_cmd->add_flag("--force", imp.force, "replace an existing checkpoint directory");
+  import_cmd->add_option("--config-file", imp.config_file,
+                         "a dtrain config: load into its model, optimizer and scheduler first "
+                         "(maps PyTorch optimizer state onto parameter names)");
 
   if (!args.empty() && !args[0].empty() && args[0][0] != '-' &&
       app.get_subcommands([&](CLI::App* sub) { return sub->get_name() == args[0]; }).empty()) {

@@ -75,6 +75,10 @@ struct ImportOptions {
   std::string path;    // a PyTorch, detectron2 (.pth/.pkl) or safetensors file
   std::string to;      // the checkpoint directory to create
   bool force = false;  // replace an existing checkpoint directory
+  // A dtrain config: load the file into its model, optimizer and LR scheduler as a
+  // training run would (key matching; PyTorch optimizer/scheduler state where it maps)
+  // and import their state. Without it only the file's tensors and scalars are imported.
+  std::string config_file;
 };
 // Builds a 1-shard checkpoint from a foreign weight file (checkpoint/interop): the model's
 // keys go under "model/", keys with a '/' (from `export --all`) keep their names, and a
@@ -103,6 +107,13 @@ void write_checkpoint_dir(const std::string& dir, int world_size,
                           const std::vector<std::vector<std::pair<std::string, at::Tensor>>>& per_rank,
                           const checkpoint::StateDict& scalars, int64_t iteration,
                           const std::string& config_yaml);
+
+// The state of `options.config_file`'s model, optimizer and scheduler after loading
+// `options.path` into them ("model/...", "optimizer/...", "scheduler/...", "extra/..."),
+// with what was and was not imported said on `out`; `config_yaml` receives the config
+// (ckpt_import_model.cpp).
+checkpoint::StateDict import_with_model(const ImportOptions& options, std::ostream& out,
+                                        std::string* config_yaml);
 
 // "512 B", "1.5 KiB", "3.2 MiB", ...
 std::string human_bytes(int64_t bytes);

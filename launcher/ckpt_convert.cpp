@@ -18,6 +18,7 @@
 #include "checkpoint/h5/h5.h"
 #include "checkpoint/index.h"
 #include "checkpoint/interop/safetensors.h"
+#include "checkpoint/interop/weights.h"
 #include "checkpoint/torch_io.h"
 #include "launcher/ckpt_command.h"
 #include "runtime/base/error.h"
@@ -321,7 +322,22 @@ int run_import(const ImportOptions& options, std::ostream& out) {
                  options.path);
   DTRAIN_CHECK_T(CheckpointError, options.force || !stdfs::exists(to),
                  "'{}' exists; pass --force to replace it", to);
-  const StateDict state = checkpoint::read_torch_state_dict(options.path);
+  std::string yaml = fmt::format("# imported from '{}' by dtrain ckpt import\n",
+                                 stdfs::absolute(options.path).string());
+  StateDict state;
+  if (options.config_file.empty()) {
+    const interop::ForeignWeights w = interop::read_foreign_weights(options.path);
+    state = checkpoint::state_dict_of(w);
+    for (const char* key : {"optimizer", "scheduler"}) {
+      if (key == std::string("optimizer") ? w.optimizer == nullptr : w.scheduler == nullptr) continue;
+      out << fmt::format("{}: not imported: without --config-file there is no dtrain model to map "
+                         "PyTorch's {} state onto\n", key, key);
+    }
+  } else {
+    std::string config;
+    state = import_with_model(options, out, &config);
+    yaml += config;
+  }
 
   std::vector<std::pair<std::string, at::Tensor>> replicated;
   std::vector<std::vector<std::pair<std::string, at::Tensor>>> per_rank;
@@ -368,8 +384,6 @@ int run_import(const ImportOptions& options, std::ostream& out) {
     if (auto i = std::get_if<int64_t>(&it->second)) iteration = *i;
   }
   const int world_size = std::max<int>(1, static_cast<int>(per_rank.size()));
-  const std::string yaml = fmt::format("# imported from '{}' by dtrain ckpt import\n",
-                                       stdfs::absolute(options.path).string());
 
   std::string aside;
   if (stdfs::exists(to)) aside = move_aside(to);
