@@ -12,6 +12,7 @@
 #include "checkpoint/inspect.h"
 #include "checkpoint/storage/cache.h"
 #include "checkpoint/storage/url.h"
+#include "checkpoint/interop/weights.h"
 #include "runtime/base/error.h"
 #include "runtime/base/fs.h"
 #include "runtime/base/logging.h"
@@ -24,10 +25,8 @@ void fs_remove(const std::string& path) {
   std::filesystem::remove(path, ec);
 }
 
-bool is_torch_file(const std::string& url) {
-  const std::string ext = std::filesystem::path(url).extension().string();
-  return ext == ".pt" || ext == ".pth";
-}
+// A single weight file (.pt, .pth, .pkl, .bin, .safetensors), not a checkpoint directory.
+bool is_torch_file(const std::string& url) { return interop::is_foreign_weights_path(url); }
 
 // Verifies the file and every piece of shard `rank` in the staged directory `dir`:
 // "" when good, else its problems joined by "; ".

@@ -18,7 +18,7 @@ namespace dtrain::checkpoint {
 // Whether `path` names a URL (any "<scheme>://"); only http and https are supported.
 bool is_remote(const std::string& path);
 
-// Downloads `url` (a checkpoint directory, or a file ending in .pt/.pth) into the cache
+// Downloads `url` (a checkpoint directory, or a weight file ending in .pt/.pth/.pkl/.bin/.safetensors) into the cache
 // unless it is there already, verifying it, and returns its local path. Collective.
 std::string fetch_remote(const std::string& url, dist::Communicator& comm);
 
