@@ -26,6 +26,13 @@ Cases:
                                         metrics as the local path, a cache hit the second
                                         time; corrupt, cut, flaky and missing downloads
                                         fail clearly (or retry) and cache nothing
+  weights_pytorch                       foreign weight files through the real CLI: a dtrain
+                                        model exported to .pth, rewritten by python3-torch
+                                        as a detectron2 checkpoint of a DDP model (module.
+                                        keys, protocol 4), and as .safetensors, evaluate
+                                        like the checkpoint with CHECKPOINT.STRICT on 2
+                                        ranks; torchvision's resnet18 state dict loads
+                                        strictly into MODEL.RESNET.STEM imagenet
   config_errors                         unknown keys and a global batch not divisible by
                                         the world size exit with status 2 and say why
 
@@ -414,6 +421,59 @@ def check_nothing_cached(cache, what):
                   "%s: %s looks like a cached checkpoint" % (what, os.path.join(d, name)))
 
 
+def torch_python(script, *args):
+    """Runs a python3-torch script (Debian's interpreter) with args; checks it succeeds."""
+    run(["/usr/bin/python3", "-c", script] + [str(a) for a in args], log_name="torch_peer")
+
+
+def case_weights_pytorch():
+    config = "mlp_synthetic.yaml"
+    small = ["MODEL.MLP.HIDDEN_DIMS", "[512]"]
+    trained = os.path.join(work_dir(), "trained")
+    _, _, err = run(dtrain_cmd(2, config, trained, small + [
+        "SOLVER.MAX_ITER", 20, "SOLVER.STEPS", "()", "SOLVER.CHECKPOINT_PERIOD", 100000]),
+        log_name="train")
+    trained_eval = eval_metrics(final_eval_line(err))
+    pth = os.path.join(work_dir(), "export.pth")
+    run([ARGS.dtrain, "ckpt", "export", trained, "--to", pth], log_name="export")
+    d2 = os.path.join(work_dir(), "d2_ddp.pth")
+    torch_python("""
+import collections, sys, torch
+src, dst = sys.argv[1:3]
+top = torch.load(src)
+assert sorted(top) == ["iteration", "model"] and isinstance(top["model"], collections.OrderedDict)
+model = collections.OrderedDict(("module." + k, v) for k, v in top["model"].items())
+torch.save({"model": model, "iteration": top["iteration"], "__author__": "e2e"}, dst,
+           pickle_protocol=4)
+""", pth, d2)
+    st = os.path.join(work_dir(), "export.safetensors")
+    run([ARGS.dtrain, "ckpt", "export", trained, "--to", st], log_name="export_st")
+    for name, weights in (("d2_ddp", d2), ("safetensors", st)):
+        out = os.path.join(work_dir(), "eval_" + name)
+        _, _, err = run(dtrain_cmd(2, config, out, small + ["MODEL.WEIGHTS", weights,
+                                                            "CHECKPOINT.STRICT", "True"],
+                                   ["--eval-only"]), log_name="eval_" + name)
+        m = eval_metrics(final_eval_line(err))
+        print("%s: %s (trained: %s)" % (name, m, trained_eval))
+        check(m["accuracy"] == trained_eval["accuracy"], name + ": accuracy %r" % m["accuracy"])
+        check(abs(m["loss"] - trained_eval["loss"]) <= 2e-4, name + ": loss %r" % m["loss"])
+    # torchvision's resnet18 as published (an OrderedDict) into the ImageNet-stem resnet.
+    tv = os.path.join(work_dir(), "resnet18.pth")
+    torch_python("""
+import sys, torch, torchvision
+torch.manual_seed(0)
+torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), sys.argv[1])
+""", tv)
+    out = os.path.join(work_dir(), "eval_resnet18")
+    _, _, err = run(dtrain_cmd(2, "resnet18_synthetic.yaml", out, [
+        "MODEL.RESNET.STEM", "imagenet", "MODEL.RESNET.WIDTH", 64, "MODEL.WEIGHTS", tv,
+        "CHECKPOINT.STRICT", "True", "DATASETS.SYNTHETIC.NUM_TEST", 64], ["--eval-only"]),
+        log_name="eval_resnet18")
+    check("Loaded torch zip weights from %s (122 of 122 model tensors)" % tv in err,
+          "resnet18: not every tensor loaded")
+    print("resnet18: " + final_eval_line(err))
+
+
 def case_weights_url():
     config = "mlp_synthetic.yaml"
     model = ["MODEL.MLP.HIDDEN_DIMS", "[512]"]
@@ -596,6 +656,7 @@ CASES = {
     "one_step_equivalence": case_one_step_equivalence,
     "weights": case_weights,
     "weights_url": case_weights_url,
+    "weights_pytorch": case_weights_pytorch,
     "config_errors": case_config_errors,
 }
 
