@@ -178,19 +178,18 @@ PickleFile read_plain(const std::string& bytes, const std::string& origin) {
 
 }  // namespace
 
-bool looks_like_pickle_file(const std::string& head) {
-  return ZipArchive::looks_like_zip(head) || head.rfind(kLegacyMagic, 0) == 0 ||
-         (!head.empty() && static_cast<unsigned char>(head[0]) == 0x80);
-}
-
-PickleFile read_pickle_file(const std::string& path) {
-  std::string head;
+std::string read_file_head(const std::string& path, size_t n) {
   try {
-    head = fs::read_file_head(path, 16);
+    return fs::read_file_head(path, n);
   } catch (const std::exception& e) {
     throw CheckpointError(e.what());
   }
-  if (ZipArchive::looks_like_zip(head)) return read_zip(ZipArchive::open_file(path));
+}
+
+PickleFile read_pickle_file(const std::string& path) {
+  if (ZipArchive::looks_like_zip(read_file_head(path))) {
+    return read_zip(ZipArchive::open_file(path));
+  }
   std::string bytes;
   try {
     bytes = fs::read_file(path);

@@ -9,6 +9,7 @@
 // Thread-safe as long as each call works on its own objects.
 #pragma once
 
+#include <cstddef>
 #include <memory>
 #include <string>
 
@@ -30,8 +31,9 @@ PickleFile read_pickle_file(const std::string& path);
 // `origin` names the file in errors.
 PickleFile parse_pickle_bytes(const std::string& bytes, const std::string& origin);
 
-// Whether `head` (a file's first 16+ bytes) starts like a file read_pickle_file reads.
-bool looks_like_pickle_file(const std::string& head);
+// The first `n` bytes of `path` (all of a shorter file), to recognise its format.
+// Throws dtrain::CheckpointError naming the path when it cannot be read.
+std::string read_file_head(const std::string& path, size_t n = 16);
 
 // Writes `root` in torch.save's zip format (pickle protocol 2): dicts built with
 // `ordered` become collections.OrderedDict, tensors (made contiguous, on the CPU) get a

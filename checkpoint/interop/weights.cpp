@@ -111,13 +111,7 @@ ForeignWeights from_safetensors(NamedTensors tensors, std::map<std::string, std:
 }  // namespace
 
 ForeignWeights read_foreign_weights(const std::string& path) {
-  std::string head;
-  try {
-    head = fs::read_file_head(path, 16);
-  } catch (const std::exception& e) {
-    throw CheckpointError(e.what());
-  }
-  if (looks_like_safetensors(path, head)) {
+  if (looks_like_safetensors(path, read_file_head(path))) {
     std::map<std::string, std::string> meta;
     NamedTensors tensors = read_safetensors(path, &meta);
     return from_safetensors(std::move(tensors), std::move(meta), path);

@@ -72,17 +72,22 @@ def save_all(sd, prefix):
     ref(f"{prefix}_legacy", sd)
 
 
-def detectron2_checkpoint():
-    torch.manual_seed(3)
-    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=10)
-    for _ in range(3):
+def train_steps(model, opt, sched, steps=3):
+    """A few steps of a squared-output loss on random inputs of 4 features."""
+    for _ in range(steps):
         loss = model(torch.randn(5, 4)).square().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
+
+
+def detectron2_checkpoint():
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=10)
+    train_steps(model, opt, sched)
     ckpt = {"model": model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "iteration": 1234}
     torch.save(ckpt, os.path.join(OUT, "d2_model_final.pth"))
@@ -138,12 +143,7 @@ def mlp_checkpoints():
             opt = torch.optim.SGD([{"params": params[:2]}, {"params": params[2:]}], lr=0.1,
                                   momentum=0.9, weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[100])
-        for _ in range(3):
-            loss = model(torch.randn(5, 4)).square().mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
+        train_steps(model, opt, sched)
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(), "iteration": 3},
                    os.path.join(OUT, f"mlp_{kind}.pth"))
