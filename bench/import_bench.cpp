@@ -15,6 +15,7 @@
 // bench/run_import.sh makes the files and runs this with bench/import_peer.py (torch.load).
 #include <fcntl.h>
 #include <malloc.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <zip.h>
 #include <zlib.h>
@@ -23,6 +24,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -111,6 +113,78 @@ void check_same(const std::string& pth, const std::string& st) {
   }
 }
 
+// Page faults of this process (minor) and the system's transparent-huge-page faults
+// (/proc/vmstat: thp_fault_alloc, thp_fault_fallback; other processes count there too).
+struct Faults {
+  int64_t minor = 0, thp = 0, thp_fallback = 0;
+};
+
+Faults faults_now() {
+  Faults f;
+  rusage ru{};
+  if (::getrusage(RUSAGE_SELF, &ru) == 0) f.minor = ru.ru_minflt;
+  std::ifstream vm("/proc/vmstat");
+  std::string name;
+  int64_t value = 0;
+  while (vm >> name >> value) {
+    if (name == "thp_fault_alloc") f.thp = value;
+    if (name == "thp_fault_fallback") f.thp_fallback = value;
+  }
+  return f;
+}
+
+// Seconds and page faults of named steps, over rounds.
+class Log {
+ public:
+  void start() {
+    f0_ = faults_now();
+    sw_.reset();
+  }
+  // Records the step's seconds since start(), or `seconds` when given (a step that times
+  // itself), and its page faults since start().
+  void stop(const std::string& key, double seconds = -1) {
+    const double s = seconds >= 0 ? seconds : sw_.seconds();
+    const Faults f = faults_now();
+    order_.push_back(key);
+    t_[key].push_back(s);
+    f_[key].push_back({f.minor - f0_.minor, f.thp - f0_.thp, f.thp_fallback - f0_.thp_fallback});
+  }
+  const std::vector<double>& seconds(const std::string& key) { return t_[key]; }
+  bool has(const std::string& key) const { return t_.count(key) != 0; }
+  // Median of a fault counter (0 minor, 1 THP, 2 THP fallback) of `key`'s rounds.
+  int64_t fault_median(const std::string& key, int which) {
+    std::vector<double> v;
+    for (const auto& f : f_[key]) v.push_back(static_cast<double>(which == 0 ? f.minor : which == 1 ? f.thp : f.thp_fallback));
+    return static_cast<int64_t>(median(v));
+  }
+  // One line per step, in the order first recorded: median seconds, GB/s of `bytes`,
+  // median faults, every round's seconds.
+  void print(double bytes, int width) {
+    std::vector<std::string> seen;
+    for (const auto& k : order_) {
+      if (std::find(seen.begin(), seen.end(), k) != seen.end()) continue;
+      seen.push_back(k);
+      const double m = median(t_[k]);
+      fmt::print("  {:{}s} {:7.3f} s {:6.2f} GB/s  faults {:7d} {:4d} {:3d}  (runs: {:.3f})\n", k,
+                 width, m, bytes / m / 1e9, fault_median(k, 0), fault_median(k, 1),
+                 fault_median(k, 2), fmt::join(t_[k], ", "));
+    }
+  }
+  void to_json(nlohmann::json& j) {
+    for (const auto& [k, v] : t_) {
+      j["seconds"][k] = v;
+      for (const auto& f : f_[k]) j["faults"][k].push_back({f.minor, f.thp, f.thp_fallback});
+    }
+  }
+
+ private:
+  Faults f0_;
+  Stopwatch sw_;
+  std::vector<std::string> order_;
+  std::map<std::string, std::vector<double>> t_;
+  std::map<std::string, std::vector<Faults>> f_;
+};
+
 // ---- breakdown of the .pth import ----
 
 // The storage records ("<archive>/data/<key>") of a torch.save zip file: libzip index and
@@ -143,21 +217,31 @@ void read_records_checked(const interop::ZipArchive& zip, const std::vector<Reco
   for (size_t i = 0; i < recs.size(); ++i) zip.read_into(recs[i].index, bufs[i].data_ptr(), recs[i].size);
 }
 
-// Every record read with libzip's ZIP_FL_COMPRESSED: for a stored entry the same bytes,
-// without the CRC-32 layer.
+// Every record read through libzip without the CRC-32 check: as two partial ranges (all
+// but the last byte, then the last byte), which libzip reads through the same window and
+// file sources without its CRC layer. (ZIP_FL_COMPRESSED does not help: libzip 1.7.3 still
+// checks the CRC of a stored entry read that way.)
 void read_records_unchecked(zip_t* z, const std::vector<Record>& recs,
                             std::vector<at::Tensor>& bufs, const std::string& path) {
-  for (size_t i = 0; i < recs.size(); ++i) {
-    zip_file_t* f = zip_fopen_index(z, recs[i].index, ZIP_FL_COMPRESSED);
-    DTRAIN_CHECK(f != nullptr, "'{}': cannot open entry {}: {}", path, recs[i].index, zip_strerror(z));
-    auto* p = static_cast<char*>(bufs[i].data_ptr());
+  auto read_range = [&](const Record& r, uint64_t start, uint64_t len, char* dst) {
+    zip_source_t* src = zip_source_zip(z, z, r.index, 0, start, static_cast<zip_int64_t>(len));
+    DTRAIN_CHECK(src != nullptr && zip_source_open(src) == 0, "'{}': cannot open entry {}: {}",
+                 path, r.index, zip_strerror(z));
     uint64_t done = 0;
-    while (done < recs[i].size) {
-      const zip_int64_t got = zip_fread(f, p + done, recs[i].size - done);
-      DTRAIN_CHECK(got > 0, "'{}': reading entry {}: {}", path, recs[i].index, zip_file_strerror(f));
+    while (done < len) {
+      const zip_int64_t got = zip_source_read(src, dst + done, len - done);
+      DTRAIN_CHECK(got > 0, "'{}': reading entry {}: {}", path, r.index,
+                   zip_error_strerror(zip_source_error(src)));
       done += static_cast<uint64_t>(got);
     }
-    zip_fclose(f);
+    zip_source_close(src);
+    zip_source_free(src);
+  };
+  for (size_t i = 0; i < recs.size(); ++i) {
+    auto* p = static_cast<char*>(bufs[i].data_ptr());
+    const uint64_t n = recs[i].size;
+    if (n > 1) read_range(recs[i], 0, n - 1, p);
+    if (n > 0) read_range(recs[i], n - 1, 1, p + n - 1);
   }
 }
 
@@ -203,51 +287,55 @@ double touch_fresh(const std::vector<Record>& recs, bool huge) {
 
 nlohmann::json breakdown(const std::string& path, int64_t rounds, bool drop) {
   const int64_t size = file_bytes(path);
-  std::map<std::string, std::vector<double>> t;
+  Log log;
   uint64_t rec_bytes = 0;
   size_t nrec = 0;
   for (int64_t r = 0; r < rounds; ++r) {
-    // Cold: open + every record, with and without the CRC-32 check; the import.
+    // Cold: open + every record, with and without the CRC-32 check; the import; read(2).
     if (drop) drop_page_cache();
     {
-      Stopwatch sw;
+      log.start();
       interop::ZipArchive zip = interop::ZipArchive::open_file(path);
-      t["cold: ZipArchive::open_file"].push_back(sw.seconds());
+      log.stop("cold: ZipArchive::open_file");
       const auto recs = storage_records(zip);
       auto bufs = fresh_buffers(recs);
-      sw.reset();
+      log.start();
       read_records_checked(zip, recs, bufs);
-      t["cold: records via ZipArchive::read_into (CRC on), fresh buffers"].push_back(sw.seconds());
+      log.stop("cold: records, CRC on (ZipArchive::read_into), fresh buffers");
     }
     if (drop) drop_page_cache();
     {
-      Stopwatch sw;
       zip_t* z = open_raw(path);
       interop::ZipArchive zip = interop::ZipArchive::open_file(path);  // for the entry list
       const auto recs = storage_records(zip);
       auto bufs = fresh_buffers(recs);
-      sw.reset();
+      log.start();
       read_records_unchecked(z, recs, bufs, path);
-      t["cold: records via libzip, no CRC, fresh buffers"].push_back(sw.seconds());
+      log.stop("cold: records, no CRC (libzip partial ranges), fresh buffers");
       zip_discard(z);
     }
     if (drop) drop_page_cache();
     {
       Imported info;
-      t["cold: read_foreign_weights (whole import)"].push_back(time_import(path, &info));
+      log.start();
+      const double s = time_import(path, &info);
+      log.stop("cold: read_foreign_weights (whole import)", s);
     }
     if (drop) drop_page_cache();
-    t["cold: read(2) whole file, one fresh buffer"].push_back(read_into_one_buffer(path));
+    log.start();
+    log.stop("cold: read(2) whole file, one fresh buffer", read_into_one_buffer(path));
 
-    // Warm: the file is in the page cache now (read it once more to be sure).
+    // Warm: the file is in the page cache now (read once more to be sure).
     read_into_one_buffer(path);
     {
       Imported info;
-      t["warm: read_foreign_weights (whole import)"].push_back(time_import(path, &info));
+      log.start();
+      const double s = time_import(path, &info);
+      log.stop("warm: read_foreign_weights (whole import)", s);
     }
-    Stopwatch sw;
+    log.start();
     interop::ZipArchive zip = interop::ZipArchive::open_file(path);
-    t["warm: ZipArchive::open_file"].push_back(sw.seconds());
+    log.stop("warm: ZipArchive::open_file");
     const auto recs = storage_records(zip);
     nrec = recs.size();
     rec_bytes = 0;
@@ -255,25 +343,25 @@ nlohmann::json breakdown(const std::string& path, int64_t rounds, bool drop) {
     zip_t* z = open_raw(path);
     {
       auto bufs = fresh_buffers(recs);
-      sw.reset();
+      log.start();
       read_records_checked(zip, recs, bufs);
-      t["warm: records, CRC on, fresh buffers"].push_back(sw.seconds());
+      log.stop("warm: records, CRC on, fresh buffers");
     }
     {
       auto bufs = fresh_buffers(recs);
-      sw.reset();
+      log.start();
       read_records_unchecked(z, recs, bufs, path);
-      t["warm: records, no CRC, fresh buffers"].push_back(sw.seconds());
-      sw.reset();
+      log.stop("warm: records, no CRC, fresh buffers");
+      log.start();
       read_records_checked(zip, recs, bufs);
-      t["warm: records, CRC on, touched buffers"].push_back(sw.seconds());
-      sw.reset();
+      log.stop("warm: records, CRC on, touched buffers");
+      log.start();
       read_records_unchecked(z, recs, bufs, path);
-      t["warm: records, no CRC, touched buffers"].push_back(sw.seconds());
-      sw.reset();
+      log.stop("warm: records, no CRC, touched buffers");
       std::vector<uint32_t> crcs;
+      log.start();
       crc_of(bufs, &crcs);
-      t["zlib crc32 of the records in memory"].push_back(sw.seconds());
+      log.stop("zlib crc32 of the records in memory");
       // Sanity: the CRC computed here is the archive's (the reads were whole and right).
       for (size_t i = 0; i < recs.size(); ++i) {
         zip_stat_t st;
@@ -285,27 +373,36 @@ nlohmann::json breakdown(const std::string& path, int64_t rounds, bool drop) {
       }
     }
     zip_discard(z);
-    t["fresh buffers touched (memset), MADV_HUGEPAGE"].push_back(touch_fresh(recs, true));
-    t["fresh buffers touched (memset), plain at::empty"].push_back(touch_fresh(recs, false));
+    log.start();
+    log.stop("fresh buffers touched (memset), MADV_HUGEPAGE", touch_fresh(recs, true));
+    log.start();
+    log.stop("fresh buffers touched (memset), plain at::empty", touch_fresh(recs, false));
+    log.start();
+    log.stop("one fresh buffer of the file's size touched (memset), MADV_HUGEPAGE",
+             touch_fresh({Record{0, static_cast<uint64_t>(size)}}, true));
     {
-      at::Tensor one = at::empty({size}, at::kByte);
+      at::Tensor one = interop::empty_for_read({size}, at::kByte);
       std::memset(one.data_ptr(), 0, static_cast<size_t>(size));
-      t["warm: read(2) whole file, touched buffer"].push_back(read_into_one_buffer(path, &one));
+      log.start();
+      log.stop("warm: read(2) whole file, touched buffer (MADV_HUGEPAGE)",
+               read_into_one_buffer(path, &one));
+      one = at::empty({size}, at::kByte);
+      std::memset(one.data_ptr(), 0, static_cast<size_t>(size));
+      log.start();
+      log.stop("warm: read(2) whole file, touched buffer (plain at::empty)",
+               read_into_one_buffer(path, &one));
     }
-    t["warm: read(2) whole file, one fresh buffer"].push_back(read_into_one_buffer(path));
+    log.start();
+    log.stop("warm: read(2) whole file, one fresh buffer", read_into_one_buffer(path));
   }
-  fmt::print("\nbreakdown of the .pth import: {} storage records, {} ({} rounds; median s, "
-             "GB/s of the records' bytes)\n", nrec, format_bytes(static_cast<double>(rec_bytes)),
-             rounds);
+  fmt::print("\nbreakdown of the .pth import: {} storage records, {} ({} rounds; median s, GB/s "
+             "of the records' bytes; median page faults: minor, of which THP, THP fallbacks)\n",
+             nrec, format_bytes(static_cast<double>(rec_bytes)), rounds);
   nlohmann::json j = {{"bench", "import_breakdown"}, {"file", path}, {"file_bytes", size},
                       {"record_bytes", rec_bytes}, {"records", nrec}, {"rounds", rounds},
                       {"cache_dropped", drop}, {"load", load_average()}};
-  for (const auto& [name, v] : t) {
-    const double m = median(v);
-    fmt::print("  {:66s} {:7.3f} s {:6.2f} GB/s  (runs: {:.3f})\n", name, m,
-               static_cast<double>(rec_bytes) / m / 1e9, fmt::join(v, ", "));
-    j["seconds"][name] = v;
-  }
+  log.print(static_cast<double>(rec_bytes), 70);
+  log.to_json(j);
   return j;
 }
 
@@ -335,7 +432,7 @@ int run(int argc, char** argv) {
   auto cold = [&] {
     if (drop) dropped = drop_page_cache() && dropped;
   };
-  std::map<std::string, std::vector<double>> t;
+  Log log;
   Imported pth_info, st_info;
   const std::string load_before = load_average();
   const double cpu0 = process_cpu_seconds();
@@ -345,23 +442,29 @@ int run(int argc, char** argv) {
     std::vector<std::function<void()>> steps = {
         [&] {
           cold();
-          t["read2_cold"].push_back(read_into_one_buffer(pth));
+          log.start();
+          log.stop("read2_cold", read_into_one_buffer(pth));
         },
         [&] {
           cold();
-          t["pth_cold"].push_back(time_import(pth, &pth_info));
-          t["pth_warm"].push_back(time_import(pth, &pth_info));
+          log.start();
+          log.stop("pth_cold", time_import(pth, &pth_info));
+          log.start();
+          log.stop("pth_warm", time_import(pth, &pth_info));
         },
     };
     if (!st.empty()) {
       steps.push_back([&] {
         cold();
-        t["st_cold"].push_back(time_import(st, &st_info));
-        t["st_warm"].push_back(time_import(st, &st_info));
+        log.start();
+        log.stop("st_cold", time_import(st, &st_info));
+        log.start();
+        log.stop("st_warm", time_import(st, &st_info));
       });
       steps.push_back([&] {
         cold();
-        t["st_read2_cold"].push_back(read_into_one_buffer(st));
+        log.start();
+        log.stop("st_read2_cold", read_into_one_buffer(st));
       });
     }
     const size_t shift = static_cast<size_t>(first_round + r) % steps.size();
@@ -387,17 +490,23 @@ int run(int argc, char** argv) {
         {"st_read2_cold", "read(2) .safetensors into one buffer, cold"},
         {"st_cold", "read_foreign_weights .safetensors, cold"},
         {"st_warm", "read_foreign_weights .safetensors, warm"}};
-    fmt::print("  {:44s} {:>8s} {:>7s}   runs (s)\n", "", "median", "GB/s");
+    fmt::print("  {:44s} {:>8s} {:>7s}   {:>20s}   runs (s)\n", "", "median", "GB/s",
+               "faults: minor THP fb");
+    nlohmann::json runs;
     for (const auto& [key, label] : rows) {
-      if (!t.count(key)) continue;
+      if (!log.has(key)) continue;
       const double bytes = static_cast<double>(key.rfind("st", 0) == 0 ? st_size : pth_size);
-      const double m = median(t[key]);
-      fmt::print("  {:44s} {:7.3f}s {:7.2f}   {:.3f}\n", label, m, bytes / m / 1e9,
-                 fmt::join(t[key], ", "));
+      const double m = median(log.seconds(key));
+      fmt::print("  {:44s} {:7.3f}s {:7.2f}   {:>13d} {:4d} {:3d}   {:.3f}\n", label, m,
+                 bytes / m / 1e9, log.fault_median(key, 0), log.fault_median(key, 1),
+                 log.fault_median(key, 2), fmt::join(log.seconds(key), ", "));
+      runs[key] = log.seconds(key);
     }
     auto ratio = [&](const std::string& num, const std::string& den) {
+      const auto& a = log.seconds(num);
+      const auto& b = log.seconds(den);
       std::vector<double> v;
-      for (size_t i = 0; i < t[num].size() && i < t[den].size(); ++i) v.push_back(t[den][i] / t[num][i]);
+      for (size_t i = 0; i < a.size() && i < b.size(); ++i) v.push_back(b[i] / a[i]);
       return median(v);
     };
     fmt::print("  cold import / cold read(2), per-round median: .pth {:.2f}x", ratio("pth_cold", "read2_cold"));
@@ -408,7 +517,10 @@ int run(int argc, char** argv) {
                         {"rounds", rounds}, {"file", pth}, {"file_bytes", pth_size},
                         {"tensor_bytes", pth_info.bytes}, {"tensors", pth_info.tensors},
                         {"safetensors_file_bytes", st_size}, {"cache_dropped", drop && dropped},
-                        {"cpu_share", cpu_share}, {"load", load_average()}, {"runs_s", t}};
+                        {"cpu_share", cpu_share}, {"load", load_average()}, {"runs_s", runs}};
+    nlohmann::json detail;
+    log.to_json(detail);
+    j["faults"] = detail["faults"];
     append_json_line(json_path, j);
   }
   if (bd_rounds > 0) {
