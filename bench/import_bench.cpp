@@ -15,6 +15,7 @@
 // bench/run_import.sh makes the files and runs this with bench/import_peer.py (torch.load).
 #include <fcntl.h>
 #include <malloc.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
 #include <zip.h>
@@ -211,6 +212,34 @@ std::vector<at::Tensor> fresh_buffers(const std::vector<Record>& recs) {
   return out;
 }
 
+// A prototype of a read-buffer allocator with whole huge pages: a buffer of 2 MiB or more
+// is its own mmap, 2 MiB-aligned and rounded up to a multiple of 2 MiB, all of it
+// MADV_HUGEPAGE (interop::empty_for_read advises only the 2 MiB-aligned interior of a
+// glibc block, so up to 2 MiB at each end of every tensor stays in 4 KiB pages); smaller
+// buffers as empty_for_read. Freed with munmap when the tensor's storage dies.
+at::Tensor empty_huge_aligned(int64_t nbytes) {
+  constexpr uint64_t kHuge = uint64_t{2} << 20;
+  if (static_cast<uint64_t>(nbytes) < kHuge) return interop::empty_for_read({nbytes}, at::kByte);
+  const uint64_t len = (static_cast<uint64_t>(nbytes) + kHuge - 1) & ~(kHuge - 1);
+  void* raw = ::mmap(nullptr, len + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                     -1, 0);
+  DTRAIN_CHECK(raw != MAP_FAILED, "mmap of {} bytes: {}", len + kHuge, std::strerror(errno));
+  const auto a = reinterpret_cast<uintptr_t>(raw);
+  const uintptr_t p = (a + kHuge - 1) & ~(kHuge - 1);
+  if (p > a) ::munmap(raw, p - a);                                   // the head
+  if (a + len + kHuge > p + len) ::munmap(reinterpret_cast<void*>(p + len), a + len + kHuge - p - len);
+  ::madvise(reinterpret_cast<void*>(p), len, MADV_HUGEPAGE);
+  return at::from_blob(reinterpret_cast<void*>(p), {nbytes},
+                       [len](void* q) { ::munmap(q, len); }, at::TensorOptions().dtype(at::kByte));
+}
+
+std::vector<at::Tensor> fresh_aligned_buffers(const std::vector<Record>& recs) {
+  std::vector<at::Tensor> out;
+  out.reserve(recs.size());
+  for (const auto& r : recs) out.push_back(empty_huge_aligned(static_cast<int64_t>(r.size)));
+  return out;
+}
+
 // Every record read through ZipArchive::read_into (libzip, CRC-32 checked).
 void read_records_checked(const interop::ZipArchive& zip, const std::vector<Record>& recs,
                           std::vector<at::Tensor>& bufs) {
@@ -271,6 +300,17 @@ uint32_t crc_of(const std::vector<at::Tensor>& bufs, std::vector<uint32_t>* each
   return all;
 }
 
+// Reads one byte of every 4 KiB page of `bufs` in user space: the first user access to
+// memory the kernel wrote (what a CRC pass, or any later use of the tensors, pays first).
+uint64_t first_user_touch(const std::vector<at::Tensor>& bufs) {
+  uint64_t sum = 0;
+  for (const auto& b : bufs) {
+    const auto* p = static_cast<const volatile unsigned char*>(b.data_ptr());
+    for (int64_t i = 0; i < b.numel(); i += 4096) sum += p[i];
+  }
+  return sum;
+}
+
 // Fresh buffers of the records' sizes, each touched once (memset), allocated with
 // interop::empty_for_read (MADV_HUGEPAGE) or plain at::empty.
 double touch_fresh(const std::vector<Record>& recs, bool huge) {
@@ -316,6 +356,26 @@ nlohmann::json breakdown(const std::string& path, int64_t rounds, bool drop) {
     }
     if (drop) drop_page_cache();
     {
+      interop::ZipArchive zip = interop::ZipArchive::open_file(path);
+      const auto recs = storage_records(zip);
+      auto bufs = fresh_aligned_buffers(recs);
+      log.start();
+      read_records_checked(zip, recs, bufs);
+      log.stop("cold: records, CRC on, fresh 2 MiB-aligned buffers (prototype)");
+    }
+    if (drop) drop_page_cache();
+    {
+      zip_t* z = open_raw(path);
+      interop::ZipArchive zip = interop::ZipArchive::open_file(path);
+      const auto recs = storage_records(zip);
+      auto bufs = fresh_aligned_buffers(recs);
+      log.start();
+      read_records_unchecked(z, recs, bufs, path);
+      log.stop("cold: records, no CRC, fresh 2 MiB-aligned buffers (prototype)");
+      zip_discard(z);
+    }
+    if (drop) drop_page_cache();
+    {
       Imported info;
       log.start();
       const double s = time_import(path, &info);
@@ -348,10 +408,28 @@ nlohmann::json breakdown(const std::string& path, int64_t rounds, bool drop) {
       log.stop("warm: records, CRC on, fresh buffers");
     }
     {
+      auto bufs = fresh_aligned_buffers(recs);
+      log.start();
+      read_records_checked(zip, recs, bufs);
+      log.stop("warm: records, CRC on, fresh 2 MiB-aligned buffers (prototype)");
+    }
+    {
+      auto bufs = fresh_aligned_buffers(recs);
+      log.start();
+      read_records_unchecked(z, recs, bufs, path);
+      log.stop("warm: records, no CRC, fresh 2 MiB-aligned buffers (prototype)");
+      log.start();
+      first_user_touch(bufs);
+      log.stop("  then the first user-space read of every 4 KiB page");
+    }
+    {
       auto bufs = fresh_buffers(recs);
       log.start();
       read_records_unchecked(z, recs, bufs, path);
       log.stop("warm: records, no CRC, fresh buffers");
+      log.start();
+      first_user_touch(bufs);
+      log.stop("  then the first user-space read of every 4 KiB page ");
       log.start();
       read_records_checked(zip, recs, bufs);
       log.stop("warm: records, CRC on, touched buffers");
@@ -377,6 +455,12 @@ nlohmann::json breakdown(const std::string& path, int64_t rounds, bool drop) {
     log.stop("fresh buffers touched (memset), MADV_HUGEPAGE", touch_fresh(recs, true));
     log.start();
     log.stop("fresh buffers touched (memset), plain at::empty", touch_fresh(recs, false));
+    {
+      log.start();
+      auto bufs = fresh_aligned_buffers(recs);
+      for (size_t i = 0; i < recs.size(); ++i) std::memset(bufs[i].data_ptr(), 0, recs[i].size);
+      log.stop("fresh 2 MiB-aligned buffers touched (memset) (prototype)");
+    }
     log.start();
     log.stop("one fresh buffer of the file's size touched (memset), MADV_HUGEPAGE",
              touch_fresh({Record{0, static_cast<uint64_t>(size)}}, true));
