@@ -212,22 +212,26 @@ std::vector<at::Tensor> fresh_buffers(const std::vector<Record>& recs) {
   return out;
 }
 
-// A prototype of a read-buffer allocator with whole huge pages: a buffer of 2 MiB or more
-// is its own mmap, 2 MiB-aligned and rounded up to a multiple of 2 MiB, all of it
-// MADV_HUGEPAGE (interop::empty_for_read advises only the 2 MiB-aligned interior of a
-// glibc block, so up to 2 MiB at each end of every tensor stays in 4 KiB pages); smaller
+// A prototype of a read-buffer allocator that starts every buffer of 2 MiB or more on a
+// huge-page boundary: its own mmap, 2 MiB-aligned, its length rounded up to 4 KiB only (no
+// memory wasted), all of it MADV_HUGEPAGE, so every whole 2 MiB of it can be a huge page
+// and only the tail past the last 2 MiB boundary is in 4 KiB pages.
+// interop::empty_for_read advises the 2 MiB-aligned interior of a glibc block, which
+// starts anywhere: up to 2 MiB at each end of every tensor stays in 4 KiB pages. Smaller
 // buffers as empty_for_read. Freed with munmap when the tensor's storage dies.
 at::Tensor empty_huge_aligned(int64_t nbytes) {
   constexpr uint64_t kHuge = uint64_t{2} << 20;
   if (static_cast<uint64_t>(nbytes) < kHuge) return interop::empty_for_read({nbytes}, at::kByte);
-  const uint64_t len = (static_cast<uint64_t>(nbytes) + kHuge - 1) & ~(kHuge - 1);
+  const uint64_t len = (static_cast<uint64_t>(nbytes) + 4095) & ~uint64_t{4095};
   void* raw = ::mmap(nullptr, len + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                      -1, 0);
   DTRAIN_CHECK(raw != MAP_FAILED, "mmap of {} bytes: {}", len + kHuge, std::strerror(errno));
   const auto a = reinterpret_cast<uintptr_t>(raw);
   const uintptr_t p = (a + kHuge - 1) & ~(kHuge - 1);
-  if (p > a) ::munmap(raw, p - a);                                   // the head
-  if (a + len + kHuge > p + len) ::munmap(reinterpret_cast<void*>(p + len), a + len + kHuge - p - len);
+  if (p > a) ::munmap(raw, p - a);  // the head before the boundary
+  if (a + len + kHuge > p + len) {  // the tail after the buffer
+    ::munmap(reinterpret_cast<void*>(p + len), a + len + kHuge - (p + len));
+  }
   ::madvise(reinterpret_cast<void*>(p), len, MADV_HUGEPAGE);
   return at::from_blob(reinterpret_cast<void*>(p), {nbytes},
                        [len](void* q) { ::munmap(q, len); }, at::TensorOptions().dtype(at::kByte));
@@ -361,7 +365,7 @@ nlohmann::json breakdown(const std::string& path, int64_t rounds, bool drop) {
       auto bufs = fresh_aligned_buffers(recs);
       log.start();
       read_records_checked(zip, recs, bufs);
-      log.stop("cold: records, CRC on, fresh 2 MiB-aligned buffers (prototype)");
+      log.stop("cold: records, CRC on, fresh huge-aligned buffers (prototype)");
     }
     if (drop) drop_page_cache();
     {
@@ -371,7 +375,7 @@ nlohmann::json breakdown(const std::string& path, int64_t rounds, bool drop) {
       auto bufs = fresh_aligned_buffers(recs);
       log.start();
       read_records_unchecked(z, recs, bufs, path);
-      log.stop("cold: records, no CRC, fresh 2 MiB-aligned buffers (prototype)");
+      log.stop("cold: records, no CRC, fresh huge-aligned buffers (prototype)");
       zip_discard(z);
     }
     if (drop) drop_page_cache();
@@ -411,13 +415,13 @@ nlohmann::json breakdown(const std::string& path, int64_t rounds, bool drop) {
       auto bufs = fresh_aligned_buffers(recs);
       log.start();
       read_records_checked(zip, recs, bufs);
-      log.stop("warm: records, CRC on, fresh 2 MiB-aligned buffers (prototype)");
+      log.stop("warm: records, CRC on, fresh huge-aligned buffers (prototype)");
     }
     {
       auto bufs = fresh_aligned_buffers(recs);
       log.start();
       read_records_unchecked(z, recs, bufs, path);
-      log.stop("warm: records, no CRC, fresh 2 MiB-aligned buffers (prototype)");
+      log.stop("warm: records, no CRC, fresh huge-aligned buffers (prototype)");
       log.start();
       first_user_touch(bufs);
       log.stop("  then the first user-space read of every 4 KiB page");
@@ -459,7 +463,7 @@ nlohmann::json breakdown(const std::string& path, int64_t rounds, bool drop) {
       log.start();
       auto bufs = fresh_aligned_buffers(recs);
       for (size_t i = 0; i < recs.size(); ++i) std::memset(bufs[i].data_ptr(), 0, recs[i].size);
-      log.stop("fresh 2 MiB-aligned buffers touched (memset) (prototype)");
+      log.stop("fresh huge-aligned buffers touched (memset) (prototype)");
     }
     log.start();
     log.stop("one fresh buffer of the file's size touched (memset), MADV_HUGEPAGE",

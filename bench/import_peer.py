@@ -26,6 +26,7 @@ import argparse
 import collections
 import json
 import os
+import resource
 import statistics
 import struct
 import sys
@@ -150,12 +151,14 @@ def make(a):
 def load(a):
     import torch
     size = os.path.getsize(a.pth)
-    cold, warm, dropped = [], [], True
+    cold, warm, faults, dropped = [], [], [], True
     for _ in range(a.rounds):
         dropped = drop_caches() and dropped
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t0 = time.perf_counter()
         sd = torch.load(a.pth)
         cold.append(time.perf_counter() - t0)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
         tensors = len(sd)
         nbytes = sum(t.numel() * t.element_size() for t in sd.values())
         del sd
@@ -165,11 +168,12 @@ def load(a):
         del sd
     res = {"bench": "import", "impl": "torch", "round": a.round, "file": a.pth, "file_bytes": size,
            "tensor_bytes": nbytes, "tensors": tensors, "cache_dropped": dropped,
-           "torch_version": torch.__version__, "runs_s": {"torch_load_cold": cold,
+           "torch_version": torch.__version__, "cold_minor_faults": faults, "runs_s": {"torch_load_cold": cold,
                                                           "torch_load_warm": warm}}
     print(f"torch.load: {tensors} tensors, {nbytes / 1e9:.3f} GB; page cache dropped: "
           f"{'yes' if dropped else 'NO (not permitted: cold figures are warm)'}; cold "
-          + ", ".join(f"{s:.3f}" for s in cold) + " s, warm " + ", ".join(f"{s:.3f}" for s in warm) + " s")
+          + ", ".join(f"{s:.3f}" for s in cold) + " s, warm " + ", ".join(f"{s:.3f}" for s in warm)
+          + " s; minor page faults of the cold load " + ", ".join(str(f) for f in faults))
     if a.json:
         with open(a.json, "a") as f:
             f.write(json.dumps(res) + "\n")
