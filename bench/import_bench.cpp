@@ -3,7 +3,8 @@
 // a cold read(2) of the same file into one buffer (the physical limit). With --breakdown N,
 // where the import of the .pth spends its time: the zip archive's open, its record reads
 // with and without libzip's CRC-32 check, the CRC alone (zlib), the page faults of fresh
-// buffers with and without MADV_HUGEPAGE, and a read(2) of the cached file.
+// buffers with and without MADV_HUGEPAGE, a prototype of huge-page-aligned read buffers,
+// and a read(2) of the cached file. Every step also reports its page faults.
 //
 //   build/bin/dtrain_import_bench --file /tmp/w.pth --safetensors /tmp/w.safetensors
 //
