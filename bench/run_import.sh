@@ -26,7 +26,7 @@ while [ $# -gt 0 ]; do
     --gib) gib="$2"; shift 2 ;;
     --breakdown) breakdown="$2"; shift 2 ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "run_import.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
