@@ -213,36 +213,12 @@ std::vector<at::Tensor> fresh_buffers(const std::vector<Record>& recs) {
   return out;
 }
 
-// A prototype of a read-buffer allocator that starts every buffer of 2 MiB or more on a
-// huge-page boundary: its own mmap, 2 MiB-aligned, its length rounded up to 4 KiB only (no
-// memory wasted), all of it MADV_HUGEPAGE, so every whole 2 MiB of it can be a huge page
-// and only the tail past the last 2 MiB boundary is in 4 KiB pages.
-// interop::empty_for_read advises the 2 MiB-aligned interior of a glibc block, which
-// starts anywhere: up to 2 MiB at each end of every tensor stays in 4 KiB pages. Smaller
-// buffers as empty_for_read. Freed with munmap when the tensor's storage dies.
-at::Tensor empty_huge_aligned(int64_t nbytes) {
-  constexpr uint64_t kHuge = uint64_t{2} << 20;
-  if (static_cast<uint64_t>(nbytes) < kHuge) return interop::empty_for_read({nbytes}, at::kByte);
-  const uint64_t len = (static_cast<uint64_t>(nbytes) + 4095) & ~uint64_t{4095};
-  void* raw = ::mmap(nullptr, len + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                     -1, 0);
-  DTRAIN_CHECK(raw != MAP_FAILED, "mmap of {} bytes: {}", len + kHuge, std::strerror(errno));
-  const auto a = reinterpret_cast<uintptr_t>(raw);
-  const uintptr_t p = (a + kHuge - 1) & ~(kHuge - 1);
-  if (p > a) ::munmap(raw, p - a);  // the head before the boundary
-  if (a + len + kHuge > p + len) {  // the tail after the buffer
-    ::munmap(reinterpret_cast<void*>(p + len), a + len + kHuge - (p + len));
-  }
-  ::madvise(reinterpret_cast<void*>(p), len, MADV_HUGEPAGE);
-  return at::from_blob(reinterpret_cast<void*>(p), {nbytes},
-                       [len](void* q) { ::munmap(q, len); }, at::TensorOptions().dtype(at::kByte));
-}
-
+// The prototype of whole-huge-page buffers is now interop::empty_for_read itself (every
+// buffer of 2 MiB or more is a mapping of its own on a 2 MiB boundary), so the
+// "huge-aligned" rows use the same allocator as the "fresh buffers" rows; they are kept so
+// that runs before and after the change read alike.
 std::vector<at::Tensor> fresh_aligned_buffers(const std::vector<Record>& recs) {
-  std::vector<at::Tensor> out;
-  out.reserve(recs.size());
-  for (const auto& r : recs) out.push_back(empty_huge_aligned(static_cast<int64_t>(r.size)));
-  return out;
+  return fresh_buffers(recs);
 }
 
 // Every record read through ZipArchive::read_into (libzip, CRC-32 checked).

@@ -8,9 +8,11 @@
 
 namespace dtrain::interop {
 
-// at::empty(shape, dtype) on the CPU, with transparent huge pages asked for on its
-// 2 MiB-aligned part: touching fresh memory page by page can cost more than reading the
-// data into it (3 s per GiB measured on a VM where copying from the page cache took 0.1 s).
+// An uninitialized CPU tensor of `shape` and `dtype` to read into. From 2 MiB up it is a
+// mapping of its own that starts on a 2 MiB boundary and asks for transparent huge pages:
+// touching fresh memory 4 KiB at a time can cost more than reading the data into it (3 s
+// per GiB measured on a VM where copying from the page cache took 0.1 s). Such a tensor
+// cannot be resized (it is not the allocator's); smaller ones are plain at::empty.
 at::Tensor empty_for_read(at::IntArrayRef shape, c10::ScalarType dtype);
 
 // Throws dtrain::CheckpointError "<what>: bool element i is the byte b, expected 0 or 1"
