@@ -169,6 +169,65 @@ def malicious():
         f.write(b"\x80\x02cbuiltins\neval\nX\x04\x00\x00\x001+1\x85R.")
 
 
+def patch_sizes(data, name, size, local=True, central=True):
+    """Rewrites the declared sizes of zip entry `name` (compressed and uncompressed for a
+    stored entry, uncompressed only for a deflated one) in its local and/or central header."""
+    import struct
+    raw = name.encode()
+    data = bytearray(data)
+    if central:
+        at = data.find(b"PK\x01\x02" + b"", 0)
+        while at >= 0:
+            n = struct.unpack_from("<H", data, at + 28)[0]
+            if data[at + 46:at + 46 + n] == raw:
+                method = struct.unpack_from("<H", data, at + 10)[0]
+                if method == 0:
+                    struct.pack_into("<I", data, at + 20, size)
+                struct.pack_into("<I", data, at + 24, size)
+            at = data.find(b"PK\x01\x02", at + 4)
+    if local:
+        at = data.find(b"PK\x03\x04")
+        while at >= 0:
+            n = struct.unpack_from("<H", data, at + 26)[0]
+            if data[at + 30:at + 30 + n] == raw:
+                method = struct.unpack_from("<H", data, at + 8)[0]
+                if method == 0:
+                    struct.pack_into("<I", data, at + 18, size)
+                struct.pack_into("<I", data, at + 22, size)
+            at = data.find(b"PK\x03\x04", at + 4)
+    return bytes(data)
+
+
+def lying_zips():
+    """Zips whose declared sizes lie, rebuilt from a torch.save file with Python's zipfile."""
+    import io
+    import zipfile
+    src = zipfile.ZipFile(os.path.join(OUT, "one_entry.pth"))
+    entries = {i.filename: src.read(i.filename) for i in src.infolist()}
+
+    def build(deflate_pkl=False):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            for name, data in entries.items():
+                method = zipfile.ZIP_DEFLATED if deflate_pkl and name.endswith("data.pkl") \
+                    else zipfile.ZIP_STORED
+                z.writestr(zipfile.ZipInfo(name), data, compress_type=method)
+        return buf.getvalue()
+
+    record = [n for n in entries if n.endswith("/data/0")][0]
+    pkl = [n for n in entries if n.endswith("data.pkl")][0]
+    good = build()
+    size = len(entries[record])
+    with open(os.path.join(OUT, "zip_ok.pth"), "wb") as f:
+        f.write(good)
+    with open(os.path.join(OUT, "zip_central_lies.pth"), "wb") as f:
+        f.write(patch_sizes(good, record, size - 4, local=False))
+    with open(os.path.join(OUT, "zip_both_lie.pth"), "wb") as f:
+        f.write(patch_sizes(good, record, size - 4))
+    with open(os.path.join(OUT, "zip_bomb.pth"), "wb") as f:
+        f.write(patch_sizes(build(deflate_pkl=True), pkl, 2**31))
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     save_all(every_dtype(), "dtypes")
@@ -177,6 +236,7 @@ def main():
     detectron2_checkpoint()
     model_zoo_pkl()
     mlp_checkpoints()
+    lying_zips()
     malicious()
 
 

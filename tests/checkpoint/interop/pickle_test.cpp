@@ -85,6 +85,22 @@ TEST(TorchFileTest, MaliciousPicklesAreRefusedBeforeAnythingRuns) {
   EXPECT_FALSE(std::filesystem::exists(dir + "/PWNED"));
 }
 
+TEST(TorchFileTest, ZipEntriesWhoseDeclaredSizesLieAreRefused) {
+  REQUIRE_TORCH_FILES();
+  const std::string dir = torch_files();
+  expect_matches_reference(read_foreign_weights(dir + "/zip_ok.pth").model, "one_entry");
+  EXPECT_CONTAINS(ThrownMessage<CheckpointError>(
+                      [&] { read_foreign_weights(dir + "/zip_central_lies.pth"); }),
+                  "zip_central_lies.pth' is not a readable zip archive: Zip archive inconsistent");
+  EXPECT_CONTAINS(
+      ThrownMessage<CheckpointError>([&] { read_foreign_weights(dir + "/zip_both_lie.pth"); }),
+      "storage '0' declares 3 elements of Float (12 bytes) but its record holds 8 bytes");
+  // A deflated data.pkl claiming 2 GiB from 145 bytes: refused before any allocation.
+  EXPECT_CONTAINS(
+      ThrownMessage<CheckpointError>([&] { read_foreign_weights(dir + "/zip_bomb.pth"); }),
+      "data.pkl' declares 2147483648 bytes from");
+}
+
 // ---- hand-made pickles ----
 
 std::string u32(uint32_t v) { return std::string(reinterpret_cast<const char*>(&v), 4); }
