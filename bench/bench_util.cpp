@@ -327,4 +327,13 @@ int mpi_bench_main(int argc, char** argv, const char* name, int (*run)(int, char
   }
 }
 
+int bench_main(int argc, char** argv, const char* name, int (*run)(int, char**)) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << name << ": " << e.what() << "\n";
+    return 1;
+  }
+}
+
 }  // namespace dtrain::bench

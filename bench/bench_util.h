@@ -112,6 +112,9 @@ std::string load_average();
 // and on an error prints it after `name` and aborts every rank (a rank that fails may
 // leave the others inside a collective).
 int mpi_bench_main(int argc, char** argv, const char* name, int (*run)(int, char**));
+// The main() of a one-process benchmark: returns run(argc, argv), or 1 after printing an
+// error after `name`.
+int bench_main(int argc, char** argv, const char* name, int (*run)(int, char**));
 
 // ---- Training states shared by the benchmarks ----
 

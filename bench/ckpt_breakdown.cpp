@@ -284,10 +284,5 @@ int run(int argc, char** argv) {
 }  // namespace dtrain::bench
 
 int main(int argc, char** argv) {
-  try {
-    return dtrain::bench::run(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "dtrain_ckpt_breakdown: " << e.what() << "\n";
-    return 1;
-  }
+  return dtrain::bench::bench_main(argc, argv, "dtrain_ckpt_breakdown", dtrain::bench::run);
 }

@@ -600,10 +600,5 @@ int run(int argc, char** argv) {
 }  // namespace dtrain::bench
 
 int main(int argc, char** argv) {
-  try {
-    return dtrain::bench::run(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "dtrain_import_bench: " << e.what() << "\n";
-    return 1;
-  }
+  return dtrain::bench::bench_main(argc, argv, "dtrain_import_bench", dtrain::bench::run);
 }
