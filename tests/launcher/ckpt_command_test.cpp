@@ -587,6 +587,16 @@ TEST_F(CkptTest, ImportRoundTripIsBitwiseAndLoadable) {
     ASSERT_TRUE(back.count(k)) << k;
     EXPECT_TRUE(bitwise_equal(std::get<at::Tensor>(back.at(k)), std::get<at::Tensor>(v))) << k;
   }
+  // ... and so is checkpoint -> .safetensors -> checkpoint (its metadata adds scalars).
+  const std::string st = tmp_ / "out.safetensors";
+  ASSERT_EQ(run({"export", dir, "--to", st}).rc, kCkptOk);
+  ASSERT_EQ(run({"import", st, "--to", tmp_ / "from_st"}).rc, kCkptOk);
+  r = run({"diff", dir, tmp_ / "from_st"});
+  EXPECT_TRUE(contains(r.out, "14 tensors identical, 0 within atol, 0 differ, 0 only in A, 0 only "
+                              "in B")) << r.out;
+  r = run({"export", dir, "--to", tmp_ / "all.safetensors", "--all"});
+  EXPECT_EQ(r.rc, kCkptFailed);
+  EXPECT_TRUE(contains(r.err, "--all and --bare write torch.save files")) << r.err;
 
   // A Checkpointer loads it into a fresh model (strict: every key matches).
   const std::string pt_model = tmp_ / "model.pt";
