@@ -417,14 +417,27 @@ void write_index_file(const std::string& dir, const CheckpointIndex& index,
   finish_index_file(dir, planned, index);
 }
 
+void check_own_file(const std::string& path, const std::string& dir) {
+  std::error_code ec;
+  const auto st = std::filesystem::symlink_status(path, ec);
+  DTRAIN_CHECK_T(CheckpointError, !ec && st.type() == std::filesystem::file_type::regular,
+                 "'{}' is {}, not a regular file of checkpoint '{}' (a checkpoint reads only its "
+                 "own files)", path,
+                 ec ? "unreadable"
+                    : st.type() == std::filesystem::file_type::symlink ? "a symbolic link"
+                                                                       : "a special file",
+                 dir);
+}
+
 std::string read_index_text(const std::string& dir) {
   const std::string path = dir + "/" + kIndexFile;
   DTRAIN_CHECK_T(CheckpointError, std::filesystem::exists(path),
                  "'{}' is not a checkpoint: '{}' is missing", dir, kIndexFile);
+  check_own_file(path, dir);
   h5::File file = h5::File::open(path);
-  DTRAIN_CHECK_T(CheckpointError, file.exists(kIndexDataset),
+  DTRAIN_CHECK_T(CheckpointError, file.has_link(kIndexDataset),
                  "'{}' is not a dtrain checkpoint index: no '{}' dataset", path, kIndexDataset);
-  return file.read_string(kIndexDataset);
+  return file.open_own_dataset(kIndexDataset).read_string();
 }
 
 ShardReader::ShardReader(std::string dir, int world_size)
@@ -440,6 +453,7 @@ void ShardReader::read_piece(const TensorRecord& tensor, const PieceRecord& piec
   if (it == files_.end()) {
     DTRAIN_CHECK_T(CheckpointError, std::filesystem::exists(path),
                    "shard '{}' is missing (it holds part of tensor '{}')", path, tensor.name);
+    check_own_file(path, dir_);
     try {
       it = files_.emplace(piece.shard, std::make_unique<h5::File>(h5::File::open(path))).first;
     } catch (const std::exception& e) {
@@ -451,7 +465,7 @@ void ShardReader::read_piece(const TensorRecord& tensor, const PieceRecord& piec
   DTRAIN_CHECK_T(CheckpointError, dst.is_contiguous() && dst.sizes().vec() == piece.shape,
                  "internal: destination for '{}' has shape {} but the piece has {}", tensor.name,
                  fmt::join(dst.sizes(), ","), fmt::join(piece.shape, ","));
-  h5::Dataset ds = it->second->open_dataset("/" + tensor.name);
+  h5::Dataset ds = it->second->open_own_dataset("/" + tensor.name);
   DTRAIN_CHECK_T(CheckpointError, ds.shape() == piece.shape,
                  "'{}': tensor '{}' has shape [{}] in the shard but the index says [{}] "
                  "(truncated or mismatched shard)",

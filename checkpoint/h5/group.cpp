@@ -169,6 +169,86 @@ Dataset Group::write_string(const std::string& path, const std::string& text,
   return d;
 }
 
+namespace {
+
+const char* link_kind(H5L_type_t type) {
+  switch (type) {
+    case H5L_TYPE_SOFT: return "a soft link";
+    case H5L_TYPE_EXTERNAL: return "an external link";
+    default: return "a user-defined link";
+  }
+}
+
+// "/a/b/c" -> {"/a", "/a/b", "/a/b/c"} ("a/b" -> {"a", "a/b"}).
+std::vector<std::string> path_prefixes(const std::string& path) {
+  std::vector<std::string> out;
+  std::string prefix = !path.empty() && path[0] == '/' ? "/" : "";
+  for (size_t pos = 0; pos < path.size();) {
+    size_t end = path.find('/', pos);
+    if (end == std::string::npos) end = path.size();
+    if (end > pos) {
+      if (!prefix.empty() && prefix.back() != '/') prefix += '/';
+      prefix += path.substr(pos, end - pos);
+      out.push_back(prefix);
+    }
+    pos = end + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+H5L_type_t Group::link_type(const std::string& path) const {
+  H5L_info_t info;
+  check(H5Lget_info(id(), path.c_str(), &info, H5P_DEFAULT), "querying link '{}' in {}", path,
+        describe());
+  return info.type;
+}
+
+bool Group::has_link(const std::string& path) const {
+  ApiScope scope;
+  for (const std::string& prefix : path_prefixes(path)) {
+    if (!check_tri(H5Lexists(id(), prefix.c_str(), H5P_DEFAULT), "looking up '{}' in {}", prefix,
+                   describe())) {
+      return false;
+    }
+    if (link_type(prefix) != H5L_TYPE_HARD) return true;  // not followed: open_own_dataset says why
+  }
+  return true;
+}
+
+Dataset Group::open_own_dataset(const std::string& path) const {
+  ApiScope scope;
+  // Each component's link, looked at before anything is traversed.
+  DTRAIN_CHECK_T(CheckpointError, has_link(path), "'{}' has no dataset '{}'", file_name(),
+                 join_path(this->path(), path));
+  for (const std::string& prefix : path_prefixes(path)) {
+    const H5L_type_t type = link_type(prefix);
+    DTRAIN_CHECK_T(CheckpointError, type == H5L_TYPE_HARD,
+                   "'{}': '{}' is {}; a checkpoint reads only data stored in its own files",
+                   file_name(), prefix, link_kind(type));
+  }
+  Dataset ds = open_dataset(path);
+  PropertyList dcpl = PropertyList::adopt(check_id(H5Dget_create_plist(ds.id()),
+                                                   "querying dataset '{}' in '{}'", path,
+                                                   file_name()));
+  const H5D_layout_t layout = H5Pget_layout(dcpl.id());
+  DTRAIN_CHECK_T(CheckpointError, layout != H5D_VIRTUAL,
+                 "'{}': dataset '{}' is a virtual dataset (its data would come from other "
+                 "files); a checkpoint reads only data stored in its own files", file_name(), path);
+  const int external = H5Pget_external_count(dcpl.id());
+  if (external != 0) {
+    char name[256] = "?";
+    off_t offset = 0;
+    hsize_t size = 0;
+    if (external > 0) H5Pget_external(dcpl.id(), 0, sizeof name, name, &offset, &size);
+    throw CheckpointError(fmt::format(
+        "'{}': dataset '{}' stores its data in the external file '{}'; a checkpoint reads only "
+        "data stored in its own files", file_name(), path, name));
+  }
+  return ds;
+}
+
 std::string Group::read_string(const std::string& path) const {
   return open_dataset(path).read_string();
 }

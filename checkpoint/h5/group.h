@@ -54,6 +54,16 @@ class Group : public Object {
                          const std::vector<int64_t>& shape);
   // Opens dataset `path`; throws dtrain::CheckpointError "'f.h5' has no dataset '/a/b'".
   Dataset open_dataset(const std::string& path) const;
+  // Opens dataset `path` of an untrusted file only when its data lies in this very file:
+  // every component of `path` is a hard link (no soft or external link is followed), and
+  // the dataset is neither virtual nor stored in external raw files. Throws
+  // dtrain::CheckpointError naming the file, the object and what it points at otherwise.
+  Dataset open_own_dataset(const std::string& path) const;
+  // Whether every component of `path` exists as a link (of any kind), following none:
+  // an untrusted file's check before open_own_dataset.
+  bool has_link(const std::string& path) const;
+  // The type of link `path` (hard, soft, external), without following it.
+  H5L_type_t link_type(const std::string& path) const;
 
   // Creates dataset `path` with the tensor's dtype (types.h) and shape and writes it.
   Dataset write_tensor(const std::string& path, const at::Tensor& tensor);

@@ -84,6 +84,8 @@ class PropertyList {
  public:
   // A new list of class `cls` (H5P_FILE_ACCESS, H5P_LINK_CREATE, ...).
   static PropertyList create(hid_t cls);
+  // Takes ownership of `id` (e.g. from H5Dget_create_plist, checked by the caller).
+  static PropertyList adopt(hid_t id) { return PropertyList(id); }
   hid_t id() const { return handle_.id(); }
 
  private:

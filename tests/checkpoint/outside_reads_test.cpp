@@ -1,0 +1,64 @@
+// A checkpoint only ever reads the files of its own directory: shards and checkpoint.h5
+// crafted with h5py (craft_outside_reads.py) to point at other files -- external raw
+// storage, external, soft and virtual datasets, an external /dtrain/index, a shard that
+// is a symbolic link -- are refused by verify and by Checkpointer::load, naming the file
+// and the object.
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "checkpoint/checkpointer.h"
+#include "checkpoint/inspect.h"
+#include "runtime/base/error.h"
+#include "runtime/dist/local_communicator.h"
+#include "tests/checkpoint/expect.h"
+#include "tests/checkpoint/test_support.h"
+#include "tests/test_util.h"
+
+namespace dtrain::checkpoint {
+namespace {
+
+using namespace testing;  // NOLINT: test helpers
+
+TEST(OutsideReadsTest, CraftedLinksAndExternalStorageAreRefused) {
+  const std::string dir = make_temp_dir("outside");
+  dist::LocalCommunicator comm;
+  TrainingState s(OptKind::kSGD, 1, 0, 1);
+  s.train(1);
+  Checkpointer(s.model, dir + "/out", comm, s.checkpointables()).save("model_a");
+  const std::string cmd = fmt::format("'{}' '{}' '{}/out/model_a' '{}/crafted' > '{}/craft.log' 2>&1",
+                                      DTRAIN_PYTHON, DTRAIN_CRAFT_SCRIPT, dir, dir, dir);
+  const int st = std::system(cmd.c_str());
+  if (WIFEXITED(st) && WEXITSTATUS(st) == 77) GTEST_SKIP() << "h5py is missing";
+  ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << testutil::read_file(dir + "/craft.log");
+  const std::pair<const char*, const char*> cases[] = {
+      {"external_raw", "stores its data in the external file"},
+      {"external_link", "is an external link; a checkpoint reads only data stored in its own files"},
+      {"virtual", "is a virtual dataset"},
+      {"soft_link", "'/model' is a soft link"},
+      {"index_link", "'/dtrain/index' is an external link"},
+      {"shard_symlink", "is a symbolic link, not a regular file of checkpoint"},
+  };
+  for (const auto& [attack, expected] : cases) {
+    SCOPED_TRACE(attack);
+    const std::string ckpt = dir + "/crafted/" + attack;
+    std::string problems;
+    try {
+      for (const auto& p : verify_checkpoint(ckpt)) problems += p + "\n";
+    } catch (const std::exception& e) {
+      problems = e.what();
+    }
+    EXPECT_CONTAINS(problems, expected);
+    TrainingState fresh(OptKind::kSGD, 2, 0, 1);
+    Checkpointer ckpt_loader(fresh.model, dir + "/out2", comm, fresh.checkpointables());
+    EXPECT_CONTAINS(ThrownMessage([&] { ckpt_loader.load(ckpt); }), expected);
+  }
+  if (!HasFailure()) std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace dtrain::checkpoint
