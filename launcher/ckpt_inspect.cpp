@@ -59,7 +59,8 @@ json scalar_json(const checkpoint::StateValue& v) {
 // The config YAML stored in checkpoint.h5 ("" when there is none).
 std::string read_config_yaml(const std::string& dir) {
   h5::File file = h5::File::open(dir + "/" + checkpoint::kIndexFile);
-  return file.exists("/dtrain/config_yaml") ? file.read_string("/dtrain/config_yaml") : "";
+  const char* kConfig = "/dtrain/config_yaml";
+  return file.has_link(kConfig) ? file.open_own_dataset(kConfig).read_string() : "";
 }
 
 // KEY -> value text for kSummaryKeys ("-" when absent). Throws YAML::Exception for
