@@ -3,8 +3,8 @@
 // a cold read(2) of the same file into one buffer (the physical limit). With --breakdown N,
 // where the import of the .pth spends its time: the zip archive's open, its record reads
 // with and without libzip's CRC-32 check, the CRC alone (zlib), the page faults of fresh
-// buffers with and without MADV_HUGEPAGE, a prototype of huge-page-aligned read buffers,
-// and a read(2) of the cached file. Every step also reports its page faults.
+// buffers as interop::empty_for_read allocates them (own 2 MiB-aligned mappings,
+// MADV_HUGEPAGE) and as plain at::empty, and a read(2) of the cached file. Every step also reports its page faults.
 //
 //   build/bin/dtrain_import_bench --file /tmp/w.pth --safetensors /tmp/w.safetensors
 //
@@ -213,14 +213,6 @@ std::vector<at::Tensor> fresh_buffers(const std::vector<Record>& recs) {
   return out;
 }
 
-// The prototype of whole-huge-page buffers is now interop::empty_for_read itself (every
-// buffer of 2 MiB or more is a mapping of its own on a 2 MiB boundary), so the
-// "huge-aligned" rows use the same allocator as the "fresh buffers" rows; they are kept so
-// that runs before and after the change read alike.
-std::vector<at::Tensor> fresh_aligned_buffers(const std::vector<Record>& recs) {
-  return fresh_buffers(recs);
-}
-
 // Every record read through ZipArchive::read_into (libzip, CRC-32 checked).
 void read_records_checked(const interop::ZipArchive& zip, const std::vector<Record>& recs,
                           std::vector<at::Tensor>& bufs) {
@@ -337,26 +329,6 @@ nlohmann::json breakdown(const std::string& path, int64_t rounds, bool drop) {
     }
     if (drop) drop_page_cache();
     {
-      interop::ZipArchive zip = interop::ZipArchive::open_file(path);
-      const auto recs = storage_records(zip);
-      auto bufs = fresh_aligned_buffers(recs);
-      log.start();
-      read_records_checked(zip, recs, bufs);
-      log.stop("cold: records, CRC on, fresh huge-aligned buffers (prototype)");
-    }
-    if (drop) drop_page_cache();
-    {
-      zip_t* z = open_raw(path);
-      interop::ZipArchive zip = interop::ZipArchive::open_file(path);
-      const auto recs = storage_records(zip);
-      auto bufs = fresh_aligned_buffers(recs);
-      log.start();
-      read_records_unchecked(z, recs, bufs, path);
-      log.stop("cold: records, no CRC, fresh huge-aligned buffers (prototype)");
-      zip_discard(z);
-    }
-    if (drop) drop_page_cache();
-    {
       Imported info;
       log.start();
       const double s = time_import(path, &info);
@@ -389,28 +361,13 @@ nlohmann::json breakdown(const std::string& path, int64_t rounds, bool drop) {
       log.stop("warm: records, CRC on, fresh buffers");
     }
     {
-      auto bufs = fresh_aligned_buffers(recs);
-      log.start();
-      read_records_checked(zip, recs, bufs);
-      log.stop("warm: records, CRC on, fresh huge-aligned buffers (prototype)");
-    }
-    {
-      auto bufs = fresh_aligned_buffers(recs);
-      log.start();
-      read_records_unchecked(z, recs, bufs, path);
-      log.stop("warm: records, no CRC, fresh huge-aligned buffers (prototype)");
-      log.start();
-      first_user_touch(bufs);
-      log.stop("  then the first user-space read of every 4 KiB page");
-    }
-    {
       auto bufs = fresh_buffers(recs);
       log.start();
       read_records_unchecked(z, recs, bufs, path);
       log.stop("warm: records, no CRC, fresh buffers");
       log.start();
       first_user_touch(bufs);
-      log.stop("  then the first user-space read of every 4 KiB page ");
+      log.stop("  then the first user-space read of every 4 KiB page");
       log.start();
       read_records_checked(zip, recs, bufs);
       log.stop("warm: records, CRC on, touched buffers");
@@ -436,12 +393,6 @@ nlohmann::json breakdown(const std::string& path, int64_t rounds, bool drop) {
     log.stop("fresh buffers touched (memset), MADV_HUGEPAGE", touch_fresh(recs, true));
     log.start();
     log.stop("fresh buffers touched (memset), plain at::empty", touch_fresh(recs, false));
-    {
-      log.start();
-      auto bufs = fresh_aligned_buffers(recs);
-      for (size_t i = 0; i < recs.size(); ++i) std::memset(bufs[i].data_ptr(), 0, recs[i].size);
-      log.stop("fresh huge-aligned buffers touched (memset) (prototype)");
-    }
     log.start();
     log.stop("one fresh buffer of the file's size touched (memset), MADV_HUGEPAGE",
              touch_fresh({Record{0, static_cast<uint64_t>(size)}}, true));
