@@ -92,12 +92,12 @@ void write_index_file(const std::string& dir, const CheckpointIndex& index,
 // the file when it is missing or not a dtrain checkpoint.
 std::string read_index_text(const std::string& dir);
 
-// Reads pieces from the shard files of checkpoint directory `dir`, keeping each shard
-// file open once opened. Not thread-safe.
 // Throws dtrain::CheckpointError unless `path` (a file of checkpoint `dir`) is a regular
 // file: not a symbolic link (which could name any file elsewhere), FIFO or device.
 void check_own_file(const std::string& path, const std::string& dir);
 
+// Reads pieces from the shard files of checkpoint directory `dir`, keeping each shard
+// file open once opened. Not thread-safe.
 class ShardReader {
  public:
   ShardReader(std::string dir, int world_size);

@@ -25,9 +25,6 @@ void fs_remove(const std::string& path) {
   std::filesystem::remove(path, ec);
 }
 
-// A single weight file (.pt, .pth, .pkl, .bin, .safetensors), not a checkpoint directory.
-bool is_torch_file(const std::string& url) { return interop::is_foreign_weights_path(url); }
-
 // Verifies the file and every piece of shard `rank` in the staged directory `dir`:
 // "" when good, else its problems joined by "; ".
 std::string verify_shard(const CheckpointIndex& index, int rank, const std::string& dir) {
@@ -94,7 +91,8 @@ std::string fetch_remote(const std::string& url, dist::Communicator& comm) {
   if (comm.local_rank() == 0) {
     try {
       DTRAIN_LOG_INFO("Fetching {} into the cache {}", url, storage::cache_dir());
-      local = is_torch_file(url) ? storage::fetch_file(url) : fetch_checkpoint_dir(url);
+      local = interop::is_foreign_weights_path(url) ? storage::fetch_file(url)
+                                                    : fetch_checkpoint_dir(url);
     } catch (const std::exception& e) {
       error = e.what();
     }

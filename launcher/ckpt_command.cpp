@@ -89,8 +89,8 @@ ResolvedCheckpoint resolve_checkpoint(const std::string& path_in) {
     }
     if (interop::is_foreign_weights_path(path)) {
       throw CheckpointError(fmt::format(
-          "'{}' is a PyTorch/safetensors file, not a dtrain checkpoint (make one with `dtrain ckpt import "
-          "{} --to DIR`)", path, path));
+          "'{}' is a PyTorch/safetensors file, not a dtrain checkpoint (make one with `dtrain "
+          "ckpt import {} --to DIR`)", path, path));
     }
     throw CheckpointError(fmt::format(
         "'{}' is not a checkpoint: expected a checkpoint directory, its {}, or an output "

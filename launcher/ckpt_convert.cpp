@@ -328,8 +328,9 @@ int run_import(const ImportOptions& options, std::ostream& out) {
   if (options.config_file.empty()) {
     const interop::ForeignWeights w = interop::read_foreign_weights(options.path);
     state = checkpoint::state_dict_of(w);
-    for (const char* key : {"optimizer", "scheduler"}) {
-      if (key == std::string("optimizer") ? w.optimizer == nullptr : w.scheduler == nullptr) continue;
+    for (const auto& [key, state] :
+         {std::pair{"optimizer", w.optimizer}, {"scheduler", w.scheduler}}) {
+      if (!state) continue;
       out << fmt::format("{}: not imported: without --config-file there is no dtrain model to map "
                          "PyTorch's {} state onto\n", key, key);
     }

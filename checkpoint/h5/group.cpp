@@ -19,6 +19,31 @@ PropertyList intermediate_groups_lcpl() {
   return lcpl;
 }
 
+const char* link_kind(H5L_type_t type) {
+  switch (type) {
+    case H5L_TYPE_SOFT: return "a soft link";
+    case H5L_TYPE_EXTERNAL: return "an external link";
+    default: return "a user-defined link";
+  }
+}
+
+// "/a/b/c" -> {"/a", "/a/b", "/a/b/c"} ("a/b" -> {"a", "a/b"}).
+std::vector<std::string> path_prefixes(const std::string& path) {
+  std::vector<std::string> out;
+  std::string prefix = !path.empty() && path[0] == '/' ? "/" : "";
+  for (size_t pos = 0; pos < path.size();) {
+    size_t end = path.find('/', pos);
+    if (end == std::string::npos) end = path.size();
+    if (end > pos) {
+      if (!prefix.empty() && prefix.back() != '/') prefix += '/';
+      prefix += path.substr(pos, end - pos);
+      out.push_back(prefix);
+    }
+    pos = end + 1;
+  }
+  return out;
+}
+
 }  // namespace
 
 Group::Group(hid_t id, std::string file_name, std::string path)
@@ -29,40 +54,32 @@ ObjectKind Group::kind(const std::string& path) const {
   if (path.empty() || path == "/" || path == ".") return ObjectKind::kGroup;
   // Walk the components so that a missing or non-group parent answers kMissing rather
   // than making H5Lexists fail.
-  std::string prefix = path[0] == '/' ? "/" : "";
-  size_t pos = 0;
-  while (pos < path.size()) {
-    size_t end = path.find('/', pos);
-    if (end == std::string::npos) end = path.size();
-    if (end > pos) {
-      if (!prefix.empty() && prefix.back() != '/') prefix += '/';
-      prefix += path.substr(pos, end - pos);
-      if (!check_tri(H5Lexists(id(), prefix.c_str(), H5P_DEFAULT), "looking up '{}' in {}", prefix,
-                     describe())) {
-        return ObjectKind::kMissing;
-      }
-      // Dangling soft or external links exist as links but name no object.
-      if (!check_tri(H5Oexists_by_name(id(), prefix.c_str(), H5P_DEFAULT), "looking up '{}' in {}",
-                     prefix, describe())) {
-        return ObjectKind::kMissing;
-      }
-      H5O_info_t info;
-      check(H5Oget_info_by_name2(id(), prefix.c_str(), &info, H5O_INFO_BASIC, H5P_DEFAULT),
-            "querying '{}' in {}", prefix, describe());
-      const bool last = path.find_first_not_of('/', end) == std::string::npos;
-      if (last) {
-        switch (info.type) {
-          case H5O_TYPE_GROUP:
-            return ObjectKind::kGroup;
-          case H5O_TYPE_DATASET:
-            return ObjectKind::kDataset;
-          default:
-            return ObjectKind::kOther;
-        }
-      }
-      if (info.type != H5O_TYPE_GROUP) return ObjectKind::kMissing;
+  const std::vector<std::string> prefixes = path_prefixes(path);
+  for (size_t i = 0; i < prefixes.size(); ++i) {
+    const std::string& prefix = prefixes[i];
+    if (!check_tri(H5Lexists(id(), prefix.c_str(), H5P_DEFAULT), "looking up '{}' in {}", prefix,
+                   describe())) {
+      return ObjectKind::kMissing;
     }
-    pos = end + 1;
+    // Dangling soft or external links exist as links but name no object.
+    if (!check_tri(H5Oexists_by_name(id(), prefix.c_str(), H5P_DEFAULT), "looking up '{}' in {}",
+                   prefix, describe())) {
+      return ObjectKind::kMissing;
+    }
+    H5O_info_t info;
+    check(H5Oget_info_by_name2(id(), prefix.c_str(), &info, H5O_INFO_BASIC, H5P_DEFAULT),
+          "querying '{}' in {}", prefix, describe());
+    if (i + 1 == prefixes.size()) {
+      switch (info.type) {
+        case H5O_TYPE_GROUP:
+          return ObjectKind::kGroup;
+        case H5O_TYPE_DATASET:
+          return ObjectKind::kDataset;
+        default:
+          return ObjectKind::kOther;
+      }
+    }
+    if (info.type != H5O_TYPE_GROUP) return ObjectKind::kMissing;
   }
   return ObjectKind::kGroup;
 }
@@ -168,35 +185,6 @@ Dataset Group::write_string(const std::string& path, const std::string& text,
   }
   return d;
 }
-
-namespace {
-
-const char* link_kind(H5L_type_t type) {
-  switch (type) {
-    case H5L_TYPE_SOFT: return "a soft link";
-    case H5L_TYPE_EXTERNAL: return "an external link";
-    default: return "a user-defined link";
-  }
-}
-
-// "/a/b/c" -> {"/a", "/a/b", "/a/b/c"} ("a/b" -> {"a", "a/b"}).
-std::vector<std::string> path_prefixes(const std::string& path) {
-  std::vector<std::string> out;
-  std::string prefix = !path.empty() && path[0] == '/' ? "/" : "";
-  for (size_t pos = 0; pos < path.size();) {
-    size_t end = path.find('/', pos);
-    if (end == std::string::npos) end = path.size();
-    if (end > pos) {
-      if (!prefix.empty() && prefix.back() != '/') prefix += '/';
-      prefix += path.substr(pos, end - pos);
-      out.push_back(prefix);
-    }
-    pos = end + 1;
-  }
-  return out;
-}
-
-}  // namespace
 
 H5L_type_t Group::link_type(const std::string& path) const {
   H5L_info_t info;

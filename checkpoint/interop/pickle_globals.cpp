@@ -50,10 +50,6 @@ const char* const kCallableGlobals[] = {
     "builtins.frozenset",
 };
 
-[[noreturn]] void refuse(const std::string& origin, const std::string& what) {
-  throw CheckpointError(fmt::format("'{}': {}", origin, what));
-}
-
 void expect_args(const PyObject& args, size_t min, size_t max, const std::string& fn,
                  const std::string& origin) {
   if (args.items.size() < min || args.items.size() > max) {

@@ -5,8 +5,10 @@
 #include <string>
 
 #include <c10/core/ScalarType.h>
+#include <fmt/format.h>
 
 #include "checkpoint/interop/pickle.h"
+#include "runtime/base/error.h"
 
 namespace dtrain::interop::internal {
 
@@ -16,6 +18,11 @@ struct PickleContext {
   const std::string& origin;
   PyObject* make(PyType type) { return heap.make(type, origin); }
 };
+
+// Throws dtrain::CheckpointError "'<origin>': <what>".
+[[noreturn]] inline void refuse(const std::string& origin, const std::string& what) {
+  throw CheckpointError(fmt::format("'{}': {}", origin, what));
+}
 
 // The canonical "module.name" of an allowed global (Python 2 names such as
 // "__builtin__.set" map to Python 3's); throws CheckpointError naming it and `origin`

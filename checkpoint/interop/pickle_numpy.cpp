@@ -14,10 +14,6 @@
 namespace dtrain::interop::internal {
 namespace {
 
-[[noreturn]] void refuse(const std::string& origin, const std::string& what) {
-  throw CheckpointError(fmt::format("'{}': {}", origin, what));
-}
-
 // numpy type codes ("f4", "<i8", "b1", "float32", ...) -> torch dtype.
 c10::ScalarType numpy_scalar_type(std::string code, const std::string& origin) {
   if (!code.empty() && (code[0] == '<' || code[0] == '>' || code[0] == '|' || code[0] == '=')) {

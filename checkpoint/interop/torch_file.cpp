@@ -17,14 +17,12 @@
 namespace dtrain::interop {
 namespace {
 
+using internal::refuse;
+
 // The legacy format opens with this pickle: protocol 2, LONG1 0x1950a86a20f9469cfc6c.
 const std::string kLegacyMagic("\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19\x2e", 15);
 // data.pkl larger than this is refused (a state dict's pickle is a few MB at most).
 constexpr uint64_t kMaxPickleBytes = uint64_t{1} << 30;
-
-[[noreturn]] void refuse(const std::string& origin, const std::string& what) {
-  throw CheckpointError(fmt::format("'{}': {}", origin, what));
-}
 
 // The fields of a storage's persistent id: ('storage', type, key, location, numel[, view]).
 struct StorageId {
