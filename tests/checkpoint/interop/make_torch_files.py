@@ -169,32 +169,29 @@ def malicious():
         f.write(b"\x80\x02cbuiltins\neval\nX\x04\x00\x00\x001+1\x85R.")
 
 
+# Where a zip header keeps its fields: (signature, method, compressed size, size, name
+# length, name) offsets of the central directory entry and of the local file header.
+ZIP_HEADERS = {"central": (b"PK\x01\x02", 10, 20, 24, 28, 46),
+               "local": (b"PK\x03\x04", 8, 18, 22, 26, 30)}
+
+
 def patch_sizes(data, name, size, local=True, central=True):
     """Rewrites the declared sizes of zip entry `name` (compressed and uncompressed for a
     stored entry, uncompressed only for a deflated one) in its local and/or central header."""
     import struct
     raw = name.encode()
     data = bytearray(data)
-    if central:
-        at = data.find(b"PK\x01\x02" + b"", 0)
+    for kind, (sig, method_at, csize_at, size_at, nlen_at, name_at) in ZIP_HEADERS.items():
+        if not {"central": central, "local": local}[kind]:
+            continue
+        at = data.find(sig)
         while at >= 0:
-            n = struct.unpack_from("<H", data, at + 28)[0]
-            if data[at + 46:at + 46 + n] == raw:
-                method = struct.unpack_from("<H", data, at + 10)[0]
-                if method == 0:
-                    struct.pack_into("<I", data, at + 20, size)
-                struct.pack_into("<I", data, at + 24, size)
-            at = data.find(b"PK\x01\x02", at + 4)
-    if local:
-        at = data.find(b"PK\x03\x04")
-        while at >= 0:
-            n = struct.unpack_from("<H", data, at + 26)[0]
-            if data[at + 30:at + 30 + n] == raw:
-                method = struct.unpack_from("<H", data, at + 8)[0]
-                if method == 0:
-                    struct.pack_into("<I", data, at + 18, size)
-                struct.pack_into("<I", data, at + 22, size)
-            at = data.find(b"PK\x03\x04", at + 4)
+            n = struct.unpack_from("<H", data, at + nlen_at)[0]
+            if data[at + name_at:at + name_at + n] == raw:
+                if struct.unpack_from("<H", data, at + method_at)[0] == 0:
+                    struct.pack_into("<I", data, at + csize_at, size)
+                struct.pack_into("<I", data, at + size_at, size)
+            at = data.find(sig, at + 4)
     return bytes(data)
 
 
