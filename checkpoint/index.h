@@ -19,6 +19,8 @@ namespace dtrain::checkpoint {
 
 inline constexpr int kFormatVersion = 1;
 inline constexpr const char* kFormatName = "dtrain-checkpoint";
+// The largest world size a checkpoint may record (bounds every per-shard loop).
+inline constexpr int kMaxWorldSize = 1 << 20;
 inline constexpr const char* kIndexFile = "checkpoint.h5";
 inline constexpr const char* kIndexDataset = "/dtrain/index";
 

@@ -240,9 +240,74 @@ TEST(CheckpointIndexTest, OtherValidationErrors) {
   msg = ErrorOf(Edited([](json& j) { j.erase("tensors"); }));
   EXPECT_CONTAINS(msg, "malformed index");
   msg = ErrorOf(Edited([](json& j) { j["world_size"] = 0; }));
-  EXPECT_CONTAINS(msg, "world_size is 0");
+  EXPECT_CONTAINS(msg, "'world_size' is 0, expected an integer from 1 to 1048576");
   msg = ErrorOf(Edited([](json& j) { j["iteration"] = "seven"; }));
-  EXPECT_CONTAINS(msg, "malformed index");
+  EXPECT_CONTAINS(msg, "'iteration' is \"seven\", expected an integer");
+}
+
+// Hostile indexes: every integer field range-checked (no silent narrowing), arithmetic
+// checked, per-rank pieces checked, names HDF5 can store.
+TEST(CheckpointIndexTest, IntegersAreRangeCheckedNotNarrowed) {
+  // 2^32 + 2 would become 2 through get<int>.
+  std::string msg = ErrorOf(Edited([](json& j) { j["world_size"] = (int64_t{1} << 32) + 2; }));
+  EXPECT_CONTAINS(msg, "'world_size' is 4294967298, expected an integer from 1 to 1048576");
+  msg = ErrorOf(Edited([](json& j) { j["world_size"] = 2147483647; }));
+  EXPECT_CONTAINS(msg, "'world_size' is 2147483647");
+  msg = ErrorOf(Edited([](json& j) { j["tensors"][0]["pieces"][1]["shard"] = (int64_t{1} << 32) + 1; }));
+  EXPECT_CONTAINS(msg, "tensor \"model/fc1.weight\": 'shard' is 4294967297");
+  msg = ErrorOf(Edited([](json& j) { j["format_version"] = (int64_t{1} << 32) + 1; }));
+  EXPECT_CONTAINS(msg, "'format_version' is 4294967297");
+  msg = ErrorOf(Edited([](json& j) { j["iteration"] = std::numeric_limits<uint64_t>::max(); }));
+  EXPECT_CONTAINS(msg, "'iteration' is 18446744073709551615");
+  msg = ErrorOf(Edited([](json& j) { j["tensors"][0]["pieces"][0]["bytes"] = 24.5; }));
+  EXPECT_CONTAINS(msg, "'bytes' is 24.5, expected an integer");
+}
+
+TEST(CheckpointIndexTest, RowsMustNotBeNegative) {
+  std::string msg = ErrorOf(Edited([](json& j) { j["tensors"][0]["pieces"][0]["row_count"] = -3; }));
+  EXPECT_CONTAINS(msg, "'row_count' is -3, expected an integer from 0");
+  msg = ErrorOf(Edited([](json& j) { j["tensors"][3]["pieces"][1]["row_start"] = -5; }));
+  EXPECT_CONTAINS(msg, "tensor \"rng/cpu\": 'row_start' is -5");
+  msg = ErrorOf(Edited([](json& j) { j["tensors"][0]["shape"] = {-5, 2}; }));
+  EXPECT_CONTAINS(msg, "shape [-5,2] has an extent that is not an integer >= 0");
+}
+
+TEST(CheckpointIndexTest, ShapesThatOverflowAreRefused) {
+  // [2^62, 4] float32: numel * element_size overflows int64; bytes 0 must not pass.
+  std::string msg = ErrorOf(Edited([](json& j) {
+    j["tensors"][2]["shape"] = {int64_t{1} << 62, 4};
+    j["tensors"][2]["pieces"][0]["shape"] = {int64_t{1} << 62, 4};
+    j["tensors"][2]["pieces"][0]["row_count"] = int64_t{1} << 62;
+  }));
+  EXPECT_CONTAINS(msg, "tensor 'extra/empty' has shape [4611686018427387904, 4]: a negative "
+                       "extent or more than 2^63 bytes");
+  CheckpointIndex idx = SampleIndex();
+  idx.tensors[2].pieces[0].shape = {int64_t{1} << 61, 2};
+  idx.tensors[2].shape = {int64_t{1} << 61, 2};
+  EXPECT_CONTAINS(testing::ThrownMessage([&] { idx.validate("x.h5"); }), "more than 2^63 bytes");
+}
+
+TEST(CheckpointIndexTest, PerRankPiecesAreChecked) {
+  std::string msg = ErrorOf(Edited([](json& j) { j["tensors"][3]["pieces"][1]["row_count"] = 7; }));
+  EXPECT_CONTAINS(msg, "piece of shard 1 (a per-rank value of shape [5056]) records rows [0, +7), "
+                       "expected [0, +5056)");
+  msg = ErrorOf(Edited([](json& j) { j["tensors"][3]["pieces"][1]["shard"] = 0; }));
+  EXPECT_CONTAINS(msg, "per-rank tensor 'rng/cpu' has two values for shard 0");
+  msg = ErrorOf(Edited([](json& j) { j["tensors"][3]["pieces"][1]["bytes"] = 1; }));
+  EXPECT_CONTAINS(msg, "has shape [5056] (5056 bytes) but records 1 bytes");
+}
+
+TEST(CheckpointIndexTest, MalformedChecksumsAndNames) {
+  std::string msg = ErrorOf(Edited([](json& j) { j["tensors"][0]["pieces"][0]["xxh64"] = "zz"; }));
+  EXPECT_CONTAINS(msg, "tensor \"model/fc1.weight\": 'xxh64' is \"zz\", expected 16 hex digits");
+  msg = ErrorOf(Edited([](json& j) { j["tensors"][0]["pieces"][0]["xxh64"] = "123456789abcdef01"; }));
+  EXPECT_CONTAINS(msg, "expected 16 hex digits");
+  msg = ErrorOf(Edited([](json& j) { j["tensors"][0]["name"] = std::string("model/fc1\0.weight", 17); }));
+  EXPECT_CONTAINS(msg, "tensor name \"model/fc1\\u0000.weight\" contains a NUL byte");
+  for (const char* name : {"model//w", "model/../w", "/model/w", "model/w/", "./w"}) {
+    msg = ErrorOf(Edited([&](json& j) { j["tensors"][0]["name"] = name; }));
+    EXPECT_CONTAINS(msg, "has an empty, '.' or '..' path component");
+  }
 }
 
 TEST(ShardManifestTest, RoundTrip) {
