@@ -785,7 +785,7 @@ StateDict Checkpointer::load_directory(const std::string& dir,
         tensors[t.name] = it->second;
         in_place.push_back(it->second);
       } else {
-        tensors[t.name] = at::empty(t.shape, at::TensorOptions().dtype(dtype));
+        tensors[t.name] = empty_tensor_for(t, t.shape, dir);
       }
       for (size_t pi = 0; pi < t.pieces.size(); ++pi) {
         int reader = rank;
@@ -878,7 +878,7 @@ StateDict Checkpointer::load_directory(const std::string& dir,
       if (!t.per_rank || !readable || !wanted(t.name)) continue;
       for (const auto& p : t.pieces) {
         if (p.shard != rank) continue;
-        at::Tensor dst = at::empty(p.shape, at::TensorOptions().dtype(dtype_from_name(t.dtype, dir)));
+        at::Tensor dst = empty_tensor_for(t, p.shape, dir);
         reader.read_piece(t, p, dst);
         per_rank[t.name] = dst;
       }
@@ -887,7 +887,7 @@ StateDict Checkpointer::load_directory(const std::string& dir,
       if (r.reader != rank) continue;
       const auto& t = index.tensors[r.tensor];
       const auto& p = t.pieces[r.piece];
-      at::Tensor dst = at::empty(p.shape, at::TensorOptions().dtype(dtype_from_name(t.dtype, dir)));
+      at::Tensor dst = empty_tensor_for(t, p.shape, dir);
       reader.read_piece(t, p, dst);
       per_rank_sent[{r.tensor, r.piece}] = dst;
     }
@@ -898,7 +898,7 @@ StateDict Checkpointer::load_directory(const std::string& dir,
     const auto& p = t.pieces[r.piece];
     at::Tensor buf = rank == r.reader
                          ? per_rank_sent.at({r.tensor, r.piece})
-                         : at::empty(p.shape, at::TensorOptions().dtype(dtype_from_name(t.dtype, dir)));
+                         : empty_tensor_for(t, p.shape, dir);
     if (buf.numel() > 0) comm_.broadcast(buf, r.reader);
     if (rank == p.shard) per_rank[t.name] = buf;
   }

@@ -440,6 +440,26 @@ std::string read_index_text(const std::string& dir) {
   return file.open_own_dataset(kIndexDataset).read_string();
 }
 
+at::Tensor empty_tensor_for(const TensorRecord& record, const std::vector<int64_t>& shape,
+                            const std::string& dir) {
+  const at::ScalarType dtype = dtype_from_name(record.dtype, dir);
+  auto fail = [&](const std::string& why) {
+    int64_t numel = 1;
+    for (int64_t d : shape) numel *= d;  // validated by CheckpointIndex: no overflow
+    return CheckpointError(fmt::format(
+        "cannot allocate {} bytes for tensor '{}' (shape [{}], {}) of checkpoint '{}': {}",
+        numel * static_cast<int64_t>(c10::elementSize(dtype)), record.name,
+        fmt::join(shape, ", "), record.dtype, dir, why));
+  };
+  try {
+    return at::empty(shape, at::TensorOptions().dtype(dtype));
+  } catch (const c10::Error& e) {
+    throw fail(e.what_without_backtrace());
+  } catch (const std::bad_alloc&) {
+    throw fail("out of memory");
+  }
+}
+
 ShardReader::ShardReader(std::string dir, int world_size)
     : dir_(std::move(dir)), world_size_(world_size) {}
 

@@ -92,6 +92,12 @@ void write_index_file(const std::string& dir, const CheckpointIndex& index,
 // the file when it is missing or not a dtrain checkpoint.
 std::string read_index_text(const std::string& dir);
 
+// A new tensor of `shape` with the dtype of `record` (read from checkpoint `dir`). When
+// it cannot be allocated, throws dtrain::CheckpointError naming the tensor, its size and
+// `dir` in one line (not c10's stack trace).
+at::Tensor empty_tensor_for(const TensorRecord& record, const std::vector<int64_t>& shape,
+                            const std::string& dir);
+
 // Throws dtrain::CheckpointError unless `path` (a file of checkpoint `dir`) is a regular
 // file: not a symbolic link (which could name any file elsewhere), FIFO or device.
 void check_own_file(const std::string& path, const std::string& dir);

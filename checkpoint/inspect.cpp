@@ -2,9 +2,12 @@
 #include "checkpoint/inspect.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <exception>
 #include <filesystem>
+#include <optional>
 #include <set>
+#include <tuple>
 #include <utility>
 
 #include <ATen/ATen.h>
@@ -12,6 +15,7 @@
 #include <fmt/ranges.h>
 
 #include "checkpoint/h5/h5.h"
+#include "checkpoint/h5/virtual.h"
 #include "runtime/base/error.h"
 
 namespace dtrain::checkpoint {
@@ -88,24 +92,90 @@ bool check_index(const std::string& dir, CheckpointIndex* index, std::vector<std
   return true;
 }
 
+// The mapping create_tensor_datasets (format.cpp) writes for piece `p` of `t`, or
+// nothing for an empty piece of a tensor that has axes (HDF5 cannot map no elements).
+std::optional<h5::VirtualMapping> expected_mapping(const TensorRecord& t, const PieceRecord& p,
+                                                   int world_size) {
+  const std::vector<int64_t>& shape = t.per_rank ? p.shape : t.shape;
+  int64_t numel = 1;
+  for (int64_t d : p.shape) numel *= d;  // validated: no overflow
+  if (!shape.empty() && numel == 0) return std::nullopt;
+  h5::VirtualMapping m{shard_file_name(p.shard, world_size), "/" + t.name,
+                       std::vector<int64_t>(shape.size(), 0), p.shape, true};
+  if (!t.per_rank && !shape.empty()) m.start[0] = p.row_start;
+  return m;
+}
+
+std::string describe(const std::vector<h5::VirtualMapping>& maps) {
+  std::vector<std::string> parts;
+  for (const auto& m : maps) {
+    parts.push_back(fmt::format("{}:{}{} -> [{}]+[{}]", m.file, m.dataset,
+                                m.source_whole ? "" : " (part of it)", fmt::join(m.start, ","),
+                                fmt::join(m.count, ",")));
+  }
+  return some_names(parts);
+}
+
+// Checks one virtual dataset of checkpoint.h5: reached through hard links, of the
+// index's shape, mapping exactly `expected` (h5py reads through these mappings, so a
+// remapped one would show other data than dtrain loads).
+void check_virtual_dataset(const h5::File& file, const std::string& vpath, const TensorRecord& t,
+                           const std::vector<int64_t>& shape,
+                           std::vector<h5::VirtualMapping> expected,
+                           std::vector<std::string>& problems) {
+  const std::string where = fmt::format("'{}': virtual dataset '{}' of tensor '{}'",
+                                        file.file_name(), vpath, t.name);
+  if (!file.has_link(vpath)) {
+    problems.push_back(fmt::format("'{}' has no virtual dataset '{}' for tensor '{}'",
+                                   file.file_name(), vpath, t.name));
+    return;
+  }
+  try {
+    file.require_hard_links(vpath);
+    const std::vector<int64_t> actual_shape = file.open_dataset(vpath).shape();
+    if (expected.empty() && actual_shape == shape) return;  // no elements: nothing to map
+    std::vector<h5::VirtualMapping> actual = h5::virtual_mappings(file, vpath);
+    if (actual_shape != shape) {
+      problems.push_back(fmt::format("{} has shape [{}], the index says [{}]", where,
+                                     fmt::join(actual_shape, ", "), fmt::join(shape, ", ")));
+    }
+    auto by_start = [](const h5::VirtualMapping& a, const h5::VirtualMapping& b) {
+      return std::tie(a.start, a.file, a.dataset) < std::tie(b.start, b.file, b.dataset);
+    };
+    std::sort(actual.begin(), actual.end(), by_start);
+    std::sort(expected.begin(), expected.end(), by_start);
+    if (actual != expected) {
+      problems.push_back(fmt::format("{} maps {} but the index names {} (remapped: HDF5 tools "
+                                     "would read other data than dtrain loads)",
+                                     where, describe(actual), describe(expected)));
+    }
+  } catch (const std::exception& e) {
+    problems.push_back(fmt::format("{}: {}", where, e.what()));
+  }
+}
+
 // Checks that checkpoint.h5 has the virtual dataset of every tensor (replicated: whole;
-// per-rank: one per rank), which lets h5py read whole tensors without dtrain.
+// per-rank: one per rank), which lets h5py read whole tensors without dtrain, and that
+// each maps exactly the pieces the index names.
 void check_virtual_datasets(const std::string& dir, const CheckpointIndex& index,
                             std::vector<std::string>& problems) {
   try {
     h5::File file = h5::File::open(dir + "/" + kIndexFile);
     for (const auto& t : index.tensors) {
-      std::vector<std::string> paths;
-      if (!t.per_rank) paths.push_back("/" + t.name);
-      for (const auto& p : t.pieces) {
-        if (t.per_rank) paths.push_back("/" + per_rank_path(p.shard, t.name));
-      }
-      for (const auto& vpath : paths) {
-        if (!file.exists(vpath)) {
-          problems.push_back(fmt::format("'{}/{}' has no virtual dataset '{}' for tensor '{}'",
-                                         dir, kIndexFile, vpath, t.name));
+      if (t.per_rank) {
+        for (const auto& p : t.pieces) {
+          std::vector<h5::VirtualMapping> expected;
+          if (auto m = expected_mapping(t, p, index.world_size)) expected.push_back(*m);
+          check_virtual_dataset(file, "/" + per_rank_path(p.shard, t.name), t, p.shape,
+                                std::move(expected), problems);
         }
+        continue;
       }
+      std::vector<h5::VirtualMapping> expected;
+      for (const auto& p : t.pieces) {
+        if (auto m = expected_mapping(t, p, index.world_size)) expected.push_back(*m);
+      }
+      check_virtual_dataset(file, "/" + t.name, t, t.shape, std::move(expected), problems);
     }
   } catch (const std::exception& e) {
     problems.push_back(e.what());
@@ -124,16 +194,14 @@ std::string per_rank_path(int rank, const std::string& name) {
 
 at::Tensor read_piece_tensor(ShardReader& reader, const TensorRecord& record,
                              const PieceRecord& piece, const std::string& dir) {
-  at::Tensor dst =
-      at::empty(piece.shape, at::TensorOptions().dtype(dtype_from_name(record.dtype, dir)));
+  at::Tensor dst = empty_tensor_for(record, piece.shape, dir);
   reader.read_piece(record, piece, dst);
   return dst;
 }
 
 at::Tensor read_full_tensor(ShardReader& reader, const TensorRecord& record,
                             const std::string& dir) {
-  at::Tensor full =
-      at::empty(record.shape, at::TensorOptions().dtype(dtype_from_name(record.dtype, dir)));
+  at::Tensor full = empty_tensor_for(record, record.shape, dir);
   for (const auto& p : record.pieces) {
     // Pieces are row ranges: each reads straight into its (contiguous) rows of `full`.
     at::Tensor dst = full.dim() == 0 ? full : full.narrow(0, p.row_start, p.row_count);
@@ -174,24 +242,46 @@ std::vector<std::string> verify_shards(const std::string& dir, const CheckpointI
       if (names.empty() || names.back() != t.name) names.push_back(t.name);
     }
   }
+  // Every loop here is bounded by what exists (pieces in the index, files in the
+  // directory), not by the index's world_size alone.
+  std::set<int> present;
+  for (const std::string& name : shard_files_in(dir)) {
+    int r = -1, n = -1;
+    if (std::sscanf(name.c_str(), "shard-%d-of-%d.h5", &r, &n) == 2 && n == index.world_size &&
+        r >= 0 && r < n && name == shard_file_name(r, n)) {
+      present.insert(r);
+    }
+  }
+  std::set<int> to_check = present;
+  for (const auto& [shard, names] : held) to_check.insert(shard);
   std::set<int> unusable;
-  for (int r = 0; r < index.world_size; ++r) {
+  for (int r : to_check) {
     if (!in_scope(r)) continue;
     const std::string path = dir + "/" + shard_file_name(r, index.world_size);
     const std::string holds = held[r].empty() ? std::string("no tensor pieces")
                                               : "pieces of " + some_names(held[r]);
-    if (!stdfs::exists(path)) {
+    if (!present.count(r)) {
       problems.push_back(fmt::format("shard file '{}' is missing (it holds {})", path, holds));
       unusable.insert(r);
       continue;
     }
     try {
+      check_own_file(path, dir);
       h5::File::open(path).close();
     } catch (const std::exception& e) {
       problems.push_back(fmt::format("shard file '{}' cannot be opened (it holds {}): {}", path,
                                      holds, e.what()));
       unusable.insert(r);
     }
+  }
+  // Shards that hold no piece and are not there: counted, not listed one by one.
+  const int64_t absent = index.world_size - static_cast<int64_t>(to_check.size());
+  if (only_shard < 0 && absent > 0) {
+    problems.push_back(fmt::format("{} of the {} shard files (holding no tensor pieces) are "
+                                   "missing from '{}'", absent, index.world_size, dir));
+  } else if (only_shard >= 0 && !to_check.count(only_shard) && only_shard < index.world_size) {
+    problems.push_back(fmt::format("shard file '{}/{}' is missing (it holds no tensor pieces)",
+                                   dir, shard_file_name(only_shard, index.world_size)));
   }
 
   // Every piece: shape and checksum.
@@ -222,6 +312,15 @@ std::vector<std::string> verify_shards(const std::string& dir, const CheckpointI
     }
   }
   return problems;
+}
+
+std::vector<std::string> capped_problems(const std::vector<std::string>& problems,
+                                         size_t shown) {
+  if (problems.size() <= shown) return problems;
+  std::vector<std::string> out(problems.begin(), problems.begin() + static_cast<ptrdiff_t>(shown));
+  out.push_back(fmt::format("... and {} more problems ({} in all)", problems.size() - shown,
+                            problems.size()));
+  return out;
 }
 
 std::vector<std::string> verify_checkpoint(const std::string& dir, VerifyStats* stats) {

@@ -61,6 +61,11 @@ struct VerifyStats {
 // damaged checkpoint.
 std::vector<std::string> verify_checkpoint(const std::string& dir, VerifyStats* stats = nullptr);
 
+// The first `shown` problems, then one line "... and N more problems" when there are
+// more: what a report prints (a damaged 300,000-tensor index is not 600,000 lines).
+std::vector<std::string> capped_problems(const std::vector<std::string>& problems,
+                                         size_t shown = 50);
+
 // The shard part of verify_checkpoint() against an index already read: each shard file
 // exists and opens (one problem per unusable file, naming the tensors it holds), then
 // every piece in the usable ones is read and checked. `only_shard` >= 0 checks that

@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <optional>
+#include <set>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -28,10 +29,10 @@ void fs_remove(const std::string& path) {
 // Verifies the file and every piece of shard `rank` in the staged directory `dir`:
 // "" when good, else its problems joined by "; ".
 std::string verify_shard(const CheckpointIndex& index, int rank, const std::string& dir) {
-  return fmt::format("{}", fmt::join(verify_shards(dir, index, rank), "; "));
+  return fmt::format("{}", fmt::join(capped_problems(verify_shards(dir, index, rank), 10), "; "));
 }
 
-// Downloads checkpoint.h5, then every shard it names, into the cache's staging directory;
+// Downloads checkpoint.h5, then every shard holding pieces, into the cache's staging directory;
 // verifies every piece's checksum; publishes the directory only when all are good (the
 // staging directory is removed otherwise).
 std::string fetch_checkpoint_dir(const std::string& url) {
@@ -65,7 +66,13 @@ std::string fetch_checkpoint_dir(const std::string& url) {
         url, kIndexFile, reason));
   }
   const CheckpointIndex& index = *maybe_index;
-  for (int r = 0; r < index.world_size; ++r) {
+  // Only the shards that hold pieces are downloaded (a load reads nothing else): the
+  // number of requests is bounded by the index's pieces, never by its world_size alone.
+  std::set<int> shards;
+  for (const auto& t : index.tensors) {
+    for (const auto& p : t.pieces) shards.insert(p.shard);
+  }
+  for (int r : shards) {
     const std::string name = shard_file_name(r, index.world_size);
     fetch.fetch(name);
     std::string problem = verify_shard(index, r, staged);

@@ -392,7 +392,7 @@ int run_import(const ImportOptions& options, std::ostream& out) {
     write_checkpoint_dir(to, world_size, replicated, per_rank, scalars, iteration, yaml);
     const auto problems = checkpoint::verify_checkpoint(to);
     DTRAIN_CHECK_T(CheckpointError, problems.empty(), "the imported checkpoint '{}' does not "
-                   "verify: {}", to, fmt::join(problems, "; "));
+                   "verify: {}", to, fmt::join(checkpoint::capped_problems(problems, 10), "; "));
   } catch (...) {
     std::error_code ec;
     if (!aside.empty()) {

@@ -261,7 +261,7 @@ int ckpt_verify(const VerifyOptions& options, std::ostream& out, std::ostream& e
   out << "Verifying " << r.dir << "\n";
   checkpoint::VerifyStats stats;
   const std::vector<std::string> problems = checkpoint::verify_checkpoint(r.dir, &stats);
-  for (const auto& p : problems) out << "  problem: " << p << "\n";
+  for (const auto& p : checkpoint::capped_problems(problems)) out << "  problem: " << p << "\n";
   if (problems.empty()) {
     out << fmt::format("OK: {} is valid (iteration {}, {} tensors, {} pieces, {} in {} shard "
                        "file{}; every xxh64 checksum matches)\n",

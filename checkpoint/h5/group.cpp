@@ -205,7 +205,7 @@ bool Group::has_link(const std::string& path) const {
   return true;
 }
 
-Dataset Group::open_own_dataset(const std::string& path) const {
+void Group::require_hard_links(const std::string& path) const {
   ApiScope scope;
   // Each component's link, looked at before anything is traversed.
   DTRAIN_CHECK_T(CheckpointError, has_link(path), "'{}' has no dataset '{}'", file_name(),
@@ -216,6 +216,11 @@ Dataset Group::open_own_dataset(const std::string& path) const {
                    "'{}': '{}' is {}; a checkpoint reads only data stored in its own files",
                    file_name(), prefix, link_kind(type));
   }
+}
+
+Dataset Group::open_own_dataset(const std::string& path) const {
+  ApiScope scope;
+  require_hard_links(path);
   Dataset ds = open_dataset(path);
   PropertyList dcpl = PropertyList::adopt(check_id(H5Dget_create_plist(ds.id()),
                                                    "querying dataset '{}' in '{}'", path,

@@ -59,6 +59,9 @@ class Group : public Object {
   // the dataset is neither virtual nor stored in external raw files. Throws
   // dtrain::CheckpointError naming the file, the object and what it points at otherwise.
   Dataset open_own_dataset(const std::string& path) const;
+  // Throws dtrain::CheckpointError naming the file and the component unless every
+  // component of `path` exists as a hard link (checked without following any).
+  void require_hard_links(const std::string& path) const;
   // Whether every component of `path` exists as a link (of any kind), following none:
   // an untrusted file's check before open_own_dataset.
   bool has_link(const std::string& path) const;

@@ -122,7 +122,8 @@ void ExpectPreviousIntact(const std::string& out, const std::string& point,
   if (point == "ckpt.before_last_checkpoint") {
     // Committed (renamed) but not tagged: complete, and last_checkpoint still model_a.
     EXPECT_EQ(visible, (std::vector<std::string>{"model_a", "model_b"}));
-    EXPECT_TRUE(verify_checkpoint(out + "/model_b").empty());
+    const auto problems = verify_checkpoint(out + "/model_b");
+    EXPECT_TRUE(problems.empty()) << fmt::format("{}", fmt::join(problems, "\n"));
   } else {
     EXPECT_EQ(visible, std::vector<std::string>{"model_a"});
   }
