@@ -1,6 +1,7 @@
 // EventFileWriter: TensorBoard event files written with Debian's libprotobuf.
 #include "runtime/tensorboard/event_file_writer.h"
 
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,8 +10,6 @@
 #include <cstring>
 #include <filesystem>
 #include <system_error>
-
-#include <fmt/format.h>
 
 #include "runtime/base/error.h"
 #include "runtime/base/logging.h"
@@ -52,8 +51,7 @@ std::string host_name() {
 }  // namespace
 
 double unix_time_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 std::string next_event_file_name(const std::string& log_dir, int64_t unix_seconds,
@@ -89,8 +87,8 @@ EventFileWriter::EventFileWriter(const std::string& log_dir) {
   for (int attempt = 0; attempt < 100 && !file_; ++attempt) {
     path_ = log_dir + "/" + next_event_file_name(log_dir, now + attempt, host, pid);
     file_.reset(std::fopen(path_.c_str(), "wbx"));
-    DTRAIN_CHECK(file_ || errno == EEXIST, "cannot create TensorBoard event file '{}': {}",
-                 path_, std::strerror(errno));
+    DTRAIN_CHECK(file_ || errno == EEXIST, "cannot create TensorBoard event file '{}': {}", path_,
+                 std::strerror(errno));
   }
   DTRAIN_CHECK(file_ != nullptr, "cannot create a new TensorBoard event file in '{}'", log_dir);
   proto::Event event;
@@ -144,8 +142,8 @@ void EventFileWriter::flush() {
                  std::strerror(errno));
     pending_.clear();
   }
-  DTRAIN_CHECK(std::fflush(file_.get()) == 0, "cannot write TensorBoard event file '{}': {}",
-               path_, std::strerror(errno));
+  DTRAIN_CHECK(std::fflush(file_.get()) == 0, "cannot write TensorBoard event file '{}': {}", path_,
+               std::strerror(errno));
 }
 
 void EventFileWriter::close() {

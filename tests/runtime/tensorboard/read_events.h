@@ -15,8 +15,8 @@ inline std::vector<proto::Event> read_events(const std::string& path) {
   std::vector<proto::Event> out;
   for (const std::string& data : read_records(path)) {
     out.emplace_back();
-    DTRAIN_CHECK(out.back().ParseFromString(data), "event file '{}': record {} is no Event",
-                 path, out.size() - 1);
+    DTRAIN_CHECK(out.back().ParseFromString(data), "event file '{}': record {} is no Event", path,
+                 out.size() - 1);
   }
   return out;
 }

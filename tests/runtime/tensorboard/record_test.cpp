@@ -19,7 +19,8 @@ uint32_t unmask(uint32_t masked) {
 
 uint64_t le(const std::string& s, size_t offset, int bytes) {
   uint64_t v = 0;
-  for (int i = 0; i < bytes; ++i) v |= uint64_t{static_cast<unsigned char>(s[offset + i])} << (8 * i);
+  for (int i = 0; i < bytes; ++i)
+    v |= uint64_t{static_cast<unsigned char>(s[offset + i])} << (8 * i);
   return v;
 }
 
