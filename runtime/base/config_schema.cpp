@@ -110,6 +110,8 @@ std::vector<ConfigKeySpec> make_schema() {
       I("TEST.EVAL_PERIOD", 0, "evaluate every this many iterations (0: only at the end)"),
       I("TEST.IMS_PER_BATCH", 64, "global evaluation batch"),
       I("LOG.PERIOD", 20, "iterations between console lines and metrics.json records"),
+      B("LOG.TENSORBOARD", true,
+        "write every scalar to OUTPUT_DIR/events.out.tfevents.* for TensorBoard (rank 0)"),
       S("OUTPUT_DIR", "./output", "where checkpoints, config.yaml and metrics.json go"),
       I("SEED", 0, "global seed for data order, synthetic data and initialization (-1: random)"),
       I("SYSTEM.NUM_THREADS", 0, "intra-op threads per rank (0: cores / local ranks)"),

@@ -14,6 +14,7 @@
 #include "runtime/dist/rank_env.h"
 #include "runtime/engine/evaluator.h"
 #include "runtime/engine/hooks.h"
+#include "runtime/engine/tensorboard_writer.h"
 
 namespace dtrain::engine {
 
@@ -141,6 +142,9 @@ std::vector<std::shared_ptr<HookBase>> DefaultTrainer::build_hooks() {
     std::vector<std::shared_ptr<EventWriter>> writers{
         std::make_shared<CommonMetricPrinter>(cfg_.get_int("SOLVER.MAX_ITER")),
         std::make_shared<JsonWriter>(out + "/metrics.json")};
+    if (cfg_.get_bool("LOG.TENSORBOARD")) {
+      writers.push_back(std::make_shared<TensorboardXWriter>(out));
+    }
     hooks.push_back(std::make_shared<PeriodicWriter>(writers, cfg_.get_int("LOG.PERIOD")));
   }
   return hooks;
