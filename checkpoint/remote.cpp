@@ -153,8 +153,10 @@ std::string fetch_remote(const std::string& url, dist::Communicator& comm) {
   if (comm.local_rank() == 0) {
     try {
       DTRAIN_LOG_INFO("Fetching {} into the cache {}", url, storage::cache_dir());
-      local = interop::is_foreign_weights_path(url) ? fetch_weights_file(url)
-                                                    : fetch_checkpoint_dir(url);
+      // By the path's extension, without the query (pre-signed URLs carry one).
+      local = interop::is_foreign_weights_path(storage::parse_url(url).path())
+                  ? fetch_weights_file(url)
+                  : fetch_checkpoint_dir(url);
     } catch (const std::exception& e) {
       error = encode_failure(&e);
     }

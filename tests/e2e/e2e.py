@@ -27,9 +27,10 @@ Cases:
                                         time; corrupt, cut, flaky and missing downloads
                                         fail clearly (or retry) and cache nothing
   weights_url_sigterm                   SIGTERM while MODEL.WEIGHTS trickles in from a URL
-                                        (one byte a second): the job stops within seconds
-                                        with status 75, alone and under mpirun -np 2, and
-                                        nothing is cached
+                                        (one byte a second): the job stops within seconds,
+                                        with status 75 alone and non-zero under mpirun -np 2
+                                        (signalled itself, mpirun exits 1), and nothing is
+                                        cached
   weights_pytorch                       foreign weight files through the real CLI: a dtrain
                                         model exported to .pth, rewritten by python3-torch
                                         as a detectron2 checkpoint of a DDP model (module.
