@@ -67,7 +67,8 @@ double env_deadline_s() {
   return d;
 }
 
-// The body cap of one download and where it comes from.
+// The limits of one download: the body cap and where it comes from, the inactivity
+// timeout, and the total deadline (starting now) and where it comes from.
 internal::GetLimits limits_for(const DownloadOptions& options) {
   internal::GetLimits limits;
   limits.timeout_s = options.timeout_s;
