@@ -6,7 +6,9 @@
 //   checkpointer.load(local);
 //
 // Collective: on each node the rank with local_rank 0 downloads while the others wait;
-// every rank then gets the same local path, or throws the same CheckpointError.
+// every rank then gets the same local path, or throws the same CheckpointError (or, when
+// a download was abandoned because the process was asked to stop, the same
+// dtrain::Interrupted). Sizes, deadline and redirects: docs/NETWORK.md.
 #pragma once
 
 #include <string>
@@ -18,8 +20,10 @@ namespace dtrain::checkpoint {
 // Whether `path` names a URL (any "<scheme>://"); only http and https are supported.
 bool is_remote(const std::string& path);
 
-// Downloads `url` (a checkpoint directory, or a weight file ending in .pt/.pth/.pkl/.bin/.safetensors) into the cache
-// unless it is there already, verifying it, and returns its local path. Collective.
+// Downloads `url` (a checkpoint directory, or a weight file ending in
+// .pt/.pth/.pkl/.bin/.safetensors) into the cache unless it is there already, verifying
+// it (a cached weight file is checked again before reuse), and returns its local path.
+// Collective.
 std::string fetch_remote(const std::string& url, dist::Communicator& comm);
 
 }  // namespace dtrain::checkpoint

@@ -10,6 +10,7 @@
 #include <random>
 
 #include "runtime/base/error.h"
+#include "runtime/base/interrupt.h"
 #include "runtime/base/logging.h"
 #include "runtime/engine/default_trainer.h"
 #include "runtime/engine/preemption.h"
@@ -75,6 +76,12 @@ int run_train(const TrainOptions& options, int* argc, char*** argv) {
     trainer.train();
     return kExitOk;
   } catch (const engine::Preempted&) {
+    return engine::kExitPreempted;
+  } catch (const Interrupted& e) {
+    // A termination signal during the start-up (e.g. downloading MODEL.WEIGHTS): every rank
+    // stopped together, nothing was saved or cached; the batch script may requeue.
+    DTRAIN_LOG_WARN("dtrain train stopped before training: {}; exiting with status {}", e.what(),
+                    engine::kExitPreempted);
     return engine::kExitPreempted;
   } catch (const ConfigError& e) {
     if (runtime.rank() == 0) std::fprintf(stderr, "dtrain train: %s\n", e.what());

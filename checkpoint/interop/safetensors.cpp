@@ -299,9 +299,10 @@ std::vector<Entry> ParseLayout(const std::string& text, uint64_t data_size,
   return entries;
 }
 
-// Validates a file of `file_size` bytes and reads its tensors with `read_at`.
+// Validates a file of `file_size` bytes and reads its tensors with `read_at` (only the
+// header when `tensors` is false).
 NamedTensors ReadFrom(uint64_t file_size, const ReadAt& read_at, const std::string& origin,
-                      std::map<std::string, std::string>* metadata) {
+                      std::map<std::string, std::string>* metadata, bool tensors = true) {
   if (file_size < 8) {
     throw Invalid(origin, fmt::format("the file is {} bytes, shorter than the 8-byte header "
                                       "length",
@@ -317,6 +318,7 @@ NamedTensors ReadFrom(uint64_t file_size, const ReadAt& read_at, const std::stri
   std::map<std::string, std::string> meta;
   const std::vector<Entry> entries = ParseLayout(text, file_size - 8 - n, origin, &meta);
   NamedTensors out;
+  if (!tensors) return out;
   out.reserve(entries.size());
   for (const Entry& e : entries) {
     at::Tensor t = empty_for_read(e.shape, e.dtype->type);
@@ -471,8 +473,11 @@ void WriteTemp(const std::string& tmp, const std::string& head, const NamedTenso
 
 }  // namespace
 
-NamedTensors read_safetensors(const std::string& path,
-                              std::map<std::string, std::string>* metadata) {
+namespace {
+
+// read_safetensors and check_safetensors_layout.
+NamedTensors ReadPath(const std::string& path, std::map<std::string, std::string>* metadata,
+                      bool tensors) {
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   struct stat st {};
   if (fd.get() < 0 || ::fstat(fd.get(), &st) != 0) {
@@ -484,7 +489,18 @@ NamedTensors read_safetensors(const std::string& path,
   auto read_at = [&](uint64_t offset, void* dst, uint64_t n) {
     PreadAll(fd.get(), offset, dst, n, path);
   };
-  return ReadFrom(static_cast<uint64_t>(st.st_size), read_at, path, metadata);
+  return ReadFrom(static_cast<uint64_t>(st.st_size), read_at, path, metadata, tensors);
+}
+
+}  // namespace
+
+NamedTensors read_safetensors(const std::string& path,
+                              std::map<std::string, std::string>* metadata) {
+  return ReadPath(path, metadata, /*tensors=*/true);
+}
+
+void check_safetensors_layout(const std::string& path) {
+  ReadPath(path, nullptr, /*tensors=*/false);
 }
 
 NamedTensors parse_safetensors(const std::string& bytes, const std::string& origin,

@@ -31,6 +31,11 @@ using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 NamedTensors read_safetensors(const std::string& path,
                               std::map<std::string, std::string>* metadata = nullptr);
 
+// Checks the safetensors file `path` without reading tensor bytes: the header, and that
+// the tensors tile the rest of the file exactly (a truncated or padded file does not).
+// Throws dtrain::CheckpointError like read_safetensors.
+void check_safetensors_layout(const std::string& path);
+
 // The same, from the file's bytes in memory; `origin` names them in errors.
 NamedTensors parse_safetensors(const std::string& bytes, const std::string& origin,
                                std::map<std::string, std::string>* metadata = nullptr);

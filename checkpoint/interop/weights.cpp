@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "checkpoint/interop/safetensors.h"
+#include "checkpoint/interop/zip_archive.h"
 #include "runtime/base/error.h"
 #include "runtime/base/fs.h"
 
@@ -128,6 +129,25 @@ ForeignWeights parse_foreign_weights(const std::string& bytes, const std::string
   }
   auto file = std::make_shared<PickleFile>(parse_pickle_bytes(bytes, origin));
   return interpret(std::move(file), origin);
+}
+
+std::string check_weights_file(const std::string& path, WeightsCheck depth) {
+  try {
+    const std::string head = read_file_head(path);
+    if (ZipArchive::looks_like_zip(head)) {
+      ZipArchive zip = ZipArchive::open_file(path);
+      if (depth == WeightsCheck::kFull) {
+        for (size_t i = 0; i < zip.entries().size(); ++i) zip.check_entry(i);
+      }
+    } else if (looks_like_safetensors(path, head)) {
+      check_safetensors_layout(path);
+    } else {
+      read_foreign_weights(path);
+    }
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
 }
 
 bool is_foreign_weights_path(const std::string& path) {

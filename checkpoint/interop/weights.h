@@ -50,6 +50,20 @@ struct ForeignWeights {
 ForeignWeights read_foreign_weights(const std::string& path);
 // The same from the file's bytes; `origin` names it.
 ForeignWeights parse_foreign_weights(const std::string& bytes, const std::string& origin);
+// How thoroughly check_weights_file() looks at a file.
+enum class WeightsCheck {
+  kStructure,  // zip: central directory and local headers; safetensors: header and sizes
+  kFull,       // also every zip entry's bytes against its CRC-32
+};
+
+// Checks that `path` is a whole weight file (e.g. a download not cut short): "" when it
+// is, else what is wrong, naming the file. A zip (torch.save) is checked through its
+// central directory, which sits at the end; safetensors through its header, whose
+// offsets must tile the rest of the file; any other file (pickle, legacy torch.save) is
+// parsed whole with read_foreign_weights(), whatever `depth`. Throws only for errors
+// that are not about the file's contents (e.g. out of memory).
+std::string check_weights_file(const std::string& path, WeightsCheck depth);
+
 // Whether `path` names a file read_foreign_weights reads, by its extension (.pt, .pth,
 // .pkl, .bin, .safetensors); a dtrain checkpoint is a directory.
 bool is_foreign_weights_path(const std::string& path);

@@ -3,6 +3,7 @@
 
 #include <zip.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <random>
@@ -168,13 +169,25 @@ void ZipArchive::read_into(size_t index, void* dst, uint64_t size) const {
   const ZipEntry& e = entries_.at(index);
   DTRAIN_CHECK_T(CheckpointError, e.size == size, "'{}': zip entry '{}' holds {} bytes, expected "
                  "{}", origin_, e.name, e.size, size);
+  read_entry(index, static_cast<char*>(dst), size);
+}
+
+void ZipArchive::check_entry(size_t index) const {
+  std::vector<char> buf(std::min<uint64_t>(entries_.at(index).size, 1 << 20));
+  read_entry(index, buf.data(), buf.size());
+}
+
+void ZipArchive::read_entry(size_t index, char* buf, uint64_t buf_size) const {
+  const ZipEntry& e = entries_.at(index);
+  const uint64_t size = e.size;
   std::unique_ptr<zip_file_t, ZipFileCloser> file(zip_fopen_index(handle_, index, 0));
   DTRAIN_CHECK_T(CheckpointError, file != nullptr, "'{}': cannot open zip entry '{}': {}",
                  origin_, e.name, zip_strerror(handle_));
-  auto* out = static_cast<char*>(dst);
   uint64_t done = 0;
   while (done < size) {
-    const zip_int64_t got = zip_fread(file.get(), out + done, size - done);
+    const uint64_t at = done % buf_size;
+    const zip_int64_t got =
+        zip_fread(file.get(), buf + at, std::min(size - done, buf_size - at));
     DTRAIN_CHECK_T(CheckpointError, got >= 0, "'{}': reading zip entry '{}': {}", origin_, e.name,
                    zip_file_strerror(file.get()));
     DTRAIN_CHECK_T(CheckpointError, got > 0, "'{}': zip entry '{}' ends after {} of its {} "

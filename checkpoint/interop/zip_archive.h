@@ -53,11 +53,17 @@ class ZipArchive {
   // Reads exactly `size` bytes of entry `index` (which must declare that size) into
   // `dst`. The data is checked against the entry's CRC-32 as it is read.
   void read_into(size_t index, void* dst, uint64_t size) const;
+  // Reads entry `index` to its end through a small buffer, checking its CRC-32 and that it
+  // holds exactly its declared bytes; throws CheckpointError naming the entry otherwise.
+  void check_entry(size_t index) const;
   const std::string& origin() const { return origin_; }
 
  private:
   ZipArchive(struct zip* handle, std::string origin, uint64_t archive_size);
   void load_entries(uint64_t archive_size);
+  // Reads all of entry `index` (its declared size) into `buf`, wrapping around every
+  // `buf_size` bytes, then checks the end (CRC-32, no extra bytes).
+  void read_entry(size_t index, char* buf, uint64_t buf_size) const;
 
   struct zip* handle_ = nullptr;
   std::string origin_;

@@ -9,13 +9,16 @@
 #include <unistd.h>
 
 #include <cctype>
+#include <chrono>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <thread>
 
 #include "checkpoint/storage/url.h"
 #include "runtime/base/fs.h"
+#include "runtime/base/interrupt.h"
 #include "runtime/base/logging.h"
 
 namespace dtrain::storage {
@@ -24,6 +27,7 @@ namespace stdfs = std::filesystem;
 namespace {
 
 constexpr size_t kMaxNameChars = 96;
+constexpr std::chrono::milliseconds kLockPoll{50};  // waiting for another fetch's lock
 
 std::string sha256_hex(const std::string& data, size_t hex_chars) {
   unsigned char md[EVP_MAX_MD_SIZE];
@@ -126,9 +130,15 @@ class EntryLock {
     int rc = ::flock(fd_, LOCK_EX | LOCK_NB);
     if (rc != 0 && errno == EWOULDBLOCK) {
       DTRAIN_LOG_INFO("waiting for another process fetching {} into {}", url, entry_dir);
+      // Polled rather than blocking, so that a stop request (SIGTERM) ends the wait.
       do {
-        rc = ::flock(fd_, LOCK_EX);
-      } while (rc != 0 && errno == EINTR);
+        if (stop_requested() != 0) {
+          ::close(fd_);
+          throw_if_stop_requested("waiting for another process fetching " + url);
+        }
+        std::this_thread::sleep_for(kLockPoll);
+        rc = ::flock(fd_, LOCK_EX | LOCK_NB);
+      } while (rc != 0 && (errno == EWOULDBLOCK || errno == EINTR));
     }
     if (rc == 0) {
       held_ = true;
@@ -177,14 +187,26 @@ std::string cache_path_for(const std::string& url) {
   return (stdfs::path(entry_dir_for(u)) / entry_name_for(u)).string();
 }
 
-std::string fetch_file(const std::string& url, const DownloadOptions& options) {
+std::string fetch_file(const std::string& url, const DownloadOptions& options,
+                       const VerifyFn& check_cached) {
   const std::string dest = cache_path_for(url);
-  if (stdfs::is_regular_file(dest)) {
+  // "" when the cached copy is there and good.
+  auto cached_problem = [&]() -> std::string {
+    if (!stdfs::is_regular_file(dest)) return "missing";
+    return check_cached ? check_cached(dest) : "";
+  };
+  if (cached_problem().empty()) {
     DTRAIN_LOG_INFO("using the cached copy {} of {}", dest, url);
     return dest;
   }
   internal::EntryLock lock(fs::parent_dir(dest), url);
-  if (stdfs::is_regular_file(dest)) return dest;  // fetched by whoever held the lock
+  const std::string problem = cached_problem();
+  if (problem.empty()) return dest;  // fetched by whoever held the lock
+  if (stdfs::exists(stdfs::symlink_status(dest))) {
+    DTRAIN_LOG_WARN("the cached copy {} of {} is damaged ({}): removing it and downloading again",
+                    dest, url, problem);
+    remove_entry(dest);
+  }
   lock.remove_stale_temporaries();
   download(url, dest, options);
   return dest;
@@ -261,7 +283,8 @@ bool DirectoryFetch::complete() const { return stdfs::is_directory(final_path_);
 
 void DirectoryFetch::evict() { remove_entry(final_path_); }
 
-std::string DirectoryFetch::fetch(const std::string& file_name, const VerifyFn& verify) {
+std::string DirectoryFetch::fetch(const std::string& file_name, const VerifyFn& verify,
+                                  uint64_t max_bytes, const std::string& max_bytes_source) {
   DTRAIN_CHECK(
       !file_name.empty() && file_name[0] != '.' && file_name.find('/') == std::string::npos,
       "cannot fetch '{}' from {}: expected a plain file name (no '/', not starting "
@@ -272,6 +295,10 @@ std::string DirectoryFetch::fetch(const std::string& file_name, const VerifyFn& 
   make_staging();
   DownloadOptions opts = options_;
   opts.verify = verify;
+  if (max_bytes > 0 && (opts.max_bytes == 0 || max_bytes < opts.max_bytes)) {
+    opts.max_bytes = max_bytes;
+    opts.max_bytes_source = max_bytes_source;
+  }
   const std::string local = (stdfs::path(staging_path_) / file_name).string();
   download(base_url_ + "/" + percent_encode(file_name), local, opts);
   return local;

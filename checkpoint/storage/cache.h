@@ -55,8 +55,12 @@ std::string cache_dir();
 std::string cache_path_for(const std::string& url);
 
 // Returns cache_path_for(url) after downloading `url` there unless it is already cached
-// (options.verify is applied to a new download). Throws DownloadError / dtrain::Error.
-std::string fetch_file(const std::string& url, const DownloadOptions& options = {});
+// (options.verify is applied to a new download). A cached copy is first given to
+// `check_cached` (when set; "" = good): one it rejects (left by an older dtrain that did
+// not verify downloads, or damaged since) is removed, with a warning, and downloaded
+// again. Throws DownloadError / Interrupted / dtrain::Error.
+std::string fetch_file(const std::string& url, const DownloadOptions& options = {},
+                       const VerifyFn& check_cached = {});
 
 // Checks one file of a directory fetch: (file name, local path) -> "" when good, else what
 // is wrong (the file is downloaded again, then the fetch fails as corrupt).
@@ -101,8 +105,10 @@ class DirectoryFetch {
 
   // Downloads base_url/<file_name> into the staging directory (after `verify` accepts it)
   // and returns its local path there. `file_name` is a plain name: no '/', not starting
-  // with '.'. Throws DownloadError / dtrain::Error.
-  std::string fetch(const std::string& file_name, const VerifyFn& verify = {});
+  // with '.'. `max_bytes` (0: none) bounds this file besides the options' own limits;
+  // `max_bytes_source` says where it comes from. Throws DownloadError / dtrain::Error.
+  std::string fetch(const std::string& file_name, const VerifyFn& verify = {},
+                    uint64_t max_bytes = 0, const std::string& max_bytes_source = "");
 
   // Renames the staging directory to path() (fsyncs first) and returns path(). If another
   // process committed the same URL meanwhile, discards this copy and returns theirs.

@@ -1,5 +1,6 @@
-// download(): redirects, retries with backoff, verification and the atomic rename into
-// place, over the single-GET transport of http_transport.cpp (see http_client.h).
+// download(): the redirect policy, size cap, total deadline, retries with backoff,
+// verification and the atomic rename into place, over the single-GET transport of
+// http_transport.cpp (see http_client.h).
 #include "checkpoint/storage/http_client.h"
 
 #include <fcntl.h>
@@ -11,6 +12,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <thread>
@@ -18,12 +20,92 @@
 #include "checkpoint/storage/http_transport.h"
 #include "checkpoint/storage/url.h"
 #include "runtime/base/fs.h"
+#include "runtime/base/interrupt.h"
 #include "runtime/base/logging.h"
 
 namespace dtrain::storage {
 namespace {
 
 constexpr double kMaxBackoffS = 30;
+constexpr auto kSleepSlice = std::chrono::milliseconds(50);  // stop requests seen within
+
+using Clock = std::chrono::steady_clock;
+
+// DTRAIN_DOWNLOAD_MAX_BYTES: bytes, optionally with a binary suffix K, M, G or T ("64G").
+uint64_t env_max_bytes() {
+  const char* v = std::getenv("DTRAIN_DOWNLOAD_MAX_BYTES");
+  if (v == nullptr || *v == '\0') return kDefaultMaxDownloadBytes;
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long long n = std::strtoull(v, &end, 10);
+  int shift = 0;
+  if (end != v && *end != '\0' && end[1] == '\0') {
+    const char* kSuffixes = "KMGT";
+    const char* at = std::strchr(kSuffixes, std::toupper(static_cast<unsigned char>(*end)));
+    if (at != nullptr) {
+      shift = 10 * static_cast<int>(at - kSuffixes + 1);
+      ++end;
+    }
+  }
+  DTRAIN_CHECK(end != v && *end == '\0' && errno == 0 && n > 0 && v[0] != '-' &&
+                   (n >> (64 - std::max(shift, 1))) == 0,
+               "DTRAIN_DOWNLOAD_MAX_BYTES='{}': expected a positive number of bytes, optionally "
+               "with a suffix K, M, G or T (e.g. 64G)",
+               v);
+  return static_cast<uint64_t>(n) << shift;
+}
+
+// DTRAIN_DOWNLOAD_TIMEOUT_S: seconds (0: none).
+double env_deadline_s() {
+  const char* v = std::getenv("DTRAIN_DOWNLOAD_TIMEOUT_S");
+  if (v == nullptr || *v == '\0') return kDefaultDownloadDeadlineS;
+  char* end = nullptr;
+  const double d = std::strtod(v, &end);
+  DTRAIN_CHECK(end != v && *end == '\0' && std::isfinite(d) && d >= 0,
+               "DTRAIN_DOWNLOAD_TIMEOUT_S='{}': expected a number of seconds >= 0 (0: no limit)",
+               v);
+  return d;
+}
+
+// The limits of one download: the body cap and where it comes from, the inactivity
+// timeout, and the total deadline (starting now) and where it comes from.
+internal::GetLimits limits_for(const DownloadOptions& options) {
+  internal::GetLimits limits;
+  limits.timeout_s = options.timeout_s;
+  const uint64_t env_cap = env_max_bytes();
+  const bool env_set = std::getenv("DTRAIN_DOWNLOAD_MAX_BYTES") != nullptr &&
+                       *std::getenv("DTRAIN_DOWNLOAD_MAX_BYTES") != '\0';
+  if (options.max_bytes > 0 && options.max_bytes <= env_cap) {
+    limits.max_bytes = options.max_bytes;
+    limits.max_bytes_what =
+        options.max_bytes_source.empty() ? "the caller's limit" : options.max_bytes_source;
+  } else {
+    limits.max_bytes = env_cap;
+    limits.max_bytes_what = env_set ? "DTRAIN_DOWNLOAD_MAX_BYTES"
+                                    : "the default of DTRAIN_DOWNLOAD_MAX_BYTES";
+  }
+  const double deadline_s = options.deadline_s >= 0 ? options.deadline_s : env_deadline_s();
+  if (deadline_s > 0) {
+    limits.deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                         std::chrono::duration<double>(deadline_s));
+    limits.deadline_what = fmt::format(
+        "{} s ({})", deadline_s,
+        options.deadline_s >= 0 ? "DownloadOptions::deadline_s" : "DTRAIN_DOWNLOAD_TIMEOUT_S");
+  }
+  return limits;
+}
+
+// Sleeps `seconds` in slices, throwing Interrupted as soon as a stop is requested.
+void sleep_interruptibly(double seconds, const std::string& what) {
+  const auto until = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                        std::chrono::duration<double>(std::max(0.0, seconds)));
+  for (;;) {
+    throw_if_stop_requested(what);
+    const auto now = Clock::now();
+    if (now >= until) return;
+    std::this_thread::sleep_for(std::min<Clock::duration>(until - now, kSleepSlice));
+  }
+}
 
 bool is_redirect(int status) {
   return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
@@ -75,12 +157,14 @@ void remove_quietly(const std::string& path) {
 }
 
 // One attempt: GETs `start` into the open part file, following redirects. Returns the
-// number of body bytes. Throws DownloadError (with its transient flag) or dtrain::Error.
+// number of body bytes. Throws DownloadError (with its transient flag), Interrupted or
+// dtrain::Error.
 uint64_t attempt(const Url& start, File& part, const std::string& part_path,
-                 const DownloadOptions& options) {
+                 const DownloadOptions& options, const internal::GetLimits& limits) {
+  const bool allow_cross_host = internal::env_flag("DTRAIN_ALLOW_CROSS_HOST_REDIRECTS");
   Url url = start;
   for (int hops = 0;; ++hops) {
-    internal::GetResult got = internal::http_get(url, part.get(), part_path, options.timeout_s);
+    internal::GetResult got = internal::http_get(url, part.get(), part_path, limits);
     if (is_redirect(got.status)) {
       if (got.location.empty()) {
         throw DownloadError(fmt::format("HTTP {} {} without a Location header for {}", got.status,
@@ -95,8 +179,8 @@ uint64_t attempt(const Url& start, File& part, const std::string& part_path,
             got.status, false);
       }
       Url next = resolve_location(url, got.location);
-      if (url.scheme == "https" && next.scheme == "http") {
-        DTRAIN_LOG_WARN("{} redirects from https to plain http: {}", url.str(), next.str());
+      if (std::string refusal = check_redirect(url, next, allow_cross_host); !refusal.empty()) {
+        throw DownloadError(refusal, got.status, false);
       }
       DTRAIN_LOG_DEBUG("HTTP {} redirect: {} -> {}", got.status, url.str(), next.str());
       url = next;
@@ -109,11 +193,35 @@ uint64_t attempt(const Url& start, File& part, const std::string& part_path,
           fmt::format("HTTP {} {} for {}{}", got.status, got.reason, url.str(), via), got.status,
           is_transient_status(got.status));
     }
+    if (got.close_delimited && !options.accept_close_delimited) {
+      throw DownloadError(
+          fmt::format("{} sent {} bytes without a Content-Length or chunked encoding, ended only "
+                      "by closing the connection, so a body cut short cannot be told from a "
+                      "complete one; refused (only file formats that can be verified, such as "
+                      ".pt/.pth/.safetensors weights and checkpoint files, are accepted this way)",
+                      url.str(), got.bytes),
+          got.status, false);
+    }
     return got.bytes;
   }
 }
 
 }  // namespace
+
+std::string check_redirect(const Url& from, const Url& to, bool allow_cross_host) {
+  if (from.scheme == "https" && to.scheme != "https") {
+    return fmt::format("refusing the redirect from {} to {}: it downgrades https to plain http "
+                       "(the checkpoint could be read or replaced on the way)",
+                       from.str(), to.str());
+  }
+  if (from.host != to.host && !allow_cross_host) {
+    return fmt::format("refusing the redirect from {} to {}: it leads to another host (set "
+                       "DTRAIN_ALLOW_CROSS_HOST_REDIRECTS=1 to follow redirects to other hosts, "
+                       "e.g. to S3 pre-signed URLs)",
+                       from.str(), to.str());
+  }
+  return "";
+}
 
 std::string part_path_for(const std::string& dest_path) {
   static std::atomic<uint64_t> seq{0};
@@ -129,6 +237,8 @@ void download(const std::string& url, const std::string& dest_path,
   const Url start = parse_url(url);
   const int attempts = 1 + std::max(0, options.retries);
   const auto t0 = std::chrono::steady_clock::now();
+  const internal::GetLimits limits = limits_for(options);
+  const std::string what = "download of " + url;
   for (int k = 1;; ++k) {
     const std::string part_path = part_path_for(dest_path);
     std::string failure;  // why this attempt failed, when it is worth retrying
@@ -136,7 +246,7 @@ void download(const std::string& url, const std::string& dest_path,
     int status = 0;
     try {
       File part(part_path);
-      uint64_t bytes = attempt(start, part, part_path, options);
+      uint64_t bytes = attempt(start, part, part_path, options, limits);
       part.close_durably(part_path);
       if (options.verify) failure = options.verify(part_path);
       if (failure.empty()) {
@@ -168,9 +278,17 @@ void download(const std::string& url, const std::string& dest_path,
           status, true);
     }
     const double backoff = std::min(kMaxBackoffS, options.backoff_s * std::pow(2.0, k - 1));
+    if (Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                           std::chrono::duration<double>(backoff)) >= limits.deadline) {
+      throw DownloadError(fmt::format("download of {} failed: exceeded the total deadline of {} "
+                                      "after {} attempt(s); the last failure: {}{}",
+                                      url, limits.deadline_what, k, corrupt ? "corrupt: " : "",
+                                      failure),
+                          status, false);
+    }
     DTRAIN_LOG_WARN("download of {} failed (attempt {} of {}): {}{}; retrying in {:.2f} s", url, k,
                     attempts, corrupt ? "corrupt: " : "", failure, backoff);
-    std::this_thread::sleep_for(std::chrono::duration<double>(std::max(0.0, backoff)));
+    sleep_interruptibly(backoff, what);
   }
 }
 

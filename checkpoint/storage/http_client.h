@@ -1,5 +1,6 @@
-// HTTP(S) downloads to a local file: redirects, timeouts, retries with backoff, an
-// optional verification of the bytes, and an atomic rename into place.
+// HTTP(S) downloads to a local file: redirects (same host only, no https -> http), an
+// idle timeout and a total deadline, a size cap, retries with backoff, an optional
+// verification of the bytes, and an atomic rename into place.
 //
 //   storage::DownloadOptions opts;
 //   opts.verify = [](const std::string& part) { return check_xxh64(part); };  // "" = good
@@ -11,6 +12,13 @@
 // cleanly) and `verify` accepted it. Whatever fails, the part file is deleted and
 // nothing appears at `dest_path`.
 //
+// Limits (docs/NETWORK.md): the body may have at most min(options.max_bytes,
+// DTRAIN_DOWNLOAD_MAX_BYTES, default 64 GiB) bytes; the whole download, retries
+// included, must end within DTRAIN_DOWNLOAD_TIMEOUT_S (default 3600 s); a body that ends
+// only with the connection close (no Content-Length, not chunked) is accepted only with
+// options.accept_close_delimited; a stop request (runtime/base/interrupt.h, set by the
+// preemption watcher on SIGTERM) abandons the download within ~50 ms.
+//
 // https: TLS 1.2+ with SNI; the server certificate and host name are verified against
 // the system store (OpenSSL's default paths) plus the PEM file named by DTRAIN_CA_BUNDLE;
 // DTRAIN_INSECURE_TLS=1 disables verification (with a warning on every download).
@@ -20,9 +28,11 @@
 // atomic), the later one replacing the earlier.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <string>
 
+#include "checkpoint/storage/url.h"
 #include "runtime/base/error.h"
 
 namespace dtrain::storage {
@@ -33,12 +43,28 @@ namespace dtrain::storage {
 // An exception thrown by it deletes the part file and propagates unchanged (no retry).
 using VerifyFn = std::function<std::string(const std::string& local_path)>;
 
+// The default of DTRAIN_DOWNLOAD_MAX_BYTES (64 GiB) and of DTRAIN_DOWNLOAD_TIMEOUT_S.
+inline constexpr uint64_t kDefaultMaxDownloadBytes = uint64_t{64} << 30;
+inline constexpr double kDefaultDownloadDeadlineS = 3600;
+
 struct DownloadOptions {
   int max_redirects = 5;   // 301/302/303/307/308 responses followed per attempt (>= 0)
   int retries = 3;         // further attempts after a transient failure (0 = try once)
   double timeout_s = 60;   // connect, TLS handshake, per-read/write inactivity (<= 0: none)
   double backoff_s = 0.5;  // sleep before the first retry, doubled each time (max 30 s)
-  VerifyFn verify;         // optional check of the complete file before it is published
+  // The whole download's time, retries and backoff included (0: none); < 0 takes
+  // DTRAIN_DOWNLOAD_TIMEOUT_S (default kDefaultDownloadDeadlineS).
+  double deadline_s = -1;
+  // This file's own size bound (0: none), e.g. from a checkpoint's index, and where it
+  // comes from, named in the error. DTRAIN_DOWNLOAD_MAX_BYTES bounds every download too.
+  uint64_t max_bytes = 0;
+  std::string max_bytes_source;
+  // Whether a body delimited only by the connection close (neither Content-Length nor
+  // chunked) may be accepted. Such a body cut short looks complete, so set this only
+  // when `verify` (or the caller's check of the file before using it) detects a
+  // truncated file; otherwise it is refused (not retried).
+  bool accept_close_delimited = false;
+  VerifyFn verify;  // optional check of the complete file before it is published
 };
 
 // A download that failed. `status()` is the HTTP status of the last response when the
@@ -64,10 +90,21 @@ class DownloadError : public Error {
 //   "connection closed after 512 of 1024 bytes"
 //   "timed out after 1 s waiting for the response header"
 //   "too many redirects (max_redirects = 5)"
+//   "refusing the redirect from https://a/x to http://a/x: ..."
+//   "the body exceeds the 1048576 bytes allowed (DTRAIN_DOWNLOAD_MAX_BYTES): ..."
+//   "exceeded the total deadline of 2 s (DTRAIN_DOWNLOAD_TIMEOUT_S) after 12 body bytes"
 //   "download of <url> is corrupt after 4 attempts: <what verify said>"
-// and dtrain::Error for an invalid URL or a local I/O error (disk full, ...).
+// dtrain::Interrupted when a stop was requested (SIGTERM; see runtime/base/interrupt.h),
+// and dtrain::Error for an invalid URL, an invalid DTRAIN_DOWNLOAD_* variable or a local
+// I/O error (disk full, ...).
 void download(const std::string& url, const std::string& dest_path,
               const DownloadOptions& options = {});
+
+// The redirect policy: "" when download() follows a redirect from `from` to `to`, else
+// why not (naming both URLs). Followed: the same host (any port) with the same scheme or
+// http -> https. Refused: https -> http always; another host unless `allow_cross_host`
+// (download() passes DTRAIN_ALLOW_CROSS_HOST_REDIRECTS=1, e.g. for S3 pre-signed URLs).
+std::string check_redirect(const Url& from, const Url& to, bool allow_cross_host);
 
 // The hidden part-file name download() uses for `dest_path` in this process and thread
 // ("<dir>/.<name>.part-<pid>-<seq>-<host>"); every call returns a new one.

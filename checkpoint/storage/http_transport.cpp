@@ -1,6 +1,8 @@
 // One HTTP(S) GET with Boost.Beast (see http_transport.h). Each network operation is
-// started asynchronously and the private io_context is run until it completes, so that
-// beast::tcp_stream's expires_after() timeouts apply (they do not to Beast's sync calls).
+// started asynchronously and the private io_context is run in short slices until it
+// completes, so that beast::tcp_stream's expires_after() timeouts apply (they do not to
+// Beast's sync calls) and, between slices, the total deadline and a stop request
+// (SIGTERM) cancel the operation.
 #include "checkpoint/storage/http_transport.h"
 
 #include <openssl/err.h>
@@ -21,6 +23,7 @@
 #include <vector>
 
 #include "checkpoint/storage/http_client.h"
+#include "runtime/base/interrupt.h"
 #include "runtime/base/logging.h"
 
 namespace dtrain::storage::internal {
@@ -34,24 +37,8 @@ using tcp = asio::ip::tcp;
 
 constexpr size_t kBodyBufferBytes = 1 << 20;  // body bytes handed to write(2) at most
 constexpr size_t kSocketReadBytes = 1 << 16;  // Beast's largest read_some during a parse
-
-bool env_flag(const char* name) {
-  const char* v = std::getenv(name);
-  if (v == nullptr) return false;
-  std::string s(v);
-  return s == "1" || s == "true" || s == "TRUE" || s == "yes" || s == "on";
-}
-
-// Starts one asynchronous operation with a handler that records its error code, then runs
-// the io_context until no work is left (the operation and its timeout timer).
-template <class Initiate>
-beast::error_code run_op(asio::io_context& ioc, Initiate&& initiate) {
-  beast::error_code result = asio::error::operation_aborted;
-  initiate([&result](beast::error_code ec, auto&&...) { result = ec; });
-  ioc.restart();
-  ioc.run();
-  return result;
-}
+// How often a running operation checks the deadline and the stop request.
+constexpr std::chrono::milliseconds kPollInterval{50};
 
 bool is_closed_early(const beast::error_code& ec) {
   return ec == http::error::partial_message || ec == http::error::end_of_stream ||
@@ -72,12 +59,13 @@ void write_all(int fd, const char* data, size_t n, const std::string& path) {
 
 class Get {
  public:
-  Get(const Url& url, int fd, const std::string& fd_path, double timeout_s)
+  Get(const Url& url, int fd, const std::string& fd_path, const GetLimits& limits)
       : url_(url),
         fd_(fd),
         fd_path_(fd_path),
-        timeout_(std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000))),
-        timeout_s_(timeout_s) {}
+        timeout_(std::chrono::milliseconds(static_cast<int64_t>(limits.timeout_s * 1000))),
+        timeout_s_(limits.timeout_s),
+        limits_(limits) {}
 
   GetResult run() {
     tcp::resolver resolver(ioc_);
@@ -91,7 +79,7 @@ class Get {
     if (url_.scheme == "https") return run_tls(endpoints);
     beast::tcp_stream stream(ioc_);
     connect(stream, endpoints);
-    GetResult result = exchange(stream);
+    GetResult result = exchange(stream, stream);
     stream.socket().shutdown(tcp::socket::shutdown_both, ec);
     return result;
   }
@@ -139,13 +127,48 @@ class Get {
     }
     connect(beast::get_lowest_layer(stream), endpoints);
     arm_timeout(beast::get_lowest_layer(stream));
-    ec = run_op(ioc_, [&](auto handler) {
+    ec = run_op(beast::get_lowest_layer(stream), [&](auto handler) {
       stream.async_handshake(ssl::stream_base::client, std::move(handler));
     });
     if (ec) throw handshake_error(stream, ec);
     // No TLS shutdown: the body is complete (or its end was checked) by then, and some
     // servers never answer close_notify; the TCP connection is just closed.
-    return exchange(stream);
+    return exchange(stream, beast::get_lowest_layer(stream));
+  }
+
+  // Starts one asynchronous operation on `stream` (or a layer above it) with a handler that
+  // records its error code, then runs the io_context until no work is left (the operation
+  // and its timeout timer). Every kPollInterval it checks the stop request and the
+  // deadline; either cancels the operation and throws (Interrupted or DownloadError).
+  template <class Initiate>
+  beast::error_code run_op(beast::tcp_stream& stream, Initiate&& initiate) {
+    beast::error_code result = asio::error::operation_aborted;
+    bool done = false;
+    initiate([&result, &done](beast::error_code ec, auto&&...) {
+      result = ec;
+      done = true;
+    });
+    ioc_.restart();
+    bool cancelled = false;
+    while (!done && !ioc_.stopped()) {
+      ioc_.run_for(kPollInterval);
+      if (done || cancelled) continue;
+      if (stop_requested() != 0 || std::chrono::steady_clock::now() >= limits_.deadline) {
+        stream.cancel();  // the operation completes with operation_aborted
+        cancelled = true;
+      }
+    }
+    if (cancelled) {
+      throw_if_stop_requested(fmt::format("download from {}", url_.str()));
+      throw deadline_error();
+    }
+    return result;
+  }
+
+  DownloadError deadline_error() const {
+    return DownloadError(fmt::format("exceeded the total deadline of {} after {} body bytes",
+                                     limits_.deadline_what, body_bytes_),
+                         0, false);
   }
 
   // Bounds the next operation on `stream` by the timeout (none when timeout_s <= 0).
@@ -160,7 +183,7 @@ class Get {
   void connect(beast::tcp_stream& stream, const tcp::resolver::results_type& endpoints) {
     arm_timeout(stream);
     beast::error_code ec =
-        run_op(ioc_, [&](auto handler) { stream.async_connect(endpoints, std::move(handler)); });
+        run_op(stream, [&](auto handler) { stream.async_connect(endpoints, std::move(handler)); });
     if (ec == beast::error::timeout) {
       throw DownloadError(
           fmt::format("timed out after {} s connecting to {}", timeout_s_, url_.host_header()), 0,
@@ -211,16 +234,15 @@ class Get {
   }
 
   template <class Stream>
-  GetResult exchange(Stream& stream) {
-    auto& tcp_layer = beast::get_lowest_layer(stream);
+  GetResult exchange(Stream& stream, beast::tcp_stream& tcp_layer) {
     http::request<http::empty_body> req{http::verb::get, url_.target, 11};
     req.set(http::field::host, url_.host_header());
     req.set(http::field::user_agent, "dtrain");
     req.set(http::field::accept_encoding, "identity");
     req.set(http::field::connection, "close");
     arm_timeout(tcp_layer);
-    beast::error_code ec =
-        run_op(ioc_, [&](auto handler) { http::async_write(stream, req, std::move(handler)); });
+    beast::error_code ec = run_op(
+        tcp_layer, [&](auto handler) { http::async_write(stream, req, std::move(handler)); });
     if (ec) throw network_error(ec, "sending the request");
 
     beast::flat_buffer buffer;
@@ -229,7 +251,7 @@ class Get {
     // optional and then rejects every body as "body limit exceeded".)
     parser.body_limit(std::numeric_limits<std::uint64_t>::max());
     arm_timeout(tcp_layer);
-    ec = run_op(ioc_, [&](auto handler) {
+    ec = run_op(tcp_layer, [&](auto handler) {
       http::async_read_header(stream, buffer, parser, std::move(handler));
     });
     if (ec) {
@@ -246,6 +268,14 @@ class Get {
     result.location = std::string(res[http::field::location]);
     if (result.status < 200 || result.status >= 300) return result;
     if (parser.content_length()) result.content_length = *parser.content_length();
+    result.close_delimited = parser.need_eof();
+    if (result.content_length && *result.content_length > limits_.max_bytes) {
+      throw DownloadError(fmt::format("the server announces Content-Length {}, more than the {} "
+                                      "bytes allowed ({}); nothing was downloaded",
+                                      *result.content_length, limits_.max_bytes,
+                                      limits_.max_bytes_what),
+                          0, false);
+    }
 
     // Beast sizes each socket read by the free capacity of `buffer` (at least 512 bytes,
     // at most 64 KiB); after the header it is nearly full, so make room for 64 KiB reads.
@@ -257,19 +287,35 @@ class Get {
       arm_timeout(tcp_layer);
       // One socket read per call, so the timeout measures inactivity, not the time to
       // fill the buffer (which on a slow link could exceed it while data still flows).
-      ec = run_op(ioc_, [&](auto handler) {
+      ec = run_op(tcp_layer, [&](auto handler) {
         http::async_read_some(stream, buffer, parser, std::move(handler));
       });
       if (ec == http::error::need_buffer) ec = {};
       const size_t n = chunk.size() - res.body().size;
+      if (n > limits_.max_bytes - result.bytes) {
+        throw DownloadError(
+            fmt::format("the body exceeds the {} bytes allowed ({}): {} bytes received{}",
+                        limits_.max_bytes, limits_.max_bytes_what, result.bytes + n,
+                        result.content_length ? "" : " without a Content-Length"),
+            0, false);
+      }
       write_all(fd_, chunk.data(), n, fd_path_);
       result.bytes += n;
+      body_bytes_ = result.bytes;
       if (ec) throw body_error(ec, result);
     }
     if (result.content_length && result.bytes != *result.content_length) {
       throw DownloadError(fmt::format("received {} bytes but Content-Length is {}", result.bytes,
                                       *result.content_length),
                           0, true);
+    }
+    if (result.content_length && buffer.size() > 0) {
+      // Bytes beyond the declared end already arrived (we sent one request, so nothing
+      // may follow the response): the Content-Length does not describe this body.
+      throw DownloadError(fmt::format("the server sent more than its Content-Length of {} bytes "
+                                      "(at least {} more)",
+                                      *result.content_length, buffer.size()),
+                          0, false);
     }
     return result;
   }
@@ -317,14 +363,24 @@ class Get {
   std::string fd_path_;
   std::chrono::milliseconds timeout_;
   double timeout_s_;
+  GetLimits limits_;
+  uint64_t body_bytes_ = 0;     // body bytes written so far (for the deadline's message)
   bool host_mismatch_ = false;  // set by the TLS verify callback
   asio::io_context ioc_;
 };
 
 }  // namespace
 
-GetResult http_get(const Url& url, int fd, const std::string& fd_path, double timeout_s) {
-  return Get(url, fd, fd_path, timeout_s).run();
+bool env_flag(const char* name) {
+  const char* v = std::getenv(name);
+  if (v == nullptr) return false;
+  std::string s(v);
+  return s == "1" || s == "true" || s == "TRUE" || s == "yes" || s == "on";
+}
+
+GetResult http_get(const Url& url, int fd, const std::string& fd_path, const GetLimits& limits) {
+  throw_if_stop_requested(fmt::format("download from {}", url.str()));
+  return Get(url, fd, fd_path, limits).run();
 }
 
 }  // namespace dtrain::storage::internal

@@ -16,6 +16,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <fmt/format.h>
 
+#include "runtime/base/interrupt.h"
 #include "runtime/base/logging.h"
 
 namespace dtrain::engine {
@@ -67,6 +68,8 @@ PreemptionWatcher::PreemptionWatcher(const std::vector<int>& signals, double dea
     int expected = 0;
     if (first_signal_.compare_exchange_strong(expected, sig)) {
       impl_->first_at = std::chrono::steady_clock::now();
+      // Long blocking operations (a download of MODEL.WEIGHTS) poll this and give up.
+      request_stop(sig);
       DTRAIN_LOG_WARN("Received signal {} ({}): saving a checkpoint at the next iteration "
                       "boundary, then exiting with status {}", sig, strsignal(sig), kExitPreempted);
       if (deadline_s_ > 0) {

@@ -6,7 +6,9 @@
 //   trainer.register_hooks({std::make_shared<PreemptionHook>(watcher, checkpointer, comm)});
 //   try { trainer.train(...); } catch (const Preempted&) { return kExitPreempted; }
 //
-// The signal handler only records the signal (on the watcher's own thread). At the next
+// The signal handler only records the signal (on the watcher's own thread), also as the
+// process-wide stop request of runtime/base/interrupt.h, so that a download in progress
+// (MODEL.WEIGHTS from a URL) gives up at once with dtrain::Interrupted. At the next
 // iteration boundary the ranks agree with one all-reduce of a flag, so a signal to any
 // single rank is enough. A second signal, or the deadline passing before the save is
 // committed, exits the process at once with kExitPreempted; committed checkpoints are

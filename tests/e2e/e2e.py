@@ -26,6 +26,11 @@ Cases:
                                         metrics as the local path, a cache hit the second
                                         time; corrupt, cut, flaky and missing downloads
                                         fail clearly (or retry) and cache nothing
+  weights_url_sigterm                   SIGTERM while MODEL.WEIGHTS trickles in from a URL
+                                        (one byte a second): the job stops within seconds,
+                                        with status 75 alone and non-zero under mpirun -np 2
+                                        (signalled itself, mpirun exits 1), and nothing is
+                                        cached
   weights_pytorch                       foreign weight files through the real CLI: a dtrain
                                         model exported to .pth, rewritten by python3-torch
                                         as a detectron2 checkpoint of a DDP model (module.
@@ -616,6 +621,55 @@ def case_weights_url():
         server.close()
 
 
+def case_weights_url_sigterm():
+    root = os.path.join(work_dir(), "served")
+    os.makedirs(root)
+    with open(os.path.join(root, "w.pt"), "wb") as f:
+        f.write(os.urandom(100000))
+    server = TestServer(root)
+    try:
+        for ranks in (0, 2):
+            path = "/trickle/1000/w.pt?ranks=%d" % ranks  # one byte a second: ~28 hours
+            url = server.url(path)
+            cache = os.path.join(work_dir(), "cache_%d" % ranks)
+            cmd = dtrain_cmd(ranks, "mlp_synthetic.yaml", os.path.join(work_dir(), "out"),
+                             ["MODEL.WEIGHTS", url], ["--eval-only"])
+            env = dict(os.environ, DTRAIN_CACHE=cache)
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    universal_newlines=True, start_new_session=True)
+            try:
+                # Wait until the download is under way, then signal the job.
+                deadline = time.time() + 60
+                while server.counts().get(path, 0) == 0:
+                    check(time.time() < deadline and proc.poll() is None,
+                          "the download did not start (rc %s)" % proc.poll())
+                    time.sleep(0.1)
+                time.sleep(0.5)
+                sent = time.time()
+                proc.send_signal(signal.SIGTERM)  # to mpirun, which forwards it to the ranks
+                _, err = proc.communicate(timeout=30)
+                took = time.time() - sent
+            finally:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+            with open(os.path.join(work_dir(), "sigterm_%d.log" % ranks), "w") as f:
+                f.write(err)
+            print("ranks %d: SIGTERM during the download -> rc %d after %.2f s"
+                  % (ranks, proc.returncode, took))
+            check(took < 10, "the job took %.1f s to stop after SIGTERM" % took)
+            if ranks == 0:
+                check(proc.returncode == 75, "expected exit status 75, got %d" % proc.returncode)
+                check("interrupted by signal 15" in err and url in err,
+                      "the log does not say the download of %s was interrupted: %s"
+                      % (url, err[-2000:]))
+            else:
+                check(proc.returncode != 0, "mpirun exited 0 after SIGTERM")
+            check_nothing_cached(cache, "SIGTERM, %d ranks" % ranks)
+    finally:
+        server.close()
+
+
 # ---- (d) configuration errors -----------------------------------------------------------
 
 def case_config_errors():
@@ -656,6 +710,7 @@ CASES = {
     "one_step_equivalence": case_one_step_equivalence,
     "weights": case_weights,
     "weights_url": case_weights_url,
+    "weights_url_sigterm": case_weights_url_sigterm,
     "weights_pytorch": case_weights_pytorch,
     "config_errors": case_config_errors,
 }

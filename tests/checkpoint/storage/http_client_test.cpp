@@ -137,9 +137,12 @@ TEST_F(DownloadTest, BodiesWithoutContentLength) {
   download(server().url("/chunked/small.bin"), dest_, opts_);
   EXPECT_TRUE(read_file(dest_) == served_files().small);
   std::filesystem::remove(dest_);
-  download(server().url("/noclen/small.bin"), dest_, opts_);  // ends at the connection close
+  // Ended by the connection close: only accepted when the caller can verify the file.
+  opts_.accept_close_delimited = true;
+  download(server().url("/noclen/small.bin"), dest_, opts_);
   EXPECT_TRUE(read_file(dest_) == served_files().small);
   std::filesystem::remove(dest_);
+  opts_.accept_close_delimited = false;
   DownloadError e = expect_failure("/chunkcut/small.bin");
   EXPECT_TRUE(contains(e.what(),
                        "failed after 3 attempt(s): connection closed after 500 bytes "

@@ -18,6 +18,13 @@ listens on 127.0.0.1; exits when stdin closes (the test died) or after --lifetim
   /chunked/<file>        the file in chunked transfer encoding (no Content-Length)
   /chunkcut/<file>       chunked, the connection closes after half the bytes
   /noclen/<file>         no Content-Length: the body ends when the connection closes
+  /noclencut/<file>      no Content-Length, half the bytes, then the connection closes
+  /long/<file>           Content-Length of half the file, then all of it (one write)
+  /endless/<file>        no Content-Length, zeros for ever (until the client hangs up)
+  /hugeclen/<file>       Content-Length 10**12, then zeros for ever
+  /trickle/<ms>/<file>   the file with Content-Length, one byte every <ms> milliseconds
+  /crosshost/<rest>      302 to the same server under another host name, localhost
+  /downgrade/<rest>      302 to http://127.0.0.1:<port>/<rest> (from https: a downgrade)
   /status/<code>         that status, empty body
   /flaky/<k>/<file>      the first k requests of this path and query are cut, later ones
                          are /ok (vary the query to start over)
@@ -106,6 +113,42 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self._redirect(301, f"{scheme}://127.0.0.1:{self.server.server_port}/{rest}")
         if mode == "loop":
             return self._redirect(302, "/loop")
+        if mode == "crosshost":
+            scheme = "https" if self.server.tls else "http"
+            return self._redirect(302, f"{scheme}://localhost:{self.server.server_port}/{rest}")
+        if mode == "downgrade":
+            return self._redirect(302, f"http://127.0.0.1:{self.server.server_port}/{rest}")
+        if mode in ("endless", "hugeclen"):
+            self.send_response(200)
+            if mode == "hugeclen":
+                self.send_header("Content-Length", str(10**12))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            zeros = bytes(1 << 16)
+            try:
+                while True:
+                    self.wfile.write(zeros)
+            except OSError:
+                pass  # the client gave up, as it should
+            self.close_connection = True
+            return None
+        if mode == "trickle":
+            ms, tail = int(parts[1]), "/".join(parts[2:])
+            data = self._file(tail)
+            if data is None:
+                return self._send(404)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            try:
+                for i in range(len(data)):
+                    self.wfile.write(data[i:i + 1])
+                    time.sleep(ms / 1000.0)
+            except OSError:
+                pass
+            self.close_connection = True
+            return None
         if mode == "status":
             return self._send(int(rest))
         if mode == "flaky":
@@ -143,11 +186,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(b"0\r\n\r\n")
             self.close_connection = True
             return None
-        if mode == "noclen":
+        if mode in ("noclen", "noclencut"):
             self.send_response(200)
             self.send_header("Connection", "close")
             self.end_headers()
-            self.wfile.write(data)
+            self.wfile.write(data if mode == "noclen" else data[: len(data) // 2])
+            self.close_connection = True
+            return None
+        if mode == "long":
+            head = ("HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                    % (len(data) // 2)).encode()
+            self.wfile.write(head + data)  # one write: the extra bytes arrive with the body
             self.close_connection = True
             return None
         if mode == "wrong":

@@ -120,6 +120,20 @@ TEST_F(HttpsTest, CutTransferOverTls) {
       << what;
 }
 
+TEST_F(HttpsTest, DowngradeToPlainHttpIsRefused) {
+  ScopedEnv bundle("DTRAIN_CA_BUNDLE", ca());
+  ScopedEnv cross("DTRAIN_ALLOW_CROSS_HOST_REDIRECTS", "1");  // allows no downgrade
+  const int64_t before = good_->requests();
+  const std::string what = failure(good_->url("/downgrade/ok/small.bin"));
+  EXPECT_TRUE(contains(what, "download of " + good_->url("/downgrade/ok/small.bin") +
+                                 " failed: refusing the redirect from " +
+                                 good_->url("/downgrade/ok/small.bin") + " to http://127.0.0.1:" +
+                                 std::to_string(good_->port()) +
+                                 "/ok/small.bin: it downgrades https to plain http"))
+      << what;
+  EXPECT_EQ(good_->requests() - before, 1);  // neither followed nor retried
+}
+
 TEST_F(HttpsTest, UntrustedCertificateFailsWithoutRetry) {
   ScopedEnv bundle("DTRAIN_CA_BUNDLE", std::nullopt);
   ScopedEnv insecure("DTRAIN_INSECURE_TLS", std::nullopt);
