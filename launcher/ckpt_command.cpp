@@ -9,7 +9,6 @@
 #include <ctime>
 #include <exception>
 #include <filesystem>
-#include <random>
 
 #include <ATen/ATen.h>
 #include <CLI/CLI.hpp>
@@ -101,7 +100,7 @@ ResolvedCheckpoint resolve_checkpoint(const std::string& path_in) {
   if (stdfs::exists(path + "/" + checkpoint::kIndexFile)) return {path, ""};
   const std::string tag = path + "/" + kLastCheckpoint;
   if (stdfs::exists(tag)) {
-    const std::string last = trim(fs::read_file(tag));
+    const std::string last = trim(fs::read_file(tag, {4096}));
     DTRAIN_CHECK_T(CheckpointError, !last.empty() && last.find('/') == std::string::npos,
                    "'{}' does not name a checkpoint (it holds '{}')", tag, last);
     const std::string dir = path + "/" + last;
@@ -147,10 +146,7 @@ void write_checkpoint_dir(const std::string& dir_in, int world_size,
   }
   const std::string parent = fs::parent_dir(dir);
   stdfs::create_directories(parent);
-  std::random_device rd;
-  const std::string tmp = fmt::format("{}/.{}.tmp-{:08x}{:04x}", parent,
-                                      stdfs::path(dir).filename().string(), rd(),
-                                      static_cast<unsigned>(::getpid()) & 0xffff);
+  const std::string tmp = fs::temp_name_for(dir);
   DTRAIN_CHECK_T(CheckpointError, stdfs::create_directory(tmp), "cannot create '{}'", tmp);
   try {
     const auto plan = checkpoint::plan_shards(base.replicated_meta(), world_size);

@@ -5,7 +5,6 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <random>
 
 #include <fmt/format.h>
 
@@ -194,9 +193,7 @@ void ZipArchive::read_into(size_t index, void* dst, uint64_t size) const {
 // ---- ZipWriter ----
 
 ZipWriter::ZipWriter(std::string path) : path_(std::move(path)) {
-  std::random_device rd;
-  const std::filesystem::path p(path_);
-  tmp_ = (p.parent_path() / fmt::format(".{}.tmp-{:08x}", p.filename().string(), rd())).string();
+  tmp_ = fs::temp_name_for(path_);
   int code = 0;
   handle_ = zip_open(tmp_.c_str(), ZIP_CREATE | ZIP_EXCL, &code);
   DTRAIN_CHECK_T(CheckpointError, handle_ != nullptr, "cannot create '{}': {}", tmp_,
