@@ -90,7 +90,7 @@ std::string fetch_remote(const std::string& url, dist::Communicator& comm) {
   std::string local, error;
   if (comm.local_rank() == 0) {
     try {
-      DTRAIN_LOG_INFO("Fetching {} into the cache {}", url, storage::cache_dir());
+      DTRAIN_LOG_INFO_RANK("Fetching {} into the cache {}", url, storage::cache_dir());
       local = interop::is_foreign_weights_path(url) ? storage::fetch_file(url)
                                                     : fetch_checkpoint_dir(url);
     } catch (const std::exception& e) {

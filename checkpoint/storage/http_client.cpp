@@ -96,7 +96,7 @@ uint64_t attempt(const Url& start, File& part, const std::string& part_path,
       }
       Url next = resolve_location(url, got.location);
       if (url.scheme == "https" && next.scheme == "http") {
-        DTRAIN_LOG_WARN("{} redirects from https to plain http: {}", url.str(), next.str());
+        DTRAIN_LOG_WARN_RANK("{} redirects from https to plain http: {}", url.str(), next.str());
       }
       DTRAIN_LOG_DEBUG("HTTP {} redirect: {} -> {}", got.status, url.str(), next.str());
       url = next;
@@ -142,7 +142,7 @@ void download(const std::string& url, const std::string& dest_path,
       if (failure.empty()) {
         fs::rename_durable(part_path, dest_path);
         double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        DTRAIN_LOG_INFO("downloaded {} -> {} ({} bytes in {:.2f} s, {} attempt(s))", url, dest_path,
+        DTRAIN_LOG_INFO_RANK("downloaded {} -> {} ({} bytes in {:.2f} s, {} attempt(s))", url, dest_path,
                         bytes, secs, k);
         return;
       }
@@ -168,7 +168,7 @@ void download(const std::string& url, const std::string& dest_path,
           status, true);
     }
     const double backoff = std::min(kMaxBackoffS, options.backoff_s * std::pow(2.0, k - 1));
-    DTRAIN_LOG_WARN("download of {} failed (attempt {} of {}): {}{}; retrying in {:.2f} s", url, k,
+    DTRAIN_LOG_WARN_RANK("download of {} failed (attempt {} of {}): {}{}; retrying in {:.2f} s", url, k,
                     attempts, corrupt ? "corrupt: " : "", failure, backoff);
     std::this_thread::sleep_for(std::chrono::duration<double>(std::max(0.0, backoff)));
   }
