@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <ctime>
 #include <exception>
 #include <filesystem>
@@ -56,6 +57,19 @@ std::vector<std::string> checkpoints_in(const std::string& dir) {
   std::sort(names.begin(), names.end());
   return names;
 }
+
+// CLI11's NonNegativeNumber lets nan and inf through (nan < 0 is false): a tolerance
+// must be a finite number >= 0.
+const CLI::Validator kFiniteNonNegative(
+    [](std::string& text) -> std::string {
+      double value = 0;
+      if (!CLI::detail::lexical_cast(text, value)) return "'" + text + "' is not a number";
+      if (!std::isfinite(value) || value < 0) {
+        return "'" + text + "' is not a finite number >= 0";
+      }
+      return "";
+    },
+    "FINITE >= 0");
 
 }  // namespace
 
@@ -195,9 +209,9 @@ int run_ckpt(const std::vector<std::string>& args, std::ostream& out, std::ostre
       "diff", "per-tensor max abs difference; exit 0 when identical, 1 otherwise");
   diff_cmd->add_option("a", diff.a, "first checkpoint")->required();
   diff_cmd->add_option("b", diff.b, "second checkpoint")->required();
-  diff_cmd->add_option("--atol", diff.atol, "tolerated max abs difference")
+  diff_cmd->add_option("--atol", diff.atol, "tolerated max abs difference (finite, >= 0)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(kFiniteNonNegative);
 
   ExportOptions exp;
   CLI::App* export_cmd = app.add_subcommand(
