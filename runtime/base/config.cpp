@@ -421,48 +421,6 @@ size_t checked_index(const std::string& key, ConfigType type) {
   return index;
 }
 
-// Keys grouped by section in first-appearance order, for to_yaml().
-struct KeyTree {
-  std::string name;
-  int leaf = -1;  // schema index of a key, -1 for a section
-  std::vector<KeyTree> children;
-};
-
-KeyTree build_key_tree() {
-  KeyTree root;
-  const std::vector<ConfigKeySpec>& schema = config_schema();
-  for (size_t i = 0; i < schema.size(); ++i) {
-    KeyTree* node = &root;
-    size_t start = 0;
-    for (size_t dot = schema[i].key.find('.'); dot != std::string::npos;
-         start = dot + 1, dot = schema[i].key.find('.', start)) {
-      const std::string section = schema[i].key.substr(start, dot - start);
-      auto it = std::find_if(node->children.begin(), node->children.end(),
-                             [&](const KeyTree& c) { return c.leaf < 0 && c.name == section; });
-      if (it == node->children.end()) {
-        node->children.push_back(KeyTree{section, -1, {}});
-        it = node->children.end() - 1;
-      }
-      node = &*it;
-    }
-    node->children.push_back(KeyTree{schema[i].key.substr(start), static_cast<int>(i), {}});
-  }
-  return root;
-}
-
-void emit_tree(const KeyTree& node, const std::vector<ConfigValue>& values, int indent,
-               std::string* out) {
-  for (const KeyTree& child : node.children) {
-    out->append(static_cast<size_t>(indent), ' ');
-    if (child.leaf >= 0) {
-      *out += fmt::format("{}: {}\n", child.name, format_value(values[child.leaf]));
-    } else {
-      *out += child.name + ":\n";
-      emit_tree(child, values, indent + 2, out);
-    }
-  }
-}
-
 }  // namespace
 
 const char* config_type_name(ConfigType type) {
@@ -571,12 +529,7 @@ const ConfigValue& Config::get(const std::string& key) const {
   return values_[lookup_or_throw(key, "get()")];
 }
 
-std::string Config::to_yaml() const {
-  static const KeyTree tree = build_key_tree();
-  std::string out;
-  emit_tree(tree, values_, 0, &out);
-  return out;
-}
+std::string Config::to_yaml() const { return nested_yaml(values_); }
 
 std::string Config::help_text() {
   const std::vector<ConfigKeySpec>& schema = config_schema();

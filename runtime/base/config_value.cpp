@@ -1,7 +1,9 @@
 // The config module's value codec (see config_value.h): YAML scalars in and out,
-// decoding of nodes into typed values, and the numeric range checks of ConfigRange.
+// decoding of nodes into typed values, the numeric range checks of ConfigRange, and the
+// nested YAML dump.
 #include "runtime/base/config_value.h"
 
+#include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <cmath>
@@ -367,6 +369,60 @@ std::string describe_kind(const YAML::Node& node) {
     default:
       return "an undefined value";
   }
+}
+
+
+namespace {
+
+// Keys grouped by section in first-appearance order, for to_yaml().
+struct KeyTree {
+  std::string name;
+  int leaf = -1;  // schema index of a key, -1 for a section
+  std::vector<KeyTree> children;
+};
+
+KeyTree build_key_tree() {
+  KeyTree root;
+  const std::vector<ConfigKeySpec>& schema = config_schema();
+  for (size_t i = 0; i < schema.size(); ++i) {
+    KeyTree* node = &root;
+    size_t start = 0;
+    for (size_t dot = schema[i].key.find('.'); dot != std::string::npos;
+         start = dot + 1, dot = schema[i].key.find('.', start)) {
+      const std::string section = schema[i].key.substr(start, dot - start);
+      auto it = std::find_if(node->children.begin(), node->children.end(),
+                             [&](const KeyTree& c) { return c.leaf < 0 && c.name == section; });
+      if (it == node->children.end()) {
+        node->children.push_back(KeyTree{section, -1, {}});
+        it = node->children.end() - 1;
+      }
+      node = &*it;
+    }
+    node->children.push_back(KeyTree{schema[i].key.substr(start), static_cast<int>(i), {}});
+  }
+  return root;
+}
+
+void emit_tree(const KeyTree& node, const std::vector<ConfigValue>& values, int indent,
+               std::string* out) {
+  for (const KeyTree& child : node.children) {
+    out->append(static_cast<size_t>(indent), ' ');
+    if (child.leaf >= 0) {
+      *out += fmt::format("{}: {}\n", child.name, format_value(values[child.leaf]));
+    } else {
+      *out += child.name + ":\n";
+      emit_tree(child, values, indent + 2, out);
+    }
+  }
+}
+
+}  // namespace
+
+std::string nested_yaml(const std::vector<ConfigValue>& values) {
+  static const KeyTree tree = build_key_tree();
+  std::string out;
+  emit_tree(tree, values, 0, &out);
+  return out;
 }
 
 }  // namespace config_internal

@@ -1,5 +1,5 @@
 // Internal to the config module (config.cpp, config_value.cpp): YAML scalar parsing and
-// formatting, decoding a YAML node into a key's typed value, and range checks.
+// formatting, decoding a YAML node into a key's typed value, range checks, YAML dump.
 // Not a public header: include runtime/base/config.h instead. Stateless; thread-safe.
 #pragma once
 
@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "runtime/base/config.h"
 
@@ -46,5 +47,8 @@ std::string describe_kind(const YAML::Node& node);
 // ConfigError located at `loc` that names the key, the value and the allowed range.
 ConfigValue decode_value(const ConfigKeySpec& spec, const YAML::Node& node,
                          const std::string& loc);
+
+// The whole tree as nested YAML, keys in schema order grouped by section (to_yaml()).
+std::string nested_yaml(const std::vector<ConfigValue>& values);
 
 }  // namespace dtrain::config_internal
