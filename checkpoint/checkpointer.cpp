@@ -928,7 +928,7 @@ StateDict Checkpointer::load_directory(const std::string& dir,
       StateDict s = take_sub_state(c.scope == Scope::kPerRank ? per_rank : all, key);
       if (c.scope == Scope::kPerRank && s.empty()) {
         if (rank == 0 || rank >= index.world_size) {
-          DTRAIN_LOG_WARN("Checkpoint '{}' (from {} ranks) has no '{}' state for rank {}; "
+          DTRAIN_LOG_WARN_RANK("Checkpoint '{}' (from {} ranks) has no '{}' state for rank {}; "
                           "keeping this rank's current state",
                           dir, index.world_size, key, rank);
         }

@@ -3,6 +3,7 @@
 // others get its bytes from the first that can. The model is loaded by key matching; the
 // optimizer and the scheduler when asked for and when their PyTorch state maps onto dtrain's.
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 
 #include <ATen/ATen.h>
@@ -35,7 +36,7 @@ interop::ForeignWeights read_everywhere(dist::Communicator& comm, const std::str
   }
   const int root = static_cast<int>(first - flags.begin());
   const std::string bytes =
-      internal::on_rank(comm, root, what, [&] { return fs::read_file(path); });
+      internal::on_rank(comm, root, what, [&] { return fs::read_file(path, {SIZE_MAX}); });
   internal::all_or_none(comm, what, [&] { w = interop::parse_foreign_weights(bytes, path); });
   return w;
 }

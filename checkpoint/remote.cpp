@@ -160,7 +160,7 @@ std::string fetch_remote(const std::string& url, dist::Communicator& comm) {
   std::string local, error;
   if (comm.local_rank() == 0) {
     try {
-      DTRAIN_LOG_INFO("Fetching {} into the cache {}", url, storage::cache_dir());
+      DTRAIN_LOG_INFO_RANK("Fetching {} into the cache {}", url, storage::cache_dir());
       // By the path's extension, without the query (pre-signed URLs carry one).
       local = interop::is_foreign_weights_path(storage::parse_url(url).path())
                   ? fetch_weights_file(url)

@@ -6,10 +6,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <ctime>
 #include <exception>
 #include <filesystem>
-#include <random>
 
 #include <ATen/ATen.h>
 #include <CLI/CLI.hpp>
@@ -58,6 +58,19 @@ std::vector<std::string> checkpoints_in(const std::string& dir) {
   return names;
 }
 
+// CLI11's NonNegativeNumber lets nan and inf through (nan < 0 is false): a tolerance
+// must be a finite number >= 0.
+const CLI::Validator kFiniteNonNegative(
+    [](std::string& text) -> std::string {
+      double value = 0;
+      if (!CLI::detail::lexical_cast(text, value)) return "'" + text + "' is not a number";
+      if (!std::isfinite(value) || value < 0) {
+        return "'" + text + "' is not a finite number >= 0";
+      }
+      return "";
+    },
+    "FINITE >= 0");
+
 }  // namespace
 
 std::string human_bytes(int64_t bytes) {
@@ -101,7 +114,7 @@ ResolvedCheckpoint resolve_checkpoint(const std::string& path_in) {
   if (stdfs::exists(path + "/" + checkpoint::kIndexFile)) return {path, ""};
   const std::string tag = path + "/" + kLastCheckpoint;
   if (stdfs::exists(tag)) {
-    const std::string last = trim(fs::read_file(tag));
+    const std::string last = trim(fs::read_file(tag, {4096}));
     DTRAIN_CHECK_T(CheckpointError, !last.empty() && last.find('/') == std::string::npos,
                    "'{}' does not name a checkpoint (it holds '{}')", tag, last);
     const std::string dir = path + "/" + last;
@@ -147,10 +160,7 @@ void write_checkpoint_dir(const std::string& dir_in, int world_size,
   }
   const std::string parent = fs::parent_dir(dir);
   stdfs::create_directories(parent);
-  std::random_device rd;
-  const std::string tmp = fmt::format("{}/.{}.tmp-{:08x}{:04x}", parent,
-                                      stdfs::path(dir).filename().string(), rd(),
-                                      static_cast<unsigned>(::getpid()) & 0xffff);
+  const std::string tmp = fs::temp_name_for(dir);
   DTRAIN_CHECK_T(CheckpointError, stdfs::create_directory(tmp), "cannot create '{}'", tmp);
   try {
     const auto plan = checkpoint::plan_shards(base.replicated_meta(), world_size);
@@ -199,9 +209,9 @@ int run_ckpt(const std::vector<std::string>& args, std::ostream& out, std::ostre
       "diff", "per-tensor max abs difference; exit 0 when identical, 1 otherwise");
   diff_cmd->add_option("a", diff.a, "first checkpoint")->required();
   diff_cmd->add_option("b", diff.b, "second checkpoint")->required();
-  diff_cmd->add_option("--atol", diff.atol, "tolerated max abs difference")
+  diff_cmd->add_option("--atol", diff.atol, "tolerated max abs difference (finite, >= 0)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(kFiniteNonNegative);
 
   ExportOptions exp;
   CLI::App* export_cmd = app.add_subcommand(

@@ -32,7 +32,22 @@ int main(int argc, char** argv) {
                       "resume from OUTPUT_DIR/last_checkpoint (else start from MODEL.WEIGHTS)");
   train_cmd->add_flag("--eval-only", train.eval_only, "only evaluate on DATASETS.TEST");
   train_cmd->add_flag("--help-config", help_config,
-                      "print every config key with its type, default and doc, then exit");
+                      "print every config key with its type, default, doc and allowed range, "
+                      "then exit");
+  // detectron2's train_net.py launcher flags (launcher/train_flags.h).
+  train_cmd->add_option("--num-gpus", train.num_gpus,
+                        "ranks to run on this machine, one per GPU (or CPU slot): the same as "
+                        "dtrain launch --nproc-per-node N -- train ...")
+      ->capture_default_str();
+  train_cmd->add_option("--num-machines", train.num_machines,
+                        "detectron2's; dtrain starts all machines with one command (dtrain "
+                        "launch --nnodes/--hostfile, mpirun, srun): > 1 is refused with advice")
+      ->capture_default_str();
+  train_cmd->add_option("--machine-rank", train.machine_rank,
+                        "detectron2's; only 0 without a launcher (see --num-machines)")
+      ->capture_default_str();
+  train_cmd->add_option("--dist-url", train.dist_url,
+                        "detectron2's; ignored with a note (ranks meet through MPI)");
   // Overrides are taken raw (CLI11 would reinterpret values such as "[]" or "-1").
   train_cmd->allow_extras();
   train_cmd->footer("Config overrides follow as KEY VALUE pairs, e.g. SOLVER.BASE_LR 0.1 "
@@ -73,7 +88,7 @@ int main(int argc, char** argv) {
       std::fputs(dtrain::Config::help_text().c_str(), stdout);
       return 0;
     }
-    return dtrain::launcher::run_train(train, &argc, &argv);
+    return dtrain::launcher::run_train_command(train, &argc, &argv);
   }
   if (*launch_cmd) {
     try {

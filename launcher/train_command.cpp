@@ -1,4 +1,4 @@
-// `dtrain train` (see train_command.h).
+// `dtrain train` (see train_command.h): in this process, or as N local ranks (--num-gpus).
 #include "launcher/train_command.h"
 
 #include <mpi.h>
@@ -9,6 +9,8 @@
 #include <optional>
 #include <random>
 
+#include "launcher/launch_command.h"
+#include "launcher/train_flags.h"
 #include "runtime/base/error.h"
 #include "runtime/base/interrupt.h"
 #include "runtime/base/logging.h"
@@ -93,6 +95,37 @@ int run_train(const TrainOptions& options, int* argc, char*** argv) {
       std::fflush(stderr);
       MPI_Abort(MPI_COMM_WORLD, kExitError);
     }
+    return kExitError;
+  }
+}
+
+int run_train_command(const TrainOptions& options, int* argc, char*** argv) {
+  std::optional<dist::RankEnv> env;
+  TrainLaunchPlan plan;
+  try {
+    env = dist::rank_env_from_process();
+    plan = plan_train_launch(options, env);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "dtrain train: %s\n", e.what());
+    return kExitUsage;
+  }
+  if (!env || env->rank == 0) {
+    for (const std::string& note : plan.notes) {
+      std::fprintf(stderr, "dtrain train: %s\n", note.c_str());
+    }
+  }
+  if (plan.spawn_ranks == 0) return run_train(options, argc, argv);
+  // The same path as `dtrain launch --nproc-per-node N -- train ...`.
+  LaunchOptions launch;
+  launch.nproc_per_node = plan.spawn_ranks;
+  launch.train_args = train_args_for_ranks(options);
+  try {
+    return run_launch(launch);
+  } catch (const ConfigError& e) {
+    std::fprintf(stderr, "dtrain train: %s\n", e.what());
+    return kExitUsage;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "dtrain train: %s\n", e.what());
     return kExitError;
   }
 }

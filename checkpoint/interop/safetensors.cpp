@@ -457,7 +457,7 @@ std::string BuildHeader(const NamedTensors& tensors,
 
 // Writes the file at `tmp` and fsyncs it.
 void WriteTemp(const std::string& tmp, const std::string& head, const NamedTensors& tensors) {
-  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
   if (fd.get() < 0) {
     throw CheckpointError(fmt::format("cannot create '{}': {}", tmp, std::strerror(errno)));
   }
@@ -515,7 +515,7 @@ void write_safetensors(const std::string& path, const NamedTensors& tensors,
                        const std::map<std::string, std::string>& metadata) {
   const NamedTensors prepared = Prepare(tensors, path);
   const std::string head = BuildHeader(prepared, metadata, path);
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+  const std::string tmp = fs::temp_name_for(path);
   try {
     WriteTemp(tmp, head, prepared);
     fs::rename_durable(tmp, path);

@@ -41,7 +41,7 @@ NamedTensors parse_safetensors(const std::string& bytes, const std::string& orig
                                std::map<std::string, std::string>* metadata = nullptr);
 
 // Writes `tensors` (in this order; names unique, not "__metadata__") and `metadata` to
-// `path` atomically: streamed to "<path>.tmp-<pid>", fsynced, renamed over `path`.
+// `path` atomically: streamed to an exclusive temporary (fs::temp_name_for), fsynced, renamed over `path`.
 // Tensors on other devices or non-contiguous are written as their contiguous CPU copy.
 // Throws dtrain::CheckpointError naming the tensor for an unsupported dtype or layout, a
 // duplicate or reserved name, or a string that is not valid UTF-8; and naming the file

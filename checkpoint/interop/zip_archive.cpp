@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
-#include <random>
 
 #include <fmt/format.h>
 
@@ -207,9 +206,7 @@ void ZipArchive::read_entry(size_t index, char* buf, uint64_t buf_size) const {
 // ---- ZipWriter ----
 
 ZipWriter::ZipWriter(std::string path) : path_(std::move(path)) {
-  std::random_device rd;
-  const std::filesystem::path p(path_);
-  tmp_ = (p.parent_path() / fmt::format(".{}.tmp-{:08x}", p.filename().string(), rd())).string();
+  tmp_ = fs::temp_name_for(path_);
   int code = 0;
   handle_ = zip_open(tmp_.c_str(), ZIP_CREATE | ZIP_EXCL, &code);
   DTRAIN_CHECK_T(CheckpointError, handle_ != nullptr, "cannot create '{}': {}", tmp_,

@@ -106,7 +106,7 @@ void remove_entry(const std::string& path) {
   DTRAIN_CHECK(::rename(path.c_str(), aside.c_str()) == 0, "cannot move cache entry '{}' aside: {}",
                path, std::strerror(errno));
   stdfs::remove_all(aside, ec);
-  if (ec) DTRAIN_LOG_WARN("cannot remove '{}': {}", aside, ec.message());
+  if (ec) DTRAIN_LOG_WARN_RANK("cannot remove '{}': {}", aside, ec.message());
 }
 
 }  // namespace
@@ -129,7 +129,7 @@ class EntryLock {
     DTRAIN_CHECK(fd_ >= 0, "cannot open cache lock '{}': {}", lock_path, std::strerror(errno));
     int rc = ::flock(fd_, LOCK_EX | LOCK_NB);
     if (rc != 0 && errno == EWOULDBLOCK) {
-      DTRAIN_LOG_INFO("waiting for another process fetching {} into {}", url, entry_dir);
+      DTRAIN_LOG_INFO_RANK("waiting for another process fetching {} into {}", url, entry_dir);
       // Polled rather than blocking, so that a stop request (SIGTERM) ends the wait.
       do {
         if (stop_requested() != 0) {
@@ -143,7 +143,7 @@ class EntryLock {
     if (rc == 0) {
       held_ = true;
     } else {
-      DTRAIN_LOG_WARN("cannot lock '{}' ({}): fetching {} without a lock", lock_path,
+      DTRAIN_LOG_WARN_RANK("cannot lock '{}' ({}): fetching {} without a lock", lock_path,
                       std::strerror(errno), url);
     }
   }
@@ -159,7 +159,7 @@ class EntryLock {
     for (const auto& e : stdfs::directory_iterator(dir_, ec)) {
       const std::string name = e.path().filename().string();
       if (!is_temporary_name(name)) continue;
-      DTRAIN_LOG_INFO("removing '{}' left by an interrupted download", e.path().string());
+      DTRAIN_LOG_INFO_RANK("removing '{}' left by an interrupted download", e.path().string());
       std::error_code rm;
       stdfs::remove_all(e.path(), rm);
     }
@@ -196,14 +196,14 @@ std::string fetch_file(const std::string& url, const DownloadOptions& options,
     return check_cached ? check_cached(dest) : "";
   };
   if (cached_problem().empty()) {
-    DTRAIN_LOG_INFO("using the cached copy {} of {}", dest, url);
+    DTRAIN_LOG_INFO_RANK("using the cached copy {} of {}", dest, url);
     return dest;
   }
   internal::EntryLock lock(fs::parent_dir(dest), url);
   const std::string problem = cached_problem();
   if (problem.empty()) return dest;  // fetched by whoever held the lock
   if (stdfs::exists(stdfs::symlink_status(dest))) {
-    DTRAIN_LOG_WARN("the cached copy {} of {} is damaged ({}): removing it and downloading again",
+    DTRAIN_LOG_WARN_RANK("the cached copy {} of {} is damaged ({}): removing it and downloading again",
                     dest, url, problem);
     remove_entry(dest);
   }
@@ -230,13 +230,13 @@ std::string fetch_directory(const std::string& base_url, const std::vector<std::
   };
   const std::string final_path = cache_path_for(base_url);
   if (has_all(final_path)) {
-    DTRAIN_LOG_INFO("using the cached copy {} of {}", final_path, base_url);
+    DTRAIN_LOG_INFO_RANK("using the cached copy {} of {}", final_path, base_url);
     return final_path;
   }
   DirectoryFetch fetch(base_url, options);
   if (fetch.complete()) {
     if (has_all(final_path)) return final_path;
-    DTRAIN_LOG_WARN(
+    DTRAIN_LOG_WARN_RANK(
         "cached {} lacks some of the files requested from {} (the remote directory "
         "changed?): fetching it again",
         final_path, base_url);
@@ -267,7 +267,7 @@ DirectoryFetch::~DirectoryFetch() {
     std::error_code ec;
     stdfs::remove_all(staging_path_, ec);
     if (ec)
-      DTRAIN_LOG_WARN("cannot remove staging directory '{}': {}", staging_path_, ec.message());
+      DTRAIN_LOG_WARN_RANK("cannot remove staging directory '{}': {}", staging_path_, ec.message());
   }
 }
 
@@ -311,7 +311,7 @@ std::string DirectoryFetch::commit() {
   if (::rename(staging_path_.c_str(), final_path_.c_str()) != 0) {
     const int err = errno;
     if ((err == ENOTEMPTY || err == EEXIST) && stdfs::is_directory(final_path_)) {
-      DTRAIN_LOG_INFO("{} was fetched into {} by another process meanwhile; using that copy",
+      DTRAIN_LOG_INFO_RANK("{} was fetched into {} by another process meanwhile; using that copy",
                       base_url_, final_path_);
       return final_path_;  // the destructor removes our staging copy
     }
@@ -320,7 +320,7 @@ std::string DirectoryFetch::commit() {
   }
   fs::fsync_path(fs::parent_dir(final_path_));
   committed_ = true;
-  DTRAIN_LOG_INFO("fetched {} into {}", base_url_, final_path_);
+  DTRAIN_LOG_INFO_RANK("fetched {} into {}", base_url_, final_path_);
   return final_path_;
 }
 

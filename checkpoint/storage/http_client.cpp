@@ -252,7 +252,7 @@ void download(const std::string& url, const std::string& dest_path,
       if (failure.empty()) {
         fs::rename_durable(part_path, dest_path);
         double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        DTRAIN_LOG_INFO("downloaded {} -> {} ({} bytes in {:.2f} s, {} attempt(s))", url, dest_path,
+        DTRAIN_LOG_INFO_RANK("downloaded {} -> {} ({} bytes in {:.2f} s, {} attempt(s))", url, dest_path,
                         bytes, secs, k);
         return;
       }
@@ -286,7 +286,7 @@ void download(const std::string& url, const std::string& dest_path,
                                       failure),
                           status, false);
     }
-    DTRAIN_LOG_WARN("download of {} failed (attempt {} of {}): {}{}; retrying in {:.2f} s", url, k,
+    DTRAIN_LOG_WARN_RANK("download of {} failed (attempt {} of {}): {}{}; retrying in {:.2f} s", url, k,
                     attempts, corrupt ? "corrupt: " : "", failure, backoff);
     sleep_interruptibly(backoff, what);
   }

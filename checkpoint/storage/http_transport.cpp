@@ -90,7 +90,7 @@ class Get {
     SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
     const bool insecure = env_flag("DTRAIN_INSECURE_TLS");
     if (insecure) {
-      DTRAIN_LOG_WARN(
+      DTRAIN_LOG_WARN_RANK(
           "DTRAIN_INSECURE_TLS is set: NOT verifying the TLS certificate of {} (anyone on the "
           "network path can substitute the checkpoint)",
           url_.host_header());
@@ -98,7 +98,7 @@ class Get {
     } else {
       beast::error_code ec;
       ctx.set_default_verify_paths(ec);
-      if (ec) DTRAIN_LOG_WARN("cannot load the system CA store: {}", ec.message());
+      if (ec) DTRAIN_LOG_WARN_RANK("cannot load the system CA store: {}", ec.message());
       if (const char* bundle = std::getenv("DTRAIN_CA_BUNDLE"); bundle && *bundle) {
         ctx.load_verify_file(bundle, ec);
         if (ec) {

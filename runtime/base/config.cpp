@@ -6,8 +6,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <charconv>
-#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <limits>
@@ -16,6 +14,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "runtime/base/config_value.h"
 #include "runtime/base/error.h"
 #include "runtime/base/fs.h"
 
@@ -23,29 +22,16 @@ namespace dtrain {
 namespace {
 
 namespace stdfs = std::filesystem;
+using namespace config_internal;  // NOLINT: the module's own codec
 
 constexpr const char* kBaseKey = "_BASE_";
 constexpr const char* kCommandLine = "command line";
-constexpr size_t kMaxShownValue = 80;  // longest value echoed back in an error message
+// Config files are small; a larger "config" is a mistake (or /dev/zero's cousin).
+constexpr size_t kMaxConfigFileBytes = size_t{16} << 20;
+// _BASE_ nesting and the number of files one merge may read (lists can fan out).
+constexpr size_t kMaxBaseDepth = 32;
+constexpr size_t kMaxMergedFiles = 256;
 
-// The ConfigValue alternative that holds a value of `type` (same order as the enum).
-size_t variant_index(ConfigType type) { return static_cast<size_t>(type); }
-
-// The element type of a list type (and the type itself for a scalar type).
-ConfigType element_type(ConfigType type) {
-  switch (type) {
-    case ConfigType::kIntList:
-      return ConfigType::kInt;
-    case ConfigType::kFloatList:
-      return ConfigType::kFloat;
-    case ConfigType::kStringList:
-      return ConfigType::kString;
-    default:
-      return type;
-  }
-}
-
-bool is_list(ConfigType type) { return element_type(type) != type; }
 
 // ---- schema lookup -------------------------------------------------------------------
 
@@ -70,6 +56,9 @@ const SchemaIndex& schema_index() {
       DTRAIN_CHECK(spec.default_value.index() == variant_index(spec.type),
                    "config schema: the default of '{}' is not a {}", spec.key,
                    config_type_name(spec.type));
+      DTRAIN_CHECK(is_numeric(spec.type) == spec.range.has_value(),
+                   "config schema: '{}' {} a range ({} key)", spec.key,
+                   spec.range ? "must not have" : "needs", config_type_name(spec.type));
       for (size_t dot = spec.key.find('.'); dot != std::string::npos;
            dot = spec.key.find('.', dot + 1)) {
         std::string section = spec.key.substr(0, dot);
@@ -173,260 +162,21 @@ size_t lookup_or_throw(const std::string& key, const std::string& where) {
   throw_unknown_key(where, key, false);
 }
 
-// ---- scalar parsing and formatting -----------------------------------------------------
-
-std::optional<int64_t> parse_int(const std::string& text) {
-  const char* begin = text.data();
-  const char* end = text.data() + text.size();
-  if (begin != end && *begin == '+') ++begin;
-  if (begin == end) return std::nullopt;
-  int64_t value = 0;
-  auto [ptr, ec] = std::from_chars(begin, end, value);
-  if (ec != std::errc() || ptr != end) return std::nullopt;
-  return value;
-}
-
-std::optional<double> parse_float(const std::string& text) {
-  // YAML's spellings of the special values.
-  static const std::map<std::string, double> kSpecial = {
-      {".inf", HUGE_VAL},   {".Inf", HUGE_VAL},   {".INF", HUGE_VAL},   {"+.inf", HUGE_VAL},
-      {"+.Inf", HUGE_VAL},  {"+.INF", HUGE_VAL},  {"-.inf", -HUGE_VAL}, {"-.Inf", -HUGE_VAL},
-      {"-.INF", -HUGE_VAL}, {".nan", std::nan("")}, {".NaN", std::nan("")}, {".NAN", std::nan("")}};
-  if (auto it = kSpecial.find(text); it != kSpecial.end()) return it->second;
-  const char* begin = text.data();
-  const char* end = text.data() + text.size();
-  if (begin != end && *begin == '+') ++begin;
-  if (begin == end) return std::nullopt;
-  double value = 0;
-  auto [ptr, ec] = std::from_chars(begin, end, value, std::chars_format::general);
-  if (ec != std::errc() || ptr != end) return std::nullopt;
-  return value;
-}
-
-std::optional<bool> parse_bool(const std::string& text) {
-  bool value = false;
-  if (!YAML::convert<bool>::decode(YAML::Node(text), value)) return std::nullopt;
-  return value;
-}
-
-// Shortest text that reads back as the same double, always spelled as a YAML float
-// ("1.0", "1.0e-08", ".inf") so that YAML readers, PyYAML included, see a float.
-std::string format_float(double value) {
-  if (std::isnan(value)) return ".nan";
-  if (std::isinf(value)) return value > 0 ? ".inf" : "-.inf";
-  std::string text = fmt::format("{}", value);
-  const size_t exponent = text.find_first_of("eE");
-  const bool has_dot = text.find('.') != std::string::npos;
-  if (exponent == std::string::npos) {
-    if (!has_dot) text += ".0";
-  } else if (!has_dot) {
-    text.insert(exponent, ".0");
-  }
-  return text;
-}
-
-// True when `text` can be written as a plain YAML scalar and still read as this string
-// by yaml-cpp and PyYAML (no bool/null/number look-alikes, no indicator characters).
-bool is_plain_string(const std::string& text) {
-  if (text.empty()) return false;
-  const unsigned char first = static_cast<unsigned char>(text.front());
-  if (!(std::isalpha(first) || first == '_' || first == '/' || first == '.')) return false;
-  for (char c : text) {
-    const unsigned char u = static_cast<unsigned char>(c);
-    if (!(std::isalnum(u) || c == '_' || c == '.' || c == '/' || c == '-' || c == '+')) {
-      return false;
-    }
-  }
-  static const char* const kReserved[] = {"null", "Null", "NULL", "yes", "Yes", "YES", "no",
-                                          "No",   "NO",   "on",   "On",  "ON",  "off", "Off",
-                                          "OFF",  "true", "True", "TRUE", "false", "False",
-                                          "FALSE", "y",   "Y",    "n",   "N"};
-  for (const char* reserved : kReserved) {
-    if (text == reserved) return false;
-  }
-  return !parse_bool(text) && !parse_float(text) && !parse_int(text);
-}
-
-std::string format_string(const std::string& text) {
-  if (is_plain_string(text)) return text;
-  std::string out = "\"";
-  for (char c : text) {
-    const unsigned char u = static_cast<unsigned char>(c);
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      default:
-        if (u < 0x20 || u == 0x7f) {
-          out += fmt::format("\\x{:02X}", u);
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + "\"";
-}
-
-template <typename T, typename F>
-std::string format_list(const std::vector<T>& items, F format_item) {
-  std::string out = "[";
-  for (size_t i = 0; i < items.size(); ++i) {
-    if (i > 0) out += ", ";
-    out += format_item(items[i]);
-  }
-  return out + "]";
-}
-
-// A value as YAML text (flow style for lists), as written by to_yaml().
-std::string format_value(const ConfigValue& value) {
-  struct Visitor {
-    std::string operator()(bool v) const { return v ? "true" : "false"; }
-    std::string operator()(int64_t v) const { return fmt::format("{}", v); }
-    std::string operator()(double v) const { return format_float(v); }
-    std::string operator()(const std::string& v) const { return format_string(v); }
-    std::string operator()(const std::vector<int64_t>& v) const {
-      return format_list(v, [](int64_t x) { return fmt::format("{}", x); });
-    }
-    std::string operator()(const std::vector<double>& v) const {
-      return format_list(v, format_float);
-    }
-    std::string operator()(const std::vector<std::string>& v) const {
-      return format_list(v, format_string);
-    }
-  };
-  return std::visit(Visitor{}, value);
-}
-
-// ---- YAML decoding -------------------------------------------------------------------
-
-// "file:line" (1-based) for a node's mark, or just the origin when it has no mark.
-std::string where(const std::string& origin, const YAML::Mark& mark) {
-  if (mark.is_null() || mark.line < 0) return origin;
-  return fmt::format("{}:{}", origin, mark.line + 1);
-}
-
-std::string shorten(std::string text) {
-  if (text.size() > kMaxShownValue) text = text.substr(0, kMaxShownValue - 3) + "...";
-  return text;
-}
-
-std::string flow_text(const YAML::Node& node) {
-  YAML::Emitter out;
-  out.SetMapFormat(YAML::Flow);
-  out.SetSeqFormat(YAML::Flow);
-  out << node;
-  return shorten(out.c_str());
-}
-
-// What a node holds, for error messages: "'1.5'", "a list [1, 2]", "null (an empty value)".
-std::string describe(const YAML::Node& node) {
-  switch (node.Type()) {
-    case YAML::NodeType::Null:
-      return "null (an empty value)";
-    case YAML::NodeType::Scalar:
-      return fmt::format("'{}'", shorten(node.Scalar()));
-    case YAML::NodeType::Sequence:
-      return "a list " + flow_text(node);
-    case YAML::NodeType::Map:
-      return "a mapping " + flow_text(node);
-    default:
-      return "an undefined value";
-  }
-}
-
-// Converts a scalar node to a (non-list) `type`; nullopt when it does not fit.
-std::optional<ConfigValue> decode_scalar(ConfigType type, const YAML::Node& node) {
-  if (!node.IsScalar()) return std::nullopt;
-  const std::string& text = node.Scalar();
-  switch (type) {
-    case ConfigType::kBool:
-      if (auto v = parse_bool(text)) return ConfigValue(*v);
-      return std::nullopt;
-    case ConfigType::kInt:
-      if (auto v = parse_int(text)) return ConfigValue(*v);
-      return std::nullopt;
-    case ConfigType::kFloat:
-      if (auto v = parse_float(text)) return ConfigValue(*v);
-      return std::nullopt;
-    case ConfigType::kString:
-      return ConfigValue(text);
-    default:
-      return std::nullopt;
-  }
-}
-
-template <typename T>
-std::vector<T> decode_list(const ConfigKeySpec& spec, const YAML::Node& node,
-                           const std::string& loc) {
-  std::vector<T> out;
-  out.reserve(node.size());
-  const ConfigType elem = element_type(spec.type);
-  for (size_t i = 0; i < node.size(); ++i) {
-    const YAML::Node item = node[i];
-    std::optional<ConfigValue> value = decode_scalar(elem, item);
-    if (!value) {
-      throw ConfigError(fmt::format("{}: config key '{}' expects {}, got {} (element {}, {}, is "
-                                    "not {} {})",
-                                    loc, spec.key, config_type_name(spec.type), describe(node), i,
-                                    describe(item), elem == ConfigType::kInt ? "an" : "a",
-                                    config_type_name(elem)));
-    }
-    out.push_back(std::get<T>(std::move(*value)));
-  }
-  return out;
-}
-
-// Converts `node` to the type of `spec`, or throws a ConfigError located at `loc`.
-ConfigValue decode_value(const ConfigKeySpec& spec, const YAML::Node& node,
-                         const std::string& loc) {
-  if (is_list(spec.type)) {
-    if (node.IsSequence()) {
-      switch (spec.type) {
-        case ConfigType::kIntList:
-          return decode_list<int64_t>(spec, node, loc);
-        case ConfigType::kFloatList:
-          return decode_list<double>(spec, node, loc);
-        default:
-          return decode_list<std::string>(spec, node, loc);
-      }
-    }
-  } else if (std::optional<ConfigValue> value = decode_scalar(spec.type, node)) {
-    return std::move(*value);
-  }
-  std::string hint;
-  if (node.IsNull() && spec.type == ConfigType::kString) hint = "; write '' for an empty string";
-  if (node.IsNull() && is_list(spec.type)) hint = "; write [] for an empty list";
-  if (node.IsScalar() && is_list(spec.type)) {
-    const std::string item = spec.type == ConfigType::kStringList ? format_string(node.Scalar())
-                                                                   : node.Scalar();
-    hint = fmt::format("; write a list such as [{}]", item);
-  }
-  throw ConfigError(fmt::format("{}: config key '{}' expects {}, got {}{}", loc, spec.key,
-                                config_type_name(spec.type), describe(node), hint));
-}
 
 // Parses a YAML document, turning parser errors into "origin:line:column: ..." messages.
+// The text may be any file (a _BASE_ can name one), so the message never quotes it:
+// yaml-cpp's own text is cut before its first ": ", after which a few messages append
+// what they found ("unknown escape character: x").
 YAML::Node load_yaml(const std::string& text, const std::string& origin) {
   try {
     return YAML::Load(text);
   } catch (const YAML::Exception& e) {
+    const std::string msg = e.msg.substr(0, e.msg.find(": "));
     if (e.mark.is_null()) {
-      throw ConfigError(fmt::format("{}: malformed YAML: {}", origin, e.msg));
+      throw ConfigError(fmt::format("{}: malformed YAML: {}", origin, msg));
     }
     throw ConfigError(fmt::format("{}:{}:{}: malformed YAML: {}", origin, e.mark.line + 1,
-                                  e.mark.column + 1, e.msg));
+                                  e.mark.column + 1, msg));
   }
 }
 
@@ -435,6 +185,14 @@ std::string expand_user(const std::string& path) {
     if (const char* home = std::getenv("HOME")) return std::string(home) + path.substr(1);
   }
   return path;
+}
+
+// True for text that could be a (mistyped) config key: short, letters, digits, '_', '.'.
+bool looks_like_key_name(const std::string& key) {
+  if (key.empty() || key.size() > 100) return false;
+  return std::all_of(key.begin(), key.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
+  });
 }
 
 // Merges YAML documents into a copy of a Config's values, following _BASE_ chains.
@@ -449,6 +207,13 @@ class Merger {
     std::error_code ec;
     stdfs::path canonical = stdfs::weakly_canonical(path, ec);
     if (ec) canonical = stdfs::absolute(path);
+    if (chain_.size() >= kMaxBaseDepth || ++files_read_ > kMaxMergedFiles) {
+      throw ConfigError(fmt::format(
+          "{}: _BASE_ '{}': too many config files ({} nested, {} read in all; the limits are {} "
+          "and {})",
+          included_from, written_as, chain_.size() + 1, files_read_, kMaxBaseDepth,
+          kMaxMergedFiles));
+    }
     for (size_t i = 0; i < chain_.size(); ++i) {
       if (chain_[i].first == canonical) {
         std::string cycle;
@@ -466,7 +231,7 @@ class Merger {
     }
     std::string text;
     try {
-      text = fs::read_file(path);
+      text = fs::read_file(path, {kMaxConfigFileBytes});
     } catch (const Error& e) {
       throw ConfigError(included_from.empty()
                             ? fmt::format("cannot read config file: {}", e.what())
@@ -484,9 +249,11 @@ class Merger {
     const YAML::Node root = load_yaml(text, origin);
     if (root.IsNull()) return;  // an empty document (or only comments)
     if (!root.IsMap()) {
+      // Not a config at all, maybe not even meant as one: do not echo its content.
       throw ConfigError(fmt::format("{}: expected a mapping of config keys at the top level "
-                                    "(e.g. 'SOLVER:' with 'BASE_LR: 0.1' below it), got {}",
-                                    where(origin, root.Mark()), describe(root)));
+                                    "(e.g. 'SOLVER:' with 'BASE_LR: 0.1' below it), got {}; "
+                                    "is it a dtrain config file?",
+                                    where(origin, root.Mark()), describe_kind(root)));
     }
     std::optional<YAML::Node> base;
     YAML::Mark base_mark;
@@ -502,14 +269,30 @@ class Merger {
       }
     }
     if (base) {
-      if (!base->IsScalar() || base->Scalar().empty()) {
-        throw ConfigError(fmt::format("{}: {} expects the path of a config file, got {}",
-                                      where(origin, base_mark), kBaseKey, describe(*base)));
+      // fvcore's merge_from_file: one path, or a list merged in order (later ones
+      // override earlier ones); the file's own keys then override them all.
+      std::vector<std::string> paths;
+      if (base->IsScalar() && !base->Scalar().empty()) {
+        paths.push_back(base->Scalar());
+      } else if (base->IsSequence()) {
+        for (size_t i = 0; i < base->size(); ++i) {
+          const YAML::Node item = (*base)[i];
+          if (!item.IsScalar() || item.Scalar().empty()) {
+            throw ConfigError(fmt::format("{}: {} element {} is not a path: got {}",
+                                          where(origin, base_mark), kBaseKey, i, describe(item)));
+          }
+          paths.push_back(item.Scalar());
+        }
+      } else {
+        throw ConfigError(fmt::format(
+            "{}: {} expects the path of a config file or a list of paths, got {}",
+            where(origin, base_mark), kBaseKey, describe(*base)));
       }
-      const std::string written = base->Scalar();
-      stdfs::path resolved(expand_user(written));
-      if (resolved.is_relative()) resolved = base_dir / resolved;
-      merge_file(resolved.string(), origin, written);
+      for (const std::string& written : paths) {
+        stdfs::path resolved(expand_user(written));
+        if (resolved.is_relative()) resolved = base_dir / resolved;
+        merge_file(resolved.string(), origin, written);
+      }
     }
     merge_map(root, "", origin);
   }
@@ -555,6 +338,14 @@ class Merger {
   // section ("SOLVER.CLIP_GRADIENT: x" suggests 'SOLVER.CLIP_GRADIENTS').
   [[noreturn]] static void throw_unknown(const std::string& key, const YAML::Node& value,
                                          const std::string& loc) {
+    // Text that only happens to parse as a mapping ("root:$6$...:::" of /etc/shadow) has
+    // keys that are no names: say so without echoing them.
+    if (!looks_like_key_name(key)) {
+      throw ConfigError(fmt::format("{}: not a config file: a top-level key that is no config "
+                                    "key name ({} characters, not only letters, digits, '_' "
+                                    "and '.')",
+                                    loc, key.size()));
+    }
     if (value.IsMap() && value.size() > 0) {
       const auto first = value.begin();
       if (first->first.IsScalar()) {
@@ -566,6 +357,7 @@ class Merger {
 
   std::vector<ConfigValue>* values_;
   std::vector<std::pair<stdfs::path, std::string>> chain_;  // (canonical, as opened)
+  size_t files_read_ = 0;  // files merged so far, bases included
 };
 
 // Turns one command-line VALUE into a YAML node: "(a, b)" reads as the list [a, b]; for a
@@ -627,48 +419,6 @@ size_t checked_index(const std::string& key, ConfigType type) {
                                   config_type_name(actual), config_type_name(type)));
   }
   return index;
-}
-
-// Keys grouped by section in first-appearance order, for to_yaml().
-struct KeyTree {
-  std::string name;
-  int leaf = -1;  // schema index of a key, -1 for a section
-  std::vector<KeyTree> children;
-};
-
-KeyTree build_key_tree() {
-  KeyTree root;
-  const std::vector<ConfigKeySpec>& schema = config_schema();
-  for (size_t i = 0; i < schema.size(); ++i) {
-    KeyTree* node = &root;
-    size_t start = 0;
-    for (size_t dot = schema[i].key.find('.'); dot != std::string::npos;
-         start = dot + 1, dot = schema[i].key.find('.', start)) {
-      const std::string section = schema[i].key.substr(start, dot - start);
-      auto it = std::find_if(node->children.begin(), node->children.end(),
-                             [&](const KeyTree& c) { return c.leaf < 0 && c.name == section; });
-      if (it == node->children.end()) {
-        node->children.push_back(KeyTree{section, -1, {}});
-        it = node->children.end() - 1;
-      }
-      node = &*it;
-    }
-    node->children.push_back(KeyTree{schema[i].key.substr(start), static_cast<int>(i), {}});
-  }
-  return root;
-}
-
-void emit_tree(const KeyTree& node, const std::vector<ConfigValue>& values, int indent,
-               std::string* out) {
-  for (const KeyTree& child : node.children) {
-    out->append(static_cast<size_t>(indent), ' ');
-    if (child.leaf >= 0) {
-      *out += fmt::format("{}: {}\n", child.name, format_value(values[child.leaf]));
-    } else {
-      *out += child.name + ":\n";
-      emit_tree(child, values, indent + 2, out);
-    }
-  }
 }
 
 }  // namespace
@@ -779,20 +529,16 @@ const ConfigValue& Config::get(const std::string& key) const {
   return values_[lookup_or_throw(key, "get()")];
 }
 
-std::string Config::to_yaml() const {
-  static const KeyTree tree = build_key_tree();
-  std::string out;
-  emit_tree(tree, values_, 0, &out);
-  return out;
-}
+std::string Config::to_yaml() const { return nested_yaml(values_); }
 
 std::string Config::help_text() {
   const std::vector<ConfigKeySpec>& schema = config_schema();
   size_t key_width = 0;
   for (const ConfigKeySpec& spec : schema) key_width = std::max(key_width, spec.key.size());
   std::string out =
-      "Configuration keys: KEY  type  default, then what it does. Set them in a YAML file\n"
-      "(nested, e.g. 'SOLVER:' then '  BASE_LR: 0.1') or as KEY VALUE on the command line.\n";
+      "Configuration keys: KEY  type  default, then what it does (and, for numbers, the\n"
+      "allowed values). Set them in a YAML file (nested, e.g. 'SOLVER:' then\n"
+      "'  BASE_LR: 0.1') or as KEY VALUE on the command line.\n";
   std::string group = "\x01";  // matches no section
   for (const ConfigKeySpec& spec : schema) {
     const size_t dot = spec.key.find('.');
@@ -803,6 +549,10 @@ std::string Config::help_text() {
     }
     out += fmt::format("  {:<{}}  {:<14}  {}\n      {}\n", spec.key, key_width,
                        config_type_name(spec.type), format_value(spec.default_value), spec.doc);
+    if (spec.range) {
+      out += fmt::format("      allowed: {}{}\n", is_list(spec.type) ? "each element " : "",
+                         spec.range->text(element_type(spec.type) == ConfigType::kInt));
+    }
   }
   return out;
 }

@@ -14,7 +14,9 @@
 // Not thread-safe for mutation; a frozen Config may be read from any thread.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -29,12 +31,32 @@ const char* config_type_name(ConfigType type);
 using ConfigValue = std::variant<bool, int64_t, double, std::string, std::vector<int64_t>,
                                  std::vector<double>, std::vector<std::string>>;
 
+// The values a numeric key (or each element of a numeric list key) may take. Bounds
+// are inclusive unless marked open. NaN is never allowed; infinity only with allow_inf
+// (which needs an infinite max). Checked when YAML files and command-line overrides are
+// merged (set() checks types only).
+struct ConfigRange {
+  double min = -HUGE_VAL;
+  double max = HUGE_VAL;
+  bool min_open = false;   // min itself is excluded ("> 0")
+  bool max_open = false;   // max itself is excluded ("< 1")
+  bool allow_inf = false;  // +inf is a meaningful value (e.g. the inf-norm)
+
+  // True when `value` lies in the range.
+  bool contains(double value) const;
+  // The range as people write it: ">= 1", "(0, 1024]", "finite, >= 0", "> 0 or .inf";
+  // `integer` leaves out "finite" and prints the bounds as integers.
+  std::string text(bool integer) const;
+};
+
 // One declared key.
 struct ConfigKeySpec {
   std::string key;      // dotted, e.g. "SOLVER.BASE_LR"
   ConfigType type;
   ConfigValue default_value;
   std::string doc;      // one line
+  // Required for int, float and their lists (the schema is checked for it once).
+  std::optional<ConfigRange> range = std::nullopt;
 };
 
 // Every key dtrain knows, in a stable order (config_schema.cpp).
@@ -47,17 +69,22 @@ class Config {
   // defaults(), then merge_file(path).
   static Config from_file(const std::string& path);
 
-  // Merges a YAML file: first its _BASE_ (a path relative to the file, recursively),
-  // then its own keys. Errors name the file (and line for malformed YAML), the key and
-  // what was expected. Throws ConfigError.
+  // Merges a YAML file: first its _BASE_ (a path relative to the file, or a list of
+  // them merged in order, later ones overriding earlier ones; recursively), then its own
+  // keys, which override every base. Errors name the file (and line for malformed YAML),
+  // the key and what was expected; a file that is not a YAML mapping is never quoted.
+  // Numeric values outside their key's ConfigRange are refused. Throws ConfigError.
   void merge_file(const std::string& path);
   // Merges YAML text (what merge_file does after reading); `origin` names it in errors.
   // A `_BASE_` in the text is resolved relative to the current working directory.
   void merge_yaml(const std::string& yaml_text, const std::string& origin);
   // Merges KEY VALUE pairs; each VALUE is parsed as YAML, and "(a, b)" as a list.
-  // Throws ConfigError on an odd token count, unknown key or wrong type.
+  // Throws ConfigError on an odd token count, unknown key, wrong type or a value outside
+  // the key's range.
   void merge_overrides(const std::vector<std::string>& tokens);
-  // Sets one key, type-checked (an int is accepted for a float key). Throws ConfigError.
+  // Sets one key, type-checked (an int is accepted for a float key); not range-checked,
+  // so that code (and tests) can hand any value to the component that validates it.
+  // Throws ConfigError.
   void set(const std::string& key, const ConfigValue& value);
   // All merge_* and set() calls are all-or-nothing: when one throws, the config is
   // unchanged.
@@ -84,7 +111,8 @@ class Config {
 
   // The whole tree as nested YAML (loadable again with merge_yaml).
   std::string to_yaml() const;
-  // Every key with its type, default and doc, for `dtrain train --help-config`.
+  // Every key with its type, default, doc and allowed range, for `dtrain train
+  // --help-config`.
   static std::string help_text();
   // The declared key closest to `key` (edit distance), for "did you mean" messages.
   // Case-insensitive; a key given without its section ("BASE_LR") matches the declared

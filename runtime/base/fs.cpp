@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <random>
 
 #include "runtime/base/error.h"
 
@@ -20,11 +21,19 @@ namespace {
 class Fd {
  public:
   Fd(const std::string& path, int flags, mode_t mode = 0644) : fd_(::open(path.c_str(), flags, mode)) {
-    DTRAIN_CHECK(fd_ >= 0, "cannot open '{}': {}", path, std::strerror(errno));
+    if (fd_ >= 0) return;
+    const int err = errno;
+    // O_NOFOLLOW on a symbolic link fails with ELOOP: say what that means.
+    DTRAIN_CHECK(!(err == ELOOP && (flags & O_NOFOLLOW)),
+                 "cannot open '{}': it is a symbolic link (refused: dtrain created this name "
+                 "itself and never makes it a link)",
+                 path);
+    throw Error(fmt::format("cannot open '{}': {}", path, std::strerror(err)));
   }
   ~Fd() {
     if (fd_ >= 0) ::close(fd_);
   }
+  Fd(Fd&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
   Fd(const Fd&) = delete;
   Fd& operator=(const Fd&) = delete;
   int get() const { return fd_; }
@@ -33,22 +42,102 @@ class Fd {
   int fd_;
 };
 
-}  // namespace
+// "a FIFO", "a directory", ... for a non-regular st_mode.
+const char* file_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISLNK(mode)) return "a symbolic link";
+  return "not a regular file";
+}
 
-std::string read_file(const std::string& path) { return read_file_head(path, SIZE_MAX); }
+// Opens `path` for reading without blocking (a FIFO with no writer would block a plain
+// open for ever) and checks that it is a regular file; returns it and its size.
+Fd open_regular(const std::string& path, bool no_follow, off_t* size) {
+  Fd fd(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | (no_follow ? O_NOFOLLOW : 0));
+  struct stat st {};
+  DTRAIN_CHECK(::fstat(fd.get(), &st) == 0, "cannot stat '{}': {}", path, std::strerror(errno));
+  DTRAIN_CHECK(S_ISREG(st.st_mode), "'{}' is not a regular file (it is {})", path,
+               file_kind(st.st_mode));
+  // Back to blocking reads (O_NONBLOCK means nothing for regular files, but be plain).
+  const int flags = ::fcntl(fd.get(), F_GETFL);
+  if (flags >= 0) ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK);
+  *size = st.st_size;
+  return fd;
+}
 
-std::string read_file_head(const std::string& path, size_t limit) {
-  Fd fd(path, O_RDONLY | O_CLOEXEC);
+std::string size_text(size_t bytes) {
+  if (bytes >= (size_t{1} << 20) && bytes % (size_t{1} << 20) == 0) {
+    return fmt::format("{} MiB", bytes >> 20);
+  }
+  return fmt::format("{} bytes", bytes);
+}
+
+// Reads up to `limit` bytes; with `refuse_more`, one byte past `limit` is an error
+// (the whole file was wanted, and it is, or grew, larger than allowed).
+std::string read_bounded(const std::string& path, size_t limit, bool no_follow,
+                         bool refuse_more) {
+  off_t size = 0;
+  Fd fd = open_regular(path, no_follow, &size);
+  if (refuse_more && static_cast<uint64_t>(size) > limit) {
+    throw Error(fmt::format("'{}' is too large: {} bytes, the limit is {}", path, size,
+                            size_text(limit)));
+  }
   std::string out;
+  out.reserve(std::min<size_t>(static_cast<size_t>(size), limit));
   char buf[1 << 16];
-  while (out.size() < limit) {
-    ssize_t n = ::read(fd.get(), buf, std::min(sizeof buf, limit - out.size()));
+  // With refuse_more, read one byte past the limit to notice a file that grew.
+  const size_t want = refuse_more && limit < SIZE_MAX ? limit + 1 : limit;
+  while (out.size() < want) {
+    ssize_t n = ::read(fd.get(), buf, std::min(sizeof buf, want - out.size()));
     if (n < 0 && errno == EINTR) continue;
     DTRAIN_CHECK(n >= 0, "cannot read '{}': {}", path, std::strerror(errno));
     if (n == 0) break;
     out.append(buf, static_cast<size_t>(n));
   }
+  if (refuse_more && out.size() > limit) {
+    throw Error(fmt::format("'{}' is too large: it grew past the limit of {} while being read "
+                            "({} bytes when opened)", path, size_text(limit), size));
+  }
   return out;
+}
+
+// Removes a temporary file when it goes out of scope, unless released.
+class TempFileGuard {
+ public:
+  explicit TempFileGuard(std::string path) : path_(std::move(path)) {}
+  ~TempFileGuard() {
+    if (!path_.empty()) ::unlink(path_.c_str());
+  }
+  TempFileGuard(const TempFileGuard&) = delete;
+  TempFileGuard& operator=(const TempFileGuard&) = delete;
+  void release() { path_.clear(); }
+
+ private:
+  std::string path_;
+};
+
+void write_all(int fd, const std::string& path, const std::string& content) {
+  size_t done = 0;
+  while (done < content.size()) {
+    ssize_t n = ::write(fd, content.data() + done, content.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    DTRAIN_CHECK(n >= 0, "cannot write '{}': {}", path, std::strerror(errno));
+    done += static_cast<size_t>(n);
+  }
+  DTRAIN_CHECK(::fsync(fd) == 0, "cannot fsync '{}': {}", path, std::strerror(errno));
+}
+
+}  // namespace
+
+std::string read_file(const std::string& path, const ReadOptions& options) {
+  return read_bounded(path, options.max_bytes, options.no_follow, /*refuse_more=*/true);
+}
+
+std::string read_file_head(const std::string& path, size_t limit, bool no_follow) {
+  return read_bounded(path, limit, no_follow, /*refuse_more=*/false);
 }
 
 void fsync_path(const std::string& path) {
@@ -64,6 +153,14 @@ std::string parent_dir(const std::string& path) {
   return parent.empty() ? std::string(".") : parent.string();
 }
 
+std::string temp_name_for(const std::string& path) {
+  std::random_device rd;
+  const uint64_t id = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  const std::filesystem::path p(path);
+  const std::string name = fmt::format(".{}.tmp-{:016x}", p.filename().string(), id);
+  return p.has_parent_path() ? (p.parent_path() / name).string() : name;
+}
+
 void rename_durable(const std::string& from, const std::string& to) {
   DTRAIN_CHECK(::rename(from.c_str(), to.c_str()) == 0, "cannot rename '{}' to '{}': {}", from,
                to, std::strerror(errno));
@@ -72,25 +169,29 @@ void rename_durable(const std::string& from, const std::string& to) {
 
 void write_file_durable(const std::string& path, const std::string& content) {
   Fd fd(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC);
-  size_t done = 0;
-  while (done < content.size()) {
-    ssize_t n = ::write(fd.get(), content.data() + done, content.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    DTRAIN_CHECK(n >= 0, "cannot write '{}': {}", path, std::strerror(errno));
-    done += static_cast<size_t>(n);
-  }
-  DTRAIN_CHECK(::fsync(fd.get()) == 0, "cannot fsync '{}': {}", path, std::strerror(errno));
+  write_all(fd.get(), path, content);
 }
 
 void write_file_atomic(const std::string& path, const std::string& content) {
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  try {
-    write_file_durable(tmp, content);
-  } catch (...) {
-    ::unlink(tmp.c_str());
-    throw;
+  // A fresh name each try; O_EXCL fails (EEXIST) rather than reuse or follow anything.
+  for (int attempt = 0;; ++attempt) {
+    const std::string tmp = temp_name_for(path);
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0 && errno == EEXIST && attempt < 8) continue;
+    DTRAIN_CHECK(fd >= 0, "cannot create a temporary file for '{}' ('{}'): {}", path, tmp,
+                 std::strerror(errno));
+    TempFileGuard guard(tmp);
+    {
+      struct Closer {
+        int fd;
+        ~Closer() { ::close(fd); }
+      } closer{fd};
+      write_all(fd, tmp, content);
+    }
+    rename_durable(tmp, path);
+    guard.release();
+    return;
   }
-  rename_durable(tmp, path);
 }
 
 }  // namespace dtrain::fs

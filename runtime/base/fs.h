@@ -1,5 +1,6 @@
-// Filesystem helpers with crash-safe semantics (POSIX): whole-file reads, atomic
-// replacement (write temp, fsync, rename, fsync parent), fsync of files and directories.
+// Filesystem helpers with crash-safe semantics (POSIX): bounded whole-file reads of
+// regular files only, atomic replacement (exclusive temporary, fsync, rename, fsync
+// parent), fsync of files and directories, unpredictable temporary names.
 // All functions throw dtrain::Error naming the path and errno's message. Thread-safe.
 #pragma once
 
@@ -8,18 +9,44 @@
 
 namespace dtrain::fs {
 
-// Reads a whole file. Throws if it cannot be opened or read.
-std::string read_file(const std::string& path);
-// Reads at most the first `limit` bytes of a file (all of a shorter one).
-std::string read_file_head(const std::string& path, size_t limit);
+// The default size limit of read_file(): reads are whole-file, into memory.
+inline constexpr size_t kDefaultMaxReadBytes = size_t{1} << 30;  // 1 GiB
+
+// How read_file() opens and bounds a file.
+struct ReadOptions {
+  // A file larger than this is refused (checked at open and again while reading, since
+  // the file may grow in between).
+  size_t max_bytes = kDefaultMaxReadBytes;
+  // Refuse a symbolic link as the last path component (O_NOFOLLOW): for names dtrain
+  // itself creates (e.g. last_checkpoint), which are never links.
+  bool no_follow = false;
+};
+
+// Reads a whole regular file. Opening never blocks (O_NONBLOCK, so a FIFO does not hang
+// the caller); anything but a regular file (FIFO, device, directory, socket) is refused
+// with "'<path>' is not a regular file (it is a FIFO)", and so is a file larger than
+// options.max_bytes. Throws if it cannot be opened or read. Never quotes file content.
+std::string read_file(const std::string& path, const ReadOptions& options = {});
+// Reads at most the first `limit` bytes of a regular file (all of a shorter one); the
+// same open rules as read_file().
+std::string read_file_head(const std::string& path, size_t limit, bool no_follow = false);
 
 // Writes `content` to `path` so that a crash leaves either the old or the new file:
-// writes "<path>.tmp-<pid>", fsyncs it, renames it over `path`, fsyncs the parent.
+// writes an exclusive temporary ".<name>.tmp-<random>" in the same directory (created
+// with O_EXCL | O_NOFOLLOW, so an existing file or a planted link is never written
+// through), fsyncs it, renames it over `path`, fsyncs the parent. The temporary is
+// removed on failure.
 void write_file_atomic(const std::string& path, const std::string& content);
 
 // Writes `content` to `path` (created or truncated) and fsyncs it; no rename, so a
 // crash can leave it partly written: for a hidden temporary that is renamed later.
 void write_file_durable(const std::string& path, const std::string& content);
+
+// A hidden temporary name next to `path`: "<dir>/.<name>.tmp-<16 random hex digits>".
+// Unpredictable (from std::random_device), so other users cannot pre-create it; create
+// it with O_EXCL (or mkdir) all the same. The ".tmp-" infix is what checkpoint cleanup
+// looks for.
+std::string temp_name_for(const std::string& path);
 
 // fsync(2) of a regular file or a directory.
 void fsync_path(const std::string& path);

@@ -107,7 +107,8 @@ DefaultTrainer::DefaultTrainer(const Config& cfg, std::shared_ptr<dist::Communic
           {"optimizer", {optimizer_state_.get()}},
           {"scheduler", {scheduler_.get()}},
           {"sampler", {sampler_.get()}},
-          {"rng", {&rng_state_, checkpoint::Scope::kPerRank}}},
+          {"rng", {&rng_state_, checkpoint::Scope::kPerRank}},
+          {"threads", {&threads_state_, checkpoint::Scope::kPerRank}}},
       ckpt_options);
   periodic_checkpointer_ = std::make_unique<checkpoint::PeriodicCheckpointer>(
       *checkpointer_, cfg.get_int("SOLVER.CHECKPOINT_PERIOD"), cfg.get_int("SOLVER.MAX_ITER"),
@@ -157,6 +158,8 @@ void DefaultTrainer::resume_or_load(bool resume) {
   if (resume && it != extra.end()) {
     if (auto iter = std::get_if<int64_t>(&it->second); iter && *iter >= 0) start_iter_ = *iter + 1;
   }
+  // The thread count splits floating-point sums: keep the checkpoint's (threads.h).
+  if (resume) keep_checkpoint_threads(threads_state_.saved());
 }
 
 void DefaultTrainer::train() {

@@ -20,6 +20,7 @@
 #include "runtime/dist/communicator.h"
 #include "runtime/engine/preemption.h"
 #include "runtime/engine/simple_trainer.h"
+#include "runtime/engine/threads.h"
 #include "runtime/optim/optim.h"
 #include "runtime/optim/optimizer_state.h"
 
@@ -46,7 +47,8 @@ class DefaultTrainer {
 
   // detectron2's resume_or_load: with `resume` and OUTPUT_DIR/last_checkpoint, restores
   // the complete state and continues after the saved iteration; otherwise loads
-  // MODEL.WEIGHTS (if set) into the model only and starts at iteration 0.
+  // MODEL.WEIGHTS (if set) into the model only and starts at iteration 0. A resume also
+  // keeps the checkpoint's intra-op thread count (keep_checkpoint_threads).
   void resume_or_load(bool resume);
   // Trains from start_iter() to SOLVER.MAX_ITER.
   void train();
@@ -84,6 +86,7 @@ class DefaultTrainer {
   std::unique_ptr<SimpleTrainer> trainer_;
   std::unique_ptr<optim::OptimizerState> optimizer_state_;
   checkpoint::RngState rng_state_;
+  ThreadCountState threads_state_;  // intra-op threads, kept on resume (threads.h)
   std::unique_ptr<checkpoint::Checkpointer> checkpointer_;
   std::unique_ptr<checkpoint::PeriodicCheckpointer> periodic_checkpointer_;
   std::unique_ptr<PreemptionWatcher> preemption_;

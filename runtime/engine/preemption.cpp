@@ -70,7 +70,7 @@ PreemptionWatcher::PreemptionWatcher(const std::vector<int>& signals, double dea
       impl_->first_at = std::chrono::steady_clock::now();
       // Long blocking operations (a download of MODEL.WEIGHTS) poll this and give up.
       request_stop(sig);
-      DTRAIN_LOG_WARN("Received signal {} ({}): saving a checkpoint at the next iteration "
+      DTRAIN_LOG_WARN_RANK("Received signal {} ({}): saving a checkpoint at the next iteration "
                       "boundary, then exiting with status {}", sig, strsignal(sig), kExitPreempted);
       if (deadline_s_ > 0) {
         impl_->deadline.expires_after(std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -84,7 +84,7 @@ PreemptionWatcher::PreemptionWatcher(const std::vector<int>& signals, double dea
                                       std::chrono::duration<double>(kRepeatWindowS)) {
       // One event delivered twice (SLURM signals the tasks and srun, which forwards it):
       // not a request to hurry.
-      DTRAIN_LOG_WARN("Ignoring signal {} repeated within {} s of the first", sig,
+      DTRAIN_LOG_WARN_RANK("Ignoring signal {} repeated within {} s of the first", sig,
                       kRepeatWindowS);
     } else {
       exit_now(fmt::format("second signal {} received", sig).c_str());
@@ -110,7 +110,7 @@ void PreemptionHook::after_step() {
     // is nothing to resume; finish normally (status 0) instead of asking for a requeue.
     // Every rank takes this branch together, so skipping the all-reduce is safe.
     if (watcher_.requested()) {
-      DTRAIN_LOG_WARN("Signal {} arrived during the last iteration; finishing normally",
+      DTRAIN_LOG_WARN_RANK("Signal {} arrived during the last iteration; finishing normally",
                       watcher_.signal());
     }
     return;
@@ -126,7 +126,7 @@ void PreemptionHook::after_step() {
     checkpointer_.save(name, {{"iteration", iter}});
   }
   // Every rank says where it stopped (operators and tests check they agree).
-  DTRAIN_LOG_WARN("Preempted after iteration {}: checkpoint {} committed; exiting with status {}",
+  DTRAIN_LOG_WARN_RANK("Preempted after iteration {}: checkpoint {} committed; exiting with status {}",
                   iter, name, kExitPreempted);
   throw Preempted(fmt::format("preempted after iteration {} (checkpoint {})", iter, name));
 }

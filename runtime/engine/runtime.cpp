@@ -3,21 +3,10 @@
 
 #include <mpi.h>
 
-#include <algorithm>
-#include <thread>
-
-#include <ATen/Parallel.h>
-
 #include "runtime/base/logging.h"
 #include "runtime/dist/mpi_runtime.h"
 
 namespace dtrain::engine {
-
-int threads_per_rank(int64_t requested, int local_size) {
-  if (requested > 0) return static_cast<int>(requested);
-  const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  return std::max(1, hw / std::max(1, local_size));
-}
 
 Runtime::Runtime(int* argc, char*** argv) : mpi_(std::make_unique<dist::MpiRuntime>(argc, argv)) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
@@ -32,9 +21,11 @@ Runtime::~Runtime() {
 
 std::shared_ptr<dist::Communicator> Runtime::connect(const Config& cfg) {
   comm_ = dist::make_communicator(cfg.get_string("DIST.BACKEND"), cfg.get_string("MODEL.DEVICE"));
-  const int threads = threads_per_rank(cfg.get_int("SYSTEM.NUM_THREADS"), comm_->local_size());
-  at::set_num_threads(threads);
-  DTRAIN_LOG_DEBUG("{} intra-op threads per rank", threads);
+  threads_ = resolve_threads(probe_thread_inputs(cfg.get_int("SYSTEM.NUM_THREADS"),
+                                                 comm_->local_size()));
+  if (!threads_.warning.empty()) DTRAIN_LOG_WARN("{}", threads_.warning);
+  set_intra_op_threads(threads_);
+  DTRAIN_LOG_INFO("Intra-op threads per rank: {} ({})", threads_.count, threads_.detail);
   return comm_;
 }
 

@@ -4,7 +4,7 @@
 //
 //   dtrain::engine::Runtime rt(&argc, &argv);   // MPI_Init_thread, rank-tagged logs
 //   Config cfg = ...;                            // may fail; rt.rank() says who reports
-//   auto comm = rt.connect(cfg);                 // DIST.BACKEND, SYSTEM.NUM_THREADS
+//   auto comm = rt.connect(cfg);                 // DIST.BACKEND, intra-op threads
 //
 // Not thread-safe; construct one per process on the main thread.
 #pragma once
@@ -13,6 +13,7 @@
 
 #include "runtime/base/config.h"
 #include "runtime/dist/communicator.h"
+#include "runtime/engine/threads.h"
 
 namespace dtrain::dist {
 class MpiRuntime;
@@ -32,17 +33,18 @@ class Runtime {
   int world_size() const { return world_size_; }
 
   // Builds the communicator for DIST.BACKEND / MODEL.DEVICE and sets the intra-op
-  // thread count (SYSTEM.NUM_THREADS, 0: hardware threads / ranks on this node).
+  // thread count: SYSTEM.NUM_THREADS, else OMP_NUM_THREADS, else this process's CPUs
+  // (affinity mask, cgroup quota) / ranks on this node (threads.h); logs which won.
   std::shared_ptr<dist::Communicator> connect(const Config& cfg);
+  // The thread count connect() set, and where it came from.
+  ThreadCount threads() const { return threads_; }
 
  private:
   std::unique_ptr<dist::MpiRuntime> mpi_;
   std::shared_ptr<dist::Communicator> comm_;
   int rank_ = 0;
   int world_size_ = 1;
+  ThreadCount threads_;
 };
-
-// Threads per rank for SYSTEM.NUM_THREADS = `requested` (0: hardware / local ranks).
-int threads_per_rank(int64_t requested, int local_size);
 
 }  // namespace dtrain::engine

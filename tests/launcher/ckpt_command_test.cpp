@@ -199,6 +199,12 @@ TEST(CkptUsage, MalformedCommandLinesExit2) {
   EXPECT_EQ(run({"export", "some_dir"}).rc, kCkptUsage);  // --to is required
   EXPECT_EQ(run({"import", "w.pt"}).rc, kCkptUsage);
   EXPECT_EQ(run({"diff", "a", "b", "--atol", "-1"}).rc, kCkptUsage);
+  for (const char* bad : {"nan", "inf", "-inf", "1e999", "x"}) {
+    auto t = run({"diff", "a", "b", "--atol", bad});
+    EXPECT_EQ(t.rc, kCkptUsage) << bad;
+    EXPECT_TRUE(contains(t.err, "--atol")) << bad << ": " << t.err;
+  }
+  EXPECT_TRUE(contains(run({"diff", "a", "b", "--atol", "nan"}).err, "not a finite number >= 0"));
   auto r = run({"verify", "a", "--bogus"});
   EXPECT_EQ(r.rc, kCkptUsage);
   EXPECT_TRUE(contains(r.err, "--bogus")) << r.err;

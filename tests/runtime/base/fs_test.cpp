@@ -1,11 +1,15 @@
-// Tests of dtrain::fs: whole-file reads, atomic replacement, durable rename, fsync and
-// parent_dir, and that every error names the path it is about.
+// Tests of dtrain::fs: bounded whole-file reads of regular files only, atomic replacement
+// through exclusive temporaries, durable rename, fsync, parent_dir, and error messages.
 #include "runtime/base/fs.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -19,6 +23,7 @@ namespace {
 namespace stdfs = std::filesystem;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using testutil::read_file;
 using testutil::TempDir;
 using testutil::write_file;
@@ -72,9 +77,68 @@ TEST(FsTest, ReadFileErrorsNameThePath) {
   const std::string missing = dir / "missing.txt";
   EXPECT_THAT(error_of([&] { fs::read_file(missing); }),
               AllOf(HasSubstr("'" + missing + "'"), HasSubstr("No such file or directory")));
-  // A directory opens but cannot be read.
+  // A directory is refused before any read.
   EXPECT_THAT(error_of([&] { fs::read_file(dir.path()); }),
-              AllOf(HasSubstr("'" + dir.path() + "'"), HasSubstr("Is a directory")));
+              HasSubstr("'" + dir.path() + "' is not a regular file (it is a directory)"));
+}
+
+TEST(FsTest, ReadFileRefusesAFifoWithoutBlocking) {
+  TempDir dir;
+  const std::string fifo = dir / "pipe";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  // No writer: a blocking open would hang for ever.
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_THAT(error_of([&] { fs::read_file(fifo); }),
+              HasSubstr("'" + fifo + "' is not a regular file (it is a FIFO)"));
+  EXPECT_THAT(error_of([&] { fs::read_file_head(fifo, 16); }), HasSubstr("(it is a FIFO)"));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+}
+
+TEST(FsTest, ReadFileRefusesDevices) {
+  // /dev/zero is endless: it used to end in an uncaught bad_alloc (SIGABRT).
+  EXPECT_THAT(error_of([] { fs::read_file("/dev/zero"); }),
+              HasSubstr("'/dev/zero' is not a regular file (it is a character device)"));
+  EXPECT_THAT(error_of([] { fs::read_file("/dev/null"); }), HasSubstr("character device"));
+}
+
+TEST(FsTest, ReadFileSizeLimit) {
+  TempDir dir;
+  const std::string path = dir.write("f", std::string(1000, 'x'));
+  EXPECT_EQ(fs::read_file(path, {1000}).size(), 1000u);
+  const std::string msg = error_of([&] { fs::read_file(path, {999}); });
+  EXPECT_THAT(msg, AllOf(HasSubstr("'" + path + "' is too large: 1000 bytes"),
+                         HasSubstr("the limit is 999 bytes")));
+  EXPECT_THAT(msg, Not(HasSubstr("xxx")));  // never the content
+  EXPECT_NO_THROW(fs::read_file(path, {size_t{1} << 20}));
+  // The size is checked again while reading: /proc files say 0 bytes and have more.
+  EXPECT_THAT(error_of([] { fs::read_file("/proc/self/status", {10}); }),
+              AllOf(HasSubstr("'/proc/self/status' is too large: it grew past the limit of 10 "
+                              "bytes while being read (0 bytes when opened)")));
+  EXPECT_THAT(fs::read_file("/proc/self/status"), HasSubstr("Name:"));
+  // read_file_head is not an error past its limit: it returns the head.
+  EXPECT_EQ(fs::read_file_head(path, 10), std::string(10, 'x'));
+}
+
+TEST(FsTest, ReadFileNoFollowRefusesASymlink) {
+  TempDir dir;
+  const std::string target = dir.write("target", "model_0000009");
+  const std::string link = dir / "last_checkpoint";
+  stdfs::create_symlink(target, link);
+  EXPECT_EQ(fs::read_file(link), "model_0000009");  // followed by default
+  fs::ReadOptions own;
+  own.no_follow = true;
+  EXPECT_EQ(fs::read_file(target, own), "model_0000009");
+  EXPECT_THAT(error_of([&] { fs::read_file(link, own); }),
+              AllOf(HasSubstr("'" + link + "'"), HasSubstr("is a symbolic link")));
+}
+
+TEST(FsTest, TempNamesAreHiddenUnpredictableAndBesideThePath) {
+  const std::string a = fs::temp_name_for("/out/last_checkpoint");
+  const std::string b = fs::temp_name_for("/out/last_checkpoint");
+  EXPECT_NE(a, b);
+  EXPECT_EQ(a.rfind("/out/.last_checkpoint.tmp-", 0), 0u) << a;
+  EXPECT_EQ(a.size(), std::string("/out/.last_checkpoint.tmp-").size() + 16) << a;
+  EXPECT_EQ(fs::temp_name_for("cfg.yaml").rfind(".cfg.yaml.tmp-", 0), 0u);
 }
 
 TEST(FsTest, WriteFileAtomicCreatesAndReplacesLeavingNoTempFile) {
@@ -91,6 +155,19 @@ TEST(FsTest, WriteFileAtomicCreatesAndReplacesLeavingNoTempFile) {
   fs::write_file_atomic(path, "");
   EXPECT_EQ(read_file(path), "");
   EXPECT_EQ(entries(dir), std::vector<std::string>{"last_checkpoint"});
+}
+
+TEST(FsTest, WriteFileAtomicNeverWritesThroughALinkOrAnOldTemporary) {
+  TempDir dir;
+  const std::string victim = dir.write("victim", "precious");
+  const std::string path = dir / "config.yaml";
+  // The old predictable temporary name, planted as a link: no longer used at all.
+  stdfs::create_symlink(victim, path + ".tmp-" + std::to_string(::getpid()));
+  fs::write_file_atomic(path, "SEED: 1\n");
+  EXPECT_EQ(read_file(path), "SEED: 1\n");
+  EXPECT_EQ(read_file(victim), "precious");
+  // Only the file, the victim and the planted link remain: no temporary left behind.
+  EXPECT_EQ(entries(dir).size(), 3u);
 }
 
 TEST(FsTest, WriteFileAtomicLargeBinaryContent) {

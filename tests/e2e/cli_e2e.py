@@ -1,0 +1,255 @@
+#!/usr/bin/python3
+"""End-to-end tests of dtrain train's command line and process set-up (one case per test).
+
+    cli_e2e.py --dtrain build/bin/dtrain --mpiexec /usr/bin/mpiexec --work-dir /tmp/cli CASE
+
+Cases:
+  num_gpus        detectron2's flags: `dtrain train --num-gpus 2` runs 2 ranks through
+                  dtrain launch's path; --num-machines 2 exits 2 with what to run
+                  instead; --dist-url is ignored with a note
+  log_once        a 2-rank run prints each shared info/warning line once (rank 0) and
+                  nothing at info/warning level from rank 1; an error on rank 1 still shows
+  threads_resume  the intra-op thread count is stored per rank in checkpoints: resuming
+                  with another OMP_NUM_THREADS warns, naming both counts; with neither
+                  SYSTEM.NUM_THREADS nor OMP_NUM_THREADS set the checkpoint's count is used
+  hostile_inputs  --config-file /dev/zero or a FIFO, a _BASE_ naming a non-config file,
+                  and out-of-range numbers exit 2 at once with a message (no hang, no
+                  abort, no quoted content); ckpt diff --atol nan exits 2
+
+Only the standard library is used. Each case works in --work-dir/CASE (wiped first).
+"""
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+RUN_TIMEOUT_S = 120
+ARGS = None
+
+TINY = """\
+MODEL:
+  NAME: mlp
+  MLP:
+    INPUT_DIM: 16
+    HIDDEN_DIMS: [32]
+    NUM_CLASSES: 4
+DATASETS:
+  TRAIN: [synthetic_classification]
+  SYNTHETIC:
+    INPUT_SHAPE: [16]
+    NUM_CLASSES: 4
+    NUM_TRAIN: 64
+SOLVER:
+  IMS_PER_BATCH: 8
+  MAX_ITER: 12
+  CHECKPOINT_PERIOD: 4
+  BASE_LR: 0.05
+LOG:
+  PERIOD: 4
+"""
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def check(cond, message):
+    if not cond:
+        raise CheckFailed(message)
+
+
+def work_dir():
+    return os.path.join(ARGS.work_dir, ARGS.case)
+
+
+def tiny_config():
+    path = os.path.join(work_dir(), "tiny.yaml")
+    with open(path, "w") as f:
+        f.write(TINY)
+    return path
+
+
+def run(cmd, env_extra=None, env_remove=(), expect_rc=0, timeout=RUN_TIMEOUT_S):
+    """Runs cmd; returns (rc, stderr+stdout). Checks rc unless expect_rc is None."""
+    env = dict(os.environ)
+    env.update(env_extra or {})
+    for name in env_remove:
+        env.pop(name, None)
+    start = time.time()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            universal_newlines=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        sys.stdout.write(out[-4000:] + err[-4000:])
+        raise CheckFailed("timed out after %d s: %s" % (timeout, " ".join(cmd)))
+    print("$ %s%s  -> rc %d in %.1f s" % (
+        "".join("%s=%s " % kv for kv in (env_extra or {}).items()), " ".join(cmd),
+        proc.returncode, time.time() - start))
+    if expect_rc is not None and proc.returncode != expect_rc:
+        sys.stdout.write(out[-6000:] + err[-6000:])
+        raise CheckFailed("expected exit status %d, got %d" % (expect_rc, proc.returncode))
+    return proc.returncode, err + out
+
+
+def train(config, out, *extra, flags=()):
+    return [ARGS.dtrain, "train", "--config-file", config] + list(flags) + [
+        "OUTPUT_DIR", out] + [str(x) for x in extra]
+
+
+def lines(text, rank, level):
+    """Log lines of `rank` at `level` (info, warning, error)."""
+    return re.findall(r"^\[dtrain r%d/\d+ [0-9:]+ %s\] .*$" % (rank, level), text, re.M)
+
+
+# ---- cases -------------------------------------------------------------------------------
+
+def case_num_gpus():
+    cfg = tiny_config()
+    out = os.path.join(work_dir(), "out")
+    _, log = run(train(cfg, out, flags=["--num-gpus", "2"]),
+                 env_extra={"DTRAIN_MPIRUN": ARGS.mpiexec})
+    check("[dtrain launch] attempt 1/1:" in log, "not started through dtrain launch:\n" + log)
+    check(re.search(r"\[dtrain launch\] attempt 1/1: .* -np 2 .* train --config-file \S+tiny.yaml"
+                    r" OUTPUT_DIR", log) and "--num-gpus" not in log.split("attempt 1/1:")[1],
+          "the ranks' command is not `train` without --num-gpus:\n" + log)
+    check("dtrain world size 2 (backend mpi, 2 ranks on this node)" in log,
+          "the job did not run 2 ranks:\n" + log)
+    check(os.path.exists(os.path.join(out, "model_final", "shard-00001-of-00002.h5")),
+          "model_final has no second shard")
+    # Several machines: refused with advice, before anything starts.
+    _, log = run(train(cfg, out, flags=["--num-gpus", "2", "--num-machines", "2"]),
+                 expect_rc=2)
+    check("--num-machines 2" in log and "dtrain launch --nnodes M" in log and "srun" in log,
+          "no advice for --num-machines: " + log)
+    _, log = run(train(cfg, out, flags=["--machine-rank", "1"]), expect_rc=2)
+    check("--machine-rank must be in [0, --num-machines)" in log, log)
+    # --dist-url: ignored with a note, the run goes on (one process).
+    out1 = os.path.join(work_dir(), "out1")
+    _, log = run(train(cfg, out1, "SOLVER.MAX_ITER", 2, flags=["--dist-url",
+                                                                 "tcp://127.0.0.1:50152"]))
+    check("--dist-url tcp://127.0.0.1:50152 is ignored" in log, "no note: " + log)
+    check("unknown config key" not in log, log)
+
+
+def case_log_once():
+    cfg = tiny_config()
+    out = os.path.join(work_dir(), "out")
+    mpi = [ARGS.mpiexec, "-np", "2", "--bind-to", "none"]
+    _, log = run(mpi + train(cfg, out, "SOLVER.STEPS", "(100,)"))  # STEPS > MAX_ITER warns
+    for text in ("Overall training speed", "Starting training from iteration 0",
+                 "Intra-op threads per rank", "SOLVER.STEPS contains 100 > SOLVER.MAX_ITER",
+                 "Total training time"):
+        n = log.count(text)
+        check(n == 1, "%r appears %d times (once expected):\n%s" % (text, n, log))
+    r1 = lines(log, 1, "info") + lines(log, 1, "warning")
+    check(not r1, "rank 1 printed shared lines:\n" + "\n".join(r1))
+    check(lines(log, 0, "info"), "rank 0 printed nothing")
+    # Errors come from the rank that has them.
+    out2 = os.path.join(work_dir(), "out2")
+    rc, log = run(mpi + train(cfg, out2), expect_rc=None,
+                  env_extra={"DTRAIN_FAULT": "train.after_step", "DTRAIN_FAULT_RANK": "1",
+                             "DTRAIN_FAULT_MODE": "throw", "DTRAIN_FAULT_AFTER": "2"})
+    check(rc != 0, "the faulting run succeeded")
+    errors = [l for l in lines(log, 1, "error") if "injected fault at train.after_step" in l]
+    check(errors, "rank 1's error is missing:\n" + log)
+
+
+def case_threads_resume():
+    cfg = tiny_config()
+    fault = {"DTRAIN_FAULT": "train.after_step", "DTRAIN_FAULT_MODE": "throw",
+             "DTRAIN_FAULT_AFTER": "6"}  # fails in iteration 5: model_0000003 is the last
+
+    # Written with OMP_NUM_THREADS=1, resumed with 2: a warning naming both.
+    out = os.path.join(work_dir(), "env")
+    rc, log = run(train(cfg, out), env_extra=dict(fault, OMP_NUM_THREADS="1"), expect_rc=1)
+    check("Intra-op threads per rank: 1 (OMP_NUM_THREADS=1)" in log, log)
+    _, log = run(train(cfg, out, flags=["--resume"]), env_extra={"OMP_NUM_THREADS": "2"})
+    check("Loaded checkpoint %s/model_0000003" % out in log, "did not resume:\n" + log)
+    check(re.search(r"written with 1 intra-op threads per rank, this run uses 2 "
+                    r"\(OMP_NUM_THREADS=2\).*no longer bitwise equal", log),
+          "no warning naming both counts:\n" + log)
+
+    # Written with SYSTEM.NUM_THREADS 3, resumed with nothing set: the checkpoint's 3.
+    out = os.path.join(work_dir(), "cfg")
+    run(train(cfg, out, "SYSTEM.NUM_THREADS", 3), env_extra=fault, expect_rc=1)
+    _, log = run(train(cfg, out, flags=["--resume"]), env_remove=["OMP_NUM_THREADS"])
+    check(re.search(r"Intra-op threads per rank: 3 \(from the checkpoint", log),
+          "the checkpoint's count was not used:\n" + log)
+    check("no longer bitwise equal" not in log, log)
+    # And the same resume with the count chosen equal to the checkpoint's: silent.
+    out2 = os.path.join(work_dir(), "cfg2")
+    run(train(cfg, out2, "SYSTEM.NUM_THREADS", 3), env_extra=fault, expect_rc=1)
+    _, log = run(train(cfg, out2, "SYSTEM.NUM_THREADS", 3, flags=["--resume"]))
+    check("from the checkpoint" not in log and "bitwise" not in log, log)
+
+
+def case_hostile_inputs():
+    out = os.path.join(work_dir(), "out")
+    # Character device: used to abort (uncaught bad_alloc).
+    _, log = run(train("/dev/zero", out), expect_rc=2, timeout=30)
+    check("'/dev/zero' is not a regular file (it is a character device)" in log, log)
+    # A FIFO with no writer: used to hang for ever.
+    fifo = os.path.join(work_dir(), "cfg.fifo")
+    os.mkfifo(fifo)
+    _, log = run(train(fifo, out), expect_rc=2, timeout=30)
+    check("is not a regular file (it is a FIFO)" in log, log)
+    # A _BASE_ naming a file that is not a config: named, never quoted.
+    secret = os.path.join(work_dir(), "shadow")
+    with open(secret, "w") as f:
+        f.write("root:$6$s3cr3tHash:19000:0:99999:7:::\n")
+    top = os.path.join(work_dir(), "top.yaml")
+    with open(top, "w") as f:
+        f.write("_BASE_: %s\n" % secret)
+    _, log = run(train(top, out), expect_rc=2, timeout=30)
+    check(secret in log and "s3cr3t" not in log, "the file was quoted or not named: " + log)
+    # Out-of-range numbers.
+    for key, value in (("DIST.BUCKET_CAP_MB", "nan"), ("DIST.BUCKET_CAP_MB", "1e30"),
+                       ("CHECKPOINT.MAX_TO_KEEP", "-1")):
+        _, log = run(train(tiny_config(), out, key, value), expect_rc=2, timeout=30)
+        check("config key '%s'" % key in log and "outside its allowed range" in log, log)
+    _, log = run([ARGS.dtrain, "ckpt", "diff", out, out, "--atol", "nan"], expect_rc=2)
+    check("not a finite number >= 0" in log, log)
+    _, log = run([ARGS.dtrain, "train", "--help-config"])
+    check("allowed: (0, 1048576]" in log, "--help-config shows no ranges")
+
+
+CASES = {
+    "num_gpus": case_num_gpus,
+    "log_once": case_log_once,
+    "threads_resume": case_threads_resume,
+    "hostile_inputs": case_hostile_inputs,
+}
+
+
+def main():
+    global ARGS
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dtrain", required=True)
+    parser.add_argument("--mpiexec", default="mpirun")
+    parser.add_argument("--work-dir", required=True)
+    parser.add_argument("case", choices=sorted(CASES))
+    ARGS = parser.parse_args()
+    ARGS.dtrain = os.path.abspath(ARGS.dtrain)
+    shutil.rmtree(work_dir(), ignore_errors=True)
+    os.makedirs(work_dir())
+    start = time.time()
+    try:
+        CASES[ARGS.case]()
+    except CheckFailed as e:
+        print("FAILED %s: %s (files in %s)" % (ARGS.case, e, work_dir()))
+        return 1
+    print("PASSED %s in %.1f s" % (ARGS.case, time.time() - start))
+    shutil.rmtree(work_dir(), ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
