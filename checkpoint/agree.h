@@ -16,17 +16,41 @@
 
 namespace dtrain::checkpoint::internal {
 
+// An error's kind travels with its text between ranks: a ConfigError (the run and the
+// checkpoint are incompatible: exit 2, never a reason to try an older checkpoint) stays
+// a ConfigError on every rank; anything else becomes a CheckpointError.
+inline constexpr char kConfigErrorMark = '\x01';
+
+inline std::string error_text(const std::exception& e) {
+  const bool config = dynamic_cast<const ConfigError*>(&e) != nullptr;
+  return (config ? std::string(1, kConfigErrorMark) : std::string()) + e.what();
+}
+
+// Throws `message` as a ConfigError when `config`, else as a CheckpointError.
+[[noreturn]] inline void throw_agreed(bool config, const std::string& message) {
+  if (config) throw ConfigError(message);
+  throw CheckpointError(message);
+}
+
 // Every rank runs `fn`; errors are exchanged so that every rank throws the same
-// CheckpointError (listing each failing rank) or none does.
+// CheckpointError (listing each failing rank) or none does; a ConfigError on any rank
+// is a ConfigError everywhere.
 template <typename Fn>
 void all_or_none(dist::Communicator& comm, const std::string& what, Fn&& fn) {
   std::string error;
   try {
     fn();
   } catch (const std::exception& e) {
-    error = e.what();
+    error = error_text(e);
   }
   auto errors = comm.all_gather_bytes(error);
+  bool config = false;
+  for (auto& e : errors) {
+    if (!e.empty() && e[0] == kConfigErrorMark) {
+      config = true;
+      e.erase(0, 1);
+    }
+  }
   // Ranks with the same message are listed together ("ranks 0, 1: ..."), in rank order.
   std::vector<std::pair<std::string, std::vector<size_t>>> groups;
   for (size_t r = 0; r < errors.size(); ++r) {
@@ -49,7 +73,7 @@ void all_or_none(dist::Communicator& comm, const std::string& what, Fn&& fn) {
     }
     combined += message;
   }
-  throw CheckpointError(fmt::format("{} failed: {}", what, combined));
+  throw_agreed(config, fmt::format("{} failed: {}", what, combined));
 }
 
 // Rank `root` runs `fn` and broadcasts its string result, or its error to throw everywhere.
@@ -60,12 +84,13 @@ std::string on_rank(dist::Communicator& comm, int root, const std::string& what,
     try {
       message = "+" + fn();
     } catch (const std::exception& e) {
-      message = std::string("-") + e.what();
+      message = "-" + error_text(e);
     }
   }
   comm.broadcast_bytes(message, root);
   if (!message.empty() && message[0] == '-') {
-    throw CheckpointError(fmt::format("{} failed: {}", what, message.substr(1)));
+    const bool config = message.size() > 1 && message[1] == kConfigErrorMark;
+    throw_agreed(config, fmt::format("{} failed: {}", what, message.substr(config ? 2 : 1)));
   }
   return message.substr(1);
 }

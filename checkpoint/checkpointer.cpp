@@ -801,7 +801,7 @@ StateDict Checkpointer::load_directory(const std::string& dir,
     for (const auto& [name, v] : index.scalars) all[name] = v;
     if (options_.strict) {
       const LoadReport mismatch = ModuleState(model_).compare(sub_state(all, "model"));
-      DTRAIN_CHECK_T(CheckpointError, mismatch.clean(),
+      DTRAIN_CHECK_T(ConfigError, mismatch.clean(),
                      "checkpoint '{}' does not match the model (CHECKPOINT.STRICT is on):\n{}",
                      dir, mismatch.table());
     }
@@ -937,6 +937,8 @@ StateDict Checkpointer::load_directory(const std::string& dir,
       if (c.scope == Scope::kPerRank) restore_scalar_types(s, c.state->state_dict());
       try {
         c.state->adopt_state_dict(std::move(s));
+      } catch (const ConfigError& e) {  // incompatible with this run: not damage
+        throw ConfigError(fmt::format("loading '{}' state from '{}': {}", key, dir, e.what()));
       } catch (const std::exception& e) {
         throw CheckpointError(fmt::format("loading '{}' state from '{}': {}", key, dir, e.what()));
       }
@@ -1012,7 +1014,7 @@ StateDict Checkpointer::resume_or_load(const std::string& path, bool resume) {
     for (const auto& c : candidates) {
       try {
         return load(c);
-      } catch (const CheckpointError& e) {
+      } catch (const CheckpointError& e) {  // damage; a ConfigError (incompatible) stops here
         failures += fmt::format("\n  {}: {}", c, e.what());
         if (comm_.rank() == 0) {
           DTRAIN_LOG_WARN("Cannot resume from {} ({}); trying an older checkpoint", c, e.what());

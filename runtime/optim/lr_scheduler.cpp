@@ -70,13 +70,13 @@ void LRScheduler::load_state_dict(const checkpoint::StateDict& state) {
                  "lr_scheduler state: saved with SOLVER.LR_SCHEDULER_NAME '{}', but this run "
                  "uses '{}'",
                  saved_name, name_);
+  // As detectron2's LRMultiplier (whose state holds base_lrs): the saved base lr wins
+  // over SOLVER.BASE_LR, so a resumed run continues the schedule it was on. The trainer
+  // warns once about every config key that differs from the checkpoint's.
   const double saved_lr = checkpoint::state_double(state, "base_lr", kOwner);
-  // The checkpoint stores the double itself; the tolerance only forgives a value that
-  // went through decimal text once.
-  DTRAIN_CHECK_T(
-      ConfigError,
-      saved_lr == base_lr_ || std::abs(saved_lr - base_lr_) <= 1e-12 * std::abs(base_lr_),
-      "lr_scheduler state: saved with SOLVER.BASE_LR {}, but this run uses {}", saved_lr, base_lr_);
+  DTRAIN_CHECK_T(CheckpointError, std::isfinite(saved_lr) && saved_lr >= 0,
+                 "lr_scheduler state: 'base_lr' is {}, expected a finite value >= 0", saved_lr);
+  base_lr_ = saved_lr;
   const int64_t iter = checkpoint::state_int(state, "last_iter", kOwner);
   DTRAIN_CHECK(iter >= 0, "lr_scheduler state: entry 'last_iter' is {}, expected >= 0", iter);
   last_iter_ = iter;

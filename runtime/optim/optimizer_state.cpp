@@ -130,8 +130,9 @@ void OptimizerState::adopt_state_dict(StateDict&& s) {
 
 void OptimizerState::load(const StateDict& s, bool adopt) {
   const std::string& kind = checkpoint::state_string(s, "kind", "optimizer");
-  DTRAIN_CHECK(kind == kind_, "optimizer state was saved from {} but this optimizer is {}", kind,
-               kind_);
+  DTRAIN_CHECK_T(ConfigError, kind == kind_,
+                 "optimizer state was saved from {} but this run's SOLVER.OPTIMIZER is {}", kind,
+                 kind_);
   at::NoGradGuard no_grad;
   auto& groups = opt_.param_groups();
   for (size_t g = 0; g < groups.size(); ++g) {

@@ -377,7 +377,9 @@ TEST_F(MpiCheckpointTest, StrictMismatchIsTheSameErrorEverywhere) {
   CheckpointerOptions strict;
   strict.strict = true;
   Checkpointer c(other.model, dir_, *comm_, other.checkpointables(), strict);
-  const std::string msg = ExpectSameOnAllRanks(ThrownMessage([&] { c.load(dir_ + "/model_a"); }));
+  // A ConfigError (the run does not fit the checkpoint; exit 2) on every rank.
+  const std::string msg =
+      ExpectSameOnAllRanks(ThrownMessage<ConfigError>([&] { c.load(dir_ + "/model_a"); }));
   EXPECT_CONTAINS(msg, "CHECKPOINT.STRICT is on");
   EXPECT_CONTAINS(msg, "shape      | fc1.weight | checkpoint [8, 6] vs model [4, 6]");
   if (world_ > 1) {

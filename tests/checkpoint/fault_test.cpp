@@ -382,7 +382,7 @@ TEST_F(FaultTest, MismatchedShapesStrictAndNot) {
   CheckpointerOptions strict;
   strict.strict = true;
   Checkpointer cs(other.model, out_, comm_, other.checkpointables(), strict);
-  std::string msg = ThrownMessage([&] { cs.load(ckpt); });
+  std::string msg = ThrownMessage<ConfigError>([&] { cs.load(ckpt); });
   EXPECT_CONTAINS(msg,
                   "checkpoint '" + ckpt + "' does not match the model (CHECKPOINT.STRICT is on)");
   EXPECT_CONTAINS(msg, "shape      | fc1.weight | checkpoint [8, 6] vs model [5, 6]");
