@@ -49,11 +49,24 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 
 // The name in save_dir/last_checkpoint (trailing newlines/spaces dropped), "" if none.
+// The tag is ours: never followed as a symbolic link, at most 4 KiB, and it must name a
+// plain directory of save_dir (not "../other/model_final"); throws CheckpointError
+// naming the tag otherwise.
 std::string last_checkpoint_name(const std::string& save_dir) {
   const std::string tag = save_dir + "/" + kLastCheckpoint;
-  if (!stdfs::exists(tag)) return "";
-  std::string name = fs::read_file(tag);
+  std::error_code ec;
+  if (stdfs::symlink_status(tag, ec).type() == stdfs::file_type::not_found) return "";
+  fs::ReadOptions options;
+  options.max_bytes = 4096;
+  options.no_follow = true;
+  std::string name = fs::read_file(tag, options);
   while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+  DTRAIN_CHECK_T(CheckpointError,
+                 !name.empty() && name[0] != '.' && name.find('/') == std::string::npos &&
+                     name.find('\0') == std::string::npos && name != kLastCheckpoint,
+                 "'{}' does not name a checkpoint directory of '{}' (it must hold a plain, "
+                 "non-hidden directory name, e.g. model_0004999)",
+                 tag, save_dir);
   return name;
 }
 
@@ -101,6 +114,27 @@ bool is_committed_checkpoint(const stdfs::path& p) {
   const std::string name = p.filename().string();
   return !name.empty() && name[0] != '.' && stdfs::is_directory(p) &&
          stdfs::exists(p / kIndexFile);
+}
+
+// Throws unless `final_dir` is free or a committed checkpoint of ours that a save may
+// replace: a file, a symbolic link or a directory without checkpoint.h5 of the same name
+// is the user's, and is never deleted by a save.
+void refuse_to_replace_foreign(const std::string& final_dir) {
+  std::error_code ec;
+  const auto status = stdfs::symlink_status(final_dir, ec);
+  if (ec || status.type() == stdfs::file_type::not_found) return;
+  const bool ours = status.type() == stdfs::file_type::directory &&
+                    stdfs::symlink_status(final_dir + "/" + kIndexFile, ec).type() ==
+                        stdfs::file_type::regular;
+  DTRAIN_CHECK_T(CheckpointError, ours,
+                 "refusing to save over '{}': it exists and is not a dtrain checkpoint (it is {}); "
+                 "a save replaces only a committed checkpoint of its own. Move it away or choose "
+                 "another OUTPUT_DIR; nothing was written",
+                 final_dir,
+                 status.type() == stdfs::file_type::symlink     ? "a symbolic link"
+                 : status.type() == stdfs::file_type::directory ? "a directory without " + std::string(kIndexFile)
+                 : status.type() == stdfs::file_type::regular   ? "a regular file"
+                                                                : "not a directory");
 }
 
 // Splits `prefix/rest` entries of a StateDict into rest -> value.
@@ -359,6 +393,7 @@ std::unique_ptr<Checkpointer::PendingSave> Checkpointer::begin_save(const std::s
   ps->tmp = on_root(comm_, fmt::format("saving checkpoint '{}'", ps->final_dir), [&] {
     validate_name(name);
     stdfs::create_directories(save_dir_);
+    refuse_to_replace_foreign(ps->final_dir);
     if (!cleaned_stale_) {
       // Leftovers of crashed saves/deletes by earlier runs (never committed).
       for (const auto& e : stdfs::directory_iterator(save_dir_)) {
@@ -799,11 +834,11 @@ StateDict Checkpointer::load_directory(const std::string& dir,
     }
     for (const auto& [name, t] : tensors) all[name] = t;
     for (const auto& [name, v] : index.scalars) all[name] = v;
-    if (options_.strict) {
+    if (options_.strict || resuming_) {
       const LoadReport mismatch = ModuleState(model_).compare(sub_state(all, "model"));
-      DTRAIN_CHECK_T(ConfigError, mismatch.clean(),
-                     "checkpoint '{}' does not match the model (CHECKPOINT.STRICT is on):\n{}",
-                     dir, mismatch.table());
+      DTRAIN_CHECK_T(ConfigError, mismatch.clean(), "checkpoint '{}' does not match the model ({}):\n{}",
+                     dir, resuming_ ? "a resume needs every tensor to match" : "CHECKPOINT.STRICT is on",
+                     mismatch.table());
     }
     for (const auto& [key, c] : checkpointables_) {
       if (!included(key)) continue;
@@ -957,15 +992,17 @@ StateDict Checkpointer::load_directory(const std::string& dir,
 bool Checkpointer::has_checkpoint() {
   check_collective("has_checkpoint", "");
   return on_root(comm_, "has_checkpoint", [&] {
-           return std::string(stdfs::exists(save_dir_ + "/" + kLastCheckpoint) ? "1" : "0");
+           std::error_code ec;  // a tag that is a (dangling) link is there, and damaged
+           const auto type = stdfs::symlink_status(save_dir_ + "/" + kLastCheckpoint, ec).type();
+           return std::string(type != stdfs::file_type::not_found ? "1" : "0");
          }) == "1";
 }
 
 std::string Checkpointer::get_checkpoint_file() {
   check_collective("get_checkpoint_file", "");
   return on_root(comm_, "get_checkpoint_file", [&]() -> std::string {
-    if (!stdfs::exists(save_dir_ + "/" + kLastCheckpoint)) return "";
-    return save_dir_ + "/" + last_checkpoint_name(save_dir_);
+    const std::string name = last_checkpoint_name(save_dir_);
+    return name.empty() ? "" : save_dir_ + "/" + name;
   });
 }
 
@@ -994,7 +1031,12 @@ std::vector<std::string> Checkpointer::get_all_checkpoint_files() {
 
 StateDict Checkpointer::resume_or_load(const std::string& path, bool resume) {
   if (resume && has_checkpoint()) {
-    std::vector<std::string> candidates{get_checkpoint_file()};
+    std::vector<std::string> candidates;
+    try {
+      candidates.push_back(get_checkpoint_file());
+    } catch (const CheckpointError& e) {  // a damaged tag: the newest good checkpoint wins
+      if (comm_.rank() == 0) DTRAIN_LOG_WARN("{}; resuming from the newest checkpoint instead", e.what());
+    }
     // Fallbacks: the others, newest first (rank 0 orders them; see order_by_recency).
     std::vector<std::string> all = get_all_checkpoint_files();
     const std::string ordered = on_root(comm_, "ordering checkpoints", [&] {
@@ -1008,9 +1050,15 @@ StateDict Checkpointer::resume_or_load(const std::string& path, bool resume) {
       start = end + 1;
     }
     for (auto& c : all) {
-      if (c != candidates.front()) candidates.push_back(c);
+      if (candidates.empty() || c != candidates.front()) candidates.push_back(c);
     }
     std::string failures;
+    // A resume continues a run: the model must match the checkpoint exactly.
+    resuming_ = true;
+    struct Reset {
+      bool& flag;
+      ~Reset() { flag = false; }
+    } reset{resuming_};
     for (const auto& c : candidates) {
       try {
         return load(c);
@@ -1044,8 +1092,14 @@ void Checkpointer::remove_checkpoint(const std::string& name) {
   check_collective("remove_checkpoint", name);
   on_root(comm_, fmt::format("removing checkpoint '{}/{}'", save_dir_, name), [&] {
     validate_name(name);
-    DTRAIN_CHECK_T(CheckpointError, last_checkpoint_name(save_dir_) != name,
-                   "refusing to delete '{}': last_checkpoint names it", name);
+    std::string tagged;
+    try {
+      tagged = last_checkpoint_name(save_dir_);
+    } catch (const CheckpointError&) {
+      // A damaged tag names nothing; the next save writes it again.
+    }
+    DTRAIN_CHECK_T(CheckpointError, tagged != name, "refusing to delete '{}': last_checkpoint names it",
+                   name);
     remove_dir_safely(save_dir_ + "/" + name);
     return std::string();
   });

@@ -159,6 +159,7 @@ class Checkpointer {
   std::map<std::string, Checkpointable> checkpointables_;
   CheckpointerOptions options_;
   std::string loaded_from_;
+  bool resuming_ = false;  // inside resume_or_load: every model tensor must match
   bool cleaned_stale_ = false;
   bool warned_not_shared_ = false;
   double last_save_s_ = 0.0;

@@ -188,6 +188,12 @@ CheckpointIndex load_index(const std::string& dir) {
   return CheckpointIndex::from_json(read_index_text(dir), dir + "/" + kIndexFile);
 }
 
+std::string read_config_yaml(const std::string& dir) {
+  h5::File file = h5::File::open(dir + "/" + kIndexFile);
+  const char* kConfig = "/dtrain/config_yaml";
+  return file.has_link(kConfig) ? file.open_own_dataset(kConfig).read_string() : "";
+}
+
 std::string per_rank_path(int rank, const std::string& name) {
   return fmt::format("ranks/{:05d}/{}", rank, name);
 }

@@ -45,6 +45,10 @@ at::Tensor read_full_tensor(ShardReader& reader, const TensorRecord& record, con
 // per_rank_path() ("ranks/RRRRR/<name>"). Throws CheckpointError.
 std::map<std::string, at::Tensor> read_all_tensors(const std::string& dir);
 
+// The config YAML stored in `dir`/checkpoint.h5 at /dtrain/config_yaml ("" when there
+// is none). Throws dtrain::CheckpointError naming the file when it cannot be read.
+std::string read_config_yaml(const std::string& dir);
+
 // What verify_checkpoint() / verify_shards() looked at.
 struct VerifyStats {
   bool index_ok = false;  // checkpoint.h5 was readable and of this format version

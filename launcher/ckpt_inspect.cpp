@@ -56,13 +56,6 @@ json scalar_json(const checkpoint::StateValue& v) {
   return nullptr;
 }
 
-// The config YAML stored in checkpoint.h5 ("" when there is none).
-std::string read_config_yaml(const std::string& dir) {
-  h5::File file = h5::File::open(dir + "/" + checkpoint::kIndexFile);
-  const char* kConfig = "/dtrain/config_yaml";
-  return file.has_link(kConfig) ? file.open_own_dataset(kConfig).read_string() : "";
-}
-
 // KEY -> value text for kSummaryKeys ("-" when absent). Throws YAML::Exception for
 // malformed YAML.
 std::vector<std::pair<std::string, std::string>> config_summary(const std::string& yaml) {
@@ -236,7 +229,7 @@ int ckpt_inspect(const InspectOptions& options, std::ostream& out, std::ostream&
   try {
     const ResolvedCheckpoint r = resolve_checkpoint(options.path);
     const CheckpointIndex index = checkpoint::load_index(r.dir);
-    const std::string yaml = read_config_yaml(r.dir);
+    const std::string yaml = checkpoint::read_config_yaml(r.dir);
     if (options.json) {
       print_json(r.dir, r.note, index, yaml, out);
     } else {

@@ -529,6 +529,16 @@ const ConfigValue& Config::get(const std::string& key) const {
   return values_[lookup_or_throw(key, "get()")];
 }
 
+std::vector<Config::Difference> Config::diff(const Config& other) const {
+  std::vector<Difference> out;
+  const auto& schema = config_schema();
+  for (size_t i = 0; i < schema.size(); ++i) {
+    if (values_[i] == other.values_[i]) continue;
+    out.push_back({schema[i].key, format_value(values_[i]), format_value(other.values_[i])});
+  }
+  return out;
+}
+
 std::string Config::to_yaml() const { return nested_yaml(values_); }
 
 std::string Config::help_text() {

@@ -109,6 +109,13 @@ class Config {
   const std::vector<std::string>& get_string_list(const std::string& key) const;
   const ConfigValue& get(const std::string& key) const;
 
+  // Every key whose value differs from `other`'s: (key, this value, other's value), as
+  // YAML text, in schema order.
+  struct Difference {
+    std::string key, value, other_value;
+  };
+  std::vector<Difference> diff(const Config& other) const;
+
   // The whole tree as nested YAML (loadable again with merge_yaml).
   std::string to_yaml() const;
   // Every key with its type, default, doc and allowed range, for `dtrain train

@@ -88,15 +88,14 @@ void DistributedSampler::load_state_dict(const checkpoint::StateDict& state) {
   const int64_t dataset_size = checkpoint::state_int(state, "dataset_size", kOwner);
   const int64_t epoch = checkpoint::state_int(state, "epoch", kOwner);
   const int64_t position = checkpoint::state_int(state, "position", kOwner);
-  DTRAIN_CHECK_T(CheckpointError, static_cast<uint64_t>(seed) == seed_,
-                 "DistributedSampler state: the checkpoint was written with seed {} but this "
-                 "run uses seed {} (SEED changed?); the sample order would differ",
-                 static_cast<uint64_t>(seed), seed_);
-  DTRAIN_CHECK_T(CheckpointError, global_batch == global_batch_,
+  // Incompatibilities with this run are ConfigErrors (never a reason to try an older
+  // checkpoint); the saved seed wins over SEED (a resumed run continues the sample order
+  // it was on, as its restored RNG states continue theirs; SEED -1 picks a new seed).
+  DTRAIN_CHECK_T(ConfigError, global_batch == global_batch_,
                  "DistributedSampler state: the checkpoint has global batch {} but this run "
                  "uses SOLVER.IMS_PER_BATCH = {}",
                  global_batch, global_batch_);
-  DTRAIN_CHECK_T(CheckpointError, dataset_size == dataset_size_,
+  DTRAIN_CHECK_T(ConfigError, dataset_size == dataset_size_,
                  "DistributedSampler state: the checkpoint was written for a dataset of {} "
                  "samples but this one has {} (DATASETS.TRAIN changed?)",
                  dataset_size, dataset_size_);
@@ -106,6 +105,7 @@ void DistributedSampler::load_state_dict(const checkpoint::StateDict& state) {
                  "DistributedSampler state: invalid position (epoch {}, position {}) for {} "
                  "samples in batches of {}",
                  epoch, position, dataset_size_, global_batch_);
+  seed_ = static_cast<uint64_t>(seed);
   epoch_ = epoch;
   position_ = position;
 }

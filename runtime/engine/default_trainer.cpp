@@ -8,12 +8,14 @@
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <torch/version.h>
 
+#include "checkpoint/inspect.h"
 #include "runtime/base/error.h"
 #include "runtime/base/fs.h"
 #include "runtime/base/logging.h"
 #include "runtime/dist/rank_env.h"
 #include "runtime/engine/evaluator.h"
 #include "runtime/engine/hooks.h"
+#include "runtime/engine/resume_config.h"
 #include "runtime/engine/tensorboard_writer.h"
 
 namespace dtrain::engine {
@@ -151,12 +153,36 @@ std::vector<std::shared_ptr<HookBase>> DefaultTrainer::build_hooks() {
   return hooks;
 }
 
+namespace {
+
+// The config differences between this run and checkpoint `dir` ("" on other ranks,
+// or when it cannot be read: the report is advice, never a reason to fail).
+std::string config_changes(const Config& cfg, const std::string& dir, int rank) {
+  if (rank != 0 || dir.empty()) return "";
+  try {
+    return describe_config_changes(cfg, checkpoint::read_config_yaml(dir), dir);
+  } catch (const std::exception& e) {
+    return fmt::format("cannot read the config {} was saved with: {}", dir, e.what());
+  }
+}
+
+}  // namespace
+
 void DefaultTrainer::resume_or_load(bool resume) {
-  checkpoint::StateDict extra =
-      checkpointer_->resume_or_load(cfg_.get_string("MODEL.WEIGHTS"), resume);
+  checkpoint::StateDict extra;
+  try {
+    extra = checkpointer_->resume_or_load(cfg_.get_string("MODEL.WEIGHTS"), resume);
+  } catch (const ConfigError& e) {
+    // The run does not fit the checkpoint (agreed on every rank): say which keys changed.
+    if (!resume) throw;
+    const std::string changes = config_changes(cfg_, checkpointer_->get_checkpoint_file(), comm_->rank());
+    throw ConfigError(changes.empty() ? std::string(e.what()) : std::string(e.what()) + "\n" + changes);
+  }
   auto it = extra.find("iteration");
   if (resume && it != extra.end()) {
     if (auto iter = std::get_if<int64_t>(&it->second); iter && *iter >= 0) start_iter_ = *iter + 1;
+    const std::string changes = config_changes(cfg_, checkpointer_->loaded_from(), comm_->rank());
+    if (!changes.empty()) DTRAIN_LOG_WARN("{}", changes);
   }
   // The thread count splits floating-point sums: keep the checkpoint's (threads.h).
   if (resume) keep_checkpoint_threads(threads_state_.saved());

@@ -4,6 +4,8 @@
 // wrong format version); a checkpoint of another model with CHECKPOINT.STRICT on and
 // off. Each must give a clear error naming the file and tensor, leave every saved file
 // unchanged, and let resume_or_load fall back to the newest valid checkpoint.
+#include <sys/stat.h>
+
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -423,7 +425,8 @@ TEST_F(FaultTest, MissingAndUnexpectedKeysStrictAndNot) {
 
   CheckpointerOptions strict;
   strict.strict = true;
-  std::string msg = ThrownMessage([&] { Checkpointer(other, out_, comm_, {}, strict).load(ckpt); });
+  std::string msg =
+      ThrownMessage<ConfigError>([&] { Checkpointer(other, out_, comm_, {}, strict).load(ckpt); });
   EXPECT_CONTAINS(msg, ckpt);
   EXPECT_CONTAINS(msg, "missing    | head.weight");
   EXPECT_CONTAINS(msg, "missing    | head.bias");
@@ -437,6 +440,99 @@ TEST_F(FaultTest, MissingAndUnexpectedKeysStrictAndNot) {
   EXPECT_TRUE(bitwise_equal(other->fc1->weight,
                             std::get<at::Tensor>(saved.snapshot().at("model/fc1.weight"))));
   EXPECT_TRUE(bitwise_equal(other->head->weight, std::get<at::Tensor>(before.at("head.weight"))));
+}
+
+// last_checkpoint is ours: a tag naming a directory outside OUTPUT_DIR, a symbolic link
+// or a FIFO is damage: the resume takes the newest committed checkpoint of OUTPUT_DIR,
+// never the other directory, and never hangs.
+TEST_F(FaultTest, ALastCheckpointTagPointingOutsideIsNeverFollowed) {
+  const std::string elsewhere = root_ + "/run";
+  std::string kept_out = out_;
+  out_ = elsewhere;
+  Save("model_final", 3);
+  out_ = kept_out;
+  Save("model_0000004", 1);
+  Save("model_0000009", 2);
+  const std::string tag = out_ + "/last_checkpoint";
+  const auto write_tag = [&](const std::string& text) {
+    stdfs::remove(tag);
+    fs::write_file_atomic(tag, text);
+  };
+  for (const std::string& text : {std::string("../run/model_final"), std::string("/tmp"),
+                                  std::string(".."), std::string("model_0000004/../../run/model_final")}) {
+    SCOPED_TRACE(text);
+    write_tag(text);
+    LogCapture log;
+    ExpectResumesTo("model_0000009", 2);
+    EXPECT_CONTAINS(log.text(), "'" + tag + "' does not name a checkpoint directory of '" + out_ + "'");
+  }
+  // A symbolic link to a file naming model_0000004 is not followed.
+  fs::write_file_atomic(root_ + "/tag_elsewhere", "model_0000004");
+  stdfs::remove(tag);
+  stdfs::create_symlink(root_ + "/tag_elsewhere", tag);
+  {
+    LogCapture log;
+    ExpectResumesTo("model_0000009", 2);
+    EXPECT_CONTAINS(log.text(), tag);
+  }
+  // A FIFO does not hang the resume.
+  stdfs::remove(tag);
+  ASSERT_EQ(::mkfifo(tag.c_str(), 0600), 0);
+  {
+    LogCapture log;
+    ExpectResumesTo("model_0000009", 2);
+    EXPECT_CONTAINS(log.text(), "is not a regular file");
+  }
+}
+
+// A save never deletes what is not a committed checkpoint of its own: a user's file,
+// symbolic link or checkpoint-less directory under the checkpoint's name is kept, and
+// the save fails naming it before writing anything.
+TEST_F(FaultTest, ASaveNeverReplacesWhatIsNotACheckpoint) {
+  stdfs::create_directories(out_);
+  const std::string target = out_ + "/model_final";
+  const auto attempt = [&](const std::string& what) {
+    SCOPED_TRACE(what);
+    const auto sums = tree_checksums(out_);
+    TrainingState s(OptKind::kSGD, 1, 0, 1);
+    Checkpointer c(s.model, out_, comm_, s.checkpointables());
+    EXPECT_CONTAINS(ThrownMessage([&] { c.save("model_final"); }),
+                    "refusing to save over '" + target + "': it exists and is not a dtrain "
+                    "checkpoint (it is " + what + ")");
+    EXPECT_EQ(tree_checksums(out_), sums) << "the failed save changed files";
+    EXPECT_TRUE(HiddenEntries(out_).empty());
+  };
+  fs::write_file_atomic(target, "my notes\n");
+  attempt("a regular file");
+  stdfs::remove(target);
+  stdfs::create_symlink(root_, target);
+  attempt("a symbolic link");
+  stdfs::remove(target);
+  stdfs::create_directories(target + "/sub");
+  fs::write_file_atomic(target + "/sub/data.txt", "keep me");
+  attempt("a directory without checkpoint.h5");
+  // A committed checkpoint of ours is replaced as before.
+  stdfs::remove_all(target);
+  Save("model_final", 1);
+  Save("model_final", 2);
+  ExpectLoads(2, [&](Checkpointer& c) { return c.load(target); });
+}
+
+// A run whose model does not fit the checkpoint is a ConfigError (exit 2), agreed before
+// anything is loaded, and never a reason to try an older checkpoint.
+TEST_F(FaultTest, ResumeWithAnotherModelShapeStopsWithoutFallingBack) {
+  Save("model_0000004", 1);
+  Save("model_0000009", 2);
+  TrainingState other(KindOf(2), 7, 0, 1, /*hidden=*/4);
+  const StateDict before = other.snapshot();
+  Checkpointer c(other.model, out_, comm_, other.checkpointables());
+  LogCapture log;
+  const std::string msg = ThrownMessage<ConfigError>([&] { c.resume_or_load("", true); });
+  EXPECT_CONTAINS(msg, "checkpoint '" + out_ + "/model_0000009' does not match the model (a "
+                       "resume needs every tensor to match)");
+  EXPECT_CONTAINS(msg, "shape      | fc1.weight | checkpoint [8, 6] vs model [4, 6]");
+  EXPECT_EQ(log.text().find("trying an older checkpoint"), std::string::npos) << log.text();
+  EXPECT_TRUE(state_diff(before, other.snapshot()).empty()) << "the model was changed";
 }
 
 }  // namespace

@@ -12,6 +12,11 @@ Cases:
   threads_resume  the intra-op thread count is stored per rank in checkpoints: resuming
                   with another OMP_NUM_THREADS warns, naming both counts; with neither
                   SYSTEM.NUM_THREADS nor OMP_NUM_THREADS set the checkpoint's count is used
+  resume_changed_config
+                  --resume with SOLVER.BASE_LR changed: resumes (no fallback to an older
+                  checkpoint), one warning lists the key and that the checkpoint's lr
+                  wins, and the run continues exactly as an uninterrupted one; with
+                  another model shape it exits 2 naming MODEL.MLP.HIDDEN_DIMS
   hostile_inputs  --config-file /dev/zero or a FIFO, a _BASE_ naming a non-config file,
                   and out-of-range numbers exit 2 at once with a message (no hang, no
                   abort, no quoted content); ckpt diff --atol nan exits 2
@@ -20,6 +25,7 @@ Only the standard library is used. Each case works in --work-dir/CASE (wiped fir
 """
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -191,6 +197,51 @@ def case_threads_resume():
     check("from the checkpoint" not in log and "bitwise" not in log, log)
 
 
+def metrics(out):
+    """iteration -> record of OUTPUT_DIR/metrics.json."""
+    records = {}
+    with open(os.path.join(out, "metrics.json")) as f:
+        for line in f:
+            if line.strip():
+                r = json.loads(line)
+                records[r["iteration"]] = r
+    return records
+
+
+def case_resume_changed_config():
+    cfg = tiny_config()
+    env = {"OMP_NUM_THREADS": "1"}
+    fault = dict(env, DTRAIN_FAULT="train.after_step", DTRAIN_FAULT_MODE="throw",
+                 DTRAIN_FAULT_AFTER="6")  # fails in iteration 5: model_0000003 is the last
+    ref = os.path.join(work_dir(), "reference")
+    run(train(cfg, ref), env_extra=env)
+
+    out = os.path.join(work_dir(), "lr")
+    run(train(cfg, out), env_extra=fault, expect_rc=1)
+    _, log = run(train(cfg, out, "SOLVER.BASE_LR", 0.5, flags=["--resume"]), env_extra=env)
+    check("Loaded checkpoint %s/model_0000003" % out in log, "did not resume:\n" + log)
+    check("trying an older checkpoint" not in log, log)
+    check(re.search(r"SOLVER\.BASE_LR: 0\.05 \(checkpoint\) vs 0\.5 \(this run\): the "
+                    r"checkpoint's value wins", log), "no warning naming the key:\n" + log)
+    check(len(re.findall(r"config keys? that differ", log)) == 1, "not one warning:\n" + log)
+    a, b = metrics(ref), metrics(out)
+    for it in sorted(a):
+        for key in ("lr", "total_loss"):
+            if key in a[it]:
+                check(b.get(it, {}).get(key) == a[it][key],
+                      "iteration %d: %s %r, uninterrupted %r" % (it, key, b.get(it, {}).get(key),
+                                                                   a[it][key]))
+
+    out = os.path.join(work_dir(), "shape")
+    run(train(cfg, out), env_extra=fault, expect_rc=1)
+    _, log = run(train(cfg, out, "MODEL.MLP.HIDDEN_DIMS", "[16]", flags=["--resume"]),
+                 env_extra=env, expect_rc=2)
+    check("does not match the model (a resume needs every tensor to match)" in log, log)
+    check(re.search(r"MODEL\.MLP\.HIDDEN_DIMS: \[32\] \(checkpoint\) vs \[16\] \(this run\)",
+                    log), "the key was not named:\n" + log)
+    check("trying an older checkpoint" not in log, log)
+
+
 def case_hostile_inputs():
     out = os.path.join(work_dir(), "out")
     # Character device: used to abort (uncaught bad_alloc).
@@ -225,6 +276,7 @@ CASES = {
     "num_gpus": case_num_gpus,
     "log_once": case_log_once,
     "threads_resume": case_threads_resume,
+    "resume_changed_config": case_resume_changed_config,
     "hostile_inputs": case_hostile_inputs,
 }
 
