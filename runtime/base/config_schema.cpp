@@ -130,6 +130,12 @@ std::vector<ConfigKeySpec> make_schema() {
       // ---- evaluation, logging, system ----------------------------------------------
       I("TEST.EVAL_PERIOD", 0, kCount, "evaluate every this many iterations (0: only at the end)"),
       I("TEST.IMS_PER_BATCH", 64, kSize, "global evaluation batch"),
+      S("TEST.BEST_CHECKPOINT.METRIC", "",
+        "save OUTPUT_DIR/model_best after each evaluation that improves this metric, named "
+        "'<dataset>/<metric>' as in metrics.json's 'eval/<dataset>/<metric>' (the 'eval/' "
+        "prefix may be given); empty: off"),
+      S("TEST.BEST_CHECKPOINT.MODE", "max",
+        "max or min: whether a larger or a smaller TEST.BEST_CHECKPOINT.METRIC is better"),
       I("LOG.PERIOD", 20, kSize, "iterations between console lines and metrics.json records"),
       B("LOG.TENSORBOARD", true,
         "write every scalar to OUTPUT_DIR/events.out.tfevents.* for TensorBoard (rank 0)"),

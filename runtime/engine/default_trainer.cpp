@@ -2,6 +2,7 @@
 #include "runtime/engine/default_trainer.h"
 
 #include <filesystem>
+#include <optional>
 #include <random>
 
 #include <ATen/ATen.h>
@@ -62,6 +63,26 @@ int64_t resolve_seed(const Config& cfg, dist::Communicator& comm) {
   return seed;
 }
 
+std::unique_ptr<BestMetric> make_best_metric(const Config& cfg) {
+  const std::string metric = cfg.get_string("TEST.BEST_CHECKPOINT.METRIC");
+  if (metric.empty()) return nullptr;
+  const BestMetric::Mode mode = BestMetric::parse_mode(cfg.get_string("TEST.BEST_CHECKPOINT.MODE"));
+  const auto& test_sets = cfg.get_string_list("DATASETS.TEST");
+  DTRAIN_CHECK_T(ConfigError, !test_sets.empty(),
+                 "TEST.BEST_CHECKPOINT.METRIC is '{}' but DATASETS.TEST is empty: model_best "
+                 "needs an evaluation (set DATASETS.TEST, and TEST.EVAL_PERIOD to evaluate "
+                 "during training)",
+                 metric);
+  const std::string name = best_metric_storage_name(metric);
+  bool known_dataset = false;
+  for (const auto& ds : test_sets) known_dataset |= name.rfind("eval/" + ds + "/", 0) == 0;
+  DTRAIN_CHECK_T(ConfigError, known_dataset,
+                 "TEST.BEST_CHECKPOINT.METRIC '{}' must be '<dataset>/<metric>' with a dataset "
+                 "of DATASETS.TEST ({}), e.g. '{}/accuracy'",
+                 metric, fmt::join(test_sets, ", "), test_sets.front());
+  return std::make_unique<BestMetric>(name, mode);
+}
+
 DefaultTrainer::DefaultTrainer(const Config& cfg, std::shared_ptr<dist::Communicator> comm)
     : cfg_(cfg), comm_(std::move(comm)) {
   const int world = comm_->size();
@@ -69,6 +90,7 @@ DefaultTrainer::DefaultTrainer(const Config& cfg, std::shared_ptr<dist::Communic
   DTRAIN_CHECK_T(ConfigError, global_batch > 0 && global_batch % world == 0,
                  "SOLVER.IMS_PER_BATCH ({}) must be a positive multiple of the world size ({})",
                  global_batch, world);
+  best_ = make_best_metric(cfg);
   seed_ = resolve_seed(cfg, *comm_);
 
   // Same initialization on every rank (then broadcast from rank 0 anyway); afterwards a
@@ -103,15 +125,16 @@ DefaultTrainer::DefaultTrainer(const Config& cfg, std::shared_ptr<dist::Communic
   ckpt_options.config_yaml = cfg.to_yaml();
   ckpt_options.strict = cfg.get_bool("CHECKPOINT.STRICT");
   ckpt_options.matching_heuristics = cfg.get_bool("CHECKPOINT.MATCHING_HEURISTICS");
+  std::map<std::string, checkpoint::Checkpointable> checkpointables{
+      {"optimizer", {optimizer_state_.get()}},
+      {"scheduler", {scheduler_.get()}},
+      {"sampler", {sampler_.get()}},
+      {"rng", {&rng_state_, checkpoint::Scope::kPerRank}},
+      {"threads", {&threads_state_, checkpoint::Scope::kPerRank}}};
+  // Every checkpoint carries the best so far, so that a resume keeps it.
+  if (best_) checkpointables["best_checkpointer"] = {best_.get()};
   checkpointer_ = std::make_unique<checkpoint::Checkpointer>(
-      model_, cfg.get_string("OUTPUT_DIR"), *comm_,
-      std::map<std::string, checkpoint::Checkpointable>{
-          {"optimizer", {optimizer_state_.get()}},
-          {"scheduler", {scheduler_.get()}},
-          {"sampler", {sampler_.get()}},
-          {"rng", {&rng_state_, checkpoint::Scope::kPerRank}},
-          {"threads", {&threads_state_, checkpoint::Scope::kPerRank}}},
-      ckpt_options);
+      model_, cfg.get_string("OUTPUT_DIR"), *comm_, std::move(checkpointables), ckpt_options);
   periodic_checkpointer_ = std::make_unique<checkpoint::PeriodicCheckpointer>(
       *checkpointer_, cfg.get_int("SOLVER.CHECKPOINT_PERIOD"), cfg.get_int("SOLVER.MAX_ITER"),
       cfg.get_int("CHECKPOINT.MAX_TO_KEEP"), "model", cfg.get_bool("CHECKPOINT.ASYNC"));
@@ -139,6 +162,15 @@ std::vector<std::shared_ptr<HookBase>> DefaultTrainer::build_hooks() {
   if (!cfg_.get_string_list("DATASETS.TEST").empty()) {
     hooks.push_back(std::make_shared<EvalHook>(cfg_.get_int("TEST.EVAL_PERIOD"),
                                                [this] { return test(); }));
+    // After the EvalHook of the same iteration; saves through the PeriodicCheckpointer
+    // so that retention also runs after the commit of an asynchronous save it finishes.
+    if (best_) {
+      hooks.push_back(std::make_shared<BestCheckpointer>(
+          cfg_.get_int("TEST.EVAL_PERIOD"), *best_, *comm_,
+          [this](const std::string& name, const checkpoint::StateDict& extra) {
+            periodic_checkpointer_->save(name, extra);
+          }));
+    }
   }
   if (comm_->rank() == 0) {
     const std::string out = cfg_.get_string("OUTPUT_DIR");
@@ -148,7 +180,11 @@ std::vector<std::shared_ptr<HookBase>> DefaultTrainer::build_hooks() {
     if (cfg_.get_bool("LOG.TENSORBOARD")) {
       writers.push_back(std::make_shared<TensorboardXWriter>(out));
     }
-    hooks.push_back(std::make_shared<PeriodicWriter>(writers, cfg_.get_int("LOG.PERIOD")));
+    // The evaluation schedule tells a resumed run's writers which records it rewrites.
+    std::optional<int64_t> eval_period;
+    if (!cfg_.get_string_list("DATASETS.TEST").empty()) eval_period = cfg_.get_int("TEST.EVAL_PERIOD");
+    hooks.push_back(
+        std::make_shared<PeriodicWriter>(writers, cfg_.get_int("LOG.PERIOD"), eval_period));
   }
   return hooks;
 }

@@ -18,6 +18,7 @@
 #include "models/model.h"
 #include "runtime/base/config.h"
 #include "runtime/dist/communicator.h"
+#include "runtime/engine/best_checkpointer.h"
 #include "runtime/engine/preemption.h"
 #include "runtime/engine/simple_trainer.h"
 #include "runtime/engine/threads.h"
@@ -37,6 +38,11 @@ at::Device resolve_device(const std::string& device, int local_rank);
 
 // The seed SEED stands for: SEED itself, or for -1 one drawn on rank 0 and broadcast.
 int64_t resolve_seed(const Config& cfg, dist::Communicator& comm);
+
+// The BestMetric of TEST.BEST_CHECKPOINT.* (nullptr when METRIC is empty). Throws
+// ConfigError naming the keys for a MODE other than max/min, for a METRIC without
+// DATASETS.TEST, or for one whose dataset is not in DATASETS.TEST.
+std::unique_ptr<BestMetric> make_best_metric(const Config& cfg);
 
 class DefaultTrainer {
  public:
@@ -68,8 +74,9 @@ class DefaultTrainer {
   const Config& cfg() const { return cfg_; }
 
   // The hooks of detectron2's build_hooks(): timer, LR scheduler, periodic
-  // checkpointer, preemption (CHECKPOINT.PREEMPT_SIGNALS), evaluation, and (on rank 0)
-  // the metric writers, in that order. train() throws Preempted (on every rank) after
+  // checkpointer, preemption (CHECKPOINT.PREEMPT_SIGNALS), evaluation, the best
+  // checkpointer (TEST.BEST_CHECKPOINT.METRIC), and (on rank 0) the metric writers, in
+  // that order. train() throws Preempted (on every rank) after
   // a preemption checkpoint was committed.
   std::vector<std::shared_ptr<HookBase>> build_hooks();
 
@@ -87,6 +94,7 @@ class DefaultTrainer {
   std::unique_ptr<optim::OptimizerState> optimizer_state_;
   checkpoint::RngState rng_state_;
   ThreadCountState threads_state_;  // intra-op threads, kept on resume (threads.h)
+  std::unique_ptr<BestMetric> best_;  // TEST.BEST_CHECKPOINT, when METRIC is set
   std::unique_ptr<checkpoint::Checkpointer> checkpointer_;
   std::unique_ptr<checkpoint::PeriodicCheckpointer> periodic_checkpointer_;
   std::unique_ptr<PreemptionWatcher> preemption_;

@@ -75,7 +75,16 @@ JsonWriter::JsonWriter(std::string path) : path_(std::move(path)) {
 
 JsonWriter::~JsonWriter() { close(); }
 
-void JsonWriter::start(int64_t start_iter) {
+bool WriteSchedule::writes(int64_t iteration) const {
+  if (iteration < start_iter || iteration > max_iter) return false;
+  if (iteration == max_iter) return eval_period.has_value();  // the final evaluation
+  if ((iteration + 1) % std::max<int64_t>(log_period, 1) == 0 || iteration == max_iter - 1) return true;
+  return eval_period && *eval_period > 0 && (iteration + 1) % *eval_period == 0;
+}
+
+void JsonWriter::rewrite(
+    int64_t start_iter,
+    const std::function<std::optional<std::string>(int64_t, const std::string&)>& keep) {
   if (!file_) return;
   std::fclose(file_);
   file_ = nullptr;
@@ -88,13 +97,15 @@ void JsonWriter::start(int64_t start_iter) {
       ssize_t n;
       while ((n = ::getline(&line, &cap, in)) > 0) {
         std::string text(line, static_cast<size_t>(n));
+        std::optional<std::string> out;
         try {
           auto j = nlohmann::json::parse(text);
-          if (j.value("iteration", int64_t{-1}) >= start_iter) continue;
+          out = keep(j.value("iteration", int64_t{-1}), text);
         } catch (const std::exception&) {
           continue;  // a torn last line of a killed run
         }
-        kept += text;
+        if (!out) continue;
+        kept += *out;
         if (kept.back() != '\n') kept += '\n';
       }
       std::free(line);
@@ -105,6 +116,41 @@ void JsonWriter::start(int64_t start_iter) {
   file_ = std::fopen(path_.c_str(), "a");
   DTRAIN_CHECK(file_ != nullptr, "cannot open metrics file '{}': {}", path_, std::strerror(errno));
   last_written_ = start_iter - 1;
+}
+
+void JsonWriter::start(int64_t start_iter) {
+  rewrite(start_iter, [&](int64_t iter, const std::string& text) -> std::optional<std::string> {
+    if (iter >= start_iter) return std::nullopt;
+    return text;
+  });
+}
+
+void JsonWriter::resume(const WriteSchedule& schedule) {
+  int64_t dropped = 0, kept_evals = 0;
+  rewrite(schedule.start_iter,
+          [&](int64_t iter, const std::string& text) -> std::optional<std::string> {
+            if (iter < schedule.start_iter) return text;
+            if (schedule.writes(iter)) {
+              ++dropped;
+              return std::nullopt;
+            }
+            auto record = nlohmann::ordered_json::parse(text);
+            nlohmann::ordered_json evals;
+            for (const auto& [key, value] : record.items()) {
+              if (key == "iteration" || key.rfind("eval/", 0) == 0) evals[key] = value;
+            }
+            if (evals.size() < 2) {
+              ++dropped;
+              return std::nullopt;
+            }
+            ++kept_evals;
+            return evals.dump();
+          });
+  if (dropped > 0 || kept_evals > 0) {
+    DTRAIN_LOG_INFO("{}: dropped {} records at or after iteration {} (this run writes or "
+                    "recomputes them); kept the evaluation results of {} others",
+                    path_, dropped, schedule.start_iter, kept_evals);
+  }
 }
 
 void JsonWriter::close() {

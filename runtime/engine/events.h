@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -66,6 +67,21 @@ class EventStorage {
   std::map<std::string, bool> smoothing_hints_;
 };
 
+// The iterations at which a run from start_iter to max_iter writes records, if it
+// completes: every log_period-th iteration and the last (PeriodicWriter), each
+// evaluation during training (EvalHook: every eval_period-th iteration but the last) and
+// max_iter itself (the evaluation after training). Scalars other than evaluations are
+// put at every iteration, so a write at iteration w records w and the evaluations since
+// the previous write.
+struct WriteSchedule {
+  int64_t start_iter = 0;
+  int64_t max_iter = 0;
+  int64_t log_period = 20;
+  std::optional<int64_t> eval_period;  // nullopt: no evaluation; 0: only after training
+  // Whether the run writes a record at `iteration`.
+  bool writes(int64_t iteration) const;
+};
+
 // Something that writes the storage's metrics somewhere (detectron2's EventWriter).
 class EventWriter {
  public:
@@ -74,6 +90,9 @@ class EventWriter {
   virtual void close() {}
   // Called once before training starts at `start_iter` (e.g. after a resume).
   virtual void start(int64_t /*start_iter*/) {}
+  // Called instead of start() before a resumed run (start_iter > 0) whose schedule is
+  // known. Default: start(schedule.start_iter).
+  virtual void resume(const WriteSchedule& schedule) { start(schedule.start_iter); }
 };
 
 // Appends one JSON object per call to a file: {"iteration": N, "<scalar>": value, ...}
@@ -83,13 +102,23 @@ class JsonWriter : public EventWriter {
  public:
   explicit JsonWriter(std::string path);
   ~JsonWriter() override;
-  // Drops the records of iterations >= start_iter left by an interrupted run (they are
-  // about to be recomputed), so the file holds one record per iteration after a resume.
+  // Drops every record of iterations >= start_iter (they are about to be recomputed).
   void start(int64_t start_iter) override;
+  // Before a resumed run: drops the records at iterations >= start_iter that the run
+  // will write again (schedule.writes), so no iteration appears twice; of the other
+  // records >= start_iter keeps only the evaluation results ("eval/..." values, e.g. the
+  // final evaluation of a finished run that is now extended) and drops the rest (steps
+  // of an interrupted run past its checkpoint, recomputed but not logged again).
+  void resume(const WriteSchedule& schedule) override;
   void write(const EventStorage& storage) override;
   void close() override;
 
  private:
+  // Rewrites the file keeping what `keep` returns for each record (nullopt: dropped);
+  // torn lines (a killed run's last) are dropped. Then appends from start_iter on.
+  void rewrite(int64_t start_iter,
+               const std::function<std::optional<std::string>(int64_t, const std::string&)>& keep);
+
   std::string path_;
   std::FILE* file_ = nullptr;
   int64_t last_written_ = -1;

@@ -54,14 +54,16 @@ void PeriodicCheckpointerHook::after_train() {
   }
 }
 
-PeriodicWriter::PeriodicWriter(std::vector<std::shared_ptr<EventWriter>> writers, int64_t period)
-    : writers_(std::move(writers)), period_(period > 0 ? period : 20) {}
+PeriodicWriter::PeriodicWriter(std::vector<std::shared_ptr<EventWriter>> writers, int64_t period,
+                               std::optional<int64_t> eval_period)
+    : writers_(std::move(writers)), period_(period > 0 ? period : 20), eval_period_(eval_period) {}
 
 void PeriodicWriter::before_train() {
-  // After a resume, records of the iterations about to be recomputed are dropped; a run
-  // starting at 0 appends, as detectron2 does.
+  // After a resume, records of the iterations about to be written again are dropped; a
+  // run starting at 0 appends, as detectron2 does.
   if (trainer_->start_iter() > 0) {
-    for (auto& w : writers_) w->start(trainer_->start_iter());
+    const WriteSchedule schedule{trainer_->start_iter(), trainer_->max_iter(), period_, eval_period_};
+    for (auto& w : writers_) w->resume(schedule);
   }
 }
 

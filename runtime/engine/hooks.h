@@ -6,6 +6,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,9 +41,12 @@ class LRSchedulerHook : public HookBase {
 };
 
 // Calls every writer each `period` iterations, at the last iteration and after training.
+// A resumed run (start_iter > 0) first calls each writer's resume() with its
+// WriteSchedule; `eval_period` is the EvalHook's period (nullopt: no evaluation).
 class PeriodicWriter : public HookBase {
  public:
-  PeriodicWriter(std::vector<std::shared_ptr<EventWriter>> writers, int64_t period);
+  PeriodicWriter(std::vector<std::shared_ptr<EventWriter>> writers, int64_t period,
+                 std::optional<int64_t> eval_period = std::nullopt);
   void before_train() override;
   void after_step() override;
   void after_train() override;
@@ -50,6 +54,7 @@ class PeriodicWriter : public HookBase {
  private:
   std::vector<std::shared_ptr<EventWriter>> writers_;
   int64_t period_;
+  std::optional<int64_t> eval_period_;
 };
 
 // Saves checkpoints through a PeriodicCheckpointer after each step (detectron2's

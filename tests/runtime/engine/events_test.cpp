@@ -1,5 +1,6 @@
 // Unit tests of runtime/engine/events.h: HistoryBuffer statistics, EventStorage
-// (iterations, smoothing hints) and JsonWriter (one object per iteration, no duplicates).
+// (iterations, smoothing hints), JsonWriter (one object per iteration, no duplicates) and
+// what a resumed run keeps of metrics.json (WriteSchedule, JsonWriter::resume).
 #include "runtime/engine/events.h"
 
 #include <gtest/gtest.h>
@@ -186,6 +187,96 @@ TEST(JsonWriterTest, AppendsToAnExistingFile) {
   auto lines = read_json_lines(path);
   ASSERT_EQ(lines.size(), 2u);
   EXPECT_EQ(lines[1].at("iteration"), 1);
+}
+
+TEST(WriteScheduleTest, LogPeriodLastIterationEvaluationsAndTheFinalEvaluation) {
+  // LOG.PERIOD 20, EVAL_PERIOD 20, resumed at 50 with MAX_ITER 60.
+  const WriteSchedule extended{50, 60, 20, int64_t{20}};
+  std::vector<int64_t> got;
+  for (int64_t i = 0; i <= 70; ++i) {
+    if (extended.writes(i)) got.push_back(i);
+  }
+  EXPECT_EQ(got, (std::vector<int64_t>{59, 60}));
+  // LOG.PERIOD 5, evaluations every 4: evaluations between writes are records too.
+  const WriteSchedule busy{10, 22, 5, int64_t{4}};
+  got.clear();
+  for (int64_t i = 0; i <= 30; ++i) {
+    if (busy.writes(i)) got.push_back(i);
+  }
+  EXPECT_EQ(got, (std::vector<int64_t>{11, 14, 15, 19, 21, 22}));
+  // Without evaluation there is no record at max_iter; period 0 evaluates only at the end.
+  EXPECT_FALSE((WriteSchedule{10, 22, 5, std::nullopt}).writes(22));
+  EXPECT_FALSE((WriteSchedule{10, 22, 5, int64_t{0}}).writes(11));
+  EXPECT_TRUE((WriteSchedule{10, 22, 5, int64_t{0}}).writes(22));
+}
+
+// Writes `lines` (one JSON object each) to `path`.
+void write_lines(const std::string& path, const std::vector<std::string>& lines) {
+  std::ofstream out(path);
+  for (const auto& l : lines) out << l << "\n";
+}
+
+// The "iteration" of every record of `path`, in file order.
+std::vector<int64_t> iterations(const std::string& path) {
+  std::vector<int64_t> out;
+  for (const auto& j : read_json_lines(path)) out.push_back(j.at("iteration").get<int64_t>());
+  return out;
+}
+
+TEST(JsonWriterTest, ExtendingAFinishedRunKeepsItsFinalEvaluation) {
+  // A run of MAX_ITER 50 (LOG.PERIOD 20, EVAL_PERIOD 20) resumed with MAX_ITER 60.
+  TempDir dir;
+  const std::string path = dir / "metrics.json";
+  write_lines(path, {R"({"iteration":19,"total_loss":3.0,"eval/ds/accuracy":0.25})",
+                     R"({"iteration":39,"total_loss":2.0,"eval/ds/accuracy":0.5})",
+                     R"({"iteration":49,"total_loss":1.0})",
+                     R"({"iteration":50,"eval/ds/accuracy":0.75})"});
+  JsonWriter w(path);
+  w.resume(WriteSchedule{50, 60, 20, int64_t{20}});
+  EventStorage s(59);
+  s.put_scalar("total_loss", 0.5);
+  w.write(s);
+  s.set_iter(60);
+  s.put_scalar("eval/ds/accuracy", 0.875, false);
+  w.write(s);
+  w.close();
+  EXPECT_EQ(iterations(path), (std::vector<int64_t>{19, 39, 49, 50, 59, 60}));
+  EXPECT_EQ(read_json_lines(path)[3], (nlohmann::json{{"iteration", 50}, {"eval/ds/accuracy", 0.75}}));
+}
+
+TEST(JsonWriterTest, ResumeDropsWhatIsWrittenAgainAndAKilledRunsSteps) {
+  // Resumed at 10 (checkpoint after 9), MAX_ITER 20, LOG.PERIOD 5, EVAL_PERIOD 4. The
+  // killed run logged 11 (an evaluation) and 14; a failed step's after_train write left 12;
+  // the last line is torn.
+  TempDir dir;
+  const std::string path = dir / "metrics.json";
+  write_lines(path, {R"({"iteration":4,"total_loss":3.0})", R"({"iteration":7,"eval/ds/loss":2.5})",
+                     R"({"iteration":9,"total_loss":2.0})",
+                     R"({"iteration":11,"eval/ds/loss":1.5})",
+                     R"({"iteration":12,"total_loss":1.9,"eval/ds/loss":1.7})",
+                     R"({"iteration":14,"total_loss":1.8})", R"({"iteration":1)"});
+  JsonWriter w(path);
+  w.resume(WriteSchedule{10, 20, 5, int64_t{4}});
+  w.close();
+  auto lines = read_json_lines(path);
+  EXPECT_EQ(iterations(path), (std::vector<int64_t>{4, 7, 9, 12}));
+  // 12 is not written again: its training values go, its evaluation result stays.
+  EXPECT_EQ(lines[3], (nlohmann::json{{"iteration", 12}, {"eval/ds/loss", 1.7}}));
+}
+
+TEST(JsonWriterTest, StartDropsEveryRecordFromStartIter) {
+  TempDir dir;
+  const std::string path = dir / "metrics.json";
+  write_lines(path, {R"({"iteration":4,"total_loss":3.0})", R"({"iteration":5,"eval/x":1.0})",
+                     R"({"iteration":6,"total_loss":2.0})"});
+  JsonWriter w(path);
+  w.start(5);
+  EventStorage s(5);
+  s.put_scalar("total_loss", 2.5);
+  w.write(s);
+  w.close();
+  EXPECT_EQ(iterations(path), (std::vector<int64_t>{4, 5}));
+  EXPECT_EQ(read_json_lines(path)[1].at("total_loss"), 2.5);
 }
 
 TEST(JsonWriterTest, UnwritablePathThrowsNamingIt) {

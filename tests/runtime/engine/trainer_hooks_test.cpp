@@ -58,8 +58,10 @@ class RecordingWriter : public EventWriter {
  public:
   void write(const EventStorage& storage) override { writes.push_back(storage.iter()); }
   void close() override { ++closes; }
+  void resume(const WriteSchedule& s) override { schedules.push_back(s); }
   std::vector<int64_t> writes;
   int closes = 0;
+  std::vector<WriteSchedule> schedules;
 };
 
 TEST(TrainerBaseTest, HooksRunInOrderAroundEveryStep) {
@@ -205,6 +207,29 @@ TEST(PeriodicWriterTest, PeriodCountsFromIterationZeroAfterAResume) {
       std::vector<std::shared_ptr<EventWriter>>{w}, /*period=*/5)});
   trainer.train(7, 16);
   EXPECT_EQ(w->writes, (std::vector<int64_t>{9, 14, 15, 16}));
+}
+
+TEST(PeriodicWriterTest, AResumedRunTellsTheWritersItsSchedule) {
+  Log log;
+  RecordingTrainer trainer(&log);
+  auto w = std::make_shared<RecordingWriter>();
+  trainer.register_hooks({std::make_shared<PeriodicWriter>(
+      std::vector<std::shared_ptr<EventWriter>>{w}, /*period=*/5, /*eval_period=*/int64_t{4})});
+  trainer.train(0, 3);
+  EXPECT_TRUE(w->schedules.empty());  // a run from 0 appends
+  trainer.train(7, 16);
+  ASSERT_EQ(w->schedules.size(), 1u);
+  const WriteSchedule& s = w->schedules[0];
+  EXPECT_EQ(s.start_iter, 7);
+  EXPECT_EQ(s.max_iter, 16);
+  EXPECT_EQ(s.log_period, 5);
+  EXPECT_EQ(s.eval_period, std::optional<int64_t>(4));
+  // The schedule's iterations include every write the run made.
+  for (int64_t it : w->writes) {
+    if (it >= 7) {
+      EXPECT_TRUE(s.writes(it)) << it;
+    }
+  }
 }
 
 TEST(PeriodicWriterTest, NonPositivePeriodFallsBackToTwenty) {
