@@ -229,7 +229,7 @@ int run_ckpt(const std::vector<std::string>& args, std::ostream& out, std::ostre
 
   ImportOptions imp;
   CLI::App* import_cmd = app.add_subcommand(
-      "import", "make a 1-shard checkpoint from a PyTorch, detectron2 or safetensors file");
+      "import", "make a checkpoint from a PyTorch, detectron2 or safetensors file");
   import_cmd->add_option("path", imp.path,
                          "a torch.save'd state dict, a detectron2 .pth/.pkl or a .safetensors")
       ->required();
@@ -238,6 +238,12 @@ int run_ckpt(const std::vector<std::string>& args, std::ostream& out, std::ostre
   import_cmd->add_option("--config-file", imp.config_file,
                          "a dtrain config: load into its model, optimizer and scheduler first "
                          "(maps PyTorch optimizer state onto parameter names)");
+  import_cmd
+      ->add_option("--world-size", imp.world_size,
+                   "shards of the checkpoint written; per-rank keys ranks/RRRRR/... must "
+                   "name ranks below it")
+      ->capture_default_str()
+      ->check(CLI::Range(1, kMaxImportWorldSize));
 
   if (!args.empty() && !args[0].empty() && args[0][0] != '-' &&
       app.get_subcommands([&](CLI::App* sub) { return sub->get_name() == args[0]; }).empty()) {

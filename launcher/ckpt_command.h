@@ -79,9 +79,14 @@ struct ImportOptions {
   // training run would (key matching; PyTorch optimizer/scheduler state where it maps)
   // and import their state. Without it only the file's tensors and scalars are imported.
   std::string config_file;
+  // The world size of the checkpoint written (its number of shards); per-rank keys
+  // `ranks/RRRRR/<name>` must name ranks below it. Bounded by kMaxImportWorldSize.
+  int world_size = 1;
 };
-// Builds a 1-shard checkpoint from a foreign weight file (checkpoint/interop): the model's
-// keys go under "model/", keys with a '/' (from `export --all`) keep their names, and a
+inline constexpr int kMaxImportWorldSize = 4096;
+// Builds a checkpoint of options.world_size shards from a foreign weight file (checkpoint/interop): the model's
+// keys go under "model/", keys with a '/' (from `export --all`) keep their names (per-rank
+// keys of a rank >= world_size are refused, naming the key and --world-size), and a
 // detectron2 checkpoint's "iteration" becomes the checkpoint's. Refuses to overwrite.
 int ckpt_import(const ImportOptions& options, std::ostream& out, std::ostream& err);
 

@@ -368,6 +368,11 @@ int run_import(const ImportOptions& options, std::ostream& out) {
                      "'{}': key '{}' starts with 'ranks/' but not 'ranks/<rank>/<name>'",
                      options.path, key);
       const size_t rank = std::stoul(digits);
+      DTRAIN_CHECK_T(CheckpointError, rank < static_cast<size_t>(options.world_size),
+                     "'{}': key '{}' is state of rank {}, but the checkpoint has --world-size "
+                     "{} (ranks 0..{}); pass --world-size {} or more to import it",
+                     options.path, key, rank, options.world_size, options.world_size - 1,
+                     rank + 1);
       if (per_rank.size() <= rank) per_rank.resize(rank + 1);
       per_rank[rank].emplace_back(key.substr(slash + 1), *t);
     } else if (key.find('/') != std::string::npos) {
@@ -384,7 +389,11 @@ int run_import(const ImportOptions& options, std::ostream& out) {
   if (auto it = scalars.find("extra/iteration"); it != scalars.end()) {
     if (auto i = std::get_if<int64_t>(&it->second)) iteration = *i;
   }
-  const int world_size = std::max<int>(1, static_cast<int>(per_rank.size()));
+  DTRAIN_CHECK_T(CheckpointError,
+                 options.world_size >= 1 && options.world_size <= kMaxImportWorldSize,
+                 "--world-size {} is outside 1..{}", options.world_size, kMaxImportWorldSize);
+  const int world_size = options.world_size;
+  per_rank.resize(world_size);
 
   std::string aside;
   if (stdfs::exists(to)) aside = move_aside(to);

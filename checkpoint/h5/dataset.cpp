@@ -119,9 +119,9 @@ at::Tensor Dataset::read_rows(int64_t start, int64_t count,
   return out;
 }
 
-std::string Dataset::read_string() const {
+std::string Dataset::read_string(size_t max_bytes) const {
   return internal::read_single_string(id(), /*is_attribute=*/false,
-                                      fmt::format("dataset {}", describe()));
+                                      fmt::format("dataset {}", describe()), max_bytes);
 }
 
 }  // namespace dtrain::checkpoint::h5

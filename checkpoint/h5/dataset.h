@@ -51,8 +51,9 @@ class Dataset : public Object {
   // Throws dtrain::CheckpointError naming the dataset for a range outside shape()[0].
   at::Tensor read_rows(int64_t start, int64_t count,
                        std::optional<at::ScalarType> as = std::nullopt) const;
-  // Reads a dataset holding one string (variable or fixed length).
-  std::string read_string() const;
+  // Reads a dataset holding one string (variable or fixed length) of at most `max_bytes`
+  // and at most the file's size, checked before allocating (internal::read_single_string).
+  std::string read_string(size_t max_bytes = kMaxStringBytes) const;
 };
 
 }  // namespace dtrain::checkpoint::h5

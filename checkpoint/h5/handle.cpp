@@ -27,6 +27,34 @@ herr_t collect_entry(unsigned /*n*/, const H5E_error2_t* err, void* client_data)
   return 0;
 }
 
+// The text between `key = '` and the next `'` in `entry` ("" when absent).
+std::string quoted_field(const std::string& entry, const std::string& key) {
+  const std::string open = key + " = '";
+  const size_t start = entry.find(open);
+  if (start == std::string::npos) return "";
+  const size_t from = start + open.size();
+  const size_t end = entry.find('\'', from);
+  return end == std::string::npos ? "" : entry.substr(from, end - from);
+}
+
+// The operating system's error behind a failed read or write, from the file driver's
+// entry ("file write failed: ..., filename = 'f.h5', ..., errno = 28, error message = 'No
+// space left on device', ..."): "No space left on device (writing 'f.h5')"; "" if none.
+std::string os_error_of(const std::vector<std::string>& entries) {
+  for (const std::string& e : entries) {
+    const std::string message = quoted_field(e, "error message");
+    if (message.empty() || e.find("errno = ") == std::string::npos) continue;
+    const std::string file = quoted_field(e, "filename");
+    const char* verb = e.find("write failed") != std::string::npos  ? "writing"
+                       : e.find("read failed") != std::string::npos ? "reading"
+                                                                    : "accessing";
+    return file.empty() ? message : fmt::format("{} ({} '{}')", message, verb, file);
+  }
+  return "";
+}
+
+constexpr size_t kMaxStackChars = 600;
+
 }  // namespace
 
 std::recursive_mutex& library_mutex() {
@@ -44,28 +72,51 @@ ErrorSilencer::~ErrorSilencer() {
   if (restore_) H5Eset_auto2(H5E_DEFAULT, saved_func_, saved_data_);
 }
 
-std::string error_stack_message() {
+namespace {
+
+// The entries of the current error stack, which is then cleared.
+std::vector<std::string> take_error_stack() {
   WalkState state;
   // Downward: from the API function the caller called to the innermost failure.
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, collect_entry, &state);
   H5Eclear2(H5E_DEFAULT);
-  if (state.entries.empty()) return "no HDF5 error message";
+  return std::move(state.entries);
+}
+
+std::string joined(const std::vector<std::string>& entries) {
+  if (entries.empty()) return "no HDF5 error message";
   std::string out;
-  for (const std::string& e : state.entries) {
+  for (const std::string& e : entries) {
     if (!out.empty()) out += "; ";
     out += e;
   }
   return out;
 }
 
+}  // namespace
+
+std::string error_stack_message() { return joined(take_error_stack()); }
+
+std::string error_message(const std::string& operation, const std::vector<std::string>& stack) {
+  const std::string os_error = os_error_of(stack);
+  std::string detail = joined(stack);
+  if (os_error.empty()) return operation + ": HDF5: " + detail;
+  // The OS error first: the HDF5 stack of a full disk is ~900 characters of driver detail.
+  if (detail.size() > kMaxStackChars) {
+    detail = fmt::format("{} ... ({} characters in all)", detail.substr(0, kMaxStackChars),
+                         detail.size());
+  }
+  return fmt::format("{}: {}: HDF5: {}", os_error, operation, detail);
+}
+
 void throw_error(const std::string& operation) {
-  std::string stack;
+  std::vector<std::string> stack;
   {
     // Only the lock: H5Eget_auto2/H5Eset_auto2 (an ErrorSilencer) would clear the stack.
     std::lock_guard<std::recursive_mutex> lock(library_mutex());
-    stack = error_stack_message();
+    stack = take_error_stack();
   }
-  throw CheckpointError(operation + ": HDF5: " + stack);
+  throw CheckpointError(error_message(operation, stack));
 }
 
 Handle& Handle::operator=(Handle&& other) noexcept {

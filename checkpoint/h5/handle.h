@@ -19,6 +19,7 @@
 #include <mutex>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -59,7 +60,14 @@ class ApiScope {
 // "no HDF5 error message" when the stack is empty. Call under an ApiScope.
 std::string error_stack_message();
 
-// Throws dtrain::CheckpointError "<operation>: HDF5: <error_stack_message()>".
+// The message of a failed HDF5 call: "<operation>: HDF5: <stack entries joined>"; when
+// the file driver reports an operating-system error (a full disk, a quota, EIO) the
+// message starts with it and the file ("No space left on device (writing 'f.h5'): ...")
+// and the HDF5 detail after it is capped at 600 characters.
+std::string error_message(const std::string& operation, const std::vector<std::string>& stack);
+
+// Throws dtrain::CheckpointError(error_message(operation, <the error stack>)), clearing
+// the stack.
 [[noreturn]] void throw_error(const std::string& operation);
 
 // Returns `id` when it is a valid identifier (>= 0); otherwise throws via throw_error

@@ -1,6 +1,9 @@
 // Object base class and attribute reads/writes (see object.h).
 #include "checkpoint/h5/object.h"
 
+#include <cstring>
+#include <memory>
+
 #include "runtime/base/error.h"
 
 namespace dtrain::checkpoint::h5 {
@@ -79,8 +82,8 @@ std::vector<double> Attribute::read_float_list() const {
   return read_numbers<double>(*this, H5T_NATIVE_DOUBLE, where_, true);
 }
 
-std::string Attribute::read_string() const {
-  return internal::read_single_string(id(), /*is_attribute=*/true, describe());
+std::string Attribute::read_string(size_t max_bytes) const {
+  return internal::read_single_string(id(), /*is_attribute=*/true, describe(), max_bytes);
 }
 
 // ---- Object ----------------------------------------------------------------------
@@ -174,8 +177,31 @@ std::vector<double> Object::get_float_list_attr(const std::string& name) const {
 // ---- strings ---------------------------------------------------------------------
 
 namespace internal {
+namespace {
 
-std::string read_single_string(hid_t id, bool is_attribute, const std::string& what) {
+// Size in bytes of the file holding object `id`.
+uint64_t file_size_of(hid_t id, const std::string& what) {
+  Handle file(check_id(H5Iget_file_id(id), "finding the file of {}", what), H5Fclose);
+  hsize_t size = 0;
+  check(H5Fget_filesize(file.id(), &size), "querying the size of the file of {}", what);
+  return size;
+}
+
+// Throws unless a string of `bytes` (`kind`: "declares", "stores") fits both limits.
+void check_string_size(uint64_t bytes, const char* kind, size_t max_bytes, hid_t id,
+                       const std::string& what) {
+  const uint64_t file_size = file_size_of(id, what);
+  DTRAIN_CHECK_T(CheckpointError, bytes <= max_bytes && bytes <= file_size,
+                 "{} {} a string of {} bytes, more than {} (refused before allocating it)",
+                 what, kind, bytes,
+                 bytes > file_size ? fmt::format("the file's size, {} bytes", file_size)
+                                   : fmt::format("the cap of {} bytes on strings", max_bytes));
+}
+
+}  // namespace
+
+std::string read_single_string(hid_t id, bool is_attribute, const std::string& what,
+                               size_t max_bytes) {
   ApiScope scope;
   DataType file_type(
       check_id(is_attribute ? H5Aget_type(id) : H5Dget_type(id), "querying the type of {}", what));
@@ -197,13 +223,19 @@ std::string read_single_string(hid_t id, bool is_attribute, const std::string& w
     DataType mem_type = DataType::copy_of(H5T_C_S1);
     check(H5Tset_size(mem_type.id(), H5T_VARIABLE), "reading {}", what);
     check(H5Tset_cset(mem_type.id(), cset), "reading {}", what);
+    // No size query first: H5Dvlen_get_buf_size crashes on scalar dataspaces in HDF5
+    // 1.10.8. A variable-length string lives in the file's global heap, whose
+    // collections HDF5 reads only within the file's end (checked against the file's size
+    // at open), so the read allocates at most the file's size; the cap is checked after.
     char* text = nullptr;
     check(read(mem_type.id(), &text), "reading {}", what);
-    std::string out = text ? text : "";
-    H5free_memory(text);
-    return out;
+    std::unique_ptr<char, herr_t (*)(void*)> owned(text, H5free_memory);
+    const size_t length = text ? std::strlen(text) : 0;
+    check_string_size(length, "stores", max_bytes, id, what);
+    return std::string(text ? text : "", length);
   }
   const size_t size = file_type.size();
+  check_string_size(size, "declares", max_bytes, id, what);
   DataType mem_type = DataType::copy_of(file_type.id());
   std::string out(size, '\0');
   check(read(mem_type.id(), out.data()), "reading {}", what);

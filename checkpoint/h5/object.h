@@ -25,6 +25,11 @@ namespace dtrain::checkpoint::h5 {
 // "base/name" for HDF5 paths ("/" + name when base is "/"; `name` itself when absolute).
 std::string join_path(const std::string& base, const std::string& name);
 
+// The most bytes a string read from a file may take (read_string's default): 256 MiB,
+// far above a real index (~200 bytes per tensor piece) or config, far below what would
+// hurt a process. A string is also never larger than the file that holds it.
+inline constexpr size_t kMaxStringBytes = size_t{256} << 20;
+
 // An open attribute (closed with H5Aclose). Move-only.
 class Attribute {
  public:
@@ -42,7 +47,8 @@ class Attribute {
   // naming the attribute, its owner and what was found otherwise.
   int64_t read_int() const;
   double read_float() const;
-  std::string read_string() const;
+  // At most `max_bytes` (and the file's size); see internal::read_single_string.
+  std::string read_string(size_t max_bytes = kMaxStringBytes) const;
   std::vector<int64_t> read_int_list() const;
   std::vector<double> read_float_list() const;
 
@@ -111,8 +117,14 @@ class Object {
 
 namespace internal {
 // Reads the one string held by attribute (is_attribute) or dataset `id`: variable or
-// fixed length, UTF-8 or ASCII, scalar or one element. `what` names it in errors.
-std::string read_single_string(hid_t id, bool is_attribute, const std::string& what);
+// fixed length, UTF-8 or ASCII, scalar or one element. `what` names it in errors. The
+// size must be at most `max_bytes` and at most the size of the file holding it
+// (uncompressed strings only: dtrain never compresses them), else it throws
+// dtrain::CheckpointError naming `what`, the size and the limit. A fixed-length type's
+// declared size is checked before anything is allocated; a variable-length string after
+// the read, which HDF5 bounds by the file's size (see object.cpp).
+std::string read_single_string(hid_t id, bool is_attribute, const std::string& what,
+                               size_t max_bytes = kMaxStringBytes);
 }  // namespace internal
 
 }  // namespace dtrain::checkpoint::h5

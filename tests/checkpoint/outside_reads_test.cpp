@@ -2,7 +2,8 @@
 // crafted with h5py (craft_outside_reads.py) to point at other files -- external raw
 // storage, external, soft and virtual datasets, an external /dtrain/index, a shard that
 // is a symbolic link -- are refused by verify and by Checkpointer::load, naming the file
-// and the object.
+// and the object. A virtual dataset of checkpoint.h5 remapped to another file (what h5py
+// would read) is reported by verify; loads read the shards and get the saved values.
 #include <sys/wait.h>
 
 #include <cstdlib>
@@ -56,6 +57,18 @@ TEST(OutsideReadsTest, CraftedLinksAndExternalStorageAreRefused) {
     TrainingState fresh(OptKind::kSGD, 2, 0, 1);
     Checkpointer ckpt_loader(fresh.model, dir + "/out2", comm, fresh.checkpointables());
     EXPECT_CONTAINS(ThrownMessage([&] { ckpt_loader.load(ckpt); }), expected);
+  }
+  {
+    SCOPED_TRACE("vds_remap");
+    const std::string ckpt = dir + "/crafted/vds_remap";
+    const std::vector<std::string> problems = verify_checkpoint(ckpt);
+    ASSERT_EQ(problems.size(), 1u) << fmt::format("{}", fmt::join(problems, "\n"));
+    EXPECT_CONTAINS(problems[0], "/crafted/outside.h5:whole -> [0]+[");
+    EXPECT_CONTAINS(problems[0], "but the index names shard-00000-of-00001.h5:/model/");
+    TrainingState fresh(OptKind::kSGD, 2, 0, 1);
+    Checkpointer(fresh.model, dir + "/out3", comm, fresh.checkpointables()).load(ckpt);
+    const std::vector<std::string> diff = state_diff(s.snapshot(), fresh.snapshot());
+    EXPECT_TRUE(diff.empty()) << fmt::format("{}", fmt::join(diff, "\n"));
   }
   if (!HasFailure()) std::filesystem::remove_all(dir);
 }

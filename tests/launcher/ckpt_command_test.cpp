@@ -696,6 +696,54 @@ TEST_F(CkptTest, ImportRejectsFilesThatAreNotStateDicts) {
   EXPECT_FALSE(stdfs::exists(tmp_ / "x"));
 }
 
+TEST_F(CkptTest, ImportWorldSizeComesFromTheOptionNotTheFile) {
+  // A 1 KB file naming rank 5000 must not make 5001 shards.
+  const std::string far = tmp_ / "far.pt";
+  checkpoint::write_torch_state_dict(far, {{"w", torch::ones({2})},
+                                           {"ranks/05000/x", torch::zeros({1})}});
+  auto r = run({"import", far, "--to", tmp_ / "x"});
+  EXPECT_EQ(r.rc, kCkptFailed);
+  EXPECT_TRUE(contains(r.err, "'" + far + "': key 'ranks/05000/x' is state of rank 5000, but "
+                              "the checkpoint has --world-size 1 (ranks 0..0); pass "
+                              "--world-size 5001 or more to import it"))
+      << r.err;
+  EXPECT_FALSE(stdfs::exists(tmp_ / "x"));
+  for (const auto& e : stdfs::directory_iterator(tmp_.path())) {
+    EXPECT_NE(e.path().filename().string()[0], '.') << e.path();  // no temporary left
+  }
+  // Out of range: a malformed command line.
+  for (const char* n : {"0", "4097", "-1", "two"}) {
+    r = run({"import", far, "--to", tmp_ / "x", "--world-size", n});
+    EXPECT_EQ(r.rc, kCkptUsage) << n << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, "--world-size")) << r.err;
+  }
+
+  // Ranks 0 and 1 with --world-size 2: two shards, each rank's state in its own.
+  const std::string two = tmp_ / "two.pt";
+  checkpoint::write_torch_state_dict(two, {{"w", torch::arange(6, torch::kFloat)},
+                                           {"ranks/00000/rng/cpu", torch::full({3}, 7)},
+                                           {"ranks/00001/rng/cpu", torch::full({3}, 9)}});
+  r = run({"import", two, "--to", tmp_ / "y"});
+  EXPECT_EQ(r.rc, kCkptFailed);
+  EXPECT_TRUE(contains(r.err, "pass --world-size 2 or more")) << r.err;
+  r = run({"import", two, "--to", tmp_ / "y", "--world-size", "2"});
+  ASSERT_EQ(r.rc, kCkptOk) << r.err;
+  EXPECT_TRUE(contains(r.out, "(world size 2)")) << r.out;
+  EXPECT_TRUE(stdfs::exists(tmp_ / "y/shard-00001-of-00002.h5"));
+  EXPECT_EQ(run({"verify", tmp_ / "y"}).rc, kCkptOk);
+  const auto index = checkpoint::load_index(tmp_ / "y");
+  EXPECT_EQ(index.world_size, 2);
+  checkpoint::ShardReader reader(tmp_ / "y", index.world_size);
+  const auto* w = index.find_tensor("model/w");
+  ASSERT_NE(w, nullptr);
+  EXPECT_TRUE(bitwise_equal(checkpoint::read_full_tensor(reader, *w, tmp_ / "y"),
+                            torch::arange(6, torch::kFloat)));
+  // --world-size above the ranks named: the extra ranks simply hold no per-rank state.
+  r = run({"import", two, "--to", tmp_ / "z", "--world-size", "3"});
+  ASSERT_EQ(r.rc, kCkptOk) << r.err;
+  EXPECT_EQ(run({"verify", tmp_ / "z"}).rc, kCkptOk);
+}
+
 TEST_F(CkptTest, ImportReadsWhatModelStateDictReturns) {
   // torch.save(model.state_dict()): an OrderedDict, which LibTorch's unpickler refuses.
   if (!python_has_torch()) GTEST_SKIP() << "/usr/bin/python3 cannot import torch";
