@@ -902,7 +902,7 @@ StateDict Checkpointer::load_directory(const std::string& dir,
   StateDict per_rank;
   std::map<std::pair<size_t, size_t>, at::Tensor> per_rank_sent;
   all_or_none(comm_, what, [&] {
-    ShardReader reader(dir, index.world_size);
+    ShardReader reader(dir, index.world_size, options_.allow_symlinked_shards);
     for (const auto& r : reads) {
       if (r.reader != rank) continue;
       const auto& t = index.tensors[r.tensor];

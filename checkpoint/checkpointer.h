@@ -55,6 +55,9 @@ struct CheckpointerOptions {
   // longest '.'-aligned suffix (detectron2's heuristics; docs/INTEROP.md). Also on for a
   // path ending in "?matching_heuristics=True" and for files that ask for it.
   bool matching_heuristics = false;
+  // CHECKPOINT.ALLOW_SYMLINKED_SHARDS: read a shard that is a symbolic link to a regular
+  // file (with a warning) instead of refusing it.
+  bool allow_symlinked_shards = false;
 };
 
 class Checkpointer {

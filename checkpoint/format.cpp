@@ -20,6 +20,7 @@
 #include "checkpoint/h5/h5.h"
 #include "runtime/base/error.h"
 #include "runtime/base/fs.h"
+#include "runtime/base/logging.h"
 
 namespace dtrain::checkpoint {
 
@@ -417,9 +418,15 @@ void write_index_file(const std::string& dir, const CheckpointIndex& index,
   finish_index_file(dir, planned, index);
 }
 
-void check_own_file(const std::string& path, const std::string& dir) {
+bool check_own_file(const std::string& path, const std::string& dir, bool allow_symlink) {
   std::error_code ec;
   const auto st = std::filesystem::symlink_status(path, ec);
+  if (!ec && allow_symlink && st.type() == std::filesystem::file_type::symlink) {
+    DTRAIN_CHECK_T(CheckpointError, std::filesystem::status(path, ec).type() ==
+                                        std::filesystem::file_type::regular && !ec,
+                   "'{}' is a symbolic link to something that is not a regular file", path);
+    return true;
+  }
   DTRAIN_CHECK_T(CheckpointError, !ec && st.type() == std::filesystem::file_type::regular,
                  "'{}' is {}, not a regular file of checkpoint '{}' (a checkpoint reads only its "
                  "own files)", path,
@@ -427,6 +434,7 @@ void check_own_file(const std::string& path, const std::string& dir) {
                     : st.type() == std::filesystem::file_type::symlink ? "a symbolic link"
                                                                        : "a special file",
                  dir);
+  return false;
 }
 
 std::string read_index_text(const std::string& dir) {
@@ -460,8 +468,8 @@ at::Tensor empty_tensor_for(const TensorRecord& record, const std::vector<int64_
   }
 }
 
-ShardReader::ShardReader(std::string dir, int world_size)
-    : dir_(std::move(dir)), world_size_(world_size) {}
+ShardReader::ShardReader(std::string dir, int world_size, bool allow_symlinked_shards)
+    : dir_(std::move(dir)), world_size_(world_size), allow_symlinked_shards_(allow_symlinked_shards) {}
 
 ShardReader::~ShardReader() = default;
 
@@ -473,7 +481,12 @@ void ShardReader::read_piece(const TensorRecord& tensor, const PieceRecord& piec
   if (it == files_.end()) {
     DTRAIN_CHECK_T(CheckpointError, std::filesystem::exists(path),
                    "shard '{}' is missing (it holds part of tensor '{}')", path, tensor.name);
-    check_own_file(path, dir_);
+    if (check_own_file(path, dir_, allow_symlinked_shards_)) {
+      std::error_code ec;
+      DTRAIN_LOG_WARN_RANK("shard '{}' is a symbolic link to '{}', read because "
+                           "CHECKPOINT.ALLOW_SYMLINKED_SHARDS is on",
+                           path, std::filesystem::canonical(path, ec).string());
+    }
     try {
       it = files_.emplace(piece.shard, std::make_unique<h5::File>(h5::File::open(path))).first;
     } catch (const std::exception& e) {

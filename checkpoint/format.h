@@ -99,14 +99,18 @@ at::Tensor empty_tensor_for(const TensorRecord& record, const std::vector<int64_
                             const std::string& dir);
 
 // Throws dtrain::CheckpointError unless `path` (a file of checkpoint `dir`) is a regular
-// file: not a symbolic link (which could name any file elsewhere), FIFO or device.
-void check_own_file(const std::string& path, const std::string& dir);
+// file: not a symbolic link (which could name any file elsewhere), FIFO or device. With
+// `allow_symlink`, a symbolic link to a regular file passes (the caller warns).
+// Returns whether `path` is such a link.
+bool check_own_file(const std::string& path, const std::string& dir, bool allow_symlink = false);
 
 // Reads pieces from the shard files of checkpoint directory `dir`, keeping each shard
 // file open once opened. Not thread-safe.
 class ShardReader {
  public:
-  ShardReader(std::string dir, int world_size);
+  // allow_symlinked_shards (CHECKPOINT.ALLOW_SYMLINKED_SHARDS): a shard that is a
+  // symbolic link to a regular file is read, with a warning naming it and its target.
+  ShardReader(std::string dir, int world_size, bool allow_symlinked_shards = false);
   ~ShardReader();
   // Reads `piece` of `tensor` into `dst` (contiguous, the piece's shape and dtype) and
   // verifies its shape and (when `verify`) its xxHash64. Throws CheckpointError naming
@@ -118,6 +122,7 @@ class ShardReader {
  private:
   std::string dir_;
   int world_size_;
+  bool allow_symlinked_shards_;
   std::map<int, std::unique_ptr<h5::File>> files_;
 };
 

@@ -150,6 +150,8 @@ std::vector<ConfigKeySpec> make_schema() {
       I("CHECKPOINT.MAX_TO_KEEP", 0, kCount, "periodic checkpoints to keep (0: all)"),
       B("CHECKPOINT.ASYNC", false, "write checkpoints in the background"),
       B("CHECKPOINT.STRICT", false, "fail a load on missing/unexpected/mismatched keys"),
+      B("CHECKPOINT.ALLOW_SYMLINKED_SHARDS", false,
+        "read a shard that is a symbolic link to a regular file (with a warning) instead of refusing it"),
       B("CHECKPOINT.MATCHING_HEURISTICS", false,
         "match foreign weights' keys to the model's by longest '.'-aligned suffix "
         "(detectron2's heuristics; also on for WEIGHTS?matching_heuristics=True)"),

@@ -125,6 +125,7 @@ DefaultTrainer::DefaultTrainer(const Config& cfg, std::shared_ptr<dist::Communic
   ckpt_options.config_yaml = cfg.to_yaml();
   ckpt_options.strict = cfg.get_bool("CHECKPOINT.STRICT");
   ckpt_options.matching_heuristics = cfg.get_bool("CHECKPOINT.MATCHING_HEURISTICS");
+  ckpt_options.allow_symlinked_shards = cfg.get_bool("CHECKPOINT.ALLOW_SYMLINKED_SHARDS");
   std::map<std::string, checkpoint::Checkpointable> checkpointables{
       {"optimizer", {optimizer_state_.get()}},
       {"scheduler", {scheduler_.get()}},

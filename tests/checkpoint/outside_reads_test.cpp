@@ -70,6 +70,22 @@ TEST(OutsideReadsTest, CraftedLinksAndExternalStorageAreRefused) {
     const std::vector<std::string> diff = state_diff(s.snapshot(), fresh.snapshot());
     EXPECT_TRUE(diff.empty()) << fmt::format("{}", fmt::join(diff, "\n"));
   }
+  {
+    // CHECKPOINT.ALLOW_SYMLINKED_SHARDS: the same symlinked shard is read, with a warning
+    // naming the link and its target, and gives the saved state.
+    SCOPED_TRACE("shard_symlink allowed");
+    TrainingState fresh(OptKind::kSGD, 2, 0, 1);
+    CheckpointerOptions allow;
+    allow.allow_symlinked_shards = true;
+    LogCapture log;
+    Checkpointer(fresh.model, dir + "/out4", comm, fresh.checkpointables(), allow)
+        .load(dir + "/crafted/shard_symlink");
+    EXPECT_CONTAINS(log.text(), "/crafted/shard_symlink/shard-00000-of-00001.h5' is a symbolic "
+                                "link to '");
+    EXPECT_CONTAINS(log.text(), "CHECKPOINT.ALLOW_SYMLINKED_SHARDS is on");
+    const std::vector<std::string> diff = state_diff(s.snapshot(), fresh.snapshot());
+    EXPECT_TRUE(diff.empty()) << fmt::format("{}", fmt::join(diff, "\n"));
+  }
   if (!HasFailure()) std::filesystem::remove_all(dir);
 }
 
