@@ -78,6 +78,8 @@ std::vector<ConfigKeySpec> make_schema() {
          "training set: synthetic_classification, synthetic_tokens, or an HDF5 file path"),
       SV("DATASETS.TEST", SL{},
          "evaluation sets (same names as DATASETS.TRAIN); empty disables evaluation"),
+      S("DATASETS.FASHION_MNIST.ROOT", "/usr/share/datasets/fashion-mnist",
+        "fashion_mnist_{train,test}: directory of the IDX .gz files (Debian's dataset-fashion-mnist)"),
       I("DATASETS.SYNTHETIC.NUM_TRAIN", 8192, kSize, "synthetic: training samples (or sequences)"),
       I("DATASETS.SYNTHETIC.NUM_TEST", 1024, kSize, "synthetic: evaluation samples (or sequences)"),
       IV("DATASETS.SYNTHETIC.INPUT_SHAPE", IL{784}, kSize,

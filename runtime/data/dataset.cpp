@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "runtime/base/error.h"
+#include "runtime/data/fashion_mnist.h"
 #include "runtime/data/h5_dataset.h"
 #include "runtime/data/synthetic.h"
 
@@ -56,6 +57,12 @@ std::shared_ptr<Dataset> build_dataset(const std::string& name, const Config& cf
     o.train = train;
     return std::make_shared<SyntheticTokens>(o);
   }
+  if (name == "fashion_mnist_train" || name == "fashion_mnist_test") {
+    DTRAIN_CHECK_T(ConfigError, classes == 0 || classes >= 10,
+                   "{}: 10 classes, but {} is {}", name, classes_key, classes);
+    return load_fashion_mnist(cfg.get_string("DATASETS.FASHION_MNIST.ROOT"),
+                              name == "fashion_mnist_train");
+  }
   if (ends_with(name, ".h5") || ends_with(name, ".hdf5")) {
     H5DatasetOptions o;
     o.context_length = cfg.get_int("MODEL.GPT.CONTEXT_LENGTH");
@@ -66,7 +73,8 @@ std::shared_ptr<Dataset> build_dataset(const std::string& name, const Config& cf
   }
   throw ConfigError(
       fmt::format("unknown dataset '{}' in DATASETS.{}: expected synthetic_classification, "
-                  "synthetic_tokens or a path ending in .h5 / .hdf5",
+                  "synthetic_tokens, fashion_mnist_train, fashion_mnist_test or a path "
+                  "ending in .h5 / .hdf5",
                   name, train ? "TRAIN" : "TEST"));
 }
 

@@ -1,6 +1,7 @@
 // In-memory classification and token datasets (see in_memory.h).
 #include "runtime/data/in_memory.h"
 
+#include <cmath>
 #include <cstring>
 
 #include <ATen/ops/empty.h>
@@ -21,7 +22,8 @@ void check_index(int64_t index, int64_t size, const std::string& what) {
 // ---- ClassificationDataset ---------------------------------------------------------
 
 ClassificationDataset::ClassificationDataset(at::Tensor inputs, at::Tensor labels,
-                                             int64_t num_classes, std::string description)
+                                             int64_t num_classes, std::string description,
+                                             ByteNormalization norm)
     : inputs_(std::move(inputs)),
       labels_(std::move(labels)),
       num_classes_(num_classes),
@@ -38,6 +40,9 @@ ClassificationDataset::ClassificationDataset(at::Tensor inputs, at::Tensor label
                "{}: tensors must be contiguous CPU tensors", description_);
   DTRAIN_CHECK(num_classes_ >= 1, "{}: num_classes must be >= 1, got {}", description_,
                num_classes_);
+  DTRAIN_CHECK(std::isfinite(norm.mean) && std::isfinite(norm.std) && norm.std > 0,
+               "{}: normalization std must be finite and > 0", description_);
+  for (int v = 0; v < 256; ++v) byte_value_[v] = (v * (1.0f / 255.0f) - norm.mean) / norm.std;
   size_ = inputs_.size(0);
 }
 
@@ -65,7 +70,7 @@ Batch ClassificationDataset::get_batch(const std::vector<int64_t>& indices) cons
     targets[b] = labels[i];
     if (bytes) {
       const uint8_t* src = inputs_.data_ptr<uint8_t>() + i * row;
-      for (int64_t k = 0; k < row; ++k) dst[b * row + k] = src[k] * (1.0f / 255.0f);
+      for (int64_t k = 0; k < row; ++k) dst[b * row + k] = byte_value_[src[k]];
     } else if (row > 0) {
       std::memcpy(dst + b * row, inputs_.data_ptr<float>() + i * row, row * sizeof(float));
     }

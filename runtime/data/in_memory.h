@@ -21,8 +21,15 @@
 
 namespace dtrain::data {
 
+// How uint8 inputs become float32: (x / 255 - mean) / std.
+struct ByteNormalization {
+  float mean = 0.0f;
+  float std = 1.0f;
+};
+
 // Samples (inputs[i], labels[i]). Inputs are float32, or uint8 that get_batch scales to
-// [0, 1] (x / 255) so that byte images take a quarter of the memory.
+// [0, 1] (x / 255), then normalizes with `norm`, so that byte images take a quarter of
+// the memory.
 class ClassificationDataset : public Dataset {
  public:
   // `inputs`: [N, ...] float32 or uint8, contiguous CPU; `labels`: [N] int64 in
@@ -30,7 +37,7 @@ class ClassificationDataset : public Dataset {
   // "synthetic_classification(train, seed 0)"). Throws dtrain::Error on mismatched
   // shapes or dtypes; label ranges are the caller's to check.
   ClassificationDataset(at::Tensor inputs, at::Tensor labels, int64_t num_classes,
-                        std::string description);
+                        std::string description, ByteNormalization norm = {});
 
   int64_t size() const override { return size_; }
   // inputs float32 [B, ...], targets int64 [B]. Throws dtrain::Error for an index
@@ -52,6 +59,7 @@ class ClassificationDataset : public Dataset {
   int64_t num_classes_;
   std::string description_;
   int64_t size_;
+  float byte_value_[256];  // the float32 each uint8 input value becomes
 };
 
 // Language-model sequences from one token stream of length L: sequence i is

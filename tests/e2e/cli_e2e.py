@@ -17,6 +17,9 @@ Cases:
                   checkpoint), one warning lists the key and that the checkpoint's lr
                   wins, and the run continues exactly as an uninterrupted one; with
                   another model shape it exits 2 naming MODEL.MLP.HIDDEN_DIMS
+  fashion_mnist_mlp
+                  configs/mlp_fashion_mnist.yaml on 2 ranks (--num-gpus 2) on Debian's
+                  real Fashion-MNIST reaches the data set's published MLP figure (0.8833)
   hostile_inputs  --config-file /dev/zero or a FIFO, a _BASE_ naming a non-config file,
                   and out-of-range numbers exit 2 at once with a message (no hang, no
                   abort, no quoted content); ckpt diff --atol nan exits 2
@@ -242,6 +245,21 @@ def case_resume_changed_config():
     check("trying an older checkpoint" not in log, log)
 
 
+def case_fashion_mnist_mlp():
+    config = os.path.join(ARGS.source_dir, "configs", "mlp_fashion_mnist.yaml")
+    out = os.path.join(work_dir(), "out")
+    _, log = run([ARGS.dtrain, "train", "--num-gpus", "2", "--config-file", config,
+                  "OUTPUT_DIR", out], env_extra={"OMP_NUM_THREADS": "1"})
+    accuracies = [float(a) for a in
+                  re.findall(r"Evaluation on fashion_mnist_test: accuracy=([0-9.]+)", log)]
+    check(len(accuracies) == 2, "expected 2 evaluations:\n" + log)
+    print("test accuracy after each evaluation: %s" % accuracies)
+    check(accuracies[-1] >= 0.8833, "final test accuracy %.4f < 0.8833" % accuracies[-1])
+    final = metrics(out)[max(metrics(out))]
+    check(abs(final["eval/fashion_mnist_test/accuracy"] - accuracies[-1]) < 1e-4,
+          "metrics.json disagrees with the log: %r" % final)
+
+
 def case_hostile_inputs():
     out = os.path.join(work_dir(), "out")
     # Character device: used to abort (uncaught bad_alloc).
@@ -277,6 +295,7 @@ CASES = {
     "log_once": case_log_once,
     "threads_resume": case_threads_resume,
     "resume_changed_config": case_resume_changed_config,
+    "fashion_mnist_mlp": case_fashion_mnist_mlp,
     "hostile_inputs": case_hostile_inputs,
 }
 
@@ -287,6 +306,8 @@ def main():
     parser.add_argument("--dtrain", required=True)
     parser.add_argument("--mpiexec", default="mpirun")
     parser.add_argument("--work-dir", required=True)
+    parser.add_argument("--source-dir", default=os.path.join(os.path.dirname(
+        os.path.abspath(__file__)), "..", ".."))
     parser.add_argument("case", choices=sorted(CASES))
     ARGS = parser.parse_args()
     ARGS.dtrain = os.path.abspath(ARGS.dtrain)

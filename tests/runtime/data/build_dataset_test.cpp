@@ -88,7 +88,8 @@ TEST(BuildDatasetTest, Errors) {
   std::string msg = error_of([&] { build_dataset("imagenet", cfg, false); });
   EXPECT_EQ(msg,
             "unknown dataset 'imagenet' in DATASETS.TEST: expected synthetic_classification, "
-            "synthetic_tokens or a path ending in .h5 / .hdf5");
+            "synthetic_tokens, fashion_mnist_train, fashion_mnist_test or a path ending in .h5 / "
+            ".hdf5");
   EXPECT_THROW(build_dataset("imagenet", cfg, true), ConfigError);
   cfg.set("DATASETS.SYNTHETIC.NUM_CLASSES", int64_t{100});
   msg = error_of([&] { build_dataset("synthetic_classification", cfg, true); });
