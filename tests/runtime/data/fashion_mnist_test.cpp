@@ -15,19 +15,14 @@
 #include "runtime/base/error.h"
 #include "runtime/data/fashion_mnist.h"
 #include "runtime/data/idx.h"
+#include "tests/gtest_util.h"
 #include "tests/test_util.h"
 
 namespace dtrain::data {
 namespace {
 
 std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a dtrain::Error";
-  return "";
+  return dtrain::testing::ThrownMessage<Error>(fn);
 }
 
 std::vector<uint8_t> idx_bytes(uint8_t type, const std::vector<uint32_t>& dims,
