@@ -28,8 +28,8 @@ std::string describe_config_changes(const Config& run, const std::string& saved_
   const auto differences = saved.diff(run);
   if (differences.empty()) return "";
   std::string out = fmt::format(
-      "Resuming from {} with {} config key{} that differ from the config it was saved with:",
-      origin, differences.size(), differences.size() == 1 ? "" : "s");
+      "Resuming from {} with {} config {} from the config it was saved with:", origin,
+      differences.size(), differences.size() == 1 ? "key that differs" : "keys that differ");
   for (const auto& d : differences) {
     const std::string why = checkpoint_wins_because(d.key);
     out += fmt::format("\n  {}: {} (checkpoint) vs {} (this run): {}", d.key, d.value,
