@@ -212,7 +212,12 @@ void DefaultTrainer::resume_or_load(bool resume) {
   } catch (const ConfigError& e) {
     // The run does not fit the checkpoint (agreed on every rank): say which keys changed.
     if (!resume) throw;
-    const std::string changes = config_changes(cfg_, checkpointer_->get_checkpoint_file(), comm_->rank());
+    std::string tagged;  // the checkpoint tried first; a damaged tag names none
+    try {
+      tagged = checkpointer_->get_checkpoint_file();
+    } catch (const CheckpointError&) {
+    }
+    const std::string changes = config_changes(cfg_, tagged, comm_->rank());
     throw ConfigError(changes.empty() ? std::string(e.what()) : std::string(e.what()) + "\n" + changes);
   }
   auto it = extra.find("iteration");

@@ -67,13 +67,7 @@ TEST(HugeStringTest, IndexDeclaredAsOneGiBStringIsRefusedWithoutAllocating) {
       "(refused before allocating it)",
       kIndexDataset, index_file, kDeclared, file_size);
   EXPECT_CONTAINS(ThrownMessage([&] { load_index(ckpt); }), expected);
-  std::string problems;
-  try {
-    for (const auto& p : verify_checkpoint(ckpt)) problems += p + "\n";
-  } catch (const std::exception& e) {
-    problems = e.what();
-  }
-  EXPECT_CONTAINS(problems, expected);
+  EXPECT_CONTAINS(verify_text(ckpt), expected);
   TrainingState fresh(OptKind::kSGD, 2, 0, 1);
   Checkpointer loader(fresh.model, dir + "/out2", comm, fresh.checkpointables());
   EXPECT_CONTAINS(ThrownMessage([&] { loader.load(ckpt); }), expected);

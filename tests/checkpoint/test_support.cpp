@@ -26,6 +26,7 @@
 #include <torch/torch.h>
 
 #include "checkpoint/h5/h5.h"
+#include "checkpoint/inspect.h"
 #include "runtime/base/error.h"
 #include "runtime/base/fs.h"
 #include "tests/test_util.h"
@@ -292,6 +293,16 @@ std::map<std::string, uint64_t> tree_checksums(const std::string& dir) {
     out[stdfs::relative(e.path(), dir).string()] = XXH64(bytes.data(), bytes.size(), 0);
   }
   return out;
+}
+
+std::string verify_text(const std::string& dir) {
+  std::string problems;
+  try {
+    for (const auto& p : verify_checkpoint(dir)) problems += p + "\n";
+  } catch (const std::exception& e) {
+    problems = e.what();
+  }
+  return problems;
 }
 
 std::vector<std::string> visible_dirs(const std::string& dir) {

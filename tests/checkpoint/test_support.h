@@ -106,6 +106,9 @@ std::string make_temp_dir(const std::string& tag);
 std::string make_shared_temp_dir(dist::Communicator& comm, const std::string& tag);
 // Every regular file under `dir` (recursively, relative paths) -> xxHash64 of its bytes.
 std::map<std::string, uint64_t> tree_checksums(const std::string& dir);
+// What verify_checkpoint says of `dir`: its problems, one per line, or the message of
+// what it threw.
+std::string verify_text(const std::string& dir);
 // Names of the entries of `dir` that are directories and do not start with '.'.
 std::vector<std::string> visible_dirs(const std::string& dir);
 // The contents of dir/last_checkpoint ("" when missing).
