@@ -1,6 +1,6 @@
 // The model interface and the registry that builds reference models by name.
 //
-//   auto model = dtrain::models::build_model(cfg);      // MODEL.NAME: mlp, resnet, gpt
+//   auto model = dtrain::models::build_model(cfg);      // MODEL.NAME: mlp, cnn, resnet, gpt
 //   at::Tensor logits = model->forward(batch.inputs);
 //
 // Models are plain torch::nn::Modules: they know nothing about MPI, devices or data

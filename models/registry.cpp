@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include "models/cnn.h"
 #include "models/gpt.h"
 #include "models/mlp.h"
 #include "models/model.h"
@@ -13,6 +14,7 @@ namespace dtrain::models {
 
 const std::map<std::string, ModelBuilder>& model_registry() {
   static const std::map<std::string, ModelBuilder> registry = {
+      {"cnn", [](const Config& cfg) { return make_cnn(CnnOptions::from_config(cfg)); }},
       {"gpt", [](const Config& cfg) { return make_gpt(GptOptions::from_config(cfg)); }},
       {"mlp", [](const Config& cfg) { return make_mlp(MlpOptions::from_config(cfg)); }},
       {"resnet",

@@ -49,7 +49,7 @@ ConfigKeySpec SV(const char* k, SL v, const char* doc) {
 std::vector<ConfigKeySpec> make_schema() {
   return {
       // ---- model ------------------------------------------------------------------
-      S("MODEL.NAME", "mlp", "registered model to build: mlp, resnet, gpt"),
+      S("MODEL.NAME", "mlp", "registered model to build: mlp, cnn, resnet, gpt"),
       S("MODEL.WEIGHTS", "",
         "dtrain checkpoint directory, PyTorch .pt/.pth, detectron2 .pth/.pkl, .safetensors or URL "
         "to initialize the model from"),
@@ -57,6 +57,14 @@ std::vector<ConfigKeySpec> make_schema() {
       I("MODEL.MLP.INPUT_DIM", 784, kSize, "mlp: input features"),
       IV("MODEL.MLP.HIDDEN_DIMS", IL{2048, 2048}, kSize, "mlp: width of each hidden layer"),
       I("MODEL.MLP.NUM_CLASSES", 10, kSize, "mlp: output classes"),
+      I("MODEL.CNN.IN_CHANNELS", 1, kSize, "cnn: input image channels"),
+      IV("MODEL.CNN.INPUT_SIZE", IL{28, 28}, kSize, "cnn: input [height, width]"),
+      IV("MODEL.CNN.CHANNELS", IL{32, 64}, kSize,
+         "cnn: filters of each Conv + BatchNorm + ReLU + 2x2 max pool block"),
+      I("MODEL.CNN.KERNEL_SIZE", 3, kSize, "cnn: conv kernel size (odd; same padding)"),
+      I("MODEL.CNN.HIDDEN_DIM", 256, Between(0, 2147483647.0),
+        "cnn: width of the hidden Linear after the conv blocks (0: none)"),
+      I("MODEL.CNN.NUM_CLASSES", 10, kSize, "cnn: output classes"),
       I("MODEL.RESNET.DEPTH", 18, kSize,
         "resnet: 18 or 34 (basic blocks), 50 or 101 (bottleneck blocks, torchvision's v1.5)"),
       S("MODEL.RESNET.STEM", "cifar",
