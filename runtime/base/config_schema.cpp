@@ -97,6 +97,15 @@ std::vector<ConfigKeySpec> make_schema() {
         "synthetic_classification: noise around class centers"),
       B("DATALOADER.DROP_LAST", true, "sampler: drop the last incomplete global batch of an epoch"),
       B("DATALOADER.SHUFFLE", true, "sampler: shuffle each epoch (order from SEED + epoch)"),
+      I("DATALOADER.NUM_WORKERS", 0, Between(0, 256),
+        "threads per rank that make training batches ahead of the step (0: inline)"),
+      I("DATALOADER.PREFETCH_FACTOR", 2, Between(1, 1024),
+        "batches read ahead per worker (with NUM_WORKERS > 0)"),
+      S("INPUT.RANDOM_FLIP", "none",
+        "training images: none, horizontal or vertical flip with probability 1/2"),
+      B("INPUT.CROP.ENABLED", false,
+        "training images: pad by INPUT.CROP.PADDING, then crop back to size at random"),
+      I("INPUT.CROP.PADDING", 4, kSize, "random crop: zero padding on each side (pixels)"),
 
       // ---- solver -----------------------------------------------------------------
       S("SOLVER.OPTIMIZER", "SGD", "SGD or AdamW"),

@@ -20,6 +20,7 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 std::pair<int64_t, std::string> model_classes(const Config& cfg) {
   const std::string& model = cfg.get_string("MODEL.NAME");
   if (model == "mlp") return {cfg.get_int("MODEL.MLP.NUM_CLASSES"), "MODEL.MLP.NUM_CLASSES"};
+  if (model == "cnn") return {cfg.get_int("MODEL.CNN.NUM_CLASSES"), "MODEL.CNN.NUM_CLASSES"};
   if (model == "resnet") {
     return {cfg.get_int("MODEL.RESNET.NUM_CLASSES"), "MODEL.RESNET.NUM_CLASSES"};
   }
@@ -27,6 +28,12 @@ std::pair<int64_t, std::string> model_classes(const Config& cfg) {
 }
 
 }  // namespace
+
+std::vector<int64_t> Dataset::sample_shape() const {
+  DTRAIN_CHECK(size() > 0, "{}: no samples", describe());
+  const at::Tensor x = get_batch({0}).inputs;
+  return std::vector<int64_t>(x.sizes().begin() + 1, x.sizes().end());
+}
 
 std::shared_ptr<Dataset> build_dataset(const std::string& name, const Config& cfg, bool train) {
   // SEED is used as given (all ranks agree on it); -1 is the bit pattern 2^64 - 1.

@@ -35,6 +35,11 @@ class Dataset {
   virtual Batch get_batch(const std::vector<int64_t>& indices) const = 0;
   // One line for logs: kind, source, size, sample shape.
   virtual std::string describe() const = 0;
+  // Shape of one input without the sample axis. The default reads sample 0.
+  virtual std::vector<int64_t> sample_shape() const;
+  // The float32 value a zero input (a black pixel) becomes after normalization: what
+  // random-crop padding fills with. The default is 0.
+  virtual float padding_value() const { return 0.0f; }
 };
 
 // Builds the dataset `name` (see above). `train` selects the training or the test split

@@ -50,6 +50,10 @@ std::vector<int64_t> ClassificationDataset::sample_shape() const {
   return std::vector<int64_t>(inputs_.sizes().begin() + 1, inputs_.sizes().end());
 }
 
+float ClassificationDataset::padding_value() const {
+  return inputs_.scalar_type() == at::kByte ? byte_value_[0] : 0.0f;
+}
+
 Batch ClassificationDataset::get_batch(const std::vector<int64_t>& indices) const {
   const int64_t batch = static_cast<int64_t>(indices.size());
   std::vector<int64_t> shape = sample_shape();

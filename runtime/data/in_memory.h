@@ -48,7 +48,9 @@ class ClassificationDataset : public Dataset {
 
   int64_t num_classes() const { return num_classes_; }
   // Shape of one input (without the sample axis).
-  std::vector<int64_t> sample_shape() const;
+  std::vector<int64_t> sample_shape() const override;
+  // byte_value(0) for uint8 inputs, else 0.
+  float padding_value() const override;
   // The stored tensors (inputs as stored: uint8 stays uint8).
   const at::Tensor& inputs() const { return inputs_; }
   const at::Tensor& labels() const { return labels_; }

@@ -73,9 +73,13 @@ std::vector<int64_t> DistributedSampler::next() {
 }
 
 checkpoint::StateDict DistributedSampler::state_dict() const {
+  return state_dict_at(epoch_, position_);
+}
+
+checkpoint::StateDict DistributedSampler::state_dict_at(int64_t epoch, int64_t position) const {
   checkpoint::StateDict s;
-  s["epoch"] = epoch_;
-  s["position"] = position_;
+  s["epoch"] = epoch;
+  s["position"] = position;
   s["seed"] = static_cast<int64_t>(seed_);  // bit pattern of the uint64 seed
   s["global_batch"] = global_batch_;
   s["dataset_size"] = dataset_size_;

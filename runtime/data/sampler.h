@@ -34,6 +34,8 @@ class DistributedSampler : public checkpoint::Stateful {
   // Index into the epoch's global order of the next sample to hand out.
   int64_t position() const { return position_; }
   int64_t per_rank_batch() const { return global_batch_ / world_size_; }
+  // The seed of the orders (SEED, or the checkpoint's after load_state_dict).
+  uint64_t seed() const { return seed_; }
 
   // The epoch's global order (exposed for tests).
   std::vector<int64_t> epoch_order(int64_t epoch) const;
@@ -42,6 +44,9 @@ class DistributedSampler : public checkpoint::Stateful {
   // that seed, global batch and dataset size match (clear error otherwise); the world
   // size may differ.
   checkpoint::StateDict state_dict() const override;
+  // state_dict() as it was at (epoch, position): what a data loader that read ahead
+  // saves for the batches it has handed out.
+  checkpoint::StateDict state_dict_at(int64_t epoch, int64_t position) const;
   void load_state_dict(const checkpoint::StateDict& state) override;
 
  private:

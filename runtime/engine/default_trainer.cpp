@@ -108,6 +108,10 @@ DefaultTrainer::DefaultTrainer(const Config& cfg, std::shared_ptr<dist::Communic
   sampler_ = std::make_shared<data::DistributedSampler>(
       dataset->size(), global_batch, comm_->rank(), world, static_cast<uint64_t>(seed_),
       cfg.get_bool("DATALOADER.SHUFFLE"), cfg.get_bool("DATALOADER.DROP_LAST"));
+  auto augmenter = std::make_shared<const data::Augmenter>(data::AugmentOptions::from_config(cfg));
+  augmenter->check_sample_shape(dataset->sample_shape(), train_sets.front());
+  loader_ = std::make_shared<data::DataLoader>(dataset, sampler_, augmenter,
+                                               data::data_loader_options(cfg));
 
   optimizer_ = optim::build_optimizer(cfg, model_->named_parameters());
   scheduler_ = optim::build_lr_scheduler(cfg, *optimizer_);
@@ -129,7 +133,8 @@ DefaultTrainer::DefaultTrainer(const Config& cfg, std::shared_ptr<dist::Communic
   std::map<std::string, checkpoint::Checkpointable> checkpointables{
       {"optimizer", {optimizer_state_.get()}},
       {"scheduler", {scheduler_.get()}},
-      {"sampler", {sampler_.get()}},
+      // The loader saves the sampler's position at the last batch it handed out.
+      {"sampler", {loader_.get()}},
       {"rng", {&rng_state_, checkpoint::Scope::kPerRank}},
       {"threads", {&threads_state_, checkpoint::Scope::kPerRank}}};
   // Every checkpoint carries the best so far, so that a resume keeps it.
@@ -148,7 +153,7 @@ DefaultTrainer::DefaultTrainer(const Config& cfg, std::shared_ptr<dist::Communic
         signals, cfg.get_float("CHECKPOINT.PREEMPT_DEADLINE_S"));
   }
   trainer_ = std::make_unique<SimpleTrainer>(
-      model_, std::make_shared<DataLoader>(dataset, sampler_), optimizer_, data_parallel_, clip);
+      model_, loader_, optimizer_, data_parallel_, clip);
   trainer_->register_hooks(build_hooks());
 }
 

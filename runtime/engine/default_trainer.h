@@ -69,6 +69,7 @@ class DefaultTrainer {
   torch::optim::Optimizer& optimizer() { return *optimizer_; }
   optim::LRScheduler& scheduler() { return *scheduler_; }
   data::DistributedSampler& sampler() { return *sampler_; }
+  data::DataLoader& loader() { return *loader_; }
   dist::Communicator& comm() { return *comm_; }
   checkpoint::Checkpointer& checkpointer() { return *checkpointer_; }
   const Config& cfg() const { return cfg_; }
@@ -89,6 +90,7 @@ class DefaultTrainer {
   std::shared_ptr<torch::optim::Optimizer> optimizer_;
   std::unique_ptr<optim::LRScheduler> scheduler_;
   std::shared_ptr<data::DistributedSampler> sampler_;
+  std::shared_ptr<data::DataLoader> loader_;
   std::shared_ptr<DataParallel> data_parallel_;
   std::unique_ptr<SimpleTrainer> trainer_;
   std::unique_ptr<optim::OptimizerState> optimizer_state_;

@@ -1,5 +1,5 @@
 // SimpleTrainer: one data-parallel step per iteration (detectron2's SimpleTrainer),
-// plus the DataLoader that feeds it and the task loss.
+// fed by a data::DataLoader, and the task loss.
 //
 // run_step(): next batch -> forward -> loss -> zero grads -> backward -> average
 // gradients over ranks -> after_backward hooks -> clip -> optimizer step -> sync buffers.
@@ -12,27 +12,13 @@
 #include <torch/optim/optimizer.h>
 
 #include "models/model.h"
-#include "runtime/data/dataset.h"
-#include "runtime/data/sampler.h"
+#include "runtime/data/data_loader.h"
 #include "runtime/engine/data_parallel.h"
 #include "runtime/engine/trainer.h"
 
 namespace dtrain::engine {
 
-// This rank's batches: sampler indices -> dataset samples.
-class DataLoader {
- public:
-  DataLoader(std::shared_ptr<data::Dataset> dataset,
-             std::shared_ptr<data::DistributedSampler> sampler)
-      : dataset_(std::move(dataset)), sampler_(std::move(sampler)) {}
-  data::Batch next() { return dataset_->get_batch(sampler_->next()); }
-  data::Dataset& dataset() { return *dataset_; }
-  data::DistributedSampler& sampler() { return *sampler_; }
-
- private:
-  std::shared_ptr<data::Dataset> dataset_;
-  std::shared_ptr<data::DistributedSampler> sampler_;
-};
+using data::DataLoader;
 
 // Mean cross-entropy of logits against targets for the model's task (for language
 // models over every token position).
