@@ -11,6 +11,9 @@ Cases:
                                         point: a run SIGKILLed during a checkpoint save and
                                         resumed ends bitwise identical to an uninterrupted
                                         one, with the same total_loss at every iteration
+  resume_loader                         the same on Fashion-MNIST with random flips and crops
+                                        and data loader workers (0 uninterrupted, 1 killed,
+                                        4 resumed)
   resume_mlp_async                      the same with CHECKPOINT.ASYNC true, killed during
                                         the background write; its checkpoints are bitwise
                                         equal to those of a synchronous run
@@ -191,7 +194,17 @@ RESUME = {
     "mlp": ("mlp_synthetic.yaml", []),
     "gpt": ("gpt_tiny_synthetic.yaml", ["MODEL.GPT.DROPOUT", 0.1,
                                         "SOLVER.LR_SCHEDULER_NAME", "WarmupMultiStepLR"]),
+    # Real images with random flips and crops, made by data loader workers that read
+    # ahead: see RESUME_WORKERS.
+    "loader": ("mlp_fashion_mnist.yaml", ["MODEL.MLP.HIDDEN_DIMS", "[32]",
+                                          "SOLVER.IMS_PER_BATCH", 32,
+                                          "INPUT.RANDOM_FLIP", "horizontal",
+                                          "INPUT.CROP.ENABLED", "true",
+                                          "INPUT.CROP.PADDING", 3]),
 }
+# DATALOADER.NUM_WORKERS of the uninterrupted run, the killed run and the resumed run:
+# the loader's read-ahead must neither change a batch nor leak into the saved position.
+RESUME_WORKERS = {"loader": (0, 1, 4)}
 
 
 def case_resume(name, async_save=False):
@@ -206,8 +219,9 @@ def case_resume(name, async_save=False):
         overrides += ["CHECKPOINT.ASYNC", "true"]
     out_a = os.path.join(work_dir(), "uninterrupted")
     out_b = os.path.join(work_dir(), "interrupted")
+    workers = [["DATALOADER.NUM_WORKERS", n] for n in RESUME_WORKERS.get(name, (0, 0, 0))]
 
-    _, _, err_a = run(dtrain_cmd(2, config, out_a, overrides), log_name="a")
+    _, _, err_a = run(dtrain_cmd(2, config, out_a, overrides + workers[0]), log_name="a")
     if async_save:
         check("asynchronously" in err_a, "the run with CHECKPOINT.ASYNC true did not save "
               "asynchronously")
@@ -220,8 +234,8 @@ def case_resume(name, async_save=False):
     # middle of its background shard write).
     point = "ckpt.during_shard" if async_save else "ckpt.before_shard"
     fault = {"DTRAIN_FAULT": point, "DTRAIN_FAULT_AFTER": str(KILL_AT_SAVE)}
-    rc, _, _ = run(dtrain_cmd(2, config, out_b, overrides), env_extra=fault, expect_rc=None,
-                   log_name="b_killed")
+    rc, _, _ = run(dtrain_cmd(2, config, out_b, overrides + workers[1]), env_extra=fault,
+                   expect_rc=None, log_name="b_killed")
     check(rc != 0, "the run with DTRAIN_FAULT=%s was not interrupted" % point)
     with open(os.path.join(out_b, "last_checkpoint")) as f:
         last = f.read().strip()
@@ -236,7 +250,7 @@ def case_resume(name, async_save=False):
     check(max(killed) == PERIOD * KILL_AT_SAVE - 2 or
           (async_save and PERIOD * KILL_AT_SAVE - 2 <= max(killed) < MAX_ITER),
           "the killed run logged up to iteration %d" % max(killed))
-    _, _, err_b = run(dtrain_cmd(2, config, out_b, overrides, flags=["--resume"]),
+    _, _, err_b = run(dtrain_cmd(2, config, out_b, overrides + workers[2], flags=["--resume"]),
                       log_name="b_resumed")
     check("Starting training from iteration %d" % (RESUME_FROM + 1) in err_b,
           "the resumed run did not start at iteration %d" % (RESUME_FROM + 1))
@@ -707,6 +721,7 @@ CASES = {
     "learn_gpt": lambda: case_learn("gpt"),
     "resume_mlp": lambda: case_resume("mlp"),
     "resume_gpt": lambda: case_resume("gpt"),
+    "resume_loader": lambda: case_resume("loader"),
     "resume_mlp_async": lambda: case_resume("mlp", async_save=True),
     "one_step_equivalence": case_one_step_equivalence,
     "weights": case_weights,

@@ -12,7 +12,8 @@ bitwise with the one "reference" trains uninterrupted, a CTest fixture):
   kill9           SIGKILL of one rank -> bounded non-zero exit; --resume from last commit
   second_signal   a second SIGTERM / the preemption deadline exit at once with 75 and
                   leave the committed checkpoints intact
-  elastic         2 -> 4 -> 1 ranks: global batch kept, sampler continues exactly
+  elastic         2 -> 4 -> 1 ranks: global batch kept, sampler continues exactly (each
+                  with data loader workers reading ahead: 2, 1 and 4; the reference none)
   launch_signal   SIGTERM to `dtrain launch` -> ranks save, launcher exits 75, no restart
 
 Exit status: 0 pass, 1 fail, 77 skipped (no h5py/numpy for /usr/bin/python3).
@@ -511,19 +512,24 @@ def case_elastic(ctx):
         return dict(ctx.env, DTRAIN_FAULT="train.after_step", DTRAIN_FAULT_AFTER=str(after),
                     DTRAIN_FAULT_RANK="1")
     # 2 ranks: killed after its 7th step (iteration 6), before that step is saved.
-    rc = ctx.run(ctx.train_cmd(2, out, config=cfg), os.path.join(d, "np2.log"), crash_env(7))
+    # Each run's data loader reads ahead on worker threads; what a checkpoint records is
+    # the last batch a step consumed, so the sampler checks below also cover read-ahead.
+    rc = ctx.run(ctx.train_cmd(2, out, "DATALOADER.NUM_WORKERS", 2, config=cfg),
+                 os.path.join(d, "np2.log"), crash_env(7))
     check(rc != 0, "the 2-rank run was not killed")
     check(last_checkpoint(out) == "model_0000005", f"2 ranks: last {last_checkpoint(out)}")
     # 4 ranks from iteration 6: killed in its 5th step (iteration 10).
     log4 = os.path.join(d, "np4.log")
-    rc = ctx.run(ctx.train_cmd(4, out, config=cfg, resume=True), log4, crash_env(5))
+    rc = ctx.run(ctx.train_cmd(4, out, "DATALOADER.NUM_WORKERS", 1, config=cfg, resume=True),
+                 log4, crash_env(5))
     check(rc != 0, "the 4-rank run was not killed")
     check(re.search(r"Loaded checkpoint \S+/model_0000005 \(iteration 5, saved by 2 ranks\)",
                     read(log4)), "4 ranks did not resume from model_0000005")
     check(last_checkpoint(out) == "model_0000009", f"4 ranks: last {last_checkpoint(out)}")
     # 1 rank from iteration 10 to the end.
     log1 = os.path.join(d, "np1.log")
-    rc = ctx.run(ctx.train_cmd(1, out, config=cfg, resume=True), log1)
+    rc = ctx.run(ctx.train_cmd(1, out, "DATALOADER.NUM_WORKERS", 4, config=cfg, resume=True),
+                 log1)
     check(rc == 0, f"the 1-rank run exited {rc}:\n{tail(log1)}")
     check(re.search(r"Loaded checkpoint \S+/model_0000009 \(iteration 9, saved by 4 ranks\)",
                     read(log1)), "1 rank did not resume from model_0000009")
