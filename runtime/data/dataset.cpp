@@ -69,6 +69,13 @@ std::shared_ptr<Dataset> build_dataset(const std::string& name, const Config& cf
     o.vocab_size = cfg.get_int("MODEL.GPT.VOCAB_SIZE");
     o.num_classes = classes;
     if (!classes_key.empty()) o.classes_key = classes_key;
+    // Read when the schema declares them (proposed keys; the defaults otherwise).
+    if (Config::has_key("DATASETS.H5.IN_MEMORY_MAX_MB")) {
+      o.in_memory_max_bytes = cfg.get_int("DATASETS.H5.IN_MEMORY_MAX_MB") << 20;
+    }
+    if (Config::has_key("DATASETS.H5.CACHE_MB")) {
+      o.cache_bytes = cfg.get_int("DATASETS.H5.CACHE_MB") << 20;
+    }
     return load_h5_dataset(name, o);
   }
   throw ConfigError(
