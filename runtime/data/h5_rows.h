@@ -11,7 +11,7 @@
 // Blocks: rows [k * block_rows(), (k + 1) * block_rows()). A chunked dataset's blocks are
 // its chunks along the first axis (HDF5 reads a whole chunk anyway) when a chunk takes
 // at most a quarter of the cache; otherwise, and for contiguous datasets, blocks are
-// about `block_bytes` (64 KiB) of rows. Rows larger than a quarter of the cache are read
+// about `block_bytes` (4 KiB) of rows. Rows larger than a quarter of the cache are read
 // one by one and not cached. A gather sorts its ranges, reads each run of consecutive
 // missing blocks with one hyperslab read, and works through its blocks in groups of at
 // most max(cache, 1 MiB, one block) bytes, so that it holds at most that much besides
@@ -40,7 +40,7 @@ namespace dtrain::data {
 
 struct H5RowsOptions {
   int64_t cache_bytes = int64_t{4} << 20;  // BlockCache capacity (>= 0)
-  int64_t block_bytes = int64_t{64} << 10;  // target block size of contiguous datasets (>= 1)
+  int64_t block_bytes = int64_t{4} << 10;  // target block size of contiguous datasets (>= 1)
 };
 
 // The most bytes one row (one sample) may take: a larger row in a file is refused.

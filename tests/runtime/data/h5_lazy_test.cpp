@@ -326,6 +326,40 @@ TEST_F(H5LazyTest, AttributeAndExtentErrors) {
             std::string::npos);
 }
 
+TEST_F(H5LazyTest, ScriptConvertsAnImageFolder) {
+  if (std::system("/usr/bin/python3 -c 'import h5py, numpy, PIL' >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "/usr/bin/python3 cannot import h5py, numpy and PIL (python3-pil)";
+  }
+  // root/<class>/<image>: 2 'cat' images (one in a subfolder), 1 'dog', a non-image.
+  const std::string root = path("folder");
+  const std::string make =
+      "/usr/bin/python3 -c \"import os; from PIL import Image; r='" + root +
+      "'; os.makedirs(r + '/dog'); os.makedirs(r + '/cat/sub'); "
+      "Image.new('RGB', (10, 6), (255, 0, 0)).save(r + '/cat/a.png'); "
+      "Image.new('RGB', (3, 3), (0, 255, 0)).save(r + '/cat/sub/b.jpg'); "
+      "Image.new('L', (8, 8), 128).save(r + '/dog/c.bmp'); "
+      "open(r + '/dog/notes.txt', 'w').write('x')\"";
+  ASSERT_EQ(std::system(make.c_str()), 0);
+  const std::string p = path("folder.h5");
+  ASSERT_EQ(std::system(("/usr/bin/python3 " + source_dir() +
+                         "/tools/make_h5_dataset.py --kind image-folder --root " + root +
+                         " --size 4 5 --out " + p + " >/dev/null")
+                            .c_str()),
+            0);
+  for (const H5DatasetOptions& o : {in_memory(), lazy()}) {
+    auto ds = load_h5_dataset(p, o);
+    ASSERT_EQ(ds->size(), 3);
+    Batch b = ds->get_batch({0, 1, 2});
+    EXPECT_EQ(b.inputs.sizes().vec(), (std::vector<int64_t>{3, 3, 4, 5}));
+    EXPECT_TRUE(at::equal(b.targets, at::tensor({0, 0, 1}, at::kLong)));  // cat, cat, dog
+    // Red, green (JPEG: near), grey: normalized with the file's own mean/std, so the
+    // red image's red channel is above its green channel.
+    EXPECT_GT(b.inputs[0][0][0][0].item<float>(), b.inputs[0][1][0][0].item<float>());
+    EXPECT_GT(b.inputs[1][1][2][2].item<float>(), b.inputs[1][0][2][2].item<float>());
+    EXPECT_NEAR(b.inputs.mean().item<float>(), 0.0f, 1e-4);
+  }
+}
+
 // ---- Fashion-MNIST converted by tools/make_h5_dataset.py -----------------------------------
 
 TEST_F(H5LazyTest, ConvertedFashionMnistEqualsBuiltIn) {
