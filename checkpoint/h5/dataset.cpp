@@ -47,6 +47,22 @@ at::ScalarType Dataset::dtype() const {
   return *s;
 }
 
+std::optional<std::vector<int64_t>> Dataset::chunk_shape() const {
+  ApiScope scope;
+  PropertyList plist = PropertyList::adopt(
+      check_id(H5Dget_create_plist(id()), "querying the creation properties of dataset {}",
+               describe()));
+  const H5D_layout_t layout = H5Pget_layout(plist.id());
+  if (layout < 0) throw_error(fmt::format("querying the layout of dataset {}", describe()));
+  if (layout != H5D_CHUNKED) return std::nullopt;
+  const int rank = H5Pget_chunk(plist.id(), 0, nullptr);
+  if (rank < 0) throw_error(fmt::format("querying the chunk rank of dataset {}", describe()));
+  std::vector<hsize_t> dims(static_cast<size_t>(rank));
+  check(H5Pget_chunk(plist.id(), rank, dims.data()), "querying the chunk shape of dataset {}",
+        describe());
+  return std::vector<int64_t>(dims.begin(), dims.end());
+}
+
 void Dataset::write(const at::Tensor& tensor) {
   ApiScope scope;
   const std::vector<int64_t> expected = shape();

@@ -35,6 +35,9 @@ class Dataset : public Object {
   // The tensor dtype of the stored type; throws dtrain::CheckpointError naming the
   // dataset and its HDF5 type when none maps (e.g. uint16: read it with an explicit `as`).
   at::ScalarType dtype() const;
+  // The chunk shape of a chunked dataset (one extent per axis, as stored in the file:
+  // untrusted), or nullopt for a contiguous or compact one.
+  std::optional<std::vector<int64_t>> chunk_shape() const;
 
   // Writes the whole dataset from `tensor`, whose shape must equal shape(). Non-contiguous
   // or non-CPU tensors are copied to a contiguous CPU tensor first; a dtype other than

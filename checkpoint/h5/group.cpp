@@ -1,6 +1,8 @@
 // Group navigation, creation and tensor/string convenience I/O (see group.h).
 #include "checkpoint/h5/group.h"
 
+#include <algorithm>
+
 #include "runtime/base/error.h"
 
 namespace dtrain::checkpoint::h5 {
@@ -128,7 +130,8 @@ Group Group::require_group(const std::string& path) {
 }
 
 Dataset Group::create_dataset(const std::string& path, const DataType& type,
-                              const std::vector<int64_t>& shape) {
+                              const std::vector<int64_t>& shape,
+                              const std::vector<int64_t>& chunk) {
   ApiScope scope;
   const std::string full = join_path(this->path(), path);
   DTRAIN_CHECK_T(CheckpointError, !exists(path), "cannot create dataset '{}' in '{}': it exists",
@@ -140,10 +143,21 @@ Dataset Group::create_dataset(const std::string& path, const DataType& type,
                    full, file_name(), d);
   }
   PropertyList lcpl = intermediate_groups_lcpl();
+  PropertyList dcpl = PropertyList::create(H5P_DATASET_CREATE);
+  if (!chunk.empty()) {
+    DTRAIN_CHECK_T(CheckpointError,
+                   chunk.size() == shape.size() &&
+                       std::all_of(chunk.begin(), chunk.end(), [](int64_t c) { return c >= 1; }),
+                   "cannot create dataset '{}' in '{}': chunk shape [{}] does not fit shape [{}]",
+                   full, file_name(), fmt::join(chunk, ", "), fmt::join(shape, ", "));
+    const std::vector<hsize_t> dims(chunk.begin(), chunk.end());
+    check(H5Pset_chunk(dcpl.id(), static_cast<int>(dims.size()), dims.data()),
+          "setting chunks [{}] of dataset '{}' in '{}'", fmt::join(chunk, ", "), full, file_name());
+  }
   DataSpace space = DataSpace::simple(shape);
   const std::string type_name = type.describe();
   return Dataset(check_id(H5Dcreate2(id(), path.c_str(), type.id(), space.id(), lcpl.id(),
-                                     H5P_DEFAULT, H5P_DEFAULT),
+                                     dcpl.id(), H5P_DEFAULT),
                           "creating dataset '{}' ({}) in '{}'", full, type_name, file_name()),
                  file_name(), full);
 }

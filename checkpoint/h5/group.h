@@ -48,10 +48,12 @@ class Group : public Object {
   // Opens group `path`, creating it (and parents) when missing.
   Group require_group(const std::string& path);
 
-  // Creates dataset `path` (contiguous layout) of `type` and `shape` ({} for a scalar),
-  // creating missing parent groups; throws when `path` exists already.
+  // Creates dataset `path` of `type` and `shape` ({} for a scalar), creating missing
+  // parent groups; throws when `path` exists already. Contiguous layout, or chunked with
+  // chunks of `chunk` (same rank as `shape`, extents >= 1) when `chunk` is not empty.
   Dataset create_dataset(const std::string& path, const DataType& type,
-                         const std::vector<int64_t>& shape);
+                         const std::vector<int64_t>& shape,
+                         const std::vector<int64_t>& chunk = {});
   // Opens dataset `path`; throws dtrain::CheckpointError "'f.h5' has no dataset '/a/b'".
   Dataset open_dataset(const std::string& path) const;
   // Opens dataset `path` of an untrusted file only when its data lies in this very file:

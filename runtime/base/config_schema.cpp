@@ -88,6 +88,11 @@ std::vector<ConfigKeySpec> make_schema() {
          "evaluation sets (same names as DATASETS.TRAIN); empty disables evaluation"),
       S("DATASETS.FASHION_MNIST.ROOT", "/usr/share/datasets/fashion-mnist",
         "fashion_mnist_{train,test}: directory of the IDX .gz files (Debian's dataset-fashion-mnist)"),
+      I("DATASETS.H5.IN_MEMORY_MAX_MB", 256, Between(0, 1 << 30),
+        "HDF5 dataset files whose data takes at most this many MiB are read whole into memory; "
+        "larger ones are read lazily per batch (0: always lazily)"),
+      I("DATASETS.H5.CACHE_MB", 4, Between(0, 1 << 30),
+        "block cache (MiB) of a lazily read HDF5 dataset file, per dataset and rank"),
       I("DATASETS.SYNTHETIC.NUM_TRAIN", 8192, kSize, "synthetic: training samples (or sequences)"),
       I("DATASETS.SYNTHETIC.NUM_TEST", 1024, kSize, "synthetic: evaluation samples (or sequences)"),
       IV("DATASETS.SYNTHETIC.INPUT_SHAPE", IL{784}, kSize,

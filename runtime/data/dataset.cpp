@@ -76,6 +76,8 @@ std::shared_ptr<Dataset> build_dataset(const std::string& name, const Config& cf
     o.vocab_size = cfg.get_int("MODEL.GPT.VOCAB_SIZE");
     o.num_classes = classes;
     if (!classes_key.empty()) o.classes_key = classes_key;
+    o.in_memory_max_bytes = cfg.get_int("DATASETS.H5.IN_MEMORY_MAX_MB") << 20;
+    o.cache_bytes = cfg.get_int("DATASETS.H5.CACHE_MB") << 20;
     return load_h5_dataset(name, o);
   }
   throw ConfigError(

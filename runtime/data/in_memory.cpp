@@ -19,6 +19,14 @@ void check_index(int64_t index, int64_t size, const std::string& what) {
 
 }  // namespace
 
+std::array<float, 256> byte_values(const ByteNormalization& norm, const std::string& what) {
+  DTRAIN_CHECK(std::isfinite(norm.mean) && std::isfinite(norm.std) && norm.std > 0,
+               "{}: normalization std must be finite and > 0", what);
+  std::array<float, 256> out;
+  for (int v = 0; v < 256; ++v) out[v] = (v * (1.0f / 255.0f) - norm.mean) / norm.std;
+  return out;
+}
+
 // ---- ClassificationDataset ---------------------------------------------------------
 
 ClassificationDataset::ClassificationDataset(at::Tensor inputs, at::Tensor labels,
@@ -40,9 +48,7 @@ ClassificationDataset::ClassificationDataset(at::Tensor inputs, at::Tensor label
                "{}: tensors must be contiguous CPU tensors", description_);
   DTRAIN_CHECK(num_classes_ >= 1, "{}: num_classes must be >= 1, got {}", description_,
                num_classes_);
-  DTRAIN_CHECK(std::isfinite(norm.mean) && std::isfinite(norm.std) && norm.std > 0,
-               "{}: normalization std must be finite and > 0", description_);
-  for (int v = 0; v < 256; ++v) byte_value_[v] = (v * (1.0f / 255.0f) - norm.mean) / norm.std;
+  byte_value_ = byte_values(norm, description_);
   size_ = inputs_.size(0);
 }
 

@@ -11,6 +11,7 @@
 // Immutable after construction: get_batch is thread-safe.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -26,6 +27,11 @@ struct ByteNormalization {
   float mean = 0.0f;
   float std = 1.0f;
 };
+
+// The float32 each uint8 value becomes under `norm`, computed once: the one formula
+// every dataset that decodes bytes uses, so they agree bit for bit. Throws dtrain::Error
+// naming `what` unless mean and std are finite and std > 0.
+std::array<float, 256> byte_values(const ByteNormalization& norm, const std::string& what);
 
 // Samples (inputs[i], labels[i]). Inputs are float32, or uint8 that get_batch scales to
 // [0, 1] (x / 255), then normalizes with `norm`, so that byte images take a quarter of
@@ -61,7 +67,7 @@ class ClassificationDataset : public Dataset {
   int64_t num_classes_;
   std::string description_;
   int64_t size_;
-  float byte_value_[256];  // the float32 each uint8 input value becomes
+  std::array<float, 256> byte_value_;  // the float32 each uint8 input value becomes
 };
 
 // Language-model sequences from one token stream of length L: sequence i is
