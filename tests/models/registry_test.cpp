@@ -22,7 +22,7 @@ Config config_with(const std::vector<std::string>& overrides) {
 TEST(RegistryTest, ListsExactlyTheReferenceModels) {
   std::vector<std::string> names;
   for (const auto& entry : model_registry()) names.push_back(entry.first);
-  EXPECT_EQ(names, (std::vector<std::string>{"gpt", "mlp", "resnet"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"cnn", "gpt", "mlp", "resnet"}));
 }
 
 TEST(RegistryTest, DefaultConfigBuildsTheMlp) {
@@ -42,6 +42,19 @@ TEST(RegistryTest, BuildsResNetFromConfigKeys) {
   EXPECT_EQ(model->forward(at::randn({2, 1, 8, 8})).sizes(), (at::IntArrayRef{2, 7}));
   EXPECT_TRUE(model->named_parameters().contains("layer4.1.conv2.weight"));
   EXPECT_FALSE(model->named_parameters().contains("layer4.2.conv2.weight"));  // depth 18
+}
+
+TEST(RegistryTest, BuildsCnnFromConfigKeys) {
+  auto model = build_model(config_with({"MODEL.NAME", "cnn", "MODEL.CNN.IN_CHANNELS", "3",
+                                        "MODEL.CNN.INPUT_SIZE", "[16, 12]",
+                                        "MODEL.CNN.CHANNELS", "[4, 8, 8]",
+                                        "MODEL.CNN.KERNEL_SIZE", "5", "MODEL.CNN.HIDDEN_DIM", "0",
+                                        "MODEL.CNN.NUM_CLASSES", "7"}));
+  EXPECT_EQ(model->forward(at::randn({2, 3, 16, 12})).sizes(), (at::IntArrayRef{2, 7}));
+  auto params = model->named_parameters();
+  EXPECT_EQ(params["conv1.weight"].sizes(), (at::IntArrayRef{4, 3, 5, 5}));
+  EXPECT_EQ(params["head.weight"].sizes(), (at::IntArrayRef{7, 8 * 2 * 1}));  // 16x12 / 8
+  EXPECT_FALSE(params.contains("fc1.weight"));
 }
 
 TEST(RegistryTest, BuildsTheImagenetStemBottleneckResNetFromConfigKeys) {
@@ -68,7 +81,7 @@ TEST(RegistryTest, BuildsGptFromConfigKeys) {
 TEST(RegistryTest, UnknownNameListsTheRegisteredModels) {
   std::string msg =
       message_of<ConfigError>([] { build_model(config_with({"MODEL.NAME", "vit"})); });
-  EXPECT_EQ(msg, "unknown MODEL.NAME 'vit'; registered models: gpt, mlp, resnet");
+  EXPECT_EQ(msg, "unknown MODEL.NAME 'vit'; registered models: cnn, gpt, mlp, resnet");
 }
 
 TEST(RegistryTest, BadModelKeysAreConfigErrorsNamingTheKey) {
