@@ -36,6 +36,11 @@ void point(const char* name, int rank) {
   if (mode != nullptr && std::strcmp(mode, "throw") == 0) {
     throw Error(fmt::format("injected fault at {} (rank {})", name, rank));
   }
+  if (mode != nullptr && std::strcmp(mode, "stop") == 0) {
+    // Freezes here until SIGCONT: a test then acts at a known point of the run.
+    ::raise(SIGSTOP);
+    return;
+  }
   std::fprintf(stderr, "dtrain: injected crash at %s (rank %d)\n", name, rank);
   std::fflush(stderr);
   ::kill(::getpid(), SIGKILL);

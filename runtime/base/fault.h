@@ -3,6 +3,7 @@
 //
 //   DTRAIN_FAULT=ckpt.after_shards DTRAIN_FAULT_RANK=0 dtrain train ...   // SIGKILL
 //   DTRAIN_FAULT=ckpt.after_shards DTRAIN_FAULT_MODE=throw ...            // throws
+//   DTRAIN_FAULT=train.after_step DTRAIN_FAULT_MODE=stop ...              // SIGSTOP itself
 //
 // DTRAIN_FAULT_RANK (default: every rank) restricts the fault to one rank;
 // DTRAIN_FAULT_AFTER=K fires at the K-th time (1-based) the point is reached (default 1);
@@ -18,7 +19,8 @@
 namespace dtrain::fault {
 
 // Kills this process with SIGKILL (or throws dtrain::Error "injected fault at <point>"
-// with DTRAIN_FAULT_MODE=throw) when the environment names `point` for `rank`.
+// with DTRAIN_FAULT_MODE=throw, or stops it with SIGSTOP and goes on after SIGCONT with
+// DTRAIN_FAULT_MODE=stop) when the environment names `point` for `rank`.
 void point(const char* name, int rank);
 
 }  // namespace dtrain::fault

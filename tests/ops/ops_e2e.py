@@ -331,11 +331,6 @@ def case_reference(ctx):
     check(info["iteration"] == MAX_ITER - 1 and info["world_size"] == 2, f"model_final: {info}")
 
 
-def metrics_lines(out):
-    p = os.path.join(out, "metrics.json")
-    return read(p).count("\n") if os.path.exists(p) else 0
-
-
 def case_preempt(ctx):
     """SIGTERM to rank 1 only: the ranks agree, save model_<iter>, exit 75; --resume.
 
@@ -345,13 +340,15 @@ def case_preempt(ctx):
     d = ctx.case_dir("preempt")
     out, log = os.path.join(d, "out"), os.path.join(d, "train.log")
     extra = ["SOLVER.CHECKPOINT_PERIOD", 100000, "LOG.PERIOD", 10]
-    job = ctx.start(ctx.train_cmd(2, out, *extra), log)
+    # Rank 0 stops itself (SIGSTOP) after its 30th step, so that training cannot run to
+    # the end while rank 1's watcher handles the signal: the stop point is mid-training by
+    # construction, however fast the steps are and however loaded the machine is.
+    freeze = dict(ctx.env, DTRAIN_FAULT="train.after_step", DTRAIN_FAULT_AFTER="30",
+                  DTRAIN_FAULT_RANK="0", DTRAIN_FAULT_MODE="stop")
+    job = ctx.start(ctx.train_cmd(2, out, *extra), log, freeze)
     try:
         ranks = rank_pids(job.pid, 2)
-        wait_until(lambda: metrics_lines(out) >= 3, "iteration 29 in metrics.json", job)
-        # Freeze rank 0 so that training cannot run to the end while rank 1's watcher
-        # handles the signal: the stop point is mid-training by construction.
-        os.kill(ranks[0], signal.SIGSTOP)
+        wait_until(lambda: read_stat(ranks[0]) == "T", "rank 0 stopped after iteration 29", job)
         os.kill(ranks[1], signal.SIGTERM)
         time.sleep(0.3)
         os.kill(ranks[0], signal.SIGCONT)
