@@ -4,21 +4,38 @@
 // per-sample random crop + horizontal flip; with physical-limit references measured in
 // the same run (issue 13).
 //
-//   build/bin/dtrain_loader_bench --rounds 3 --json results.jsonl
+//   build/bin/dtrain_loader_bench --json results.jsonl       # ~1.5-2.5 min on 2 cores
+//
+// Each round measures, for every --workers N, the loader alone and training fed by it, and
+// training on one batch held in memory (the model's limit, "compute"); each measurement
+// of dtrain is followed (or preceded: the order alternates) by the same measurement of
+// the peer, which runs as a child process taking one request at a time, so that each
+// per-round ratio compares two runs seconds apart. Medians of the per-round ratios are
+// reported, with the inline loader's breakdown (sampler, get_batch, augmentation) and a
+// memcpy of a batch's bytes as references.
 //
 // Flags (defaults in brackets): --config YAML [configs/cnn_fashion_mnist.yaml of the
-// source tree], --workers comma list of NUM_WORKERS [0,1,2], --rounds [3], --batch [128],
+// source tree], --workers comma list of NUM_WORKERS [0,1,2], --rounds [5], --batch [128],
 // --prefetch PREFETCH_FACTOR [2], --padding INPUT.CROP.PADDING [4], --warmup untimed
-// loader batches [5], --loader-batches timed batches [100], --warmup-steps [3],
-// --train-iters timed training steps [15], --threads intra-op threads [1], --peer path
-// of loader_peer.py, "none" to skip it [bench/loader_peer.py of the source tree],
-// --python [/usr/bin/python3], --json FILE append the result [none].
+// loader batches [5], --loader-batches timed batches [100], --warmup-steps [5],
+// --train-iters timed training steps [30], --threads intra-op threads [1], --malloc
+// retain|default: glibc keeps freed memory in both processes, or its defaults [retain],
+// --peer path of loader_peer.py, "none" to skip it [bench/loader_peer.py of the source
+// tree], --python [/usr/bin/python3], --json FILE append the result [none].
+#include <fcntl.h>
+#include <malloc.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <sstream>
 #include <vector>
 
@@ -50,21 +67,27 @@
 namespace dtrain::bench {
 namespace {
 
+// --malloc retain: glibc's largest mmap threshold (HEAP_MAX_SIZE / 2 on 64-bit) and a
+// trim threshold of 1 GiB.
+constexpr int kRetainMmapThreshold = 32 << 20;
+constexpr int kRetainTrimThreshold = 1 << 30;
+
 struct Options {
   std::string config_path;
   std::vector<int64_t> workers;
-  int64_t rounds = 3;
+  int64_t rounds = 5;
   int64_t batch = 128;
   int64_t prefetch = 2;
   int64_t padding = 4;
   int64_t warmup = 5;
   int64_t loader_batches = 100;
-  int64_t warmup_steps = 3;
-  int64_t train_iters = 15;
+  int64_t warmup_steps = 5;
+  int64_t train_iters = 30;
   int64_t threads = 1;
   std::string peer;
   std::string python;
   std::string json_path;
+  std::string malloc;
 };
 
 std::vector<int64_t> parse_int_list(const std::string& flag, const std::string& text) {
@@ -94,18 +117,37 @@ struct Rate {
   double samples_per_s = 0.0;
   double seconds = 0.0;
   double cpu_share = 0.0;
+  double minor_faults = 0.0;  // of the process, per batch (step)
 };
+
+// One figure's rounds.
+struct Series {
+  std::vector<double> samples_per_s, cpu_share, minor_faults;
+  void add(const Rate& r) {
+    samples_per_s.push_back(r.samples_per_s);
+    cpu_share.push_back(r.cpu_share);
+    minor_faults.push_back(r.minor_faults);
+  }
+};
+
+int64_t minor_faults() {
+  struct rusage u {};
+  ::getrusage(RUSAGE_SELF, &u);
+  return u.ru_minflt;
+}
 
 // A timer of `samples` over the code run by `body`.
 template <typename Fn>
-Rate timed(int64_t samples, Fn&& body) {
+Rate timed(int64_t batches, int64_t batch, Fn&& body) {
   const double cpu0 = process_cpu_seconds();
+  const int64_t faults0 = minor_faults();
   Stopwatch sw;
   body();
   Rate r;
   r.seconds = sw.seconds();
   r.cpu_share = (process_cpu_seconds() - cpu0) / r.seconds;
-  r.samples_per_s = static_cast<double>(samples) / r.seconds;
+  r.samples_per_s = static_cast<double>(batches * batch) / r.seconds;
+  r.minor_faults = static_cast<double>(minor_faults() - faults0) / static_cast<double>(batches);
   return r;
 }
 
@@ -140,7 +182,7 @@ class Bench {
   Rate loader_rate(int64_t workers) const {
     auto l = loader(workers);
     for (int64_t i = 0; i < o_.warmup; ++i) l->next();
-    return timed(o_.batch * o_.loader_batches, [&] {
+    return timed(o_.loader_batches, o_.batch, [&] {
       for (int64_t i = 0; i < o_.loader_batches; ++i) l->next();
     });
   }
@@ -161,7 +203,7 @@ class Bench {
                                     cfg_.get_bool("DIST.GRADIENT_AS_BUCKET_VIEW")});
     engine::SimpleTrainer trainer(model, std::move(loader), opt, dp);
     for (int64_t i = 0; i < o_.warmup_steps; ++i) trainer.run_step();
-    return timed(o_.batch * o_.train_iters, [&] {
+    return timed(o_.train_iters, o_.batch, [&] {
       for (int64_t i = 0; i < o_.train_iters; ++i) trainer.run_step();
     });
   }
@@ -230,48 +272,112 @@ class Bench {
   double load_s_ = 0.0;
 };
 
-// Runs the peer for one round; returns its JSON line ("runs": [{part, workers,
-// samples_per_s}]), or null when it failed.
-nlohmann::json run_peer(const Options& o, const Config& cfg, int64_t round,
-                        const std::string& out_path) {
-  std::remove(out_path.c_str());
-  std::string workers;
-  for (int64_t n : o.workers) workers += fmt::format(" {}", n);
-  std::string channels;
-  for (int64_t c : cfg.get_int_list("MODEL.CNN.CHANNELS")) channels += fmt::format(" {}", c);
-  const std::string cmd = fmt::format(
-      "'{}' '{}' --root '{}' --workers{} --batch {} --prefetch {} --padding {} --warmup {} "
-      "--loader-batches {} --warmup-steps {} --train-iters {} --channels{} --hidden {} "
-      "--lr {} --momentum {} --weight-decay {} --threads {} --round {} --json '{}'",
-      o.python, o.peer, cfg.get_string("DATASETS.FASHION_MNIST.ROOT"), workers, o.batch,
-      o.prefetch, o.padding, o.warmup, o.loader_batches, o.warmup_steps, o.train_iters, channels,
-      cfg.get_int("MODEL.CNN.HIDDEN_DIM"), cfg.get_float("SOLVER.BASE_LR"),
-      cfg.get_float("SOLVER.MOMENTUM"), cfg.get_float("SOLVER.WEIGHT_DECAY"), o.threads, round,
-      out_path);
-  std::fflush(stdout);
-  const int rc = std::system(cmd.c_str());
-  if (rc != 0) {
-    fmt::print("  peer failed (status {}): {}\n", rc, cmd);
-    return nullptr;
-  }
-  std::ifstream in(out_path);
-  std::string line, last;
-  while (std::getline(in, line)) {
-    if (!line.empty()) last = line;
-  }
-  if (last.empty()) return nullptr;
-  return nlohmann::json::parse(last);
-}
+// bench/loader_peer.py --serve as a child process: one request line in, one JSON line
+// out, so that each dtrain measurement and the peer's same one run seconds apart. When
+// the peer cannot start or dies, ask() returns null and the run goes on without it.
+// Not thread-safe.
+class Peer {
+ public:
+  Peer(const Options& o, const Config& cfg) {
+    std::vector<std::string> args{o.python, o.peer, "--serve", "--root",
+                                  cfg.get_string("DATASETS.FASHION_MNIST.ROOT")};
+    auto add = [&](const std::string& flag, const std::string& v) {
+      args.push_back("--" + flag);
+      args.push_back(v);
+    };
+    add("batch", std::to_string(o.batch));
+    add("prefetch", std::to_string(o.prefetch));
+    add("padding", std::to_string(o.padding));
+    add("warmup", std::to_string(o.warmup));
+    add("loader-batches", std::to_string(o.loader_batches));
+    add("warmup-steps", std::to_string(o.warmup_steps));
+    add("train-iters", std::to_string(o.train_iters));
+    args.push_back("--channels");
+    for (int64_t c : cfg.get_int_list("MODEL.CNN.CHANNELS")) args.push_back(std::to_string(c));
+    add("hidden", std::to_string(cfg.get_int("MODEL.CNN.HIDDEN_DIM")));
+    add("lr", fmt::format("{}", cfg.get_float("SOLVER.BASE_LR")));
+    add("momentum", fmt::format("{}", cfg.get_float("SOLVER.MOMENTUM")));
+    add("weight-decay", fmt::format("{}", cfg.get_float("SOLVER.WEIGHT_DECAY")));
+    add("threads", std::to_string(o.threads));
+    for (const auto& a : args) command_ += (command_.empty() ? "" : " ") + a;
 
-double peer_rate(const nlohmann::json& peer, const std::string& part, int64_t workers) {
-  if (peer.is_null()) return 0.0;
-  for (const auto& r : peer["runs"]) {
-    if (r["part"] == part && r["workers"].get<int64_t>() == workers) {
-      return r["samples_per_s"].get<double>();
+    int to_child[2], from_child[2];
+    DTRAIN_CHECK(::pipe2(to_child, O_CLOEXEC) == 0 && ::pipe2(from_child, O_CLOEXEC) == 0,
+                 "pipe: {}", std::strerror(errno));
+    std::fflush(stdout);
+    pid_ = ::fork();
+    DTRAIN_CHECK(pid_ >= 0, "fork: {}", std::strerror(errno));
+    if (pid_ == 0) {
+      ::dup2(to_child[0], 0);
+      ::dup2(from_child[1], 1);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      std::fprintf(stderr, "dtrain_loader_bench: cannot run %s: %s\n", argv[0],
+                   std::strerror(errno));
+      ::_exit(127);
     }
+    ::close(to_child[0]);
+    ::close(from_child[1]);
+    in_ = ::fdopen(to_child[1], "w");
+    out_ = ::fdopen(from_child[0], "r");
+    hello_ = read_line();
   }
-  return 0.0;
-}
+  ~Peer() {
+    if (in_) {
+      std::fputs("quit\n", in_);
+      std::fclose(in_);
+    }
+    if (out_) std::fclose(out_);
+    int status = 0;
+    if (pid_ > 0) ::waitpid(pid_, &status, 0);
+  }
+  Peer(const Peer&) = delete;
+  Peer& operator=(const Peer&) = delete;
+
+  // The peer's first line ({"ready": true, "dataset_load_s", "torch_version"}), or null.
+  const nlohmann::json& hello() const { return hello_; }
+  const std::string& command() const { return command_; }
+
+  // The result of `request` ("compute", "loader N", "train N"): samples/s (0 when the
+  // peer failed) and minor page faults per batch of the peer's main process.
+  Rate ask(const std::string& request) {
+    Rate out;
+    if (hello_.is_null() || !in_) return out;
+    std::fprintf(in_, "%s\n", request.c_str());
+    std::fflush(in_);
+    nlohmann::json r = read_line();
+    if (r.is_null() || !r.contains("samples_per_s")) {
+      fmt::print("  peer gave no result for '{}'{}\n", request,
+                 r.is_null() ? "" : ": " + r.dump());
+      return out;
+    }
+    out.samples_per_s = r["samples_per_s"].get<double>();
+    out.seconds = r.value("seconds", 0.0);
+    out.minor_faults = r.value("minor_faults", 0.0);
+    return out;
+  }
+
+ private:
+  nlohmann::json read_line() {
+    char* line = nullptr;
+    size_t cap = 0;
+    const ssize_t n = out_ ? ::getline(&line, &cap, out_) : -1;
+    nlohmann::json j = nullptr;
+    if (n > 0) j = nlohmann::json::parse(std::string(line, static_cast<size_t>(n)), nullptr, false);
+    std::free(line);
+    if (j.is_discarded()) j = nullptr;
+    if (j.is_null()) hello_ = nullptr;  // the peer is gone or talks nonsense: stop asking
+    return j;
+  }
+
+  pid_t pid_ = -1;
+  FILE* in_ = nullptr;
+  FILE* out_ = nullptr;
+  std::string command_;
+  nlohmann::json hello_ = nullptr;
+};
 
 std::string join_ratios(const std::vector<double>& v) {
   std::string s;
@@ -285,19 +391,22 @@ int run(int argc, char** argv) {
   o.config_path =
       flags.get("config", std::string(DTRAIN_SOURCE_DIR) + "/configs/cnn_fashion_mnist.yaml");
   o.workers = parse_int_list("workers", flags.get("workers", "0,1,2"));
-  o.rounds = flags.get_int("rounds", 3);
+  o.rounds = flags.get_int("rounds", 5);
   o.batch = flags.get_int("batch", 128);
   o.prefetch = flags.get_int("prefetch", 2);
   o.padding = flags.get_int("padding", 4);
   o.warmup = flags.get_int("warmup", 5);
   o.loader_batches = flags.get_int("loader-batches", 100);
-  o.warmup_steps = flags.get_int("warmup-steps", 3);
-  o.train_iters = flags.get_int("train-iters", 15);
+  o.warmup_steps = flags.get_int("warmup-steps", 5);
+  o.train_iters = flags.get_int("train-iters", 30);
   o.threads = flags.get_int("threads", 1);
   o.peer = flags.get("peer", std::string(DTRAIN_SOURCE_DIR) + "/bench/loader_peer.py");
   o.python = flags.get("python", "/usr/bin/python3");
   o.json_path = flags.get("json", "");
+  o.malloc = flags.get("malloc", "retain");
   flags.check_all_used();
+  DTRAIN_CHECK_T(ConfigError, o.malloc == "retain" || o.malloc == "default",
+                 "--malloc: expected retain or default, got '{}'", o.malloc);
   DTRAIN_CHECK_T(ConfigError,
                  o.rounds > 0 && o.batch > 0 && o.prefetch > 0 && o.padding >= 0 &&
                      o.warmup >= 0 && o.loader_batches > 0 && o.warmup_steps >= 0 &&
@@ -306,6 +415,17 @@ int run(int argc, char** argv) {
                  "must be positive, --padding, --warmup and --warmup-steps >= 0");
   const bool with_peer = o.peer != "none";
 
+  if (o.malloc == "retain") {
+    // glibc serves blocks up to 32 MiB from the heap and keeps freed memory, in this
+    // process and (through the environment) in the peer: every step's temporaries reuse
+    // touched pages instead of new mappings (see bench/README.md: on this VM a fresh page
+    // costs more than the step's arithmetic).
+    DTRAIN_CHECK(mallopt(M_MMAP_THRESHOLD, kRetainMmapThreshold) == 1 &&
+                     mallopt(M_TRIM_THRESHOLD, kRetainTrimThreshold) == 1,
+                 "mallopt refused the --malloc retain thresholds");
+    ::setenv("MALLOC_MMAP_THRESHOLD_", std::to_string(kRetainMmapThreshold).c_str(), 1);
+    ::setenv("MALLOC_TRIM_THRESHOLD_", std::to_string(kRetainTrimThreshold).c_str(), 1);
+  }
   log::init(0, 1);
   at::set_num_threads(static_cast<int>(o.threads));
   Config cfg = Config::from_file(o.config_path);
@@ -320,76 +440,82 @@ int run(int argc, char** argv) {
   const double memcpy_sps = bench.memcpy_samples_per_s();
   fmt::print(
       "loader | {} ({}), batch {}, crop padding {} + horizontal flip, prefetch factor {}, "
-      "{} intra-op thread(s), model {} channels [{}] hidden {}, {} round(s); {} cores, load "
-      "average {}\n"
+      "{} intra-op thread(s), model {} channels [{}] hidden {}, {} round(s), malloc {}; {} "
+      "cores, load average {}\n"
       "  data set loaded in {:.2f} s: {}\n",
       cfg.get_string_list("DATASETS.TRAIN").front(), o.config_path, o.batch, o.padding,
       o.prefetch, o.threads, cfg.get_string("MODEL.NAME"),
       fmt::join(cfg.get_int_list("MODEL.CNN.CHANNELS"), ", "), cfg.get_int("MODEL.CNN.HIDDEN_DIM"),
-      o.rounds, ::sysconf(_SC_NPROCESSORS_ONLN), load_average(), bench.load_seconds(),
+      o.rounds, o.malloc, ::sysconf(_SC_NPROCESSORS_ONLN), load_average(), bench.load_seconds(),
       bench.dataset().describe());
   if (with_peer && ::access(o.peer.c_str(), R_OK) != 0) {
     throw ConfigError(fmt::format("--peer '{}' cannot be read (\"none\" skips the peer)", o.peer));
   }
-  const std::string peer_out =
-      fmt::format("/tmp/dtrain-loader-peer-{}.jsonl", static_cast<long>(::getpid()));
+  std::unique_ptr<Peer> peer;
+  if (with_peer) {
+    peer = std::make_unique<Peer>(o, cfg);
+    if (peer->hello().is_null()) {
+      fmt::print("  the peer did not start ({}); going on without it\n", peer->command());
+    } else {
+      fmt::print("  peer: {} (torch {}, data set loaded in {:.2f} s)\n", o.peer,
+                 peer->hello().value("torch_version", "?"),
+                 peer->hello().value("dataset_load_s", 0.0));
+    }
+  }
 
-  // Per round, per workers: dtrain and torch samples/s of both parts.
+  // Per workers, per round: dtrain and torch samples/s of each part.
   const size_t nw = o.workers.size();
-  std::vector<std::vector<double>> d_loader(nw), t_loader(nw), d_train(nw), t_train(nw);
-  std::vector<std::vector<double>> d_loader_cpu(nw), d_train_cpu(nw);
-  std::vector<double> d_compute, t_compute, d_get_batch, d_augment, d_sampler, d_raw;
+  std::vector<Series> d_loader(nw), t_loader(nw), d_train(nw), t_train(nw);
+  Series d_compute, t_compute;
+  std::vector<double> d_get_batch, d_augment, d_sampler, d_raw;
   nlohmann::json rounds_json = nlohmann::json::array();
 
+  int64_t item = 0;  // which side goes first alternates from one measurement to the next
   for (int64_t round = 1; round <= o.rounds; ++round) {
-    const bool peer_first = round % 2 == 0;
-    fmt::print("== round {}/{} ({} first), load average {}\n", round, o.rounds,
-               with_peer && peer_first ? "torch" : "dtrain", load_average());
-    nlohmann::json peer = nullptr;
-    if (with_peer && peer_first) peer = run_peer(o, cfg, round, peer_out);
-
-    nlohmann::json dj = nlohmann::json::array();
-    const Rate compute = bench.compute_rate();
-    d_compute.push_back(compute.samples_per_s);
-    fmt::print("dtrain compute (one batch in memory): {:9.1f} samples/s\n", compute.samples_per_s);
-    dj.push_back({{"part", "compute"}, {"workers", 0}, {"samples_per_s", compute.samples_per_s},
-                  {"cpu_share", compute.cpu_share}});
+    fmt::print("== round {}/{}, load average {}\n", round, o.rounds, load_average());
+    nlohmann::json rj = nlohmann::json::array();
+    // dtrain's and the peer's measurement of one thing, back to back in alternating order.
+    auto pair = [&](const std::string& part, int64_t workers, const std::function<Rate()>& mine,
+                    Series& d, Series& t) {
+      const bool peer_first = item++ % 2 == 1;
+      const std::string request = part == "compute" ? part : fmt::format("{} {}", part, workers);
+      Rate theirs;
+      if (peer && peer_first) theirs = peer->ask(request);
+      const Rate r = mine();
+      if (peer && !peer_first) theirs = peer->ask(request);
+      d.add(r);
+      t.add(theirs);
+      fmt::print("  {:<8}{:>7}: dtrain {:9.1f} samples/s ({:.2f} cores, {:6.0f} faults/batch), "
+                 "torch {:9.1f} ({:6.0f} faults/batch){}\n",
+                 part, part == "compute" ? "" : fmt::format("{} wkr", workers), r.samples_per_s,
+                 r.cpu_share, r.minor_faults, theirs.samples_per_s, theirs.minor_faults,
+                 theirs.samples_per_s > 0
+                     ? fmt::format(": {:.2f}x", r.samples_per_s / theirs.samples_per_s)
+                     : "");
+      rj.push_back({{"part", part}, {"workers", workers}, {"peer_first", peer_first},
+                    {"dtrain_samples_per_s", r.samples_per_s}, {"dtrain_cpu_share", r.cpu_share},
+                    {"dtrain_minor_faults_per_batch", r.minor_faults},
+                    {"torch_samples_per_s", theirs.samples_per_s},
+                    {"torch_minor_faults_per_batch", theirs.minor_faults}});
+    };
+    pair("compute", 0, [&] { return bench.compute_rate(); }, d_compute, t_compute);
+    for (size_t w = 0; w < nw; ++w) {
+      const int64_t n = o.workers[w];
+      pair("loader", n, [&] { return bench.loader_rate(n); }, d_loader[w], t_loader[w]);
+      pair("train", n, [&] { return bench.train_rate(bench.loader(n)); }, d_train[w], t_train[w]);
+    }
     const auto bd = bench.breakdown();
     d_sampler.push_back(bd.sampler_s);
     d_get_batch.push_back(bd.get_batch_s);
     d_augment.push_back(bd.augment_s);
     d_raw.push_back(static_cast<double>(o.batch) / bd.get_batch_s);
-    for (size_t w = 0; w < nw; ++w) {
-      const Rate l = bench.loader_rate(o.workers[w]);
-      fmt::print("dtrain loader  workers {}: {:9.1f} samples/s (CPU {:.2f} cores)\n", o.workers[w],
-                 l.samples_per_s, l.cpu_share);
-      const Rate t = bench.train_rate(bench.loader(o.workers[w]));
-      fmt::print("dtrain train   workers {}: {:9.1f} samples/s (CPU {:.2f} cores)\n", o.workers[w],
-                 t.samples_per_s, t.cpu_share);
-      d_loader[w].push_back(l.samples_per_s);
-      d_loader_cpu[w].push_back(l.cpu_share);
-      d_train[w].push_back(t.samples_per_s);
-      d_train_cpu[w].push_back(t.cpu_share);
-      dj.push_back({{"part", "loader"}, {"workers", o.workers[w]},
-                    {"samples_per_s", l.samples_per_s}, {"cpu_share", l.cpu_share}});
-      dj.push_back({{"part", "train"}, {"workers", o.workers[w]},
-                    {"samples_per_s", t.samples_per_s}, {"cpu_share", t.cpu_share}});
-    }
-    if (with_peer && !peer_first) peer = run_peer(o, cfg, round, peer_out);
-    t_compute.push_back(peer_rate(peer, "compute", 0));
-    for (size_t w = 0; w < nw; ++w) {
-      t_loader[w].push_back(peer_rate(peer, "loader", o.workers[w]));
-      t_train[w].push_back(peer_rate(peer, "train", o.workers[w]));
-    }
     rounds_json.push_back({{"round", round},
-                           {"peer_first", peer_first},
-                           {"dtrain", dj},
-                           {"torch", peer.is_null() ? nlohmann::json(nullptr) : peer["runs"]},
+                           {"runs", rj},
                            {"breakdown_s", {{"sampler", bd.sampler_s},
                                             {"get_batch", bd.get_batch_s},
                                             {"augment", bd.augment_s}}}});
   }
-  std::remove(peer_out.c_str());
+  peer.reset();
 
   // Ratios per round, then their median (both sides ran within the same round).
   auto ratios = [](const std::vector<double>& a, const std::vector<double>& b) {
@@ -399,48 +525,56 @@ int run(int argc, char** argv) {
     }
     return r;
   };
-  const double batch_ms = 1e3;
+  const double per_batch_us = 1e6;  // microseconds
   fmt::print(
       "\nloader summary | medians of {} round(s), samples/s; ratio = median of the per-round "
       "dtrain/torch ratios (goal >= 1); load average now {}\n",
       o.rounds, load_average());
   fmt::print("  references (dtrain, inline, one thread):\n"
              "    memcpy of a batch's bytes       {:11.0f} samples/s\n"
-             "    get_batch, no augmentation      {:11.0f} samples/s ({:.3f} ms/batch)\n"
-             "    Augmenter::apply                {:11.0f} samples/s ({:.3f} ms/batch)\n"
-             "    sampler next()                  {:11.0f} samples/s ({:.3f} ms/batch)\n",
-             memcpy_sps, median(d_raw), median(d_get_batch) * batch_ms,
-             static_cast<double>(o.batch) / median(d_augment), median(d_augment) * batch_ms,
+             "    get_batch, no augmentation      {:11.0f} samples/s ({:.1f} us/batch)\n"
+             "    Augmenter::apply                {:11.0f} samples/s ({:.1f} us/batch)\n"
+             "    sampler next()                  {:11.0f} samples/s ({:.1f} us/batch)\n",
+             memcpy_sps, median(d_raw), median(d_get_batch) * per_batch_us,
+             static_cast<double>(o.batch) / median(d_augment), median(d_augment) * per_batch_us,
              static_cast<double>(o.batch) / std::max(median(d_sampler), 1e-12),
-             median(d_sampler) * batch_ms);
-  fmt::print("  {:<28} {:>10} {:>10} {:>7}  {:<24} {}\n", "", "dtrain", "torch", "ratio",
-             "per round", "dtrain CPU (cores)");
+             median(d_sampler) * per_batch_us);
+  fmt::print("  {:<26} {:>10} {:>10} {:>6}  {:<30} {:>6} {:>14}\n", "", "dtrain", "torch",
+             "ratio", "ratio per round", "cores", "faults/batch");
   nlohmann::json summary = nlohmann::json::array();
   auto row = [&](const std::string& name, const std::string& part, int64_t workers,
-                 const std::vector<double>& d, const std::vector<double>& t,
-                 const std::vector<double>& cpu) {
-    const auto r = ratios(d, t);
-    fmt::print("  {:<28} {:10.1f} {:10.1f} {:>7}  {:<24} {}\n", name, median(d), median(t),
+                 const Series& d, const Series& t) {
+    const auto r = ratios(d.samples_per_s, t.samples_per_s);
+    fmt::print("  {:<26} {:10.1f} {:10.1f} {:>6}  {:<30} {:6.2f} {:6.0f} {:>7}\n", name,
+               median(d.samples_per_s), median(t.samples_per_s),
                r.empty() ? "-" : fmt::format("{:.2f}", median(r)), join_ratios(r),
-               cpu.empty() ? "" : fmt::format("{:.2f}", median(cpu)));
-    summary.push_back({{"part", part}, {"workers", workers}, {"dtrain_samples_per_s", median(d)},
-                       {"torch_samples_per_s", median(t)},
-                       {"ratio", r.empty() ? 0.0 : median(r)}, {"ratios", r}});
+               median(d.cpu_share), median(d.minor_faults),
+               r.empty() ? "" : fmt::format("{:.0f}", median(t.minor_faults)));
+    summary.push_back({{"part", part},
+                       {"workers", workers},
+                       {"dtrain_samples_per_s", median(d.samples_per_s)},
+                       {"torch_samples_per_s", median(t.samples_per_s)},
+                       {"ratio", r.empty() ? 0.0 : median(r)},
+                       {"ratios", r},
+                       {"dtrain_cpu_share", median(d.cpu_share)},
+                       {"dtrain_minor_faults_per_batch", median(d.minor_faults)},
+                       {"torch_minor_faults_per_batch", median(t.minor_faults)}});
   };
   for (size_t w = 0; w < nw; ++w) {
-    row(fmt::format("loader alone, workers {}", o.workers[w]), "loader", o.workers[w], d_loader[w],
-        t_loader[w], d_loader_cpu[w]);
+    row(fmt::format("loader alone, {} workers", o.workers[w]), "loader", o.workers[w], d_loader[w],
+        t_loader[w]);
   }
   for (size_t w = 0; w < nw; ++w) {
-    row(fmt::format("training, workers {}", o.workers[w]), "train", o.workers[w], d_train[w],
-        t_train[w], d_train_cpu[w]);
+    row(fmt::format("training, {} workers", o.workers[w]), "train", o.workers[w], d_train[w],
+        t_train[w]);
   }
-  row("compute (no loader)", "compute", 0, d_compute, t_compute, {});
-  fmt::print("  training / compute (the loader's cost in training):\n");
+  row("compute (no loader)", "compute", 0, d_compute, t_compute);
+  fmt::print("  training / compute, i.e. what the loader leaves of the model's rate (medians of "
+             "per-round ratios):\n");
   for (size_t w = 0; w < nw; ++w) {
-    const auto rd = ratios(d_train[w], d_compute);
-    const auto rt = ratios(t_train[w], t_compute);
-    fmt::print("    workers {}: dtrain {:.2f}, torch {}\n", o.workers[w], median(rd),
+    const auto rd = ratios(d_train[w].samples_per_s, d_compute.samples_per_s);
+    const auto rt = ratios(t_train[w].samples_per_s, t_compute.samples_per_s);
+    fmt::print("    {} workers: dtrain {:.2f}, torch {}\n", o.workers[w], median(rd),
                rt.empty() ? "-" : fmt::format("{:.2f}", median(rt)));
   }
   std::fflush(stdout);
@@ -456,6 +590,7 @@ int run(int argc, char** argv) {
                       {"loader_batches", o.loader_batches},
                       {"train_iters", o.train_iters},
                       {"rounds", o.rounds},
+                      {"malloc", o.malloc},
                       {"memcpy_samples_per_s", memcpy_sps},
                       {"get_batch_samples_per_s", median(d_raw)},
                       {"augment_s_per_batch", median(d_augment)},

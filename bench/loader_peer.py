@@ -16,12 +16,14 @@ workers' start):
   train    the same DataLoader feeding SGD steps of the cnn (conv1/bn1/conv2/bn2/fc1/head,
            models/cnn.h's layout), loss.item() each step as dtrain's SimpleTrainer does;
   compute  the same steps on one batch held in memory (no loader): the model's limit.
-One JSON line per run (--json) with impl "torch"; dtrain_loader_bench reads it.
+Standalone it runs every part for each --workers and appends one JSON line (--json);
+dtrain_loader_bench starts it with --serve and asks for one measurement at a time.
 """
 import argparse
 import gzip
 import json
 import os
+import resource
 import sys
 import time
 
@@ -148,9 +150,51 @@ def time_compute(ds, a):
     return a.batch * a.train_iters / s, s
 
 
+def minor_faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def run_one(ds, a, part, workers):
+    """Times one part ("compute", "loader" or "train") and returns its record; minor_faults
+    is per timed batch (step), of this process only (not of the loader's workers)."""
+    f0 = minor_faults()
+    if part == "compute":
+        sps, s = time_compute(ds, a)
+    elif part == "loader":
+        sps, s = time_loader(ds, a, workers)
+    elif part == "train":
+        sps, s = time_train(ds, a, workers)
+    else:
+        raise ValueError(f"unknown part {part!r} (compute, loader, train)")
+    batches = a.loader_batches if part == "loader" else a.train_iters
+    return {"impl": "torch", "part": part, "workers": workers, "samples_per_s": sps,
+            "seconds": s, "minor_faults": (minor_faults() - f0) / batches}
+
+
+def serve(ds, a, load_s):
+    """--serve: one JSON line on stdout when ready, then for each request line on stdin
+    ("compute", "loader N", "train N"; "quit" or end of input ends) one JSON result line
+    ({"error": ...} when the request failed). dtrain_loader_bench drives this, so that
+    each of its measurements and the peer's same measurement run seconds apart."""
+    print(json.dumps({"ready": True, "dataset_load_s": load_s,
+                      "torch_version": torch.__version__}), flush=True)
+    for line in sys.stdin:
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "quit":
+            break
+        try:
+            rec = run_one(ds, a, words[0], int(words[1]) if len(words) > 1 else 0)
+        except Exception as e:  # reported to the driver, which goes on without this figure
+            rec = {"error": f"{type(e).__name__}: {e}"}
+        print(json.dumps(rec), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", default="/usr/share/datasets/fashion-mnist")
+    ap.add_argument("--serve", action="store_true", help="take requests on stdin (see serve())")
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--part", default="all", choices=["all", "loader", "train"])
     ap.add_argument("--compute", type=int, default=1, help="also time the no-loader steps")
@@ -158,16 +202,15 @@ def main():
     ap.add_argument("--prefetch", type=int, default=2)
     ap.add_argument("--padding", type=int, default=4)
     ap.add_argument("--warmup", type=int, default=5, help="untimed loader batches")
-    ap.add_argument("--loader-batches", type=int, default=60)
-    ap.add_argument("--warmup-steps", type=int, default=3)
-    ap.add_argument("--train-iters", type=int, default=40)
+    ap.add_argument("--loader-batches", type=int, default=100)
+    ap.add_argument("--warmup-steps", type=int, default=5)
+    ap.add_argument("--train-iters", type=int, default=30)
     ap.add_argument("--channels", type=int, nargs="+", default=[16, 32])
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--momentum", type=float, default=0.9)
     ap.add_argument("--weight-decay", type=float, default=0.0005)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--round", type=int, default=0)
     ap.add_argument("--json", default="")
     a = ap.parse_args()
 
@@ -181,28 +224,27 @@ def main():
     ops.append(T.RandomHorizontalFlip())
     ds = FashionMnist(a.root, T.Compose(ops))
     load_s = time.perf_counter() - t0
+    if a.serve:
+        serve(ds, a, load_s)
+        return
 
-    out = {"bench": "loader", "impl": "torch", "round": a.round, "batch": a.batch,
-           "padding": a.padding, "prefetch": a.prefetch, "threads": a.threads,
-           "dataset_load_s": load_s, "torch_version": torch.__version__, "runs": []}
-    if a.compute and a.part in ("all", "train"):
-        sps, s = time_compute(ds, a)
-        out["runs"].append({"part": "compute", "workers": 0, "samples_per_s": sps, "seconds": s})
-        print(f"torch compute (one batch in memory): {sps:9.1f} samples/s", flush=True)
+    todo = [("compute", 0)] if a.compute and a.part in ("all", "train") else []
     for n in a.workers:
         if a.part in ("all", "loader"):
-            sps, s = time_loader(ds, a, n)
-            out["runs"].append({"part": "loader", "workers": n, "samples_per_s": sps,
-                                "seconds": s})
-            print(f"torch loader  workers {n}: {sps:9.1f} samples/s", flush=True)
+            todo.append(("loader", n))
         if a.part in ("all", "train"):
-            sps, s = time_train(ds, a, n)
-            out["runs"].append({"part": "train", "workers": n, "samples_per_s": sps,
-                                "seconds": s})
-            print(f"torch train   workers {n}: {sps:9.1f} samples/s", flush=True)
+            todo.append(("train", n))
+    runs = []
+    for part, n in todo:
+        rec = run_one(ds, a, part, n)
+        runs.append(rec)
+        print(f"torch {part:8} workers {n}: {rec['samples_per_s']:9.1f} samples/s", flush=True)
     if a.json:
         with open(a.json, "a") as f:
-            f.write(json.dumps(out) + "\n")
+            f.write(json.dumps({"bench": "loader", "impl": "torch", "batch": a.batch,
+                                "padding": a.padding, "prefetch": a.prefetch,
+                                "threads": a.threads, "dataset_load_s": load_s,
+                                "torch_version": torch.__version__, "runs": runs}) + "\n")
 
 
 if __name__ == "__main__":
