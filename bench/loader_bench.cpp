@@ -219,6 +219,30 @@ class Bench {
     return train_rate(std::make_shared<data::DataLoader>(one, s));
   }
 
+  // The same steps as compute_rate() written as a bare LibTorch loop (forward, loss,
+  // zero_grad, backward, step, loss.item()) without SimpleTrainer and DataParallel: what
+  // the trainer adds to a step.
+  Rate bare_rate() const {
+    std::vector<int64_t> first(static_cast<size_t>(o_.batch));
+    for (int64_t i = 0; i < o_.batch; ++i) first[static_cast<size_t>(i)] = i;
+    data::Batch b = dataset_->get_batch(first);
+    at::manual_seed(static_cast<uint64_t>(std::max<int64_t>(cfg_.get_int("SEED"), 0)));
+    auto model = models::build_model(cfg_);
+    model->train();
+    auto opt = optim::build_optimizer(cfg_, model->named_parameters());
+    auto step = [&] {
+      at::Tensor loss = engine::task_loss(model->task(), model->forward(b.inputs), b.targets);
+      opt->zero_grad();
+      loss.backward();
+      opt->step();
+      return loss.item<double>();
+    };
+    for (int64_t i = 0; i < o_.warmup_steps; ++i) step();
+    return timed(o_.train_iters, o_.batch, [&] {
+      for (int64_t i = 0; i < o_.train_iters; ++i) step();
+    });
+  }
+
   // Where an inline (0-worker) batch spends its time: sampler, get_batch (uint8 ->
   // normalized float32 gather), Augmenter::apply; the medians over --loader-batches
   // batches, in seconds per batch.
@@ -466,7 +490,7 @@ int run(int argc, char** argv) {
   // Per workers, per round: dtrain and torch samples/s of each part.
   const size_t nw = o.workers.size();
   std::vector<Series> d_loader(nw), t_loader(nw), d_train(nw), t_train(nw);
-  Series d_compute, t_compute;
+  Series d_compute, t_compute, d_bare;
   std::vector<double> d_get_batch, d_augment, d_sampler, d_raw;
   nlohmann::json rounds_json = nlohmann::json::array();
 
@@ -499,6 +523,9 @@ int run(int argc, char** argv) {
                     {"torch_minor_faults_per_batch", theirs.minor_faults}});
     };
     pair("compute", 0, [&] { return bench.compute_rate(); }, d_compute, t_compute);
+    const Rate bare = bench.bare_rate();
+    d_bare.add(bare);
+    fmt::print("  bare LibTorch step loop (no trainer): {:9.1f} samples/s\n", bare.samples_per_s);
     for (size_t w = 0; w < nw; ++w) {
       const int64_t n = o.workers[w];
       pair("loader", n, [&] { return bench.loader_rate(n); }, d_loader[w], t_loader[w]);
@@ -545,8 +572,9 @@ int run(int argc, char** argv) {
   auto row = [&](const std::string& name, const std::string& part, int64_t workers,
                  const Series& d, const Series& t) {
     const auto r = ratios(d.samples_per_s, t.samples_per_s);
-    fmt::print("  {:<26} {:10.1f} {:10.1f} {:>6}  {:<30} {:6.2f} {:6.0f} {:>7}\n", name,
-               median(d.samples_per_s), median(t.samples_per_s),
+    fmt::print("  {:<26} {:10.1f} {:>10} {:>6}  {:<30} {:6.2f} {:6.0f} {:>7}\n", name,
+               median(d.samples_per_s),
+               t.samples_per_s.empty() ? "-" : fmt::format("{:.1f}", median(t.samples_per_s)),
                r.empty() ? "-" : fmt::format("{:.2f}", median(r)), join_ratios(r),
                median(d.cpu_share), median(d.minor_faults),
                r.empty() ? "" : fmt::format("{:.0f}", median(t.minor_faults)));
@@ -569,6 +597,7 @@ int run(int argc, char** argv) {
         t_train[w]);
   }
   row("compute (no loader)", "compute", 0, d_compute, t_compute);
+  row("bare step loop (dtrain)", "bare", 0, d_bare, Series{});
   fmt::print("  training / compute, i.e. what the loader leaves of the model's rate (medians of "
              "per-round ratios):\n");
   for (size_t w = 0; w < nw; ++w) {
@@ -592,6 +621,7 @@ int run(int argc, char** argv) {
                       {"rounds", o.rounds},
                       {"malloc", o.malloc},
                       {"memcpy_samples_per_s", memcpy_sps},
+                      {"bare_step_samples_per_s", median(d_bare.samples_per_s)},
                       {"get_batch_samples_per_s", median(d_raw)},
                       {"augment_s_per_batch", median(d_augment)},
                       {"get_batch_s_per_batch", median(d_get_batch)},
