@@ -17,7 +17,8 @@
 // Flags (defaults in brackets): --config YAML [configs/cnn_fashion_mnist.yaml of the
 // source tree], --workers comma list of NUM_WORKERS [0,1,2], --rounds [5], --batch [128],
 // --prefetch PREFETCH_FACTOR [2], --padding INPUT.CROP.PADDING [4], --warmup untimed
-// loader batches [5], --loader-batches timed batches [100], --warmup-steps [5],
+// loader batches [5], --loader-batches timed batches of the peer [100],
+// --dtrain-loader-batches timed batches of dtrain's loader [400], --warmup-steps [5],
 // --train-iters timed training steps [30], --threads intra-op threads [1], --malloc
 // retain|default: glibc keeps freed memory in both processes, or its defaults [retain],
 // --peer path of loader_peer.py, "none" to skip it [bench/loader_peer.py of the source
@@ -81,6 +82,7 @@ struct Options {
   int64_t padding = 4;
   int64_t warmup = 5;
   int64_t loader_batches = 100;
+  int64_t dtrain_loader_batches = 400;
   int64_t warmup_steps = 5;
   int64_t train_iters = 30;
   int64_t threads = 1;
@@ -178,12 +180,14 @@ class Bench {
         data::DataLoaderOptions{static_cast<int>(workers), static_cast<int>(o_.prefetch)});
   }
 
-  // (a) the loader alone: next() of --loader-batches batches after --warmup.
+  // (a) the loader alone: next() of --dtrain-loader-batches batches after --warmup (more
+  // than the peer's --loader-batches: at ~10x the peer's rate, so that the timed window
+  // is ~0.1-0.3 s here rather than a few tens of milliseconds).
   Rate loader_rate(int64_t workers) const {
     auto l = loader(workers);
     for (int64_t i = 0; i < o_.warmup; ++i) l->next();
-    return timed(o_.loader_batches, o_.batch, [&] {
-      for (int64_t i = 0; i < o_.loader_batches; ++i) l->next();
+    return timed(o_.dtrain_loader_batches, o_.batch, [&] {
+      for (int64_t i = 0; i < o_.dtrain_loader_batches; ++i) l->next();
     });
   }
 
@@ -421,6 +425,7 @@ int run(int argc, char** argv) {
   o.padding = flags.get_int("padding", 4);
   o.warmup = flags.get_int("warmup", 5);
   o.loader_batches = flags.get_int("loader-batches", 100);
+  o.dtrain_loader_batches = flags.get_int("dtrain-loader-batches", 400);
   o.warmup_steps = flags.get_int("warmup-steps", 5);
   o.train_iters = flags.get_int("train-iters", 30);
   o.threads = flags.get_int("threads", 1);
@@ -433,7 +438,7 @@ int run(int argc, char** argv) {
                  "--malloc: expected retain or default, got '{}'", o.malloc);
   DTRAIN_CHECK_T(ConfigError,
                  o.rounds > 0 && o.batch > 0 && o.prefetch > 0 && o.padding >= 0 &&
-                     o.warmup >= 0 && o.loader_batches > 0 && o.warmup_steps >= 0 &&
+                     o.warmup >= 0 && o.loader_batches > 0 && o.dtrain_loader_batches > 0 && o.warmup_steps >= 0 &&
                      o.train_iters > 0 && o.threads > 0,
                  "--rounds, --batch, --prefetch, --loader-batches, --train-iters and --threads "
                  "must be positive, --padding, --warmup and --warmup-steps >= 0");
@@ -617,6 +622,7 @@ int run(int argc, char** argv) {
                       {"threads", o.threads},
                       {"workers", o.workers},
                       {"loader_batches", o.loader_batches},
+                      {"dtrain_loader_batches", o.dtrain_loader_batches},
                       {"train_iters", o.train_iters},
                       {"rounds", o.rounds},
                       {"malloc", o.malloc},
