@@ -414,6 +414,7 @@ std::string join_ratios(const std::vector<double>& v) {
 }
 
 int run(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress lines as they come, also into a file
   Flags flags(argc, argv);
   Options o;
   o.config_path =
