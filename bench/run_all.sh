@@ -9,8 +9,9 @@
 # checkpoints and dd files, deleted at the end [/tmp/dtrain-bench-$$], RESULTS JSON lines
 # file kept after the run [$OUT_DIR/../dtrain-bench-results.jsonl], ROUNDS training
 # rounds, dtrain and peer alternating [2], CKPT_REPEATS rounds per checkpoint run [3],
-# ASYNC_ROUNDS training rounds of the asynchronous-checkpoint benchmark [4], SKIP
-# "train", "ckpt", "breakdown" or "async" (space-separated) to leave parts out [none].
+# ASYNC_ROUNDS training rounds of the asynchronous-checkpoint benchmark [4], LOADER_ROUNDS
+# rounds of the data-loader benchmark [5], SKIP "train", "ckpt", "breakdown", "async" or
+# "loader" (space-separated) to leave parts out [none].
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,6 +23,7 @@ RESULTS=${RESULTS:-$(dirname "$OUT_DIR")/dtrain-bench-results-$$.jsonl}
 ROUNDS=${ROUNDS:-2}
 CKPT_REPEATS=${CKPT_REPEATS:-3}
 ASYNC_ROUNDS=${ASYNC_ROUNDS:-4}
+LOADER_ROUNDS=${LOADER_ROUNDS:-5}
 SKIP=${SKIP:-}
 PY=/usr/bin/python3
 
@@ -29,11 +31,13 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_rmaps_base_oversubscribe=1 OMP_NUM_THREADS=1 DTRAIN_LOG_LEVEL=${DTRAIN_LOG_LEVEL:-warn}
 MPIRUN=(mpirun --bind-to none)
 
-for exe in dtrain_train_bench dtrain_ckpt_bench dtrain_ckpt_breakdown dtrain_async_bench; do
+for exe in dtrain_train_bench dtrain_ckpt_bench dtrain_ckpt_breakdown dtrain_async_bench dtrain_loader_bench; do
   [[ -x $BIN/$exe ]] || { echo "run_all.sh: $BIN/$exe is missing; build it: ninja -C $BUILD_DIR $exe" >&2; exit 2; }
 done
 have_torch=0
 if $PY -c "import torch, torch.distributed" 2>/dev/null; then have_torch=1; fi
+have_vision=0
+if $PY -c "import torch, torchvision, numpy" 2>/dev/null; then have_vision=1; fi
 skipped() { [[ " $SKIP " == *" $1 "* ]]; }
 
 mkdir -p "$OUT_DIR"
@@ -110,6 +114,17 @@ if ! skipped async; then
     launch "$np" "$BIN/dtrain_async_bench" --part "$part" --dir "$OUT_DIR/async" \
       --repeats "$CKPT_REPEATS" --rounds "$ASYNC_ROUNDS" --json "$RESULTS"
   done
+fi
+
+if ! skipped loader; then
+  # One process; it starts bench/loader_peer.py itself and alternates the two sides.
+  echo "== data loader: data::DataLoader alone and feeding cnn training vs torch DataLoader"
+  peer_flags=()
+  if [[ $have_vision != 1 ]]; then
+    echo "== /usr/bin/python3 cannot import torch, torchvision, numpy: loader peer skipped"
+    peer_flags=(--peer none)
+  fi
+  "$BIN/dtrain_loader_bench" --rounds "$LOADER_ROUNDS" --json "$RESULTS" "${peer_flags[@]}"
 fi
 
 echo

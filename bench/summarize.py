@@ -38,6 +38,7 @@ def main():
     train = defaultdict(list)
     ckpt = defaultdict(list)
     breakdown = [r for r in rows if r.get("bench") == "ckpt_breakdown"]
+    loader = [r for r in rows if r.get("bench") == "loader" and r.get("impl") == "dtrain"]
     asyncb = defaultdict(list)
     for r in rows:
         if r.get("bench") == "train":
@@ -206,6 +207,28 @@ def main():
         for name, v in sorted(b["seconds"].items()):
             m = statistics.median(v)
             p(f"| {name} | {m:.3f} | {b['bytes'] / m / 1e9:.2f} |")
+        p("")
+    for b in loader:
+        p(f"### Data loader: dtrain_loader_bench ({b['rounds']} rounds, malloc {b.get('malloc', '?')}, "
+          f"batch {b['batch']}, crop padding {b['padding']} + flip; medians, samples/s)\n")
+        p("| figure | workers | dtrain | torch DataLoader | dtrain/torch (median of rounds) | "
+          "per round | goal |")
+        p("|---|---|---|---|---|---|---|")
+        names = {"loader": "loader alone", "train": "cnn training fed by it",
+                 "compute": "cnn training on one batch in memory (model's limit)",
+                 "bare": "bare LibTorch step loop (dtrain, no trainer)"}
+        for r in b["summary"]:
+            has_peer = r["ratio"] > 0
+            goal = ">= 1 (issue)" if r["part"] in ("loader", "train") else "info"
+            p(f"| {names.get(r['part'], r['part'])} | {r['workers'] if r['part'] != 'compute' and r['part'] != 'bare' else '-'} "
+              f"| {r['dtrain_samples_per_s']:.0f} | "
+              f"{format(r['torch_samples_per_s'], '.0f') if has_peer else 'n/a'} | "
+              f"{format(r['ratio'], '.2f') if has_peer else 'n/a'} | "
+              f"{' '.join(format(x, '.2f') for x in r['ratios'])} | "
+              f"{goal} {verdict(r['ratio'], 1.0) if has_peer and goal != 'info' else ''} |")
+        p(f"| references: memcpy of a batch | - | {b['memcpy_samples_per_s']:.0f} | | | | |")
+        p(f"| get_batch without augmentation (inline) | - | {b['get_batch_samples_per_s']:.0f} | | | | |")
+        p(f"| Augmenter::apply alone (inline) | - | {b['batch'] / b['augment_s_per_batch']:.0f} | | | | |")
         p("")
     print("\n".join(out))
 
