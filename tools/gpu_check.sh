@@ -87,8 +87,14 @@ NCCL_ROOT=${NCCL_ROOT:-$(python3 -c 'import nvidia.nccl as m;print(list(m.__path
 if [ -z "$NCCL_ROOT" ]; then NCCL_ROOT=$(dirname "$TORCH_DIR")/nvidia/nccl; fi
 ls -la "$NCCL_ROOT" "$NCCL_ROOT"/lib "$NCCL_ROOT"/include
 # FindNCCL looks for libnccl.so or libnccl.so.2; the wheel has only the latter.
-CUDA_ROOT=${CUDA_ROOT:-/usr/local/cuda}
-export PATH=$CUDA_ROOT/bin:$PATH
+# The toolkit by its real path: torch's cuda.cmake stops on "two conflicting CUDA installs"
+# when /usr/local/cuda and /usr/local/cuda-13.0 both show up.
+if [ -z "${CUDA_ROOT:-}" ]; then
+  if [ -x /usr/local/cuda/bin/nvcc ]; then CUDA_ROOT=/usr/local/cuda
+  else CUDA_ROOT=$(dirname "$(dirname "$(command -v nvcc)")"); fi
+fi
+CUDA_ROOT=$(readlink -f "$CUDA_ROOT")
+export PATH=$CUDA_ROOT/bin:$PATH CUDA_PATH=$CUDA_ROOT CUDA_HOME=$CUDA_ROOT CUDACXX=$CUDA_ROOT/bin/nvcc
 
 # ---- 2. unpack the Debian packages into $PFX ----------------------------------------------
 # Packages whose libraries the machine's own OS may already have (same SONAME, newer): they
@@ -98,6 +104,7 @@ SYS_PKGS=" libatomic1 libnuma1 libnl-3-200 libnl-route-3-200 libcurl4 libbrotli1
   libkeyutils1 libkrb5-3 libkrb5support0 libldap-2.5-0 liblzma5 libnettle8 libnghttp2-14
   libp11-kit0 libpsl5 librtmp1 libsasl2-2 libsasl2-modules-db libssh2-1 libtasn1-6
   libunistring2 libzstd1 zlib1g libssl3 "
+U=$PFX/usr
 unpack() {
   rm -rf "$PFX" && mkdir -p "$PFX/sys" "$PFX/syslib" || return 1
   local f pkg dest
@@ -127,6 +134,19 @@ unpack() {
     [ -e "$path" ] || continue
     ln -sfn "$path" "$f" && echo "dev link $(basename "$f") -> $path"
   done
+  # HDF5's h5pcc names -lcurl and -lsz, whose development links come from packages not
+  # brought (libcurl4-openssl-dev, libaec-dev): link them to the runtime libraries.
+  local pair
+  for pair in curl:libcurl.so.4 sz:libsz.so.2; do
+    f=$U/lib/x86_64-linux-gnu/lib${pair%%:*}.so
+    soname=${pair#*:}
+    [ -e "$f" ] && continue
+    path=$(awk -v n="$soname" '$1 == n && /x86-64/ {print $NF; exit}' <<<"$sys")
+    for p in "$U/lib/x86_64-linux-gnu/$soname" "$PFX/syslib/$soname"; do
+      [ -z "$path" ] && [ -e "$p" ] && path=$p
+    done
+    [ -n "$path" ] && ln -sfn "$path" "$f" && echo "dev link $(basename "$f") -> $path"
+  done
   echo "from the system's missing libraries, brought: $(ls "$PFX/syslib" | tr '\n' ' ')"
   du -sh "$PFX"
 }
@@ -147,9 +167,15 @@ step mpi_sanity bash -c 'ompi_info --version 2>&1 | head -2; ompi_info --path pr
   timeout 60 mpirun.openmpi -np 2 hostname'
 
 # ---- 3. configure + build base/dist and their tests ---------------------------------------
+# The NCCL that torch loads (the wheel's), not one the image may have in its system paths.
+NCCL_PIN=()
+if [ -f "$NCCL_ROOT/include/nccl.h" ]; then
+  NCCL_PIN=(-DNCCL_INCLUDE_DIR="$NCCL_ROOT/include"
+    -DNCCL_LIBRARY="$(ls "$NCCL_ROOT"/lib/libnccl.so* | head -1)")
+fi
 COMMON=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DDTRAIN_BUILD_BENCH=OFF
   -DMPI_C_COMPILER="$U/bin/mpicc.openmpi" -DMPI_CXX_COMPILER="$U/bin/mpicxx.openmpi"
-  -DMPIEXEC_EXECUTABLE="$U/bin/mpirun.openmpi" -DNCCL_ROOT="$NCCL_ROOT"
+  -DMPIEXEC_EXECUTABLE="$U/bin/mpirun.openmpi" -DNCCL_ROOT="$NCCL_ROOT" "${NCCL_PIN[@]}"
   -DCUDAToolkit_ROOT="$CUDA_ROOT" -DTORCH_CUDA_ARCH_LIST=9.0 -DCMAKE_CUDA_ARCHITECTURES=90)
 configure() {
   rm -rf "$BUILD"
@@ -162,7 +188,8 @@ if ! step configure configure; then
     -DTORCH_INSTALL_PREFIX="$TORCH_DIR" -DTORCH_CXX11_ABI="$TORCH_ABI" || exit 1
 fi
 grep -E "^(Torch_DIR|NCCL_LIBRARY|NCCL_INCLUDE_DIR|MPI_mpi_LIBRARY|GTest_DIR|CUDAToolkit_NVCC_EXECUTABLE|CMAKE_CXX_COMPILER):" "$BUILD/CMakeCache.txt"
-grep -q "DTRAIN_HAVE_NCCL=1" "$BUILD/build.ninja" && echo "NCCL backend: compiled in" || echo "NCCL backend: NOT compiled in"
+if grep -q "DTRAIN_HAVE_NCCL=1" "$BUILD/build.ninja"; then echo "NCCL backend: compiled in"
+else echo "NCCL backend: NOT compiled in (ctest -L gpu will find no test)" | tee -a "$SUMMARY"; fi
 step build cmake --build "$BUILD" -j "$JOBS" || exit 1
 T=$BUILD/tests
 ldd "$T/dist_nccl_communicator_test" | grep -E "nccl|torch|c10|cudart|mpi|not found"
