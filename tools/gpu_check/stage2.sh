@@ -20,10 +20,13 @@ fi && {
   step build_dtrain timeout "$(($(left) - 45))" cmake --build "$BUILD2" -j "$JOBS" --target dtrain -- -k 0
 } && {
   cd /tmp && rm -rf /tmp/dtrain-smoke
-  step train_gpu_np1 timeout 60 mpirun.openmpi -np 1 "$BUILD2/bin/dtrain" train \
-    --config-file "$SRC/configs/mlp_synthetic.yaml" MODEL.DEVICE cuda SOLVER.MAX_ITER 60 \
-    SOLVER.STEPS '[40]' SOLVER.CHECKPOINT_PERIOD 30 OUTPUT_DIR /tmp/dtrain-smoke
-  ls -la /tmp/dtrain-smoke /tmp/dtrain-smoke/* 2>/dev/null | head -30
+  TRAIN=("$BUILD2/bin/dtrain" train --config-file "$SRC/configs/mlp_synthetic.yaml")
+  KEYS=(MODEL.DEVICE cuda SOLVER.STEPS '[40]' SOLVER.CHECKPOINT_PERIOD 30 OUTPUT_DIR /tmp/dtrain-smoke)
+  step train_gpu_np1 timeout 90 mpirun.openmpi -np 1 "${TRAIN[@]}" "${KEYS[@]}" SOLVER.MAX_ITER 60
+  # Resume from model_final (iteration 60) to 90: loads model + optimizer state on the GPU.
+  step resume_gpu_np1 timeout 90 mpirun.openmpi -np 1 "${TRAIN[@]}" --resume "${KEYS[@]}" \
+    SOLVER.MAX_ITER 90
+  ls -la /tmp/dtrain-smoke /tmp/dtrain-smoke/* 2>/dev/null | head -40
   cp /tmp/dtrain-smoke/metrics.json "$OUT/metrics.json" 2>/dev/null
   cd - >/dev/null
 }
