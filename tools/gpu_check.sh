@@ -18,10 +18,15 @@
 #     googletest libnl-3-200 libnl-route-3-200 ibverbs-providers libibverbs1 librdmacm1 \
 #     libfabric1 libucx0 libpsm-infinipath1 libpsm2-2 libpmix2 libhwloc15 \
 #     libevent-core-2.1-7 libevent-pthreads-2.1-7 libmunge2 libnuma1 libatomic1
-#   # (~9 MB; STAGE2 also needs the list in tools/gpu_check/stage2_debs.txt, ~27 MB)
+#   # ~9 MB. STAGE2 also needs (~29 MB), from the same folder:
+#   apt-get download $(cat ../../tools/gpu_check/stage2_debs.txt)
 #
-# Run (the device tool: carry [".gpu"]; $OUT comes back):
-#   OUT=$OUT DEBS=.gpu/debs bash tools/gpu_check.sh
+# Run (the device tool: carry [".gpu"]; $OUT comes back). The device tool sends the main
+# checkout, so put this branch's tree there too, e.g. `git archive HEAD | tar -x -C
+# /work/main/.gpu/src`, and run, with timeout_s ~560 (the whole run took ~100 s on an H200):
+#   cd .gpu/src && OUT=$OUT DEBS=$PWD/../debs STAGE2=1 DEADLINE_S=300 JOBS=16 \
+#     timeout 500 bash tools/gpu_check.sh >/dev/null 2>&1; cat $OUT/summary.txt
+# Results of the first run and what they mean: docs/GPU_CHECK.md.
 # Variables: SRC (source tree, default: this script's repository), DEBS, PFX (prefix,
 # /tmp/dtrain-deps), BUILD (/tmp/dtrain-gpu-build), JOBS (nproc), DEADLINE_S (seconds
 # after which optional steps are skipped, 420), STAGE2 (0).
