@@ -5,6 +5,8 @@
 #include <mpi.h>
 #include <nccl.h>
 
+#include <unistd.h>
+
 #include <cstring>
 
 #include <fmt/format.h>
@@ -97,6 +99,7 @@ class NcclCommunicator : public Communicator {
     DTRAIN_CUDA(cudaGetDeviceCount(&gpus), "cudaGetDeviceCount", mpi_->rank());
     device_ = select_cuda_device(mpi_->local_rank(), gpus);
     DTRAIN_CUDA(cudaSetDevice(device_), "cudaSetDevice", mpi_->rank());
+    refuse_shared_gpus(gpus);
     ncclUniqueId id{};
     if (mpi_->rank() == 0) DTRAIN_NCCL(ncclGetUniqueId(&id), "ncclGetUniqueId", 0);
     std::string bytes(reinterpret_cast<const char*>(&id), sizeof id);
@@ -166,6 +169,30 @@ class NcclCommunicator : public Communicator {
                    "nccl backend: {} on rank {}: tensor is on cuda:{} but this rank uses cuda:{}", op,
                    rank(), t.get_device(), device_);
   }
+  // NCCL refuses two ranks on one GPU ("Duplicate GPU detected", as ncclInvalidUsage
+  // from ncclCommInitRank). Every rank compares (host, PCI bus id) of all ranks first and
+  // throws the same error that says what to change (all ranks see the same list).
+  void refuse_shared_gpus(int visible_gpus) {
+    char bus[32] = {};
+    DTRAIN_CUDA(cudaDeviceGetPCIBusId(bus, sizeof bus, device_), "cudaDeviceGetPCIBusId", rank());
+    char host[256] = {};
+    gethostname(host, sizeof host - 1);
+    const std::vector<std::string> all =
+        mpi_->all_gather_bytes(std::string(host) + '\n' + bus);
+    for (size_t a = 0; a < all.size(); ++a) {
+      for (size_t b = a + 1; b < all.size(); ++b) {
+        if (all[a] != all[b]) continue;
+        const size_t nl = all[a].find('\n');
+        throw CommError(fmt::format(
+            "nccl backend: ranks {} and {} both use GPU {} on host {} ({} GPU(s) visible to "
+            "rank {}, {} ranks on its node); NCCL needs one GPU per rank: start at most as "
+            "many ranks per node as GPUs, or use DIST.BACKEND mpi",
+            a, b, all[a].substr(nl + 1), all[a].substr(0, nl), visible_gpus, rank(),
+            local_size()));
+      }
+    }
+  }
+
   // NCCL's stream must see what LibTorch queued on the default stream so far.
   void order_after_default_stream() {
     DTRAIN_CUDA(cudaEventRecord(ready_, cudaStreamLegacy), "cudaEventRecord", rank());

@@ -6,7 +6,9 @@
 // One NCCL communicator per job: rank 0 creates the unique id, MPI broadcasts it, every
 // rank selects GPU local_rank and joins. Collectives run on the communicator's own CUDA
 // stream, ordered after the work already queued on LibTorch's default (legacy) stream
-// by an event, and the default stream waits for them in Work::wait(). CPU tensors and
+// by an event, and the default stream waits for them in Work::wait(). Ranks that would
+// share a GPU (more ranks on a node than GPUs) are refused with a CommError naming the
+// ranks and the GPU before NCCL starts, the same on every rank. CPU tensors and
 // byte collectives go over the MPI communicator used for bootstrap. Errors are
 // CommError with the operation, the rank, NCCL's message, its version and file:line.
 // Not thread-safe, except that collectives may be issued from autograd's device

@@ -2,11 +2,15 @@
 #include "runtime/optim/optimizer_state.h"
 
 #include <ATen/ATen.h>
-#include <c10/util/string_utils.h>
 #include <fmt/format.h>
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/optim/adamw.h>
 #include <torch/optim/sgd.h>
+
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <utility>
 
 #include "runtime/base/error.h"
 
@@ -16,7 +20,23 @@ using checkpoint::StateDict;
 
 namespace {
 
-std::string impl_key(const at::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
+// The key of a parameter in Optimizer::state(): its TensorImpl's address as a string in
+// LibTorch 1.x, the address itself (void*) in LibTorch 2.x.
+using StateKey =
+    std::decay_t<decltype(std::declval<torch::optim::Optimizer&>().state())>::key_type;
+
+template <class Key>
+Key impl_key_as(c10::TensorImpl* impl) {
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream s;  // what LibTorch 1.x writes (c10::guts::to_string)
+    s << impl;
+    return s.str();
+  } else {
+    return static_cast<Key>(impl);
+  }
+}
+
+StateKey impl_key(const at::Tensor& p) { return impl_key_as<StateKey>(p.unsafeGetTensorImpl()); }
 
 // The new state tensor for `key` (shaped like the parameter `like`): `current` itself
 // when the loader filled it in place (load_targets), `src` itself when adopting and it
@@ -155,7 +175,7 @@ void OptimizerState::load(const StateDict& s, bool adopt) {
     }
     for (const auto& p : groups[g].params()) {
       const std::string prefix = "state/" + names_.at(p.unsafeGetTensorImpl()) + "/";
-      const std::string key = impl_key(p);
+      const StateKey key = impl_key(p);
       // The current state's tensors, which the loader may have filled in place.
       at::Tensor cur_a, cur_b, cur_c;
       if (auto it = opt_.state().find(key); it != opt_.state().end()) {
