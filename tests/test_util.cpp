@@ -69,4 +69,9 @@ void write_file(const std::string& path, const std::string& data) {
   if (!out) throw std::runtime_error("cannot write " + path);
 }
 
+std::string source_dir(const std::string& compiled_in) {
+  const char* env = std::getenv("DTRAIN_TEST_SOURCE_DIR");
+  return env != nullptr && *env ? env : compiled_in;
+}
+
 }  // namespace dtrain::testutil

@@ -20,6 +20,10 @@ namespace dtrain::testutil {
 // created. Not removed automatically.
 std::string make_temp_dir(const std::string& prefix);
 
+// The repository's root for tests that read its files: $DTRAIN_TEST_SOURCE_DIR when set
+// (a test run from another checkout), else `compiled_in` (the build's DTRAIN_SOURCE_DIR).
+std::string source_dir(const std::string& compiled_in);
+
 // make_temp_dir(prefix), removed with everything in it when the object goes away
 // (errors ignored).
 class TempDir {

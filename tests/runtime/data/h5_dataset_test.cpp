@@ -10,6 +10,7 @@
 #include "checkpoint/h5/h5.h"
 #include "runtime/base/error.h"
 #include "runtime/data/in_memory.h"
+#include "tests/gtest_util.h"
 #include "tests/test_util.h"
 
 namespace dtrain::data {
@@ -18,18 +19,10 @@ namespace {
 namespace h5 = checkpoint::h5;
 
 std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
+  return dtrain::testing::ThrownMessage<Error>(fn);
 }
 
-std::string source_dir() {
-  if (const char* env = std::getenv("DTRAIN_TEST_SOURCE_DIR")) return env;
-  return DTRAIN_SOURCE_DIR;
-}
+std::string source_dir() { return testutil::source_dir(DTRAIN_SOURCE_DIR); }
 
 class H5DatasetTest : public ::testing::Test {
  protected:
