@@ -1,6 +1,7 @@
 // Random flip and padded random crop of image batches (augment.h).
 #include "runtime/data/augment.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -34,6 +35,29 @@ Draw draw_for(const AugmentOptions& o, uint64_t seed, int64_t epoch, int64_t ind
   return d;
 }
 
+// One output row: out[x] = src[sx(x)] where sx(x) = (flip ? w - 1 - x : x) + shift, or
+// `fill` where sx(x) falls outside [0, w). The inside is one contiguous (possibly
+// reversed) run of src, copied as such.
+void crop_row(const float* src, float* out, int64_t w, int64_t shift, bool flip, float fill) {
+  // Without flip sx(x) = x + shift is inside for x in [-shift, w - shift); with flip
+  // sx(x) = w - 1 - x + shift is inside for x in [shift, w + shift).
+  const int64_t lo = std::max<int64_t>(0, flip ? shift : -shift);
+  const int64_t hi = std::min<int64_t>(w, flip ? w + shift : w - shift);
+  if (lo >= hi) {
+    std::fill(out, out + w, fill);
+    return;
+  }
+  std::fill(out, out + lo, fill);
+  std::fill(out + hi, out + w, fill);
+  if (flip) {
+    // out[lo..hi) = src[w-1-lo+shift] down to src[w-hi+shift].
+    const float* first = src + (w - hi + shift);
+    std::reverse_copy(first, first + (hi - lo), out + lo);
+  } else {
+    std::copy(src + lo + shift, src + hi + shift, out + lo);
+  }
+}
+
 // out = flip(crop(pad(in))) for one [planes, h, w] sample; `in` and `out` do not overlap.
 void transform(const float* in, float* out, int64_t planes, int64_t h, int64_t w,
                const AugmentOptions& o, const Draw& d, float fill) {
@@ -46,14 +70,10 @@ void transform(const float* in, float* out, int64_t planes, int64_t h, int64_t w
     float* dst = out + p * h * w;
     for (int64_t y = 0; y < h; ++y) {
       const int64_t sy = (flip_y ? h - 1 - y : y) + shift_y;
-      float* row = dst + y * w;
       if (sy < 0 || sy >= h) {
-        for (int64_t x = 0; x < w; ++x) row[x] = fill;
-        continue;
-      }
-      for (int64_t x = 0; x < w; ++x) {
-        const int64_t sx = (flip_x ? w - 1 - x : x) + shift_x;
-        row[x] = (sx < 0 || sx >= w) ? fill : src[sy * w + sx];
+        std::fill(dst + y * w, dst + (y + 1) * w, fill);
+      } else {
+        crop_row(src + sy * w, dst + y * w, w, shift_x, flip_x, fill);
       }
     }
   }

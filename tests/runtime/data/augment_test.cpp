@@ -84,6 +84,29 @@ TEST(AugmentTest, FlipsAboutHalfTheSamplesAlongTheChosenAxis) {
   }
 }
 
+TEST(AugmentTest, CropThenFlipIsAFlippedWindowOfThePaddedImage) {
+  const int64_t pad = 3;
+  for (FlipMode mode : {FlipMode::kHorizontal, FlipMode::kVertical}) {
+    Augmenter aug({mode, pad});
+    const int64_t n = 300;
+    at::Tensor x = at::randn({n, 2, 5, 9});
+    Batch b = batch_of(x);
+    aug.apply(b, 11, 1, iota(n), 0.5f);
+    at::Tensor padded = at::constant_pad_nd(x, {pad, pad, pad, pad}, 0.5f);
+    const int64_t dim = mode == FlipMode::kHorizontal ? -1 : -2;
+    int flipped = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      if (find_window(padded[i], b.inputs[i], pad).first >= 0) continue;
+      ASSERT_GE(find_window(padded[i], b.inputs[i].flip({dim}), pad).first, 0)
+          << "sample " << i << " is neither a window nor a flipped window";
+      ++flipped;
+    }
+    // Symmetric samples would hide a flip; random ones do not.
+    EXPECT_GT(flipped, 100);
+    EXPECT_LT(flipped, 200);
+  }
+}
+
 TEST(AugmentTest, ASampleDependsOnlyOnSeedEpochAndIndex) {
   Augmenter aug({FlipMode::kHorizontal, 3});
   at::Tensor x = at::randn({6, 1, 8, 8});
