@@ -4,7 +4,7 @@
 //
 //   DataLoader loader(dataset, sampler, augmenter, {/*num_workers=*/4, /*prefetch=*/2});
 //   Batch b = loader.next();          // blocks until the next batch in order is ready
-//   checkpointer.add("sampler", &loader);
+//   checkpointables["sampler"] = {&loader};   // saved with the Checkpointer (default_trainer.cpp)
 //
 // Batches come out in the sampler's order whatever the number of workers, and every
 // sample's augmentation depends only on (seed, epoch, index) (augment.h): the batches
