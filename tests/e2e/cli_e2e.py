@@ -41,6 +41,8 @@ import signal
 import subprocess
 import sys
 import time
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2e import CheckFailed, check  # noqa: E402  (shared with the other e2e scripts)
 
 RUN_TIMEOUT_S = 120
 ARGS = None
@@ -66,15 +68,6 @@ SOLVER:
 LOG:
   PERIOD: 4
 """
-
-
-class CheckFailed(Exception):
-    pass
-
-
-def check(cond, message):
-    if not cond:
-        raise CheckFailed(message)
 
 
 def work_dir():

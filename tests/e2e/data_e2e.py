@@ -27,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2e import CheckFailed, check  # noqa: E402  (shared with the other e2e scripts)
 
 ARGS = None
 MARGIN = 128 << 20          # address space allowed above the measured baseline
@@ -52,15 +54,6 @@ SOLVER:
 LOG:
   PERIOD: 10
 """
-
-
-class CheckFailed(Exception):
-    pass
-
-
-def check(cond, message):
-    if not cond:
-        raise CheckFailed(message)
 
 
 def make_file(path, num):

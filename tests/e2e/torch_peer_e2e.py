@@ -35,17 +35,17 @@ import gzip
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2e import CheckFailed, check  # noqa: E402  (shared with the other e2e scripts)
+from e2e import run as e2e_run  # noqa: E402
 
 ARGS = None
-RUN_TIMEOUT_S = 180
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 
 # The solver both sides use (written into dtrain's config, mirrored by the peer).
@@ -80,15 +80,6 @@ STEPS_ACC_TOL = 0.0005         # 0.05 points
 RANKS2_EARLY_ITERS = 10
 RANKS2_EARLY_RTOL = 1e-6
 RANKS2_ACC_TOL = 0.005         # 0.5 points
-
-
-class CheckFailed(Exception):
-    pass
-
-
-def check(cond, message):
-    if not cond:
-        raise CheckFailed(message)
 
 
 def work_dir():
@@ -341,22 +332,7 @@ SEED: {SEED}
 
 def run(cmd, env_extra=None):
     """Runs cmd (its own session, killed whole on timeout); returns stderr + stdout."""
-    env = dict(os.environ)
-    env.update(env_extra or {})
-    start = time.time()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            universal_newlines=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=RUN_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        sys.stdout.write(out[-4000:] + err[-4000:])
-        raise CheckFailed("timed out after %d s: %s" % (RUN_TIMEOUT_S, " ".join(cmd)))
-    print("$ %s  -> rc %d in %.1f s" % (" ".join(cmd), proc.returncode, time.time() - start))
-    if proc.returncode != 0:
-        sys.stdout.write(out[-6000:] + err[-6000:])
-        raise CheckFailed("dtrain exited with status %d" % proc.returncode)
+    _, out, err = e2e_run(cmd, env_extra)
     return err + out
 
 
