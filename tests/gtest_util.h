@@ -3,8 +3,11 @@
 #pragma once
 
 #include <string>
+#include <utility>
 
 #include <gtest/gtest.h>
+
+#include "runtime/base/error.h"
 
 // Expects `part` in `text`, printing both when it is missing.
 #define EXPECT_CONTAINS(text, part)                          \
@@ -24,6 +27,13 @@ std::string ThrownMessage(F&& f) {
   }
   ADD_FAILURE() << "expected an exception";
   return "";
+}
+
+// The message of the dtrain::Error (or subclass) that f() throws; records a failure when
+// it throws nothing.
+template <typename F>
+std::string error_of(F&& f) {
+  return ThrownMessage<dtrain::Error>(std::forward<F>(f));
 }
 
 }  // namespace dtrain::testing

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "runtime/base/error.h"
+#include "tests/gtest_util.h"
 #include "tests/test_util.h"
 
 namespace dtrain {
@@ -45,17 +46,7 @@ std::string binary_content(size_t size) {
   return out;
 }
 
-// The message of the dtrain::Error that `fn` throws ("" and a test failure if none).
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected dtrain::Error, nothing was thrown";
-  return "";
-}
+using dtrain::testing::error_of;  // the dtrain::Error message; a failure if none
 
 TEST(FsTest, ReadFileReturnsExactBytes) {
   TempDir dir;

@@ -9,18 +9,12 @@
 #include "runtime/data/in_memory.h"
 #include "runtime/data/synthetic.h"
 #include "tests/test_util.h"
+#include "tests/gtest_util.h"
 
 namespace dtrain::data {
 namespace {
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+using dtrain::testing::error_of;
 
 Config small_config() {
   Config cfg = Config::defaults();

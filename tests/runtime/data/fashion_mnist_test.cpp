@@ -21,9 +21,7 @@
 namespace dtrain::data {
 namespace {
 
-std::string error_of(const std::function<void()>& fn) {
-  return dtrain::testing::ThrownMessage<Error>(fn);
-}
+using dtrain::testing::error_of;
 
 std::vector<uint8_t> idx_bytes(uint8_t type, const std::vector<uint32_t>& dims,
                                const std::vector<uint8_t>& data) {

@@ -18,9 +18,7 @@ namespace {
 
 namespace h5 = checkpoint::h5;
 
-std::string error_of(const std::function<void()>& fn) {
-  return dtrain::testing::ThrownMessage<Error>(fn);
-}
+using dtrain::testing::error_of;
 
 std::string source_dir() { return testutil::source_dir(DTRAIN_SOURCE_DIR); }
 

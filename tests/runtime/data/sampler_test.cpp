@@ -10,6 +10,7 @@
 
 #include "runtime/base/error.h"
 #include "runtime/data/rng.h"
+#include "tests/gtest_util.h"
 
 namespace dtrain::data {
 namespace {
@@ -33,14 +34,7 @@ std::vector<int64_t> global_step(std::vector<DistributedSampler>& ranks) {
   return all;
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+using dtrain::testing::error_of;
 
 TEST(RngTest, EngineIsTheStandardMt19937_64) {
   Rng rng(5489);  // the standard's default seed; its 10000th output is specified

@@ -10,18 +10,12 @@
 #include <gtest/gtest.h>
 
 #include "runtime/base/error.h"
+#include "tests/gtest_util.h"
 
 namespace dtrain::data {
 namespace {
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+using dtrain::testing::error_of;
 
 SyntheticClassificationOptions small_images(bool train, uint64_t seed = 0) {
   SyntheticClassificationOptions o;

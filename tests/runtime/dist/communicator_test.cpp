@@ -10,6 +10,7 @@
 
 #include "runtime/base/error.h"
 #include "runtime/dist/local_communicator.h"
+#include "tests/gtest_util.h"
 
 namespace dtrain::dist {
 namespace {
@@ -28,12 +29,7 @@ std::vector<double> to_vector(const at::Tensor& t) {
 // Runs `fn` and returns the CommError message it throws ("" if none).
 template <typename Fn>
 std::string comm_error(Fn fn) {
-  try {
-    fn();
-  } catch (const CommError& e) {
-    return e.what();
-  }
-  return "";
+  return dtrain::testing::ThrownMessage<CommError>(fn);
 }
 
 TEST(LocalCommunicator, IsAWorldOfOne) {

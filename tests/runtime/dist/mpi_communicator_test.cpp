@@ -29,6 +29,8 @@ std::vector<double> to_vector(const at::Tensor& t) {
 }
 
 // Runs `fn` and returns the CommError message it throws ("" if none).
+// Not ThrownMessage: "" without a failure when nothing is thrown, as some ranks of a test
+// expect (MpiErrorCarriesMpiText: only rank 1 of the pair fails).
 template <typename Fn>
 std::string comm_error(Fn fn) {
   try {
