@@ -70,20 +70,23 @@ void DataLoader::worker_loop() {
 void DataLoader::fill_queue() {
   const size_t depth = static_cast<size_t>(options_.num_workers) *
                        static_cast<size_t>(options_.prefetch_factor);
-  size_t added = 0;
+  // Drawn outside the lock (a new epoch's order is a shuffle of the whole dataset), so
+  // that workers keep taking jobs meanwhile.
+  std::vector<Job> fresh;
+  while (pending_.size() < depth) {
+    Job job;
+    job.indices = sampler_->next();
+    job.seed = sampler_->seed();
+    job.epoch = sampler_->epoch();
+    pending_.push_back({job.result.get_future(), sampler_->epoch(), sampler_->position()});
+    fresh.push_back(std::move(job));
+  }
+  if (fresh.empty()) return;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    while (pending_.size() < depth) {
-      Job job;
-      job.indices = sampler_->next();
-      job.seed = sampler_->seed();
-      job.epoch = sampler_->epoch();
-      pending_.push_back({job.result.get_future(), sampler_->epoch(), sampler_->position()});
-      jobs_.push_back(std::move(job));
-      ++added;
-    }
+    for (auto& job : fresh) jobs_.push_back(std::move(job));
   }
-  for (size_t i = 0; i < added; ++i) work_ready_.notify_one();
+  for (size_t i = 0; i < fresh.size(); ++i) work_ready_.notify_one();
 }
 
 Batch DataLoader::next() {

@@ -88,7 +88,7 @@ class DataLoader : public checkpoint::Stateful {
   int64_t consumed_position_ = 0;
 
   std::deque<Pending> pending_;  // training thread only
-  std::mutex mutex_;             // guards jobs_ and stop_
+  std::mutex mutex_;             // guards jobs_ and stop_ (shared with the workers)
   std::condition_variable work_ready_;
   std::deque<Job> jobs_;
   bool stop_ = false;

@@ -29,6 +29,11 @@ std::pair<int64_t, std::string> model_classes(const Config& cfg) {
 
 }  // namespace
 
+void check_sample_index(int64_t index, int64_t size, const std::string& what) {
+  DTRAIN_CHECK(index >= 0 && index < size, "{}: sample index {} out of range [0, {})", what, index,
+               size);
+}
+
 std::vector<int64_t> Dataset::sample_shape() const {
   DTRAIN_CHECK(size() > 0, "{}: no samples", describe());
   const at::Tensor x = get_batch({0}).inputs;

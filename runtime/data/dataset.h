@@ -42,6 +42,10 @@ class Dataset {
   virtual float padding_value() const { return 0.0f; }
 };
 
+// Throws dtrain::Error "<what>: sample index <index> out of range [0, <size>)" unless
+// 0 <= index < size: the check every get_batch makes.
+void check_sample_index(int64_t index, int64_t size, const std::string& what);
+
 // Builds the dataset `name` (see above). `train` selects the training or the test split
 // of synthetic data. Throws dtrain::ConfigError for an unknown name or an HDF5 file of
 // the wrong layout (naming the file and the dataset inside it).

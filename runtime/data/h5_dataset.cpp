@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <optional>
 
@@ -112,16 +113,8 @@ std::shared_ptr<Dataset> load_classification(h5::File& f, const H5DatasetOptions
                  "converted to float32)",
                  file, type.describe());
   const at::ScalarType as = is_float ? at::kFloat : at::kByte;
-  // Every extent is untrusted: a sample must fit kMaxRowBytes before anything is sized.
-  int64_t row_bytes = static_cast<int64_t>(c10::elementSize(as));
-  for (size_t k = 1; k < dims.size(); ++k) {
-    DTRAIN_CHECK_T(ConfigError,
-                   dims[k] >= 1 && dims[k] <= kMaxRowBytes && row_bytes * dims[k] <= kMaxRowBytes,
-                   "'{}': 'images' has shape {}: a sample must have extents >= 1 and take at "
-                   "most {} bytes",
-                   file, dims_str(dims), kMaxRowBytes);
-    row_bytes *= dims[k];
-  }
+  const int64_t row_bytes =
+      checked_row_bytes(dims, static_cast<int64_t>(c10::elementSize(as)), file, "images");
   const ByteNormalization norm = normalization_of(f, !is_float, type.describe());
 
   at::Tensor labels;
@@ -185,20 +178,8 @@ std::shared_ptr<Dataset> load_tokens(h5::File& f, const H5DatasetOptions& o) {
     DTRAIN_CHECK_T(ConfigError, *attr >= 1, "'{}': attribute vocab_size must be >= 1, got {}", file,
                    *attr);
   }
-  const std::string description = description_of(f);
-  if (total_bytes(length, sizeof(int64_t)) <= o.in_memory_max_bytes) {
-    at::Tensor stream = tokens.read(at::kLong);
-    if (attr) check_range(stream, 0, *attr, file, "tokens", "token", "the file's vocab_size attribute");
-    check_range(stream, 0, o.vocab_size, file, "tokens", "token", o.vocab_key);
-    const int64_t vocab = o.vocab_size > 0 ? o.vocab_size
-                          : attr           ? *attr
-                                           : std::max<int64_t>(1, max_value(stream) + 1);
-    return std::make_shared<TokenDataset>(std::move(stream), o.context_length, vocab, description);
-  }
-  // Lazily: every block is checked as it is read (the same messages, thrown by get_batch).
-  const int64_t vocab = o.vocab_size > 0 ? o.vocab_size
-                        : attr           ? *attr
-                                         : std::max<int64_t>(1, scan_max_token(tokens, length, file) + 1);
+  // One check for both paths: at load for a stream read whole, as each block is read
+  // (thrown by get_batch, with the same message) for a lazy one.
   const int64_t attr_limit = attr ? *attr : 0;
   const int64_t model_limit = o.vocab_size;
   const std::string key = o.vocab_key;
@@ -209,6 +190,19 @@ std::shared_ptr<Dataset> load_tokens(h5::File& f, const H5DatasetOptions& o) {
     }
     check_range(block, first, model_limit, file, "tokens", "token", key);
   };
+  // The model's vocabulary, else the file's, else the largest token + 1 (`max_token` is
+  // only called then).
+  auto vocab_of = [&](const std::function<int64_t()>& max_token) {
+    return o.vocab_size > 0 ? o.vocab_size : attr ? *attr : std::max<int64_t>(1, max_token() + 1);
+  };
+  const std::string description = description_of(f);
+  if (total_bytes(length, sizeof(int64_t)) <= o.in_memory_max_bytes) {
+    at::Tensor stream = tokens.read(at::kLong);
+    validate(0, stream);
+    const int64_t vocab = vocab_of([&] { return max_value(stream); });
+    return std::make_shared<TokenDataset>(std::move(stream), o.context_length, vocab, description);
+  }
+  const int64_t vocab = vocab_of([&] { return scan_max_token(tokens, length, file); });
   H5RowsOptions rows;
   rows.cache_bytes = o.cache_bytes;
   auto reader =

@@ -9,11 +9,6 @@
 namespace dtrain::data {
 namespace {
 
-void check_index(int64_t index, int64_t size, const std::string& what) {
-  DTRAIN_CHECK(index >= 0 && index < size, "{}: sample index {} out of range [0, {})", what, index,
-               size);
-}
-
 std::string mib(int64_t bytes) {
   return bytes % (int64_t{1} << 20) == 0 ? fmt::format("{} MiB", bytes >> 20)
                                          : fmt::format("{} KiB", bytes >> 10);
@@ -48,7 +43,7 @@ H5ClassificationDataset::H5ClassificationDataset(std::unique_ptr<H5RowReader> im
 Batch H5ClassificationDataset::get_batch(const std::vector<int64_t>& indices) const {
   const int64_t batch = static_cast<int64_t>(indices.size());
   const int64_t n = size();
-  for (int64_t i : indices) check_index(i, n, description_);
+  for (int64_t i : indices) check_sample_index(i, n, description_);
   std::vector<int64_t> shape = images_->row_shape();
   shape.insert(shape.begin(), batch);
   const int64_t row = images_->row_elements();
@@ -111,7 +106,7 @@ Batch H5TokenDataset::get_batch(const std::vector<int64_t>& indices) const {
   const int64_t t = context_length_;
   std::vector<int64_t> starts(indices.size());
   for (size_t b = 0; b < indices.size(); ++b) {
-    check_index(indices[b], size_, description_);
+    check_sample_index(indices[b], size_, description_);
     starts[b] = indices[b] * t;
   }
   at::Tensor seq = at::empty({batch, t + 1}, at::TensorOptions().dtype(at::kLong));

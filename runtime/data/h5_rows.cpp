@@ -14,6 +14,20 @@ namespace dtrain::data {
 
 namespace h5 = checkpoint::h5;
 
+int64_t checked_row_bytes(const std::vector<int64_t>& dims, int64_t element_bytes,
+                          const std::string& file, const std::string& dataset) {
+  int64_t bytes = element_bytes;
+  for (size_t k = 1; k < dims.size(); ++k) {
+    DTRAIN_CHECK_T(ConfigError,
+                   dims[k] >= 1 && dims[k] <= kMaxRowBytes && bytes * dims[k] <= kMaxRowBytes,
+                   "'{}': '{}' has shape ({}): a sample must have extents >= 1 and take at "
+                   "most {} bytes",
+                   file, dataset, fmt::join(dims, ", "), kMaxRowBytes);
+    bytes *= dims[k];
+  }
+  return bytes;
+}
+
 H5RowReader::H5RowReader(h5::File file, h5::Dataset dataset, at::ScalarType as,
                          const H5RowsOptions& options, Validator validate)
     : file_(std::move(file)),
@@ -34,15 +48,8 @@ H5RowReader::H5RowReader(h5::File file, h5::Dataset dataset, at::ScalarType as,
   num_rows_ = dims[0];
   row_shape_.assign(dims.begin() + 1, dims.end());
   const int64_t element = static_cast<int64_t>(c10::elementSize(as));
-  row_bytes_ = element;
-  for (int64_t d : row_shape_) {
-    DTRAIN_CHECK_T(ConfigError, d >= 1 && d <= kMaxRowBytes && row_bytes_ * d <= kMaxRowBytes,
-                   "'{}': '{}' has shape ({}): a sample must have extents >= 1 and take at "
-                   "most {} bytes",
-                   file_name_, path, fmt::join(dims, ", "), kMaxRowBytes);
-    row_bytes_ *= d;
-    row_elements_ *= d;
-  }
+  row_bytes_ = checked_row_bytes(dims, element, file_name_, path);
+  row_elements_ = row_bytes_ / element;
 
   // Block geometry (h5_rows.h). The chunk shape is untrusted too: only a chunk that
   // fits a quarter of the cache becomes the block.

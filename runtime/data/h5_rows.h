@@ -45,6 +45,13 @@ struct H5RowsOptions {
 
 // The most bytes one row (one sample) may take: a larger row in a file is refused.
 inline constexpr int64_t kMaxRowBytes = int64_t{1} << 30;
+// Bytes of one row (the extents after the first) of a dataset of shape `dims` whose
+// elements take `element_bytes`. The extents come from an untrusted file: throws
+// dtrain::ConfigError "'<file>': '<dataset>' has shape (...): a sample must have extents
+// >= 1 and take at most <kMaxRowBytes> bytes" before anything is sized by them.
+int64_t checked_row_bytes(const std::vector<int64_t>& dims, int64_t element_bytes,
+                          const std::string& file, const std::string& dataset);
+
 // The least a gather works on at once (see above), so that a small or no cache still
 // reads long runs with few HDF5 calls.
 inline constexpr int64_t kMinGroupBytes = int64_t{1} << 20;

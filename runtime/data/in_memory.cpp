@@ -10,14 +10,6 @@
 #include "runtime/base/error.h"
 
 namespace dtrain::data {
-namespace {
-
-void check_index(int64_t index, int64_t size, const std::string& what) {
-  DTRAIN_CHECK(index >= 0 && index < size, "{}: sample index {} out of range [0, {})", what, index,
-               size);
-}
-
-}  // namespace
 
 std::array<float, 256> byte_values(const ByteNormalization& norm, const std::string& what) {
   DTRAIN_CHECK(std::isfinite(norm.mean) && std::isfinite(norm.std) && norm.std > 0,
@@ -76,7 +68,7 @@ Batch ClassificationDataset::get_batch(const std::vector<int64_t>& indices) cons
   const bool bytes = inputs_.scalar_type() == at::kByte;
   for (int64_t b = 0; b < batch; ++b) {
     const int64_t i = indices[b];
-    check_index(i, size_, description_);
+    check_sample_index(i, size_, description_);
     targets[b] = labels[i];
     if (bytes) {
       const uint8_t* src = inputs_.data_ptr<uint8_t>() + i * row;
@@ -124,7 +116,7 @@ Batch TokenDataset::get_batch(const std::vector<int64_t>& indices) const {
   int64_t* tg = out.targets.data_ptr<int64_t>();
   for (int64_t b = 0; b < batch; ++b) {
     const int64_t i = indices[b];
-    check_index(i, size_, description_);
+    check_sample_index(i, size_, description_);
     std::memcpy(in + b * t, src + i * t, t * sizeof(int64_t));
     std::memcpy(tg + b * t, src + i * t + 1, t * sizeof(int64_t));
   }

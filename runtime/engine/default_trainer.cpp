@@ -109,7 +109,9 @@ DefaultTrainer::DefaultTrainer(const Config& cfg, std::shared_ptr<dist::Communic
       dataset->size(), global_batch, comm_->rank(), world, static_cast<uint64_t>(seed_),
       cfg.get_bool("DATALOADER.SHUFFLE"), cfg.get_bool("DATALOADER.DROP_LAST"));
   auto augmenter = std::make_shared<const data::Augmenter>(data::AugmentOptions::from_config(cfg));
-  augmenter->check_sample_shape(dataset->sample_shape(), train_sets.front());
+  if (augmenter->options().enabled()) {
+    augmenter->check_sample_shape(dataset->sample_shape(), train_sets.front());
+  }
   loader_ = std::make_shared<data::DataLoader>(dataset, sampler_, augmenter,
                                                data::data_loader_options(cfg));
 

@@ -385,16 +385,23 @@ def rel_diffs(a, b):
 
 # ---- cases -------------------------------------------------------------------------------
 
-def case_steps():
+def train_both(ranks, iters, decay):
+    """dtrain on `ranks` ranks and the peer from the same weights: ((losses, lrs, test
+    accuracy) of dtrain, the same of the peer)."""
     model, weights = initial_weights()
-    records = dtrain_train(1, STEPS_ITERS, STEPS_DECAY, weights, "dtrain")
-    d_losses, d_lrs = dtrain_losses(records, STEPS_ITERS)
-    d_acc = dtrain_accuracy(records, STEPS_ITERS)
+    records = dtrain_train(ranks, iters, decay, weights, "dtrain")
+    d_losses, d_lrs = dtrain_losses(records, iters)
+    d_acc = dtrain_accuracy(records, iters)
 
     start = time.time()
-    p_losses, p_lrs = peer_train(model, load_fashion_mnist(True), STEPS_ITERS, STEPS_DECAY)
+    p_losses, p_lrs = peer_train(model, load_fashion_mnist(True), iters, decay)
     p_acc = peer_accuracy(model, load_fashion_mnist(False))
-    print("peer: %d iterations and the evaluation in %.1f s" % (STEPS_ITERS, time.time() - start))
+    print("peer: %d iterations and the evaluation in %.1f s" % (iters, time.time() - start))
+    return (d_losses, d_lrs, d_acc), (p_losses, p_lrs, p_acc)
+
+
+def case_steps():
+    (d_losses, d_lrs, d_acc), (p_losses, p_lrs, p_acc) = train_both(1, STEPS_ITERS, STEPS_DECAY)
 
     lr_bad = [i for i, r in enumerate(rel_diffs(d_lrs, p_lrs)) if r > 1e-12]
     check(not lr_bad, "lr differs first at iteration %d: dtrain %r, peer %r (the schedule "
@@ -429,15 +436,7 @@ def case_steps():
 
 
 def case_ranks2():
-    model, weights = initial_weights()
-    records = dtrain_train(2, RANKS2_ITERS, RANKS2_DECAY, weights, "dtrain")
-    d_losses, _ = dtrain_losses(records, RANKS2_ITERS)
-    d_acc = dtrain_accuracy(records, RANKS2_ITERS)
-
-    start = time.time()
-    p_losses, _ = peer_train(model, load_fashion_mnist(True), RANKS2_ITERS, RANKS2_DECAY)
-    p_acc = peer_accuracy(model, load_fashion_mnist(False))
-    print("peer: %d iterations and the evaluation in %.1f s" % (RANKS2_ITERS, time.time() - start))
+    (d_losses, _, d_acc), (p_losses, _, p_acc) = train_both(2, RANKS2_ITERS, RANKS2_DECAY)
 
     diffs = rel_diffs(d_losses, p_losses)
     for upto in (10, 100, RANKS2_ITERS):
