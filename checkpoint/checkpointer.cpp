@@ -25,20 +25,17 @@
 #include <nlohmann/json.hpp>
 #include <torch/version.h>
 
-#include "checkpoint/agree.h"
 #include "checkpoint/h5/h5.h"
 #include "checkpoint/interop/weights.h"
 #include "checkpoint/remote.h"
 #include "runtime/base/error.h"
+#include "runtime/dist/agree.h"
 #include "runtime/base/fault.h"
 #include "runtime/base/fs.h"
 #include "runtime/base/logging.h"
 
 namespace dtrain::checkpoint {
 namespace stdfs = std::filesystem;
-using internal::all_or_none;
-using internal::on_rank;
-using internal::on_root;
 
 namespace {
 
@@ -249,16 +246,7 @@ Checkpointer::Checkpointer(std::shared_ptr<torch::nn::Module> model, std::string
 }
 
 void Checkpointer::check_collective(const std::string& what, const std::string& arg) {
-  const std::string mine = what + "(" + arg + ")";
-  auto all = comm_.all_gather_bytes(mine);
-  for (size_t r = 0; r < all.size(); ++r) {
-    if (all[r] != mine) {
-      std::string calls;
-      for (size_t q = 0; q < all.size(); ++q) calls += fmt::format("\n  rank {}: {}", q, all[q]);
-      throw CheckpointError(fmt::format(
-          "Checkpointer methods are collective, but the ranks called different ones:{}", calls));
-    }
-  }
+  dist::check_collective<CheckpointError>(comm_, "Checkpointer", what, arg);
 }
 
 CollectedState Checkpointer::collect(const StateDict& extra) const {
@@ -390,7 +378,7 @@ std::unique_ptr<Checkpointer::PendingSave> Checkpointer::begin_save(const std::s
     if (auto i = std::get_if<int64_t>(&it->second)) ps->iteration = *i;
   }
   // Rank 0 creates the hidden temporary directory and tells everyone its name.
-  ps->tmp = on_root(comm_, fmt::format("saving checkpoint '{}'", ps->final_dir), [&] {
+  ps->tmp = dist::on_root<CheckpointError>(comm_, fmt::format("saving checkpoint '{}'", ps->final_dir), [&] {
     validate_name(name);
     stdfs::create_directories(save_dir_);
     refuse_to_replace_foreign(ps->final_dir);
@@ -496,7 +484,7 @@ void Checkpointer::commit_save(PendingSave& ps, const std::string& error,
 
   // Rank 0 finishes checkpoint.h5 (begun while the shards were written), renames the
   // directory, updates last_checkpoint, and tells every rank the slowest shard write.
-  const std::string slowest = on_root(comm_, fmt::format("saving checkpoint '{}'", ps.final_dir), [&] {
+  const std::string slowest = dist::on_root<CheckpointError>(comm_, fmt::format("saving checkpoint '{}'", ps.final_dir), [&] {
     std::string failures;
     for (size_t r = 0; r < reports.size(); ++r) {
       if (reports[r][0] == '-') failures += fmt::format("; rank {}: {}", r, reports[r].substr(1));
@@ -735,7 +723,7 @@ StateDict Checkpointer::load_directory(const std::string& dir,
                     dir, readers, world);
   }
   const std::string index_text =
-      on_rank(comm_, index_root, what, [&] { return read_index_text(dir); });
+      dist::on_rank<CheckpointError>(comm_, index_root, what, [&] { return read_index_text(dir); });
   const CheckpointIndex index =
       CheckpointIndex::from_json(index_text, dir + "/" + kIndexFile);
 
@@ -794,7 +782,7 @@ StateDict Checkpointer::load_directory(const std::string& dir,
   // Planned (and buffers allocated) under all_or_none, with everything that can be checked
   // without the data, before anything is read: these errors leave the model and the
   // checkpointables untouched, and are the same on every rank.
-  all_or_none(comm_, what, [&] {
+  dist::all_or_none<CheckpointError>(comm_, what, [&] {
     for (const auto& [k, v] : ModuleState(model_).state_dict()) {
       live["model/" + k] = std::get<at::Tensor>(v);
     }
@@ -901,7 +889,7 @@ StateDict Checkpointer::load_directory(const std::string& dir,
   for (auto& t : in_place) t.unsafeGetTensorImpl()->bump_version();  // as copy_ would
   StateDict per_rank;
   std::map<std::pair<size_t, size_t>, at::Tensor> per_rank_sent;
-  all_or_none(comm_, what, [&] {
+  dist::all_or_none<CheckpointError>(comm_, what, [&] {
     ShardReader reader(dir, index.world_size, options_.allow_symlinked_shards);
     for (const auto& r : reads) {
       if (r.reader != rank) continue;
@@ -951,7 +939,7 @@ StateDict Checkpointer::load_directory(const std::string& dir,
 
   // Hand each owner its part. Errors (which may differ between ranks, e.g. for per-rank
   // state) are agreed on, so that every rank throws the same.
-  all_or_none(comm_, what, [&] {
+  dist::all_or_none<CheckpointError>(comm_, what, [&] {
     LoadReport report = ModuleState(model_).load_with_report(sub_state(all, "model"));
     if (!report.clean() && rank == 0) {
       DTRAIN_LOG_WARN("Some model parameters or buffers were not loaded from '{}':\n{}", dir,
@@ -991,7 +979,7 @@ StateDict Checkpointer::load_directory(const std::string& dir,
 
 bool Checkpointer::has_checkpoint() {
   check_collective("has_checkpoint", "");
-  return on_root(comm_, "has_checkpoint", [&] {
+  return dist::on_root<CheckpointError>(comm_, "has_checkpoint", [&] {
            std::error_code ec;  // a tag that is a (dangling) link is there, and damaged
            const auto type = stdfs::symlink_status(save_dir_ + "/" + kLastCheckpoint, ec).type();
            return std::string(type != stdfs::file_type::not_found ? "1" : "0");
@@ -1000,7 +988,7 @@ bool Checkpointer::has_checkpoint() {
 
 std::string Checkpointer::get_checkpoint_file() {
   check_collective("get_checkpoint_file", "");
-  return on_root(comm_, "get_checkpoint_file", [&]() -> std::string {
+  return dist::on_root<CheckpointError>(comm_, "get_checkpoint_file", [&]() -> std::string {
     const std::string name = last_checkpoint_name(save_dir_);
     return name.empty() ? "" : save_dir_ + "/" + name;
   });
@@ -1008,7 +996,7 @@ std::string Checkpointer::get_checkpoint_file() {
 
 std::vector<std::string> Checkpointer::get_all_checkpoint_files() {
   check_collective("get_all_checkpoint_files", "");
-  std::string joined = on_root(comm_, "get_all_checkpoint_files", [&] {
+  std::string joined = dist::on_root<CheckpointError>(comm_, "get_all_checkpoint_files", [&] {
     std::vector<std::string> found;
     if (stdfs::is_directory(save_dir_)) {
       for (const auto& e : stdfs::directory_iterator(save_dir_)) {
@@ -1039,7 +1027,7 @@ StateDict Checkpointer::resume_or_load(const std::string& path, bool resume) {
     }
     // Fallbacks: the others, newest first (rank 0 orders them; see order_by_recency).
     std::vector<std::string> all = get_all_checkpoint_files();
-    const std::string ordered = on_root(comm_, "ordering checkpoints", [&] {
+    const std::string ordered = dist::on_root<CheckpointError>(comm_, "ordering checkpoints", [&] {
       return fmt::format("{}", fmt::join(order_by_recency(all), "\n"));
     });
     all.clear();
@@ -1081,7 +1069,7 @@ StateDict Checkpointer::resume_or_load(const std::string& path, bool resume) {
 
 void Checkpointer::tag_last_checkpoint(const std::string& name) {
   check_collective("tag_last_checkpoint", name);
-  on_root(comm_, "tag_last_checkpoint", [&] {
+  dist::on_root<CheckpointError>(comm_, "tag_last_checkpoint", [&] {
     validate_name(name);
     fs::write_file_atomic(save_dir_ + "/" + kLastCheckpoint, name);
     return std::string();
@@ -1090,7 +1078,7 @@ void Checkpointer::tag_last_checkpoint(const std::string& name) {
 
 void Checkpointer::remove_checkpoint(const std::string& name) {
   check_collective("remove_checkpoint", name);
-  on_root(comm_, fmt::format("removing checkpoint '{}/{}'", save_dir_, name), [&] {
+  dist::on_root<CheckpointError>(comm_, fmt::format("removing checkpoint '{}/{}'", save_dir_, name), [&] {
     validate_name(name);
     std::string tagged;
     try {

@@ -10,12 +10,12 @@
 #include <fmt/format.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
-#include "checkpoint/agree.h"
 #include "checkpoint/checkpointer.h"
 #include "checkpoint/foreign_load.h"
 #include "checkpoint/interop/matching.h"
 #include "checkpoint/interop/weights.h"
 #include "runtime/base/error.h"
+#include "runtime/dist/agree.h"
 #include "runtime/base/fs.h"
 #include "runtime/base/logging.h"
 
@@ -31,13 +31,13 @@ interop::ForeignWeights read_everywhere(dist::Communicator& comm, const std::str
   const std::string what = fmt::format("loading '{}'", path);
   interop::ForeignWeights w;
   if (std::count(flags.begin(), flags.end(), "1") == static_cast<long>(flags.size())) {
-    internal::all_or_none(comm, what, [&] { w = interop::read_foreign_weights(path); });
+    dist::all_or_none<CheckpointError>(comm, what, [&] { w = interop::read_foreign_weights(path); });
     return w;
   }
   const int root = static_cast<int>(first - flags.begin());
   const std::string bytes =
-      internal::on_rank(comm, root, what, [&] { return fs::read_file(path, {SIZE_MAX}); });
-  internal::all_or_none(comm, what, [&] { w = interop::parse_foreign_weights(bytes, path); });
+      dist::on_rank<CheckpointError>(comm, root, what, [&] { return fs::read_file(path, {SIZE_MAX}); });
+  dist::all_or_none<CheckpointError>(comm, what, [&] { w = interop::parse_foreign_weights(bytes, path); });
   return w;
 }
 
@@ -89,7 +89,7 @@ StateDict Checkpointer::load_foreign_file(const std::string& path, bool heuristi
     if (!only || std::find(only->begin(), only->end(), key) != only->end()) states[key] = c.state;
   }
   ForeignLoadReport report;
-  internal::all_or_none(comm_, fmt::format("loading '{}'", path), [&] {
+  dist::all_or_none<CheckpointError>(comm_, fmt::format("loading '{}'", path), [&] {
     report = apply_foreign_weights(w, *model_, states,
                                    {heuristics || options_.matching_heuristics, options_.strict});
   });
