@@ -6,6 +6,8 @@
 //   DTRAIN_CHECK(shape == expected, "tensor '{}' in {}: expected shape {}, got {}",
 //                name, path, expected, shape);
 //   try { ... } catch (dtrain::Error& e) { throw e.with_context("loading " + path); }
+//
+// Errors are immutable after construction: thread-safe to throw, copy and read.
 #pragma once
 
 #include <stdexcept>
@@ -38,6 +40,14 @@ class CommError : public Error {
 
 // A failure to read, write, verify or commit a checkpoint.
 class CheckpointError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A loss that became infinite or NaN (detectron2's FloatingPointError): training cannot
+// go on from this state. SimpleTrainer throws it on every rank at the same iteration with
+// the same message, so `dtrain train` exits 1 on every rank without MPI_Abort.
+class FloatingPointError : public Error {
  public:
   using Error::Error;
 };
