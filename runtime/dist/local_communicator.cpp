@@ -2,6 +2,7 @@
 #include "runtime/dist/local_communicator.h"
 
 #include "runtime/base/error.h"
+#include "runtime/dist/reduce_rules.h"
 
 namespace dtrain::dist {
 namespace {
@@ -27,8 +28,10 @@ void LocalCommunicator::broadcast(at::Tensor& tensor, int root) {
   check_root(root, "broadcast");
 }
 
-void LocalCommunicator::all_reduce(at::Tensor& tensor, ReduceOp /*op*/) {
+void LocalCommunicator::all_reduce(at::Tensor& tensor, ReduceOp op) {
   check_tensor(tensor, "all_reduce");
+  const std::string why = reduction_error(tensor.scalar_type(), op);
+  DTRAIN_CHECK_T(CommError, why.empty(), "local backend: all_reduce on rank 0 of 1: {}", why);
 }
 
 std::vector<std::string> LocalCommunicator::all_gather_bytes(const std::string& mine) {
