@@ -21,6 +21,12 @@ void check_tensor(const at::Tensor& tensor, const char* op) {
                  "local backend: {} on rank 0 of 1: the tensor must be contiguous", op);
 }
 
+void check_reduction(const at::Tensor& tensor, ReduceOp op, const char* name) {
+  check_tensor(tensor, name);
+  const std::string why = reduction_error(tensor.scalar_type(), op);
+  DTRAIN_CHECK_T(CommError, why.empty(), "local backend: {} on rank 0 of 1: {}", name, why);
+}
+
 }  // namespace
 
 void LocalCommunicator::broadcast(at::Tensor& tensor, int root) {
@@ -29,9 +35,12 @@ void LocalCommunicator::broadcast(at::Tensor& tensor, int root) {
 }
 
 void LocalCommunicator::all_reduce(at::Tensor& tensor, ReduceOp op) {
-  check_tensor(tensor, "all_reduce");
-  const std::string why = reduction_error(tensor.scalar_type(), op);
-  DTRAIN_CHECK_T(CommError, why.empty(), "local backend: all_reduce on rank 0 of 1: {}", why);
+  check_reduction(tensor, op, "all_reduce");
+}
+
+std::shared_ptr<Work> LocalCommunicator::all_reduce_async(at::Tensor& tensor, ReduceOp op) {
+  check_reduction(tensor, op, "all_reduce_async");
+  return Communicator::all_reduce_async(tensor, op);  // a completed Work
 }
 
 std::vector<std::string> LocalCommunicator::all_gather_bytes(const std::string& mine) {

@@ -35,6 +35,8 @@ class LocalCommunicator : public Communicator {
   // Leaves `tensor` unchanged; throws CommError for what MPI cannot reduce (bool kAvg,
   // complex dtypes...).
   void all_reduce(at::Tensor& tensor, ReduceOp op) override;
+  // Checks like all_reduce (errors name all_reduce_async); returns a completed Work.
+  std::shared_ptr<Work> all_reduce_async(at::Tensor& tensor, ReduceOp op) override;
   // Returns {mine}.
   std::vector<std::string> all_gather_bytes(const std::string& mine) override;
   // Leaves `bytes` unchanged; throws CommError unless root == 0.

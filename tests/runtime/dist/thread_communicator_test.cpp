@@ -3,6 +3,7 @@
 // MPI would hang (mismatched calls, a rank that ended, a timeout).
 #include "runtime/dist/thread_communicator.h"
 
+#include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
 #include <gtest/gtest.h>
 
@@ -63,6 +64,18 @@ TEST(ThreadWorld, RejectsBadArguments) {
       "call >= 1");
   EXPECT_CONTAINS(dtrain::testing::ThrownMessage<CommError>([&] { ThreadCommunicator c(world, 2); }),
                   "rank 2 is out of range [0, 2)");
+}
+
+// Like MPI, and unlike the world of one, the thread world takes CPU tensors only.
+TEST(ThreadWorld, RejectsNonCpuTensors) {
+  std::vector<std::string> messages(2);
+  run_ranks(2, [&](Communicator& comm) {
+    at::Tensor meta = at::empty({4}, at::TensorOptions().dtype(at::kFloat).device(at::kMeta));
+    messages[comm.rank()] =
+        dtrain::testing::ThrownMessage<CommError>([&] { comm.all_reduce(meta, ReduceOp::kSum); });
+  });
+  EXPECT_CONTAINS(messages[1], "thread backend: all_reduce on rank 1 of 2: expected a CPU tensor, "
+                               "got one on meta");
 }
 
 // The k-th call of a collective fails on the chosen rank with its own message and on the
