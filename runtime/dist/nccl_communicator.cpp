@@ -166,8 +166,9 @@ class NcclCommunicator : public Communicator {
  private:
   // Argument errors read "nccl backend: <op> on rank R of N: ..." like the other backends'.
   void check(const at::Tensor& t, const char* op) const {
-    DTRAIN_CHECK_T(CommError, t.defined(), "nccl backend: {} on rank {} of {}: the tensor is undefined",
-                   op, rank(), size());
+    DTRAIN_CHECK_T(CommError, t.defined(),
+                   "nccl backend: {} on rank {} of {}: the tensor is undefined", op, rank(),
+                   size());
     DTRAIN_CHECK_T(CommError, t.is_contiguous(),
                    "nccl backend: {} on rank {} of {}: the tensor must be contiguous", op, rank(),
                    size());

@@ -9,9 +9,9 @@
 // kMin is logical and, kAvg is rejected. Stateless, thread-safe.
 #pragma once
 
-#include <string>
-
 #include <ATen/core/Tensor.h>
+
+#include <string>
 
 #include "runtime/dist/communicator.h"
 

@@ -8,19 +8,18 @@
 #include "runtime/dist/thread_communicator.h"
 
 #include <ATen/core/grad_mode.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <condition_variable>
 #include <cstring>
 #include <functional>
-#include <optional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <utility>
-
-#include <fmt/format.h>
-#include <fmt/ranges.h>
 
 #include "runtime/base/error.h"
 #include "runtime/dist/reduce_rules.h"
@@ -87,7 +86,9 @@ std::string signature(const ThreadWorld::Call& c) {
     return fmt::format("{} of {} x {} ({})", op, c10::toString(c.tensor->scalar_type()),
                        c.tensor->numel(), reduce_op_name(c.reduce));
   }
-  if (op == "broadcast") return fmt::format("broadcast of {} bytes from root {}", c.tensor->nbytes(), c.root);
+  if (op == "broadcast") {
+    return fmt::format("broadcast of {} bytes from root {}", c.tensor->nbytes(), c.root);
+  }
   if (op == "broadcast_bytes") return fmt::format("broadcast_bytes from root {}", c.root);
   return op;
 }
@@ -216,8 +217,8 @@ ThreadWorld::~ThreadWorld() = default;
 int ThreadWorld::size() const { return state_->size; }
 
 void ThreadWorld::inject_fault(const std::string& op, int rank, int nth) {
-  const bool known = std::find(std::begin(kCollectives), std::end(kCollectives), op) !=
-                     std::end(kCollectives);
+  const bool known =
+      std::find(std::begin(kCollectives), std::end(kCollectives), op) != std::end(kCollectives);
   DTRAIN_CHECK_T(CommError, known,
                  "thread backend: cannot inject a fault into '{}': not a collective (one of {})",
                  op, fmt::join(kCollectives, ", "));
@@ -303,8 +304,7 @@ void ThreadCommunicator::join(Call& call) {
         if (std::string gone = s.missing_exited(round); !gone.empty()) {
           round.done = true;
           round.failure = gone;
-        } else if (s.changed.wait_until(lock, deadline) == std::cv_status::timeout &&
-                   !round.done) {
+        } else if (s.changed.wait_until(lock, deadline) == std::cv_status::timeout && !round.done) {
           std::vector<int> absent;
           for (int r = 0; r < s.size; ++r) {
             if (round.calls[static_cast<size_t>(r)] == nullptr) absent.push_back(r);

@@ -20,12 +20,12 @@
 // in exactly one file per binary.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <memory>
 #include <string>
 #include <utility>
-
-#include <gtest/gtest.h>
 
 #include "checkpoint/checkpointer.h"
 #include "checkpoint/stateful.h"
@@ -91,7 +91,8 @@ TYPED_TEST_P(StatefulConformance, LoadStateDictRoundTrip) {
   original.behaviour = TypeParam::behaviour(*original.object);
   auto fresh = TypeParam::make(1);
   if (TypeParam::kFreshDiffers) {  // else the round trip would prove nothing
-    EXPECT_FALSE(testing::state_diff(original.saved, TypeParam::stateful(*fresh).state_dict()).empty());
+    EXPECT_FALSE(
+        testing::state_diff(original.saved, TypeParam::stateful(*fresh).state_dict()).empty());
   }
   TypeParam::stateful(*fresh).load_state_dict(original.saved);
   this->expect_same(*fresh, original);
@@ -119,14 +120,14 @@ TYPED_TEST_P(StatefulConformance, CheckpointerRoundTrip) {
   }
   original.behaviour = TypeParam::behaviour(*original.object);
   auto fresh = TypeParam::make(1);
-  Checkpointer load(model, dir, comm, {{"thing", {&TypeParam::stateful(*fresh), TypeParam::scope()}}});
+  Checkpointer load(model, dir, comm,
+                    {{"thing", {&TypeParam::stateful(*fresh), TypeParam::scope()}}});
   load.load(dir + "/model_0000001");
   this->expect_same(*fresh, original);
   if (!this->HasFailure()) std::filesystem::remove_all(dir);
 }
 
 REGISTER_TYPED_TEST_SUITE_P(StatefulConformance, StateDictIsStableAndReloadable,
-                            LoadStateDictRoundTrip, AdoptStateDictRoundTrip,
-                            CheckpointerRoundTrip);
+                            LoadStateDictRoundTrip, AdoptStateDictRoundTrip, CheckpointerRoundTrip);
 
 }  // namespace dtrain::checkpoint::conformance

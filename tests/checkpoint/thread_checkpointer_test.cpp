@@ -10,19 +10,19 @@
 // entries hold one generator's state, and RNG contents are not compared here; the MPI
 // tests do that), fault points (armed from the main thread before the ranks start, for
 // one rank by number) and the logger. HDF5 calls are serialized by the h5 wrappers.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <exception>
 #include <filesystem>
-#include <cstdio>
 #include <functional>
 #include <map>
 #include <set>
 #include <string>
 #include <vector>
-
-#include <fmt/format.h>
-#include <gtest/gtest.h>
 
 #include "checkpoint/checkpointer.h"
 #include "runtime/base/error.h"

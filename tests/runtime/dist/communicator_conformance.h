@@ -18,6 +18,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -26,8 +27,6 @@
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "runtime/base/error.h"
 #include "runtime/dist/communicator.h"
@@ -43,8 +42,7 @@ struct Flavor {
   int64_t max_count_per_call = 0;
 };
 
-inline at::Tensor make(const std::vector<double>& values, at::ScalarType dtype,
-                       at::Device device) {
+inline at::Tensor make(const std::vector<double>& values, at::ScalarType dtype, at::Device device) {
   at::Tensor t = at::empty({static_cast<int64_t>(values.size())}, at::kDouble);
   for (size_t i = 0; i < values.size(); ++i) t.data_ptr<double>()[i] = values[i];
   return t.to(dtype).to(device);
@@ -69,16 +67,15 @@ std::string comm_error(Fn&& fn) {
 // Every backend's argument errors start with "<backend> backend: <op> on rank R of N".
 inline void expect_error_prefix(const std::string& message, const Communicator& comm,
                                 const std::string& op) {
-  const std::string prefix = fmt::format("{} backend: {} on rank {} of {}", comm.backend_name(),
-                                         op, comm.rank(), comm.size());
-  EXPECT_EQ(message.rfind(prefix, 0), 0u) << "expected '" << prefix << "' to start:\n"
-                                          << message;
+  const std::string prefix = fmt::format("{} backend: {} on rank {} of {}", comm.backend_name(), op,
+                                         comm.rank(), comm.size());
+  EXPECT_EQ(message.rfind(prefix, 0), 0u) << "expected '" << prefix << "' to start:\n" << message;
 }
 
 inline const std::vector<at::ScalarType>& reduced_dtypes() {
-  static const std::vector<at::ScalarType> all = {
-      at::kFloat, at::kDouble, at::kHalf, at::kBFloat16, at::kChar,
-      at::kByte,  at::kShort,  at::kInt,  at::kLong};
+  static const std::vector<at::ScalarType> all = {at::kFloat,    at::kDouble, at::kHalf,
+                                                  at::kBFloat16, at::kChar,   at::kByte,
+                                                  at::kShort,    at::kInt,    at::kLong};
   return all;
 }
 
@@ -152,8 +149,8 @@ TYPED_TEST_P(CommunicatorConformance, AverageOfIntegersTruncatesTowardZero) {
     // Sums: n(n-1)/2, its negation, 1 (only rank 0 contributes), 7n.
     const std::vector<double> mine = {1.0 * r, -1.0 * r, r == 0 ? 1.0 : 0.0, 7};
     const double s = n * (n - 1) / 2;
-    const std::vector<double> expected = {std::trunc(s / n), std::trunc(-s / n),
-                                          std::trunc(1 / n), 7};
+    const std::vector<double> expected = {std::trunc(s / n), std::trunc(-s / n), std::trunc(1 / n),
+                                          7};
     for (at::ScalarType dtype : {at::kChar, at::kShort, at::kInt, at::kLong}) {
       SCOPED_TRACE(c10::toString(dtype));
       at::Tensor t = make(mine, dtype, device);
@@ -196,7 +193,8 @@ TYPED_TEST_P(CommunicatorConformance, EmptyAndZeroDimTensors) {
     comm.all_reduce(empty, ReduceOp::kSum);
     comm.broadcast(empty, comm.size() - 1);
     EXPECT_EQ(empty.numel(), 0);
-    at::Tensor scalar = at::scalar_tensor(comm.rank() + 1.0, at::TensorOptions().dtype(at::kDouble).device(device));
+    at::Tensor scalar =
+        at::scalar_tensor(comm.rank() + 1.0, at::TensorOptions().dtype(at::kDouble).device(device));
     comm.all_reduce(scalar, ReduceOp::kMax);
     EXPECT_EQ(scalar.dim(), 0);
     EXPECT_EQ(scalar.item<double>(), comm.size());
@@ -261,8 +259,8 @@ TYPED_TEST_P(CommunicatorConformance, BroadcastFromEveryRoot) {
   TypeParam::run([device](Communicator& comm) {
     const int r = comm.rank();
     for (int root = 0; root < comm.size(); ++root) {
-      for (at::ScalarType dtype : {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16, at::kLong,
-                                   at::kByte, at::kBool}) {
+      for (at::ScalarType dtype :
+           {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16, at::kLong, at::kByte, at::kBool}) {
         SCOPED_TRACE(fmt::format("{} from root {}", c10::toString(dtype), root));
         const bool boolean = dtype == at::kBool;
         auto values = [&](int of) {
@@ -357,7 +355,9 @@ TYPED_TEST_P(CommunicatorConformance, ChunkedMessages) {
         comm.broadcast(b, n - 1);
         EXPECT_EQ(values_of(b), from_last);
         // all_gather_bytes in rounds: totals above the limit, ranks of different sizes.
-        auto payload = [](int of) { return std::string(static_cast<size_t>(5 * of + 1), 'a' + of); };
+        auto payload = [](int of) {
+          return std::string(static_cast<size_t>(5 * of + 1), 'a' + of);
+        };
         const auto all = comm.all_gather_bytes(payload(r));
         ASSERT_EQ(static_cast<int>(all.size()), n);
         for (int i = 0; i < n; ++i) EXPECT_EQ(all[i], payload(i));
@@ -390,7 +390,8 @@ TYPED_TEST_P(CommunicatorConformance, ArgumentErrorFormat) {
     expect_error_prefix(message, comm, "all_reduce");
     EXPECT_CONTAINS(message, "undefined");
 
-    at::Tensor complex = at::zeros({2}, at::TensorOptions().dtype(at::kComplexFloat).device(device));
+    at::Tensor complex =
+        at::zeros({2}, at::TensorOptions().dtype(at::kComplexFloat).device(device));
     message = comm_error([&] { comm.all_reduce(complex, ReduceOp::kSum); });
     expect_error_prefix(message, comm, "all_reduce");
     EXPECT_CONTAINS(message, "dtype ComplexFloat is not supported for reductions");

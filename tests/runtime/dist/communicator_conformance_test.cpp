@@ -1,10 +1,11 @@
 // The Communicator conformance suite (communicator_conformance.h) on the backends that
 // run in one process: the world of one (local) and the thread world of 1, 2 and 4 ranks.
+#include "tests/runtime/dist/communicator_conformance.h"
+
 #include <functional>
 
 #include "runtime/dist/local_communicator.h"
 #include "runtime/dist/thread_communicator.h"
-#include "tests/runtime/dist/communicator_conformance.h"
 
 namespace dtrain::dist::conformance {
 namespace {
@@ -31,7 +32,8 @@ struct ThreadBackend {
   }
 };
 
-using Backends = ::testing::Types<LocalBackend, ThreadBackend<1>, ThreadBackend<2>, ThreadBackend<4>>;
+using Backends =
+    ::testing::Types<LocalBackend, ThreadBackend<1>, ThreadBackend<2>, ThreadBackend<4>>;
 
 // Names the instantiations Local, Thread1, Thread2, Thread4.
 struct BackendName {

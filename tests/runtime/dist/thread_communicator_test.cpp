@@ -10,8 +10,8 @@
 #include <atomic>
 #include <chrono>
 #include <stdexcept>
-#include <thread>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "runtime/base/error.h"
@@ -62,8 +62,9 @@ TEST(ThreadWorld, RejectsBadArguments) {
   EXPECT_CONTAINS(
       dtrain::testing::ThrownMessage<CommError>([&] { world.inject_fault("barrier", 0, 0); }),
       "call >= 1");
-  EXPECT_CONTAINS(dtrain::testing::ThrownMessage<CommError>([&] { ThreadCommunicator c(world, 2); }),
-                  "rank 2 is out of range [0, 2)");
+  EXPECT_CONTAINS(
+      dtrain::testing::ThrownMessage<CommError>([&] { ThreadCommunicator c(world, 2); }),
+      "rank 2 is out of range [0, 2)");
 }
 
 // Like MPI, and unlike the world of one, the thread world takes CPU tensors only.
@@ -74,8 +75,9 @@ TEST(ThreadWorld, RejectsNonCpuTensors) {
     messages[comm.rank()] =
         dtrain::testing::ThrownMessage<CommError>([&] { comm.all_reduce(meta, ReduceOp::kSum); });
   });
-  EXPECT_CONTAINS(messages[1], "thread backend: all_reduce on rank 1 of 2: expected a CPU tensor, "
-                               "got one on meta");
+  EXPECT_CONTAINS(messages[1],
+                  "thread backend: all_reduce on rank 1 of 2: expected a CPU tensor, "
+                  "got one on meta");
 }
 
 // The k-th call of a collective fails on the chosen rank with its own message and on the
@@ -89,7 +91,7 @@ TEST(ThreadWorld, InjectedFaultFailsThatCollectiveOnEveryRank) {
   auto errors = run_ranks(world, [&](Communicator& comm) {
     EXPECT_EQ(comm.all_reduce_int(1, ReduceOp::kSum), 3);  // call 1: fine
     messages[comm.rank()] = dtrain::testing::ThrownMessage<CommError>(
-        [&] { comm.all_reduce_int(1, ReduceOp::kSum); });  // call 2: the fault
+        [&] { comm.all_reduce_int(1, ReduceOp::kSum); });                   // call 2: the fault
     after[comm.rank()] = comm.all_reduce_int(comm.rank(), ReduceOp::kMax);  // call 3
   });
   for (const auto& e : errors) EXPECT_FALSE(e) << exception_message(e);
@@ -120,11 +122,11 @@ TEST(ThreadWorld, FaultsCountCallsPerOpAndFireOnce) {
       }
     };
     std::string bytes = "x";
-    try_call([&] { comm.all_gather_bytes("a"); });     // gather 1
+    try_call([&] { comm.all_gather_bytes("a"); });      // gather 1
     try_call([&] { comm.broadcast_bytes(bytes, 1); });  // bcast 1: fault
     try_call([&] { comm.broadcast_bytes(bytes, 1); });  // bcast 2
-    try_call([&] { comm.all_gather_bytes("a"); });     // gather 2: fault
-    try_call([&] { comm.all_gather_bytes("a"); });     // gather 3
+    try_call([&] { comm.all_gather_bytes("a"); });      // gather 2: fault
+    try_call([&] { comm.all_gather_bytes("a"); });      // gather 3
   });
   const std::vector<bool> expected = {false, true, false, true, false};
   EXPECT_EQ(failed[0], expected);

@@ -4,7 +4,11 @@
 // schedulers, the sampler, the data loader inline and with read-ahead workers, the best
 // metric and the intra-op thread count. Here because runtime/engine sees every layer
 // that implements it.
+#include "tests/checkpoint/stateful_conformance.h"
+
 #include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <gtest/gtest.h>
 #include <torch/nn/module.h>
 #include <torch/optim/adamw.h>
 #include <torch/optim/sgd.h>
@@ -12,9 +16,6 @@
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <fmt/format.h>
-#include <gtest/gtest.h>
 
 #include "checkpoint/module_state.h"
 #include "runtime/data/data_loader.h"
@@ -24,7 +25,6 @@
 #include "runtime/engine/threads.h"
 #include "runtime/optim/optim.h"
 #include "runtime/optim/optimizer_state.h"
-#include "tests/checkpoint/stateful_conformance.h"
 #include "tests/checkpoint/test_support.h"
 
 namespace dtrain::checkpoint::conformance {
@@ -43,8 +43,7 @@ std::string hex_of(const at::Tensor& t) {
 void set_grads(torch::nn::Module& model, double scale) {
   int i = 0;
   for (auto& p : model.parameters()) {
-    p.mutable_grad() =
-        at::arange(p.numel(), at::kFloat).reshape(p.sizes()).mul(scale * ++i).sin();
+    p.mutable_grad() = at::arange(p.numel(), at::kFloat).reshape(p.sizes()).mul(scale * ++i).sin();
   }
 }
 
@@ -141,14 +140,14 @@ struct SchedulerF {
   static std::unique_ptr<Object> make(int) {
     auto o = std::make_unique<Object>();
     o->model = make_tiny_net(1);
-    o->optimizer = std::make_unique<torch::optim::SGD>(o->model->parameters(),
-                                                       torch::optim::SGDOptions(0.1));
+    o->optimizer =
+        std::make_unique<torch::optim::SGD>(o->model->parameters(), torch::optim::SGDOptions(0.1));
     if (kKind == Sched::kMultiStep) {
       o->scheduler = std::make_unique<optim::WarmupMultiStepLR>(
           *o->optimizer, 0.1, std::vector<int64_t>{3, 5}, 0.1, 0.001, 2, "linear");
     } else {
-      o->scheduler = std::make_unique<optim::WarmupCosineLR>(*o->optimizer, 0.1, 0.001, 8, 0.001,
-                                                             2, "linear");
+      o->scheduler =
+          std::make_unique<optim::WarmupCosineLR>(*o->optimizer, 0.1, 0.001, 8, 0.001, 2, "linear");
     }
     return o;
   }
@@ -285,8 +284,7 @@ struct ImplementationName {
   }
 };
 
-INSTANTIATE_TYPED_TEST_SUITE_P(Stateful, StatefulConformance, Implementations,
-                               ImplementationName);
+INSTANTIATE_TYPED_TEST_SUITE_P(Stateful, StatefulConformance, Implementations, ImplementationName);
 
 }  // namespace
 }  // namespace dtrain::checkpoint::conformance
