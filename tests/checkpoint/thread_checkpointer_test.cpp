@@ -4,7 +4,8 @@
 // rank; a fault point on one rank gives every rank the same CheckpointError and commits
 // nothing; and a failure injected at every collective of a save, one at a time, never
 // hangs a rank, always fails every rank, and leaves the directory in a committed state
-// (the previous checkpoint, or the new one whole).
+// (the previous checkpoint, or the new one whole); the same at every collective of a
+// resume fails every rank and changes nothing.
 //
 // Threads share what a process owns: the default CPU generator (so the per-rank RNG
 // entries hold one generator's state, and RNG contents are not compared here; the MPI
@@ -243,6 +244,38 @@ TEST_P(ThreadCheckpointTest, CollectiveFailureAtEveryStepOfASave) {
               failed_saves, committed_anyway, ::testing::PrintToString(calls).c_str());
   // The ranks resume from whatever was committed last.
   ExpectResumes(last, last == "model_base" ? 1 : 2);
+}
+
+// The same for resume_or_load: a collective failing at any step of a load fails every
+// rank, hangs none, and changes nothing on disk; the next resume works.
+TEST_P(ThreadCheckpointTest, CollectiveFailureAtEveryStepOfALoad) {
+  RunOk([&](dist::Communicator& comm) { SaveOn(comm, "model_0000002", 1); });
+  const auto before = tree_checksums(dir_);
+  std::map<std::string, int> calls;  // op -> calls of it in one resume
+  for (const char* op :
+       {"all_gather_bytes", "broadcast_bytes", "broadcast", "all_reduce", "barrier"}) {
+    for (int nth = 1;; ++nth) {
+      SCOPED_TRACE(fmt::format("{} call {}", op, nth));
+      ASSERT_LT(nth, 200) << "a resume makes fewer calls";
+      dist::ThreadWorld world(n_, world_options());
+      world.inject_fault(op, n_ - 1, nth);
+      const auto errors = dist::run_ranks(world, [&](dist::Communicator& comm) {
+        TrainingState fresh(OptKind::kAdamW, 99, comm.rank(), comm.size());
+        Checkpointer c(fresh.model, dir_, comm, fresh.checkpointables());
+        c.resume_or_load("", /*resume=*/true);
+      });
+      int threw = 0;
+      for (const auto& e : errors) threw += e ? 1 : 0;
+      if (threw == 0) {
+        calls[op] = nth - 1;
+        break;
+      }
+      EXPECT_EQ(threw, n_) << "every rank fails; rank 0: " << kind_and_message(errors[0]);
+    }
+  }
+  EXPECT_EQ(tree_checksums(dir_), before);
+  std::printf("calls per resume: %s\n", ::testing::PrintToString(calls).c_str());
+  ExpectResumes("model_0000002", 1);
 }
 
 INSTANTIATE_TEST_SUITE_P(Ranks, ThreadCheckpointTest, ::testing::Values(2, 4),
