@@ -26,7 +26,7 @@ void default_setup(const Config& cfg, dist::Communicator& comm) {
   std::string error;
   if (comm.rank() == 0) {
     try {
-      std::filesystem::create_directories(out);
+      fs::create_directories_durable(out);
       fs::write_file_atomic(out + "/config.yaml", cfg.to_yaml());
     } catch (const std::exception& e) {
       error = e.what();
