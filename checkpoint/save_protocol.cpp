@@ -183,7 +183,7 @@ std::unique_ptr<PendingSave> begin(dist::Communicator& comm, const std::string& 
   // Rank 0 creates the hidden temporary directory and tells everyone its name.
   ps->tmp = dist::on_root<CheckpointError>(comm, fmt::format("saving checkpoint '{}'", ps->final_dir), [&] {
     save_dir::validate_name(name);
-    stdfs::create_directories(save_dir);
+    fs::create_directories_durable(save_dir);
     save_dir::refuse_to_replace_foreign(ps->final_dir);
     if (!dir_state.cleaned_stale) save_dir::remove_stale_temporaries(save_dir);
     return save_dir::create_temporary(save_dir, name);

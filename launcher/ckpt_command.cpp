@@ -159,7 +159,7 @@ void write_checkpoint_dir(const std::string& dir_in, int world_size,
     base.scalars[name] = v;
   }
   const std::string parent = fs::parent_dir(dir);
-  stdfs::create_directories(parent);
+  fs::create_directories_durable(parent);
   const std::string tmp = fs::temp_name_for(dir);
   DTRAIN_CHECK_T(CheckpointError, stdfs::create_directory(tmp), "cannot create '{}'", tmp);
   try {

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <random>
+#include <vector>
 
 #include "runtime/base/error.h"
 
@@ -145,6 +146,24 @@ void fsync_path(const std::string& path) {
   DTRAIN_CHECK(::stat(path.c_str(), &st) == 0, "cannot stat '{}': {}", path, std::strerror(errno));
   Fd fd(path, (S_ISDIR(st.st_mode) ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
   DTRAIN_CHECK(::fsync(fd.get()) == 0, "cannot fsync '{}': {}", path, std::strerror(errno));
+}
+
+bool create_directories_durable(const std::string& path) {
+  std::vector<std::filesystem::path> missing;
+  std::error_code ec;
+  for (std::filesystem::path p = std::filesystem::path(path).lexically_normal();
+       !p.empty() && !std::filesystem::exists(p, ec); p = p.parent_path()) {
+    missing.push_back(p);
+    if (p == p.parent_path()) break;
+  }
+  for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
+    if (it->filename().empty()) continue;  // "a/b/" normalizes to a trailing empty name
+    if (::mkdir(it->c_str(), 0777) != 0 && errno != EEXIST) {
+      throw Error(fmt::format("cannot create directory '{}': {}", it->string(), std::strerror(errno)));
+    }
+    fsync_path(parent_dir(it->string()));
+  }
+  return !missing.empty();
 }
 
 std::string parent_dir(const std::string& path) {

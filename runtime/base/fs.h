@@ -54,6 +54,11 @@ void fsync_path(const std::string& path);
 // rename(2) then fsync of the destination's parent directory.
 void rename_durable(const std::string& from, const std::string& to);
 
+// Creates `path` and its missing parents (mkdir -p), fsyncing the parent of each
+// directory it creates, so that a power cut cannot lose them (a new directory's entry is
+// durable only once its parent is fsynced). Returns whether it created any.
+bool create_directories_durable(const std::string& path);
+
 // Parent directory of `path` ("." when it has none).
 std::string parent_dir(const std::string& path);
 

@@ -25,7 +25,7 @@ namespace dtrain::engine {
 void default_setup(const Config& cfg, dist::Communicator& comm) {
   const std::string& out = cfg.get_string("OUTPUT_DIR");
   dist::on_root(comm, fmt::format("setting up OUTPUT_DIR '{}'", out), [&] {
-    std::filesystem::create_directories(out);
+    fs::create_directories_durable(out);
     fs::write_file_atomic(out + "/config.yaml", cfg.to_yaml());
     return std::string();
   });

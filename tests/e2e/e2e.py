@@ -732,23 +732,36 @@ CASES = {
 }
 
 
-def main():
+class Skipped(Exception):
+    """The case cannot run on this machine (exit status 77, CTest's SKIP_RETURN_CODE)."""
+
+
+def main(cases=None, description=None):
+    """Runs the case named on the command line; `cases` and `description` let other
+    scripts (powercut_e2e.py) reuse the same command line and reporting."""
     global ARGS
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    cases = CASES if cases is None else cases
+    parser = argparse.ArgumentParser(description=(description or __doc__).split("\n")[0])
     parser.add_argument("--dtrain", required=True, help="the dtrain executable")
     parser.add_argument("--compare", required=True, help="the ckpt_compare executable")
     parser.add_argument("--mpiexec", default="mpirun")
     parser.add_argument("--source-dir", required=True, help="repository root (configs/)")
     parser.add_argument("--work-dir", required=True)
-    parser.add_argument("case", choices=sorted(CASES))
+    parser.add_argument("--tool", action="append", default=[],
+                        help="NAME=PATH of a helper executable a case needs")
+    parser.add_argument("case", choices=sorted(cases))
     ARGS = parser.parse_args()
     for attr in ("dtrain", "compare", "source_dir", "work_dir"):
         setattr(ARGS, attr, os.path.abspath(getattr(ARGS, attr)))
+    ARGS.tools = dict(t.split("=", 1) for t in ARGS.tool)
     shutil.rmtree(work_dir(), ignore_errors=True)
     os.makedirs(work_dir())
     start = time.time()
     try:
-        CASES[ARGS.case]()
+        cases[ARGS.case]()
+    except Skipped as e:
+        print("SKIPPED %s: %s" % (ARGS.case, e))
+        return 77
     except CheckFailed as e:
         print("FAILED %s: %s (logs in %s)" % (ARGS.case, e, work_dir()))
         return 1
