@@ -13,7 +13,7 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   libopenmpi-dev openmpi-bin libhdf5-openmpi-dev \
   libboost-dev libyaml-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev \
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libxxhash-dev libssl-dev openssl libzip-dev \
-  libprotobuf-dev protobuf-compiler zlib1g-dev dataset-fashion-mnist \
+  libprotobuf-dev protobuf-compiler zlib1g-dev dataset-fashion-mnist libfuse3-dev fuse3 pkg-config \
   python3 python3-numpy python3-h5py python3-pil python3-torch python3-torchvision \
   python3-protobuf python3-crc32c \
   >/dev/null
