@@ -2,8 +2,6 @@
 #include "checkpoint/checkpointer.h"
 
 #include <fcntl.h>
-#include <hdf5.h>
-#include <mpi.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -25,7 +23,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/version.h>
 
-#include "checkpoint/h5/h5.h"
+#include "runtime/h5/h5.h"
 #include "checkpoint/interop/weights.h"
 #include "checkpoint/remote.h"
 #include "runtime/base/error.h"
