@@ -1,14 +1,14 @@
-// Checkpointer and PeriodicCheckpointer: detectron2's checkpoint API over the sharded
-// HDF5 format v1 and the rank-zero coordinated commit protocol (docs/FORMAT.md).
+// Checkpointer: detectron2's checkpoint API over the sharded HDF5 format v1 and the
+// rank-zero coordinated commit protocol (docs/FORMAT.md). Its parts: the save protocol
+// (save_protocol.h), the save directory's layout (save_dir.h), the load plan
+// (load_plan.h) and its execution (load.cpp), the messages between ranks (messages.h);
+// retention and PeriodicCheckpointer are in retention.h.
 //
 //   Checkpointer ckpt(model, cfg.OUTPUT_DIR, comm,
 //                     {{"optimizer", {&opt_state}}, {"scheduler", {&sched}},
 //                      {"rng", {&rng, Scope::kPerRank}}});
 //   ckpt.save("model_0004999", {{"iteration", int64_t{4999}}});
 //   StateDict extra = ckpt.resume_or_load(cfg.MODEL.WEIGHTS, /*resume=*/true);
-//
-//   PeriodicCheckpointer periodic(ckpt, /*period=*/5000, /*max_iter=*/90000, /*max_to_keep=*/3);
-//   periodic.step(iter);               // saves model_0004999, ..., model_final
 //
 // Asynchronous saves (CHECKPOINT.ASYNC): save_async() copies the state to host memory
 // (the only stall) and writes this rank's shard on a background thread; poll_async(),
@@ -33,6 +33,8 @@
 #include "checkpoint/async_writer.h"
 #include "checkpoint/format.h"
 #include "checkpoint/module_state.h"
+#include "checkpoint/retention.h"
+#include "checkpoint/save_protocol.h"
 #include "checkpoint/stateful.h"
 #include "runtime/dist/communicator.h"
 
@@ -133,6 +135,8 @@ class Checkpointer {
   Checkpointer& operator=(const Checkpointer&) = delete;
 
  private:
+  // One load of a checkpoint directory, in phases (load.cpp).
+  class DirectoryLoad;
   // Throws on every rank unless every rank called `what` with the same argument.
   void check_collective(const std::string& what, const std::string& arg);
   CollectedState collect(const StateDict& extra) const;
@@ -142,19 +146,12 @@ class Checkpointer {
   // scheduler when `only` wants them and they can be mapped.
   StateDict load_foreign_file(const std::string& path, bool heuristics,
                               const std::optional<std::vector<std::string>>& only);
-  // The steps of a save: rank 0 creates the hidden temporary directory (returned on
-  // every rank); later every rank reports its write (error or manifest) and rank 0
-  // writes the index and commits.
-  struct PendingSave;
-  std::unique_ptr<PendingSave> begin_save(const std::string& name, const StateDict& extra);
-  // Writes this rank's shard, and those of ranks that do not see the directory that
-  // this rank stands in for; errors go to `error`. Collective.
-  std::map<int, ShardManifest> write_shards(PendingSave& save, const StateDict& extra,
-                                            std::string& error);
-  void commit_save(PendingSave& save, const std::string& error,
-                   const std::map<int, ShardManifest>& written, double write_s);
-  void save_now(std::unique_ptr<PendingSave> save, const StateDict& extra);
+  // A save begun (save_protocol::begin) written synchronously and committed.
+  void save_now(std::unique_ptr<save_protocol::PendingSave> save);
+  // Commits the asynchronous save in flight.
   void complete_async();
+  // Records a commit of `save` whose slowest shard write took `slowest_write` seconds.
+  void committed(const save_protocol::PendingSave& save, double slowest_write);
 
   std::shared_ptr<torch::nn::Module> model_;
   std::string save_dir_;
@@ -163,45 +160,14 @@ class Checkpointer {
   CheckpointerOptions options_;
   std::string loaded_from_;
   bool resuming_ = false;  // inside resume_or_load: every model tensor must match
-  bool cleaned_stale_ = false;
-  bool warned_not_shared_ = false;
+  save_protocol::SaveDirState dir_state_;
   double last_save_s_ = 0.0;
   double last_write_s_ = 0.0;
   double last_stall_s_ = 0.0;
   int64_t commits_ = 0;
-  std::unique_ptr<PendingSave> pending_;  // the asynchronous save in flight
+  std::unique_ptr<save_protocol::PendingSave> pending_;  // the asynchronous save in flight
   std::unique_ptr<AsyncShardWriter> writer_;
   CollectedState snapshot_buffers_;  // host buffers of the last snapshot, reused
-};
-
-// Saves every `period` iterations as "<prefix>_<iteration:07d>" and "<prefix>_final" at
-// max_iter - 1, keeping the newest max_to_keep periodic checkpoints (0: all). The kept
-// list is rebuilt from save_dir when constructed, so retention survives restarts; it
-// never deletes <prefix>_final, the checkpoint that was resumed from, or what
-// last_checkpoint names. With `async`, periodic saves are asynchronous (save_async):
-// step() commits a finished one at the next iteration boundary, retention is applied
-// after each commit, and <prefix>_final is saved synchronously (training ends there).
-class PeriodicCheckpointer {
- public:
-  PeriodicCheckpointer(Checkpointer& checkpointer, int64_t period,
-                       std::optional<int64_t> max_iter = std::nullopt, int64_t max_to_keep = 0,
-                       std::string file_prefix = "model", bool async = false);
-  // Call after iteration `iteration` finished; `extra` is saved with "iteration".
-  void step(int64_t iteration, const StateDict& extra = {});
-  // Saves now as `name` (with `extra`), outside the period, synchronously.
-  void save(const std::string& name, const StateDict& extra = {});
-  // Commits an asynchronous save in flight (call when training ends normally).
-  void finish();
-
- private:
-  void prune();
-  void prune_if_committed(int64_t commits_before);
-  Checkpointer& checkpointer_;
-  int64_t period_;
-  std::optional<int64_t> max_iter_;
-  int64_t max_to_keep_;
-  std::string prefix_;
-  bool async_;
 };
 
 }  // namespace dtrain::checkpoint

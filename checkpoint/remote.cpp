@@ -2,7 +2,6 @@
 #include "checkpoint/remote.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <filesystem>
 #include <optional>
 #include <set>
@@ -19,8 +18,8 @@
 #include "checkpoint/interop/weights.h"
 #include "runtime/base/error.h"
 #include "runtime/base/fs.h"
-#include "runtime/base/interrupt.h"
 #include "runtime/base/logging.h"
+#include "runtime/dist/agree.h"
 
 namespace dtrain::checkpoint {
 namespace {
@@ -142,59 +141,31 @@ std::string fetch_weights_file(const std::string& url) {
   });
 }
 
-// What rank's fetch failure is gathered as: "" (none), "E<message>", or
-// "I<signal> <message>" for an Interrupted, which every rank then rethrows as such.
-std::string encode_failure(const std::exception* e) {
-  if (e == nullptr) return "";
-  if (auto* i = dynamic_cast<const Interrupted*>(e)) {
-    return fmt::format("I{} {}", i->signal(), i->what());
-  }
-  return std::string("E") + e->what();
-}
-
 }  // namespace
 
 bool is_remote(const std::string& path) { return storage::is_url(path); }
 
 std::string fetch_remote(const std::string& url, dist::Communicator& comm) {
-  std::string local, error;
-  if (comm.local_rank() == 0) {
-    try {
-      DTRAIN_LOG_INFO_RANK("Fetching {} into the cache {}", url, storage::cache_dir());
-      // By the path's extension, without the query (pre-signed URLs carry one).
-      local = interop::is_foreign_weights_path(storage::parse_url(url).path())
-                  ? fetch_weights_file(url)
-                  : fetch_checkpoint_dir(url);
-    } catch (const std::exception& e) {
-      error = encode_failure(&e);
-    }
-  }
-  // Everyone waits for the downloads, then all agree on the outcome: a stop request
-  // (SIGTERM) on any rank stops all of them with Interrupted, not a CheckpointError that
-  // could send a caller on to other checkpoints.
-  auto errors = comm.all_gather_bytes(error);
-  for (size_t r = 0; r < errors.size(); ++r) {
-    if (errors[r].empty() || errors[r][0] != 'I') continue;
-    const size_t space = errors[r].find(' ');
-    throw Interrupted(fmt::format("fetching '{}' stopped on rank {}: {}", url, r,
-                                  errors[r].substr(space + 1)),
-                      std::atoi(errors[r].substr(1, space - 1).c_str()));
-  }
-  for (size_t r = 0; r < errors.size(); ++r) {
-    if (!errors[r].empty()) {
-      throw CheckpointError(
-          fmt::format("fetching '{}' failed on rank {}: {}", url, r, errors[r].substr(1)));
-    }
-  }
+  // Everyone waits for the downloads, then all agree on the outcome (dist/agree.h): a
+  // stop request (SIGTERM) on any rank stops all of them with Interrupted, not a
+  // CheckpointError that could send a caller on to other checkpoints.
+  const std::string what = fmt::format("fetching '{}'", url);
+  std::string local;
+  dist::all_or_none<CheckpointError>(comm, what, [&] {
+    if (comm.local_rank() != 0) return;
+    DTRAIN_LOG_INFO_RANK("Fetching {} into the cache {}", url, storage::cache_dir());
+    // By the path's extension, without the query (pre-signed URLs carry one).
+    local = interop::is_foreign_weights_path(storage::parse_url(url).path())
+                ? fetch_weights_file(url)
+                : fetch_checkpoint_dir(url);
+  });
   if (comm.local_rank() != 0) local = storage::cache_path_for(url);
-  std::string missing;
-  if (!std::filesystem::exists(local)) {
-    missing = fmt::format("'{}' is not visible on rank {} (is DTRAIN_CACHE the same for every "
-                          "rank of a node?)", local, comm.rank());
-  }
-  for (const auto& m : comm.all_gather_bytes(missing)) {
-    DTRAIN_CHECK_T(CheckpointError, m.empty(), "fetched '{}' but {}", url, m);
-  }
+  dist::all_or_none<CheckpointError>(comm, what, [&] {
+    DTRAIN_CHECK_T(CheckpointError, std::filesystem::exists(local),
+                   "fetched into '{}' but it is not visible on rank {} (is DTRAIN_CACHE the "
+                   "same for every rank of a node?)",
+                   local, comm.rank());
+  });
   return local;
 }
 

@@ -8,7 +8,13 @@
 // Collective: on each node the rank with local_rank 0 downloads while the others wait;
 // every rank then gets the same local path, or throws the same CheckpointError (or, when
 // a download was abandoned because the process was asked to stop, the same
-// dtrain::Interrupted). Sizes, deadline and redirects: docs/NETWORK.md.
+// dtrain::Interrupted), agreed through dist/agree.h; messages name the URL and the
+// failing rank(s). Sizes, deadline and redirects: docs/NETWORK.md.
+//
+// Threads: fetch_remote is not thread-safe; call it from the training thread (the
+// Communicator's contract, communicator.h). Processes sharing a cache (the ranks of a
+// node, other jobs) are coordinated by the cache's lock files (storage/cache.h).
+// is_remote is thread-safe.
 #pragma once
 
 #include <string>

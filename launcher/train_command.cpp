@@ -5,9 +5,7 @@
 
 #include <cstdio>
 #include <exception>
-#include <filesystem>
 #include <optional>
-#include <random>
 
 #include "launcher/launch_command.h"
 #include "launcher/train_flags.h"
@@ -28,30 +26,6 @@ Config load_config(const TrainOptions& options) {
   return cfg;
 }
 
-// SEED -1 means "random": rank 0 draws it once and every rank uses it. A resumed run
-// takes the seed its first start drew (OUTPUT_DIR/config.yaml holds the resolved
-// config), so that data order and sampler state still match the checkpoint.
-void resolve_random_seed(Config& cfg, bool resume, dist::Communicator& comm) {
-  if (cfg.get_int("SEED") >= 0) return;
-  int64_t seed = 0;
-  if (comm.rank() == 0) {
-    const std::string saved = cfg.get_string("OUTPUT_DIR") + "/config.yaml";
-    if (resume && std::filesystem::exists(saved)) {
-      try {
-        seed = Config::from_file(saved).get_int("SEED");
-      } catch (const Error&) {
-        seed = -1;
-      }
-    } else {
-      seed = -1;
-    }
-    if (seed < 0) seed = static_cast<int64_t>(std::random_device{}() & 0x7fffffff);
-  }
-  seed = comm.all_reduce_int(comm.rank() == 0 ? seed : 0, dist::ReduceOp::kSum);
-  cfg.set("SEED", seed);
-  if (comm.rank() == 0) DTRAIN_LOG_INFO("SEED -1: using seed {}", seed);
-}
-
 }  // namespace
 
 int run_train(const TrainOptions& options, int* argc, char*** argv) {
@@ -66,7 +40,7 @@ int run_train(const TrainOptions& options, int* argc, char*** argv) {
   }
   try {
     auto comm = runtime.connect(*cfg);
-    resolve_random_seed(*cfg, options.resume, *comm);
+    cfg->set("SEED", engine::resolve_seed(*cfg, *comm, options.resume));
     cfg->freeze();
     engine::default_setup(*cfg, *comm);
     engine::DefaultTrainer trainer(*cfg, comm);
@@ -88,6 +62,11 @@ int run_train(const TrainOptions& options, int* argc, char*** argv) {
   } catch (const ConfigError& e) {
     if (runtime.rank() == 0) std::fprintf(stderr, "dtrain train: %s\n", e.what());
     return kExitUsage;
+  } catch (const FloatingPointError& e) {
+    // Every rank stopped at the same iteration with this error (SimpleTrainer agrees on
+    // it), so no rank is left in a collective: each exits with the error status.
+    DTRAIN_LOG_ERROR("dtrain train failed: {}", e.what());
+    return kExitError;
   } catch (const std::exception& e) {
     DTRAIN_LOG_ERROR("dtrain train failed: {}", e.what());
     if (runtime.world_size() > 1) {

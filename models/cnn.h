@@ -5,6 +5,9 @@
 //
 //   auto model = dtrain::models::make_cnn({});        // [B, 1, 28, 28] -> [B, 10]
 //   at::Tensor logits = model->forward(images);
+//
+// Not thread-safe, like any torch::nn::Module: one thread at a time uses a model (the
+// training thread). make_cnn() shares no state between calls.
 #pragma once
 
 #include <cstdint>

@@ -3,6 +3,9 @@
 //   auto model = dtrain::models::make_gpt({/*n_layer=*/2, /*n_head=*/2, /*n_embd=*/64,
 //                                          /*vocab_size=*/256, /*context_length=*/64});
 //   at::Tensor logits = model->forward(tokens);  // int64 [B, T] -> [B, T, 256]
+//
+// Not thread-safe, like any torch::nn::Module: one thread at a time uses a model (the
+// training thread). make_gpt() shares no state between calls.
 #pragma once
 
 #include <cstdint>

@@ -2,6 +2,9 @@
 //
 //   auto model = dtrain::models::make_mlp({/*input_dim=*/784, /*hidden_dims=*/{256}, 10});
 //   at::Tensor logits = model->forward(images);  // [B, 1, 28, 28] -> [B, 10]
+//
+// Not thread-safe, like any torch::nn::Module: one thread at a time uses a model (the
+// training thread). make_mlp() shares no state between calls.
 #pragma once
 
 #include <cstdint>

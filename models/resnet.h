@@ -6,6 +6,9 @@
 //   at::Tensor logits = model->forward(images);  // [B, 3, 32, 32] -> [B, 10]
 //
 //   ResNetOptions r50{50, 64, 3, 1000, ResNetStem::kImagenet};  // torchvision resnet50
+//
+// Not thread-safe, like any torch::nn::Module: one thread at a time uses a model (the
+// training thread). make_resnet() shares no state between calls.
 #pragma once
 
 #include <cstdint>

@@ -12,6 +12,8 @@
 // Each library throws its own type where callers must tell failures apart:
 // ConfigError, CommError, CheckpointError here, h5::H5Error (runtime/h5/handle.h) for
 // HDF5 files, which checkpoint/ turns into CheckpointError at its boundary.
+//
+// Errors are immutable after construction: thread-safe to throw, copy and read.
 #pragma once
 
 #include <stdexcept>
@@ -41,6 +43,14 @@ class CommError : public Error {
 
 // A failure to read, write, verify or commit a checkpoint.
 class CheckpointError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A loss that became infinite or NaN (detectron2's FloatingPointError): training cannot
+// go on from this state. SimpleTrainer throws it on every rank at the same iteration with
+// the same message, so `dtrain train` exits 1 on every rank without MPI_Abort.
+class FloatingPointError : public Error {
  public:
   using Error::Error;
 };

@@ -12,7 +12,9 @@
 //
 // Points: ckpt.before_shard, ckpt.during_shard, ckpt.after_shards, ckpt.before_rename,
 // ckpt.before_last_checkpoint (checkpoint commit protocol, see docs/FORMAT.md) and
-// train.after_step (after each optimizer step of SimpleTrainer).
+// train.after_step (after each optimizer step of SimpleTrainer); and for poisoned():
+// train.loss (SimpleTrainer's loss of this rank becomes NaN before it is checked, e.g.
+// DTRAIN_FAULT=train.loss DTRAIN_FAULT_RANK=1 DTRAIN_FAULT_AFTER=3).
 // With no DTRAIN_FAULT set, fault points cost one getenv. Thread-safe.
 #pragma once
 
@@ -22,5 +24,10 @@ namespace dtrain::fault {
 // with DTRAIN_FAULT_MODE=throw, or stops it with SIGSTOP and goes on after SIGCONT with
 // DTRAIN_FAULT_MODE=stop) when the environment names `point` for `rank`.
 void point(const char* name, int rank);
+
+// True when the environment names `point` for `rank` (with the same DTRAIN_FAULT_RANK,
+// _AFTER and _ONCE_FILE rules; DTRAIN_FAULT_MODE is ignored): the caller then corrupts
+// the value computed there instead of crashing.
+bool poisoned(const char* name, int rank);
 
 }  // namespace dtrain::fault

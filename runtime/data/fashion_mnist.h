@@ -4,7 +4,8 @@
 //   auto train = load_fashion_mnist("/usr/share/datasets/fashion-mnist", /*train=*/true);
 //
 // A sample is float32 [1, 28, 28] = (pixel / 255 - 0.2860) / 0.3530 (the training set's
-// mean and standard deviation), its label an int64 in [0, 10). Immutable after loading.
+// mean and standard deviation), its label an int64 in [0, 10). Immutable after loading,
+// so get_batch is thread-safe; loading shares no state between calls (reentrant).
 #pragma once
 
 #include <memory>

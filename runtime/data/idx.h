@@ -4,7 +4,8 @@
 //   IdxArray images = read_idx("train-images-idx3-ubyte.gz", /*rank=*/3);  // [N, 28, 28]
 //
 // Layout: 2 zero bytes, a type byte (0x08: uint8), a rank byte, then `rank` big-endian
-// uint32 extents, then the data, row-major. Only uint8 data is read.
+// uint32 extents, then the data, row-major. Only uint8 data is read. Thread-safe:
+// read_idx shares no state between calls.
 #pragma once
 
 #include <cstdint>

@@ -11,8 +11,9 @@
 // An error's kind travels with its text: a ConfigError on any rank is a ConfigError on
 // every rank (the run and its input are incompatible: exit 2), an Interrupted stays an
 // Interrupted (with its signal), anything else becomes `Err`. Messages list the failing
-// ranks ("ranks 0, 1: ...") in rank order. Called on the thread that owns `comm`, like
-// the Communicator itself.
+// ranks ("ranks 0, 1: ...") in rank order. Users: the Checkpointer, foreign_load and
+// fetch_remote (checkpoint/), default_setup and resolve_seed (engine/). Not thread-safe:
+// call from the training thread, like the Communicator itself (communicator.h).
 #pragma once
 
 #include <exception>

@@ -9,8 +9,19 @@
 //
 // Errors are dtrain::CommError carrying the backend, the operation, the rank and the
 // underlying library's message. An operation a backend does not support fails with the
-// backend's name. A Communicator is not thread-safe: call it from one thread (the
-// training thread) only.
+// backend's name.
+//
+// Threads (the one statement of this contract; DataParallel, dist/agree.h and the
+// other users of a Communicator refer to it): a Communicator is not thread-safe. Its
+// calls, and those of the Work objects it returns, are serialized by the caller (never
+// two at once) and made from the training thread, with one exception: all_reduce_async()
+// and Work::is_completed()/wait() may also come from a thread working for the training
+// thread while it waits. That is DataParallel's gradient hooks during backward(): for
+// CPU parameters autograd runs them on the training thread itself, for CUDA parameters
+// on autograd's device thread while the training thread is blocked in backward()
+// (DataParallel requires every parameter on one device, so there is one such thread).
+// Backends may run threads of their own behind this interface (the MPI backend's
+// async all-reduce thread).
 #pragma once
 
 #include <memory>

@@ -2,6 +2,7 @@
 #include "runtime/dist/local_communicator.h"
 
 #include "runtime/base/error.h"
+#include "runtime/dist/reduce_rules.h"
 
 namespace dtrain::dist {
 namespace {
@@ -20,6 +21,12 @@ void check_tensor(const at::Tensor& tensor, const char* op) {
                  "local backend: {} on rank 0 of 1: the tensor must be contiguous", op);
 }
 
+void check_reduction(const at::Tensor& tensor, ReduceOp op, const char* name) {
+  check_tensor(tensor, name);
+  const std::string why = reduction_error(tensor.scalar_type(), op);
+  DTRAIN_CHECK_T(CommError, why.empty(), "local backend: {} on rank 0 of 1: {}", name, why);
+}
+
 }  // namespace
 
 void LocalCommunicator::broadcast(at::Tensor& tensor, int root) {
@@ -27,8 +34,13 @@ void LocalCommunicator::broadcast(at::Tensor& tensor, int root) {
   check_root(root, "broadcast");
 }
 
-void LocalCommunicator::all_reduce(at::Tensor& tensor, ReduceOp /*op*/) {
-  check_tensor(tensor, "all_reduce");
+void LocalCommunicator::all_reduce(at::Tensor& tensor, ReduceOp op) {
+  check_reduction(tensor, op, "all_reduce");
+}
+
+std::shared_ptr<Work> LocalCommunicator::all_reduce_async(at::Tensor& tensor, ReduceOp op) {
+  check_reduction(tensor, op, "all_reduce_async");
+  return Communicator::all_reduce_async(tensor, op);  // a completed Work
 }
 
 std::vector<std::string> LocalCommunicator::all_gather_bytes(const std::string& mine) {

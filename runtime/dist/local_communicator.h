@@ -14,8 +14,9 @@ namespace dtrain::dist {
 
 // Rank 0 of a world of size 1: every collective is the identity (the reduction of one
 // value is that value, kAvg divides by 1). Tensors may live on any device. Arguments are
-// still checked like the other backends (defined and contiguous tensors, root 0) so that
-// code tested on it keeps working on "mpi". Makes no MPI call. Stateless, hence
+// still checked like the other backends (defined and contiguous tensors, root 0, the
+// dtypes and ops of runtime/dist/reduce_rules.h) so that code tested on it keeps working
+// on "mpi". Makes no MPI call. Stateless, hence
 // thread-safe.
 class LocalCommunicator : public Communicator {
  public:
@@ -31,8 +32,11 @@ class LocalCommunicator : public Communicator {
   void barrier() override {}
   // Leaves `tensor` unchanged; throws CommError unless root == 0.
   void broadcast(at::Tensor& tensor, int root) override;
-  // Leaves `tensor` unchanged (any op).
+  // Leaves `tensor` unchanged; throws CommError for what MPI cannot reduce (bool kAvg,
+  // complex dtypes...).
   void all_reduce(at::Tensor& tensor, ReduceOp op) override;
+  // Checks like all_reduce (errors name all_reduce_async); returns a completed Work.
+  std::shared_ptr<Work> all_reduce_async(at::Tensor& tensor, ReduceOp op) override;
   // Returns {mine}.
   std::vector<std::string> all_gather_bytes(const std::string& mine) override;
   // Leaves `bytes` unchanged; throws CommError unless root == 0.

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "runtime/base/error.h"
+#include "runtime/dist/reduce_rules.h"
 
 namespace dtrain::dist {
 namespace {
@@ -26,25 +27,6 @@ struct Who {
 std::string describe_mpi_failure(const Who& who, const char* op, int rc) {
   return fmt::format("mpi backend: {} failed on rank {} of {} (host {}): {}", op, who.rank,
                      who.size, who.host, mpi_error_string(rc));
-}
-
-const char* op_name(ReduceOp op) {
-  switch (op) {
-    case ReduceOp::kSum:
-      return "sum";
-    case ReduceOp::kAvg:
-      return "avg";
-    case ReduceOp::kMax:
-      return "max";
-    case ReduceOp::kMin:
-      return "min";
-  }
-  return "?";
-}
-
-// float16 and bfloat16 are reduced in a float32 temporary: MPI has no type for them.
-bool reduced_via_float32(at::ScalarType dtype) {
-  return dtype == at::kHalf || dtype == at::kBFloat16;
 }
 
 // The MPI datatype reductions of `dtype` use, or MPI_DATATYPE_NULL when unsupported.
@@ -128,18 +110,9 @@ Reduction prepare_reduction(at::Tensor& tensor, ReduceOp op, int size, FailFn fa
   r.divide = op == ReduceOp::kAvg;
   const at::ScalarType dtype = tensor.scalar_type();
   const at::ScalarType reduced = reduced_via_float32(dtype) ? at::kFloat : dtype;
+  if (std::string why = reduction_error(dtype, op); !why.empty()) fail(why);
   r.datatype = reduce_datatype(reduced);
-  if (r.datatype == MPI_DATATYPE_NULL) {
-    fail(
-        fmt::format("dtype {} is not supported for reductions (supported: float32, float64, "
-                    "float16, bfloat16, int8, uint8, int16, int32, int64, bool)",
-                    c10::toString(dtype)));
-  }
   r.mpi_op = reduce_mpi_op(dtype, op);
-  if (r.mpi_op == MPI_OP_NULL) {
-    fail(fmt::format("reduce op {} is not supported for dtype {}", op_name(op),
-                     c10::toString(dtype)));
-  }
   if (reduced != dtype) {
     at::NoGradGuard no_grad;
     r.buffer = tensor.to(at::kFloat);

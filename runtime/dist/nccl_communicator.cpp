@@ -14,6 +14,7 @@
 #include "runtime/base/error.h"
 #include "runtime/dist/mpi_communicator.h"
 #include "runtime/dist/rank_env.h"
+#include "runtime/dist/reduce_rules.h"
 
 namespace dtrain::dist {
 namespace {
@@ -57,12 +58,15 @@ ncclDataType_t nccl_type(at::ScalarType t, const char* op, int rank) {
     case at::kInt: return ncclInt32;
     case at::kLong: return ncclInt64;
     default:
-      throw CommError(fmt::format("nccl backend: {} on rank {}: dtype {} is not supported", op,
-                                  rank, c10::toString(t)));
+      throw CommError(fmt::format("nccl backend: {} on rank {}: dtype {} is not supported by this "
+                                  "NCCL", op, rank, c10::toString(t)));
   }
 }
 
-ncclRedOp_t nccl_op(ReduceOp op) {
+// NCCL's op for `op` on `dtype`. bools travel as uint8, so "any" (kSum, kMax) is ncclMax
+// and "all" (kMin) is ncclMin, as the MPI backend's logical or/and (reduce_rules.h).
+ncclRedOp_t nccl_op(ReduceOp op, at::ScalarType dtype) {
+  if (dtype == at::kBool) return op == ReduceOp::kMin ? ncclMin : ncclMax;
   switch (op) {
     case ReduceOp::kSum: return ncclSum;
     case ReduceOp::kAvg: return ncclAvg;
@@ -131,8 +135,9 @@ class NcclCommunicator : public Communicator {
   }
 
   void broadcast(at::Tensor& t, int root) override {
-    if (!t.is_cuda()) return mpi_->broadcast(t, root);
+    if (t.defined() && !t.is_cuda()) return mpi_->broadcast(t, root);
     check(t, "broadcast");
+    check_root(root, "broadcast");
     order_after_default_stream();
     DTRAIN_NCCL(ncclBroadcast(t.data_ptr(), t.data_ptr(), t.numel(),
                               nccl_type(t.scalar_type(), "broadcast", rank()), root, comm_, stream_),
@@ -141,33 +146,53 @@ class NcclCommunicator : public Communicator {
   }
 
   void all_reduce(at::Tensor& t, ReduceOp op) override {
-    if (!t.is_cuda()) return mpi_->all_reduce(t, op);
-    all_reduce_async(t, op)->wait();
+    if (t.defined() && !t.is_cuda()) return mpi_->all_reduce(t, op);
+    start_all_reduce(t, op, "all_reduce")->wait();
   }
 
   std::shared_ptr<Work> all_reduce_async(at::Tensor& t, ReduceOp op) override {
-    if (!t.is_cuda()) return mpi_->all_reduce_async(t, op);
-    check(t, "all_reduce");
-    order_after_default_stream();
-    DTRAIN_NCCL(ncclAllReduce(t.data_ptr(), t.data_ptr(), t.numel(),
-                              nccl_type(t.scalar_type(), "all_reduce", rank()), nccl_op(op), comm_,
-                              stream_),
-                "all_reduce", rank());
-    return std::make_shared<NcclWork>(t, stream_, rank());
+    if (t.defined() && !t.is_cuda()) return mpi_->all_reduce_async(t, op);
+    return start_all_reduce(t, op, "all_reduce_async");
   }
 
   std::vector<std::string> all_gather_bytes(const std::string& mine) override {
     return mpi_->all_gather_bytes(mine);
   }
-  void broadcast_bytes(std::string& bytes, int root) override { mpi_->broadcast_bytes(bytes, root); }
+  void broadcast_bytes(std::string& bytes, int root) override {
+    check_root(root, "broadcast_bytes");
+    mpi_->broadcast_bytes(bytes, root);
+  }
 
  private:
+  // Argument errors read "nccl backend: <op> on rank R of N: ..." like the other backends'.
   void check(const at::Tensor& t, const char* op) const {
+    DTRAIN_CHECK_T(CommError, t.defined(),
+                   "nccl backend: {} on rank {} of {}: the tensor is undefined", op, rank(),
+                   size());
     DTRAIN_CHECK_T(CommError, t.is_contiguous(),
-                   "nccl backend: {} on rank {}: tensor must be contiguous", op, rank());
+                   "nccl backend: {} on rank {} of {}: the tensor must be contiguous", op, rank(),
+                   size());
     DTRAIN_CHECK_T(CommError, t.get_device() == device_,
-                   "nccl backend: {} on rank {}: tensor is on cuda:{} but this rank uses cuda:{}", op,
-                   rank(), t.get_device(), device_);
+                   "nccl backend: {} on rank {} of {}: tensor is on cuda:{} but this rank uses "
+                   "cuda:{}",
+                   op, rank(), size(), t.get_device(), device_);
+  }
+  void check_root(int root, const char* op) const {
+    DTRAIN_CHECK_T(CommError, root >= 0 && root < size(),
+                   "nccl backend: {} on rank {} of {}: root {} is out of range [0, {})", op, rank(),
+                   size(), root, size());
+  }
+  std::shared_ptr<Work> start_all_reduce(at::Tensor& t, ReduceOp op, const char* name) {
+    check(t, name);
+    const std::string why = reduction_error(t.scalar_type(), op);
+    DTRAIN_CHECK_T(CommError, why.empty(), "nccl backend: {} on rank {} of {}: {}", name, rank(),
+                   size(), why);
+    const ncclDataType_t type = nccl_type(t.scalar_type(), name, rank());
+    order_after_default_stream();
+    DTRAIN_NCCL(ncclAllReduce(t.data_ptr(), t.data_ptr(), t.numel(), type,
+                              nccl_op(op, t.scalar_type()), comm_, stream_),
+                name, rank());
+    return std::make_shared<NcclWork>(t, stream_, rank());
   }
   // NCCL refuses two ranks on one GPU ("Duplicate GPU detected", as ncclInvalidUsage
   // from ncclCommInitRank). Every rank compares (host, PCI bus id) of all ranks first and

@@ -22,6 +22,9 @@
 //
 // SLURM per-node lists ("4(x2)", "2,1", "3(x2),1") are indexed by SLURM_NODEID; without
 // it the list must be uniform.
+//
+// Thread-safe (rank_env_from_process as long as no other thread modifies the
+// environment meanwhile).
 #pragma once
 
 #include <map>

@@ -6,6 +6,7 @@
 //   hooks.push_back(std::make_shared<BestCheckpointer>(eval_period, best, comm, save_fn));
 //
 // The hook must come after the EvalHook that puts the metric (build_hooks' order).
+// Not thread-safe: called by the trainer on the training thread (hooks.h).
 #pragma once
 
 #include <cstdint>

@@ -49,6 +49,13 @@ DataParallel::DataParallel(std::shared_ptr<torch::nn::Module> module, dist::Comm
   for (auto& p : module_->parameters()) {
     if (p.requires_grad() && seen.insert(p.unsafeGetTensorImpl()).second) params_.push_back(p);
   }
+  // One device, hence one thread running the gradient hooks (communicator.h's contract).
+  for (const auto& p : params_) {
+    DTRAIN_CHECK(p.device() == params_.front().device(),
+                 "DataParallel: the trainable parameters are on more than one device ({} and "
+                 "{}); put the whole model on one device",
+                 params_.front().device().str(), p.device().str());
+  }
   const auto cap = static_cast<int64_t>(options_.bucket_cap_mb * 1024.0 * 1024.0);
   slot_.resize(params_.size());
   ready_.assign(params_.size(), 0);

@@ -28,9 +28,13 @@
 // backward and reduce_gradients() a gradient whose bucket was launched holds partial
 // sums: read gradients after reduce_gradients(). With gradient_as_bucket_view false the
 // gradients are copied into the buckets and the averages back (bitwise equal results).
-// After any number of steps every rank's parameters are bitwise identical. Not
-// thread-safe; the hooks assume backward runs on the calling thread (CPU) — with CUDA
-// the communicator must tolerate calls from autograd's device threads (NCCL does).
+// After any number of steps every rank's parameters are bitwise identical.
+//
+// Threads: not thread-safe; call every method from the training thread. The gradient
+// hooks issue all_reduce_async() from the thread autograd runs them on (the training
+// thread for CPU parameters, autograd's device thread for CUDA ones, while the training
+// thread waits in backward()): the Communicator's thread contract (communicator.h)
+// allows exactly that. Every parameter must be on one device (one hook thread).
 #pragma once
 
 #include <chrono>
@@ -62,7 +66,8 @@ class DataParallel {
   // Buckets the parameters that require grad in reverse registration order (the order
   // backward produces them), one dtype per bucket, each at most bucket_cap_mb (a
   // parameter larger than the cap gets a bucket of its own), then broadcasts all
-  // parameters and buffers from rank 0.
+  // parameters and buffers from rank 0. Throws dtrain::Error when the trainable
+  // parameters are on more than one device.
   DataParallel(std::shared_ptr<torch::nn::Module> module, dist::Communicator& comm,
                DataParallelOptions options);
   DataParallel(std::shared_ptr<torch::nn::Module> module, dist::Communicator& comm,

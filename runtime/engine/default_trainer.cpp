@@ -13,6 +13,7 @@
 #include "runtime/base/error.h"
 #include "runtime/base/fs.h"
 #include "runtime/base/logging.h"
+#include "runtime/dist/agree.h"
 #include "runtime/dist/rank_env.h"
 #include "runtime/engine/evaluator.h"
 #include "runtime/engine/hooks.h"
@@ -23,17 +24,11 @@ namespace dtrain::engine {
 
 void default_setup(const Config& cfg, dist::Communicator& comm) {
   const std::string& out = cfg.get_string("OUTPUT_DIR");
-  std::string error;
-  if (comm.rank() == 0) {
-    try {
-      std::filesystem::create_directories(out);
-      fs::write_file_atomic(out + "/config.yaml", cfg.to_yaml());
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-  }
-  comm.broadcast_bytes(error, 0);
-  DTRAIN_CHECK(error.empty(), "cannot set up OUTPUT_DIR '{}': {}", out, error);
+  dist::on_root(comm, fmt::format("setting up OUTPUT_DIR '{}'", out), [&] {
+    std::filesystem::create_directories(out);
+    fs::write_file_atomic(out + "/config.yaml", cfg.to_yaml());
+    return std::string();
+  });
   if (comm.rank() == 0) {
     DTRAIN_LOG_INFO("dtrain world size {} (backend {}, {} ranks on this node), LibTorch {}",
                     comm.size(), comm.backend_name(), comm.local_size(), TORCH_VERSION);
@@ -54,13 +49,29 @@ at::Device resolve_device(const std::string& device, int local_rank) {
   return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(dist::select_cuda_device(local_rank, gpus)));
 }
 
-int64_t resolve_seed(const Config& cfg, dist::Communicator& comm) {
-  int64_t seed = cfg.get_int("SEED");
+int64_t resolve_seed(const Config& cfg, dist::Communicator& comm, bool resume) {
+  const int64_t seed = cfg.get_int("SEED");
   if (seed >= 0) return seed;
-  seed = static_cast<int64_t>(std::random_device{}() & 0x7fffffff);
-  seed = comm.all_reduce_int(comm.rank() == 0 ? seed : 0, dist::ReduceOp::kSum);
-  DTRAIN_LOG_INFO("SEED -1: using seed {}", seed);
-  return seed;
+  std::string source;
+  const std::string drawn = dist::on_root(comm, "resolving SEED -1", [&] {
+    const std::string saved = cfg.get_string("OUTPUT_DIR") + "/config.yaml";
+    if (resume && std::filesystem::exists(saved)) {
+      try {
+        const int64_t s = Config::from_file(saved).get_int("SEED");
+        if (s >= 0) {
+          source = fmt::format(" (the seed of the run being resumed, from {})", saved);
+          return std::to_string(s);
+        }
+      } catch (const Error& e) {
+        DTRAIN_LOG_WARN("SEED -1: cannot read the seed of the run being resumed from {} ({}); "
+                        "drawing a new one",
+                        saved, e.what());
+      }
+    }
+    return std::to_string(std::random_device{}() & 0x7fffffff);
+  });
+  DTRAIN_LOG_INFO("SEED -1: using seed {}{}", drawn, source);  // rank 0 logs
+  return std::stoll(drawn);
 }
 
 std::unique_ptr<BestMetric> make_best_metric(const Config& cfg) {

@@ -36,8 +36,12 @@ void default_setup(const Config& cfg, dist::Communicator& comm);
 // no GPU is usable or there are fewer visible GPUs than local ranks).
 at::Device resolve_device(const std::string& device, int local_rank);
 
-// The seed SEED stands for: SEED itself, or for -1 one drawn on rank 0 and broadcast.
-int64_t resolve_seed(const Config& cfg, dist::Communicator& comm);
+// The seed SEED stands for, the same on every rank: SEED itself when >= 0; for -1 rank 0's
+// choice, broadcast: with `resume`, the seed OUTPUT_DIR/config.yaml recorded for the run
+// being resumed (so that data order and sampler state match its checkpoint), else a new
+// random one. `dtrain train` resolves it before default_setup() writes config.yaml, so
+// that file always holds the seed used. Collective.
+int64_t resolve_seed(const Config& cfg, dist::Communicator& comm, bool resume = false);
 
 // The BestMetric of TEST.BEST_CHECKPOINT.* (nullptr when METRIC is empty). Throws
 // ConfigError naming the keys for a MODE other than max/min, for a METRIC without

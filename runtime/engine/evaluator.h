@@ -1,5 +1,10 @@
 // Distributed evaluation of a model on a dataset: accuracy and loss for classifiers,
 // loss and perplexity for language models.
+//
+//   auto metrics = evaluate(model, *test_set, comm, /*global_batch=*/256);  // collective
+//
+// Not thread-safe: call from the training thread of every rank (the Communicator's
+// contract, communicator.h), with no other thread using the model meanwhile.
 #pragma once
 
 #include <map>

@@ -1,5 +1,12 @@
 // The default hooks (detectron2's engine/hooks.py): iteration timer, LR scheduler,
 // periodic metric writer and periodic evaluation.
+//
+//   trainer.register_hooks({std::make_shared<IterationTimer>(),
+//                           std::make_shared<LRSchedulerHook>(scheduler)});
+//
+// Not thread-safe: a hook is called by its trainer on the training thread, one call at
+// a time (HookBase, trainer.h); the collective ones (checkpointing, evaluation) make
+// their collective calls there, on every rank at the same iteration.
 #pragma once
 
 #include <chrono>

@@ -4,6 +4,8 @@
 //
 //   std::string report = describe_config_changes(cfg, saved_yaml, "out/model_0000049");
 //   if (!report.empty()) DTRAIN_LOG_WARN("{}", report);
+//
+// Functions of their arguments only: thread-safe.
 #pragma once
 
 #include <string>

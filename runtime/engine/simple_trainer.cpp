@@ -1,10 +1,17 @@
 // SimpleTrainer::run_step and the task loss.
 #include "runtime/engine/simple_trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/csrc/autograd/autograd.h>
 
 #include "runtime/base/error.h"
@@ -18,6 +25,43 @@ at::Tensor task_loss(models::Task task, const at::Tensor& logits, const at::Tens
     return at::cross_entropy_loss(logits.reshape({-1, vocab}), targets.reshape({-1}));
   }
   return at::cross_entropy_loss(logits, targets);
+}
+
+double average_finite_loss(dist::Communicator& comm, int64_t iteration, double local_loss) {
+  // The average is all-reduced for logging anyway, and a non-finite loss on any rank
+  // makes it non-finite: every rank sees the same value and fails (or not) together.
+  // Only then are the ranks' own losses gathered, to say where it happened.
+  const double average =
+      comm.size() > 1 ? comm.all_reduce_double(local_loss, dist::ReduceOp::kAvg) : local_loss;
+  if (std::isfinite(average)) return average;
+  std::string where;
+  if (comm.size() > 1) {
+    const auto losses = comm.all_gather_bytes(fmt::format("{}", local_loss));
+    // Ranks with the same non-finite value are listed together, in rank order.
+    std::vector<std::pair<std::string, std::vector<size_t>>> bad;
+    for (size_t r = 0; r < losses.size(); ++r) {
+      if (std::isfinite(std::strtod(losses[r].c_str(), nullptr))) continue;
+      auto it = std::find_if(bad.begin(), bad.end(), [&](const auto& b) { return b.first == losses[r]; });
+      if (it == bad.end()) {
+        bad.push_back({losses[r], {r}});
+      } else {
+        it->second.push_back(r);
+      }
+    }
+    for (const auto& [value, ranks] : bad) {
+      where += fmt::format("{}{{'total_loss': {}}} on {} {}", where.empty() ? "" : "; ", value,
+                           ranks.size() > 1 ? "ranks" : "rank", fmt::join(ranks, ", "));
+    }
+    where = bad.empty()
+                ? fmt::format("{{'total_loss': {}}} (the average over {} ranks overflowed; "
+                              "every rank's own loss was finite)",
+                              average, comm.size())
+                : fmt::format("{} (of {} ranks)", where, comm.size());
+  } else {
+    where = fmt::format("{{'total_loss': {}}}", average);
+  }
+  throw FloatingPointError(
+      fmt::format("Loss became infinite or NaN at iteration={}!\nloss_dict = {}", iteration, where));
 }
 
 SimpleTrainer::SimpleTrainer(std::shared_ptr<models::Model> model,
@@ -57,16 +101,17 @@ void SimpleTrainer::run_step() {
   torch::autograd::backward({loss});
   data_parallel_->reduce_gradients();
   after_backward();
+  // Checked before the optimizer step, as detectron2 does: a non-finite loss leaves the
+  // parameters as they were.
+  auto& comm = data_parallel_->comm();
+  double local_loss = loss.item<double>();
+  if (fault::poisoned("train.loss", comm.rank())) local_loss = std::nan("");
+  const double loss_value = average_finite_loss(comm, iter_, local_loss);
   if (clip_) clip_(data_parallel_->parameters());
   optimizer_->step();
   data_parallel_->sync_buffers();
-  fault::point("train.after_step", data_parallel_->comm().rank());
+  fault::point("train.after_step", comm.rank());
 
-  // Average first so that every rank sees the same value and fails (or not) together.
-  auto& comm = data_parallel_->comm();
-  double loss_value = loss.item<double>();
-  if (comm.size() > 1) loss_value = comm.all_reduce_double(loss_value, dist::ReduceOp::kAvg);
-  DTRAIN_CHECK(std::isfinite(loss_value), "loss became {} at iteration {}", loss_value, iter_);
   storage_.put_scalar("total_loss", loss_value);
   storage_.put_scalar("data_time", data_time);
   if (comm.size() > 1) {

@@ -2,8 +2,11 @@
 // fed by a data::DataLoader, and the task loss.
 //
 // run_step(): next batch -> forward -> loss -> zero grads -> backward -> average
-// gradients over ranks -> after_backward hooks -> clip -> optimizer step -> sync buffers.
-// It records "total_loss" (averaged over ranks) and "data_time". Not thread-safe.
+// gradients over ranks -> after_backward hooks -> check the loss -> clip -> optimizer
+// step -> sync buffers.
+// It records "total_loss" (averaged over ranks) and "data_time"; a non-finite loss on
+// any rank stops every rank with FloatingPointError (average_finite_loss). Not
+// thread-safe: call from the training thread.
 #pragma once
 
 #include <functional>
@@ -23,6 +26,12 @@ using data::DataLoader;
 // Mean cross-entropy of logits against targets for the model's task (for language
 // models over every token position).
 at::Tensor task_loss(models::Task task, const at::Tensor& logits, const at::Tensor& targets);
+
+// The average of every rank's `local_loss` (collective). When it is infinite or NaN (a
+// non-finite loss on any rank makes it so), throws FloatingPointError on every rank with
+// the same message, in detectron2's words: "Loss became infinite or NaN at
+// iteration=N!\nloss_dict = {'total_loss': nan} on rank 1 (of 2 ranks)".
+double average_finite_loss(dist::Communicator& comm, int64_t iteration, double local_loss);
 
 class SimpleTrainer : public TrainerBase {
  public:

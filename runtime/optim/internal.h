@@ -1,5 +1,5 @@
 // Helpers shared by the optim sources (not part of the public API): matching a config
-// string against its valid spellings.
+// string against its valid spellings. Functions of their arguments only: thread-safe.
 #pragma once
 
 #include <cctype>

@@ -25,6 +25,9 @@ Cases:
                   crops and a data loader worker reaches 0.85; DTRAIN_FASHION_FULL=1
                   runs the whole config (10 epochs, minutes) and checks the published
                   two-conv-layer figure (0.916)
+  nan_loss        a NaN loss on rank 1 of 2 (fault point train.loss) stops both ranks at
+                  the same iteration: each logs detectron2's FloatingPointError message
+                  naming rank 1 and exits 1, and nothing calls MPI_Abort
   hostile_inputs  --config-file /dev/zero or a FIFO, a _BASE_ naming a non-config file,
                   and out-of-range numbers exit 2 at once with a message (no hang, no
                   abort, no quoted content); ckpt diff --atol nan exits 2
@@ -283,6 +286,24 @@ def case_fashion_mnist_cnn():
     check(accuracies[-1] >= goal, "final test accuracy %.4f < %.3f" % (accuracies[-1], goal))
 
 
+def case_nan_loss():
+    cfg = tiny_config()
+    out = os.path.join(work_dir(), "out")
+    mpi = [ARGS.mpiexec, "-np", "2", "--bind-to", "none"]
+    _, log = run(mpi + train(cfg, out), expect_rc=1,
+                 env_extra={"DTRAIN_FAULT": "train.loss", "DTRAIN_FAULT_RANK": "1",
+                            "DTRAIN_FAULT_AFTER": "6"})  # rank 1's loss in iteration 5
+    message = "dtrain train failed: Loss became infinite or NaN at iteration=5!"
+    for rank in (0, 1):
+        errors = [l for l in lines(log, rank, "error") if l.endswith(message)]
+        check(len(errors) == 1, "rank %d did not stop with the message:\n%s" % (rank, log))
+    check(log.count("loss_dict = {'total_loss': nan} on rank 1 (of 2 ranks)") == 2,
+          "both ranks must name rank 1:\n" + log)
+    check("MPI_ABORT" not in log.upper(), "the job was aborted:\n" + log)
+    check(os.path.exists(os.path.join(out, "model_0000003")), "the checkpoint before is gone")
+    check(not os.path.exists(os.path.join(out, "model_final")), "model_final was written")
+
+
 def case_hostile_inputs():
     out = os.path.join(work_dir(), "out")
     # Character device: used to abort (uncaught bad_alloc).
@@ -314,6 +335,7 @@ def case_hostile_inputs():
 
 
 CASES = {
+    "nan_loss": case_nan_loss,
     "num_gpus": case_num_gpus,
     "log_once": case_log_once,
     "threads_resume": case_threads_resume,

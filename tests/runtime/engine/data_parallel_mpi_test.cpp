@@ -1,12 +1,14 @@
 // DataParallel and SimpleTrainer under mpirun (-np 2 and 4): parameters and buffers stay
 // bitwise identical across ranks after steps on different per-rank data; reduced
 // gradients are the average of the ranks' gradients; one step with global batch B on W
-// ranks matches one step on one rank with the whole batch; distributed evaluation
-// matches the single-rank result.
+// ranks matches one step on one rank with the whole batch; a NaN loss on one rank stops
+// every rank with the same FloatingPointError; distributed evaluation matches the
+// single-rank result.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -18,6 +20,7 @@
 
 #include "models/model.h"
 #include "runtime/base/config.h"
+#include "runtime/base/error.h"
 #include "runtime/data/dataset.h"
 #include "runtime/data/in_memory.h"
 #include "runtime/data/sampler.h"
@@ -27,6 +30,7 @@
 #include "runtime/engine/evaluator.h"
 #include "runtime/engine/simple_trainer.h"
 #include "runtime/optim/optim.h"
+#include "tests/gtest_util.h"
 #include "tests/runtime/engine/engine_test_util.h"
 
 namespace dtrain::engine {
@@ -444,6 +448,27 @@ TEST(DataParallelMpiTest, OneStepOnWRanksEqualsOneStepOnOneRankMlpAdamW) {
 TEST(DataParallelMpiTest, OneStepOnWRanksEqualsOneStepOnOneRankGpt) {
   const double err = one_step_equivalence_error(gpt_config(/*dropout=*/0.0, "SGD"), 8);
   if (world().rank() == 0) std::printf("gpt SGD: max relative parameter error %.3g\n", err);
+}
+
+// A NaN loss on the last rank only (fault point train.loss in its 3rd step): every rank
+// throws the same FloatingPointError out of train() at iteration 2, naming that rank.
+TEST(DataParallelMpiTest, ANonFiniteLossOnOneRankStopsEveryRankAtTheSameIteration) {
+  const int n = world().size();
+  auto s = make_trainer(mlp_config(), world(), /*init_seed=*/5, /*global_batch=*/8, {});
+  ::setenv("DTRAIN_FAULT", "train.loss", 1);
+  ::setenv("DTRAIN_FAULT_RANK", std::to_string(n - 1).c_str(), 1);
+  ::setenv("DTRAIN_FAULT_AFTER", "3", 1);
+  const std::string what =
+      dtrain::testing::ThrownMessage<FloatingPointError>([&] { s.trainer->train(0, 10); });
+  ::unsetenv("DTRAIN_FAULT");
+  ::unsetenv("DTRAIN_FAULT_RANK");
+  ::unsetenv("DTRAIN_FAULT_AFTER");
+  EXPECT_EQ(s.trainer->iter(), 2);
+  EXPECT_EQ(what, "Loss became infinite or NaN at iteration=2!\nloss_dict = {'total_loss': nan}" +
+                      (n > 1 ? " on rank " + std::to_string(n - 1) + " (of " + std::to_string(n) +
+                                   " ranks)"
+                             : std::string()));
+  for (const auto& other : world().all_gather_bytes(what)) EXPECT_EQ(other, what);
 }
 
 TEST(EvaluatorMpiTest, DistributedMetricsEqualTheSingleRankOnes) {

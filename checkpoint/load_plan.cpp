@@ -1,0 +1,126 @@
+// The load plan: who reads and verifies which piece (see load_plan.h).
+#include "checkpoint/load_plan.h"
+
+#include <algorithm>
+
+#include "runtime/base/error.h"
+
+namespace dtrain::checkpoint {
+namespace {
+
+// One reader per replicated piece (not every rank can read): the piece's own shard's
+// rank when the world size is unchanged and it can read, else the least-loaded reading
+// rank so far (by bytes).
+void assign_single_readers(const CheckpointIndex& index, const Readers& readers,
+                           std::vector<PieceRead>& reads) {
+  std::vector<int64_t> load(readers.can_read.size(), 0);
+  auto least_loaded = [&] {
+    int best = -1;
+    for (int r = 0; r < readers.world(); ++r) {
+      if (readers.can_read[r] && (best < 0 || load[r] < load[best])) best = r;
+    }
+    return best;
+  };
+  for (auto& r : reads) {
+    const PieceRecord& p = index.tensors[r.tensor].pieces[r.piece];
+    r.reader = p.shard;
+    if (index.world_size != readers.world() || !readers.can_read[r.reader]) r.reader = least_loaded();
+    load[r.reader] += p.bytes;
+  }
+}
+
+// Every rank reads every piece; the ranks reading the same files split the
+// verification into contiguous byte ranges, and each reads its own range first.
+void split_verification(const CheckpointIndex& index, const Readers& readers,
+                        std::vector<PieceRead>& reads) {
+  const int n = readers.same_files_ranks;
+  auto bytes = [&](const PieceRead& r) { return index.tensors[r.tensor].pieces[r.piece].bytes; };
+  int64_t total = 0, offset = 0;
+  for (const auto& r : reads) total += bytes(r);
+  std::vector<int> verifier(reads.size(), 0);
+  for (size_t i = 0; i < reads.size(); ++i) {
+    verifier[i] = total > 0 ? static_cast<int>(offset * n / total) : 0;
+    offset += bytes(reads[i]);
+    reads[i].verify = verifier[i] == readers.same_files_index;
+  }
+  std::vector<size_t> order(reads.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  auto turn = [&](size_t i) { return (verifier[i] - readers.same_files_index + n) % n; };
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return turn(a) < turn(b); });
+  std::vector<PieceRead> sorted;
+  sorted.reserve(reads.size());
+  for (size_t i : order) sorted.push_back(reads[i]);
+  reads = std::move(sorted);
+}
+
+// Every rank reads and verifies every piece, starting at shard rank*N/world and going
+// round, so that ranks on different machines first read different files.
+void stagger_by_shard(const CheckpointIndex& index, int rank, int world, std::vector<PieceRead>& reads) {
+  const int shards = index.world_size;
+  if (shards <= 1) return;
+  const int first = static_cast<int>(int64_t{rank} * shards / world);
+  auto turn = [&](const PieceRead& r) {
+    const int shard = index.tensors[r.tensor].pieces[r.piece].shard;
+    return ((shard - first) % shards + shards) % shards;
+  };
+  std::stable_sort(reads.begin(), reads.end(),
+                   [&](const PieceRead& a, const PieceRead& b) { return turn(a) < turn(b); });
+}
+
+}  // namespace
+
+Readers find_readers(const std::vector<Visibility>& ranks, int rank, const std::string& dir) {
+  Readers out;
+  const int world = static_cast<int>(ranks.size());
+  out.can_read.resize(ranks.size());
+  out.index_root = -1;
+  for (int r = 0; r < world; ++r) {
+    out.can_read[r] = ranks[r].readable;
+    if (!ranks[r].readable) continue;
+    ++out.count;
+    if (out.index_root < 0) out.index_root = r;
+  }
+  DTRAIN_CHECK_T(CheckpointError, out.count > 0,
+                 "'{}' is not a checkpoint: '{}' is missing (no rank can read '{}/{}')", dir,
+                 kIndexFile, dir, kIndexFile);
+  const Visibility& mine = ranks.at(rank);
+  if (mine.readable && !mine.files.empty()) {
+    out.same_files_ranks = 0;
+    for (int r = 0; r < world; ++r) {
+      if (!ranks[r].readable || ranks[r].files != mine.files) continue;
+      if (r < rank) ++out.same_files_index;
+      ++out.same_files_ranks;
+    }
+  }
+  return out;
+}
+
+LoadPlan plan_load(const CheckpointIndex& index, const Readers& readers, int rank,
+                   const std::function<bool(const std::string&)>& wanted) {
+  LoadPlan plan;
+  plan.every_rank_reads = readers.everyone();
+  for (size_t ti = 0; ti < index.tensors.size(); ++ti) {
+    const TensorRecord& t = index.tensors[ti];
+    if (!wanted(t.name)) continue;
+    for (size_t pi = 0; pi < t.pieces.size(); ++pi) {
+      const int shard = t.pieces[pi].shard;
+      if (!t.per_rank) {
+        plan.reads.push_back({ti, pi, rank, true});
+      } else if (shard == rank && readers.can_read[rank]) {
+        plan.own_per_rank.push_back({ti, pi, rank, true});
+      } else if (shard < readers.world() && !readers.can_read[shard]) {
+        plan.relayed_per_rank.push_back({ti, pi, readers.index_root, true});
+      }
+    }
+  }
+  if (!plan.every_rank_reads) {
+    assign_single_readers(index, readers, plan.reads);
+  } else if (readers.same_files_ranks > 1) {
+    split_verification(index, readers, plan.reads);
+  } else {
+    stagger_by_shard(index, rank, readers.world(), plan.reads);
+  }
+  return plan;
+}
+
+}  // namespace dtrain::checkpoint

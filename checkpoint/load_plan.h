@@ -1,0 +1,77 @@
+// The load plan (internal to the checkpointer): which rank reads which piece of a
+// checkpoint, in which order, which rank verifies it, and which pieces travel over the
+// communicator. A pure function of the index, the ranks' visibility of the files and
+// what this load wants; no I/O, no communication (load.cpp carries it out).
+//
+//   Readers readers = find_readers(visibility, rank, dir);      // after the all-gather
+//   LoadPlan plan = plan_load(index, readers, rank, wanted);
+//   for (const PieceRead& r : plan.reads) if (r.reader == rank) read(r, r.verify);
+//
+// The rules:
+// - When every rank can read the checkpoint (one node, or a shared file system: the
+//   common case), every rank reads each replicated piece it needs itself and nothing is
+//   broadcast: N ranks read the files N times, mostly from the page cache (cheaper than
+//   one reader and a broadcast per piece; bench/README.md).
+// - Otherwise each replicated piece has one reader, which broadcasts it: its own shard's
+//   rank when the world size is unchanged and that rank can read, else the reading rank
+//   with the fewest bytes so far. Per-rank pieces of ranks that cannot read are read by
+//   the index root and broadcast; a rank that can read reads its own.
+// - Verification (xxHash64) happens once per set of files and page cache: the ranks
+//   that read the very same files (equal Visibility::files) cut the pieces, in index
+//   order, into one contiguous byte range each, and each verifies its range, reading it
+//   first. Other ranks verify everything they read, starting at shard rank*N/world so
+//   that ranks on different machines first read different files.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "checkpoint/index.h"
+#include "checkpoint/messages.h"
+
+namespace dtrain::checkpoint {
+
+// Who can read a checkpoint, from every rank's Visibility.
+struct Readers {
+  std::vector<bool> can_read;  // by rank
+  int index_root = 0;          // the first rank that can read: reads the index
+  int count = 0;               // how many ranks can read
+  // This rank's group of ranks reading the very same files (itself alone when unknown).
+  int same_files_ranks = 1;
+  int same_files_index = 0;  // this rank's position in that group
+
+  int world() const { return static_cast<int>(can_read.size()); }
+  bool everyone() const { return count == world(); }
+};
+
+// Throws CheckpointError "'<dir>' is not a checkpoint: ..." when no rank can read it.
+Readers find_readers(const std::vector<Visibility>& ranks, int rank, const std::string& dir);
+
+// One piece to read: index.tensors[tensor].pieces[piece], read by `reader`.
+struct PieceRead {
+  size_t tensor = 0;
+  size_t piece = 0;
+  int reader = 0;
+  bool verify = true;  // whether this rank verifies it when it reads it
+};
+
+struct LoadPlan {
+  bool every_rank_reads = false;
+  // The replicated pieces wanted. Every rank reads them all when every_rank_reads, in
+  // this rank's order; otherwise in index order on every rank (the order of the
+  // broadcasts), each read by its reader.
+  std::vector<PieceRead> reads;
+  // The per-rank pieces this rank reads for itself (of its own shard).
+  std::vector<PieceRead> own_per_rank;
+  // Per-rank pieces of ranks that cannot read: read by the index root and broadcast,
+  // in index order on every rank.
+  std::vector<PieceRead> relayed_per_rank;
+};
+
+// `wanted(name)`: whether this load uses the tensor (its owner is loaded).
+LoadPlan plan_load(const CheckpointIndex& index, const Readers& readers, int rank,
+                   const std::function<bool(const std::string&)>& wanted);
+
+}  // namespace dtrain::checkpoint

@@ -1,0 +1,50 @@
+// The reduction rules shared by the CPU backends (see reduce_rules.h).
+#include "runtime/dist/reduce_rules.h"
+
+#include <fmt/format.h>
+
+namespace dtrain::dist {
+
+const char* reduce_op_name(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum:
+      return "sum";
+    case ReduceOp::kAvg:
+      return "avg";
+    case ReduceOp::kMax:
+      return "max";
+    case ReduceOp::kMin:
+      return "min";
+  }
+  return "?";
+}
+
+bool reduced_via_float32(at::ScalarType dtype) {
+  return dtype == at::kHalf || dtype == at::kBFloat16;
+}
+
+std::string reduction_error(at::ScalarType dtype, ReduceOp op) {
+  switch (dtype) {
+    case at::kFloat:
+    case at::kDouble:
+    case at::kHalf:
+    case at::kBFloat16:
+    case at::kChar:
+    case at::kByte:
+    case at::kShort:
+    case at::kInt:
+    case at::kLong:
+      return "";
+    case at::kBool:
+      if (op != ReduceOp::kAvg) return "";
+      return fmt::format("reduce op {} is not supported for dtype {}", reduce_op_name(op),
+                         c10::toString(dtype));
+    default:
+      return fmt::format(
+          "dtype {} is not supported for reductions (supported: float32, float64, float16, "
+          "bfloat16, int8, uint8, int16, int32, int64, bool)",
+          c10::toString(dtype));
+  }
+}
+
+}  // namespace dtrain::dist
