@@ -15,7 +15,6 @@
 // load's fill-in broadcasts alone, per piece and packed per rank [1], --json FILE append
 // the result [none].
 #include <malloc.h>
-#include <mpi.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -43,7 +42,6 @@ namespace dtrain::bench {
 namespace {
 
 namespace stdfs = std::filesystem;
-using checkpoint::StateDict;
 
 // One hash over the bytes of every tensor, in order (verifies a load bit for bit).
 uint64_t state_hash(const NamedTensors& tensors) {

@@ -30,19 +30,18 @@
 #include "bench/bench_util.h"
 #include "checkpoint/format.h"
 #include "checkpoint/index.h"
-#include "checkpoint/h5/h5.h"
 #include "checkpoint/module_state.h"
 #include "checkpoint/shard_plan.h"
 #include "models/gpt.h"
 #include "runtime/base/error.h"
 #include "runtime/base/fs.h"
+#include "runtime/h5/h5.h"
 #include "runtime/optim/optimizer_state.h"
 
 namespace dtrain::bench {
 namespace {
 
 namespace stdfs = std::filesystem;
-namespace h5 = checkpoint::h5;
 
 // A prototype of write_shard: the same HDF5 file, with writeback started every `kick`
 // bytes through the sec2 driver's descriptor and the xxHash64 of every tensor computed
@@ -240,7 +239,7 @@ int run(int argc, char** argv) {
         for (const auto& rec : idx.tensors) reader.read_piece(rec, rec.pieces.at(0), bufs[rec.name]);
       }
       t["load (warm): new buffers, read + verify"].push_back(sw.seconds());
-      checkpoint::StateDict model_sd, opt_sd;
+      StateDict model_sd, opt_sd;
       for (const auto& [k, v] : opt_state.state_dict()) {
         if (!std::holds_alternative<at::Tensor>(v)) opt_sd[k] = v;
       }

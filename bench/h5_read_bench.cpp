@@ -28,15 +28,13 @@
 #include <fmt/format.h>
 
 #include "bench/bench_util.h"
-#include "checkpoint/h5/h5.h"
 #include "runtime/base/error.h"
 #include "runtime/data/h5_dataset.h"
 #include "runtime/data/h5_lazy.h"
+#include "runtime/h5/h5.h"
 
 namespace dtrain::bench {
 namespace {
-
-namespace h5 = checkpoint::h5;
 
 // Writes `num` uint8 samples of `sample` bytes (class template + noise) in blocks of
 // ~16 MiB, so the file never sits in this process's memory.

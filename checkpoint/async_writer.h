@@ -10,7 +10,7 @@
 //
 // Thread-safety: start/done/wait are called from one thread (the training thread);
 // the write itself runs on the pool's thread and touches only the snapshot and the
-// shard file (HDF5 calls are serialized by h5::library_mutex()). No MPI calls.
+// shard file (HDF5 calls are serialized by h5::library_mutex(), runtime/h5). No MPI calls.
 #pragma once
 
 #include <atomic>

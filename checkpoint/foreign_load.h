@@ -16,7 +16,7 @@
 
 #include "checkpoint/interop/matching.h"
 #include "checkpoint/interop/weights.h"
-#include "checkpoint/stateful.h"
+#include "runtime/base/stateful.h"
 
 namespace dtrain::checkpoint {
 

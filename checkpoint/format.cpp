@@ -1,7 +1,6 @@
 // Format v1 file I/O: shard files, checkpoint.h5 with virtual datasets (see format.h).
 #include "checkpoint/format.h"
 
-#include <hdf5.h>
 #include <mpi.h>
 #include <fcntl.h>
 #include <xxhash.h>
@@ -17,10 +16,11 @@
 #include <nlohmann/json.hpp>
 #include <torch/version.h>
 
-#include "checkpoint/h5/h5.h"
+#include "checkpoint/h5_boundary.h"
 #include "runtime/base/error.h"
 #include "runtime/base/fs.h"
 #include "runtime/base/logging.h"
+#include "runtime/h5/h5.h"
 
 namespace dtrain::checkpoint {
 
@@ -160,7 +160,7 @@ ShardManifest write_shard(const std::string& path, int rank, const CollectedStat
   auto hashing = std::async(std::launch::async, [&items, &hashes] {
     for (size_t i = 0; i < items.size(); ++i) hashes[i] = tensor_xxh64(items[i].data);
   });
-  {
+  as_checkpoint_error([&] {
     h5::File file = h5::File::create(path, shard_file_options());
     EarlyWriteback writeback(file.posix_fd());
     const int64_t total = static_cast<int64_t>(items.size());
@@ -171,7 +171,7 @@ ShardManifest write_shard(const std::string& path, int rank, const CollectedStat
       if (observer) observer(i + 1, total);
     }
     file.close();
-  }
+  });
   fs::fsync_path(path);
   hashing.get();
   ShardManifest manifest;
@@ -240,44 +240,21 @@ CheckpointIndex build_index(const CollectedState& state, const std::vector<Shard
 
 namespace {
 
-// Creates a virtual dataset at `path` of `type` and global `shape` mapping `maps`:
-// (row_start, piece shape, shard file, dataset in the shard).
-struct VdsMap {
-  int64_t row_start;
-  std::vector<int64_t> shape;
-  std::string file;
-  std::string dataset;
-};
+// The mapping of rows [row_start, row_start + shape[0]) of a virtual dataset of rank
+// shape.size() from the whole dataset `dataset` of the shard file `file`.
+h5::VirtualMapping rows_from(int64_t row_start, const std::vector<int64_t>& shape,
+                             std::string file, std::string dataset) {
+  h5::VirtualMapping m{std::move(file), std::move(dataset), std::vector<int64_t>(shape.size(), 0),
+                       shape, true};
+  if (!shape.empty()) m.start[0] = row_start;
+  return m;
+}
 
+// Creates the virtual dataset `path` of `dtype` and global `shape`, tagged with its dtype.
 void create_virtual_dataset(h5::File& file, const std::string& path, at::ScalarType dtype,
-                            const std::vector<int64_t>& shape, const std::vector<VdsMap>& maps) {
-  std::lock_guard<std::recursive_mutex> lock(h5::library_mutex());
-  h5::DataType type = h5::datatype_for(dtype);
-  h5::DataSpace vspace = shape.empty() ? h5::DataSpace::scalar() : h5::DataSpace::simple(shape);
-  h5::Handle dcpl(h5::check_id(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate for '{}'", path),
-                  H5Pclose);
-  for (const auto& m : maps) {
-    h5::DataSpace src = m.shape.empty() ? h5::DataSpace::scalar() : h5::DataSpace::simple(m.shape);
-    if (!shape.empty()) {
-      int64_t n = 1;
-      for (int64_t d : m.shape) n *= d;
-      if (n == 0) continue;
-      std::vector<hsize_t> start(shape.size(), 0), count(m.shape.begin(), m.shape.end());
-      start[0] = static_cast<hsize_t>(m.row_start);
-      h5::check(H5Sselect_hyperslab(vspace.id(), H5S_SELECT_SET, start.data(), nullptr,
-                                    count.data(), nullptr),
-                "selecting rows of virtual dataset '{}'", path);
-    }
-    h5::check(H5Pset_virtual(dcpl.id(), vspace.id(), m.file.c_str(), m.dataset.c_str(), src.id()),
-              "mapping '{}:{}' into virtual dataset '{}'", m.file, m.dataset, path);
-  }
-  if (!shape.empty()) H5Sselect_all(vspace.id());
-  h5::Handle lcpl(h5::check_id(H5Pcreate(H5P_LINK_CREATE), "H5Pcreate"), H5Pclose);
-  h5::check(H5Pset_create_intermediate_group(lcpl.id(), 1), "H5Pset_create_intermediate_group");
-  h5::Dataset dset(h5::check_id(H5Dcreate2(file.id(), path.c_str(), type.id(), vspace.id(),
-                                           lcpl.id(), dcpl.id(), H5P_DEFAULT),
-                                "creating virtual dataset '{}' in '{}'", path, file.file_name()),
-                   file.file_name(), path);
+                            const std::vector<int64_t>& shape,
+                            const std::vector<h5::VirtualMapping>& maps) {
+  h5::Dataset dset = h5::create_virtual_dataset(file, path, h5::datatype_for(dtype), shape, maps);
   dset.set_string_attr("dtype", h5::dtype_name(dtype));
 }
 
@@ -290,12 +267,6 @@ void stamp_index(CheckpointIndex& index) {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
   index.created = buf;
-  unsigned maj = 0, min = 0, rel = 0;
-  {
-    // Other threads may be writing shards (HDF5 is not built thread-safe here).
-    std::lock_guard<std::recursive_mutex> lock(h5::library_mutex());
-    H5get_libversion(&maj, &min, &rel);
-  }
   // MPI_Get_library_version may be called before MPI_Init (MPI-3), e.g. by dtrain ckpt.
   char mpi[MPI_MAX_LIBRARY_VERSION_STRING] = {0};
   int len = 0;
@@ -304,7 +275,7 @@ void stamp_index(CheckpointIndex& index) {
   mpi_line = mpi_line.substr(0, mpi_line.find_first_of(",\n"));
   index.versions = {{"dtrain", DTRAIN_VERSION},
                     {"torch", TORCH_VERSION},
-                    {"hdf5", fmt::format("{}.{}.{}", maj, min, rel)},
+                    {"hdf5", h5::library_version()},
                     {"mpi", mpi_line}};
 }
 
@@ -326,16 +297,17 @@ void create_tensor_datasets(h5::File& file, const std::string& path, const Tenso
                             int world_size) {
   const at::ScalarType dtype = dtype_from_name(t.dtype, path);
   if (!t.per_rank) {
-    std::vector<VdsMap> maps;
+    std::vector<h5::VirtualMapping> maps;
     for (const auto& p : t.pieces) {
-      maps.push_back({p.row_start, p.shape, shard_file_name(p.shard, world_size), "/" + t.name});
+      maps.push_back(
+          rows_from(p.row_start, p.shape, shard_file_name(p.shard, world_size), "/" + t.name));
     }
     create_virtual_dataset(file, "/" + t.name, dtype, t.shape, maps);
     return;
   }
   for (const auto& p : t.pieces) {
     create_virtual_dataset(file, fmt::format("/ranks/{:05d}/{}", p.shard, t.name), dtype, p.shape,
-                           {{0, p.shape, shard_file_name(p.shard, world_size), "/" + t.name}});
+                           {rows_from(0, p.shape, shard_file_name(p.shard, world_size), "/" + t.name)});
   }
 }
 
@@ -343,30 +315,32 @@ void create_tensor_datasets(h5::File& file, const std::string& path, const Tenso
 
 void begin_index_file(const std::string& dir, const CheckpointIndex& planned,
                       const std::string& config_yaml) {
-  const std::string path = dir + "/" + kIndexFile;
-  h5::FileOptions options;
-  options.overwrite = false;
-  h5::File file = h5::File::create(path, options);
-  file.set_string_attr("format", kFormatName);
-  file.set_int_attr("format_version", planned.format_version);
-  file.set_int_attr("iteration", planned.iteration);
-  file.set_int_attr("world_size", planned.world_size);
-  file.set_string_attr("created", planned.created);
-  for (const auto& [k, v] : planned.versions) file.set_string_attr(k + "_version", v);
-  file.write_string("/dtrain/config_yaml", config_yaml);
-  for (const auto& [name, value] : planned.scalars) {
-    if (auto i = std::get_if<int64_t>(&value)) {
-      file.write_tensor(name, at::scalar_tensor(*i, at::kLong));
-    } else if (auto d = std::get_if<double>(&value)) {
-      file.write_tensor(name, at::scalar_tensor(*d, at::kDouble));
-    } else if (auto s = std::get_if<std::string>(&value)) {
-      file.write_string(name, *s);
+  as_checkpoint_error([&] {
+    const std::string path = dir + "/" + kIndexFile;
+    h5::FileOptions options;
+    options.overwrite = false;
+    h5::File file = h5::File::create(path, options);
+    file.set_string_attr("format", kFormatName);
+    file.set_int_attr("format_version", planned.format_version);
+    file.set_int_attr("iteration", planned.iteration);
+    file.set_int_attr("world_size", planned.world_size);
+    file.set_string_attr("created", planned.created);
+    for (const auto& [k, v] : planned.versions) file.set_string_attr(k + "_version", v);
+    file.write_string("/dtrain/config_yaml", config_yaml);
+    for (const auto& [name, value] : planned.scalars) {
+      if (auto i = std::get_if<int64_t>(&value)) {
+        file.write_tensor(name, at::scalar_tensor(*i, at::kLong));
+      } else if (auto d = std::get_if<double>(&value)) {
+        file.write_tensor(name, at::scalar_tensor(*d, at::kDouble));
+      } else if (auto s = std::get_if<std::string>(&value)) {
+        file.write_string(name, *s);
+      }
     }
-  }
-  for (const auto& t : planned.tensors) {
-    if (!t.per_rank) create_tensor_datasets(file, path, t, planned.world_size);
-  }
-  file.close();
+    for (const auto& t : planned.tensors) {
+      if (!t.per_rank) create_tensor_datasets(file, path, t, planned.world_size);
+    }
+    file.close();
+  });
 }
 
 void finish_index_file(const std::string& dir, const CheckpointIndex& planned,
@@ -399,12 +373,14 @@ void finish_index_file(const std::string& dir, const CheckpointIndex& planned,
                  path, mapping_differs);
   // Reopened rather than kept open since begin_index_file: closing a file whose
   // virtual datasets were made in this session costs ~10 ms more here.
-  h5::File file = h5::File::open(path, h5::OpenMode::kReadWrite);
-  for (const auto& t : index.tensors) {
-    if (t.per_rank) create_tensor_datasets(file, path, t, index.world_size);
-  }
-  file.write_string(kIndexDataset, index.to_json(), h5::Group::StringLength::kFixed);
-  file.close();
+  as_checkpoint_error([&] {
+    h5::File file = h5::File::open(path, h5::OpenMode::kReadWrite);
+    for (const auto& t : index.tensors) {
+      if (t.per_rank) create_tensor_datasets(file, path, t, index.world_size);
+    }
+    file.write_string(kIndexDataset, index.to_json(), h5::Group::StringLength::kFixed);
+    file.close();
+  });
   fs::fsync_path(path);
 }
 
@@ -442,10 +418,12 @@ std::string read_index_text(const std::string& dir) {
   DTRAIN_CHECK_T(CheckpointError, std::filesystem::exists(path),
                  "'{}' is not a checkpoint: '{}' is missing", dir, kIndexFile);
   check_own_file(path, dir);
-  h5::File file = h5::File::open(path);
-  DTRAIN_CHECK_T(CheckpointError, file.has_link(kIndexDataset),
-                 "'{}' is not a dtrain checkpoint index: no '{}' dataset", path, kIndexDataset);
-  return file.open_own_dataset(kIndexDataset).read_string();
+  return as_checkpoint_error([&] {
+    h5::File file = h5::File::open(path);
+    DTRAIN_CHECK_T(CheckpointError, file.has_link(kIndexDataset),
+                   "'{}' is not a dtrain checkpoint index: no '{}' dataset", path, kIndexDataset);
+    return file.open_own_dataset(kIndexDataset).read_string();
+  });
 }
 
 at::Tensor empty_tensor_for(const TensorRecord& record, const std::vector<int64_t>& shape,
@@ -498,17 +476,15 @@ void ShardReader::read_piece(const TensorRecord& tensor, const PieceRecord& piec
   DTRAIN_CHECK_T(CheckpointError, dst.is_contiguous() && dst.sizes().vec() == piece.shape,
                  "internal: destination for '{}' has shape {} but the piece has {}", tensor.name,
                  fmt::join(dst.sizes(), ","), fmt::join(piece.shape, ","));
-  h5::Dataset ds = it->second->open_own_dataset("/" + tensor.name);
-  DTRAIN_CHECK_T(CheckpointError, ds.shape() == piece.shape,
-                 "'{}': tensor '{}' has shape [{}] in the shard but the index says [{}] "
-                 "(truncated or mismatched shard)",
-                 path, tensor.name, fmt::join(ds.shape(), ", "), fmt::join(piece.shape, ", "));
-  if (dst.numel() > 0) {
-    std::lock_guard<std::recursive_mutex> lock(h5::library_mutex());
-    h5::DataType mem = h5::datatype_for(dst.scalar_type());
-    h5::check(H5Dread(ds.id(), mem.id(), H5S_ALL, H5S_ALL, H5P_DEFAULT, dst.data_ptr()),
-              "reading tensor '{}' from '{}'", tensor.name, path);
-  }
+  as_checkpoint_error([&] {
+    h5::Dataset ds = it->second->open_own_dataset("/" + tensor.name);
+    const std::vector<int64_t> stored = ds.shape();
+    DTRAIN_CHECK_T(CheckpointError, stored == piece.shape,
+                   "'{}': tensor '{}' has shape [{}] in the shard but the index says [{}] "
+                   "(truncated or mismatched shard)",
+                   path, tensor.name, fmt::join(stored, ", "), fmt::join(piece.shape, ", "));
+    ds.read_into(dst);
+  });
   if (!verify) return;
   const uint64_t h = tensor_xxh64(dst);
   DTRAIN_CHECK_T(CheckpointError, h == piece.xxh64,

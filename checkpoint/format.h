@@ -2,7 +2,7 @@
 // and rank 0's checkpoint.h5 (attributes, config, scalars, index, virtual datasets).
 //
 // These functions do no communication; the commit protocol (checkpointer.cpp) calls
-// them. Thread-safe in the sense of HDF5's library lock (h5/handle.h); the tensors
+// them. Thread-safe in the sense of HDF5's library lock (runtime/h5/handle.h); the tensors
 // passed in must not change while they run.
 #pragma once
 
@@ -19,11 +19,11 @@
 #include "checkpoint/index.h"
 #include "checkpoint/shard_plan.h"
 
-namespace dtrain::checkpoint {
+namespace dtrain::h5 {
+class File;  // runtime/h5/file.h
+}  // namespace dtrain::h5
 
-namespace h5 {
-class File;
-}
+namespace dtrain::checkpoint {
 
 // The state of one save, split the way the format stores it.
 struct CollectedState {

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "checkpoint/stateful.h"
+#include "runtime/base/stateful.h"
 
 namespace dtrain::checkpoint {
 

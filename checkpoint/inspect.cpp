@@ -14,9 +14,9 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include "checkpoint/h5/h5.h"
-#include "checkpoint/h5/virtual.h"
+#include "checkpoint/h5_boundary.h"
 #include "runtime/base/error.h"
+#include "runtime/h5/h5.h"
 
 namespace dtrain::checkpoint {
 namespace stdfs = std::filesystem;
@@ -189,9 +189,11 @@ CheckpointIndex load_index(const std::string& dir) {
 }
 
 std::string read_config_yaml(const std::string& dir) {
-  h5::File file = h5::File::open(dir + "/" + kIndexFile);
-  const char* kConfig = "/dtrain/config_yaml";
-  return file.has_link(kConfig) ? file.open_own_dataset(kConfig).read_string() : "";
+  return as_checkpoint_error([&] {
+    h5::File file = h5::File::open(dir + "/" + kIndexFile);
+    const char* kConfig = "/dtrain/config_yaml";
+    return file.has_link(kConfig) ? file.open_own_dataset(kConfig).read_string() : "";
+  });
 }
 
 std::string per_rank_path(int rank, const std::string& name) {

@@ -7,8 +7,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "checkpoint/h5/h5.h"
 #include "runtime/base/error.h"
+#include "runtime/h5/h5.h"
 
 namespace dtrain::checkpoint {
 namespace {

@@ -14,7 +14,7 @@
 
 #include <torch/nn/module.h>
 
-#include "checkpoint/stateful.h"
+#include "runtime/base/stateful.h"
 
 namespace dtrain::checkpoint {
 

@@ -9,9 +9,9 @@
 #include <fmt/format.h>
 
 #include "checkpoint/checkpointer.h"
-#include "checkpoint/h5/h5.h"
 #include "checkpoint/index.h"
 #include "runtime/base/error.h"
+#include "runtime/h5/h5.h"
 
 namespace dtrain::checkpoint {
 namespace stdfs = std::filesystem;

@@ -15,7 +15,7 @@
 #include <string>
 
 #include "checkpoint/interop/weights.h"
-#include "checkpoint/stateful.h"
+#include "runtime/base/stateful.h"
 
 namespace dtrain::checkpoint {
 

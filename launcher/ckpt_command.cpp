@@ -2,7 +2,6 @@
 // resolution, writing a checkpoint directory without a Checkpointer).
 #include "launcher/ckpt_command.h"
 
-#include <hdf5.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -139,7 +138,7 @@ ResolvedCheckpoint resolve_checkpoint(const std::string& path_in) {
 void write_checkpoint_dir(const std::string& dir_in, int world_size,
                           const std::vector<std::pair<std::string, at::Tensor>>& replicated,
                           const std::vector<std::vector<std::pair<std::string, at::Tensor>>>& per_rank,
-                          const checkpoint::StateDict& scalars, int64_t iteration,
+                          const StateDict& scalars, int64_t iteration,
                           const std::string& config_yaml) {
   std::string dir = dir_in;
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();

@@ -21,7 +21,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "checkpoint/inspect.h"
-#include "checkpoint/stateful.h"
+#include "runtime/base/stateful.h"
 
 namespace dtrain::launcher {
 
@@ -110,14 +110,14 @@ ResolvedCheckpoint resolve_checkpoint(const std::string& path);
 void write_checkpoint_dir(const std::string& dir, int world_size,
                           const std::vector<std::pair<std::string, at::Tensor>>& replicated,
                           const std::vector<std::vector<std::pair<std::string, at::Tensor>>>& per_rank,
-                          const checkpoint::StateDict& scalars, int64_t iteration,
+                          const StateDict& scalars, int64_t iteration,
                           const std::string& config_yaml);
 
 // The state of `options.config_file`'s model, optimizer and scheduler after loading
 // `options.path` into them ("model/...", "optimizer/...", "scheduler/...", "extra/..."),
 // with what was and was not imported said on `out`; `config_yaml` receives the config
 // (ckpt_import_model.cpp).
-checkpoint::StateDict import_with_model(const ImportOptions& options, std::ostream& out,
+StateDict import_with_model(const ImportOptions& options, std::ostream& out,
                                         std::string* config_yaml);
 
 // "512 B", "1.5 KiB", "3.2 MiB", ...

@@ -15,7 +15,6 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include "checkpoint/h5/h5.h"
 #include "checkpoint/index.h"
 #include "checkpoint/interop/safetensors.h"
 #include "checkpoint/interop/weights.h"
@@ -23,12 +22,11 @@
 #include "launcher/ckpt_command.h"
 #include "runtime/base/error.h"
 #include "runtime/base/fs.h"
+#include "runtime/h5/h5.h"
 
 namespace dtrain::launcher {
 namespace stdfs = std::filesystem;
 using checkpoint::CheckpointIndex;
-using checkpoint::StateDict;
-using checkpoint::StateValue;
 using checkpoint::TensorRecord;
 
 namespace {
@@ -274,10 +272,10 @@ int run_export(const ExportOptions& options, std::ostream& out) {
 
 // ---- import ----
 
-// Whether format v1 (its HDF5 type mapping, h5/types.h) can store tensors of dtype `t`.
+// Whether format v1 (its HDF5 type mapping, runtime/h5/types.h) can store tensors of dtype `t`.
 bool storable(at::ScalarType t) {
   try {
-    checkpoint::h5::datatype_for(t);
+    h5::datatype_for(t);
     return true;
   } catch (const std::exception&) {
     return false;

@@ -16,7 +16,7 @@
 
 namespace dtrain::launcher {
 
-checkpoint::StateDict import_with_model(const ImportOptions& options, std::ostream& out,
+StateDict import_with_model(const ImportOptions& options, std::ostream& out,
                                         std::string* config_yaml) {
   const Config cfg = Config::from_file(options.config_file);
   auto model = models::build_model(cfg);
@@ -31,8 +31,8 @@ checkpoint::StateDict import_with_model(const ImportOptions& options, std::ostre
       w, *model, {{"optimizer", &optimizer_state}, {"scheduler", scheduler.get()}}, load_options);
   out << fmt::format("Model keys of {} against MODEL.NAME {} of {}:\n{}", options.path,
                      cfg.get_string("MODEL.NAME"), options.config_file, report.match.table());
-  checkpoint::StateDict state;
-  auto add = [&](const std::string& prefix, const checkpoint::StateDict& s) {
+  StateDict state;
+  auto add = [&](const std::string& prefix, const StateDict& s) {
     for (const auto& [k, v] : s) state[prefix + k] = v;
   };
   add("model/", checkpoint::ModuleState(model).state_dict());

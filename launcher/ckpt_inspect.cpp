@@ -8,12 +8,10 @@
 #include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
 
-#include "checkpoint/h5/h5.h"
 #include "checkpoint/index.h"
 #include "launcher/ckpt_command.h"
 
 namespace dtrain::launcher {
-namespace h5 = checkpoint::h5;
 using checkpoint::CheckpointIndex;
 using checkpoint::TensorRecord;
 using nlohmann::json;
@@ -36,7 +34,7 @@ std::string shape_str(const std::vector<int64_t>& shape) {
   return fmt::format("[{}]", fmt::join(shape, ", "));
 }
 
-std::string scalar_str(const checkpoint::StateValue& v) {
+std::string scalar_str(const StateValue& v) {
   if (auto i = std::get_if<int64_t>(&v)) return std::to_string(*i);
   if (auto d = std::get_if<double>(&v)) return fmt::format("{}", *d);
   if (auto s = std::get_if<std::string>(&v)) {
@@ -49,7 +47,7 @@ std::string scalar_str(const checkpoint::StateValue& v) {
   return "<tensor>";
 }
 
-json scalar_json(const checkpoint::StateValue& v) {
+json scalar_json(const StateValue& v) {
   if (auto i = std::get_if<int64_t>(&v)) return *i;
   if (auto d = std::get_if<double>(&v)) return *d;
   if (auto s = std::get_if<std::string>(&v)) return *s;

@@ -5,7 +5,13 @@
 //
 //   DTRAIN_CHECK(shape == expected, "tensor '{}' in {}: expected shape {}, got {}",
 //                name, path, expected, shape);
-//   try { ... } catch (dtrain::Error& e) { throw e.with_context("loading " + path); }
+//   try { ... } catch (const dtrain::Error& e) {
+//     throw CheckpointError(fmt::format("loading '{}': {}", path, e.what()));
+//   }
+//
+// Each library throws its own type where callers must tell failures apart:
+// ConfigError, CommError, CheckpointError here, h5::H5Error (runtime/h5/handle.h) for
+// HDF5 files, which checkpoint/ turns into CheckpointError at its boundary.
 //
 // Errors are immutable after construction: thread-safe to throw, copy and read.
 #pragma once
@@ -21,9 +27,6 @@ namespace dtrain {
 class Error : public std::runtime_error {
  public:
   explicit Error(const std::string& what) : std::runtime_error(what) {}
-
-  // Returns a copy whose message is prefixed by "context: ".
-  Error with_context(const std::string& context) const { return Error(context + ": " + what()); }
 };
 
 // A bad configuration (unknown key, wrong type, malformed YAML, ...).

@@ -116,11 +116,11 @@ void DataLoader::drop_read_ahead() {
   pending_.clear();
 }
 
-checkpoint::StateDict DataLoader::state_dict() const {
+StateDict DataLoader::state_dict() const {
   return sampler_->state_dict_at(consumed_epoch_, consumed_position_);
 }
 
-void DataLoader::load_state_dict(const checkpoint::StateDict& state) {
+void DataLoader::load_state_dict(const StateDict& state) {
   drop_read_ahead();
   sampler_->load_state_dict(state);
   consumed_epoch_ = sampler_->epoch();

@@ -25,7 +25,7 @@
 #include <thread>
 #include <vector>
 
-#include "checkpoint/stateful.h"
+#include "runtime/base/stateful.h"
 #include "runtime/data/augment.h"
 #include "runtime/data/dataset.h"
 #include "runtime/data/sampler.h"
@@ -37,7 +37,7 @@ struct DataLoaderOptions {
   int prefetch_factor = 2;  // batches read ahead per worker (>= 1)
 };
 
-class DataLoader : public checkpoint::Stateful {
+class DataLoader : public Stateful {
  public:
   // `augmenter` may be null (no augmentation). Throws ConfigError for a negative
   // num_workers or a prefetch_factor < 1 (naming DATALOADER.*).
@@ -57,8 +57,8 @@ class DataLoader : public checkpoint::Stateful {
   const DataLoaderOptions& options() const { return options_; }
 
   // The sampler's keys (sampler.h) at the last batch handed out.
-  checkpoint::StateDict state_dict() const override;
-  void load_state_dict(const checkpoint::StateDict& state) override;
+  StateDict state_dict() const override;
+  void load_state_dict(const StateDict& state) override;
 
  private:
   struct Job {

@@ -10,15 +10,13 @@
 
 #include <fmt/format.h>
 
-#include "checkpoint/h5/h5.h"
 #include "runtime/base/error.h"
 #include "runtime/data/h5_lazy.h"
 #include "runtime/data/in_memory.h"
+#include "runtime/h5/h5.h"
 
 namespace dtrain::data {
 namespace {
-
-namespace h5 = checkpoint::h5;
 
 std::string dims_str(const std::vector<int64_t>& dims) {
   return fmt::format("({})", fmt::join(dims, ", "));

@@ -1,4 +1,4 @@
-// Datasets stored in HDF5 files (layouts in docs/DATASETS.md), through checkpoint/h5:
+// Datasets stored in HDF5 files (layouts in docs/DATASETS.md), through runtime/h5:
 // read whole into memory when their data is small (in_memory_max_bytes), otherwise read
 // lazily, sample by sample as get_batch asks, through a small block cache (h5_lazy.h):
 //

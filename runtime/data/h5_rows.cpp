@@ -12,8 +12,6 @@
 
 namespace dtrain::data {
 
-namespace h5 = checkpoint::h5;
-
 int64_t checked_row_bytes(const std::vector<int64_t>& dims, int64_t element_bytes,
                           const std::string& file, const std::string& dataset) {
   int64_t bytes = element_bytes;

@@ -32,9 +32,9 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "checkpoint/h5/dataset.h"
-#include "checkpoint/h5/file.h"
 #include "runtime/data/block_cache.h"
+#include "runtime/h5/dataset.h"
+#include "runtime/h5/file.h"
 
 namespace dtrain::data {
 
@@ -66,7 +66,7 @@ class H5RowReader {
   // Reads `dataset` of `file` (both kept open) as `as` (HDF5 converts the stored type).
   // Throws dtrain::ConfigError naming the file and dataset for a scalar dataset, an
   // extent < 0 (or 0 beyond the first axis), or rows larger than kMaxRowBytes.
-  H5RowReader(checkpoint::h5::File file, checkpoint::h5::Dataset dataset, at::ScalarType as,
+  H5RowReader(h5::File file, h5::Dataset dataset, at::ScalarType as,
               const H5RowsOptions& options, Validator validate = {});
 
   int64_t num_rows() const { return num_rows_; }
@@ -93,8 +93,8 @@ class H5RowReader {
   // Reads blocks [first, first + n) with one hyperslab read, validates them.
   std::vector<BlockCache::Block> read_blocks(int64_t first, int64_t n) const;
 
-  checkpoint::h5::File file_;  // declared before dataset_: closed after it
-  checkpoint::h5::Dataset dataset_;
+  h5::File file_;  // declared before dataset_: closed after it
+  h5::Dataset dataset_;
   std::string file_name_;
   at::ScalarType dtype_;
   Validator validate_;

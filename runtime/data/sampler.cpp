@@ -72,12 +72,12 @@ std::vector<int64_t> DistributedSampler::next() {
   return mine;
 }
 
-checkpoint::StateDict DistributedSampler::state_dict() const {
+StateDict DistributedSampler::state_dict() const {
   return state_dict_at(epoch_, position_);
 }
 
-checkpoint::StateDict DistributedSampler::state_dict_at(int64_t epoch, int64_t position) const {
-  checkpoint::StateDict s;
+StateDict DistributedSampler::state_dict_at(int64_t epoch, int64_t position) const {
+  StateDict s;
   s["epoch"] = epoch;
   s["position"] = position;
   s["seed"] = static_cast<int64_t>(seed_);  // bit pattern of the uint64 seed
@@ -86,12 +86,12 @@ checkpoint::StateDict DistributedSampler::state_dict_at(int64_t epoch, int64_t p
   return s;
 }
 
-void DistributedSampler::load_state_dict(const checkpoint::StateDict& state) {
-  const int64_t seed = checkpoint::state_int(state, "seed", kOwner);
-  const int64_t global_batch = checkpoint::state_int(state, "global_batch", kOwner);
-  const int64_t dataset_size = checkpoint::state_int(state, "dataset_size", kOwner);
-  const int64_t epoch = checkpoint::state_int(state, "epoch", kOwner);
-  const int64_t position = checkpoint::state_int(state, "position", kOwner);
+void DistributedSampler::load_state_dict(const StateDict& state) {
+  const int64_t seed = state_int(state, "seed", kOwner);
+  const int64_t global_batch = state_int(state, "global_batch", kOwner);
+  const int64_t dataset_size = state_int(state, "dataset_size", kOwner);
+  const int64_t epoch = state_int(state, "epoch", kOwner);
+  const int64_t position = state_int(state, "position", kOwner);
   // Incompatibilities with this run are ConfigErrors (never a reason to try an older
   // checkpoint); the saved seed wins over SEED (a resumed run continues the sample order
   // it was on, as its restored RNG states continue theirs; SEED -1 picks a new seed).

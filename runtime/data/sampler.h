@@ -15,11 +15,11 @@
 #include <cstdint>
 #include <vector>
 
-#include "checkpoint/stateful.h"
+#include "runtime/base/stateful.h"
 
 namespace dtrain::data {
 
-class DistributedSampler : public checkpoint::Stateful {
+class DistributedSampler : public Stateful {
  public:
   // Throws dtrain::ConfigError when global_batch is not divisible by world_size, or
   // when the dataset holds fewer samples than one global batch.
@@ -43,11 +43,11 @@ class DistributedSampler : public checkpoint::Stateful {
   // Keys: "epoch", "position", "seed", "global_batch", "dataset_size". Loading checks
   // that seed, global batch and dataset size match (clear error otherwise); the world
   // size may differ.
-  checkpoint::StateDict state_dict() const override;
+  StateDict state_dict() const override;
   // state_dict() as it was at (epoch, position): what a data loader that read ahead
   // saves for the batches it has handed out.
-  checkpoint::StateDict state_dict_at(int64_t epoch, int64_t position) const;
-  void load_state_dict(const checkpoint::StateDict& state) override;
+  StateDict state_dict_at(int64_t epoch, int64_t position) const;
+  void load_state_dict(const StateDict& state) override;
 
  private:
   int64_t dataset_size_;

@@ -34,7 +34,7 @@ bool BestMetric::improves(double value) const {
 
 void BestMetric::update(double value, int64_t iteration) { best_ = std::make_pair(value, iteration); }
 
-checkpoint::StateDict BestMetric::state_dict() const {
+StateDict BestMetric::state_dict() const {
   if (!best_) return {};
   return {{"metric", metric_},
           {"mode", std::string(mode_name(mode_))},
@@ -42,13 +42,13 @@ checkpoint::StateDict BestMetric::state_dict() const {
           {"best_iter", best_->second}};
 }
 
-void BestMetric::load_state_dict(const checkpoint::StateDict& state) {
+void BestMetric::load_state_dict(const StateDict& state) {
   best_.reset();
   if (state.empty()) return;
-  const std::string& metric = checkpoint::state_string(state, "metric", kOwner);
-  const std::string& mode = checkpoint::state_string(state, "mode", kOwner);
-  const double value = checkpoint::state_double(state, "best_metric", kOwner);
-  const int64_t iter = checkpoint::state_int(state, "best_iter", kOwner);
+  const std::string& metric = state_string(state, "metric", kOwner);
+  const std::string& mode = state_string(state, "mode", kOwner);
+  const double value = state_double(state, "best_metric", kOwner);
+  const int64_t iter = state_int(state, "best_iter", kOwner);
   if (metric != metric_ || mode != mode_name(mode_)) {
     DTRAIN_LOG_WARN("The checkpoint's best {} was for '{}' ({}), this run tracks '{}' ({}): "
                     "starting without a best",
@@ -119,7 +119,7 @@ void BestCheckpointer::check(int64_t trained_iter) {
   const double previous = first ? 0.0 : best_.best_value();
   const int64_t previous_iter = first ? -1 : best_.best_iter();
   // Updated first, so that model_best carries its own value; undone if the save fails.
-  const checkpoint::StateDict before = best_.state_dict();
+  const StateDict before = best_.state_dict();
   best_.update(value, metric_iter);
   try {
     save_(file_prefix_, {{"iteration", trained_iter}});

@@ -14,7 +14,7 @@
 #include <optional>
 #include <string>
 
-#include "checkpoint/stateful.h"
+#include "runtime/base/stateful.h"
 #include "runtime/dist/communicator.h"
 #include "runtime/engine/trainer.h"
 
@@ -23,7 +23,7 @@ namespace dtrain::engine {
 // The best value seen so far of one metric and the iteration it was put at, as a
 // Stateful ("best_checkpointer/{metric, mode, best_metric, best_iter}"; nothing while no
 // best is known), so that a resumed run keeps it. Not thread-safe.
-class BestMetric : public checkpoint::Stateful {
+class BestMetric : public Stateful {
  public:
   enum class Mode { kMax, kMin };
   // Throws ConfigError naming TEST.BEST_CHECKPOINT.MODE unless `mode` is max or min.
@@ -45,11 +45,11 @@ class BestMetric : public checkpoint::Stateful {
   double best_value() const { return best_->first; }
   int64_t best_iter() const { return best_->second; }
 
-  checkpoint::StateDict state_dict() const override;
+  StateDict state_dict() const override;
   // An empty state (a checkpoint from before this hook existed, or saved before the
   // first evaluation) means no best. A best saved for another metric or mode is
   // ignored with a warning: it cannot be compared with this run's values.
-  void load_state_dict(const checkpoint::StateDict& state) override;
+  void load_state_dict(const StateDict& state) override;
 
  private:
   std::string metric_;
@@ -68,7 +68,7 @@ class BestMetric : public checkpoint::Stateful {
 // calls `save` (a collective Checkpointer save) together. Not thread-safe.
 class BestCheckpointer : public HookBase {
  public:
-  using SaveFn = std::function<void(const std::string& name, const checkpoint::StateDict& extra)>;
+  using SaveFn = std::function<void(const std::string& name, const StateDict& extra)>;
   // `best` must outlive the hook; `file_prefix` names the checkpoint (detectron2's default).
   BestCheckpointer(int64_t eval_period, BestMetric& best, dist::Communicator& comm, SaveFn save,
                    std::string file_prefix = "model_best");

@@ -172,12 +172,12 @@ ThreadCount keep_checkpoint_threads(std::optional<int64_t> saved) {
   return t;
 }
 
-checkpoint::StateDict ThreadCountState::state_dict() const {
+StateDict ThreadCountState::state_dict() const {
   return {{kStateKey, static_cast<int64_t>(current_threads().count)}};
 }
 
-void ThreadCountState::load_state_dict(const checkpoint::StateDict& state) {
-  saved_ = checkpoint::state_int(state, kStateKey, "threads");
+void ThreadCountState::load_state_dict(const StateDict& state) {
+  saved_ = state_int(state, kStateKey, "threads");
 }
 
 }  // namespace dtrain::engine

@@ -18,7 +18,7 @@
 #include <optional>
 #include <string>
 
-#include "checkpoint/stateful.h"
+#include "runtime/base/stateful.h"
 
 namespace dtrain::engine {
 
@@ -78,10 +78,10 @@ ThreadCount keep_checkpoint_threads(std::optional<int64_t> saved);
 
 // The intra-op thread count as checkpoint state ("intra_op_threads"), per rank: saves
 // current_threads(), and on load only records the saved count (see saved()).
-class ThreadCountState : public checkpoint::Stateful {
+class ThreadCountState : public Stateful {
  public:
-  checkpoint::StateDict state_dict() const override;
-  void load_state_dict(const checkpoint::StateDict& state) override;
+  StateDict state_dict() const override;
+  void load_state_dict(const StateDict& state) override;
   // The count the loaded checkpoint was written with (nullopt before a load).
   std::optional<int64_t> saved() const { return saved_; }
 

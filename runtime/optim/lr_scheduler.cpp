@@ -56,16 +56,16 @@ void LRScheduler::apply_lr() {
   for (auto& group : opt_.param_groups()) group.options().set_lr(lr);
 }
 
-checkpoint::StateDict LRScheduler::state_dict() const {
-  checkpoint::StateDict s;
+StateDict LRScheduler::state_dict() const {
+  StateDict s;
   s["last_iter"] = last_iter_;
   s["base_lr"] = base_lr_;
   s["name"] = name_;
   return s;
 }
 
-void LRScheduler::load_state_dict(const checkpoint::StateDict& state) {
-  const std::string& saved_name = checkpoint::state_string(state, "name", kOwner);
+void LRScheduler::load_state_dict(const StateDict& state) {
+  const std::string& saved_name = state_string(state, "name", kOwner);
   DTRAIN_CHECK_T(ConfigError, saved_name == name_,
                  "lr_scheduler state: saved with SOLVER.LR_SCHEDULER_NAME '{}', but this run "
                  "uses '{}'",
@@ -73,11 +73,11 @@ void LRScheduler::load_state_dict(const checkpoint::StateDict& state) {
   // As detectron2's LRMultiplier (whose state holds base_lrs): the saved base lr wins
   // over SOLVER.BASE_LR, so a resumed run continues the schedule it was on. The trainer
   // warns once about every config key that differs from the checkpoint's.
-  const double saved_lr = checkpoint::state_double(state, "base_lr", kOwner);
+  const double saved_lr = state_double(state, "base_lr", kOwner);
   DTRAIN_CHECK_T(CheckpointError, std::isfinite(saved_lr) && saved_lr >= 0,
                  "lr_scheduler state: 'base_lr' is {}, expected a finite value >= 0", saved_lr);
   base_lr_ = saved_lr;
-  const int64_t iter = checkpoint::state_int(state, "last_iter", kOwner);
+  const int64_t iter = state_int(state, "last_iter", kOwner);
   DTRAIN_CHECK(iter >= 0, "lr_scheduler state: entry 'last_iter' is {}, expected >= 0", iter);
   last_iter_ = iter;
   apply_lr();

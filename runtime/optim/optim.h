@@ -20,8 +20,8 @@
 #include <torch/optim/optimizer.h>
 #include <torch/ordered_dict.h>
 
-#include "checkpoint/stateful.h"
 #include "runtime/base/config.h"
+#include "runtime/base/stateful.h"
 
 namespace dtrain::optim {
 
@@ -49,7 +49,7 @@ double warmup_factor_at(const std::string& method, int64_t iter, int64_t warmup_
 // been called k times the lr is lr_at(k); at construction it is lr_at(0)). It writes
 // the lr into every param group of the optimizer it was built for, which must outlive
 // it. Not thread-safe; not copyable.
-class LRScheduler : public checkpoint::Stateful {
+class LRScheduler : public Stateful {
  public:
   ~LRScheduler() override = default;
   LRScheduler(const LRScheduler&) = delete;
@@ -69,11 +69,11 @@ class LRScheduler : public checkpoint::Stateful {
   double base_lr() const { return base_lr_; }
 
   // Keys: "last_iter" (int), "base_lr" (double), "name" (string).
-  checkpoint::StateDict state_dict() const override;
+  StateDict state_dict() const override;
   // Restores last_iter and writes lr_at(last_iter) into the optimizer. Throws
   // ConfigError when the saved name or base_lr differ from this scheduler's (both
   // values named), dtrain::Error for a missing entry or a negative last_iter.
-  void load_state_dict(const checkpoint::StateDict& state) override;
+  void load_state_dict(const StateDict& state) override;
   // Loads a PyTorch LR scheduler's state_dict() (torch's or detectron2's LRMultiplier:
   // "last_epoch" steps taken, "base_lrs"): last_iter = last_epoch. Returns why not (no
   // last_epoch, or a base lr other than SOLVER.BASE_LR), and then nothing was changed.

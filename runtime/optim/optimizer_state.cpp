@@ -16,7 +16,6 @@
 
 namespace dtrain::optim {
 
-using checkpoint::StateDict;
 
 namespace {
 
@@ -43,7 +42,7 @@ StateKey impl_key(const at::Tensor& p) { return impl_key_as<StateKey>(p.unsafeGe
 // already has the parameter's dtype and device, else a copy of `src`.
 at::Tensor take_checked(const StateDict& s, const std::string& key, const at::Tensor& like,
                         const at::Tensor& current, bool adopt) {
-  const at::Tensor& src = checkpoint::state_tensor(s, key, "optimizer");
+  const at::Tensor& src = state_tensor(s, key, "optimizer");
   DTRAIN_CHECK(src.sizes() == like.sizes(),
                "optimizer state '{}': checkpoint shape [{}] but the parameter has shape [{}]", key,
                fmt::join(src.sizes(), ", "), fmt::join(like.sizes(), ", "));
@@ -149,7 +148,7 @@ void OptimizerState::adopt_state_dict(StateDict&& s) {
 }
 
 void OptimizerState::load(const StateDict& s, bool adopt) {
-  const std::string& kind = checkpoint::state_string(s, "kind", "optimizer");
+  const std::string& kind = state_string(s, "kind", "optimizer");
   DTRAIN_CHECK_T(ConfigError, kind == kind_,
                  "optimizer state was saved from {} but this run's SOLVER.OPTIMIZER is {}", kind,
                  kind_);
@@ -159,19 +158,19 @@ void OptimizerState::load(const StateDict& s, bool adopt) {
     const std::string pg = fmt::format("param_groups/{}/", g);
     if (kind_ == "SGD") {
       auto& o = static_cast<torch::optim::SGDOptions&>(groups[g].options());
-      o.lr(checkpoint::state_double(s, pg + "lr", "optimizer"));
-      o.momentum(checkpoint::state_double(s, pg + "momentum", "optimizer"));
-      o.dampening(checkpoint::state_double(s, pg + "dampening", "optimizer"));
-      o.weight_decay(checkpoint::state_double(s, pg + "weight_decay", "optimizer"));
-      o.nesterov(checkpoint::state_int(s, pg + "nesterov", "optimizer") != 0);
+      o.lr(state_double(s, pg + "lr", "optimizer"));
+      o.momentum(state_double(s, pg + "momentum", "optimizer"));
+      o.dampening(state_double(s, pg + "dampening", "optimizer"));
+      o.weight_decay(state_double(s, pg + "weight_decay", "optimizer"));
+      o.nesterov(state_int(s, pg + "nesterov", "optimizer") != 0);
     } else {
       auto& o = static_cast<torch::optim::AdamWOptions&>(groups[g].options());
-      o.lr(checkpoint::state_double(s, pg + "lr", "optimizer"));
-      o.betas({checkpoint::state_double(s, pg + "beta1", "optimizer"),
-               checkpoint::state_double(s, pg + "beta2", "optimizer")});
-      o.eps(checkpoint::state_double(s, pg + "eps", "optimizer"));
-      o.weight_decay(checkpoint::state_double(s, pg + "weight_decay", "optimizer"));
-      o.amsgrad(checkpoint::state_int(s, pg + "amsgrad", "optimizer") != 0);
+      o.lr(state_double(s, pg + "lr", "optimizer"));
+      o.betas({state_double(s, pg + "beta1", "optimizer"),
+               state_double(s, pg + "beta2", "optimizer")});
+      o.eps(state_double(s, pg + "eps", "optimizer"));
+      o.weight_decay(state_double(s, pg + "weight_decay", "optimizer"));
+      o.amsgrad(state_int(s, pg + "amsgrad", "optimizer") != 0);
     }
     for (const auto& p : groups[g].params()) {
       const std::string prefix = "state/" + names_.at(p.unsafeGetTensorImpl()) + "/";
@@ -197,7 +196,7 @@ void OptimizerState::load(const StateDict& s, bool adopt) {
       } else {
         if (!s.count(prefix + "exp_avg")) continue;  // parameter never stepped
         auto st = std::make_unique<torch::optim::AdamWParamState>();
-        st->step(checkpoint::state_int(s, prefix + "step", "optimizer"));
+        st->step(state_int(s, prefix + "step", "optimizer"));
         st->exp_avg(take_checked(s, prefix + "exp_avg", p, cur_a, adopt));
         st->exp_avg_sq(take_checked(s, prefix + "exp_avg_sq", p, cur_b, adopt));
         if (s.count(prefix + "max_exp_avg_sq")) {

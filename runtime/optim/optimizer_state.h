@@ -15,11 +15,11 @@
 #include <torch/optim/optimizer.h>
 #include <torch/ordered_dict.h>
 
-#include "checkpoint/stateful.h"
+#include "runtime/base/stateful.h"
 
 namespace dtrain::optim {
 
-class OptimizerState : public checkpoint::Stateful {
+class OptimizerState : public Stateful {
  public:
   // `named_params` names every parameter in the optimizer's param groups (extra names
   // are ignored). Throws dtrain::Error for an optimizer other than SGD/AdamW or a
@@ -32,19 +32,19 @@ class OptimizerState : public checkpoint::Stateful {
   // amsgrad for AdamW); "state/<param>/momentum_buffer" (SGD) or
   // "state/<param>/{step,exp_avg,exp_avg_sq[,max_exp_avg_sq]}" (AdamW). Tensors alias
   // the optimizer's live state.
-  checkpoint::StateDict state_dict() const override;
+  StateDict state_dict() const override;
   // Restores hyper-parameters and per-parameter state (copies; dtype/shape checked).
   // Throws dtrain::Error naming the entry on a kind mismatch, a missing parameter or a
   // shape mismatch. A state tensor that is this optimizer's own current one (filled in
   // place through load_targets()) is kept as it is.
-  void load_state_dict(const checkpoint::StateDict& state) override;
+  void load_state_dict(const StateDict& state) override;
   // Like load_state_dict, but takes the tensors of `state` as the new state without a
   // copy where they already have the parameter's dtype and device and are contiguous
   // (a checkpoint loader's freshly read buffers); copies the others.
-  void adopt_state_dict(checkpoint::StateDict&& state) override;
+  void adopt_state_dict(StateDict&& state) override;
   // The current per-parameter state tensors ("state/<param>/exp_avg", ...; none before
   // the first step), which a loader may overwrite before calling load_state_dict.
-  checkpoint::StateDict load_targets() override;
+  StateDict load_targets() override;
   // Loads a torch.optim SGD or Adam/AdamW state_dict() (e.g. a detectron2 checkpoint's
   // "optimizer"; pytorch_state.cpp). PyTorch numbers parameters 0..N-1 across its
   // param_groups in order; they are mapped onto this optimizer's groups in order, which is
@@ -54,7 +54,7 @@ class OptimizerState : public checkpoint::Stateful {
   std::string load_pytorch_state(const interop::PyObject& state) override;
 
  private:
-  void load(const checkpoint::StateDict& state, bool adopt);
+  void load(const StateDict& state, bool adopt);
 
   torch::optim::Optimizer& opt_;
   std::string kind_;

@@ -64,7 +64,7 @@ std::string OptimizerState::load_pytorch_state(const PyObject& sd) {
                        "is known only when the groups correspond one to one",
                        groups->items.size(), own.size());
   }
-  checkpoint::StateDict out;
+  StateDict out;
   out["kind"] = kind_;
   std::string why;
   for (size_t g = 0; g < own.size(); ++g) {

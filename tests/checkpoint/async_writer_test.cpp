@@ -7,8 +7,8 @@
 #include <gtest/gtest.h>
 
 #include "checkpoint/async_writer.h"
-#include "checkpoint/h5/h5.h"
 #include "runtime/base/error.h"
+#include "runtime/h5/h5.h"
 #include "tests/checkpoint/test_support.h"
 
 namespace dtrain::checkpoint {

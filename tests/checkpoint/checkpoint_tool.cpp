@@ -25,11 +25,11 @@
 #include <nlohmann/json.hpp>
 
 #include "checkpoint/format.h"
-#include "checkpoint/h5/types.h"
 #include "runtime/base/error.h"
 #include "runtime/base/logging.h"
 #include "runtime/dist/local_communicator.h"
 #include "runtime/dist/mpi_runtime.h"
+#include "runtime/h5/types.h"
 #include "tests/checkpoint/test_support.h"
 
 namespace dtrain::checkpoint::testing {

@@ -3,7 +3,6 @@
 // extras, bit for bit and identical on all ranks; each rank's shard holds a disjoint ~1/N
 // of the replicated bytes; a fault on one rank, a damaged shard, a mismatched model and
 // mismatched collective calls give every rank the same CheckpointError.
-#include <mpi.h>
 
 #include <filesystem>
 #include <memory>
@@ -15,11 +14,11 @@
 
 #include "checkpoint/checkpointer.h"
 #include "checkpoint/format.h"
-#include "checkpoint/h5/h5.h"
 #include "runtime/base/error.h"
 #include "runtime/dist/communicator.h"
-#include "tests/checkpoint/mpi_fixture.h"
+#include "runtime/h5/h5.h"
 #include "tests/checkpoint/expect.h"
+#include "tests/checkpoint/mpi_fixture.h"
 #include "tests/checkpoint/test_support.h"
 
 namespace dtrain::checkpoint {

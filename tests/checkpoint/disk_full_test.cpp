@@ -16,8 +16,8 @@
 #include <gtest/gtest.h>
 
 #include "checkpoint/checkpointer.h"
-#include "checkpoint/h5/h5.h"
 #include "runtime/dist/local_communicator.h"
+#include "runtime/h5/h5.h"
 #include "tests/checkpoint/expect.h"
 #include "tests/checkpoint/test_support.h"
 
@@ -28,7 +28,7 @@ using namespace testing;  // NOLINT: test helpers
 
 TEST(DiskFullTest, OsErrorAndFileLeadTheMessage) {
   if (!std::filesystem::exists("/dev/full")) GTEST_SKIP() << "no /dev/full";
-  const std::string msg = ThrownMessage([] { h5::File::create("/dev/full"); });
+  const std::string msg = ThrownMessage<h5::H5Error>([] { h5::File::create("/dev/full"); });
   EXPECT_EQ(msg.rfind("No space left on device (writing '/dev/full'): ", 0), 0u) << msg;
   EXPECT_CONTAINS(msg, ": HDF5: ");  // the detail is still there, after
 }

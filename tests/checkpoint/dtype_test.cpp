@@ -11,9 +11,9 @@
 
 #include "checkpoint/checkpointer.h"
 #include "checkpoint/format.h"
-#include "checkpoint/h5/h5.h"
 #include "checkpoint/inspect.h"
 #include "runtime/dist/local_communicator.h"
+#include "runtime/h5/h5.h"
 #include "tests/checkpoint/test_support.h"
 
 namespace dtrain::checkpoint {

@@ -21,11 +21,11 @@
 
 #include "checkpoint/checkpointer.h"
 #include "checkpoint/format.h"
-#include "checkpoint/h5/h5.h"
 #include "checkpoint/inspect.h"
 #include "runtime/base/error.h"
 #include "runtime/base/fs.h"
 #include "runtime/dist/local_communicator.h"
+#include "runtime/h5/h5.h"
 #include "tests/checkpoint/expect.h"
 #include "tests/checkpoint/test_support.h"
 

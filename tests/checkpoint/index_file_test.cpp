@@ -3,14 +3,19 @@
 // (index text, replicated and per-rank virtual datasets, bit for bit) like one written
 // at once, and a finish whose manifests do not match the begun layout is refused.
 #include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include "checkpoint/format.h"
-#include "checkpoint/h5/h5.h"
+#include "checkpoint/inspect.h"
 #include "runtime/base/error.h"
+#include "runtime/h5/h5.h"
 #include "tests/checkpoint/test_support.h"
+#include "tests/test_util.h"
 
 namespace dtrain::checkpoint {
 namespace {
@@ -114,6 +119,42 @@ TEST_F(IndexFileTest, BeginRefusesAnExistingFile) {
   EXPECT_THROW(begin_index_file(dir_, planned, ""), CheckpointError);
   finish_index_file(dir_, planned, index);  // the first one is intact
   EXPECT_EQ(read_index_text(dir_), index.to_json());
+}
+
+// What the HDF5 layer reports (h5::H5Error) leaves the format as a CheckpointError, the
+// type resume_or_load skips as damage, naming the damaged file.
+TEST_F(IndexFileTest, DamagedFilesAreCheckpointErrorsNamingTheFile) {
+  auto [planned, index] = indexes();
+  write_index_file(dir_, index, "MODEL:\n  NAME: mlp\n");
+  const TensorRecord& w = index.tensors[0];
+  ASSERT_EQ(w.name, "model/w");
+  const std::string shard = dir_ + "/" + shard_file_name(w.pieces[0].shard, kWorld);
+  {
+    h5::File f = h5::File::open(shard, h5::OpenMode::kReadWrite);
+    f.remove("/model/w");
+    f.close();
+  }
+  ShardReader reader(dir_, kWorld);
+  at::Tensor dst = at::empty(w.pieces[0].shape, at::kFloat);
+  try {
+    reader.read_piece(w, w.pieces[0], dst);
+    FAIL() << "expected a CheckpointError";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find(shard), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("model/w"), std::string::npos) << e.what();
+  }
+
+  const std::string index_path = dir_ + "/" + kIndexFile;
+  testutil::write_file(index_path, std::string(4096, 'x'));  // not HDF5 any more
+  for (const auto& read : std::vector<std::function<void()>>{
+           [&] { read_index_text(dir_); }, [&] { read_config_yaml(dir_); }}) {
+    try {
+      read();
+      FAIL() << "expected a CheckpointError";
+    } catch (const CheckpointError& e) {
+      EXPECT_NE(std::string(e.what()).find(index_path), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST_F(IndexFileTest, WriteIndexFileIsBothSteps) {

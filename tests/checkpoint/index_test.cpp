@@ -9,9 +9,9 @@
 #include <nlohmann/json.hpp>
 
 #include "checkpoint/format.h"
-#include "checkpoint/h5/types.h"
 #include "checkpoint/index.h"
 #include "runtime/base/error.h"
+#include "runtime/h5/types.h"
 #include "tests/checkpoint/expect.h"
 
 namespace dtrain::checkpoint {

@@ -1,4 +1,4 @@
-// The Stateful conformance suite: every implementation of checkpoint::Stateful passes
+// The Stateful conformance suite: every implementation of dtrain::Stateful passes
 // the same round trips. Its state, copied or saved through a Checkpointer (world of one)
 // and loaded into a fresh, differently initialized instance (load_state_dict, and
 // adopt_state_dict), reads back bitwise equal, and the instance then behaves as the
@@ -8,7 +8,7 @@
 //   struct F {
 //     struct Object;                                 // owns the Stateful and its inputs
 //     static std::unique_ptr<Object> make(int variant);  // 0: the original, 1: a fresh one
-//     static checkpoint::Stateful& stateful(Object&);
+//     static Stateful& stateful(Object&);
 //     static checkpoint::Scope scope();              // how a Checkpointer saves it
 //     static void advance(Object&);                  // use that changes the state
 //     static std::string behaviour(Object&);         // what use sees next (may change it)
@@ -28,7 +28,7 @@
 #include <utility>
 
 #include "checkpoint/checkpointer.h"
-#include "checkpoint/stateful.h"
+#include "runtime/base/stateful.h"
 #include "runtime/dist/local_communicator.h"
 #include "tests/checkpoint/test_support.h"
 

@@ -25,10 +25,10 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
-#include "checkpoint/h5/h5.h"
 #include "checkpoint/inspect.h"
 #include "runtime/base/error.h"
 #include "runtime/base/fs.h"
+#include "runtime/h5/h5.h"
 #include "tests/test_util.h"
 
 namespace dtrain::checkpoint::testing {

@@ -24,8 +24,8 @@
 
 #include "checkpoint/checkpointer.h"
 #include "checkpoint/module_state.h"
-#include "checkpoint/stateful.h"
 #include "runtime/base/config.h"
+#include "runtime/base/stateful.h"
 #include "runtime/data/sampler.h"
 #include "runtime/optim/optim.h"
 #include "runtime/optim/optimizer_state.h"

@@ -4,7 +4,6 @@
 // about, and written by the ranks that see it, then loads bitwise equal everywhere.
 // Visibility is made to differ per rank with relative paths and per-rank working
 // directories: rank 0's directory holds the files, the others' are empty.
-#include <mpi.h>
 #include <unistd.h>
 
 #include <filesystem>

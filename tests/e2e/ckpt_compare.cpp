@@ -69,7 +69,7 @@ bool same_bytes(const at::Tensor& a, const at::Tensor& b) {
   return std::memcmp(ca.data_ptr(), cb.data_ptr(), ca.numel() * ca.element_size()) == 0;
 }
 
-std::string scalar_text(const dtrain::checkpoint::StateValue& v) {
+std::string scalar_text(const dtrain::StateValue& v) {
   if (auto i = std::get_if<int64_t>(&v)) return std::to_string(*i);
   if (auto d = std::get_if<double>(&v)) {
     char buf[64];
@@ -80,7 +80,7 @@ std::string scalar_text(const dtrain::checkpoint::StateValue& v) {
   return "<tensor>";
 }
 
-bool same_scalar(const dtrain::checkpoint::StateValue& a, const dtrain::checkpoint::StateValue& b) {
+bool same_scalar(const dtrain::StateValue& a, const dtrain::StateValue& b) {
   if (a.index() != b.index()) return false;
   if (auto da = std::get_if<double>(&a)) {
     const double db = std::get<double>(b);

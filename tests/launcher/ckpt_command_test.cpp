@@ -19,13 +19,13 @@
 #include <torch/torch.h>
 
 #include "checkpoint/checkpointer.h"
-#include "checkpoint/h5/h5.h"
 #include "checkpoint/inspect.h"
 #include "checkpoint/module_state.h"
 #include "checkpoint/torch_io.h"
 #include "launcher/ckpt_command.h"
 #include "runtime/base/config.h"
 #include "runtime/dist/communicator.h"
+#include "runtime/h5/h5.h"
 #include "tests/test_util.h"
 
 namespace dtrain::launcher {
@@ -95,7 +95,6 @@ inline CkptRun run(const std::vector<std::string>& args) {
 
 // File offset of dataset `name` in the HDF5 file `path` (contiguous layout).
 inline int64_t dataset_offset(const std::string& path, const std::string& name) {
-  namespace h5 = checkpoint::h5;
   h5::File file = h5::File::open(path);
   h5::Dataset ds = file.open_dataset(name);
   h5::ApiScope scope;
@@ -145,7 +144,6 @@ inline int run_python(const std::string& dir, const std::string& script,
 }
 
 
-using checkpoint::StateDict;
 
 // Fixture: one checkpoint saved by a Checkpointer in OUTPUT_DIR "out" (model_0000009, tagged
 // in last_checkpoint), with the tensors read back for reference.
@@ -379,7 +377,7 @@ TEST_F(CkptTest, VerifyReportsMissingIndexAndWrongFormatVersion) {
 
   const std::string v2 = copy_of(dir_, "v2");
   {
-    auto f = checkpoint::h5::File::open(v2 + "/checkpoint.h5", checkpoint::h5::OpenMode::kReadWrite);
+    auto f = h5::File::open(v2 + "/checkpoint.h5", h5::OpenMode::kReadWrite);
     f.set_int_attr("format_version", 2);
     f.close();
   }

@@ -70,7 +70,7 @@ TEST(CkptImportModelTest, OptimizerAndSchedulerStateAreImportedThroughTheConfig)
   dist::LocalCommunicator comm;
   checkpoint::Checkpointer ckpt(model, tmp / "out", comm,
                                 {{"optimizer", {&state}}, {"scheduler", {sched.get()}}});
-  checkpoint::StateDict extra = ckpt.load(tmp / "ckpt");
+  StateDict extra = ckpt.load(tmp / "ckpt");
   EXPECT_EQ(std::get<int64_t>(extra.at("iteration")), 3);
   EXPECT_EQ(sched->last_iter(), 3);
   std::vector<std::pair<std::string, at::Tensor>> model_tensors, momentum;

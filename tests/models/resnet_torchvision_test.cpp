@@ -82,22 +82,22 @@ double TorchvisionResNetTest::expect_matches_torchvision(const std::string& name
   EXPECT_EQ(testing::state_dict_keys(*model), read_lines(file(name + "_keys.txt")));
   EXPECT_EQ(testing::parameter_names(*model), read_lines(file(name + "_params.txt")));
 
-  const checkpoint::StateDict io = checkpoint::read_torch_state_dict(file(name + "_io.pt"));
-  const at::Tensor& input = checkpoint::state_tensor(io, "input", name + "_io.pt");
-  const at::Tensor& expected = checkpoint::state_tensor(io, "output", name + "_io.pt");
+  const StateDict io = checkpoint::read_torch_state_dict(file(name + "_io.pt"));
+  const at::Tensor& input = state_tensor(io, "input", name + "_io.pt");
+  const at::Tensor& expected = state_tensor(io, "output", name + "_io.pt");
   EXPECT_GT(expected.abs().max().item<double>(), 0.1) << "trivial reference logits";
   model->eval();
   at::NoGradGuard no_grad;
   // Not a vacuous comparison: the model's own init gives other logits.
   EXPECT_GT((model->forward(input) - expected).abs().max().item<double>(), 1e-2);
 
-  const checkpoint::StateDict state = checkpoint::read_torch_state_dict(file(name + "_state.pt"));
+  const StateDict state = checkpoint::read_torch_state_dict(file(name + "_state.pt"));
   checkpoint::ModuleState module_state(model);
   const checkpoint::LoadReport report = module_state.load_with_report(state);
   EXPECT_TRUE(report.clean()) << report.table();
   for (const auto& [key, value] : module_state.state_dict()) {
     EXPECT_TRUE(at::equal(std::get<at::Tensor>(value),
-                          checkpoint::state_tensor(state, key, name + "_state.pt")))
+                          state_tensor(state, key, name + "_state.pt")))
         << key;
   }
 

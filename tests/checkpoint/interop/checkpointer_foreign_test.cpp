@@ -28,7 +28,6 @@ namespace dtrain::interop {
 namespace {
 
 using checkpoint::Checkpointer;
-using checkpoint::StateDict;
 using testing::expect_matches_reference;
 using testing::torch_files;
 

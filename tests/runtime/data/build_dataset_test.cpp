@@ -2,14 +2,14 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include "checkpoint/h5/h5.h"
 #include "runtime/base/config.h"
 #include "runtime/base/error.h"
 #include "runtime/data/dataset.h"
 #include "runtime/data/in_memory.h"
 #include "runtime/data/synthetic.h"
-#include "tests/test_util.h"
+#include "runtime/h5/h5.h"
 #include "tests/gtest_util.h"
+#include "tests/test_util.h"
 
 namespace dtrain::data {
 namespace {
@@ -62,7 +62,7 @@ TEST(BuildDatasetTest, Hdf5FileFromConfig) {
   testutil::TempDir tmp("dtrain_build_dataset_test_");
   const std::string p = tmp / "data.h5";
   {
-    checkpoint::h5::File f = checkpoint::h5::File::create(p);
+    h5::File f = h5::File::create(p);
     f.write_tensor("images", at::zeros({8, 784}));
     f.write_tensor("labels", at::tensor({0, 1, 2, 3, 4, 5, 6, 12}, at::kLong));
   }

@@ -49,7 +49,7 @@ std::vector<Batch> take(DataLoader& loader, int n) {
 }
 
 // (epoch, position) of a sampler state dict.
-std::pair<int64_t, int64_t> where(const checkpoint::StateDict& s) {
+std::pair<int64_t, int64_t> where(const StateDict& s) {
   return {std::get<int64_t>(s.at("epoch")), std::get<int64_t>(s.at("position"))};
 }
 
@@ -97,7 +97,7 @@ TEST(DataLoaderTest, ResumeContinuesWithTheNextBatchWhateverTheWorkers) {
       SCOPED_TRACE(::testing::Message() << saved_workers << " -> " << resumed_workers);
       auto first = make_loader(saved_workers);
       take(*first, 10);
-      const checkpoint::StateDict state = first->state_dict();
+      const StateDict state = first->state_dict();
       auto resumed = make_loader(resumed_workers);
       take(*resumed, 3);  // it had read ahead already: load_state_dict drops that
       resumed->load_state_dict(state);
@@ -111,7 +111,7 @@ TEST(DataLoaderTest, TwoRanksResumedOnFourSeeTheSameSamples) {
   std::vector<std::unique_ptr<DataLoader>> two, four;
   for (int r = 0; r < 2; ++r) two.push_back(make_loader(r == 0 ? 4 : 1, r, 2));
   for (auto& l : two) take(*l, 7);
-  const checkpoint::StateDict state = two[0]->state_dict();
+  const StateDict state = two[0]->state_dict();
   EXPECT_EQ(where(state), where(two[1]->state_dict()));
   for (int r = 0; r < 4; ++r) {
     four.push_back(make_loader(r % 2 == 0 ? 4 : 0, r, 4));

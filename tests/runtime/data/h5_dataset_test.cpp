@@ -7,16 +7,14 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include "checkpoint/h5/h5.h"
 #include "runtime/base/error.h"
 #include "runtime/data/in_memory.h"
+#include "runtime/h5/h5.h"
 #include "tests/gtest_util.h"
 #include "tests/test_util.h"
 
 namespace dtrain::data {
 namespace {
-
-namespace h5 = checkpoint::h5;
 
 using dtrain::testing::error_of;
 

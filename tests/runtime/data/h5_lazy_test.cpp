@@ -12,7 +12,6 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include "checkpoint/h5/h5.h"
 #include "runtime/base/config.h"
 #include "runtime/base/error.h"
 #include "runtime/data/block_cache.h"
@@ -21,13 +20,12 @@
 #include "runtime/data/h5_dataset.h"
 #include "runtime/data/h5_lazy.h"
 #include "runtime/data/in_memory.h"
+#include "runtime/h5/h5.h"
 #include "tests/gtest_util.h"
 #include "tests/test_util.h"
 
 namespace dtrain::data {
 namespace {
-
-namespace h5 = checkpoint::h5;
 
 using dtrain::testing::error_of;
 
@@ -167,6 +165,49 @@ TEST_F(H5LazyTest, LazyUint8ImagesEqualInMemoryContiguousAndChunked) {
   auto ds = load_h5_dataset(path("u8_37.h5"), lazy());
   Batch b = ds->get_batch({4});
   EXPECT_TRUE(at::allclose(b.inputs[0], (images[4].to(at::kFloat) / 255 - 0.25) / 0.5));
+}
+
+// A training-data file is reported as a data error naming the file, never as a
+// CheckpointError (the HDF5 layer serves both): one that is not HDF5 at all is a
+// ConfigError at load; one whose gzip chunk is damaged after it was opened lazily fails
+// at the read with the HDF5 layer's error.
+TEST_F(H5LazyTest, DamagedDataFilesAreDataErrorsNamingTheFile) {
+  const std::string junk = path("junk.h5");
+  testutil::write_file(junk, std::string(4096, 'x'));
+  const std::string msg = dtrain::testing::ThrownMessage<ConfigError>(
+      [&] { load_h5_dataset(junk, lazy()); });
+  EXPECT_CONTAINS(msg, junk);
+  EXPECT_EQ(msg.find("checkpoint"), std::string::npos) << msg;
+
+  if (std::system("/usr/bin/python3 -c 'import h5py, numpy' >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "/usr/bin/python3 cannot import h5py";
+  }
+  const std::string p = path("damaged.h5");
+  const std::string script = path("damage.py");
+  testutil::write_file(script,
+                       "import sys, h5py, numpy as np\n"
+                       "p = sys.argv[1]\n"
+                       "images = np.random.default_rng(0).integers(0, 256, (64, 8, 8), np.uint8)\n"
+                       "with h5py.File(p, 'w') as f:\n"
+                       "    f.create_dataset('images', data=images, chunks=(8, 8, 8),\n"
+                       "                     compression='gzip')\n"
+                       "    f.create_dataset('labels', data=np.arange(64) % 10)\n"
+                       "    chunk = f['images'].id.get_chunk_info(0)\n"
+                       "with open(p, 'r+b') as raw:\n"
+                       "    raw.seek(chunk.byte_offset)\n"
+                       "    raw.write(b'\\xff' * chunk.size)\n");
+  ASSERT_EQ(std::system(("/usr/bin/python3 " + script + " " + p).c_str()), 0);
+  std::shared_ptr<Dataset> ds = load_h5_dataset(p, lazy());
+  try {
+    ds->get_batch({0, 1});
+    FAIL() << "expected an error for the damaged chunk";
+  } catch (const CheckpointError& e) {
+    FAIL() << "a training-data file reported as a checkpoint error: " << e.what();
+  } catch (const Error& e) {
+    EXPECT_CONTAINS(e.what(), p);
+    EXPECT_CONTAINS(e.what(), "images");
+    EXPECT_EQ(std::string(e.what()).find("checkpoint"), std::string::npos) << e.what();
+  }
 }
 
 TEST_F(H5LazyTest, LazyFloatImagesEqualInMemory) {

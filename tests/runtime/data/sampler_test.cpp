@@ -162,12 +162,12 @@ TEST(SamplerTest, WithoutDropLastTheLastBatchWrapsAround) {
 TEST(SamplerTest, ResumeMidEpochContinuesIdentically) {
   DistributedSampler a(100, 12, 1, 3, 9);
   for (int i = 0; i < 5; ++i) a.next();
-  const checkpoint::StateDict state = a.state_dict();
-  EXPECT_EQ(checkpoint::state_int(state, "epoch", "t"), 0);
-  EXPECT_EQ(checkpoint::state_int(state, "position", "t"), 60);
-  EXPECT_EQ(checkpoint::state_int(state, "seed", "t"), 9);
-  EXPECT_EQ(checkpoint::state_int(state, "global_batch", "t"), 12);
-  EXPECT_EQ(checkpoint::state_int(state, "dataset_size", "t"), 100);
+  const StateDict state = a.state_dict();
+  EXPECT_EQ(state_int(state, "epoch", "t"), 0);
+  EXPECT_EQ(state_int(state, "position", "t"), 60);
+  EXPECT_EQ(state_int(state, "seed", "t"), 9);
+  EXPECT_EQ(state_int(state, "global_batch", "t"), 12);
+  EXPECT_EQ(state_int(state, "dataset_size", "t"), 100);
   DistributedSampler b(100, 12, 1, 3, 9);
   b.load_state_dict(state);
   EXPECT_EQ(b.epoch(), 0);
@@ -180,7 +180,7 @@ TEST(SamplerTest, ResumeWithAnotherWorldSize) {
     for (int to : {1, 2, 4}) {
       auto before = make_world(from, 90, 8, 21);
       for (int i = 0; i < 13; ++i) global_step(before);  // epoch 1, mid-epoch
-      const checkpoint::StateDict state = before[0].state_dict();
+      const StateDict state = before[0].state_dict();
       auto after = make_world(to, 90, 8, 21);
       for (auto& s : after) s.load_state_dict(state);
       for (int i = 0; i < 25; ++i) {
@@ -216,12 +216,12 @@ TEST(SamplerTest, ConstructorErrors) {
 TEST(SamplerTest, LoadStateErrors) {
   DistributedSampler a(100, 10, 0, 2, 1);
   a.next();
-  const checkpoint::StateDict state = a.state_dict();
+  const StateDict state = a.state_dict();
 
   // The saved seed wins (a resumed run continues its sample order): the same batches.
   DistributedSampler other_seed(100, 10, 0, 2, 2);
   other_seed.load_state_dict(state);
-  EXPECT_EQ(checkpoint::state_int(other_seed.state_dict(), "seed", "t"), 1);
+  EXPECT_EQ(state_int(other_seed.state_dict(), "seed", "t"), 1);
   EXPECT_EQ(other_seed.position(), a.position());
   EXPECT_EQ(other_seed.next(), a.next());
 
@@ -237,12 +237,12 @@ TEST(SamplerTest, LoadStateErrors) {
   msg = error_of([&] { other_size.load_state_dict(state); });
   EXPECT_NE(msg.find("dataset of 100 samples but this one has 120"), std::string::npos) << msg;
 
-  checkpoint::StateDict missing = state;
+  StateDict missing = state;
   missing.erase("position");
   msg = error_of([&] { a.load_state_dict(missing); });
   EXPECT_NE(msg.find("'position'"), std::string::npos) << msg;
 
-  checkpoint::StateDict odd = state;
+  StateDict odd = state;
   odd["position"] = int64_t{15};
   msg = error_of([&] { a.load_state_dict(odd); });
   EXPECT_NE(msg.find("invalid position"), std::string::npos) << msg;

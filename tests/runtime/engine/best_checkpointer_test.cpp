@@ -58,11 +58,11 @@ TEST(BestMetricTest, StateRoundTrip) {
   BestMetric a(kMetric, Mode::kMin);
   EXPECT_TRUE(a.state_dict().empty());  // no best yet: nothing saved
   a.update(0.123456789012345, 42);
-  const checkpoint::StateDict s = a.state_dict();
-  EXPECT_EQ(checkpoint::state_string(s, "metric", "t"), kMetric);
-  EXPECT_EQ(checkpoint::state_string(s, "mode", "t"), "min");
-  EXPECT_EQ(checkpoint::state_double(s, "best_metric", "t"), 0.123456789012345);
-  EXPECT_EQ(checkpoint::state_int(s, "best_iter", "t"), 42);
+  const StateDict s = a.state_dict();
+  EXPECT_EQ(state_string(s, "metric", "t"), kMetric);
+  EXPECT_EQ(state_string(s, "mode", "t"), "min");
+  EXPECT_EQ(state_double(s, "best_metric", "t"), 0.123456789012345);
+  EXPECT_EQ(state_int(s, "best_iter", "t"), 42);
 
   BestMetric b(kMetric, Mode::kMin);
   b.load_state_dict(s);
@@ -180,8 +180,8 @@ std::vector<Save> run_best(BestMetric& best, int64_t period, int64_t start, int6
     return std::map<std::string, double>{{std::string("ds/") + name, values.at(next++)}};
   });
   auto hook = std::make_shared<BestCheckpointer>(
-      period, best, comm, [&](const std::string& n, const checkpoint::StateDict& extra) {
-        saves.push_back({n, checkpoint::state_int(extra, "iteration", "extra"), best.best_value(),
+      period, best, comm, [&](const std::string& n, const StateDict& extra) {
+        saves.push_back({n, state_int(extra, "iteration", "extra"), best.best_value(),
                          best.best_iter()});
       });
   trainer.register_hooks({eval, hook});

@@ -99,7 +99,7 @@ TEST_F(PreemptionHookTest, SignalMidRunSavesThatIterationAndThrows) {
   EXPECT_EQ(trainer_->steps, 5);
   EXPECT_EQ(committed(), std::vector<std::string>{"model_0000004"});
   EXPECT_EQ(last_checkpoint(), "model_0000004");
-  const checkpoint::StateDict extra = ckpt_->load((dir_ / "model_0000004").string());
+  const StateDict extra = ckpt_->load((dir_ / "model_0000004").string());
   EXPECT_EQ(std::get<int64_t>(extra.at("iteration")), 4);
 }
 

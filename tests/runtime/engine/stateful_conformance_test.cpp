@@ -1,5 +1,5 @@
 // The Stateful conformance suite (tests/checkpoint/stateful_conformance.h) on every
-// implementation of checkpoint::Stateful, each with a small factory: the module
+// implementation of dtrain::Stateful, each with a small factory: the module
 // (ModuleState), the RNGs (RngState), SGD and AdamW state (OptimizerState), both LR
 // schedulers, the sampler, the data loader inline and with read-ahead workers, the best
 // metric and the intra-op thread count. Here because runtime/engine sees every layer

@@ -110,7 +110,7 @@ TEST(KeepCheckpointThreadsTest, AnAutomaticCountTakesTheCheckpoints) {
   EXPECT_EQ(current_threads().count, 3);
   // Saved with it again.
   ThreadCountState state;
-  EXPECT_EQ(checkpoint::state_int(state.state_dict(), "intra_op_threads", "t"), 3);
+  EXPECT_EQ(state_int(state.state_dict(), "intra_op_threads", "t"), 3);
 }
 
 TEST(KeepCheckpointThreadsTest, AChosenCountIsKeptWithAWarningNamingBoth) {

@@ -157,10 +157,10 @@ TEST(LRSchedulerStateTest, RoundTripGivesSameSequence) {
   auto opt = MakeOptimizer();
   WarmupMultiStepLR sched(*opt, kBaseLr, kSteps, kGamma, kWarmupFactor, kWarmupIters, "linear");
   for (int i = 0; i < 17; ++i) sched.step();
-  const checkpoint::StateDict state = sched.state_dict();
-  EXPECT_EQ(checkpoint::state_int(state, "last_iter", "test"), 17);
-  EXPECT_EQ(checkpoint::state_double(state, "base_lr", "test"), kBaseLr);
-  EXPECT_EQ(checkpoint::state_string(state, "name", "test"), "WarmupMultiStepLR");
+  const StateDict state = sched.state_dict();
+  EXPECT_EQ(state_int(state, "last_iter", "test"), 17);
+  EXPECT_EQ(state_double(state, "base_lr", "test"), kBaseLr);
+  EXPECT_EQ(state_string(state, "name", "test"), "WarmupMultiStepLR");
 
   auto opt2 = MakeOptimizer();
   WarmupMultiStepLR fresh(*opt2, kBaseLr, kSteps, kGamma, kWarmupFactor, kWarmupIters, "linear");
@@ -222,7 +222,7 @@ TEST(LRSchedulerStateTest, TheSavedBaseLrWins) {
 TEST(LRSchedulerStateTest, MissingOrBadEntries) {
   auto opt = MakeOptimizer();
   WarmupMultiStepLR sched(*opt, kBaseLr, kSteps, kGamma, kWarmupFactor, kWarmupIters, "linear");
-  checkpoint::StateDict state = sched.state_dict();
+  StateDict state = sched.state_dict();
   state.erase("last_iter");
   std::string msg = ThrownMessage<Error>([&] { sched.load_state_dict(state); });
   EXPECT_TRUE(Contains(msg, "last_iter")) << msg;

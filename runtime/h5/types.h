@@ -28,9 +28,9 @@
 
 #include <c10/core/ScalarType.h>
 
-#include "checkpoint/h5/handle.h"
+#include "runtime/h5/handle.h"
 
-namespace dtrain::checkpoint::h5 {
+namespace dtrain::h5 {
 
 // An owned HDF5 datatype (closed with H5Tclose). Move-only.
 class DataType {
@@ -94,7 +94,7 @@ class PropertyList {
 };
 
 // The HDF5 type used for tensors of `type` (table above), both in files and in memory.
-// Throws dtrain::CheckpointError naming the dtype when it has no mapping.
+// Throws h5::H5Error naming the dtype when it has no mapping.
 DataType datatype_for(at::ScalarType type);
 
 // The tensor dtype a stored HDF5 type maps to (table above), or nullopt when none does
@@ -104,4 +104,4 @@ std::optional<at::ScalarType> scalar_type_for(const DataType& type);
 // numpy-style dtype name for messages: "float32", "int64", "uint8", "bool", ...
 std::string dtype_name(at::ScalarType type);
 
-}  // namespace dtrain::checkpoint::h5
+}  // namespace dtrain::h5

@@ -1,9 +1,9 @@
 // File creation/opening and checked close (see file.h).
-#include "checkpoint/h5/file.h"
+#include "runtime/h5/file.h"
 
 #include "runtime/base/error.h"
 
-namespace dtrain::checkpoint::h5 {
+namespace dtrain::h5 {
 
 File File::create(const std::string& path, const FileOptions& options) {
   ApiScope scope;
@@ -49,7 +49,7 @@ void File::close() {
   const ssize_t open_objects = H5Fget_obj_count(
       id(), H5F_OBJ_LOCAL | H5F_OBJ_DATASET | H5F_OBJ_GROUP | H5F_OBJ_DATATYPE | H5F_OBJ_ATTR);
   if (open_objects < 0) throw_error(fmt::format("closing HDF5 file '{}'", file_name()));
-  DTRAIN_CHECK_T(CheckpointError, open_objects == 0,
+  DTRAIN_CHECK_T(H5Error, open_objects == 0,
                  "closing HDF5 file '{}': {} groups, datasets or attributes of it are still "
                  "open; close them first so that the file is complete when close() returns",
                  file_name(), open_objects);
@@ -63,4 +63,4 @@ bool is_hdf5_file(const std::string& path) {
   return r > 0;
 }
 
-}  // namespace dtrain::checkpoint::h5
+}  // namespace dtrain::h5

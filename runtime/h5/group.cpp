@@ -1,11 +1,11 @@
 // Group navigation, creation and tensor/string convenience I/O (see group.h).
-#include "checkpoint/h5/group.h"
+#include "runtime/h5/group.h"
 
 #include <algorithm>
 
 #include "runtime/base/error.h"
 
-namespace dtrain::checkpoint::h5 {
+namespace dtrain::h5 {
 namespace {
 
 herr_t collect_link_name(hid_t /*group*/, const char* name, const H5L_info_t* /*info*/,
@@ -105,7 +105,7 @@ void Group::remove(const std::string& path) {
 Group Group::create_group(const std::string& path) {
   ApiScope scope;
   const std::string full = join_path(this->path(), path);
-  DTRAIN_CHECK_T(CheckpointError, !exists(path), "cannot create group '{}' in '{}': it exists",
+  DTRAIN_CHECK_T(H5Error, !exists(path), "cannot create group '{}' in '{}': it exists",
                  full, file_name());
   PropertyList lcpl = intermediate_groups_lcpl();
   return Group(check_id(H5Gcreate2(id(), path.c_str(), lcpl.id(), H5P_DEFAULT, H5P_DEFAULT),
@@ -117,7 +117,7 @@ Group Group::open_group(const std::string& path) const {
   ApiScope scope;
   const std::string full = join_path(this->path(), path);
   const ObjectKind k = kind(path);
-  DTRAIN_CHECK_T(CheckpointError, k == ObjectKind::kGroup, "'{}' has no group '{}'{}", file_name(),
+  DTRAIN_CHECK_T(H5Error, k == ObjectKind::kGroup, "'{}' has no group '{}'{}", file_name(),
                  full, k == ObjectKind::kMissing ? "" : " (it is not a group)");
   return Group(check_id(H5Gopen2(id(), path.c_str(), H5P_DEFAULT), "opening group '{}' in '{}'",
                         full, file_name()),
@@ -134,10 +134,10 @@ Dataset Group::create_dataset(const std::string& path, const DataType& type,
                               const std::vector<int64_t>& chunk) {
   ApiScope scope;
   const std::string full = join_path(this->path(), path);
-  DTRAIN_CHECK_T(CheckpointError, !exists(path), "cannot create dataset '{}' in '{}': it exists",
+  DTRAIN_CHECK_T(H5Error, !exists(path), "cannot create dataset '{}' in '{}': it exists",
                  full, file_name());
   for (int64_t d : shape) {
-    DTRAIN_CHECK_T(CheckpointError, d >= 0,
+    DTRAIN_CHECK_T(H5Error, d >= 0,
                    "cannot create dataset '{}' in '{}': negative "
                    "extent {}",
                    full, file_name(), d);
@@ -145,7 +145,7 @@ Dataset Group::create_dataset(const std::string& path, const DataType& type,
   PropertyList lcpl = intermediate_groups_lcpl();
   PropertyList dcpl = PropertyList::create(H5P_DATASET_CREATE);
   if (!chunk.empty()) {
-    DTRAIN_CHECK_T(CheckpointError,
+    DTRAIN_CHECK_T(H5Error,
                    chunk.size() == shape.size() &&
                        std::all_of(chunk.begin(), chunk.end(), [](int64_t c) { return c >= 1; }),
                    "cannot create dataset '{}' in '{}': chunk shape [{}] does not fit shape [{}]",
@@ -166,7 +166,7 @@ Dataset Group::open_dataset(const std::string& path) const {
   ApiScope scope;
   const std::string full = join_path(this->path(), path);
   const ObjectKind k = kind(path);
-  DTRAIN_CHECK_T(CheckpointError, k == ObjectKind::kDataset, "'{}' has no dataset '{}'{}",
+  DTRAIN_CHECK_T(H5Error, k == ObjectKind::kDataset, "'{}' has no dataset '{}'{}",
                  file_name(), full, k == ObjectKind::kMissing ? "" : " (it is not a dataset)");
   return Dataset(check_id(H5Dopen2(id(), path.c_str(), H5P_DEFAULT), "opening dataset '{}' in '{}'",
                           full, file_name()),
@@ -222,11 +222,11 @@ bool Group::has_link(const std::string& path) const {
 void Group::require_hard_links(const std::string& path) const {
   ApiScope scope;
   // Each component's link, looked at before anything is traversed.
-  DTRAIN_CHECK_T(CheckpointError, has_link(path), "'{}' has no dataset '{}'", file_name(),
+  DTRAIN_CHECK_T(H5Error, has_link(path), "'{}' has no dataset '{}'", file_name(),
                  join_path(this->path(), path));
   for (const std::string& prefix : path_prefixes(path)) {
     const H5L_type_t type = link_type(prefix);
-    DTRAIN_CHECK_T(CheckpointError, type == H5L_TYPE_HARD,
+    DTRAIN_CHECK_T(H5Error, type == H5L_TYPE_HARD,
                    "'{}': '{}' is {}; a checkpoint reads only data stored in its own files",
                    file_name(), prefix, link_kind(type));
   }
@@ -240,7 +240,7 @@ Dataset Group::open_own_dataset(const std::string& path) const {
                                                    "querying dataset '{}' in '{}'", path,
                                                    file_name()));
   const H5D_layout_t layout = H5Pget_layout(dcpl.id());
-  DTRAIN_CHECK_T(CheckpointError, layout != H5D_VIRTUAL,
+  DTRAIN_CHECK_T(H5Error, layout != H5D_VIRTUAL,
                  "'{}': dataset '{}' is a virtual dataset (its data would come from other "
                  "files); a checkpoint reads only data stored in its own files", file_name(), path);
   const int external = H5Pget_external_count(dcpl.id());
@@ -249,7 +249,7 @@ Dataset Group::open_own_dataset(const std::string& path) const {
     off_t offset = 0;
     hsize_t size = 0;
     if (external > 0) H5Pget_external(dcpl.id(), 0, sizeof name, name, &offset, &size);
-    throw CheckpointError(fmt::format(
+    throw H5Error(fmt::format(
         "'{}': dataset '{}' stores its data in the external file '{}'; a checkpoint reads only "
         "data stored in its own files", file_name(), path, name));
   }
@@ -260,4 +260,4 @@ std::string Group::read_string(const std::string& path) const {
   return open_dataset(path).read_string();
 }
 
-}  // namespace dtrain::checkpoint::h5
+}  // namespace dtrain::h5

@@ -17,10 +17,10 @@
 #include <string>
 #include <vector>
 
-#include "checkpoint/h5/handle.h"
-#include "checkpoint/h5/types.h"
+#include "runtime/h5/handle.h"
+#include "runtime/h5/types.h"
 
-namespace dtrain::checkpoint::h5 {
+namespace dtrain::h5 {
 
 // "base/name" for HDF5 paths ("/" + name when base is "/"; `name` itself when absolute).
 std::string join_path(const std::string& base, const std::string& name);
@@ -43,7 +43,7 @@ class Attribute {
 
   // Typed reads. Each checks the stored type class (an int attribute must hold an
   // integer; a float one an integer or float; strings any HDF5 string) and, for the
-  // scalar reads, that it holds exactly one element. Throws dtrain::CheckpointError
+  // scalar reads, that it holds exactly one element. Throws h5::H5Error
   // naming the attribute, its owner and what was found otherwise.
   int64_t read_int() const;
   double read_float() const;
@@ -80,7 +80,7 @@ class Object {
   bool has_attr(const std::string& name) const;
   // Names of all attributes, in HDF5's name order.
   std::vector<std::string> attr_names() const;
-  // Opens attribute `name`; throws dtrain::CheckpointError naming it when missing.
+  // Opens attribute `name`; throws h5::H5Error naming it when missing.
   Attribute open_attr(const std::string& name) const;
   // Deletes attribute `name` (which must exist).
   void delete_attr(const std::string& name);
@@ -120,11 +120,11 @@ namespace internal {
 // fixed length, UTF-8 or ASCII, scalar or one element. `what` names it in errors. The
 // size must be at most `max_bytes` and at most the size of the file holding it
 // (uncompressed strings only: dtrain never compresses them), else it throws
-// dtrain::CheckpointError naming `what`, the size and the limit. A fixed-length type's
+// h5::H5Error naming `what`, the size and the limit. A fixed-length type's
 // declared size is checked before anything is allocated; a variable-length string after
 // the read, which HDF5 bounds by the file's size (see object.cpp).
 std::string read_single_string(hid_t id, bool is_attribute, const std::string& what,
                                size_t max_bytes = kMaxStringBytes);
 }  // namespace internal
 
-}  // namespace dtrain::checkpoint::h5
+}  // namespace dtrain::h5

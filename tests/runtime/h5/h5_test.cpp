@@ -1,4 +1,4 @@
-// Tests of the RAII HDF5 layer (checkpoint/h5): bitwise dtype round trips, hyperslabs,
+// Tests of the RAII HDF5 layer (runtime/h5): bitwise dtype round trips, hyperslabs,
 // attributes, groups, strings, error messages, and interoperability with Debian's h5py.
 #include <cstdlib>
 #include <cstring>
@@ -8,11 +8,11 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include "checkpoint/h5/h5.h"
+#include "runtime/h5/h5.h"
 #include "runtime/base/error.h"
 #include "tests/test_util.h"
 
-namespace dtrain::checkpoint::h5 {
+namespace dtrain::h5 {
 namespace {
 
 class H5Test : public ::testing::Test {
@@ -124,6 +124,61 @@ TEST_F(H5Test, RowHyperslabsReadAndWrite) {
   EXPECT_NE(msg.find("[2, 4]"), std::string::npos) << msg;
   msg = error_of([&] { d.write(at::zeros({10}, at::kDouble)); });
   EXPECT_NE(msg.find("[10, 3]"), std::string::npos) << msg;
+}
+
+TEST_F(H5Test, ReadIntoFillsAnExistingBuffer) {
+  File f = File::create(path("into.h5"));
+  at::Tensor w = at::arange(12, at::kFloat).reshape({3, 4});
+  f.write_tensor("w", w);
+  Dataset d = f.open_dataset("w");
+  at::Tensor big = at::full({5, 4}, -1.0, at::kDouble);
+  d.read_into(big.narrow(0, 1, 3));  // rows 1..3 of a larger buffer, converted to float64
+  EXPECT_TRUE(at::equal(big.narrow(0, 1, 3), w.to(at::kDouble)));
+  EXPECT_EQ(big[0][0].item<double>(), -1.0);
+  EXPECT_EQ(big[4][3].item<double>(), -1.0);
+  std::string msg = error_of([&] { d.read_into(at::empty({4, 3}, at::kFloat)); });
+  EXPECT_NE(msg.find("'/w' in '" + path("into.h5") + "'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("shape [3, 4]"), std::string::npos) << msg;
+  msg = error_of([&] { d.read_into(at::empty({4, 3}, at::kFloat).t()); });
+  EXPECT_NE(msg.find("non-contiguous"), std::string::npos) << msg;
+  EXPECT_THROW(d.read_into(at::empty({4, 3}, at::kFloat)), H5Error);
+}
+
+TEST_F(H5Test, VirtualDatasetsAreCreatedAndReadBack) {
+  for (int s = 0; s < 2; ++s) {
+    File src = File::create(path("src" + std::to_string(s) + ".h5"));
+    src.write_tensor("part", at::full({2, 3}, static_cast<double>(s), at::kFloat));
+    src.write_tensor("one", at::scalar_tensor(7 + s, at::kLong));
+    src.close();
+  }
+  File f = File::create(path("vds.h5"));
+  const std::vector<VirtualMapping> maps = {{"src0.h5", "/part", {0, 0}, {2, 3}, true},
+                                            {"src1.h5", "/part", {2, 0}, {2, 3}, true},
+                                            {"src1.h5", "/none", {4, 0}, {0, 3}, true}};
+  create_virtual_dataset(f, "stitched/w", datatype_for(at::kFloat), {4, 3}, maps);
+  create_virtual_dataset(f, "scalar", datatype_for(at::kLong), {},
+                         {{"src1.h5", "/one", {}, {}, true}});
+  f.close();
+
+  File r = File::open(path("vds.h5"));
+  at::Tensor w = r.read_tensor("stitched/w");
+  EXPECT_TRUE(at::equal(w.narrow(0, 0, 2), at::zeros({2, 3})));
+  EXPECT_TRUE(at::equal(w.narrow(0, 2, 2), at::ones({2, 3})));
+  EXPECT_EQ(r.read_tensor("scalar").item<int64_t>(), 8);
+  // The mapping of no elements is not stored; the others read back as written.
+  EXPECT_EQ(virtual_mappings(r, "/stitched/w"),
+            std::vector<VirtualMapping>(maps.begin(), maps.begin() + 2));
+  r.close();
+
+  File g = File::open(path("vds.h5"), OpenMode::kReadWrite);
+  std::string msg = error_of([&] {
+    create_virtual_dataset(g, "bad", datatype_for(at::kFloat), {4, 3},
+                           {{"src0.h5", "/part", {0}, {2}, true}});
+  });
+  EXPECT_NE(msg.find("virtual dataset 'bad' in '" + path("vds.h5") + "'"), std::string::npos)
+      << msg;
+  EXPECT_THROW(create_virtual_dataset(g, "stitched/w", datatype_for(at::kFloat), {4, 3}, maps),
+               H5Error);
 }
 
 TEST_F(H5Test, Attributes) {
@@ -249,7 +304,7 @@ TEST_F(H5Test, MissingFileErrorNamesFileAndReason) {
   EXPECT_NE(msg.find("H5Fopen()"), std::string::npos) << msg;
   EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
   EXPECT_EQ(err, "") << "HDF5 printed its error stack although silenced";
-  EXPECT_THROW(File::open(missing), CheckpointError);
+  EXPECT_THROW(File::open(missing), H5Error);
   EXPECT_FALSE(is_hdf5_file(missing));
 }
 
@@ -439,4 +494,4 @@ TEST_F(H5Test, WeReadWhatH5pyWrites) {
 }
 
 }  // namespace
-}  // namespace dtrain::checkpoint::h5
+}  // namespace dtrain::h5

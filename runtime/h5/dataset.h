@@ -6,6 +6,7 @@
 //   d.write_rows(5, second_half);                   // rows [5, 10)
 //   at::Tensor rows = d.read_rows(2, 3);            // [3, 4] float32
 //   at::Tensor all = d.read(at::kDouble);           // converted by HDF5 while reading
+//   d.read_into(out.narrow(0, 10, 10));             // into an existing (contiguous) buffer
 //
 // Thread-safety: not thread-safe as an object; HDF5 calls take library_mutex().
 #pragma once
@@ -17,9 +18,9 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "checkpoint/h5/object.h"
+#include "runtime/h5/object.h"
 
-namespace dtrain::checkpoint::h5 {
+namespace dtrain::h5 {
 
 // An open dataset (closed with H5Dclose). Move-only.
 class Dataset : public Object {
@@ -32,7 +33,7 @@ class Dataset : public Object {
   // Extent of each axis ({} for a scalar dataset).
   std::vector<int64_t> shape() const;
   int64_t num_elements() const;
-  // The tensor dtype of the stored type; throws dtrain::CheckpointError naming the
+  // The tensor dtype of the stored type; throws h5::H5Error naming the
   // dataset and its HDF5 type when none maps (e.g. uint16: read it with an explicit `as`).
   at::ScalarType dtype() const;
   // The chunk shape of a chunked dataset (one extent per axis, as stored in the file:
@@ -51,12 +52,17 @@ class Dataset : public Object {
   // converts between numeric types (e.g. uint16 -> int64, float16 -> float32).
   at::Tensor read(std::optional<at::ScalarType> as = std::nullopt) const;
   // Reads rows [start, start + count) of the first axis: shape {count, shape()[1:]...}.
-  // Throws dtrain::CheckpointError naming the dataset for a range outside shape()[0].
+  // Throws h5::H5Error naming the dataset for a range outside shape()[0].
   at::Tensor read_rows(int64_t start, int64_t count,
                        std::optional<at::ScalarType> as = std::nullopt) const;
+  // Reads the whole dataset into `dst`, a contiguous CPU tensor of exactly shape(),
+  // without allocating (e.g. straight into the rows of a larger tensor); HDF5 converts to
+  // dst's dtype. Throws H5Error naming the dataset when `dst` is not contiguous, not on
+  // the CPU, or of another shape.
+  void read_into(const at::Tensor& dst) const;
   // Reads a dataset holding one string (variable or fixed length) of at most `max_bytes`
   // and at most the file's size, checked before allocating (internal::read_single_string).
   std::string read_string(size_t max_bytes = kMaxStringBytes) const;
 };
 
-}  // namespace dtrain::checkpoint::h5
+}  // namespace dtrain::h5

@@ -1,11 +1,11 @@
 // Handle ownership, the HDF5 library lock and error-stack formatting (see handle.h).
-#include "checkpoint/h5/handle.h"
+#include "runtime/h5/handle.h"
 
 #include <vector>
 
 #include "runtime/base/error.h"
 
-namespace dtrain::checkpoint::h5 {
+namespace dtrain::h5 {
 namespace {
 
 struct WalkState {
@@ -97,6 +97,15 @@ std::string joined(const std::vector<std::string>& entries) {
 
 std::string error_stack_message() { return joined(take_error_stack()); }
 
+std::string library_version() {
+  unsigned major = 0, minor = 0, release = 0;
+  {
+    ApiScope scope;  // other threads may be writing (HDF5 is not built thread-safe here)
+    H5get_libversion(&major, &minor, &release);
+  }
+  return fmt::format("{}.{}.{}", major, minor, release);
+}
+
 std::string error_message(const std::string& operation, const std::vector<std::string>& stack) {
   const std::string os_error = os_error_of(stack);
   std::string detail = joined(stack);
@@ -116,7 +125,7 @@ void throw_error(const std::string& operation) {
     std::lock_guard<std::recursive_mutex> lock(library_mutex());
     stack = take_error_stack();
   }
-  throw CheckpointError(error_message(operation, stack));
+  throw H5Error(error_message(operation, stack));
 }
 
 Handle& Handle::operator=(Handle&& other) noexcept {
@@ -147,4 +156,4 @@ void Handle::reset() noexcept {
   id_ = H5I_INVALID_HID;
 }
 
-}  // namespace dtrain::checkpoint::h5
+}  // namespace dtrain::h5

@@ -1,5 +1,5 @@
 // DataType / DataSpace / PropertyList wrappers and the at::ScalarType <-> HDF5 mapping.
-#include "checkpoint/h5/types.h"
+#include "runtime/h5/types.h"
 
 #include <cstring>
 
@@ -8,7 +8,7 @@
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "dtrain's HDF5 layer uses little-endian types as memory types");
 
-namespace dtrain::checkpoint::h5 {
+namespace dtrain::h5 {
 namespace {
 
 // IEEE 754 half precision as h5py builds it: F32LE with 16-bit fields.
@@ -171,7 +171,7 @@ int64_t DataSpace::num_elements() const {
 
 void DataSpace::select_rows(int64_t start, int64_t count) {
   std::vector<int64_t> d = dims();
-  DTRAIN_CHECK_T(CheckpointError, !d.empty(), "cannot select rows of a scalar dataspace");
+  DTRAIN_CHECK_T(H5Error, !d.empty(), "cannot select rows of a scalar dataspace");
   std::vector<hsize_t> offset(d.size(), 0), extent(d.begin(), d.end());
   offset[0] = static_cast<hsize_t>(start);
   extent[0] = static_cast<hsize_t>(count);
@@ -209,7 +209,7 @@ DataType datatype_for(at::ScalarType type) {
     case at::kBool:
       return make_bool();
     default:
-      throw CheckpointError(fmt::format(
+      throw H5Error(fmt::format(
           "no HDF5 type for tensors of dtype {} (supported: float16/32/64, bfloat16, "
           "int8/16/32/64, uint8, bool)",
           dtype_name(type)));
@@ -288,4 +288,4 @@ std::string dtype_name(at::ScalarType type) {
   }
 }
 
-}  // namespace dtrain::checkpoint::h5
+}  // namespace dtrain::h5

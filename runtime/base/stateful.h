@@ -1,5 +1,7 @@
 // The Stateful interface: anything whose state a checkpoint saves and restores
-// (model, optimizer, LR scheduler, sampler, RNGs, trainer iteration).
+// (model, optimizer, LR scheduler, sampler, RNGs, trainer iteration). It lives below
+// checkpoint/ so that data, optim and the engine implement it without depending on the
+// checkpoint library.
 //
 // State is a flat, ordered map from '/'-separated names to tensors or scalars; the
 // checkpoint stores each name as an HDF5 dataset or attribute under the owner's group:
@@ -24,7 +26,7 @@ namespace dtrain::interop {
 struct PyObject;  // checkpoint/interop/pickle.h
 }  // namespace dtrain::interop
 
-namespace dtrain::checkpoint {
+namespace dtrain {
 
 using StateValue = std::variant<at::Tensor, int64_t, double, std::string>;
 using StateDict = std::map<std::string, StateValue>;
@@ -70,4 +72,4 @@ const std::string& state_string(const StateDict& state, const std::string& key,
 const at::Tensor& state_tensor(const StateDict& state, const std::string& key,
                                const std::string& owner);
 
-}  // namespace dtrain::checkpoint
+}  // namespace dtrain

@@ -1,12 +1,12 @@
 // Object base class and attribute reads/writes (see object.h).
-#include "checkpoint/h5/object.h"
+#include "runtime/h5/object.h"
 
 #include <cstring>
 #include <memory>
 
 #include "runtime/base/error.h"
 
-namespace dtrain::checkpoint::h5 {
+namespace dtrain::h5 {
 namespace {
 
 herr_t collect_attr_name(hid_t /*loc*/, const char* name, const H5A_info_t* /*info*/, void* data) {
@@ -21,7 +21,7 @@ std::vector<T> read_numbers(const Attribute& attr, hid_t mem_type, const std::st
   ApiScope scope;
   DataType type = attr.type();
   const H5T_class_t cls = type.type_class();
-  DTRAIN_CHECK_T(CheckpointError, cls == H5T_INTEGER || (allow_float && cls == H5T_FLOAT),
+  DTRAIN_CHECK_T(H5Error, cls == H5T_INTEGER || (allow_float && cls == H5T_FLOAT),
                  "attribute '{}' of {}: expected {}, found {}", attr.name(), where,
                  allow_float ? "a number" : "an integer", type.describe());
   std::vector<T> values(static_cast<size_t>(attr.space().num_elements()));
@@ -34,7 +34,7 @@ std::vector<T> read_numbers(const Attribute& attr, hid_t mem_type, const std::st
 
 template <typename T>
 T single(std::vector<T> values, const std::string& name, const std::string& where) {
-  DTRAIN_CHECK_T(CheckpointError, values.size() == 1,
+  DTRAIN_CHECK_T(H5Error, values.size() == 1,
                  "attribute '{}' of {}: expected one value, found {}", name, where, values.size());
   return values[0];
 }
@@ -106,7 +106,7 @@ std::vector<std::string> Object::attr_names() const {
 
 Attribute Object::open_attr(const std::string& name) const {
   ApiScope scope;
-  DTRAIN_CHECK_T(CheckpointError, has_attr(name), "{} has no attribute '{}'", describe(), name);
+  DTRAIN_CHECK_T(H5Error, has_attr(name), "{} has no attribute '{}'", describe(), name);
   return Attribute(check_id(H5Aopen(id(), name.c_str(), H5P_DEFAULT),
                             "opening attribute '{}' of {}", name, describe()),
                    describe(), name);
@@ -191,7 +191,7 @@ uint64_t file_size_of(hid_t id, const std::string& what) {
 void check_string_size(uint64_t bytes, const char* kind, size_t max_bytes, hid_t id,
                        const std::string& what) {
   const uint64_t file_size = file_size_of(id, what);
-  DTRAIN_CHECK_T(CheckpointError, bytes <= max_bytes && bytes <= file_size,
+  DTRAIN_CHECK_T(H5Error, bytes <= max_bytes && bytes <= file_size,
                  "{} {} a string of {} bytes, more than {} (refused before allocating it)",
                  what, kind, bytes,
                  bytes > file_size ? fmt::format("the file's size, {} bytes", file_size)
@@ -205,12 +205,12 @@ std::string read_single_string(hid_t id, bool is_attribute, const std::string& w
   ApiScope scope;
   DataType file_type(
       check_id(is_attribute ? H5Aget_type(id) : H5Dget_type(id), "querying the type of {}", what));
-  DTRAIN_CHECK_T(CheckpointError, file_type.type_class() == H5T_STRING,
+  DTRAIN_CHECK_T(H5Error, file_type.type_class() == H5T_STRING,
                  "{}: expected a string, found {}", what, file_type.describe());
   DataSpace space(check_id(is_attribute ? H5Aget_space(id) : H5Dget_space(id),
                            "querying the shape of {}", what));
   const int64_t n = space.num_elements();
-  DTRAIN_CHECK_T(CheckpointError, n == 1, "{}: expected a single string, found {} elements", what,
+  DTRAIN_CHECK_T(H5Error, n == 1, "{}: expected a single string, found {} elements", what,
                  n);
   auto read = [&](hid_t mem_type, void* buffer) {
     return is_attribute ? H5Aread(id, mem_type, buffer)
@@ -250,4 +250,4 @@ std::string read_single_string(hid_t id, bool is_attribute, const std::string& w
 }
 
 }  // namespace internal
-}  // namespace dtrain::checkpoint::h5
+}  // namespace dtrain::h5

@@ -1,11 +1,11 @@
 // Tensor reads and writes of HDF5 datasets (see dataset.h).
-#include "checkpoint/h5/dataset.h"
+#include "runtime/h5/dataset.h"
 
 #include <ATen/ops/empty.h>
 
 #include "runtime/base/error.h"
 
-namespace dtrain::checkpoint::h5 {
+namespace dtrain::h5 {
 namespace {
 
 at::Tensor contiguous_cpu(const at::Tensor& t) {
@@ -40,7 +40,7 @@ at::ScalarType Dataset::dtype() const {
   ApiScope scope;
   DataType t = type();
   std::optional<at::ScalarType> s = scalar_type_for(t);
-  DTRAIN_CHECK_T(CheckpointError, s.has_value(),
+  DTRAIN_CHECK_T(H5Error, s.has_value(),
                  "dataset {} holds {}, which has no tensor dtype (supported: float16/32/64, "
                  "bfloat16, int8/16/32/64, uint8, bool)",
                  describe(), t.describe());
@@ -67,7 +67,7 @@ void Dataset::write(const at::Tensor& tensor) {
   ApiScope scope;
   const std::vector<int64_t> expected = shape();
   const std::vector<int64_t> got(tensor.sizes().begin(), tensor.sizes().end());
-  DTRAIN_CHECK_T(CheckpointError, got == expected,
+  DTRAIN_CHECK_T(H5Error, got == expected,
                  "writing dataset {}: tensor shape {} differs from the dataset's {}", describe(),
                  shape_str(got), shape_str(expected));
   if (tensor.numel() == 0) return;
@@ -81,14 +81,14 @@ void Dataset::write_rows(int64_t start, const at::Tensor& rows) {
   ApiScope scope;
   const std::vector<int64_t> full = shape();
   const std::vector<int64_t> got(rows.sizes().begin(), rows.sizes().end());
-  DTRAIN_CHECK_T(CheckpointError,
+  DTRAIN_CHECK_T(H5Error,
                  !full.empty() && got.size() == full.size() &&
                      std::equal(got.begin() + 1, got.end(), full.begin() + 1),
                  "writing rows of dataset {}: tensor shape {} does not match the dataset's {} "
                  "beyond the first axis",
                  describe(), shape_str(got), shape_str(full));
   const int64_t count = got[0];
-  DTRAIN_CHECK_T(CheckpointError, start >= 0 && start + count <= full[0],
+  DTRAIN_CHECK_T(H5Error, start >= 0 && start + count <= full[0],
                  "writing rows [{}, {}) of dataset {}, which has {} rows", start, start + count,
                  describe(), full[0]);
   if (rows.numel() == 0) return;
@@ -116,9 +116,9 @@ at::Tensor Dataset::read_rows(int64_t start, int64_t count,
                               std::optional<at::ScalarType> as) const {
   ApiScope scope;
   std::vector<int64_t> dims = shape();
-  DTRAIN_CHECK_T(CheckpointError, !dims.empty(),
+  DTRAIN_CHECK_T(H5Error, !dims.empty(),
                  "reading rows of dataset {}: it is a scalar, not an array", describe());
-  DTRAIN_CHECK_T(CheckpointError, start >= 0 && count >= 0 && start + count <= dims[0],
+  DTRAIN_CHECK_T(H5Error, start >= 0 && count >= 0 && start + count <= dims[0],
                  "reading rows [{}, {}) of dataset {}, which has {} rows", start, start + count,
                  describe(), dims[0]);
   const at::ScalarType dtype = as ? *as : this->dtype();
@@ -135,9 +135,24 @@ at::Tensor Dataset::read_rows(int64_t start, int64_t count,
   return out;
 }
 
+void Dataset::read_into(const at::Tensor& dst) const {
+  ApiScope scope;
+  const std::vector<int64_t> expected = shape();
+  const std::vector<int64_t> got(dst.sizes().begin(), dst.sizes().end());
+  DTRAIN_CHECK_T(H5Error, dst.device().is_cpu() && dst.is_contiguous() && got == expected,
+                 "reading dataset {} into a tensor: the tensor must be a contiguous CPU tensor "
+                 "of shape {}, got a {}{} one of shape {}",
+                 describe(), shape_str(expected), dst.is_contiguous() ? "" : "non-contiguous ",
+                 dst.device().str(), shape_str(got));
+  if (dst.numel() == 0) return;
+  DataType mem_type = datatype_for(dst.scalar_type());
+  check(H5Dread(id(), mem_type.id(), H5S_ALL, H5S_ALL, H5P_DEFAULT, dst.data_ptr()),
+        "reading dataset {} as {}", describe(), dtype_name(dst.scalar_type()));
+}
+
 std::string Dataset::read_string(size_t max_bytes) const {
   return internal::read_single_string(id(), /*is_attribute=*/false,
                                       fmt::format("dataset {}", describe()), max_bytes);
 }
 
-}  // namespace dtrain::checkpoint::h5
+}  // namespace dtrain::h5

@@ -13,9 +13,9 @@
 #include <cstdint>
 #include <string>
 
-#include "checkpoint/h5/group.h"
+#include "runtime/h5/group.h"
 
-namespace dtrain::checkpoint::h5 {
+namespace dtrain::h5 {
 
 struct FileOptions {
   // H5Pset_alignment: objects of at least `alignment_threshold` bytes start at a
@@ -31,9 +31,9 @@ enum class OpenMode { kReadOnly, kReadWrite };
 // An open file (closed with H5Fclose); its root group "/". Move-only.
 class File : public Group {
  public:
-  // Creates `path`. Throws dtrain::CheckpointError naming the path and HDF5's reason.
+  // Creates `path`. Throws h5::H5Error naming the path and HDF5's reason.
   static File create(const std::string& path, const FileOptions& options = {});
-  // Opens an existing file. Throws dtrain::CheckpointError naming the path and HDF5's
+  // Opens an existing file. Throws h5::H5Error naming the path and HDF5's
   // reason (e.g. "No such file or directory", "file signature not found").
   static File open(const std::string& path, OpenMode mode = OpenMode::kReadOnly);
 
@@ -42,7 +42,7 @@ class File : public Group {
   // The POSIX file descriptor of the sec2 driver (owned by HDF5; valid while the file
   // is open), for fsync or sync_file_range on what HDF5 has written.
   int posix_fd() const;
-  // Closes the file now, reporting errors. Throws dtrain::CheckpointError if groups,
+  // Closes the file now, reporting errors. Throws h5::H5Error if groups,
   // datasets or attributes of the file are still open (HDF5 would otherwise delay the
   // close until they are); the File is then left open.
   void close();
@@ -55,4 +55,4 @@ class File : public Group {
 // Whether `path` is a readable HDF5 file (false for a missing or non-HDF5 file).
 bool is_hdf5_file(const std::string& path);
 
-}  // namespace dtrain::checkpoint::h5
+}  // namespace dtrain::h5

@@ -16,10 +16,10 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "checkpoint/h5/dataset.h"
-#include "checkpoint/h5/object.h"
+#include "runtime/h5/dataset.h"
+#include "runtime/h5/object.h"
 
-namespace dtrain::checkpoint::h5 {
+namespace dtrain::h5 {
 
 // What a path names.
 enum class ObjectKind { kMissing, kGroup, kDataset, kOther };
@@ -40,10 +40,10 @@ class Group : public Object {
   // Removes the link `path` (the object's space is not reclaimed by HDF5).
   void remove(const std::string& path);
 
-  // Creates group `path` and any missing parents; throws dtrain::CheckpointError when it
+  // Creates group `path` and any missing parents; throws h5::H5Error when it
   // exists already.
   Group create_group(const std::string& path);
-  // Opens group `path`; throws dtrain::CheckpointError "'f.h5' has no group '/a/b'".
+  // Opens group `path`; throws h5::H5Error "'f.h5' has no group '/a/b'".
   Group open_group(const std::string& path) const;
   // Opens group `path`, creating it (and parents) when missing.
   Group require_group(const std::string& path);
@@ -54,14 +54,14 @@ class Group : public Object {
   Dataset create_dataset(const std::string& path, const DataType& type,
                          const std::vector<int64_t>& shape,
                          const std::vector<int64_t>& chunk = {});
-  // Opens dataset `path`; throws dtrain::CheckpointError "'f.h5' has no dataset '/a/b'".
+  // Opens dataset `path`; throws h5::H5Error "'f.h5' has no dataset '/a/b'".
   Dataset open_dataset(const std::string& path) const;
   // Opens dataset `path` of an untrusted file only when its data lies in this very file:
   // every component of `path` is a hard link (no soft or external link is followed), and
   // the dataset is neither virtual nor stored in external raw files. Throws
-  // dtrain::CheckpointError naming the file, the object and what it points at otherwise.
+  // h5::H5Error naming the file, the object and what it points at otherwise.
   Dataset open_own_dataset(const std::string& path) const;
-  // Throws dtrain::CheckpointError naming the file and the component unless every
+  // Throws h5::H5Error naming the file and the component unless every
   // component of `path` exists as a hard link (checked without following any).
   void require_hard_links(const std::string& path) const;
   // Whether every component of `path` exists as a link (of any kind), following none:
@@ -93,4 +93,4 @@ class Group : public Object {
       : Object(std::move(handle), std::move(file_name), "/") {}
 };
 
-}  // namespace dtrain::checkpoint::h5
+}  // namespace dtrain::h5

@@ -1,9 +1,9 @@
 // Typed accessors for StateDict entries.
-#include "checkpoint/stateful.h"
+#include "runtime/base/stateful.h"
 
 #include "runtime/base/error.h"
 
-namespace dtrain::checkpoint {
+namespace dtrain {
 namespace {
 
 template <typename T>
@@ -37,4 +37,4 @@ const at::Tensor& state_tensor(const StateDict& s, const std::string& key,
   return get_typed<at::Tensor>(s, key, owner, "a tensor");
 }
 
-}  // namespace dtrain::checkpoint
+}  // namespace dtrain

@@ -1,11 +1,11 @@
 // The bottom of the h5 layer: RAII ownership of HDF5 identifiers, the process-wide lock
-// every HDF5 call runs under, and conversion of HDF5's error stack into dtrain errors.
+// every HDF5 call runs under, and conversion of HDF5's error stack into h5::H5Error.
 //
 //   h5::ApiScope scope;                                  // lock + silence auto-printing
 //   hid_t id = h5::check_id(H5Gopen2(loc, "a", H5P_DEFAULT), "opening group 'a' in {}", f);
 //   h5::Handle group(id, H5Gclose);                      // H5Gclose at scope exit
 //
-// Errors: every failed call throws dtrain::CheckpointError "<operation>: HDF5: <stack>",
+// Errors: every failed call throws h5::H5Error "<operation>: HDF5: <stack>",
 // where <stack> lists HDF5's own messages, outermost first ("H5Fopen(): unable to open
 // file; ... errno = 2, error message = 'No such file or directory'").
 //
@@ -23,7 +23,22 @@
 
 #include <fmt/format.h>
 
-namespace dtrain::checkpoint::h5 {
+#include "runtime/base/error.h"
+
+namespace dtrain::h5 {
+
+// Every failure of this layer: a failed HDF5 call or a file that is not what the caller
+// asked for (a missing dataset, a wrong type or shape). Messages name the file and the
+// object. The layer serves checkpoints and training data alike, so it says nothing of
+// either: checkpoint/ turns an H5Error into a CheckpointError at its boundary
+// (checkpoint/h5_boundary.h), and a data set's error names its file as a data error.
+class H5Error : public Error {
+ public:
+  using Error::Error;
+};
+
+// HDF5's version as "major.minor.release" (e.g. "1.10.8").
+std::string library_version();
 
 // The process-wide (recursive) lock that serializes all HDF5 calls.
 std::recursive_mutex& library_mutex();
@@ -66,7 +81,7 @@ std::string error_stack_message();
 // and the HDF5 detail after it is capped at 600 characters.
 std::string error_message(const std::string& operation, const std::vector<std::string>& stack);
 
-// Throws dtrain::CheckpointError(error_message(operation, <the error stack>)), clearing
+// Throws h5::H5Error(error_message(operation, <the error stack>)), clearing
 // the stack.
 [[noreturn]] void throw_error(const std::string& operation);
 
@@ -113,7 +128,7 @@ class Handle {
   // The identifier (H5I_INVALID_HID when empty or closed).
   hid_t id() const { return id_; }
   bool valid() const { return id_ >= 0; }
-  // Closes now, throwing dtrain::CheckpointError naming `what` if HDF5 reports an error.
+  // Closes now, throwing H5Error naming `what` if HDF5 reports an error.
   void close(const std::string& what);
   // Closes now, ignoring errors; the handle becomes empty.
   void reset() noexcept;
@@ -123,4 +138,4 @@ class Handle {
   CloseFn close_fn_ = nullptr;
 };
 
-}  // namespace dtrain::checkpoint::h5
+}  // namespace dtrain::h5
