@@ -35,7 +35,7 @@
 #include "checkpoint/module_state.h"
 #include "checkpoint/retention.h"
 #include "checkpoint/save_protocol.h"
-#include "checkpoint/stateful.h"
+#include "runtime/base/stateful.h"
 #include "runtime/dist/communicator.h"
 
 namespace dtrain::checkpoint {

@@ -186,7 +186,7 @@ std::vector<std::shared_ptr<HookBase>> DefaultTrainer::build_hooks() {
     if (best_) {
       hooks.push_back(std::make_shared<BestCheckpointer>(
           cfg_.get_int("TEST.EVAL_PERIOD"), *best_, *comm_,
-          [this](const std::string& name, const checkpoint::StateDict& extra) {
+          [this](const std::string& name, const StateDict& extra) {
             periodic_checkpointer_->save(name, extra);
           }));
     }
@@ -224,7 +224,7 @@ std::string config_changes(const Config& cfg, const std::string& dir, int rank) 
 }  // namespace
 
 void DefaultTrainer::resume_or_load(bool resume) {
-  checkpoint::StateDict extra;
+  StateDict extra;
   try {
     extra = checkpointer_->resume_or_load(cfg_.get_string("MODEL.WEIGHTS"), resume);
   } catch (const ConfigError& e) {
