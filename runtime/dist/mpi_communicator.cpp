@@ -346,24 +346,11 @@ void MpiCommunicator::fail(const char* op, const std::string& what) const {
 }
 
 void MpiCommunicator::check_root(int root, const char* op) const {
-  if (root < 0 || root >= size_) {
-    fail(op, fmt::format("root {} is out of range [0, {})", root, size_));
-  }
+  if (std::string why = root_error(root, size_); !why.empty()) fail(op, why);
 }
 
 void MpiCommunicator::check_tensor(const at::Tensor& tensor, const char* op) const {
-  if (!tensor.defined()) fail(op, "the tensor is undefined");
-  if (!tensor.device().is_cpu()) {
-    fail(op, fmt::format("expected a CPU tensor, got one on {} (use the nccl backend for GPU "
-                         "tensors)",
-                         tensor.device().str()));
-  }
-  if (tensor.layout() != at::kStrided) fail(op, "expected a dense (strided) tensor");
-  if (!tensor.is_contiguous()) {
-    fail(op, fmt::format("the tensor must be contiguous (sizes [{}], strides [{}]); call "
-                         ".contiguous() and copy the result back",
-                         fmt::join(tensor.sizes(), ", "), fmt::join(tensor.strides(), ", ")));
-  }
+  if (std::string why = cpu_tensor_error(tensor, "use the nccl backend for GPU tensors"); !why.empty()) fail(op, why);
 }
 
 void MpiCommunicator::broadcast_raw(void* data, int64_t nbytes, int root, const char* op) {

@@ -2,6 +2,7 @@
 #include "runtime/dist/reduce_rules.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 namespace dtrain::dist {
 
@@ -45,6 +46,25 @@ std::string reduction_error(at::ScalarType dtype, ReduceOp op) {
           "bfloat16, int8, uint8, int16, int32, int64, bool)",
           c10::toString(dtype));
   }
+}
+
+std::string cpu_tensor_error(const at::Tensor& tensor, const char* cpu_hint) {
+  if (!tensor.defined()) return "the tensor is undefined";
+  if (!tensor.device().is_cpu()) {
+    return fmt::format("expected a CPU tensor, got one on {} ({})", tensor.device().str(), cpu_hint);
+  }
+  if (tensor.layout() != at::kStrided) return "expected a dense (strided) tensor";
+  if (!tensor.is_contiguous()) {
+    return fmt::format("the tensor must be contiguous (sizes [{}], strides [{}]); call "
+                       ".contiguous() and copy the result back",
+                       fmt::join(tensor.sizes(), ", "), fmt::join(tensor.strides(), ", "));
+  }
+  return "";
+}
+
+std::string root_error(int root, int size) {
+  if (root >= 0 && root < size) return "";
+  return fmt::format("root {} is out of range [0, {})", root, size);
 }
 
 }  // namespace dtrain::dist

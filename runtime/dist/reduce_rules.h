@@ -27,4 +27,12 @@ std::string reduction_error(at::ScalarType dtype, ReduceOp op);
 // True for float16 and bfloat16, which are reduced in a float32 temporary.
 bool reduced_via_float32(at::ScalarType dtype);
 
+// Why `tensor` cannot be an argument of a CPU backend's collective (undefined, not on
+// the CPU -- `cpu_hint` says what to use instead, e.g. "use the nccl backend for GPU
+// tensors" --, not strided, not contiguous), or "" when it can.
+std::string cpu_tensor_error(const at::Tensor& tensor, const char* cpu_hint);
+
+// "root R is out of range [0, size)" or "".
+std::string root_error(int root, int size);
+
 }  // namespace dtrain::dist

@@ -256,23 +256,11 @@ void ThreadCommunicator::fail(const char* op, const std::string& what) const {
 }
 
 void ThreadCommunicator::check_root(int root, const char* op) const {
-  if (root < 0 || root >= size_) {
-    fail(op, fmt::format("root {} is out of range [0, {})", root, size_));
-  }
+  if (std::string why = root_error(root, size_); !why.empty()) fail(op, why);
 }
 
 void ThreadCommunicator::check_tensor(const at::Tensor& tensor, const char* op) const {
-  if (!tensor.defined()) fail(op, "the tensor is undefined");
-  if (!tensor.device().is_cpu()) {
-    fail(op, fmt::format("expected a CPU tensor, got one on {} (the thread backend is CPU only)",
-                         tensor.device().str()));
-  }
-  if (tensor.layout() != at::kStrided) fail(op, "expected a dense (strided) tensor");
-  if (!tensor.is_contiguous()) {
-    fail(op, fmt::format("the tensor must be contiguous (sizes [{}], strides [{}]); call "
-                         ".contiguous() and copy the result back",
-                         fmt::join(tensor.sizes(), ", "), fmt::join(tensor.strides(), ", ")));
-  }
+  if (std::string why = cpu_tensor_error(tensor, "the thread backend is CPU only"); !why.empty()) fail(op, why);
 }
 
 void ThreadCommunicator::join(Call& call) {
