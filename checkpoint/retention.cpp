@@ -11,6 +11,7 @@
 #include "checkpoint/checkpointer.h"
 #include "checkpoint/index.h"
 #include "runtime/base/error.h"
+#include "runtime/base/logging.h"
 #include "runtime/h5/h5.h"
 
 namespace dtrain::checkpoint {
@@ -18,14 +19,39 @@ namespace stdfs = std::filesystem;
 
 PeriodicCheckpointer::PeriodicCheckpointer(Checkpointer& checkpointer, int64_t period,
                                            std::optional<int64_t> max_iter, int64_t max_to_keep,
-                                           std::string file_prefix, bool async)
+                                           std::string file_prefix, bool async, OnSaveError on_error)
     : checkpointer_(checkpointer),
       period_(period),
       max_iter_(max_iter),
       max_to_keep_(max_to_keep),
       prefix_(std::move(file_prefix)),
-      async_(async) {
+      async_(async),
+      on_error_(on_error) {
   DTRAIN_CHECK_T(ConfigError, period_ > 0, "checkpoint period must be positive, got {}", period_);
+}
+
+OnSaveError parse_on_save_error(const std::string& value) {
+  if (value == "stop") return OnSaveError::kStop;
+  if (value == "warn") return OnSaveError::kWarn;
+  throw ConfigError(fmt::format("CHECKPOINT.ON_SAVE_ERROR: expected 'stop' or 'warn', got '{}'", value));
+}
+
+template <typename F>
+void PeriodicCheckpointer::periodic(const std::string& what, F&& f) {
+  if (on_error_ == OnSaveError::kStop) {
+    f();
+    return;
+  }
+  try {
+    f();
+  } catch (const CheckpointError& e) {
+    // Only an error raised alike on every rank: then every rank goes on alike.
+    if (!agreed_on_every_rank(e)) throw;
+    ++failed_saves_;
+    DTRAIN_LOG_WARN("{} failed; training goes on without it (CHECKPOINT.ON_SAVE_ERROR warn; {} "
+                    "failed so far): {}",
+                    what, failed_saves_, e.what());
+  }
 }
 
 void PeriodicCheckpointer::save(const std::string& name, const StateDict& extra) {
@@ -37,19 +63,27 @@ void PeriodicCheckpointer::save(const std::string& name, const StateDict& extra)
 void PeriodicCheckpointer::step(int64_t iteration, const StateDict& extra) {
   const int64_t before = checkpointer_.commits();
   // An asynchronous save whose shards are all written is committed at this boundary.
-  checkpointer_.poll_async();
+  periodic("committing an asynchronous periodic checkpoint", [&] { checkpointer_.poll_async(); });
   StateDict state = extra;
   state["iteration"] = iteration;
   const bool last = max_iter_ && iteration >= *max_iter_ - 1;
   if ((iteration + 1) % period_ == 0) {
     const std::string name = fmt::format("{}_{:07d}", prefix_, iteration);
-    if (async_ && !last) {
-      checkpointer_.save_async(name, state);
-    } else {
-      checkpointer_.save(name, state);
-    }
+    // One in flight is finished first, on its own: its failure does not skip this save.
+    periodic("committing an asynchronous periodic checkpoint", [&] { checkpointer_.finish_async(); });
+    periodic(fmt::format("saving periodic checkpoint {}", name), [&] {
+      if (async_ && !last) {
+        checkpointer_.save_async(name, state);
+      } else {
+        checkpointer_.save(name, state);
+      }
+    });
   }
-  if (last) checkpointer_.save(prefix_ + "_final", state);
+  if (last) {
+    // A periodic save still in flight is finished first, under the periodic rule.
+    periodic("committing an asynchronous periodic checkpoint", [&] { checkpointer_.finish_async(); });
+    checkpointer_.save(prefix_ + "_final", state);
+  }
   prune_if_committed(before);
 }
 

@@ -27,19 +27,37 @@ class Checkpointer;
 // last_checkpoint names. With `async`, periodic saves are asynchronous (save_async):
 // step() commits a finished one at the next iteration boundary, retention is applied
 // after each commit, and <prefix>_final is saved synchronously (training ends there).
+//
+// A periodic save that fails (a full disk, an I/O error: a CheckpointError, which the
+// Checkpointer raises alike on every rank, after removing what the save had written)
+// stops training with that error under OnSaveError::kStop (CHECKPOINT.ON_SAVE_ERROR
+// stop, the default). Under kWarn (warn) it is logged as a warning and training goes on
+// without that checkpoint; failed_saves() counts them. <prefix>_final and save() always
+// throw: a run must not end without its final checkpoint unnoticed.
+enum class OnSaveError { kStop, kWarn };
+
+// "stop" or "warn" (CHECKPOINT.ON_SAVE_ERROR); anything else is a ConfigError.
+OnSaveError parse_on_save_error(const std::string& value);
+
 class PeriodicCheckpointer {
  public:
   PeriodicCheckpointer(Checkpointer& checkpointer, int64_t period,
                        std::optional<int64_t> max_iter = std::nullopt, int64_t max_to_keep = 0,
-                       std::string file_prefix = "model", bool async = false);
+                       std::string file_prefix = "model", bool async = false,
+                       OnSaveError on_error = OnSaveError::kStop);
   // Call after iteration `iteration` finished; `extra` is saved with "iteration".
   void step(int64_t iteration, const StateDict& extra = {});
   // Saves now as `name` (with `extra`), outside the period, synchronously.
   void save(const std::string& name, const StateDict& extra = {});
   // Commits an asynchronous save in flight (call when training ends normally).
   void finish();
+  // Periodic saves that failed and were skipped under OnSaveError::kWarn.
+  int64_t failed_saves() const { return failed_saves_; }
 
  private:
+  // Runs a periodic save step; under kWarn a CheckpointError is logged and counted.
+  template <typename F>
+  void periodic(const std::string& what, F&& f);
   void prune();
   void prune_if_committed(int64_t commits_before);
   Checkpointer& checkpointer_;
@@ -48,6 +66,8 @@ class PeriodicCheckpointer {
   int64_t max_to_keep_;
   std::string prefix_;
   bool async_;
+  OnSaveError on_error_;
+  int64_t failed_saves_ = 0;
 };
 
 // Checkpoint directories newest first: by the iteration stored in their checkpoint.h5

@@ -26,10 +26,8 @@ Config load_config(const TrainOptions& options) {
   return cfg;
 }
 
-}  // namespace
-
-int run_train(const TrainOptions& options, int* argc, char*** argv) {
-  engine::Runtime runtime(argc, argv);
+// dtrain train on `runtime`; returns the exit status.
+int train_on(engine::Runtime& runtime, const TrainOptions& options) {
   std::optional<Config> cfg;
   try {
     cfg.emplace(load_config(options));
@@ -69,13 +67,24 @@ int run_train(const TrainOptions& options, int* argc, char*** argv) {
     return kExitError;
   } catch (const std::exception& e) {
     DTRAIN_LOG_ERROR("dtrain train failed: {}", e.what());
-    if (runtime.world_size() > 1) {
+    // An error every rank threw at the same step (e.g. a save that failed on a full disk)
+    // leaves no rank in a collective: each exits with the error status.
+    if (runtime.world_size() > 1 && !agreed_on_every_rank(e)) {
       // Other ranks may be blocked in a collective: take the whole job down.
       std::fflush(stderr);
       MPI_Abort(MPI_COMM_WORLD, kExitError);
     }
     return kExitError;
   }
+}
+
+}  // namespace
+
+int run_train(const TrainOptions& options, int* argc, char*** argv) {
+  engine::Runtime runtime(argc, argv);
+  const int status = train_on(runtime, options);
+  runtime.end(status);
+  return status;
 }
 
 int run_train_command(const TrainOptions& options, int* argc, char*** argv) {

@@ -173,6 +173,9 @@ std::vector<ConfigKeySpec> make_schema() {
       // ---- checkpointing ----------------------------------------------------------
       I("CHECKPOINT.MAX_TO_KEEP", 0, kCount, "periodic checkpoints to keep (0: all)"),
       B("CHECKPOINT.ASYNC", false, "write checkpoints in the background"),
+      S("CHECKPOINT.ON_SAVE_ERROR", "stop",
+        "stop or warn: whether a failed periodic save (disk full, I/O error) stops training "
+        "or is logged and skipped (model_final always stops)"),
       B("CHECKPOINT.STRICT", false, "fail a load on missing/unexpected/mismatched keys"),
       B("CHECKPOINT.ALLOW_SYMLINKED_SHARDS", false,
         "read a shard that is a symbolic link to a regular file (with a warning) instead of refusing it"),

@@ -55,6 +55,27 @@ class FloatingPointError : public Error {
   using Error::Error;
 };
 
+// The mark of an error that every rank of the job threw alike, at the same collective step
+// (dist::all_or_none and the other agree.h functions throw Agreed<E>): no rank is left
+// waiting in a collective, so the process may end without MPI_Abort, and a caller that
+// goes on after it (CHECKPOINT.ON_SAVE_ERROR warn) goes on on every rank.
+class AgreedOnEveryRank {
+ public:
+  virtual ~AgreedOnEveryRank() = default;
+};
+
+// An error of type E (an Error or one derived from it), agreed on every rank.
+template <typename E>
+class Agreed final : public E, public AgreedOnEveryRank {
+ public:
+  using E::E;
+};
+
+// True when `e` was agreed on every rank (an Agreed<E>).
+inline bool agreed_on_every_rank(const std::exception& e) {
+  return dynamic_cast<const AgreedOnEveryRank*>(&e) != nullptr;
+}
+
 }  // namespace dtrain
 
 // Throws dtrain::Error (DTRAIN_CHECK) or ErrT (DTRAIN_CHECK_T) with an fmt-formatted message when cond is false.

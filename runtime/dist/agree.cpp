@@ -73,10 +73,10 @@ void throw_agreed(const std::vector<std::string>& errors, const std::string& wha
   const std::string message = fmt::format("{} failed: {}", what, combined);
   // A stop request wins (nothing is damaged, every rank must stop), then an incompatible
   // input (exit 2), then the caller's kind.
-  if (signal != 0) throw Interrupted(message, signal);
-  if (config) throw ConfigError(message);
+  if (signal != 0) throw Agreed<Interrupted>(message, signal);
+  if (config) throw Agreed<ConfigError>(message);
   fallback(message);
-  throw Error(message);  // fallback always throws
+  throw Agreed<Error>(message);  // fallback always throws
 }
 
 void check_same_calls(Communicator& comm, const std::string& api, const std::string& call,

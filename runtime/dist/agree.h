@@ -37,7 +37,7 @@ void throw_agreed(const std::vector<std::string>& errors, const std::string& wha
 
 template <typename Err>
 [[noreturn]] void throw_as(const std::string& message) {
-  throw Err(message);
+  throw Agreed<Err>(message);
 }
 
 }  // namespace agree_detail

@@ -156,7 +156,8 @@ DefaultTrainer::DefaultTrainer(const Config& cfg, std::shared_ptr<dist::Communic
       model_, cfg.get_string("OUTPUT_DIR"), *comm_, std::move(checkpointables), ckpt_options);
   periodic_checkpointer_ = std::make_unique<checkpoint::PeriodicCheckpointer>(
       *checkpointer_, cfg.get_int("SOLVER.CHECKPOINT_PERIOD"), cfg.get_int("SOLVER.MAX_ITER"),
-      cfg.get_int("CHECKPOINT.MAX_TO_KEEP"), "model", cfg.get_bool("CHECKPOINT.ASYNC"));
+      cfg.get_int("CHECKPOINT.MAX_TO_KEEP"), "model", cfg.get_bool("CHECKPOINT.ASYNC"),
+      checkpoint::parse_on_save_error(cfg.get_string("CHECKPOINT.ON_SAVE_ERROR")));
   std::vector<int> signals;
   for (const auto& name : cfg.get_string_list("CHECKPOINT.PREEMPT_SIGNALS")) {
     signals.push_back(signal_from_name(name));

@@ -3,8 +3,12 @@
 
 #include <mpi.h>
 
+#include <cstdio>
+#include <cstdlib>
+
 #include "runtime/base/logging.h"
 #include "runtime/dist/mpi_runtime.h"
+#include "runtime/h5/handle.h"
 
 namespace dtrain::engine {
 
@@ -17,6 +21,17 @@ Runtime::Runtime(int* argc, char*** argv) : mpi_(std::make_unique<dist::MpiRunti
 Runtime::~Runtime() {
   comm_.reset();  // communicators free their MPI handles before MPI_Finalize
   mpi_.reset();
+}
+
+void Runtime::end(int status) {
+  if (!h5::file_close_failed()) return;
+  DTRAIN_LOG_WARN_RANK("an HDF5 file could not be closed after a write error; exiting with "
+                       "status {} without HDF5's and MPI's shutdown, which HDF5 1.10 cannot "
+                       "complete after that (HDFGroup/hdf5#2257)",
+                       status);
+  spdlog::default_logger()->flush();
+  std::fflush(nullptr);
+  std::_Exit(status);
 }
 
 std::shared_ptr<dist::Communicator> Runtime::connect(const Config& cfg) {

@@ -28,6 +28,11 @@ class Runtime {
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;
 
+  // Call with the process's exit status just before returning it. Returns, and the
+  // destructor shuts MPI down, unless an HDF5 file could not be closed in this process
+  // (h5::file_close_failed(): a save onto a full disk): then HDF5's shutdown would crash
+  // (HDF5 1.10), so it flushes the logs and ends the process with `status` at once.
+  void end(int status);
   // Rank and size in MPI_COMM_WORLD (0 and 1 without mpirun).
   int rank() const { return rank_; }
   int world_size() const { return world_size_; }

@@ -1,6 +1,7 @@
 // Handle ownership, the HDF5 library lock and error-stack formatting (see handle.h).
 #include "runtime/h5/handle.h"
 
+#include <atomic>
 #include <vector>
 
 #include "runtime/base/error.h"
@@ -137,18 +138,33 @@ Handle& Handle::operator=(Handle&& other) noexcept {
   return *this;
 }
 
+namespace {
+
+std::atomic<bool> g_file_close_failed{false};
+
+// Closes `id` with `close_fn`, noting a failed H5Fclose (see file_close_failed()).
+herr_t close_noting(Handle::CloseFn close_fn, hid_t id) {
+  const herr_t result = close_fn(id);
+  if (result < 0 && close_fn == &H5Fclose) g_file_close_failed.store(true);
+  return result;
+}
+
+}  // namespace
+
+bool file_close_failed() { return g_file_close_failed.load(); }
+
 void Handle::close(const std::string& what) {
   if (!valid()) return;
   ApiScope scope;
   const hid_t id = std::exchange(id_, H5I_INVALID_HID);
-  check(close_fn_(id), "closing {}", what);
+  check(close_noting(close_fn_, id), "closing {}", what);
 }
 
 void Handle::reset() noexcept {
   if (!valid()) return;
   try {
     ApiScope scope;
-    close_fn_(id_);
+    close_noting(close_fn_, id_);
     H5Eclear2(H5E_DEFAULT);
   } catch (...) {
     // Locking cannot fail in practice; a destructor must not throw either way.

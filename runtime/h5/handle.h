@@ -107,6 +107,13 @@ bool check_tri(htri_t result, fmt::format_string<Args...> operation, Args&&... a
   return result > 0;
 }
 
+// True once an H5Fclose failed in this process (e.g. flushing a file onto a full disk).
+// HDF5 1.10 then keeps a file id whose object it already freed, and its own shutdown
+// (at exit, or at MPI_Finalize for the MPI build) crashes on it (HDFGroup/hdf5#2257,
+// fixed in 1.14 by #2291); engine::Runtime::end() ends such a process without that
+// shutdown. Thread-safe.
+bool file_close_failed();
+
 // Owns one hid_t and closes it with the matching H5*close function (H5Fclose,
 // H5Gclose, H5Dclose, H5Sclose, H5Tclose, H5Pclose, H5Aclose). Move-only. The
 // destructor ignores close errors (use close() to see them). Not thread-safe as an

@@ -3,6 +3,7 @@
 // restart, and what retention never deletes (model_final, the checkpoint resumed from,
 // what last_checkpoint names).
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -169,6 +170,54 @@ TEST_F(PeriodicTest, RemoveCheckpointRefusesLastCheckpoint) {
   } catch (const CheckpointError& e) {
     EXPECT_NE(std::string(e.what()).find("invalid checkpoint name '../x'"), std::string::npos);
   }
+}
+
+// A periodic save that fails (here: OUTPUT_DIR/model_0000004 is a regular file the save
+// refuses to replace) stops training by default, with an error agreed on every rank.
+TEST_F(PeriodicTest, OnSaveErrorStopThrowsTheAgreedError) {
+  TrainingState s(OptKind::kSGD, 1, 0, 1);
+  Checkpointer ckpt(s.model, dir_, comm_, s.checkpointables());
+  PeriodicCheckpointer periodic(ckpt, 5, 23);
+  std::ofstream(dir_ + "/model_0000004") << "not a checkpoint";
+  for (int64_t it = 0; it < 4; ++it) periodic.step(it, {{"step", it}});
+  try {
+    periodic.step(4, {{"step", int64_t{4}}});
+    ADD_FAILURE() << "a failed periodic save did not stop training";
+  } catch (const CheckpointError& e) {
+    EXPECT_TRUE(agreed_on_every_rank(e)) << e.what();
+    EXPECT_NE(std::string(e.what()).find("model_0000004"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(periodic.failed_saves(), 0);
+}
+
+// With OnSaveError::kWarn the failed save is skipped and counted; the next period saves,
+// retention goes on, and model_final is saved.
+TEST_F(PeriodicTest, OnSaveErrorWarnSkipsTheFailedSaveAndGoesOn) {
+  TrainingState s(OptKind::kSGD, 1, 0, 1);
+  Checkpointer ckpt(s.model, dir_, comm_, s.checkpointables());
+  PeriodicCheckpointer periodic(ckpt, 5, 23, /*max_to_keep=*/2, "model", /*async=*/false,
+                                OnSaveError::kWarn);
+  std::ofstream(dir_ + "/model_0000009") << "not a checkpoint";
+  for (int64_t it = 0; it < 23; ++it) periodic.step(it, {{"step", it}});
+  EXPECT_EQ(periodic.failed_saves(), 1);
+  EXPECT_EQ(visible_dirs(dir_), (Names{"model_0000014", "model_0000019", "model_final"}));
+  EXPECT_TRUE(stdfs::is_regular_file(dir_ + "/model_0000009"));
+  EXPECT_EQ(last_checkpoint_name(dir_), "model_final");
+  EXPECT_EQ(IterationOf("model_0000014"), 14);
+}
+
+// Asynchronous periodic saves under kWarn: a failed one is skipped too, the next one is
+// committed before model_final, and model_final still fails loudly.
+TEST_F(PeriodicTest, OnSaveErrorWarnCoversAsyncSavesButNotTheFinalOne) {
+  TrainingState s(OptKind::kSGD, 1, 0, 1);
+  Checkpointer ckpt(s.model, dir_, comm_, s.checkpointables());
+  PeriodicCheckpointer periodic(ckpt, 5, 12, 0, "model", /*async=*/true, OnSaveError::kWarn);
+  std::ofstream(dir_ + "/model_0000004") << "not a checkpoint";
+  std::ofstream(dir_ + "/model_final") << "not a checkpoint";
+  for (int64_t it = 0; it < 11; ++it) periodic.step(it, {{"step", it}});
+  EXPECT_EQ(periodic.failed_saves(), 1);
+  EXPECT_THROW(periodic.step(11, {{"step", int64_t{11}}}), CheckpointError);
+  EXPECT_EQ(visible_dirs(dir_), (Names{"model_0000009"}));
 }
 
 }  // namespace

@@ -20,8 +20,8 @@ Cases: sync_np1, sync_np2, async_np2, sync_np4. Each case:
        - `--resume` loads the checkpoint last_checkpoint names (no fallback), which is at
          least as new as every save that had returned before the cut;
        - the resumed run's model_final is bitwise equal to the reference.
-By default a sample of operations is cut (each kind of the commit protocol's steps, in
-each save, and a few writes, torn half-way); DTRAIN_POWERCUT_FULL=1 cuts at every one
+By default a sample of operations is cut (see choose_points: every step of one save's
+commit protocol on 1 rank, five key steps on 2 and 4 ranks); DTRAIN_POWERCUT_FULL=1 cuts at every one
 (minutes to hours), DTRAIN_POWERCUT_POINTS=3,17,... at those. Skipped (status 77) where
 FUSE cannot be mounted (no /dev/fuse, no fusermount3).
 """
@@ -42,12 +42,15 @@ PERIOD = 4  # saves model_0000003, model_0000007, model_0000011 and model_final
 KEEP = 2  # retention deletes model_0000003 after model_final
 OVERRIDES = ["SOLVER.MAX_ITER", MAX_ITER, "SOLVER.CHECKPOINT_PERIOD", PERIOD,
              "CHECKPOINT.MAX_TO_KEEP", KEEP, "LOG.PERIOD", 1, "TEST.EVAL_PERIOD", 0,
-             "SOLVER.WARMUP_ITERS", 6]
+             "SOLVER.WARMUP_ITERS", 6,
+             # ~270k parameters: shards of ~1 MiB, so that a cut run takes seconds
+             "MODEL.MLP.HIDDEN_DIMS", "[256, 256]"]
 CONFIG = "mlp_synthetic.yaml"
 OUT = "/out"  # OUTPUT_DIR inside the mount
 
-CASES_SPEC = {"sync_np1": (1, False), "sync_np2": (2, False), "async_np2": (2, True),
-              "sync_np4": (4, False)}
+# (ranks, asynchronous saves, sample of cut points by default)
+CASES_SPEC = {"sync_np1": (1, False, "protocol"), "sync_np2": (2, False, "core"),
+              "async_np2": (2, True, "core"), "sync_np4": (4, False, "core")}
 
 
 def wdir(*parts):
@@ -163,28 +166,35 @@ def check_disk(out_dir):
     return name
 
 
-def choose_points(ops):
-    """Every kind of step of the commit protocol and of retention in each save (each
-    rename, each fsync, each directory fsync, each mkdir and unlink), and three writes
-    of shard data; all of them with DTRAIN_POWERCUT_FULL=1."""
+def choose_points(ops, sample):
+    """The operations to cut power at. "protocol": every step of the commit protocol in the
+    second save (each rename, fsync and directory fsync; it has a predecessor to fall back
+    to), retention's deletes and three shard-data writes (torn). "core": five of them --
+    a torn shard write, the commit rename, the directory fsync after it, the rename of
+    last_checkpoint and retention's first delete. Every operation of the run with
+    DTRAIN_POWERCUT_FULL=1; the listed ones with DTRAIN_POWERCUT_POINTS=3,17,..."""
     if os.environ.get("DTRAIN_POWERCUT_POINTS"):
         return [int(x) for x in os.environ["DTRAIN_POWERCUT_POINTS"].split(",")]
     if os.environ.get("DTRAIN_POWERCUT_FULL") == "1":
         return [n for n, _, _ in ops]
-    protocol = [n for n, op, path in ops if op in ("rename", "fsync", "fsyncdir", "unlink", "rmdir")
-                and "tfevents" not in path]
-    # By default one save's worth of them (the second save, which has a predecessor to
-    # fall back to) plus retention's deletes; and three shard-data writes.
     first_mkdir = [n for n, op, path in ops if op == "mkdir" and ".model_" in path]
     lo = first_mkdir[1] if len(first_mkdir) > 1 else 0
     hi = first_mkdir[2] if len(first_mkdir) > 2 else ops[-1][0] + 1
-    points = [n for n in protocol if lo <= n < hi] + [n for n, op, _ in ops if op in ("unlink", "rmdir")]
-    writes = [n for n, op, path in ops if op == "write" and "shard-" in path and lo <= n < hi]
-    points += writes[len(writes) // 4::max(1, len(writes) // 3)][:3]
+    window = [(n, op, path) for n, op, path in ops if lo <= n < hi]
+    deletes = [n for n, op, _ in ops if op in ("unlink", "rmdir")]
+    writes = [n for n, op, path in window if op == "write" and "shard-" in path]
+    if sample == "core":
+        commit = [n for n, op, path in window if op == "rename" and "/.model_" in path]
+        tag = [n for n, op, path in window if op == "rename" and path.endswith("/last_checkpoint")]
+        points = writes[len(writes) // 2:][:1] + commit[:1] + [n + 1 for n in commit[:1]] + tag[:1]
+        return sorted(set(points + deletes[:1]))
+    protocol = [n for n, op, path in window if op in ("rename", "fsync", "fsyncdir")
+                and "tfevents" not in path]
+    points = protocol + deletes + writes[len(writes) // 4::max(1, len(writes) // 3)][:3]
     return sorted(set(points))
 
 
-def case(ranks, async_save):
+def case(ranks, async_save, sample):
     def run_case():
         if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
             raise Skipped("no /dev/fuse or no fusermount3")
@@ -201,7 +211,7 @@ def case(ranks, async_save):
         finally:
             count.unmount()
         ops = count.ops()
-        points = choose_points(ops)
+        points = choose_points(ops, sample)
         kinds = {}
         for _, op, _ in ops:
             kinds[op] = kinds.get(op, 0) + 1
@@ -255,7 +265,82 @@ def cut_at(ranks, async_save, ref, n, counted):
     shutil.rmtree(mount.root, ignore_errors=True)
 
 
+# (ranks, asynchronous saves, errno, CHECKPOINT.ON_SAVE_ERROR, operation that fails)
+FAIL_SPEC = {"enospc_sync_np2": (2, False, "ENOSPC", "stop", "write"),
+             "eio_async_np2_warn": (2, True, "EIO", "warn", "fsync")}
+ERRNO_TEXT = {"ENOSPC": "No space left on device", "EIO": "Input/output error"}
+
+
+def fail_case(ranks, async_save, errno_name, on_error, failing_op):
+    """A full disk or an I/O error at one operation of the second save's shard files: the
+    error names the file and the cause, nothing of that save is committed, the checkpoint
+    before it is intact and tagged; with stop the run ends (non-zero) and --resume
+    finishes bitwise equal to an uninterrupted run, with warn the run goes on without
+    that checkpoint and ends equal to it."""
+    def run_case():
+        if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
+            raise Skipped("no /dev/fuse or no fusermount3")
+        ovr = overrides(async_save) + ["CHECKPOINT.ON_SAVE_ERROR", on_error]
+        ref = wdir("reference")
+        e2e.run(e2e.dtrain_cmd(ranks, CONFIG, ref, ovr), log_name="reference")
+        count = Mount("count", [])
+        try:
+            e2e.run(e2e.dtrain_cmd(ranks, CONFIG, count.mnt + OUT, ovr), log_name="count")
+        finally:
+            count.unmount()
+        # The second save's shard of the last rank: the middle one of its `failing_op`s.
+        shard = "shard-%05d-of-%05d.h5" % (ranks - 1, ranks)
+        pattern = ".model_0000007.tmp-*/" + shard
+        matching = [path for _, op, path in count.ops() if op == failing_op and
+                    ".model_0000007.tmp-" in path and path.endswith(shard)]
+        check(matching, "the counting run made no %s on %s" % (failing_op, pattern))
+        skip = len(matching) // 2
+        # A full disk stays full (every later write fails); an I/O error is one-off.
+        fs_args = ["--fail-on", pattern, "--fail-op", failing_op, "--fail-skip", str(skip),
+                   "--fail-errno", errno_name] + (["--fail-sticky"] if errno_name == "ENOSPC" else [])
+        path = shard
+        mount = Mount("fail", fs_args)
+        try:
+            out = mount.mnt + OUT
+            rc, _, err = e2e.run(e2e.dtrain_cmd(ranks, CONFIG, out, ovr), expect_rc=None,
+                                 log_name="failed")
+        finally:
+            mount.unmount()
+        # The disk is "freed": the same files, without the failing file system.
+        out = os.path.join(mount.root, "backing") + OUT
+        print("%s #%d of %s failed with %s: rc %d" % (failing_op, skip + 1, pattern, errno_name, rc))
+        lines = [l for l in err.splitlines() if ERRNO_TEXT[errno_name] in l]
+        check(lines and any(shard in l for l in lines),
+              "no error names %s and %r:\n%s" % (shard, ERRNO_TEXT[errno_name], err[-3000:]))
+        print("the error: " + [l for l in lines if shard in l][0][:900])
+        check(not os.path.exists(os.path.join(out, "model_0000007")),
+              "model_0000007 was committed although writing it failed")
+        check(not [n for n in os.listdir(out) if n.startswith(".model_0000007")],
+              "the failed save left its temporary directory")
+        e2e.run([e2e.ARGS.dtrain, "ckpt", "verify", os.path.join(out, "model_0000003")])
+        with open(os.path.join(out, "last_checkpoint")) as f:
+            tagged = f.read().strip()
+        if on_error == "stop":
+            check(rc == 1, "expected exit status 1 after a failed save with ON_SAVE_ERROR stop, "
+                  "got %d" % rc)
+            check(tagged == "model_0000003", "last_checkpoint names %s" % tagged)
+            check("MPI_ABORT" not in err, "the failed save did not stop cleanly:\n" + err[-2000:])
+            _, _, err = e2e.run(e2e.dtrain_cmd(ranks, CONFIG, out, ovr, ["--resume"]),
+                                log_name="resumed")
+            check("Loaded checkpoint %s/model_0000003 " % out in err,
+                  "the resume did not load model_0000003")
+        else:
+            check(rc == 0, "the run stopped (rc %d) with ON_SAVE_ERROR warn" % rc)
+            check("training goes on without it" in err, "no warning of the failed save")
+            check(tagged == "model_final", "last_checkpoint names %s" % tagged)
+            e2e.run([e2e.ARGS.dtrain, "ckpt", "verify", os.path.join(out, "model_0000011")])
+        e2e.compare_checkpoints(os.path.join(ref, "model_final"), os.path.join(out, "model_final"))
+
+    return run_case
+
+
 CASES = {name: case(*spec) for name, spec in CASES_SPEC.items()}
+CASES.update({name: fail_case(*spec) for name, spec in FAIL_SPEC.items()})
 
 if __name__ == "__main__":
     sys.exit(e2e.main(CASES, __doc__))

@@ -1,7 +1,8 @@
 // dtrain_powercut_fs: a passthrough FUSE file system that can lose power (tests only).
 //
 //   dtrain_powercut_fs --backing B --image I [--cut-at N | --cut-on SUBSTR] [--tear]
-//                      [--fail-at N --fail-errno ENOSPC|EIO] [--log F] MOUNTPOINT
+//                      [--fail-at N | --fail-on PATTERN --fail-op OP [--fail-skip K]]
+//                      [--fail-errno ENOSPC|EIO] [--log F] MOUNTPOINT
 //
 // Every operation is passed to the directory B (the live state, as a page cache would
 // hold it). What a disk would keep after a power cut is modelled by DurableModel
@@ -15,6 +16,14 @@
 //   --tear          a write that is cut reaches the disk half-way (whole 4 KiB pages);
 //   --fail-at N     operation N fails with --fail-errno (a full disk, a disk error) and
 //                   the file system goes on;
+//   --fail-on P --fail-op OP [--fail-skip K]
+//                   the same for the (K+1)-th operation OP (e.g. write, fsync) on a path
+//                   matching P: substrings separated by '*' that appear in that order
+//                   (".model_0000007.tmp-*/shard-00001"), so that the failure hits the
+//                   same file whatever order the ranks' operations interleave in;
+//   --fail-sticky   and every later OP fails as well, on any path (a disk that is full
+//                   stays full; without it a failed write is simply retried by the
+//                   kernel's FUSE layer and the caller, and succeeds);
 //   --log F         one line per persistence operation: "<n> <op> <path>", and at
 //                   unmount "total <n>".
 // Runs single-threaded in the foreground (it adds -f -s). Unmount with fusermount3 -u.
@@ -43,16 +52,18 @@ namespace {
 using dtrain::powercut::DurableModel;
 
 struct Options {
-  std::string backing, image, cut_on, log;
-  long cut_at = 0, fail_at = 0;
+  std::string backing, image, cut_on, log, fail_on, fail_op;
+  long cut_at = 0, fail_at = 0, fail_skip = 0;
   int fail_errno = ENOSPC;
   bool tear = false;
+  bool fail_sticky = false;
 };
 
 struct State {
   Options opt;
   std::unique_ptr<DurableModel> model;
   long ops = 0;
+  long fail_matches = 0;  // operations that matched --fail-on/--fail-op so far
   bool dead = false;
   FILE* log = nullptr;
 };
@@ -77,6 +88,29 @@ void cut(State& s) {
   if (s.log) std::fflush(s.log);
 }
 
+// Whether `path` holds the '*'-separated parts of `pattern` in order.
+bool matches(const std::string& path, const std::string& pattern) {
+  size_t at = 0, from = 0;
+  while (from <= pattern.size()) {
+    const size_t star = std::min(pattern.find('*', from), pattern.size());
+    const std::string part = pattern.substr(from, star - from);
+    const size_t found = path.find(part, at);
+    if (found == std::string::npos) return false;
+    at = found + part.size();
+    from = star + 1;
+  }
+  return true;
+}
+
+// Whether this operation is the one to fail (--fail-at, or --fail-on/--fail-op/--fail-skip).
+bool fails(State& s, const char* op, const char* path) {
+  if (s.opt.fail_at == s.ops) return true;
+  if (s.opt.fail_on.empty() || s.opt.fail_op != op) return false;
+  if (s.opt.fail_sticky && s.fail_matches > s.opt.fail_skip) return true;
+  if (!matches(path, s.opt.fail_on)) return false;
+  return s.fail_matches++ == s.opt.fail_skip;
+}
+
 // Numbers a persistence operation; returns 0 to go on, or -errno to fail it. A cut at
 // this operation happens before it (a torn write's half reaches the disk first).
 int persist(const char* op, const char* path, const char* data = nullptr, size_t size = 0,
@@ -94,7 +128,10 @@ int persist(const char* op, const char* path, const char* data = nullptr, size_t
     cut(s);
     return -EIO;
   }
-  if (s.opt.fail_at == s.ops) return -s.opt.fail_errno;
+  if (fails(s, op, path)) {
+    if (s.log) std::fprintf(s.log, "%ld failed %s\n", s.ops, std::strerror(s.opt.fail_errno));
+    return -s.opt.fail_errno;
+  }
   return 0;
 }
 
@@ -303,8 +340,8 @@ fuse_operations make_operations() {
 int usage(const char* why) {
   std::fprintf(stderr,
                "dtrain_powercut_fs: %s\nusage: dtrain_powercut_fs --backing DIR --image DIR "
-               "[--cut-at N | --cut-on SUBSTR] [--tear] [--fail-at N --fail-errno ENOSPC|EIO] "
-               "[--log FILE] MOUNTPOINT\n",
+               "[--cut-at N | --cut-on SUBSTR] [--tear] [--fail-at N | --fail-on P --fail-op OP "
+               "[--fail-skip K] [--fail-sticky]] [--fail-errno ENOSPC|EIO] [--log FILE] MOUNTPOINT\n",
                why);
   return 2;
 }
@@ -328,6 +365,10 @@ int main(int argc, char** argv) {
       else if (a == "--cut-on") o.cut_on = value();
       else if (a == "--tear") o.tear = true;
       else if (a == "--fail-at") o.fail_at = std::stol(value());
+      else if (a == "--fail-on") o.fail_on = value();
+      else if (a == "--fail-op") o.fail_op = value();
+      else if (a == "--fail-skip") o.fail_skip = std::stol(value());
+      else if (a == "--fail-sticky") o.fail_sticky = true;
       else if (a == "--fail-errno") {
         const std::string e = value();
         if (e == "ENOSPC") o.fail_errno = ENOSPC;
