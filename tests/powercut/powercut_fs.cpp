@@ -24,6 +24,11 @@
 //   --fail-sticky   and every later OP fails as well, on any path (a disk that is full
 //                   stays full; without it a failed write is simply retried by the
 //                   kernel's FUSE layer and the caller, and succeeds);
+//   --drop-on P --drop-op fsync|fsyncdir [--drop-skip K]
+//                   the (K+1)-th OP on a path matching P runs but makes nothing durable,
+//                   as if the program had not called it (a mutation: the tests must
+//                   notice that fsync is missing); a P ending in '$' must match up to the
+//                   end of the path;
 //   --log F         one line per persistence operation: "<n> <op> <path>", and at
 //                   unmount "total <n>".
 // Runs single-threaded in the foreground (it adds -f -s). Unmount with fusermount3 -u.
@@ -52,8 +57,8 @@ namespace {
 using dtrain::powercut::DurableModel;
 
 struct Options {
-  std::string backing, image, cut_on, log, fail_on, fail_op;
-  long cut_at = 0, fail_at = 0, fail_skip = 0;
+  std::string backing, image, cut_on, log, fail_on, fail_op, drop_on, drop_op;
+  long cut_at = 0, fail_at = 0, fail_skip = 0, drop_skip = 0;
   int fail_errno = ENOSPC;
   bool tear = false;
   bool fail_sticky = false;
@@ -64,6 +69,7 @@ struct State {
   std::unique_ptr<DurableModel> model;
   long ops = 0;
   long fail_matches = 0;  // operations that matched --fail-on/--fail-op so far
+  long drop_matches = 0;  // and --drop-on/--drop-op
   bool dead = false;
   FILE* log = nullptr;
 };
@@ -89,17 +95,34 @@ void cut(State& s) {
 }
 
 // Whether `path` holds the '*'-separated parts of `pattern` in order.
-bool matches(const std::string& path, const std::string& pattern) {
-  size_t at = 0, from = 0;
-  while (from <= pattern.size()) {
-    const size_t star = std::min(pattern.find('*', from), pattern.size());
-    const std::string part = pattern.substr(from, star - from);
-    const size_t found = path.find(part, at);
-    if (found == std::string::npos) return false;
-    at = found + part.size();
+bool matches(const std::string& path, std::string pattern) {
+  const bool to_end = !pattern.empty() && pattern.back() == '$';
+  if (to_end) pattern.pop_back();
+  std::vector<std::string> parts;
+  for (size_t from = 0;;) {
+    const size_t star = pattern.find('*', from);
+    parts.push_back(pattern.substr(from, star == std::string::npos ? std::string::npos : star - from));
+    if (star == std::string::npos) break;
     from = star + 1;
   }
-  return true;
+  size_t at = 0;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    const size_t found = path.find(parts[i], at);
+    if (found == std::string::npos) return false;
+    at = found + parts[i].size();
+  }
+  const std::string& last = parts.back();
+  if (!to_end) return path.find(last, at) != std::string::npos;
+  return path.size() >= at + last.size() && path.compare(path.size() - last.size(), last.size(), last) == 0;
+}
+
+// Whether this fsync/fsyncdir is the one to drop (--drop-on/--drop-op/--drop-skip).
+bool dropped(const char* op, const char* path) {
+  State& s = st();
+  if (s.opt.drop_on.empty() || s.opt.drop_op != op || !matches(path, s.opt.drop_on)) return false;
+  const bool drop = s.drop_matches++ == s.opt.drop_skip;
+  if (drop && s.log) std::fprintf(s.log, "%ld dropped %s\n", s.ops, path);
+  return drop;
 }
 
 // Whether this operation is the one to fail (--fail-at, or --fail-on/--fail-op/--fail-skip).
@@ -255,6 +278,7 @@ int fs_release(const char*, fuse_file_info* fi) {
 
 int fs_fsync(const char* path, int, fuse_file_info*) {
   PERSIST("fsync", path);
+  if (dropped("fsync", path)) return 0;
   try {
     st().model->file_synced(path);
   } catch (const std::exception&) {
@@ -275,6 +299,7 @@ int fs_readdir(const char* path, void* buf, fuse_fill_dir_t fill, off_t, fuse_fi
 
 int fs_fsyncdir(const char* path, int, fuse_file_info*) {
   PERSIST("fsyncdir", path);
+  if (dropped("fsyncdir", path)) return 0;
   try {
     st().model->dir_synced(path);
   } catch (const std::exception&) {
@@ -369,6 +394,9 @@ int main(int argc, char** argv) {
       else if (a == "--fail-op") o.fail_op = value();
       else if (a == "--fail-skip") o.fail_skip = std::stol(value());
       else if (a == "--fail-sticky") o.fail_sticky = true;
+      else if (a == "--drop-on") o.drop_on = value();
+      else if (a == "--drop-op") o.drop_op = value();
+      else if (a == "--drop-skip") o.drop_skip = std::stol(value());
       else if (a == "--fail-errno") {
         const std::string e = value();
         if (e == "ENOSPC") o.fail_errno = ENOSPC;
