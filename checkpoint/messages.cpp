@@ -68,7 +68,8 @@ std::string TensorPack::encode() const {
     const at::Tensor c = t.cpu().contiguous();
     header.push_back({{"name", name}, {"dtype", h5::dtype_name(c.scalar_type())},
                       {"shape", c.sizes().vec()}});
-    data.append(static_cast<const char*>(c.data_ptr()), c.numel() * c.element_size());
+    // An empty tensor may have no storage at all (a null data pointer).
+    if (c.numel() > 0) data.append(static_cast<const char*>(c.data_ptr()), c.numel() * c.element_size());
   }
   return header.dump() + "\n" + data;
 }
@@ -87,7 +88,7 @@ TensorPack TensorPack::decode(const std::string& bytes, int from_rank) {
                                    e.at("dtype").get<std::string>(), "tensor pack")));
       const size_t n = static_cast<size_t>(t.numel()) * t.element_size();
       DTRAIN_CHECK_T(CheckpointError, n <= bytes.size() - offset, "too short for '{}'", name);
-      std::memcpy(t.data_ptr(), bytes.data() + offset, n);
+      if (n > 0) std::memcpy(t.data_ptr(), bytes.data() + offset, n);
       offset += n;
       pack.tensors.emplace_back(name, std::move(t));
     }

@@ -21,6 +21,13 @@
 #include "tests/checkpoint/expect.h"
 #include "tests/checkpoint/test_support.h"
 
+// These tests make H5Fclose fail (flushing onto a full disk). HDF5 1.10 then keeps a file
+// id whose object it freed, and its exit handler reports "infinite loop closing library"
+// and leaks that object (HDFGroup/hdf5#2257, fixed in 1.14; dtrain train ends such a
+// process without HDF5's shutdown, engine::Runtime::end). LeakSanitizer is told to ignore
+// leaks from inside libhdf5 in this test binary only.
+extern "C" const char* __lsan_default_suppressions() { return "leak:libhdf5"; }
+
 namespace dtrain::checkpoint {
 namespace {
 
