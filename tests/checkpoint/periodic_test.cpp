@@ -172,6 +172,17 @@ TEST_F(PeriodicTest, RemoveCheckpointRefusesLastCheckpoint) {
   }
 }
 
+TEST(OnSaveErrorTest, ParsesStopAndWarnAndNamesTheKeyOtherwise) {
+  EXPECT_EQ(parse_on_save_error("stop"), OnSaveError::kStop);
+  EXPECT_EQ(parse_on_save_error("warn"), OnSaveError::kWarn);
+  try {
+    parse_on_save_error("ignore");
+    ADD_FAILURE() << "accepted 'ignore'";
+  } catch (const ConfigError& e) {
+    EXPECT_STREQ(e.what(), "CHECKPOINT.ON_SAVE_ERROR: expected 'stop' or 'warn', got 'ignore'");
+  }
+}
+
 // A periodic save that fails (here: OUTPUT_DIR/model_0000004 is a regular file the save
 // refuses to replace) stops training by default, with an error agreed on every rank.
 TEST_F(PeriodicTest, OnSaveErrorStopThrowsTheAgreedError) {

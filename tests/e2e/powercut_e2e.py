@@ -166,6 +166,32 @@ def check_disk(out_dir):
     return name
 
 
+def require_fuse():
+    if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
+        raise Skipped("no /dev/fuse or no fusermount3")
+
+
+def second_save(ops):
+    """(first, end) operation numbers of the second save (its mkdir up to the third's)."""
+    first_mkdir = [n for n, op, path in ops if op == "mkdir" and ".model_" in path]
+    lo = first_mkdir[1] if len(first_mkdir) > 1 else 0
+    hi = first_mkdir[2] if len(first_mkdir) > 2 else ops[-1][0] + 1
+    return lo, hi
+
+
+def reference_and_count(ranks, ovr):
+    """An uninterrupted run on a plain directory, and one on dtrain_powercut_fs that
+    counts its operations: (reference OUTPUT_DIR, [(n, op, path)])."""
+    ref = wdir("reference")
+    e2e.run(e2e.dtrain_cmd(ranks, CONFIG, ref, ovr), log_name="reference")
+    count = Mount("count", [])
+    try:
+        e2e.run(e2e.dtrain_cmd(ranks, CONFIG, count.mnt + OUT, ovr), log_name="count")
+    finally:
+        count.unmount()
+    return ref, count.ops()
+
+
 def choose_points(ops, sample):
     """The operations to cut power at. "protocol": every step of the commit protocol in the
     second save (each rename, fsync and directory fsync; it has a predecessor to fall back
@@ -177,9 +203,7 @@ def choose_points(ops, sample):
         return [int(x) for x in os.environ["DTRAIN_POWERCUT_POINTS"].split(",")]
     if os.environ.get("DTRAIN_POWERCUT_FULL") == "1":
         return [n for n, _, _ in ops]
-    first_mkdir = [n for n, op, path in ops if op == "mkdir" and ".model_" in path]
-    lo = first_mkdir[1] if len(first_mkdir) > 1 else 0
-    hi = first_mkdir[2] if len(first_mkdir) > 2 else ops[-1][0] + 1
+    lo, hi = second_save(ops)
     window = [(n, op, path) for n, op, path in ops if lo <= n < hi]
     deletes = [n for n, op, _ in ops if op in ("unlink", "rmdir")]
     writes = [n for n, op, path in window if op == "write" and "shard-" in path]
@@ -196,8 +220,7 @@ def choose_points(ops, sample):
 
 def case(ranks, async_save, sample):
     def run_case():
-        if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
-            raise Skipped("no /dev/fuse or no fusermount3")
+        require_fuse()
         ref = wdir("reference")
         e2e.run(e2e.dtrain_cmd(ranks, CONFIG, ref, overrides(async_save)), log_name="reference")
 
@@ -273,19 +296,10 @@ def mutations_case():
     until a check fails. A dropped fsync that no cut notices is reported and fails the
     case: either it is not needed, or the tests miss what it protects."""
     def run_case():
-        if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
-            raise Skipped("no /dev/fuse or no fusermount3")
-        ref = wdir("reference")
-        e2e.run(e2e.dtrain_cmd(1, CONFIG, ref, overrides(False)), log_name="reference")
-        count = Mount("count", [])
-        try:
-            e2e.run(e2e.dtrain_cmd(1, CONFIG, count.mnt + OUT, overrides(False)), log_name="count")
-        finally:
-            count.unmount()
-        ops = count.ops()
+        require_fuse()
+        ref, ops = reference_and_count(1, overrides(False))
         counted = dict((k, (op, path)) for k, op, path in ops)
-        first_mkdir = [n for n, op, path in ops if op == "mkdir" and ".model_" in path]
-        lo, hi = first_mkdir[1], first_mkdir[2]
+        lo, hi = second_save(ops)
         syncs = [(n, op, path) for n, op, path in ops if lo <= n < hi and op in ("fsync", "fsyncdir")
                  and "tfevents" not in path]
         undetected = []
@@ -331,20 +345,13 @@ def fail_case(ranks, async_save, errno_name, on_error, failing_op):
     finishes bitwise equal to an uninterrupted run, with warn the run goes on without
     that checkpoint and ends equal to it."""
     def run_case():
-        if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
-            raise Skipped("no /dev/fuse or no fusermount3")
+        require_fuse()
         ovr = overrides(async_save) + ["CHECKPOINT.ON_SAVE_ERROR", on_error]
-        ref = wdir("reference")
-        e2e.run(e2e.dtrain_cmd(ranks, CONFIG, ref, ovr), log_name="reference")
-        count = Mount("count", [])
-        try:
-            e2e.run(e2e.dtrain_cmd(ranks, CONFIG, count.mnt + OUT, ovr), log_name="count")
-        finally:
-            count.unmount()
+        ref, ops = reference_and_count(ranks, ovr)
         # The second save's shard of the last rank: the middle one of its `failing_op`s.
         shard = "shard-%05d-of-%05d.h5" % (ranks - 1, ranks)
         pattern = ".model_0000007.tmp-*/" + shard
-        matching = [path for _, op, path in count.ops() if op == failing_op and
+        matching = [path for _, op, path in ops if op == failing_op and
                     ".model_0000007.tmp-" in path and path.endswith(shard)]
         check(matching, "the counting run made no %s on %s" % (failing_op, pattern))
         skip = len(matching) // 2

@@ -56,9 +56,25 @@ namespace {
 
 using dtrain::powercut::DurableModel;
 
+bool matches(const std::string& path, std::string pattern);
+
+// "The (skip+1)-th operation `op` on a path matching `on`" (--fail-on/--fail-op/
+// --fail-skip, --drop-on/--drop-op/--drop-skip); `seen` counts the matches so far.
+struct Trigger {
+  std::string on, op;
+  long skip = 0, seen = 0;
+
+  bool armed(const char* o) const { return !on.empty() && op == o; }
+  // Whether this operation is the one (counting it when it matches).
+  bool fires(const char* o, const char* path) {
+    return armed(o) && matches(path, on) && seen++ == skip;
+  }
+  bool fired() const { return seen > skip; }
+};
+
 struct Options {
-  std::string backing, image, cut_on, log, fail_on, fail_op, drop_on, drop_op;
-  long cut_at = 0, fail_at = 0, fail_skip = 0, drop_skip = 0;
+  std::string backing, image, cut_on, log;
+  long cut_at = 0, fail_at = 0;
   int fail_errno = ENOSPC;
   bool tear = false;
   bool fail_sticky = false;
@@ -66,10 +82,9 @@ struct Options {
 
 struct State {
   Options opt;
+  Trigger fail, drop;
   std::unique_ptr<DurableModel> model;
   long ops = 0;
-  long fail_matches = 0;  // operations that matched --fail-on/--fail-op so far
-  long drop_matches = 0;  // and --drop-on/--drop-op
   bool dead = false;
   FILE* log = nullptr;
 };
@@ -119,8 +134,7 @@ bool matches(const std::string& path, std::string pattern) {
 // Whether this fsync/fsyncdir is the one to drop (--drop-on/--drop-op/--drop-skip).
 bool dropped(const char* op, const char* path) {
   State& s = st();
-  if (s.opt.drop_on.empty() || s.opt.drop_op != op || !matches(path, s.opt.drop_on)) return false;
-  const bool drop = s.drop_matches++ == s.opt.drop_skip;
+  const bool drop = s.drop.fires(op, path);
   if (drop && s.log) std::fprintf(s.log, "%ld dropped %s\n", s.ops, path);
   return drop;
 }
@@ -128,10 +142,8 @@ bool dropped(const char* op, const char* path) {
 // Whether this operation is the one to fail (--fail-at, or --fail-on/--fail-op/--fail-skip).
 bool fails(State& s, const char* op, const char* path) {
   if (s.opt.fail_at == s.ops) return true;
-  if (s.opt.fail_on.empty() || s.opt.fail_op != op) return false;
-  if (s.opt.fail_sticky && s.fail_matches > s.opt.fail_skip) return true;
-  if (!matches(path, s.opt.fail_on)) return false;
-  return s.fail_matches++ == s.opt.fail_skip;
+  if (s.opt.fail_sticky && s.fail.armed(op) && s.fail.fired()) return true;
+  return s.fail.fires(op, path);
 }
 
 // Numbers a persistence operation; returns 0 to go on, or -errno to fail it. A cut at
@@ -390,13 +402,13 @@ int main(int argc, char** argv) {
       else if (a == "--cut-on") o.cut_on = value();
       else if (a == "--tear") o.tear = true;
       else if (a == "--fail-at") o.fail_at = std::stol(value());
-      else if (a == "--fail-on") o.fail_on = value();
-      else if (a == "--fail-op") o.fail_op = value();
-      else if (a == "--fail-skip") o.fail_skip = std::stol(value());
+      else if (a == "--fail-on") state->fail.on = value();
+      else if (a == "--fail-op") state->fail.op = value();
+      else if (a == "--fail-skip") state->fail.skip = std::stol(value());
       else if (a == "--fail-sticky") o.fail_sticky = true;
-      else if (a == "--drop-on") o.drop_on = value();
-      else if (a == "--drop-op") o.drop_op = value();
-      else if (a == "--drop-skip") o.drop_skip = std::stol(value());
+      else if (a == "--drop-on") state->drop.on = value();
+      else if (a == "--drop-op") state->drop.op = value();
+      else if (a == "--drop-skip") state->drop.skip = std::stol(value());
       else if (a == "--fail-errno") {
         const std::string e = value();
         if (e == "ENOSPC") o.fail_errno = ENOSPC;
