@@ -41,10 +41,11 @@ class AsyncShardWriter {
   AsyncShardWriter(const AsyncShardWriter&) = delete;
   AsyncShardWriter& operator=(const AsyncShardWriter&) = delete;
 
-  // Starts writing `state` (a snapshot) as rank `rank`'s shard at `path`. Throws
-  // dtrain::Error when a write is already in flight.
+  // Starts writing `state` (a snapshot) as rank `rank`'s shard at `path`, synced
+  // through `env` (which must outlive the write). Throws dtrain::Error when a write is
+  // already in flight.
   void start(std::string path, int rank, CollectedState state, std::vector<Piece> plan,
-             ShardWriteObserver observer = nullptr);
+             ShardWriteObserver observer = nullptr, Env& env = Env::posix());
   // Whether a write was started and has not been collected by wait().
   bool in_flight() const { return in_flight_; }
   // Whether the write in flight has finished (successfully or not). Never blocks.

@@ -45,7 +45,8 @@ Checkpointer::Checkpointer(std::shared_ptr<torch::nn::Module> model, std::string
       save_dir_(std::move(save_dir)),
       comm_(comm),
       checkpointables_(std::move(checkpointables)),
-      options_(std::move(options)) {
+      options_(std::move(options)),
+      env_(options_.env != nullptr ? *options_.env : Env::posix()) {
   for (const auto& [key, c] : checkpointables_) {
     DTRAIN_CHECK(key != "model" && key != "extra" && c.state != nullptr,
                  "checkpointable '{}': the names 'model' and 'extra' are reserved and the "
@@ -102,7 +103,7 @@ void Checkpointer::committed(const save_protocol::PendingSave& save, double slow
 void Checkpointer::save(const std::string& name, const StateDict& extra) {
   check_collective("save", name);
   finish_async();
-  auto ps = save_protocol::begin(comm_, save_dir_, name, iteration_of(extra), dir_state_);
+  auto ps = save_protocol::begin(comm_, env_, save_dir_, name, iteration_of(extra), dir_state_);
   try {
     ps->state = collect(extra);
   } catch (const std::exception& e) {
@@ -126,7 +127,7 @@ void Checkpointer::save_now(std::unique_ptr<save_protocol::PendingSave> ps) {
 void Checkpointer::save_async(const std::string& name, const StateDict& extra) {
   check_collective("save_async", name);
   finish_async();  // at most one in flight
-  auto ps = save_protocol::begin(comm_, save_dir_, name, iteration_of(extra), dir_state_);
+  auto ps = save_protocol::begin(comm_, env_, save_dir_, name, iteration_of(extra), dir_state_);
   CollectedState live;
   try {
     live = collect(extra);
@@ -211,14 +212,14 @@ StateDict Checkpointer::load(const std::string& path,
 bool Checkpointer::has_checkpoint() {
   check_collective("has_checkpoint", "");
   return dist::on_root<CheckpointError>(comm_, "has_checkpoint", [&] {
-           return std::string(save_dir::has_tag(save_dir_) ? "1" : "0");
+           return std::string(save_dir::has_tag(env_, save_dir_) ? "1" : "0");
          }) == "1";
 }
 
 std::string Checkpointer::get_checkpoint_file() {
   check_collective("get_checkpoint_file", "");
   return dist::on_root<CheckpointError>(comm_, "get_checkpoint_file", [&]() -> std::string {
-    const std::string name = save_dir::tagged_name(save_dir_);
+    const std::string name = save_dir::tagged_name(env_, save_dir_);
     return name.empty() ? "" : save_dir_ + "/" + name;
   });
 }
@@ -226,7 +227,7 @@ std::string Checkpointer::get_checkpoint_file() {
 std::vector<std::string> Checkpointer::get_all_checkpoint_files() {
   check_collective("get_all_checkpoint_files", "");
   const std::string list = dist::on_root<CheckpointError>(comm_, "get_all_checkpoint_files", [&] {
-    return NameList{save_dir::committed_checkpoints(save_dir_)}.encode();
+    return NameList{save_dir::committed_checkpoints(env_, save_dir_)}.encode();
   });
   return NameList::decode(list, 0).names;
 }
@@ -277,7 +278,7 @@ StateDict Checkpointer::resume_or_load(const std::string& path, bool resume) {
 void Checkpointer::tag_last_checkpoint(const std::string& name) {
   check_collective("tag_last_checkpoint", name);
   dist::on_root<CheckpointError>(comm_, "tag_last_checkpoint", [&] {
-    save_dir::write_tag(save_dir_, name);
+    save_dir::write_tag(env_, save_dir_, name);
     return std::string();
   });
 }
@@ -288,13 +289,13 @@ void Checkpointer::remove_checkpoint(const std::string& name) {
     save_dir::validate_name(name);
     std::string tagged;
     try {
-      tagged = save_dir::tagged_name(save_dir_);
+      tagged = save_dir::tagged_name(env_, save_dir_);
     } catch (const CheckpointError&) {
       // A damaged tag names nothing; the next save writes it again.
     }
     DTRAIN_CHECK_T(CheckpointError, tagged != name, "refusing to delete '{}': last_checkpoint names it",
                    name);
-    save_dir::remove_dir_safely(save_dir_ + "/" + name);
+    save_dir::remove_dir_safely(env_, save_dir_ + "/" + name);
     return std::string();
   });
 }

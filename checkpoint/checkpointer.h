@@ -60,6 +60,10 @@ struct CheckpointerOptions {
   // CHECKPOINT.ALLOW_SYMLINKED_SHARDS: read a shard that is a symbolic link to a regular
   // file (with a warning) instead of refusing it.
   bool allow_symlinked_shards = false;
+  // Where the save protocol, retention and last_checkpoint do their file-system steps
+  // (not owned; must outlive the Checkpointer): the real file system when null, a
+  // power-cutting Env in tests (tests/powercut/fault_env.h).
+  Env* env = nullptr;
 };
 
 class Checkpointer {
@@ -158,6 +162,7 @@ class Checkpointer {
   dist::Communicator& comm_;
   std::map<std::string, Checkpointable> checkpointables_;
   CheckpointerOptions options_;
+  Env& env_;
   std::string loaded_from_;
   bool resuming_ = false;  // inside resume_or_load: every model tensor must match
   save_protocol::SaveDirState dir_state_;

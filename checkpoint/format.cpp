@@ -18,7 +18,6 @@
 
 #include "checkpoint/h5_boundary.h"
 #include "runtime/base/error.h"
-#include "runtime/base/fs.h"
 #include "runtime/base/logging.h"
 #include "runtime/h5/h5.h"
 
@@ -137,7 +136,7 @@ class EarlyWriteback {
 }  // namespace
 
 ShardManifest write_shard(const std::string& path, int rank, const CollectedState& state,
-                          const std::vector<Piece>& plan, ShardWriteObserver observer) {
+                          const std::vector<Piece>& plan, ShardWriteObserver observer, Env& env) {
   // What this rank writes, in order: its rows of replicated tensors, then its per-rank
   // tensors; each contiguous on the host.
   struct Item {
@@ -172,7 +171,7 @@ ShardManifest write_shard(const std::string& path, int rank, const CollectedStat
     }
     file.close();
   });
-  fs::fsync_path(path);
+  env.sync(path);
   hashing.get();
   ShardManifest manifest;
   for (size_t i = 0; i < items.size(); ++i) {
@@ -344,7 +343,7 @@ void begin_index_file(const std::string& dir, const CheckpointIndex& planned,
 }
 
 void finish_index_file(const std::string& dir, const CheckpointIndex& planned,
-                       const CheckpointIndex& index) {
+                       const CheckpointIndex& index, Env& env) {
   const std::string path = dir + "/" + kIndexFile;
   // The virtual datasets written by begin_index_file must map what the shards hold.
   auto mapping_differs = [&]() -> std::string {
@@ -381,17 +380,17 @@ void finish_index_file(const std::string& dir, const CheckpointIndex& planned,
     file.write_string(kIndexDataset, index.to_json(), h5::Group::StringLength::kFixed);
     file.close();
   });
-  fs::fsync_path(path);
+  env.sync(path);
 }
 
 void write_index_file(const std::string& dir, const CheckpointIndex& index,
-                      const std::string& config_yaml) {
+                      const std::string& config_yaml, Env& env) {
   CheckpointIndex planned = index;
   planned.tensors.erase(std::remove_if(planned.tensors.begin(), planned.tensors.end(),
                                        [](const TensorRecord& t) { return t.per_rank; }),
                         planned.tensors.end());
   begin_index_file(dir, planned, config_yaml);
-  finish_index_file(dir, planned, index);
+  finish_index_file(dir, planned, index, env);
 }
 
 bool check_own_file(const std::string& path, const std::string& dir, bool allow_symlink) {

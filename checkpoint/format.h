@@ -18,6 +18,7 @@
 
 #include "checkpoint/index.h"
 #include "checkpoint/shard_plan.h"
+#include "runtime/base/env.h"
 
 namespace dtrain::h5 {
 class File;  // runtime/h5/file.h
@@ -54,10 +55,10 @@ using ShardWriteObserver = std::function<void(int64_t datasets_written, int64_t 
 
 // Writes `rank`'s shard file at `path`: its pieces of state.replicated (as planned by
 // `plan`, whose tensor indices refer to state.replicated) and its per-rank tensors, then
-// fsyncs the file. Returns the manifest with an xxHash64 of every piece.
+// syncs the file through `env`. Returns the manifest with an xxHash64 of every piece.
 ShardManifest write_shard(const std::string& path, int rank, const CollectedState& state,
                           const std::vector<Piece>& plan,
-                          ShardWriteObserver observer = nullptr);
+                          ShardWriteObserver observer = nullptr, Env& env = Env::posix());
 
 // Builds the index from every rank's manifest (indexed by rank) and the scalars.
 CheckpointIndex build_index(const CollectedState& state, const std::vector<ShardManifest>& manifests,
@@ -81,12 +82,13 @@ void begin_index_file(const std::string& dir, const CheckpointIndex& planned,
                       const std::string& config_yaml);
 // finish_index_file checks that `index` (built from every rank's manifest) has the
 // layout `planned` had, adds a virtual dataset per per-rank tensor and rank
-// (/ranks/RRRRR/<name>) and /dtrain/index (a fixed-length string), then fsyncs the file.
+// (/ranks/RRRRR/<name>) and /dtrain/index (a fixed-length string), then syncs the file
+// through `env`.
 void finish_index_file(const std::string& dir, const CheckpointIndex& planned,
-                       const CheckpointIndex& index);
+                       const CheckpointIndex& index, Env& env = Env::posix());
 // Both steps at once.
 void write_index_file(const std::string& dir, const CheckpointIndex& index,
-                      const std::string& config_yaml);
+                      const std::string& config_yaml, Env& env = Env::posix());
 
 // Reads /dtrain/index of `dir`/checkpoint.h5 (JSON text). Throws CheckpointError naming
 // the file when it is missing or not a dtrain checkpoint.

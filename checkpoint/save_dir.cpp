@@ -1,8 +1,6 @@
 // The save directory's layout and its file-system steps (see save_dir.h).
 #include "checkpoint/save_dir.h"
 
-#include <fcntl.h>
-#include <stdio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,19 +11,18 @@
 
 #include "checkpoint/index.h"
 #include "runtime/base/error.h"
+#include "runtime/base/env.h"
 #include "runtime/base/fs.h"
 
 namespace dtrain::checkpoint::save_dir {
-namespace stdfs = std::filesystem;
 
-std::string tagged_name(const std::string& dir) {
+std::string tagged_name(Env& env, const std::string& dir) {
   const std::string tag = dir + "/" + kLastCheckpoint;
-  std::error_code ec;
-  if (stdfs::symlink_status(tag, ec).type() == stdfs::file_type::not_found) return "";
+  if (env.type_of(tag) == FileType::kMissing) return "";
   fs::ReadOptions options;
   options.max_bytes = 4096;
   options.no_follow = true;
-  std::string name = fs::read_file(tag, options);
+  std::string name = env.read_file(tag, options);
   while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
   DTRAIN_CHECK_T(CheckpointError,
                  !name.empty() && name[0] != '.' && name.find('/') == std::string::npos &&
@@ -36,14 +33,13 @@ std::string tagged_name(const std::string& dir) {
   return name;
 }
 
-bool has_tag(const std::string& dir) {
-  std::error_code ec;
-  return stdfs::symlink_status(dir + "/" + kLastCheckpoint, ec).type() != stdfs::file_type::not_found;
+bool has_tag(Env& env, const std::string& dir) {
+  return env.type_of(dir + "/" + kLastCheckpoint) != FileType::kMissing;
 }
 
-void write_tag(const std::string& dir, const std::string& name) {
+void write_tag(Env& env, const std::string& dir, const std::string& name) {
   validate_name(name);
-  fs::write_file_atomic(dir + "/" + kLastCheckpoint, name);
+  fs::write_file_atomic(dir + "/" + kLastCheckpoint, name, env);
 }
 
 void validate_name(const std::string& name) {
@@ -59,75 +55,67 @@ std::string random_id() {
   return fmt::format("{:08x}{:04x}", rd(), static_cast<unsigned>(::getpid()) & 0xffff);
 }
 
-std::vector<std::string> committed_checkpoints(const std::string& dir) {
+std::vector<std::string> committed_checkpoints(Env& env, const std::string& dir) {
   std::vector<std::string> found;
-  if (!stdfs::is_directory(dir)) return found;
-  for (const auto& e : stdfs::directory_iterator(dir)) {
-    const std::string name = e.path().filename().string();
-    if (!name.empty() && name[0] != '.' && stdfs::is_directory(e.path()) &&
-        stdfs::exists(e.path() / kIndexFile)) {
-      found.push_back(e.path().string());
+  if (env.type_of(dir) != FileType::kDirectory) return found;
+  for (const auto& name : env.children(dir)) {
+    const std::string path = dir + "/" + name;
+    if (!name.empty() && name[0] != '.' && env.type_of(path) == FileType::kDirectory &&
+        env.type_of(path + "/" + kIndexFile) == FileType::kRegular) {
+      found.push_back(path);
     }
   }
   std::sort(found.begin(), found.end());
   return found;
 }
 
-void remove_stale_temporaries(const std::string& dir) {
-  for (const auto& e : stdfs::directory_iterator(dir)) {
-    const std::string n = e.path().filename().string();
+void remove_stale_temporaries(Env& env, const std::string& dir) {
+  for (const auto& n : env.children(dir)) {
     if (n[0] == '.' && (n.find(".tmp-") != std::string::npos || n.find(".deleting-") != std::string::npos)) {
-      std::error_code ec;
-      stdfs::remove_all(e.path(), ec);
+      fs::remove_quietly(dir + "/" + n, env);
     }
   }
 }
 
-std::string create_temporary(const std::string& dir, const std::string& name) {
+std::string create_temporary(Env& env, const std::string& dir, const std::string& name) {
   std::string tmp = dir + "/." + name + ".tmp-" + random_id();
-  DTRAIN_CHECK_T(CheckpointError, stdfs::create_directory(tmp), "cannot create '{}'", tmp);
+  DTRAIN_CHECK_T(CheckpointError, env.create_dir(tmp), "cannot create '{}': it exists", tmp);
   return tmp;
 }
 
-void refuse_to_replace_foreign(const std::string& final_dir) {
-  std::error_code ec;
-  const auto status = stdfs::symlink_status(final_dir, ec);
-  if (ec || status.type() == stdfs::file_type::not_found) return;
-  const bool ours = status.type() == stdfs::file_type::directory &&
-                    stdfs::symlink_status(final_dir + "/" + kIndexFile, ec).type() ==
-                        stdfs::file_type::regular;
+void refuse_to_replace_foreign(Env& env, const std::string& final_dir) {
+  const FileType type = env.type_of(final_dir);
+  if (type == FileType::kMissing) return;
+  const bool ours = type == FileType::kDirectory &&
+                    env.type_of(final_dir + "/" + kIndexFile) == FileType::kRegular;
   DTRAIN_CHECK_T(CheckpointError, ours,
                  "refusing to save over '{}': it exists and is not a dtrain checkpoint (it is {}); "
                  "a save replaces only a committed checkpoint of its own. Move it away or choose "
                  "another OUTPUT_DIR; nothing was written",
                  final_dir,
-                 status.type() == stdfs::file_type::symlink     ? "a symbolic link"
-                 : status.type() == stdfs::file_type::directory ? "a directory without " + std::string(kIndexFile)
-                 : status.type() == stdfs::file_type::regular   ? "a regular file"
-                                                                : "not a directory");
+                 type == FileType::kSymlink     ? "a symbolic link"
+                 : type == FileType::kDirectory ? "a directory without " + std::string(kIndexFile)
+                 : type == FileType::kRegular   ? "a regular file"
+                                                : "not a directory");
 }
 
-void commit_directory(const std::string& tmp, const std::string& final_dir) {
-  if (stdfs::exists(final_dir)) {
-#ifdef RENAME_EXCHANGE
-    if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_EXCHANGE) == 0) {
-      fs::fsync_path(fs::parent_dir(final_dir));
-      std::error_code ec;
-      stdfs::remove_all(tmp, ec);  // now holds the replaced checkpoint
+void commit_directory(Env& env, const std::string& tmp, const std::string& final_dir) {
+  if (env.type_of(final_dir) != FileType::kMissing) {
+    if (env.exchange(tmp, final_dir)) {
+      env.sync(fs::parent_dir(final_dir));
+      fs::remove_quietly(tmp, env);  // now holds the replaced checkpoint
       return;
     }
-#endif
-    remove_dir_safely(final_dir);  // filesystems without RENAME_EXCHANGE (NFS)
+    remove_dir_safely(env, final_dir);  // file systems without RENAME_EXCHANGE (NFS)
   }
-  fs::rename_durable(tmp, final_dir);
+  fs::rename_durable(tmp, final_dir, env);
 }
 
-void remove_dir_safely(const std::string& dir) {
-  const std::string hidden = fs::parent_dir(dir) + "/." + stdfs::path(dir).filename().string() +
+void remove_dir_safely(Env& env, const std::string& dir) {
+  const std::string hidden = fs::parent_dir(dir) + "/." + std::filesystem::path(dir).filename().string() +
                              ".deleting-" + random_id();
-  fs::rename_durable(dir, hidden);
-  std::error_code ec;
-  stdfs::remove_all(hidden, ec);
+  fs::rename_durable(dir, hidden, env);
+  fs::remove_quietly(hidden, env);
 }
 
 }  // namespace dtrain::checkpoint::save_dir

@@ -2,7 +2,6 @@
 #include "checkpoint/save_protocol.h"
 
 #include <algorithm>
-#include <filesystem>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -11,13 +10,12 @@
 #include "checkpoint/shard_plan.h"
 #include "runtime/base/error.h"
 #include "runtime/base/fault.h"
+#include "runtime/base/env.h"
 #include "runtime/base/fs.h"
 #include "runtime/base/logging.h"
 #include "runtime/dist/agree.h"
 
 namespace dtrain::checkpoint::save_protocol {
-namespace stdfs = std::filesystem;
-
 namespace {
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -40,8 +38,12 @@ ShardWriteObserver during_shard_fault(int rank) {
 void assign_writers(dist::Communicator& comm, PendingSave& ps, const std::string& save_dir,
                     SaveDirState& dir_state) {
   const int world = comm.size();
-  std::error_code ec;
-  const auto seen = dist::all_gather(comm, Visibility{stdfs::is_directory(ps.tmp, ec), ""});
+  bool sees = false;
+  try {
+    sees = ps.env->type_of(ps.tmp) == FileType::kDirectory;
+  } catch (const Error&) {  // cannot even stat it: as good as not seeing it
+  }
+  const auto seen = dist::all_gather(comm, Visibility{sees, ""});
   std::vector<int> seeing, blind;
   for (int r = 0; r < world; ++r) (seen[r].readable ? seeing : blind).push_back(r);
   DTRAIN_CHECK_T(CheckpointError, !seeing.empty(),
@@ -104,20 +106,20 @@ void finish_and_rename(PendingSave& ps, const CheckpointIndex& index, const std:
   try {
     // The directory's entries and the tag's new content are made durable while
     // checkpoint.h5 is finished; the tag is renamed into place after the commit.
-    auto dir_synced = std::async(std::launch::async, [&] { fs::fsync_path(ps.tmp); });
-    auto tag_written = std::async(std::launch::async, [&] { fs::write_file_durable(tag_tmp, ps.name); });
-    finish_index_file(ps.tmp, ps.planned, index);
+    Env& env = *ps.env;
+    auto dir_synced = std::async(std::launch::async, [&] { env.sync(ps.tmp); });
+    auto tag_written = std::async(std::launch::async, [&] { fs::write_file_durable(tag_tmp, ps.name, env); });
+    finish_index_file(ps.tmp, ps.planned, index, env);
     dir_synced.get();
     fault::point("ckpt.before_rename", 0);
-    save_dir::commit_directory(ps.tmp, ps.final_dir);
+    save_dir::commit_directory(env, ps.tmp, ps.final_dir);
     tag_written.get();
     fault::point("ckpt.before_last_checkpoint", 0);
-    fs::rename_durable(tag_tmp, save_dir + "/" + save_dir::kLastCheckpoint);
+    fs::rename_durable(tag_tmp, save_dir + "/" + save_dir::kLastCheckpoint, env);
   } catch (...) {
     // After the commit (the directory renamed, so ps.tmp is gone) the checkpoint stays;
     // only the tag's temporary goes.
-    std::error_code ec;
-    stdfs::remove(tag_tmp, ec);
+    fs::remove_quietly(tag_tmp, *ps.env);
     throw;
   }
 }
@@ -149,8 +151,7 @@ double commit_on_root(PendingSave& ps, const std::vector<ShardReport>& reports,
     return slowest;
   } catch (...) {
     // Before the commit nothing of the save stays (after it, ps.tmp is gone).
-    std::error_code ec;
-    if (stdfs::exists(ps.tmp)) stdfs::remove_all(ps.tmp, ec);
+    fs::remove_quietly(ps.tmp, *ps.env);
     throw;
   }
 }
@@ -173,9 +174,10 @@ void PendingSave::begin_index(const CollectedState& live, const std::vector<Piec
   });
 }
 
-std::unique_ptr<PendingSave> begin(dist::Communicator& comm, const std::string& save_dir,
+std::unique_ptr<PendingSave> begin(dist::Communicator& comm, Env& env, const std::string& save_dir,
                                    const std::string& name, int64_t iteration, SaveDirState& dir_state) {
   auto ps = std::make_unique<PendingSave>();
+  ps->env = &env;
   ps->t0 = std::chrono::steady_clock::now();
   ps->name = name;
   ps->final_dir = save_dir + "/" + name;
@@ -183,10 +185,10 @@ std::unique_ptr<PendingSave> begin(dist::Communicator& comm, const std::string& 
   // Rank 0 creates the hidden temporary directory and tells everyone its name.
   ps->tmp = dist::on_root<CheckpointError>(comm, fmt::format("saving checkpoint '{}'", ps->final_dir), [&] {
     save_dir::validate_name(name);
-    fs::create_directories_durable(save_dir);
-    save_dir::refuse_to_replace_foreign(ps->final_dir);
-    if (!dir_state.cleaned_stale) save_dir::remove_stale_temporaries(save_dir);
-    return save_dir::create_temporary(save_dir, name);
+    fs::create_directories_durable(save_dir, env);
+    save_dir::refuse_to_replace_foreign(env, ps->final_dir);
+    if (!dir_state.cleaned_stale) save_dir::remove_stale_temporaries(env, save_dir);
+    return save_dir::create_temporary(env, save_dir, name);
   });
   dir_state.cleaned_stale = true;
   assign_writers(comm, *ps, save_dir, dir_state);
@@ -214,13 +216,13 @@ ShardReport write_shards(dist::Communicator& comm, PendingSave& ps, const std::s
       if (ps.writer_of[s] != rank) continue;
       const std::string path = ps.tmp + "/" + shard_file_name(s, world);
       if (s == rank) {
-        report.shards[s] = write_shard(path, s, ps.state, plan, during_shard_fault(rank));
+        report.shards[s] = write_shard(path, s, ps.state, plan, during_shard_fault(rank), *ps.env);
       } else {
         // The replicated state is the same on every rank: this rank's copy serves.
         CollectedState other;
         other.replicated = ps.state.replicated;
         other.per_rank = std::move(packs[s].tensors);
-        report.shards[s] = write_shard(path, s, other, plan);
+        report.shards[s] = write_shard(path, s, other, plan, nullptr, *ps.env);
       }
     }
   } catch (const std::exception& e) {
@@ -244,7 +246,7 @@ void start_async_write(dist::Communicator& comm, PendingSave& ps, const Collecte
     if (rank == 0) ps.begin_index(live, plan, world, config_yaml);
     fault::point("ckpt.before_shard", rank);
     writer.start(ps.tmp + "/" + shard_file_name(rank, world), rank, ps.state, plan,
-                 during_shard_fault(rank));
+                 during_shard_fault(rank), *ps.env);
   } catch (const std::exception& e) {
     ps.error = e.what();  // reported, on every rank, by the commit
   }

@@ -26,6 +26,7 @@
 #include "checkpoint/async_writer.h"
 #include "checkpoint/format.h"
 #include "checkpoint/messages.h"
+#include "runtime/base/env.h"
 #include "runtime/dist/communicator.h"
 
 namespace dtrain::checkpoint::save_protocol {
@@ -35,6 +36,7 @@ struct PendingSave {
   std::string name;
   std::string final_dir;
   std::string tmp;  // the hidden temporary directory the shards are written into
+  Env* env = nullptr;  // every file-system step of the save (the Checkpointer's)
   int64_t iteration = -1;
   CollectedState state;  // what the index describes (names, dtypes, shapes, scalars)
   std::chrono::steady_clock::time_point t0;
@@ -60,7 +62,7 @@ struct SaveDirState {
 };
 
 // Step 1. `iteration` is stored in the index (-1: none).
-std::unique_ptr<PendingSave> begin(dist::Communicator& comm, const std::string& save_dir,
+std::unique_ptr<PendingSave> begin(dist::Communicator& comm, Env& env, const std::string& save_dir,
                                    const std::string& name, int64_t iteration, SaveDirState& dir_state);
 
 // Step 2, synchronously: writes this rank's shard, and those of ranks that do not see

@@ -13,12 +13,16 @@
 #include <ATen/ATen.h>
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/version.h>
 
 #include "checkpoint/interop/weights.h"
 #include "checkpoint/index.h"
+#include "checkpoint/inspect.h"
+#include "checkpoint/save_dir.h"
 #include "checkpoint/shard_plan.h"
 #include "runtime/base/error.h"
+#include "runtime/base/env.h"
 #include "runtime/base/fs.h"
 
 namespace dtrain::launcher {
@@ -139,13 +143,14 @@ void write_checkpoint_dir(const std::string& dir_in, int world_size,
                           const std::vector<std::pair<std::string, at::Tensor>>& replicated,
                           const std::vector<std::vector<std::pair<std::string, at::Tensor>>>& per_rank,
                           const StateDict& scalars, int64_t iteration,
-                          const std::string& config_yaml) {
+                          const std::string& config_yaml, bool replace, Env& env) {
   std::string dir = dir_in;
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
   DTRAIN_CHECK_T(CheckpointError, world_size >= 1 && per_rank.size() <= static_cast<size_t>(world_size),
                  "writing '{}': world size {} with per-rank state for {} ranks", dir, world_size,
                  per_rank.size());
-  DTRAIN_CHECK_T(CheckpointError, !stdfs::exists(dir), "writing '{}': it exists already", dir);
+  DTRAIN_CHECK_T(CheckpointError, replace || env.type_of(dir) == FileType::kMissing,
+                 "writing '{}': it exists already", dir);
   checkpoint::CollectedState base;
   for (const auto& [name, t] : replicated) {
     DTRAIN_CHECK_T(CheckpointError, t.defined() && t.layout() == at::kStrided,
@@ -158,9 +163,9 @@ void write_checkpoint_dir(const std::string& dir_in, int world_size,
     base.scalars[name] = v;
   }
   const std::string parent = fs::parent_dir(dir);
-  fs::create_directories_durable(parent);
+  fs::create_directories_durable(parent, env);
   const std::string tmp = fs::temp_name_for(dir);
-  DTRAIN_CHECK_T(CheckpointError, stdfs::create_directory(tmp), "cannot create '{}'", tmp);
+  DTRAIN_CHECK_T(CheckpointError, env.create_dir(tmp), "cannot create '{}': it exists", tmp);
   try {
     const auto plan = checkpoint::plan_shards(base.replicated_meta(), world_size);
     std::vector<checkpoint::ShardManifest> manifests;
@@ -171,16 +176,20 @@ void write_checkpoint_dir(const std::string& dir_in, int world_size,
         for (const auto& [name, t] : per_rank[r]) mine.per_rank.emplace_back(name, t.cpu().contiguous());
       }
       manifests.push_back(checkpoint::write_shard(
-          tmp + "/" + checkpoint::shard_file_name(r, world_size), r, mine, plan));
+          tmp + "/" + checkpoint::shard_file_name(r, world_size), r, mine, plan, nullptr, env));
     }
     CheckpointIndex index = checkpoint::build_index(base, manifests, world_size, iteration);
     checkpoint::stamp_index(index);
-    checkpoint::write_index_file(tmp, index, config_yaml);
-    fs::fsync_path(tmp);
-    fs::rename_durable(tmp, dir);
+    checkpoint::write_index_file(tmp, index, config_yaml, env);
+    // Read back before it replaces anything.
+    const auto problems = checkpoint::verify_checkpoint(tmp);
+    DTRAIN_CHECK_T(CheckpointError, problems.empty(), "the checkpoint written for '{}' does not "
+                   "verify: {}", dir, fmt::join(checkpoint::capped_problems(problems, 10), "; "));
+    env.sync(tmp);
+    // The old directory, if any, is swapped out in one step (RENAME_EXCHANGE).
+    checkpoint::save_dir::commit_directory(env, tmp, dir);
   } catch (...) {
-    std::error_code ec;
-    stdfs::remove_all(tmp, ec);
+    fs::remove_quietly(tmp, env);
     throw;
   }
 }

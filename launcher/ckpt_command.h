@@ -21,6 +21,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "checkpoint/inspect.h"
+#include "runtime/base/env.h"
 #include "runtime/base/stateful.h"
 
 namespace dtrain::launcher {
@@ -106,12 +107,17 @@ ResolvedCheckpoint resolve_checkpoint(const std::string& path);
 // Writes a committed checkpoint directory `dir` (which must not exist) of `world_size`
 // shards from `replicated` tensors (sharded as plan_shards says), `per_rank` tensors
 // (indexed by rank; may be shorter than world_size) and `scalars`: shards and
-// checkpoint.h5 in a hidden temporary directory beside `dir`, then a rename.
+// checkpoint.h5 in a hidden temporary directory beside `dir`, verified, synced, then
+// renamed into place. With `replace`, an existing `dir` is swapped out in one step
+// (RENAME_EXCHANGE; where the file system lacks it, moved aside first) and then deleted,
+// so that a crash leaves either the old or the new checkpoint; the caller checks that
+// it is one to replace. Every file-system step goes through `env`.
 void write_checkpoint_dir(const std::string& dir, int world_size,
                           const std::vector<std::pair<std::string, at::Tensor>>& replicated,
                           const std::vector<std::vector<std::pair<std::string, at::Tensor>>>& per_rank,
                           const StateDict& scalars, int64_t iteration,
-                          const std::string& config_yaml);
+                          const std::string& config_yaml, bool replace = false,
+                          Env& env = Env::posix());
 
 // The state of `options.config_file`'s model, optimizer and scheduler after loading
 // `options.path` into them ("model/...", "optimizer/...", "scheduler/...", "extra/..."),

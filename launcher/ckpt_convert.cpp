@@ -21,6 +21,7 @@
 #include "checkpoint/torch_io.h"
 #include "launcher/ckpt_command.h"
 #include "runtime/base/error.h"
+#include "runtime/base/env.h"
 #include "runtime/base/fs.h"
 #include "runtime/h5/h5.h"
 
@@ -297,17 +298,12 @@ void check_key(const std::string& file, const std::string& key) {
                  "components)", file, key);
 }
 
-// Moves an existing checkpoint directory `dir` aside for --force (restored on failure).
-std::string move_aside(const std::string& dir) {
+// Throws unless --force may replace `dir`: a checkpoint directory or an empty one.
+void check_replaceable(const std::string& dir) {
   const bool checkpoint_dir = stdfs::exists(dir + "/" + checkpoint::kIndexFile);
   DTRAIN_CHECK_T(CheckpointError, stdfs::is_directory(dir) && (checkpoint_dir || stdfs::is_empty(dir)),
                  "refusing to replace '{}' even with --force: it is not a checkpoint directory "
                  "(no {}) nor an empty one", dir, checkpoint::kIndexFile);
-  std::random_device rd;
-  const std::string aside = fmt::format("{}/.{}.replaced-{:08x}", fs::parent_dir(dir),
-                                        stdfs::path(dir).filename().string(), rd());
-  fs::rename_durable(dir, aside);
-  return aside;
 }
 
 int run_import(const ImportOptions& options, std::ostream& out) {
@@ -393,25 +389,10 @@ int run_import(const ImportOptions& options, std::ostream& out) {
   const int world_size = options.world_size;
   per_rank.resize(world_size);
 
-  std::string aside;
-  if (stdfs::exists(to)) aside = move_aside(to);
-  try {
-    write_checkpoint_dir(to, world_size, replicated, per_rank, scalars, iteration, yaml);
-    const auto problems = checkpoint::verify_checkpoint(to);
-    DTRAIN_CHECK_T(CheckpointError, problems.empty(), "the imported checkpoint '{}' does not "
-                   "verify: {}", to, fmt::join(checkpoint::capped_problems(problems, 10), "; "));
-  } catch (...) {
-    std::error_code ec;
-    if (!aside.empty()) {
-      stdfs::remove_all(to, ec);
-      stdfs::rename(aside, to, ec);
-    }
-    throw;
-  }
-  if (!aside.empty()) {
-    std::error_code ec;
-    stdfs::remove_all(aside, ec);
-  }
+  const bool replace = stdfs::exists(stdfs::symlink_status(to));
+  if (replace) check_replaceable(to);
+  // Verified before it replaces anything; a crash leaves the old or the new checkpoint.
+  write_checkpoint_dir(to, world_size, replicated, per_rank, scalars, iteration, yaml, replace);
   out << fmt::format("Imported {} tensors ({}; {} under model/) and {} scalars from {} into {} "
                      "(world size {}); load it with MODEL.WEIGHTS {}\n",
                      state.size() - scalars.size(), human_bytes(bytes), model_tensors,

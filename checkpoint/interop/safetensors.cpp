@@ -24,6 +24,7 @@
 #include <unordered_set>
 
 #include "runtime/base/error.h"
+#include "runtime/base/env.h"
 #include "runtime/base/fs.h"
 
 // The format stores little-endian bytes; tensors are read and written as they lie in memory.

@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "checkpoint/storage/url.h"
+#include "runtime/base/env.h"
 #include "runtime/base/fs.h"
 #include "runtime/base/interrupt.h"
 #include "runtime/base/logging.h"

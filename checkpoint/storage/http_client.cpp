@@ -19,6 +19,7 @@
 
 #include "checkpoint/storage/http_transport.h"
 #include "checkpoint/storage/url.h"
+#include "runtime/base/env.h"
 #include "runtime/base/fs.h"
 #include "runtime/base/interrupt.h"
 #include "runtime/base/logging.h"

@@ -2,6 +2,7 @@
 #include "runtime/base/fs.h"
 
 #include <fcntl.h>
+#include <stdio.h>  // renameat2
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 #include <random>
 #include <vector>
 
+#include "runtime/base/env.h"
 #include "runtime/base/error.h"
 
 namespace dtrain::fs {
@@ -105,21 +107,6 @@ std::string read_bounded(const std::string& path, size_t limit, bool no_follow,
   return out;
 }
 
-// Removes a temporary file when it goes out of scope, unless released.
-class TempFileGuard {
- public:
-  explicit TempFileGuard(std::string path) : path_(std::move(path)) {}
-  ~TempFileGuard() {
-    if (!path_.empty()) ::unlink(path_.c_str());
-  }
-  TempFileGuard(const TempFileGuard&) = delete;
-  TempFileGuard& operator=(const TempFileGuard&) = delete;
-  void release() { path_.clear(); }
-
- private:
-  std::string path_;
-};
-
 void write_all(int fd, const std::string& path, const std::string& content) {
   size_t done = 0;
   while (done < content.size()) {
@@ -128,7 +115,6 @@ void write_all(int fd, const std::string& path, const std::string& content) {
     DTRAIN_CHECK(n >= 0, "cannot write '{}': {}", path, std::strerror(errno));
     done += static_cast<size_t>(n);
   }
-  DTRAIN_CHECK(::fsync(fd) == 0, "cannot fsync '{}': {}", path, std::strerror(errno));
 }
 
 }  // namespace
@@ -148,24 +134,6 @@ void fsync_path(const std::string& path) {
   DTRAIN_CHECK(::fsync(fd.get()) == 0, "cannot fsync '{}': {}", path, std::strerror(errno));
 }
 
-bool create_directories_durable(const std::string& path) {
-  std::vector<std::filesystem::path> missing;
-  std::error_code ec;
-  for (std::filesystem::path p = std::filesystem::path(path).lexically_normal();
-       !p.empty() && !std::filesystem::exists(p, ec); p = p.parent_path()) {
-    missing.push_back(p);
-    if (p == p.parent_path()) break;
-  }
-  for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
-    if (it->filename().empty()) continue;  // "a/b/" normalizes to a trailing empty name
-    if (::mkdir(it->c_str(), 0777) != 0 && errno != EEXIST) {
-      throw Error(fmt::format("cannot create directory '{}': {}", it->string(), std::strerror(errno)));
-    }
-    fsync_path(parent_dir(it->string()));
-  }
-  return !missing.empty();
-}
-
 std::string parent_dir(const std::string& path) {
   std::filesystem::path p(path);
   auto parent = p.parent_path();
@@ -180,37 +148,75 @@ std::string temp_name_for(const std::string& path) {
   return p.has_parent_path() ? (p.parent_path() / name).string() : name;
 }
 
-void rename_durable(const std::string& from, const std::string& to) {
-  DTRAIN_CHECK(::rename(from.c_str(), to.c_str()) == 0, "cannot rename '{}' to '{}': {}", from,
-               to, std::strerror(errno));
-  fsync_path(parent_dir(to));
-}
+namespace {
 
-void write_file_durable(const std::string& path, const std::string& content) {
-  Fd fd(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC);
-  write_all(fd.get(), path, content);
-}
-
-void write_file_atomic(const std::string& path, const std::string& content) {
-  // A fresh name each try; O_EXCL fails (EEXIST) rather than reuse or follow anything.
-  for (int attempt = 0;; ++attempt) {
-    const std::string tmp = temp_name_for(path);
-    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (fd < 0 && errno == EEXIST && attempt < 8) continue;
-    DTRAIN_CHECK(fd >= 0, "cannot create a temporary file for '{}' ('{}'): {}", path, tmp,
-                 std::strerror(errno));
-    TempFileGuard guard(tmp);
-    {
-      struct Closer {
-        int fd;
-        ~Closer() { ::close(fd); }
-      } closer{fd};
-      write_all(fd, tmp, content);
+// The real file system.
+class PosixEnv final : public Env {
+ public:
+  FileType type_of(const std::string& path) override {
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0) {
+      DTRAIN_CHECK(errno == ENOENT || errno == ENOTDIR, "cannot stat '{}': {}", path, std::strerror(errno));
+      return FileType::kMissing;
     }
-    rename_durable(tmp, path);
-    guard.release();
-    return;
+    if (S_ISREG(st.st_mode)) return FileType::kRegular;
+    if (S_ISDIR(st.st_mode)) return FileType::kDirectory;
+    if (S_ISLNK(st.st_mode)) return FileType::kSymlink;
+    return FileType::kOther;
   }
-}
+  std::vector<std::string> children(const std::string& dir) override {
+    std::vector<std::string> names;
+    std::error_code ec;
+    for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+      names.push_back(it->path().filename().string());
+    }
+    DTRAIN_CHECK(!ec, "cannot list '{}': {}", dir, ec.message());
+    return names;
+  }
+  std::string read_file(const std::string& path, const ReadOptions& options) override {
+    return fs::read_file(path, options);
+  }
+  void write_new_file(const std::string& path, const std::string& content) override {
+    Fd fd(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC);
+    write_all(fd.get(), path, content);
+  }
+  bool create_dir(const std::string& path) override {
+    if (::mkdir(path.c_str(), 0777) == 0) return true;
+    DTRAIN_CHECK(errno == EEXIST, "cannot create directory '{}': {}", path, std::strerror(errno));
+    return false;
+  }
+  void sync(const std::string& path) override { fsync_path(path); }
+  void rename(const std::string& from, const std::string& to) override {
+    DTRAIN_CHECK(::rename(from.c_str(), to.c_str()) == 0, "cannot rename '{}' to '{}': {}", from, to,
+                 std::strerror(errno));
+  }
+  bool exchange(const std::string& a, const std::string& b) override {
+#ifdef RENAME_EXCHANGE
+    // A failed renameat2 changed nothing; the caller falls back to plain renames.
+    return ::renameat2(AT_FDCWD, a.c_str(), AT_FDCWD, b.c_str(), RENAME_EXCHANGE) == 0;
+#else
+    return false;
+#endif
+  }
+  void remove_file(const std::string& path) override {
+    DTRAIN_CHECK(::unlink(path.c_str()) == 0, "cannot remove '{}': {}", path, std::strerror(errno));
+  }
+  void remove_tree(const std::string& path) override {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+    DTRAIN_CHECK(!ec, "cannot remove '{}': {}", path, ec.message());
+  }
+};
+
+}  // namespace
 
 }  // namespace dtrain::fs
+
+namespace dtrain {
+
+Env& Env::posix() {
+  static fs::PosixEnv env;  // stateless
+  return env;
+}
+
+}  // namespace dtrain

@@ -11,6 +11,7 @@
 
 #include "checkpoint/inspect.h"
 #include "runtime/base/error.h"
+#include "runtime/base/env.h"
 #include "runtime/base/fs.h"
 #include "runtime/base/logging.h"
 #include "runtime/dist/agree.h"

@@ -23,6 +23,7 @@
 #include "checkpoint/format.h"
 #include "checkpoint/inspect.h"
 #include "runtime/base/error.h"
+#include "runtime/base/env.h"
 #include "runtime/base/fs.h"
 #include "runtime/dist/local_communicator.h"
 #include "runtime/h5/h5.h"

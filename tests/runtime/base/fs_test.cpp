@@ -1,5 +1,6 @@
 // Tests of dtrain::fs: bounded whole-file reads of regular files only, atomic replacement
 // through exclusive temporaries, durable rename, fsync, parent_dir, and error messages.
+#include "runtime/base/env.h"
 #include "runtime/base/fs.h"
 
 #include <gmock/gmock.h>
