@@ -99,15 +99,22 @@ bool is_temporary_name(const std::string& name) {
   return !name.empty() && name[0] == '.' && name.find(".part-") != std::string::npos;
 }
 
+Env& env_of(const DownloadOptions& options) { return options.env != nullptr ? *options.env : Env::posix(); }
+
 // Moves `path` aside to a temporary name (atomic), then deletes it.
-void remove_entry(const std::string& path) {
-  std::error_code ec;
-  if (!stdfs::exists(stdfs::symlink_status(path, ec))) return;
+void remove_entry(const std::string& path, Env& env) {
+  if (env.type_of(path) == FileType::kMissing) return;
   const std::string aside = part_path_for(path);
-  DTRAIN_CHECK(::rename(path.c_str(), aside.c_str()) == 0, "cannot move cache entry '{}' aside: {}",
-               path, std::strerror(errno));
-  stdfs::remove_all(aside, ec);
-  if (ec) DTRAIN_LOG_WARN_RANK("cannot remove '{}': {}", aside, ec.message());
+  try {
+    env.rename(path, aside);
+  } catch (const Error& e) {
+    throw Error(fmt::format("cannot move cache entry '{}' aside: {}", path, e.what()));
+  }
+  try {
+    env.remove_tree(aside);
+  } catch (const Error& e) {
+    DTRAIN_LOG_WARN_RANK("{}", e.what());
+  }
 }
 
 }  // namespace
@@ -118,13 +125,14 @@ namespace internal {
 // entry directory. When the file system does not support flock, runs unlocked.
 class EntryLock {
  public:
-  EntryLock(const std::string& entry_dir, const std::string& url) : dir_(entry_dir) {
-    std::error_code ec;
-    stdfs::create_directories(entry_dir, ec);
-    DTRAIN_CHECK(!ec,
-                 "cannot create cache directory '{}' for {}: {} (set DTRAIN_CACHE to a "
-                 "writable directory)",
-                 entry_dir, url, ec.message());
+  EntryLock(const std::string& entry_dir, const std::string& url, Env& env) : dir_(entry_dir), env_(env) {
+    try {
+      // Durable, so that an entry renamed into it and synced survives a power cut.
+      fs::create_directories_durable(entry_dir, env);
+    } catch (const Error& e) {
+      throw Error(fmt::format("cannot create cache directory '{}' for {}: {} (set DTRAIN_CACHE to a "
+                              "writable directory)", entry_dir, url, e.what()));
+    }
     const std::string lock_path = entry_dir + "/.lock";
     fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     DTRAIN_CHECK(fd_ >= 0, "cannot open cache lock '{}': {}", lock_path, std::strerror(errno));
@@ -156,18 +164,16 @@ class EntryLock {
   // held: every live fetch of this entry holds it, so the temporaries found are stale.
   void remove_stale_temporaries() {
     if (!held_) return;
-    std::error_code ec;
-    for (const auto& e : stdfs::directory_iterator(dir_, ec)) {
-      const std::string name = e.path().filename().string();
+    for (const auto& name : env_.children(dir_)) {
       if (!is_temporary_name(name)) continue;
-      DTRAIN_LOG_INFO_RANK("removing '{}' left by an interrupted download", e.path().string());
-      std::error_code rm;
-      stdfs::remove_all(e.path(), rm);
+      DTRAIN_LOG_INFO_RANK("removing '{}' left by an interrupted download", dir_ + "/" + name);
+      fs::remove_quietly(dir_ + "/" + name, env_);
     }
   }
 
  private:
   std::string dir_;
+  Env& env_;
   int fd_ = -1;
   bool held_ = false;
 };
@@ -200,13 +206,14 @@ std::string fetch_file(const std::string& url, const DownloadOptions& options,
     DTRAIN_LOG_INFO_RANK("using the cached copy {} of {}", dest, url);
     return dest;
   }
-  internal::EntryLock lock(fs::parent_dir(dest), url);
+  Env& env = env_of(options);
+  internal::EntryLock lock(fs::parent_dir(dest), url, env);
   const std::string problem = cached_problem();
   if (problem.empty()) return dest;  // fetched by whoever held the lock
   if (stdfs::exists(stdfs::symlink_status(dest))) {
     DTRAIN_LOG_WARN_RANK("the cached copy {} of {} is damaged ({}): removing it and downloading again",
                     dest, url, problem);
-    remove_entry(dest);
+    remove_entry(dest, env);
   }
   lock.remove_stale_temporaries();
   download(url, dest, options);
@@ -216,8 +223,8 @@ std::string fetch_file(const std::string& url, const DownloadOptions& options,
 void remove_cached(const std::string& url) {
   const std::string dest = cache_path_for(url);
   if (!stdfs::exists(fs::parent_dir(dest))) return;
-  internal::EntryLock lock(fs::parent_dir(dest), url);
-  remove_entry(dest);
+  internal::EntryLock lock(fs::parent_dir(dest), url, Env::posix());
+  remove_entry(dest, Env::posix());
 }
 
 std::string fetch_directory(const std::string& base_url, const std::vector<std::string>& file_names,
@@ -259,30 +266,25 @@ DirectoryFetch::DirectoryFetch(const std::string& base_url, DownloadOptions opti
                base_url);
   base_url_ = u.str();
   final_path_ = cache_path_for(base_url_);
-  lock_ = std::make_unique<internal::EntryLock>(fs::parent_dir(final_path_), base_url_);
+  lock_ = std::make_unique<internal::EntryLock>(fs::parent_dir(final_path_), base_url_, env_of(options_));
   lock_->remove_stale_temporaries();
 }
 
 DirectoryFetch::~DirectoryFetch() {
-  if (!committed_ && !staging_path_.empty()) {
-    std::error_code ec;
-    stdfs::remove_all(staging_path_, ec);
-    if (ec)
-      DTRAIN_LOG_WARN_RANK("cannot remove staging directory '{}': {}", staging_path_, ec.message());
-  }
+  if (!committed_ && !staging_path_.empty()) fs::remove_quietly(staging_path_, env_of(options_));
 }
 
 void DirectoryFetch::make_staging() {
   if (!staging_path_.empty()) return;
   std::string staging = part_path_for(final_path_);
-  DTRAIN_CHECK(::mkdir(staging.c_str(), 0755) == 0, "cannot create staging directory '{}': {}",
-               staging, std::strerror(errno));
+  DTRAIN_CHECK(env_of(options_).create_dir(staging), "cannot create staging directory '{}': it exists",
+               staging);
   staging_path_ = staging;
 }
 
 bool DirectoryFetch::complete() const { return stdfs::is_directory(final_path_); }
 
-void DirectoryFetch::evict() { remove_entry(final_path_); }
+void DirectoryFetch::evict() { remove_entry(final_path_, env_of(options_)); }
 
 std::string DirectoryFetch::fetch(const std::string& file_name, const VerifyFn& verify,
                                   uint64_t max_bytes, const std::string& max_bytes_source) {
@@ -308,18 +310,18 @@ std::string DirectoryFetch::fetch(const std::string& file_name, const VerifyFn& 
 std::string DirectoryFetch::commit() {
   DTRAIN_CHECK(!committed_, "{} was already committed to {}", base_url_, final_path_);
   make_staging();  // when nothing was fetched, an empty directory is published
-  fs::fsync_path(staging_path_);
-  if (::rename(staging_path_.c_str(), final_path_.c_str()) != 0) {
-    const int err = errno;
-    if ((err == ENOTEMPTY || err == EEXIST) && stdfs::is_directory(final_path_)) {
-      DTRAIN_LOG_INFO_RANK("{} was fetched into {} by another process meanwhile; using that copy",
-                      base_url_, final_path_);
-      return final_path_;  // the destructor removes our staging copy
-    }
-    throw Error(fmt::format("cannot rename '{}' to '{}': {}", staging_path_, final_path_,
-                            std::strerror(err)));
+  Env& env = env_of(options_);
+  env.sync(staging_path_);
+  try {
+    env.rename(staging_path_, final_path_);
+  } catch (const Error&) {
+    // rename(2) fails (ENOTEMPTY) onto a non-empty directory: another process's copy.
+    if (env.type_of(final_path_) != FileType::kDirectory) throw;
+    DTRAIN_LOG_INFO_RANK("{} was fetched into {} by another process meanwhile; using that copy",
+                         base_url_, final_path_);
+    return final_path_;  // the destructor removes our staging copy
   }
-  fs::fsync_path(fs::parent_dir(final_path_));
+  env.sync(fs::parent_dir(final_path_));
   committed_ = true;
   DTRAIN_LOG_INFO_RANK("fetched {} into {}", base_url_, final_path_);
   return final_path_;

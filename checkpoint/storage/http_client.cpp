@@ -139,9 +139,9 @@ class File {
   File& operator=(const File&) = delete;
   int get() const { return fd_; }
 
-  // fsync + close, reporting errors (a failed close can mean lost data on NFS).
-  void close_durably(const std::string& path) {
-    DTRAIN_CHECK(::fsync(fd_) == 0, "cannot fsync '{}': {}", path, std::strerror(errno));
+  // close, reporting errors (a failed close can mean lost data on NFS); the caller
+  // syncs the file through its Env.
+  void close(const std::string& path) {
     int rc = ::close(fd_);
     fd_ = -1;
     DTRAIN_CHECK(rc == 0, "cannot close '{}': {}", path, std::strerror(errno));
@@ -150,12 +150,6 @@ class File {
  private:
   int fd_;
 };
-
-// Removes `path` if it exists; never throws (used on failure paths).
-void remove_quietly(const std::string& path) {
-  std::error_code ec;
-  std::filesystem::remove(path, ec);
-}
 
 // One attempt: GETs `start` into the open part file, following redirects. Returns the
 // number of body bytes. Throws DownloadError (with its transient flag), Interrupted or
@@ -240,6 +234,7 @@ void download(const std::string& url, const std::string& dest_path,
   const auto t0 = std::chrono::steady_clock::now();
   const internal::GetLimits limits = limits_for(options);
   const std::string what = "download of " + url;
+  Env& env = options.env != nullptr ? *options.env : Env::posix();
   for (int k = 1;; ++k) {
     const std::string part_path = part_path_for(dest_path);
     std::string failure;  // why this attempt failed, when it is worth retrying
@@ -248,10 +243,11 @@ void download(const std::string& url, const std::string& dest_path,
     try {
       File part(part_path);
       uint64_t bytes = attempt(start, part, part_path, options, limits);
-      part.close_durably(part_path);
+      part.close(part_path);
+      env.sync(part_path);
       if (options.verify) failure = options.verify(part_path);
       if (failure.empty()) {
-        fs::rename_durable(part_path, dest_path);
+        fs::rename_durable(part_path, dest_path, env);
         double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         DTRAIN_LOG_INFO_RANK("downloaded {} -> {} ({} bytes in {:.2f} s, {} attempt(s))", url, dest_path,
                         bytes, secs, k);
@@ -259,7 +255,7 @@ void download(const std::string& url, const std::string& dest_path,
       }
       corrupt = true;
     } catch (const DownloadError& e) {
-      remove_quietly(part_path);
+      fs::remove_quietly(part_path, env);
       if (!e.transient()) {
         throw DownloadError(fmt::format("download of {} failed: {}", url, e.what()), e.status(),
                             false);
@@ -267,10 +263,10 @@ void download(const std::string& url, const std::string& dest_path,
       failure = e.what();
       status = e.status();
     } catch (...) {
-      remove_quietly(part_path);
+      fs::remove_quietly(part_path, env);
       throw;
     }
-    remove_quietly(part_path);
+    fs::remove_quietly(part_path, env);
     if (k >= attempts) {
       throw DownloadError(
           corrupt

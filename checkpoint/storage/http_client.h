@@ -33,6 +33,7 @@
 #include <string>
 
 #include "checkpoint/storage/url.h"
+#include "runtime/base/env.h"
 #include "runtime/base/error.h"
 
 namespace dtrain::storage {
@@ -65,6 +66,10 @@ struct DownloadOptions {
   // truncated file; otherwise it is refused (not retried).
   bool accept_close_delimited = false;
   VerifyFn verify;  // optional check of the complete file before it is published
+  // Where the finished file is synced and renamed into place, and the cache's directories
+  // are made (not owned): the real file system when null; a power-cutting Env in tests
+  // (tests/powercut/fault_env.h). The body itself is written with plain write(2).
+  Env* env = nullptr;
 };
 
 // A download that failed. `status()` is the HTTP status of the last response when the

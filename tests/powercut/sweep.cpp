@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <exception>
 #include <filesystem>
+#include <map>
+#include <stdexcept>
 
 #include "tests/test_util.h"
 
@@ -75,6 +77,28 @@ SweepResult sweep(const Scenario& scenario, const Check& check, int64_t first, c
     if (stop_at_first_failure) break;
   }
   return result;
+}
+
+std::vector<SyncVerdict> drop_each_sync(const Scenario& scenario, const Check& check,
+                                        std::vector<std::string>* log) {
+  Outcome reference;
+  const std::string uncut = run_once(scenario, check, 0, {}, &reference);
+  if (!uncut.empty()) throw std::runtime_error("the uncut run fails its check: " + uncut);
+  *log = reference.log;
+  std::vector<SyncVerdict> verdicts;
+  std::map<std::string, int64_t> seen;  // syncs so far, by stable name
+  for (size_t at = 0; at < log->size(); ++at) {
+    const std::string& m = (*log)[at];
+    if (m.rfind("sync ", 0) != 0) continue;
+    const std::string name = FaultInjectionEnv::stable_name(m.substr(5));
+    const SweepResult r = sweep(scenario, check, 1, {name, ++seen[name]}, /*stop_at_first_failure=*/true);
+    SyncVerdict v;
+    v.at = at;
+    v.caught = !r.failures.empty();
+    if (v.caught) v.first = r.failures.front();
+    verdicts.push_back(v);
+  }
+  return verdicts;
 }
 
 }  // namespace dtrain::powercut

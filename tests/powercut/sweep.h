@@ -62,6 +62,16 @@ std::string run_once(const Scenario& scenario, const Check& check, int64_t cut_a
 SweepResult sweep(const Scenario& scenario, const Check& check, int64_t first = 1,
                   const DroppedSync& drop = {}, bool stop_at_first_failure = false);
 
+// The mutation test of the scenario's syncs: for each sync of an uncut run, in turn, that
+// sync is dropped and the power cut at every mutation until a check fails.
+struct SyncVerdict {
+  size_t at = 0;          // index of the sync in `log`
+  bool caught = false;    // some crash point failed without it
+  Failure first;          // the first failure, when caught
+};
+std::vector<SyncVerdict> drop_each_sync(const Scenario& scenario, const Check& check,
+                                        std::vector<std::string>* log);
+
 // A fresh empty directory $TMPDIR/dtrain-powercut-<tag>-XXXXXX.
 std::string fresh_dir(const std::string& tag);
 
