@@ -233,15 +233,26 @@ std::vector<std::string> Checkpointer::get_all_checkpoint_files() {
 }
 
 StateDict Checkpointer::resume_or_load(const std::string& path, bool resume) {
-  if (resume && has_checkpoint()) {
+  const bool tagged = resume && has_checkpoint();
+  const std::vector<std::string> all = resume ? get_all_checkpoint_files() : std::vector<std::string>{};
+  if (tagged || !all.empty()) {
     std::vector<std::string> candidates;
-    try {
-      candidates.push_back(get_checkpoint_file());
-    } catch (const CheckpointError& e) {  // a damaged tag: the newest good checkpoint wins
-      if (comm_.rank() == 0) DTRAIN_LOG_WARN("{}; resuming from the newest checkpoint instead", e.what());
+    if (!tagged) {
+      // A crash after a save's commit and before its tag was durable (or a tag deleted
+      // by hand): the committed checkpoints are still there.
+      if (comm_.rank() == 0) {
+        DTRAIN_LOG_WARN("{}/{} is missing, but {} holds committed checkpoints (a crash between a "
+                        "save's commit and its tag?); resuming from the newest",
+                        save_dir_, save_dir::kLastCheckpoint, save_dir_);
+      }
+    } else {
+      try {
+        candidates.push_back(get_checkpoint_file());
+      } catch (const CheckpointError& e) {  // a damaged tag: the newest good checkpoint wins
+        if (comm_.rank() == 0) DTRAIN_LOG_WARN("{}; resuming from the newest checkpoint instead", e.what());
+      }
     }
     // Fallbacks: the others, newest first (rank 0 orders them; see order_by_recency).
-    const std::vector<std::string> all = get_all_checkpoint_files();
     const std::string ordered = dist::on_root<CheckpointError>(comm_, "ordering checkpoints", [&] {
       return NameList{order_by_recency(all)}.encode();
     });

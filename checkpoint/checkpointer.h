@@ -113,7 +113,9 @@ class Checkpointer {
   // Every committed checkpoint directory in save_dir, sorted by name.
   std::vector<std::string> get_all_checkpoint_files();
   // With resume and a last checkpoint: loads everything from it; when it is damaged,
-  // says which and why and falls back to the newest valid one. Otherwise loads `path`
+  // says which and why and falls back to the newest valid one. With resume, no
+  // last_checkpoint but committed checkpoints in save_dir (a crash between a save's
+  // commit and its tag): says so and loads the newest valid one. Otherwise loads `path`
   // (if not empty) into the model only and returns no extras.
   StateDict resume_or_load(const std::string& path, bool resume);
   // Writes `name` into save_dir/last_checkpoint (atomically).

@@ -486,6 +486,18 @@ TEST_F(FaultTest, ALastCheckpointTagPointingOutsideIsNeverFollowed) {
   }
 }
 
+// A power cut after a save's commit and before its tag was durable leaves committed
+// checkpoints and no last_checkpoint: the resume says so and takes the newest.
+TEST_F(FaultTest, WithoutALastCheckpointTheResumeTakesTheNewestCommittedCheckpoint) {
+  Save("model_0000004", 1);
+  Save("model_0000009", 2);
+  stdfs::remove(out_ + "/last_checkpoint");
+  LogCapture log;
+  ExpectResumesTo("model_0000009", 2);
+  EXPECT_CONTAINS(log.text(), out_ + "/last_checkpoint is missing, but " + out_ +
+                                  " holds committed checkpoints");
+}
+
 // A save never deletes what is not a committed checkpoint of its own: a user's file,
 // symbolic link or checkpoint-less directory under the checkpoint's name is kept, and
 // the save fails naming it before writing anything.

@@ -279,9 +279,16 @@ def cut_at(ranks, async_save, ref, n, counted, fs_args=(), tag=""):
     check("Cannot resume" not in err and "trying an older checkpoint" not in err,
           "%s: the resume fell back past a damaged checkpoint:\n%s" %
           (name, "\n".join(l for l in err.splitlines() if "resume" in l)))
-    if tagged is None:
+    committed = sorted(d for d in os.listdir(out)
+                       if not d.startswith(".") and os.path.isfile(os.path.join(out, d, "checkpoint.h5")))
+    if tagged is None and not committed:
         check("No checkpoint found" in err or "Loaded checkpoint" not in err,
               "%s: resumed from a checkpoint without a tag" % name)
+    elif tagged is None:
+        # Committed, but its tag was not durable yet: the newest committed one is taken.
+        check("last_checkpoint is missing" in err and
+              "Loaded checkpoint %s/%s " % (out, committed[-1]) in err,
+              "%s: without a tag, the resume did not take the newest committed %s" % (name, committed[-1]))
     else:
         check("Loaded checkpoint %s/%s " % (out, tagged) in err,
               "%s: the resume did not load %s" % (name, tagged))
