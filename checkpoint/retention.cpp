@@ -84,7 +84,7 @@ void PeriodicCheckpointer::step(int64_t iteration, const StateDict& extra) {
     periodic("committing an asynchronous periodic checkpoint", [&] { checkpointer_.finish_async(); });
     checkpointer_.save(prefix_ + "_final", state);
   }
-  prune_if_committed(before);
+  periodic("deleting old periodic checkpoints (CHECKPOINT.MAX_TO_KEEP)", [&] { prune_if_committed(before); });
 }
 
 void PeriodicCheckpointer::finish() {

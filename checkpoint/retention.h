@@ -32,7 +32,8 @@ class Checkpointer;
 // Checkpointer raises alike on every rank, after removing what the save had written)
 // stops training with that error under OnSaveError::kStop (CHECKPOINT.ON_SAVE_ERROR
 // stop, the default). Under kWarn (warn) it is logged as a warning and training goes on
-// without that checkpoint; failed_saves() counts them. <prefix>_final and save() always
+// without that checkpoint; failed_saves() counts them. A failed delete of an old
+// checkpoint (retention) is treated the same way. <prefix>_final and save() always
 // throw: a run must not end without its final checkpoint unnoticed.
 enum class OnSaveError { kStop, kWarn };
 
@@ -51,7 +52,8 @@ class PeriodicCheckpointer {
   void save(const std::string& name, const StateDict& extra = {});
   // Commits an asynchronous save in flight (call when training ends normally).
   void finish();
-  // Periodic saves that failed and were skipped under OnSaveError::kWarn.
+  // Periodic saves (and retention's deletes of old ones) that failed and were skipped
+  // under OnSaveError::kWarn.
   int64_t failed_saves() const { return failed_saves_; }
 
  private:

@@ -13,6 +13,7 @@
 #include "runtime/base/error.h"
 #include "runtime/base/env.h"
 #include "runtime/base/fs.h"
+#include "runtime/base/logging.h"
 
 namespace dtrain::checkpoint::save_dir {
 
@@ -115,7 +116,14 @@ void remove_dir_safely(Env& env, const std::string& dir) {
   const std::string hidden = fs::parent_dir(dir) + "/." + std::filesystem::path(dir).filename().string() +
                              ".deleting-" + random_id();
   fs::rename_durable(dir, hidden, env);
-  fs::remove_quietly(hidden, env);
+  try {
+    env.remove_tree(hidden);
+  } catch (const Error& e) {
+    // Out of sight already: what is left goes with the next run's leftovers.
+    DTRAIN_LOG_WARN("{} is deleted, but not all of its files could be removed ({}); the next "
+                    "run's first save removes what is left",
+                    dir, e.what());
+  }
 }
 
 }  // namespace dtrain::checkpoint::save_dir

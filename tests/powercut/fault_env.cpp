@@ -3,6 +3,7 @@
 
 #include <sys/stat.h>
 
+#include <cstring>
 #include <filesystem>
 #include <regex>
 
@@ -66,13 +67,31 @@ std::string FaultInjectionEnv::relative(const std::string& path) const {
   return p.substr(root_.size());
 }
 
-void FaultInjectionEnv::begin(const std::string& line) {
+void FaultInjectionEnv::begin(const std::string& line, const std::string& path) {
   const int64_t n = static_cast<int64_t>(log_.size()) + 1;
   if (off_ || (cut_at_ > 0 && n >= cut_at_)) {
     off_ = true;
     throw PowerCut(fmt::format("power cut (at mutation {}): {} failed", cut_at_, line));
   }
+  if (fail_at_ > 0 && (n == fail_at_ || (fail_sticky_ && n > fail_at_))) {
+    if (failed_path_.empty()) failed_path_ = path;
+    if (!fail_sticky_) fail_at_ = -1;  // once: later mutations are numbered on
+    log_.push_back(line + " (failed)");
+    throw Error(fmt::format("cannot {} '{}': {}", line.substr(0, line.find(' ')), path, std::strerror(fail_errno_)));
+  }
   log_.push_back(line);
+}
+
+void FaultInjectionEnv::fail_at(int64_t n, int err, bool sticky) {
+  std::lock_guard<std::mutex> lock(mu_);
+  fail_at_ = n;
+  fail_errno_ = err;
+  fail_sticky_ = sticky;
+}
+
+std::string FaultInjectionEnv::failed_path() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return failed_path_;
 }
 
 void FaultInjectionEnv::forget_tree(const std::string& rel) {
@@ -95,20 +114,20 @@ std::string FaultInjectionEnv::read_file(const std::string& path, const fs::Read
 
 void FaultInjectionEnv::write_new_file(const std::string& path, const std::string& content) {
   std::lock_guard<std::mutex> lock(mu_);
-  begin("write " + relative(path));
+  begin("write " + relative(path), path);
   real_.write_new_file(path, content);
 }
 
 bool FaultInjectionEnv::create_dir(const std::string& path) {
   std::lock_guard<std::mutex> lock(mu_);
-  begin("mkdir " + relative(path));
+  begin("mkdir " + relative(path), path);
   return real_.create_dir(path);
 }
 
 void FaultInjectionEnv::sync(const std::string& path) {
   std::lock_guard<std::mutex> lock(mu_);
   const std::string rel = relative(path);
-  begin("sync " + rel);
+  begin("sync " + rel, path);
   const FileType type = real_.type_of(path);
   DTRAIN_CHECK(type == FileType::kRegular || type == FileType::kDirectory,
                "cannot fsync '{}': no such file or directory", path);
@@ -124,21 +143,21 @@ void FaultInjectionEnv::sync(const std::string& path) {
 void FaultInjectionEnv::rename(const std::string& from, const std::string& to) {
   std::lock_guard<std::mutex> lock(mu_);
   const std::string rel_to = relative(to);
-  begin("rename " + relative(from) + " -> " + rel_to);
+  begin("rename " + relative(from) + " -> " + rel_to, from);
   if (real_.type_of(from) != FileType::kMissing) model_.forget_if_last_link(rel_to);
   real_.rename(from, to);
 }
 
 bool FaultInjectionEnv::exchange(const std::string& a, const std::string& b) {
   std::lock_guard<std::mutex> lock(mu_);
-  begin("exchange " + relative(a) + " <-> " + relative(b));
+  begin("exchange " + relative(a) + " <-> " + relative(b), a);
   return real_.exchange(a, b);
 }
 
 void FaultInjectionEnv::remove_file(const std::string& path) {
   std::lock_guard<std::mutex> lock(mu_);
   const std::string rel = relative(path);
-  begin("unlink " + rel);
+  begin("unlink " + rel, path);
   model_.forget_if_last_link(rel);
   real_.remove_file(path);
 }
@@ -146,7 +165,7 @@ void FaultInjectionEnv::remove_file(const std::string& path) {
 void FaultInjectionEnv::remove_tree(const std::string& path) {
   std::lock_guard<std::mutex> lock(mu_);
   const std::string rel = relative(path);
-  begin("rm -r " + rel);
+  begin("rm -r " + rel, path);
   forget_tree(rel);
   real_.remove_tree(path);
 }

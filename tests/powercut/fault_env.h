@@ -57,6 +57,13 @@ class FaultInjectionEnv final : public Env {
   // `rel` (relative to root) with the random part of temporary names (".tmp-<id>",
   // ".deleting-<id>", ".part-<id>") replaced by '*': the same in every run.
   static std::string stable_name(const std::string& rel);
+  // Mutation `n` fails with `err` (ENOSPC, EIO) instead of happening: it throws
+  // dtrain::Error "cannot <op> '<path>': <strerror(err)>" and changes nothing; with
+  // `sticky`, every later mutation fails too (a disk that stays full). The power stays
+  // on. 0: never.
+  void fail_at(int64_t n, int err, bool sticky = false);
+  // The path of the first mutation that failed by fail_at ("" if none).
+  std::string failed_path() const;
   // Whether the power is off (a mutation reached the cut).
   bool power_cut() const;
   // Mutations performed (not counting the one that met the cut).
@@ -80,8 +87,9 @@ class FaultInjectionEnv final : public Env {
  private:
   // `path` relative to root ("/..."); throws for a path outside root.
   std::string relative(const std::string& path) const;
-  // Under mu_: counts a mutation (throws PowerCut at the cut) and logs it.
-  void begin(const std::string& line);
+  // Under mu_: counts a mutation on `path` (throws PowerCut at the cut, Error at a
+  // failure) and logs it.
+  void begin(const std::string& line, const std::string& path);
   // Under mu_: the model forgets every inode under `rel` (about to be removed).
   void forget_tree(const std::string& rel);
 
@@ -94,6 +102,10 @@ class FaultInjectionEnv final : public Env {
   int64_t drop_nth_ = 0;
   std::map<std::string, int64_t> syncs_;  // by stable name
   bool off_ = false;
+  int64_t fail_at_ = 0;
+  int fail_errno_ = 0;
+  bool fail_sticky_ = false;
+  std::string failed_path_;
   std::vector<std::string> log_;
 };
 
