@@ -50,27 +50,39 @@ std::string check_cache(const std::string& cache, const std::string& dir_url, co
   return "";
 }
 
+// The scenario of both tests: a checkpoint directory, then a file, fetched into a cache
+// under the run's root; the check of what the cache holds after a cut.
+struct Fetches {
+  explicit Fetches(const testing::TestServer& server)
+      : dir_url(server.url("/ok/ckpt")), file_url(server.url("/ok/small.bin")) {}
+  powercut::Scenario scenario() {
+    return [this](Env& env, const std::string& root) {
+      testing::ScopedEnv at("DTRAIN_CACHE", root + "/cache");
+      fetched = 0;
+      DownloadOptions options;
+      options.env = &env;
+      options.retries = 0;
+      fetch_directory(dir_url, kCkptFiles, {}, options);
+      fetched = 1;
+      fetch_file(file_url, options);
+      fetched = 2;
+    };
+  }
+  powercut::Check check() {
+    return [this](const std::string& image, const Outcome&) {
+      return check_cache(image + "/cache", dir_url, file_url, fetched);
+    };
+  }
+  std::string dir_url, file_url;
+  int fetched = 0;  // fetches that returned in the last run
+};
+
 TEST(CachePowercut, EveryCrashPointLeavesCompleteEntriesOrNone) {
   auto& server = testing::http_server();
   if (!server.ok()) GTEST_SKIP() << server.error();
-  const std::string dir_url = server.url("/ok/ckpt");
-  const std::string file_url = server.url("/ok/small.bin");
-  int fetched = 0;
+  Fetches f(server);
   const SweepResult r = powercut::sweep(
-      [&](Env& env, const std::string& root) {
-        testing::ScopedEnv at("DTRAIN_CACHE", root + "/cache");
-        fetched = 0;
-        DownloadOptions options;
-        options.env = &env;
-        options.retries = 0;
-        fetch_directory(dir_url, kCkptFiles, {}, options);
-        fetched = 1;
-        fetch_file(file_url, options);
-        fetched = 2;
-      },
-      [&](const std::string& image, const Outcome&) {
-        return check_cache(image + "/cache", dir_url, file_url, fetched);
-      });
+      f.scenario(), f.check());
   EXPECT_GE(r.reference_log.size(), 10u);
   std::string text;
   for (const auto& f : r.failures) text += fmt::format("\n  cut at {} ({}): {}", f.cut_at, f.mutation, f.problem);
@@ -85,25 +97,10 @@ TEST(CachePowercut, EveryCrashPointLeavesCompleteEntriesOrNone) {
 TEST(CachePowercut, EverySyncThatIsNotRedundantIsCaughtWhenDropped) {
   auto& server = testing::http_server();
   if (!server.ok()) GTEST_SKIP() << server.error();
-  const std::string dir_url = server.url("/ok/ckpt");
-  const std::string file_url = server.url("/ok/small.bin");
-  int fetched = 0;
+  Fetches f(server);
   std::vector<std::string> log;
   const auto verdicts = powercut::drop_each_sync(
-      [&](Env& env, const std::string& root) {
-        testing::ScopedEnv at("DTRAIN_CACHE", root + "/cache");
-        fetched = 0;
-        DownloadOptions options;
-        options.env = &env;
-        options.retries = 0;
-        fetch_directory(dir_url, kCkptFiles, {}, options);
-        fetched = 1;
-        fetch_file(file_url, options);
-        fetched = 2;
-      },
-      [&](const std::string& image, const Outcome&) {
-        return check_cache(image + "/cache", dir_url, file_url, fetched);
-      },
+      f.scenario(), f.check(),
       &log);
   // Whether the sync at `at` is made redundant by another sync of the same directory:
   // a later one before the directory is renamed into sight (each file's rename into the
