@@ -90,7 +90,7 @@ void PeriodicCheckpointer::step(int64_t iteration, const StateDict& extra) {
 void PeriodicCheckpointer::finish() {
   const int64_t before = checkpointer_.commits();
   checkpointer_.finish_async();
-  prune_if_committed(before);
+  periodic("deleting old periodic checkpoints (CHECKPOINT.MAX_TO_KEEP)", [&] { prune_if_committed(before); });
 }
 
 void PeriodicCheckpointer::prune_if_committed(int64_t commits_before) {

@@ -58,10 +58,11 @@ std::string random_id() {
 
 std::vector<std::string> committed_checkpoints(Env& env, const std::string& dir) {
   std::vector<std::string> found;
-  if (env.type_of(dir) != FileType::kDirectory) return found;
+  // A trailing '/' follows a symbolic link (an OUTPUT_DIR linked to scratch space).
+  if (env.type_of(dir + "/") != FileType::kDirectory) return found;
   for (const auto& name : env.children(dir)) {
     const std::string path = dir + "/" + name;
-    if (!name.empty() && name[0] != '.' && env.type_of(path) == FileType::kDirectory &&
+    if (!name.empty() && name[0] != '.' && env.type_of(path + "/") == FileType::kDirectory &&
         env.type_of(path + "/" + kIndexFile) == FileType::kRegular) {
       found.push_back(path);
     }

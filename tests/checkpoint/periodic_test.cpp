@@ -72,6 +72,21 @@ TEST_F(PeriodicTest, FinalOnAPeriodBoundaryAndCustomPrefix) {
   EXPECT_EQ(last_checkpoint_name(dir_), "net_manual");
 }
 
+// An OUTPUT_DIR that is a symbolic link (to scratch space): its checkpoints are listed,
+// and retention deletes the old ones.
+TEST_F(PeriodicTest, ASymlinkedOutputDirIsListedAndPruned) {
+  const std::string real = dir_ + "/scratch";
+  const std::string link = dir_ + "/out";
+  stdfs::create_directories(real);
+  stdfs::create_directory_symlink(real, link);
+  TrainingState s(OptKind::kSGD, 1, 0, 1);
+  Checkpointer ckpt(s.model, link, comm_, s.checkpointables());
+  PeriodicCheckpointer periodic(ckpt, 2, std::nullopt, /*max_to_keep=*/1);
+  for (int64_t it = 0; it < 6; ++it) periodic.step(it);
+  EXPECT_EQ(visible_dirs(real), (Names{"model_0000005"}));
+  EXPECT_EQ(ckpt.get_all_checkpoint_files(), (Names{link + "/model_0000005"}));
+}
+
 TEST_F(PeriodicTest, WithoutMaxIterThereIsNoFinal) {
   TrainingState s(OptKind::kSGD, 1, 0, 1);
   Checkpointer ckpt(s.model, dir_, comm_, s.checkpointables());
