@@ -17,6 +17,7 @@
 #include "runtime/base/error.h"
 #include "runtime/base/fs.h"
 #include "runtime/base/logging.h"
+#include "runtime/h5/file.h"
 #include "runtime/dist/agree.h"
 
 namespace dtrain::checkpoint {
@@ -47,6 +48,11 @@ Checkpointer::Checkpointer(std::shared_ptr<torch::nn::Module> model, std::string
       checkpointables_(std::move(checkpointables)),
       options_(std::move(options)),
       env_(options_.env != nullptr ? *options_.env : Env::posix()) {
+  if (options_.local) {
+    if (options_.local->config_yaml.empty()) options_.local->config_yaml = options_.config_yaml;
+    if (options_.local->output_dir.empty()) options_.local->output_dir = save_dir_;
+    local_ = std::make_unique<LocalTier>(comm_, *options_.local, env_);
+  }
   for (const auto& [key, c] : checkpointables_) {
     DTRAIN_CHECK(key != "model" && key != "extra" && c.state != nullptr,
                  "checkpointable '{}': the names 'model' and 'extra' are reserved and the "
@@ -232,58 +238,148 @@ std::vector<std::string> Checkpointer::get_all_checkpoint_files() {
   return NameList::decode(list, 0).names;
 }
 
+std::vector<std::string> Checkpointer::resume_candidates() {
+  const bool tagged = has_checkpoint();
+  const std::vector<std::string> all = get_all_checkpoint_files();
+  std::vector<std::string> candidates;
+  if (!tagged && all.empty()) return candidates;
+  if (!tagged) {
+    // A crash after a save's commit and before its tag was durable (or a tag deleted
+    // by hand): the committed checkpoints are still there.
+    if (comm_.rank() == 0) {
+      DTRAIN_LOG_WARN("{}/{} is missing, but {} holds committed checkpoints (a crash between a "
+                      "save's commit and its tag?); resuming from the newest",
+                      save_dir_, save_dir::kLastCheckpoint, save_dir_);
+    }
+  } else {
+    try {
+      candidates.push_back(get_checkpoint_file());
+    } catch (const CheckpointError& e) {  // a damaged tag: the newest good checkpoint wins
+      if (comm_.rank() == 0) DTRAIN_LOG_WARN("{}; resuming from the newest checkpoint instead", e.what());
+    }
+  }
+  // Fallbacks: the others, newest first (rank 0 orders them; see order_by_recency).
+  const std::string ordered = dist::on_root<CheckpointError>(comm_, "ordering checkpoints", [&] {
+    return NameList{order_by_recency(all)}.encode();
+  });
+  for (auto& c : NameList::decode(ordered, 0).names) {
+    if (candidates.empty() || c != candidates.front()) candidates.push_back(c);
+  }
+  return candidates;
+}
+
+int64_t Checkpointer::persistent_iteration(const std::vector<std::string>& candidates) {
+  if (candidates.empty()) return -1;
+  const std::string it = dist::on_root<CheckpointError>(comm_, "reading the checkpoint's iteration", [&] {
+    try {
+      return std::to_string(h5::File::open(candidates.front() + "/" + kIndexFile).get_int_attr("iteration"));
+    } catch (const std::exception&) {
+      return std::string("-1");  // damaged: its load says why
+    }
+  });
+  return std::stoll(it);
+}
+
 StateDict Checkpointer::resume_or_load(const std::string& path, bool resume) {
+  loaded_from_local_ = false;
+  if (local_) local_->open(resume);
   const bool tagged = resume && has_checkpoint();
-  const std::vector<std::string> all = resume ? get_all_checkpoint_files() : std::vector<std::string>{};
-  if (tagged || !all.empty()) {
-    std::vector<std::string> candidates;
-    if (!tagged) {
-      // A crash after a save's commit and before its tag was durable (or a tag deleted
-      // by hand): the committed checkpoints are still there.
+  const std::vector<std::string> candidates = resume ? resume_candidates() : std::vector<std::string>{};
+  LocalRestore local;
+  if (resume && local_) local = local_->plan_restore();
+  // A resume continues a run: the model must match the checkpoint exactly.
+  resuming_ = true;
+  struct Reset {
+    bool& flag;
+    ~Reset() { flag = false; }
+  } reset{resuming_};
+  std::string failures;
+  auto try_local = [&]() -> std::optional<StateDict> {
+    try {
+      StateDict extra = load_local(local);
+      local_->after_resume(local.iteration);
+      return extra;
+    } catch (const CheckpointError& e) {  // damage; a ConfigError (incompatible) stops here
+      failures += fmt::format("\n  local snapshot of iteration {}: {}", local.iteration, e.what());
       if (comm_.rank() == 0) {
-        DTRAIN_LOG_WARN("{}/{} is missing, but {} holds committed checkpoints (a crash between a "
-                        "save's commit and its tag?); resuming from the newest",
-                        save_dir_, save_dir::kLastCheckpoint, save_dir_);
+        DTRAIN_LOG_WARN("Cannot resume from the local snapshot of iteration {} ({}); trying the "
+                        "persistent tier", local.iteration, e.what());
       }
-    } else {
-      try {
-        candidates.push_back(get_checkpoint_file());
-      } catch (const CheckpointError& e) {  // a damaged tag: the newest good checkpoint wins
-        if (comm_.rank() == 0) DTRAIN_LOG_WARN("{}; resuming from the newest checkpoint instead", e.what());
-      }
+      local.iteration = -1;
+      return std::nullopt;
     }
-    // Fallbacks: the others, newest first (rank 0 orders them; see order_by_recency).
-    const std::string ordered = dist::on_root<CheckpointError>(comm_, "ordering checkpoints", [&] {
-      return NameList{order_by_recency(all)}.encode();
-    });
-    for (auto& c : NameList::decode(ordered, 0).names) {
-      if (candidates.empty() || c != candidates.front()) candidates.push_back(c);
-    }
-    std::string failures;
-    // A resume continues a run: the model must match the checkpoint exactly.
-    resuming_ = true;
-    struct Reset {
-      bool& flag;
-      ~Reset() { flag = false; }
-    } reset{resuming_};
-    for (const auto& c : candidates) {
-      try {
-        return load(c);
-      } catch (const CheckpointError& e) {  // damage; a ConfigError (incompatible) stops here
-        failures += fmt::format("\n  {}: {}", c, e.what());
-        if (comm_.rank() == 0) {
-          DTRAIN_LOG_WARN("Cannot resume from {} ({}); trying an older checkpoint", c, e.what());
-        }
+  };
+  if (local.iteration >= 0 && local.iteration >= persistent_iteration(candidates)) {
+    if (auto extra = try_local()) return *extra;
+  }
+  for (const auto& c : candidates) {
+    try {
+      StateDict extra = load(c);
+      if (local_) local_->after_resume(iteration_of(extra));
+      return extra;
+    } catch (const CheckpointError& e) {
+      failures += fmt::format("\n  {}: {}", c, e.what());
+      if (comm_.rank() == 0) {
+        DTRAIN_LOG_WARN("Cannot resume from {} ({}); trying an older checkpoint", c, e.what());
       }
     }
+  }
+  if (local.iteration >= 0) {  // older than the persistent ones, which failed
+    if (auto extra = try_local()) return *extra;
+  }
+  if (tagged || !candidates.empty() || !failures.empty()) {
     throw CheckpointError(fmt::format("no valid checkpoint to resume from in '{}':{}", save_dir_, failures));
   }
+  resuming_ = false;
+  if (local_) local_->after_resume(-1);
   if (!path.empty()) {
     load(path, std::vector<std::string>{});
   } else if (resume && comm_.rank() == 0) {
     DTRAIN_LOG_INFO("No checkpoint found in {}; training from scratch", save_dir_);
   }
   return {};
+}
+
+StateDict Checkpointer::load_local(const LocalRestore& plan) {
+  finish_async();
+  const std::string dir = local_->stage(plan);
+  if (comm_.rank() == 0) {
+    DTRAIN_LOG_INFO("Resuming from the local snapshot of iteration {} ({}): {}", plan.iteration,
+                    local_->options().dir, plan.description);
+  }
+  StateDict extra = load_directory(dir, std::nullopt, /*own_shards=*/true);
+  loaded_from_local_ = true;
+  return extra;
+}
+
+void Checkpointer::snapshot_local(int64_t iteration, const StateDict& extra) {
+  check_collective("snapshot_local", std::to_string(iteration));
+  DTRAIN_CHECK_T(CheckpointError, local_ != nullptr, "snapshot_local: no local tier (CHECKPOINT.LOCAL.PERIOD is 0)");
+  StateDict state = extra;
+  state["iteration"] = iteration;
+  CollectedState live;
+  try {
+    live = collect(state);
+  } catch (const std::exception& e) {
+    // The same on every rank (the state's shape): no snapshot, like a failed one.
+    if (comm_.rank() == 0) DTRAIN_LOG_WARN("Local snapshot of iteration {} skipped: {}", iteration, e.what());
+    return;
+  }
+  local_->start(live, iteration);
+}
+
+bool Checkpointer::poll_local() { return local_ && local_->poll(); }
+
+void Checkpointer::finish_local() {
+  if (local_) local_->finish();
+}
+
+void Checkpointer::abandon_local() noexcept {
+  if (local_) local_->abandon();
+}
+
+void Checkpointer::end_local() {
+  if (local_) local_->remove_all();
 }
 
 void Checkpointer::tag_last_checkpoint(const std::string& name) {

@@ -32,6 +32,8 @@
 
 #include "checkpoint/async_writer.h"
 #include "checkpoint/format.h"
+#include "checkpoint/load_plan.h"
+#include "checkpoint/local_tier.h"
 #include "checkpoint/module_state.h"
 #include "checkpoint/retention.h"
 #include "checkpoint/save_protocol.h"
@@ -64,6 +66,11 @@ struct CheckpointerOptions {
   // (not owned; must outlive the Checkpointer): the real file system when null, a
   // power-cutting Env in tests (tests/powercut/fault_env.h).
   Env* env = nullptr;
+  // CHECKPOINT.LOAD_STRATEGY (load_plan.h): who reads the pieces of a checkpoint every
+  // rank can read.
+  LoadStrategy load_strategy = LoadStrategy::kAuto;
+  // CHECKPOINT.LOCAL.*: the node-local tier (local_tier.h), off when not set.
+  std::optional<LocalTierOptions> local;
 };
 
 class Checkpointer {
@@ -124,6 +131,22 @@ class Checkpointer {
   // directory that looks committed). Refuses what last_checkpoint names.
   void remove_checkpoint(const std::string& name);
 
+  // The node-local tier (options.local; collective, see local_tier.h). snapshot_local
+  // snapshots the state with `extra` and "iteration" into it in the background;
+  // poll_local() commits it at a later iteration boundary once every rank's write is
+  // done; finish_local() waits and commits; abandon_local() drops it (local, no throw).
+  // A failed snapshot is a warning, never an error. end_local() removes this job's
+  // snapshots (training finished). resume_or_load restores from the local tier when
+  // it holds a complete snapshot at least as new as the persistent one.
+  void snapshot_local(int64_t iteration, const StateDict& extra = {});
+  bool poll_local();
+  void finish_local();
+  void abandon_local() noexcept;
+  void end_local();
+  LocalTier* local_tier() { return local_.get(); }
+  // Whether the last resume_or_load restored from the local tier.
+  bool loaded_from_local() const { return loaded_from_local_; }
+
   // The checkpoint most recently loaded by this Checkpointer (full path), if any.
   const std::string& loaded_from() const { return loaded_from_; }
   const std::string& save_dir() const { return save_dir_; }
@@ -135,6 +158,8 @@ class Checkpointer {
   double last_save_seconds() const { return last_save_s_; }
   double last_save_max_write_seconds() const { return last_write_s_; }
   double last_save_stall_seconds() const { return last_stall_s_; }
+  // Bytes the last load of a dtrain checkpoint read from its files, over all ranks.
+  int64_t last_load_bytes_read() const { return last_load_bytes_read_; }
 
   ~Checkpointer();
   Checkpointer(const Checkpointer&) = delete;
@@ -146,7 +171,16 @@ class Checkpointer {
   // Throws on every rank unless every rank called `what` with the same argument.
   void check_collective(const std::string& what, const std::string& arg);
   CollectedState collect(const StateDict& extra) const;
-  StateDict load_directory(const std::string& dir, const std::optional<std::vector<std::string>>& only);
+  // own_shards: `dir` differs between ranks, each rank reads its own shard (load.cpp).
+  StateDict load_directory(const std::string& dir, const std::optional<std::vector<std::string>>& only,
+                           bool own_shards = false);
+  // Resumes from the local tier's snapshot `plan` (each rank reads only its own shard,
+  // from this rank's directory; the communicator spreads the rest).
+  StateDict load_local(const LocalRestore& plan);
+  // The iteration of the checkpoint a resume would try first (-1: none).
+  int64_t persistent_iteration(const std::vector<std::string>& candidates);
+  // The persistent candidates of a resume, newest first (the tagged one first).
+  std::vector<std::string> resume_candidates();
   // Loads a foreign weight file (PyTorch .pt/.pth, detectron2 checkpoint or model-zoo .pkl,
   // safetensors; foreign_load.cpp): the model by key matching, and the optimizer and
   // scheduler when `only` wants them and they can be mapped.
@@ -175,6 +209,9 @@ class Checkpointer {
   std::unique_ptr<save_protocol::PendingSave> pending_;  // the asynchronous save in flight
   std::unique_ptr<AsyncShardWriter> writer_;
   CollectedState snapshot_buffers_;  // host buffers of the last snapshot, reused
+  std::unique_ptr<LocalTier> local_;  // options.local
+  bool loaded_from_local_ = false;
+  int64_t last_load_bytes_read_ = 0;
 };
 
 }  // namespace dtrain::checkpoint

@@ -93,9 +93,12 @@ void restore_scalar_types(StateDict& loaded, const StateDict& current) {
 // One load of one directory: what it loads, where, and the state between its phases.
 class Checkpointer::DirectoryLoad {
  public:
+  // own_shards: `dir` differs between ranks (a local snapshot, local_tier.h) and holds
+  // checkpoint.h5 and this rank's shard: each rank reads its own shard and the
+  // communicator spreads the rest.
   DirectoryLoad(Checkpointer& owner, const std::string& dir,
-                const std::optional<std::vector<std::string>>& only)
-      : c_(owner), comm_(owner.comm_), dir_(dir), only_(only),
+                const std::optional<std::vector<std::string>>& only, bool own_shards = false)
+      : c_(owner), comm_(owner.comm_), dir_(dir), only_(only), own_shards_(own_shards),
         what_(fmt::format("loading checkpoint '{}'", dir)) {}
 
   StateDict run() {
@@ -109,10 +112,16 @@ class Checkpointer::DirectoryLoad {
     dist::all_or_none<CheckpointError>(comm_, what_, [&] { hand_over(); });
     StateDict extra = sub_state(all_, "extra");
     extra["iteration"] = index_.iteration;
+    const int64_t read_total = comm_.size() > 1 ? comm_.all_reduce_int(bytes_read_, dist::ReduceOp::kSum) : bytes_read_;
+    c_.last_load_bytes_read_ = read_total;
     if (comm_.rank() == 0) {
-      DTRAIN_LOG_INFO("Loaded checkpoint {} (iteration {}, saved by {} ranks) in {:.3f} s", dir_,
-                      index_.iteration, index_.world_size,
-                      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      DTRAIN_LOG_INFO("Loaded checkpoint {} (iteration {}, saved by {} ranks) in {:.3f} s; {:.1f} MiB read "
+                      "from storage by {} rank(s) ({})",
+                      dir_, index_.iteration, index_.world_size,
+                      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                      static_cast<double>(read_total) / (1 << 20), readers_.count,
+                      plan_.every_rank_reads ? "every rank reads what it needs"
+                                             : "each piece read once and broadcast");
     }
     return extra;
   }
@@ -136,6 +145,12 @@ class Checkpointer::DirectoryLoad {
   void agree_on_readers() {
     Visibility mine;
     mine.readable = stdfs::exists(dir_ + "/" + kIndexFile);
+    if (own_shards_) {
+      mine.readable = mine.readable && stdfs::exists(dir_ + "/" + shard_file_name(comm_.rank(), comm_.size()));
+      readers_ = find_readers(dist::all_gather(comm_, mine), comm_.rank(), dir_);
+      readers_.own_shards = true;
+      return;
+    }
     if (mine.readable) {
       const std::string key = same_files_key(dir_);
       std::string owners;  // what `wanted` depends on, besides the collective `only`
@@ -144,7 +159,7 @@ class Checkpointer::DirectoryLoad {
       }
       if (!key.empty()) mine.files = key + "\n" + owners;
     }
-    readers_ = find_readers(dist::all_gather(comm_, mine), comm_.rank(), dir_);
+    readers_ = find_readers(dist::all_gather(comm_, mine), comm_.rank(), dir_, c_.options_.load_strategy);
     if (!readers_.everyone() && comm_.rank() == 0) {
       DTRAIN_LOG_WARN("Checkpoint '{}' is readable on {} of {} ranks; the others receive it over "
                       "the communicator",
@@ -228,11 +243,13 @@ class Checkpointer::DirectoryLoad {
         at::Tensor dst = destination(r);
         const TensorRecord& t = index_.tensors[r.tensor];
         reader.read_piece(t, t.pieces[r.piece], dst, r.verify);
+        bytes_read_ += t.pieces[r.piece].bytes;
       }
       auto read_whole = [&](const PieceRead& r) {
         const TensorRecord& t = index_.tensors[r.tensor];
         at::Tensor dst = empty_tensor_for(t, t.pieces[r.piece].shape, dir_);
         reader.read_piece(t, t.pieces[r.piece], dst);
+        bytes_read_ += t.pieces[r.piece].bytes;
         return dst;
       };
       for (const auto& r : plan_.own_per_rank) per_rank_[index_.tensors[r.tensor].name] = read_whole(r);
@@ -300,7 +317,9 @@ class Checkpointer::DirectoryLoad {
   dist::Communicator& comm_;
   const std::string& dir_;
   const std::optional<std::vector<std::string>>& only_;
+  const bool own_shards_;
   const std::string what_;
+  int64_t bytes_read_ = 0;  // by this rank, from the files
   Readers readers_;
   CheckpointIndex index_;
   LoadPlan plan_;
@@ -312,8 +331,9 @@ class Checkpointer::DirectoryLoad {
 };
 
 StateDict Checkpointer::load_directory(const std::string& dir,
-                                       const std::optional<std::vector<std::string>>& only) {
-  StateDict extra = DirectoryLoad(*this, dir, only).run();
+                                       const std::optional<std::vector<std::string>>& only,
+                                       bool own_shards) {
+  StateDict extra = DirectoryLoad(*this, dir, only, own_shards).run();
   loaded_from_ = dir;
   return extra;
 }

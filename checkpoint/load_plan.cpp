@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include <fmt/format.h>
+
 #include "runtime/base/error.h"
 
 namespace dtrain::checkpoint {
@@ -69,7 +71,15 @@ void stagger_by_shard(const CheckpointIndex& index, int rank, int world, std::ve
 
 }  // namespace
 
-Readers find_readers(const std::vector<Visibility>& ranks, int rank, const std::string& dir) {
+LoadStrategy parse_load_strategy(const std::string& value) {
+  if (value == "auto") return LoadStrategy::kAuto;
+  if (value == "all_read") return LoadStrategy::kAllRead;
+  if (value == "read_once") return LoadStrategy::kReadOnce;
+  throw ConfigError(fmt::format("CHECKPOINT.LOAD_STRATEGY must be auto, all_read or read_once, got '{}'", value));
+}
+
+Readers find_readers(const std::vector<Visibility>& ranks, int rank, const std::string& dir,
+                     LoadStrategy strategy) {
   Readers out;
   const int world = static_cast<int>(ranks.size());
   out.can_read.resize(ranks.size());
@@ -83,6 +93,11 @@ Readers find_readers(const std::vector<Visibility>& ranks, int rank, const std::
   DTRAIN_CHECK_T(CheckpointError, out.count > 0,
                  "'{}' is not a checkpoint: '{}' is missing (no rank can read '{}/{}')", dir,
                  kIndexFile, dir, kIndexFile);
+  if (out.everyone() && strategy != LoadStrategy::kAllRead) {
+    bool one_set_of_files = !ranks.front().files.empty();
+    for (const auto& v : ranks) one_set_of_files = one_set_of_files && v.files == ranks.front().files;
+    out.own_shards = strategy == LoadStrategy::kReadOnce || !one_set_of_files;
+  }
   const Visibility& mine = ranks.at(rank);
   if (mine.readable && !mine.files.empty()) {
     out.same_files_ranks = 0;
@@ -98,7 +113,7 @@ Readers find_readers(const std::vector<Visibility>& ranks, int rank, const std::
 LoadPlan plan_load(const CheckpointIndex& index, const Readers& readers, int rank,
                    const std::function<bool(const std::string&)>& wanted) {
   LoadPlan plan;
-  plan.every_rank_reads = readers.everyone();
+  plan.every_rank_reads = readers.everyone() && !readers.own_shards;
   for (size_t ti = 0; ti < index.tensors.size(); ++ti) {
     const TensorRecord& t = index.tensors[ti];
     if (!wanted(t.name)) continue;

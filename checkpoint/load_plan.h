@@ -33,6 +33,16 @@
 
 namespace dtrain::checkpoint {
 
+// CHECKPOINT.LOAD_STRATEGY: when every rank can read a checkpoint, whether every rank
+// reads every replicated piece it needs (all_read: N reads of the files, cheap when the
+// ranks share a page cache) or each piece is read once, by its shard's rank, and
+// broadcast (read_once: the storage serves the bytes once, the interconnect spreads
+// them). auto: all_read when every rank reads the very same files (one node), else
+// read_once. docs/OPERATIONS.md "Loading on many nodes".
+enum class LoadStrategy { kAuto, kAllRead, kReadOnce };
+// "auto", "all_read" or "read_once"; anything else is a ConfigError.
+LoadStrategy parse_load_strategy(const std::string& value);
+
 // Who can read a checkpoint, from every rank's Visibility.
 struct Readers {
   std::vector<bool> can_read;  // by rank
@@ -41,13 +51,19 @@ struct Readers {
   // This rank's group of ranks reading the very same files (itself alone when unknown).
   int same_files_ranks = 1;
   int same_files_index = 0;  // this rank's position in that group
+  // Each rank reads only its own shard's pieces (a local snapshot, whose directory
+  // differs between ranks; or CHECKPOINT.LOAD_STRATEGY read_once): one reader per
+  // piece, which broadcasts it.
+  bool own_shards = false;
 
   int world() const { return static_cast<int>(can_read.size()); }
   bool everyone() const { return count == world(); }
 };
 
 // Throws CheckpointError "'<dir>' is not a checkpoint: ..." when no rank can read it.
-Readers find_readers(const std::vector<Visibility>& ranks, int rank, const std::string& dir);
+// With every rank reading, `strategy` decides own_shards (read_once).
+Readers find_readers(const std::vector<Visibility>& ranks, int rank, const std::string& dir,
+                     LoadStrategy strategy = LoadStrategy::kAllRead);
 
 // One piece to read: index.tensors[tensor].pieces[piece], read by `reader`.
 struct PieceRead {

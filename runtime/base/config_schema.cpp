@@ -186,6 +186,19 @@ std::vector<ConfigKeySpec> make_schema() {
         "seconds after a preemption signal before exiting without a save"),
       SV("CHECKPOINT.PREEMPT_SIGNALS", SL{"SIGTERM", "SIGUSR1"},
          "signals that trigger a save-and-exit"),
+      S("CHECKPOINT.LOAD_STRATEGY", "auto",
+        "auto, all_read or read_once: whether every rank reads the checkpoint pieces it needs "
+        "(all_read) or each piece is read once and broadcast (read_once); auto: all_read when "
+        "every rank reads the same files on one node, else read_once"),
+      I("CHECKPOINT.LOCAL.PERIOD", 0, kCount,
+        "snapshot the training state into the node-local tier every this many iterations "
+        "(0: off; docs/OPERATIONS.md)"),
+      S("CHECKPOINT.LOCAL.DIR", "/dev/shm/dtrain-local",
+        "root of the node-local tier; a node keeps its snapshots under <DIR>/<node id>/ "
+        "(node id: DTRAIN_NODE_ID, else the host name)"),
+      I("CHECKPOINT.LOCAL.REPLICAS", 1, Between(0, 64),
+        "copies of each rank's local snapshot kept on the next nodes (buddies)"),
+      I("CHECKPOINT.LOCAL.KEEP", 2, Between(1, 1000), "local snapshots kept per node"),
   };
 }
 

@@ -30,6 +30,14 @@ std::shared_ptr<Work> Communicator::all_reduce_async(at::Tensor& tensor, ReduceO
   return std::make_shared<CompletedWork>();
 }
 
+std::string Communicator::send_recv_bytes(const std::string& send, int dest, int source) {
+  DTRAIN_CHECK_T(CommError, dest < size() && source < size(),
+                 "send_recv_bytes: rank {} of {} names dest {} and source {}", rank(), size(), dest,
+                 source);
+  auto all = all_gather_bytes(dest >= 0 ? send : std::string());
+  return source >= 0 ? std::move(all[static_cast<size_t>(source)]) : std::string();
+}
+
 int64_t Communicator::all_reduce_int(int64_t value, ReduceOp op) {
   at::Tensor t = at::empty({1}, at::kLong);
   t.data_ptr<int64_t>()[0] = value;

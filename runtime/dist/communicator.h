@@ -68,6 +68,12 @@ class Communicator {
   virtual std::vector<std::string> all_gather_bytes(const std::string& mine) = 0;
   // Replaces `bytes` on every rank by rank `root`'s `bytes`.
   virtual void broadcast_bytes(std::string& bytes, int root) = 0;
+  // One round of point-to-point transfers: sends `send` to rank `dest` (nothing when
+  // dest < 0) and returns what rank `source` sent to this rank ("" when source < 0).
+  // Every rank calls it, and the pairs must match: rank a names b as dest exactly when
+  // b names a as source. The default goes through all_gather_bytes (every rank receives
+  // every payload); the MPI backend sends point to point (MPI_Sendrecv).
+  virtual std::string send_recv_bytes(const std::string& send, int dest, int source);
 
   // Convenience wrappers built on the above.
   int64_t all_reduce_int(int64_t value, ReduceOp op);

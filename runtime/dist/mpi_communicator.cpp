@@ -494,4 +494,43 @@ void MpiCommunicator::broadcast_bytes(std::string& bytes, int root) {
   broadcast_raw(bytes.data(), length, root, name);
 }
 
+std::string MpiCommunicator::send_recv_bytes(const std::string& send, int dest, int source) {
+  const char* name = "send_recv_bytes";
+  DTRAIN_CHECK_T(CommError, dest < size_ && source < size_,
+                 "{}: rank {} of {} names dest {} and source {}", name, rank_, size_, dest, source);
+  drain();
+  const int to = dest >= 0 ? dest : MPI_PROC_NULL;
+  const int from = source >= 0 ? source : MPI_PROC_NULL;
+  constexpr int kTag = 7341;  // on this communicator's private MPI communicator
+  int64_t out_length = static_cast<int64_t>(send.size());
+  int64_t in_length = 0;
+  check(MPI_Sendrecv(&out_length, 1, MPI_INT64_T, to, kTag, &in_length, 1, MPI_INT64_T, from, kTag,
+                     comm_.get(), MPI_STATUS_IGNORE),
+        name);
+  std::string received(static_cast<size_t>(source >= 0 ? in_length : 0), '\0');
+  // In chunks of at most max_count_per_call bytes (an int count), all posted at once:
+  // messages between two ranks with one tag arrive in order.
+  const int64_t chunk = std::max<int64_t>(1, options_.max_count_per_call);
+  std::vector<MPI_Request> requests;
+  try {
+    for (int64_t start = 0; source >= 0 && start < in_length; start += chunk) {
+      requests.push_back(MPI_REQUEST_NULL);
+      check(MPI_Irecv(received.data() + start, static_cast<int>(std::min(chunk, in_length - start)),
+                      MPI_BYTE, from, kTag, comm_.get(), &requests.back()),
+            name);
+    }
+    for (int64_t start = 0; dest >= 0 && start < out_length; start += chunk) {
+      requests.push_back(MPI_REQUEST_NULL);
+      check(MPI_Isend(send.data() + start, static_cast<int>(std::min(chunk, out_length - start)),
+                      MPI_BYTE, to, kTag, comm_.get(), &requests.back()),
+            name);
+    }
+  } catch (...) {
+    MPI_Waitall(static_cast<int>(requests.size()), requests.data(), MPI_STATUSES_IGNORE);
+    throw;
+  }
+  check(MPI_Waitall(static_cast<int>(requests.size()), requests.data(), MPI_STATUSES_IGNORE), name);
+  return received;
+}
+
 }  // namespace dtrain::dist

@@ -87,6 +87,7 @@ class MpiCommunicator : public Communicator {
   std::vector<std::string> all_gather_bytes(const std::string& mine) override;
   // Broadcasts the size, then the bytes.
   void broadcast_bytes(std::string& bytes, int root) override;
+  std::string send_recv_bytes(const std::string& send, int dest, int source) override;
 
   // The private communicator the collectives run on (e.g. for MPI-IO); owned by this
   // object, do not free it.

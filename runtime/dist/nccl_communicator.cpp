@@ -162,6 +162,9 @@ class NcclCommunicator : public Communicator {
     check_root(root, "broadcast_bytes");
     mpi_->broadcast_bytes(bytes, root);
   }
+  std::string send_recv_bytes(const std::string& send, int dest, int source) override {
+    return mpi_->send_recv_bytes(send, dest, source);
+  }
 
  private:
   // Argument errors read "nccl backend: <op> on rank R of N: ..." like the other backends'.

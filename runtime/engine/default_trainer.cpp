@@ -144,6 +144,15 @@ DefaultTrainer::DefaultTrainer(const Config& cfg, std::shared_ptr<dist::Communic
   ckpt_options.strict = cfg.get_bool("CHECKPOINT.STRICT");
   ckpt_options.matching_heuristics = cfg.get_bool("CHECKPOINT.MATCHING_HEURISTICS");
   ckpt_options.allow_symlinked_shards = cfg.get_bool("CHECKPOINT.ALLOW_SYMLINKED_SHARDS");
+  ckpt_options.load_strategy = checkpoint::parse_load_strategy(cfg.get_string("CHECKPOINT.LOAD_STRATEGY"));
+  if (cfg.get_int("CHECKPOINT.LOCAL.PERIOD") > 0) {
+    checkpoint::LocalTierOptions local;
+    local.period = cfg.get_int("CHECKPOINT.LOCAL.PERIOD");
+    local.dir = cfg.get_string("CHECKPOINT.LOCAL.DIR");
+    local.replicas = static_cast<int>(cfg.get_int("CHECKPOINT.LOCAL.REPLICAS"));
+    local.keep = static_cast<int>(cfg.get_int("CHECKPOINT.LOCAL.KEEP"));
+    ckpt_options.local = local;
+  }
   std::map<std::string, checkpoint::Checkpointable> checkpointables{
       {"optimizer", {optimizer_state_.get()}},
       {"scheduler", {scheduler_.get()}},
@@ -177,6 +186,9 @@ std::vector<std::shared_ptr<HookBase>> DefaultTrainer::build_hooks() {
   hooks.push_back(std::make_shared<IterationTimer>());
   hooks.push_back(std::make_shared<LRSchedulerHook>(*scheduler_));
   hooks.push_back(std::make_shared<PeriodicCheckpointerHook>(*periodic_checkpointer_, *checkpointer_));
+  if (checkpointer_->local_tier() != nullptr) {
+    hooks.push_back(std::make_shared<LocalSnapshotHook>(*checkpointer_, cfg_.get_int("CHECKPOINT.LOCAL.PERIOD")));
+  }
   if (preemption_) {
     hooks.push_back(std::make_shared<PreemptionHook>(*preemption_, *checkpointer_, *comm_));
   }
@@ -243,7 +255,10 @@ void DefaultTrainer::resume_or_load(bool resume) {
   auto it = extra.find("iteration");
   if (resume && it != extra.end()) {
     if (auto iter = std::get_if<int64_t>(&it->second); iter && *iter >= 0) start_iter_ = *iter + 1;
-    const std::string changes = config_changes(cfg_, checkpointer_->loaded_from(), comm_->rank());
+    // A local snapshot is of this very config (its job key includes it).
+    const std::string changes = checkpointer_->loaded_from_local()
+                                    ? std::string()
+                                    : config_changes(cfg_, checkpointer_->loaded_from(), comm_->rank());
     if (!changes.empty()) DTRAIN_LOG_WARN("{}", changes);
   }
   // The thread count splits floating-point sums: keep the checkpoint's (threads.h).

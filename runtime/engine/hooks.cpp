@@ -54,6 +54,25 @@ void PeriodicCheckpointerHook::after_train() {
   }
 }
 
+void LocalSnapshotHook::after_step() {
+  const int64_t it = trainer_->iter();
+  if ((it + 1) % period_ == 0 && it < trainer_->max_iter() - 1) {
+    checkpointer_.snapshot_local(it);
+  } else {
+    checkpointer_.poll_local();
+  }
+}
+
+void LocalSnapshotHook::after_train() {
+  if (trainer_->stopped_by_exception()) {
+    checkpointer_.abandon_local();
+  } else if (trainer_->iter() >= trainer_->max_iter() - 1) {
+    checkpointer_.end_local();
+  } else {
+    checkpointer_.finish_local();  // stopped early (preempted): keep them
+  }
+}
+
 PeriodicWriter::PeriodicWriter(std::vector<std::shared_ptr<EventWriter>> writers, int64_t period,
                                std::optional<int64_t> eval_period)
     : writers_(std::move(writers)), period_(period > 0 ? period : 20), eval_period_(eval_period) {}

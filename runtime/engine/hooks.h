@@ -82,6 +82,25 @@ class PeriodicCheckpointerHook : public HookBase {
   checkpoint::Checkpointer& checkpointer_;
 };
 
+// Snapshots the training state into the node-local tier (CHECKPOINT.LOCAL.PERIOD;
+// checkpoint/local_tier.h) after every `period`-th step, at the same point of the step
+// as the PeriodicCheckpointerHook's saves, and commits a snapshot in flight at the
+// next boundary once every rank's write is done. The last iteration takes none
+// (model_final is saved). When training ends normally the job's local snapshots are
+// removed (model_final supersedes them); when it stops by an error, the one in flight
+// is dropped and the committed ones stay for --resume.
+class LocalSnapshotHook : public HookBase {
+ public:
+  LocalSnapshotHook(checkpoint::Checkpointer& checkpointer, int64_t period)
+      : checkpointer_(checkpointer), period_(period) {}
+  void after_step() override;
+  void after_train() override;
+
+ private:
+  checkpoint::Checkpointer& checkpointer_;
+  int64_t period_;
+};
+
 // Runs `eval_fn` every `period` iterations (period 0: only after the last iteration)
 // and puts each returned metric as "eval/<name>". eval_fn is collective: it runs on
 // every rank and must return the same metrics everywhere.

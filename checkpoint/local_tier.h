@@ -1,0 +1,152 @@
+// The node-local checkpoint tier (CHECKPOINT.LOCAL.*; docs/OPERATIONS.md "The tiers"):
+// frequent snapshots of the full training state in node memory (/dev/shm by default),
+// each rank's shard replicated to a buddy rank on another node, so that a killed rank
+// or a lost node costs at most LOCAL.PERIOD iterations.
+//
+// A local snapshot is a checkpoint of format v1, written by the same shard writer,
+// with the same pieces, checksums and index; only the place and the commit differ.
+// Each node keeps, under <DIR>/<node id>/<job>/,
+//
+//   snap-0000000099/        committed: checkpoint.h5, this node's ranks' shards and
+//                           the replicas it holds for ranks of other nodes
+//   .snap-0000000104.tmp-local   a snapshot being written (or left by a crash)
+//   .restore-…-rRRRRR/      files received for a resume, removed after it
+//   job.txt                 the OUTPUT_DIR the job saves into
+//
+// <job> is "job-" and 16 hex digits of a hash of the absolute OUTPUT_DIR and the run's
+// config: snapshots of another run are never looked at.
+//
+// A snapshot: at an iteration boundary every rank copies its shard's rows to host
+// memory (the stall) and writes its shard in the background; at a later boundary, once
+// every rank's write is done (one all-reduce), the ranks send their shard files to
+// their buddies, every rank learns every manifest (one all-gather), and each node's
+// first rank finishes that node's checkpoint.h5, renames the directory into place and
+// deletes the node's snapshots beyond LOCAL.KEEP. A failed snapshot is a warning (the
+// persistent tier is still there); it never stops training.
+//
+// A resume (plan_restore/stage): the ranks tell each other what their node holds and
+// agree on the newest iteration of this world size for which every shard is on some
+// node; ranks whose node lacks their shard receive it (and the index) from a rank that
+// holds it.
+//
+// Every method but abandon() is collective over the communicator, from the training
+// thread. Not thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "checkpoint/async_writer.h"
+#include "checkpoint/format.h"
+#include "runtime/base/env.h"
+#include "runtime/dist/communicator.h"
+
+namespace dtrain::checkpoint {
+
+struct LocalTierOptions {
+  int64_t period = 0;   // CHECKPOINT.LOCAL.PERIOD (iterations; 0: off)
+  std::string dir;      // CHECKPOINT.LOCAL.DIR: the tier's root on every node
+  int replicas = 1;     // CHECKPOINT.LOCAL.REPLICAS: buddies on other nodes per shard
+  int keep = 2;         // CHECKPOINT.LOCAL.KEEP: committed snapshots kept per node
+  std::string node_id;  // this rank's node ("" : node_id_from_environment())
+  std::string output_dir;   // the persistent tier's OUTPUT_DIR (the job's identity)
+  std::string config_yaml;  // the run's config (the job's identity; stored in the index)
+};
+
+// DTRAIN_NODE_ID when set (tests run several "nodes" on one machine), else the host
+// name. Throws ConfigError when it is not a plain file name.
+std::string node_id_from_environment();
+// "job-" and 16 hex digits of xxHash64 of the absolute output_dir and config_yaml.
+std::string local_job_key(const std::string& output_dir, const std::string& config_yaml);
+
+// Who sends what to whom in rounds of Communicator::send_recv_bytes: in each round a
+// rank sends at most once and receives at most once. Greedy and deterministic: the
+// same on every rank for the same pairs (sender, receiver).
+std::vector<std::vector<std::pair<int, int>>> schedule_transfers(
+    const std::vector<std::pair<int, int>>& pairs);
+
+// The replication pairs (sender, receiver): each rank sends its shard to the rank with
+// the same position on each of the next `replicas` nodes (ring order of nodes by first
+// rank; modulo the ranks of a smaller node). `node_of[r]`: rank r's node id.
+std::vector<std::pair<int, int>> buddy_pairs(const std::vector<std::string>& node_of, int replicas);
+
+// The snapshot a resume restores, the same on every rank.
+struct LocalRestore {
+  int64_t iteration = -1;       // -1: no complete snapshot of this world size
+  std::vector<int> server;      // by shard: the rank whose node serves it
+  std::string description;      // which tier served which shard, for the log
+};
+
+class LocalTier {
+ public:
+  LocalTier(dist::Communicator& comm, LocalTierOptions options, Env& env);
+  ~LocalTier();  // waits for a write in flight (dropped)
+  LocalTier(const LocalTier&) = delete;
+  LocalTier& operator=(const LocalTier&) = delete;
+
+  const LocalTierOptions& options() const { return options_; }
+  // This node's directory of this job: <DIR>/<node id>/<job>.
+  const std::string& job_dir() const { return job_dir_; }
+
+  // Learns the nodes and buddies, removes leftovers of crashed snapshots and the tiers
+  // of other configs of this OUTPUT_DIR; without `resume`, this job's old snapshots
+  // too (a new run). Called once, before anything else (start() opens a fresh run).
+  void open(bool resume);
+
+  // Starts a snapshot of `live` at `iteration` (finishing the one in flight first).
+  void start(const CollectedState& live, int64_t iteration);
+  // Commits the snapshot in flight if every rank's write is done; whether it did.
+  bool poll();
+  // Waits for the snapshot in flight, if any, and commits it.
+  void finish();
+  // Local, never throws: drops the snapshot in flight (after an error on some rank).
+  void abandon() noexcept;
+  bool in_flight() const { return pending_ != nullptr; }
+
+  // The newest snapshot every shard of which some node holds, for this world size.
+  LocalRestore plan_restore();
+  // Makes this rank's shard and checkpoint.h5 of `plan` readable in one directory of
+  // this node (its snapshot, or a staging directory the files are received into) and
+  // returns that directory.
+  std::string stage(const LocalRestore& plan);
+  // After a resume from iteration `resumed` (either tier): removes staging directories
+  // and this node's snapshots newer than `resumed` (of a timeline that was abandoned).
+  void after_resume(int64_t resumed);
+  // Removes this node's directory of this job (training ended: nothing to resume).
+  void remove_all();
+
+  int64_t commits() const { return commits_; }
+  int64_t failures() const { return failures_; }
+  // How long the last start() kept the caller (the host copy), and the last commit.
+  double last_stall_seconds() const { return last_stall_s_; }
+  double last_commit_seconds() const { return last_commit_s_; }
+
+ private:
+  struct Pending;
+  void commit();
+  void replicate(Pending& p, std::string& error);
+  void commit_on_node(Pending& p, const std::vector<ShardManifest>& manifests);
+  void prune();
+  void require_open();
+  void tidy_up(bool resume);
+
+  dist::Communicator& comm_;
+  LocalTierOptions options_;
+  Env& env_;
+  std::string job_dir_;
+  bool opened_ = false;
+  bool leader_ = false;  // the first rank of this node
+  std::vector<std::string> node_of_;  // by rank
+  std::vector<std::vector<std::pair<int, int>>> replication_rounds_;
+  std::unique_ptr<Pending> pending_;
+  std::unique_ptr<AsyncShardWriter> writer_;
+  CollectedState buffers_;
+  int64_t commits_ = 0;
+  int64_t failures_ = 0;
+  double last_stall_s_ = 0.0;
+  double last_commit_s_ = 0.0;
+};
+
+}  // namespace dtrain::checkpoint

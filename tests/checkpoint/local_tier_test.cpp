@@ -1,0 +1,298 @@
+// The node-local tier (checkpoint/local_tier.h) under plain ctest: 1, 2 and 4 ranks as
+// threads (dist::ThreadWorld), spread over "nodes" by LocalTierOptions::node_id (two
+// nodes when there are two ranks or more). Snapshots resume bitwise from the ranks' own
+// nodes, from a buddy's replica when a node lost its tier, from the persistent tier
+// when both are gone, when the persistent checkpoint is newer, or when the world size
+// changed; snapshots of another config are neither used nor kept; a damaged local shard
+// falls back to the persistent tier; a failed snapshot is a warning; KEEP prunes. The
+// transfer schedule and the buddy pairs are checked on their own.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "checkpoint/checkpointer.h"
+#include "runtime/base/error.h"
+#include "runtime/base/fs.h"
+#include "runtime/dist/thread_communicator.h"
+#include "tests/checkpoint/test_support.h"
+
+namespace dtrain::checkpoint {
+namespace {
+
+namespace stdfs = std::filesystem;
+using namespace testing;  // NOLINT: test helpers
+
+TEST(LocalTierPlanTest, TransfersAreScheduledOneSendAndOneReceivePerRankPerRound) {
+  const std::vector<std::pair<int, int>> pairs{{0, 2}, {0, 3}, {1, 2}, {2, 0}, {3, 1}};
+  const auto rounds = schedule_transfers(pairs);
+  size_t total = 0;
+  for (const auto& round : rounds) {
+    std::set<int> senders, receivers;
+    for (const auto& [from, to] : round) {
+      EXPECT_TRUE(senders.insert(from).second) << "rank " << from << " sends twice in a round";
+      EXPECT_TRUE(receivers.insert(to).second) << "rank " << to << " receives twice in a round";
+    }
+    total += round.size();
+  }
+  EXPECT_EQ(total, pairs.size());
+  EXPECT_EQ(rounds.size(), 2U);  // rank 0 sends twice, rank 2 receives twice
+  EXPECT_TRUE(schedule_transfers({}).empty());
+}
+
+TEST(LocalTierPlanTest, BuddiesAreOnTheNextNodes) {
+  // Two nodes of two ranks: each rank's buddy has its place on the other node.
+  EXPECT_EQ(buddy_pairs({"a", "a", "b", "b"}, 1),
+            (std::vector<std::pair<int, int>>{{0, 2}, {1, 3}, {2, 0}, {3, 1}}));
+  // One node: no buddy at all.
+  EXPECT_TRUE(buddy_pairs({"a", "a"}, 1).empty());
+  // Three nodes, two replicas: the next two nodes, ring order.
+  EXPECT_EQ(buddy_pairs({"a", "b", "c"}, 2),
+            (std::vector<std::pair<int, int>>{{0, 1}, {1, 2}, {2, 0}, {0, 2}, {1, 0}, {2, 1}}));
+  // More replicas than other nodes: one per other node.
+  EXPECT_EQ(buddy_pairs({"a", "b"}, 5).size(), 2U);
+  // Uneven nodes: the smaller node's ranks take several.
+  EXPECT_EQ(buddy_pairs({"a", "a", "b"}, 1),
+            (std::vector<std::pair<int, int>>{{0, 2}, {1, 2}, {2, 0}}));
+}
+
+TEST(LocalTierPlanTest, TheJobKeyDependsOnOutputDirAndConfig) {
+  EXPECT_EQ(local_job_key("/x/out", "a: 1\n"), local_job_key("/x/out/", "a: 1\n"));
+  EXPECT_NE(local_job_key("/x/out", "a: 1\n"), local_job_key("/x/out", "a: 2\n"));
+  EXPECT_NE(local_job_key("/x/out", "a: 1\n"), local_job_key("/x/other", "a: 1\n"));
+  EXPECT_EQ(local_job_key("/x/out", "").rfind("job-", 0), 0U);
+}
+
+class LocalTierTest : public ::testing::TestWithParam<int> {
+ protected:
+  void SetUp() override {
+    dir_ = make_temp_dir("local_tier");
+    out_ = dir_ + "/out";
+    tier_ = dir_ + "/local";
+  }
+  void TearDown() override {
+    if (!HasFailure()) stdfs::remove_all(dir_);
+  }
+
+  std::string node_of(int rank) const { return n_ == 1 ? "n0" : fmt::format("n{}", rank * 2 / n_); }
+
+  CheckpointerOptions options(int rank, const std::string& config = "cfg: 1\n") const {
+    CheckpointerOptions o;
+    o.config_yaml = config;
+    LocalTierOptions local;
+    local.period = 1;
+    local.dir = tier_;
+    local.keep = 2;
+    local.replicas = 1;
+    local.node_id = node_of(rank);
+    o.local = local;
+    return o;
+  }
+
+  void RunOk(int ranks, const std::function<void(dist::Communicator&)>& fn) {
+    dist::ThreadWorldOptions wo;
+    wo.timeout = std::chrono::seconds(60);
+    const auto errors = dist::run_ranks(ranks, fn, wo);
+    for (size_t r = 0; r < errors.size(); ++r) {
+      if (!errors[r]) continue;
+      try {
+        std::rethrow_exception(errors[r]);
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << "rank " << r << ": " << e.what();
+      }
+    }
+  }
+
+  // Trains seed 7 and takes local snapshots after steps 1..3 (iterations 0, 1, 2; the
+  // third is still being written while training goes on, then committed); with
+  // `persistent_at` >= 0 also saves model_<it> at that iteration. Returns nothing: the
+  // expected state is that of TrainingState(7) after 3 steps.
+  void TrainWithSnapshots(int persistent_at = -1, const std::string& config = "cfg: 1\n") {
+    RunOk(n_, [&](dist::Communicator& comm) {
+      TrainingState s(OptKind::kAdamW, 7, comm.rank(), n_);
+      Checkpointer c(s.model, out_, comm, s.checkpointables(), options(comm.rank(), config));
+      c.resume_or_load("", /*resume=*/false);
+      for (int64_t it = 0; it < 3; ++it) {
+        s.train(1);
+        if (it == persistent_at) c.save(fmt::format("model_{:07d}", it), {{"iteration", it}});
+        c.snapshot_local(it);
+      }
+      s.train(1);  // after the snapshot was taken: not in it
+      c.finish_local();
+      EXPECT_EQ(c.local_tier()->commits(), 3);
+      EXPECT_EQ(c.local_tier()->failures(), 0);
+    });
+  }
+
+  // Resumes fresh states on `ranks` ranks; expects TrainingState(7) after `steps` steps
+  // (bitwise, every rank) and iteration `steps - 1`; returns rank 0's loaded_from.
+  std::string ExpectResume(int steps, bool from_local, int ranks = 0,
+                           const std::string& config = "cfg: 1\n") {
+    ranks = ranks == 0 ? n_ : ranks;
+    std::string loaded;
+    RunOk(ranks, [&](dist::Communicator& comm) {
+      TrainingState expected(OptKind::kAdamW, 7, comm.rank(), ranks);
+      expected.train(steps);
+      TrainingState fresh(OptKind::kAdamW, 1234, comm.rank(), ranks);
+      Checkpointer c(fresh.model, out_, comm, fresh.checkpointables(), options(comm.rank(), config));
+      const StateDict extra = c.resume_or_load("", /*resume=*/true);
+      EXPECT_EQ(c.loaded_from_local(), from_local) << "rank " << comm.rank() << ": " << c.loaded_from();
+      ASSERT_TRUE(extra.count("iteration")) << "rank " << comm.rank();
+      EXPECT_EQ(std::get<int64_t>(extra.at("iteration")), steps - 1);
+      const auto diff = state_diff(expected.snapshot(), fresh.snapshot());
+      EXPECT_TRUE(diff.empty()) << "rank " << comm.rank() << ": " << ::testing::PrintToString(diff);
+      if (comm.rank() == 0) loaded = c.loaded_from();
+    });
+    return loaded;
+  }
+
+  std::string job_dir(const std::string& node, const std::string& config = "cfg: 1\n") const {
+    return fmt::format("{}/{}/{}", tier_, node, local_job_key(out_, config));
+  }
+
+  std::set<std::string> entries(const std::string& dir) const {
+    std::set<std::string> out;
+    if (!stdfs::exists(dir)) return out;
+    for (const auto& e : stdfs::directory_iterator(dir)) out.insert(e.path().filename().string());
+    return out;
+  }
+
+  const int n_ = GetParam();
+  std::string dir_, out_, tier_;
+};
+
+TEST_P(LocalTierTest, ResumesBitwiseFromTheNewestSnapshotAndKeepsTwo) {
+  TrainWithSnapshots();
+  // KEEP 2: iterations 1 and 2 stay on every node, with the node's own shards and, with
+  // two nodes, the replicas of the other node's.
+  for (const std::string node : {"n0", "n1"}) {
+    if (n_ == 1 && node == "n1") continue;
+    EXPECT_EQ(entries(job_dir(node)),
+              (std::set<std::string>{"job.txt", "snap-0000000001", "snap-0000000002"}))
+        << node;
+    std::set<std::string> expected{std::string(kIndexFile)};
+    for (int r = 0; r < n_; ++r) {
+      if (node_of(r) == node || n_ > 1) expected.insert(shard_file_name(r, n_));
+    }
+    EXPECT_EQ(entries(job_dir(node) + "/snap-0000000002"), expected) << node;
+  }
+  EXPECT_EQ(ExpectResume(3, /*from_local=*/true), job_dir("n0") + "/snap-0000000002");
+}
+
+TEST_P(LocalTierTest, ANodeThatLostItsTierIsServedByItsBuddy) {
+  if (n_ == 1) GTEST_SKIP() << "one node: no buddy";
+  TrainWithSnapshots();
+  stdfs::remove_all(tier_ + "/n1");
+  LogCapture log;
+  ExpectResume(3, /*from_local=*/true);
+  EXPECT_NE(log.text().find("from the replica on node 'n0'"), std::string::npos) << log.text();
+  // The staging directories are gone after the resume.
+  for (const auto& e : entries(job_dir("n1"))) EXPECT_EQ(e.find(".restore-"), std::string::npos) << e;
+}
+
+TEST_P(LocalTierTest, WithBothTiersLostThePersistentCheckpointServes) {
+  TrainWithSnapshots(/*persistent_at=*/1);
+  stdfs::remove_all(tier_);
+  EXPECT_EQ(ExpectResume(2, /*from_local=*/false), out_ + "/model_0000001");
+}
+
+TEST_P(LocalTierTest, ANewerPersistentCheckpointWins) {
+  TrainWithSnapshots(/*persistent_at=*/2);
+  // Equal iterations: the local snapshot is as good, and faster.
+  EXPECT_EQ(ExpectResume(3, /*from_local=*/true), job_dir("n0") + "/snap-0000000002");
+  TrainWithSnapshots(/*persistent_at=*/2);
+  for (const std::string node : {"n0", "n1"}) stdfs::remove_all(job_dir(node) + "/snap-0000000002");
+  EXPECT_EQ(ExpectResume(3, /*from_local=*/false), out_ + "/model_0000002");
+  // The resume removed nothing older than what it resumed from.
+  EXPECT_TRUE(stdfs::exists(job_dir("n0") + "/snap-0000000001"));
+}
+
+TEST_P(LocalTierTest, ADifferentWorldSizeResumesFromThePersistentTier) {
+  TrainWithSnapshots(/*persistent_at=*/1);
+  const int other = n_ == 1 ? 2 : 1;
+  LogCapture log;
+  // TrainingState's per-rank state differs with the world size: compare the model and
+  // the optimizer only through ExpectResume's equality of what both hold.
+  RunOk(other, [&](dist::Communicator& comm) {
+    TrainingState fresh(OptKind::kAdamW, 1234, comm.rank(), other);
+    CheckpointerOptions o = options(comm.rank());
+    o.local->node_id = "n0";
+    Checkpointer c(fresh.model, out_, comm, fresh.checkpointables(), o);
+    const StateDict extra = c.resume_or_load("", /*resume=*/true);
+    EXPECT_FALSE(c.loaded_from_local());
+    EXPECT_EQ(c.loaded_from(), out_ + "/model_0000001");
+  });
+  EXPECT_NE(log.text().find(fmt::format("holds snapshots of {} ranks, not {}", n_, other)), std::string::npos)
+      << log.text();
+}
+
+TEST_P(LocalTierTest, SnapshotsOfAnotherConfigAreNeitherUsedNorKept) {
+  TrainWithSnapshots(-1, "cfg: 1\n");
+  RunOk(n_, [&](dist::Communicator& comm) {
+    TrainingState fresh(OptKind::kAdamW, 1234, comm.rank(), n_);
+    Checkpointer c(fresh.model, out_, comm, fresh.checkpointables(), options(comm.rank(), "cfg: 2\n"));
+    EXPECT_TRUE(c.resume_or_load("", /*resume=*/true).empty());  // from scratch
+    EXPECT_FALSE(c.loaded_from_local());
+  });
+  EXPECT_FALSE(stdfs::exists(job_dir("n0", "cfg: 1\n")));
+  EXPECT_TRUE(stdfs::exists(job_dir("n0", "cfg: 2\n") + "/job.txt"));
+}
+
+TEST_P(LocalTierTest, AFreshStartRemovesTheJobsOldSnapshots) {
+  TrainWithSnapshots();
+  RunOk(n_, [&](dist::Communicator& comm) {
+    TrainingState fresh(OptKind::kAdamW, 1234, comm.rank(), n_);
+    Checkpointer c(fresh.model, out_, comm, fresh.checkpointables(), options(comm.rank()));
+    c.resume_or_load("", /*resume=*/false);
+  });
+  EXPECT_EQ(entries(job_dir("n0")), std::set<std::string>{"job.txt"});
+}
+
+TEST_P(LocalTierTest, ADamagedLocalShardFallsBackToThePersistentTier) {
+  TrainWithSnapshots(/*persistent_at=*/1);
+  // Damage a replicated piece of the last rank's shard on every node that holds it.
+  const std::string snap0 = job_dir("n0") + "/snap-0000000002";
+  const CheckpointIndex idx = CheckpointIndex::from_json(read_index_text(snap0), snap0);
+  std::string damaged;
+  for (const auto& t : idx.tensors) {
+    for (const auto& p : t.pieces) {
+      if (damaged.empty() && !t.per_rank && p.shard == n_ - 1 && p.bytes >= 8) damaged = t.name;
+    }
+  }
+  ASSERT_FALSE(damaged.empty());
+  for (const std::string node : {"n0", "n1"}) {
+    const std::string shard = job_dir(node) + "/snap-0000000002/" + shard_file_name(n_ - 1, n_);
+    if (stdfs::exists(shard)) flip_byte(shard, dataset_offset(shard, "/" + damaged) + 3);
+  }
+  LogCapture log;
+  EXPECT_EQ(ExpectResume(2, /*from_local=*/false), out_ + "/model_0000001");
+  EXPECT_NE(log.text().find("Cannot resume from the local snapshot of iteration 2"), std::string::npos)
+      << log.text();
+  EXPECT_NE(log.text().find(damaged), std::string::npos) << log.text();
+}
+
+TEST_P(LocalTierTest, AFailedSnapshotIsAWarningAndTrainingGoesOn) {
+  fs::write_file_atomic(tier_, "not a directory");
+  LogCapture log;
+  RunOk(n_, [&](dist::Communicator& comm) {
+    TrainingState s(OptKind::kAdamW, 7, comm.rank(), n_);
+    Checkpointer c(s.model, out_, comm, s.checkpointables(), options(comm.rank()));
+    s.train(1);
+    c.snapshot_local(0);
+    c.finish_local();
+    EXPECT_EQ(c.local_tier()->commits(), 0);
+    EXPECT_EQ(c.local_tier()->failures(), 1);
+  });
+  EXPECT_NE(log.text().find("Local snapshot of iteration 0 failed"), std::string::npos) << log.text();
+}
+
+INSTANTIATE_TEST_SUITE_P(Ranks, LocalTierTest, ::testing::Values(1, 2, 4),
+                         [](const auto& info) { return fmt::format("np{}", info.param); });
+
+}  // namespace
+}  // namespace dtrain::checkpoint

@@ -1,0 +1,146 @@
+"""Local-tier tests: the real `dtrain train` with CHECKPOINT.LOCAL snapshots, ranks on
+two "nodes" of one machine (DTRAIN_NODE_ID per rank), kill -9 of one rank, --resume.
+
+    local_tier_e2e.py --dtrain build/bin/dtrain --compare build/tests/ckpt_compare \\
+        --mpiexec mpiexec --source-dir . --work-dir /tmp/lt CASE
+
+Cases:
+  kill_np2   2 ranks on 2 nodes: one rank (chosen at random) is killed with SIGKILL after a
+             random step (DTRAIN_FAULT=train.after_step); --resume restores from the local
+             tier, losing at most LOCAL.PERIOD iterations, and the run ends bitwise equal
+             to an uninterrupted one (model_final, every logged loss after the resume).
+             DTRAIN_LOCAL_RUNS=N (default 4) kills; persistent saves (sync and async, in
+             turn) go on alongside.
+  kill_np4   the same on 4 ranks (2 per node), 2 kills by default.
+  kill_np1   1 rank: its own node's snapshots, 2 kills by default.
+  lost_node  2 ranks on 2 nodes: after the kill, node n1's whole tier is deleted; its
+             shard comes from n0's replica.
+  lost_both  after the kill, both nodes' tiers are deleted: the persistent tier serves.
+DTRAIN_LOCAL_SEED fixes the random kills (printed with each run); DTRAIN_LOCAL_RUNS=20
+is the full sweep the issue asks for.
+"""
+
+import os
+import random
+import re
+import shutil
+import sys
+
+import e2e
+from e2e import CheckFailed, check  # noqa: F401
+
+MAX_ITER = 20
+LOCAL_PERIOD = 2
+OVERRIDES = ["SOLVER.MAX_ITER", MAX_ITER, "SOLVER.CHECKPOINT_PERIOD", 7, "LOG.PERIOD", 1,
+             "TEST.EVAL_PERIOD", 0, "SOLVER.WARMUP_ITERS", 6, "CHECKPOINT.LOCAL.PERIOD", LOCAL_PERIOD]
+CONFIG = "mlp_synthetic.yaml"
+NODES = 2
+
+
+def tier_dir():
+    return os.path.join(e2e.work_dir(), "local")
+
+
+def train_cmd(ranks, out_dir, extra=(), flags=()):
+    """mpirun with each rank's DTRAIN_NODE_ID: ranks split evenly over NODES nodes."""
+    cmd = [e2e.ARGS.dtrain, "train", "--config-file", e2e.config_path(CONFIG)] + list(flags)
+    cmd += ["OUTPUT_DIR", out_dir, "CHECKPOINT.LOCAL.DIR", tier_dir()]
+    cmd += [str(x) for x in OVERRIDES + list(extra)]
+    nodes = 1 if ranks == 1 else NODES
+    mpi = [e2e.ARGS.mpiexec, "--bind-to", "none"]
+    for n in range(nodes):
+        if n > 0:
+            mpi.append(":")
+        mpi += ["-np", str(ranks // nodes), "-x", "DTRAIN_NODE_ID=n%d" % n] + cmd
+    return mpi
+
+
+def reference(ranks):
+    out = os.path.join(e2e.work_dir(), "uninterrupted")
+    if not os.path.exists(os.path.join(out, "model_final")):
+        e2e.run(train_cmd(ranks, out), log_name="uninterrupted")
+        # A run that ended normally leaves nothing in the tier.
+        left = [d for n in os.listdir(tier_dir()) for d in os.listdir(os.path.join(tier_dir(), n))]
+        check(not left, "the finished run left local snapshots: %s" % left)
+    return out
+
+
+def kill_and_resume(ranks, rng, run_index, damage=None):
+    """One kill of a random rank after a random step, then --resume; checks the loss
+    bound and bitwise equality with the reference. `damage(out_dir)` runs in between.
+    Returns the resumed run's log."""
+    ref = reference(ranks)
+    out = os.path.join(e2e.work_dir(), "run%d" % run_index)
+    shutil.rmtree(out, ignore_errors=True)
+    step = rng.randint(LOCAL_PERIOD + 2, MAX_ITER - 2)  # the K-th step: iteration K-1
+    victim = rng.randrange(ranks)
+    async_save = ["CHECKPOINT.ASYNC", "true" if run_index % 2 else "false"]
+    fault = {"DTRAIN_FAULT": "train.after_step", "DTRAIN_FAULT_RANK": str(victim),
+             "DTRAIN_FAULT_AFTER": str(step)}
+    rc, _, _ = e2e.run(train_cmd(ranks, out, async_save), env_extra=fault, expect_rc=None,
+                       log_name="run%d_killed" % run_index)
+    check(rc != 0, "the run with %s was not killed" % fault)
+    if damage:
+        damage(out)
+    _, _, err = e2e.run(train_cmd(ranks, out, async_save, flags=["--resume"]),
+                        log_name="run%d_resumed" % run_index)
+    m = re.search(r"Starting training from iteration (\d+)", err)
+    check(m, "the resumed run did not say where it started")
+    start = int(m.group(1))
+    # Iterations 0..step-2 had finished on every rank when rank `victim` died in step
+    # `step` (iteration step-1): at most LOCAL.PERIOD of them are done again.
+    lost = (step - 2) - (start - 1)
+    print("run %d: rank %d killed in iteration %d, resumed at %d (%d iterations lost)" %
+          (run_index, victim, step - 1, start, lost))
+    if damage is None:
+        check("Resuming from the local snapshot" in err, "the resume did not use the local tier")
+        check(lost <= LOCAL_PERIOD, "lost %d iterations, more than LOCAL.PERIOD %d" % (lost, LOCAL_PERIOD))
+    e2e.compare_checkpoints(os.path.join(ref, "model_final"), os.path.join(out, "model_final"))
+    loss_ref = e2e.losses_by_iteration(e2e.read_metrics(ref))
+    loss = e2e.losses_by_iteration(e2e.read_metrics(out))
+    check(sorted(loss) == list(range(MAX_ITER)), "metrics.json has iterations %s" % sorted(loss))
+    for it in range(MAX_ITER):
+        check(loss[it] == loss_ref[it], "iteration %d: total_loss %r, uninterrupted %r" %
+              (it, loss[it], loss_ref[it]))
+    return err
+
+
+def seeded_rng():
+    seed = int(os.environ.get("DTRAIN_LOCAL_SEED", random.SystemRandom().randrange(1 << 30)))
+    print("DTRAIN_LOCAL_SEED=%d" % seed)
+    return random.Random(seed)
+
+
+def kills(ranks, default_runs):
+    rng = seeded_rng()
+    runs = int(os.environ.get("DTRAIN_LOCAL_RUNS", default_runs))
+    for i in range(runs):
+        kill_and_resume(ranks, rng, i)
+    print("%d kills on %d ranks: every resume from the local tier, bitwise equal" % (runs, ranks))
+
+
+def case_lost_node():
+    def lose_n1(out):
+        shutil.rmtree(os.path.join(tier_dir(), "n1"))
+    err = kill_and_resume(2, seeded_rng(), 0, damage=lose_n1)
+    check("from the replica on node 'n0'" in err, "the lost node's shard did not come from its buddy")
+
+
+def case_lost_both():
+    def lose_all(out):
+        shutil.rmtree(tier_dir())
+    err = kill_and_resume(2, seeded_rng(), 0, damage=lose_all)
+    check("Resuming from the local snapshot" not in err and "Loaded checkpoint" in err,
+          "with both tiers gone the resume did not use the persistent tier")
+
+
+CASES = {
+    "kill_np2": lambda: kills(2, 4),
+    "kill_np4": lambda: kills(4, 2),
+    "kill_np1": lambda: kills(1, 2),
+    "lost_node": case_lost_node,
+    "lost_both": case_lost_both,
+}
+
+if __name__ == "__main__":
+    sys.exit(e2e.main(CASES, __doc__))
