@@ -120,8 +120,9 @@ class Checkpointer::DirectoryLoad {
                       dir_, index_.iteration, index_.world_size,
                       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
                       static_cast<double>(read_total) / (1 << 20), readers_.count,
-                      plan_.every_rank_reads ? "every rank reads what it needs"
-                                             : "each piece read once and broadcast");
+                      readers_.own_shards  ? "each rank reads its own shard"
+                      : plan_.every_rank_reads ? "every rank reads what it needs"
+                                               : "each piece read once and broadcast");
     }
     return extra;
   }

@@ -149,8 +149,18 @@ std::string node_id_from_environment() {
   return id;
 }
 
+namespace {
+// The absolute, normal form of a directory, without a trailing separator, so that
+// "out", "./out/" and "/abs/out" name the same job.
+std::string normal_dir(const std::string& dir) {
+  std::string abs = std::filesystem::absolute(dir).lexically_normal().string();
+  while (abs.size() > 1 && abs.back() == '/') abs.pop_back();
+  return abs;
+}
+}  // namespace
+
 std::string local_job_key(const std::string& output_dir, const std::string& config_yaml) {
-  const std::string abs = std::filesystem::absolute(output_dir).lexically_normal().string();
+  const std::string abs = normal_dir(output_dir);
   const std::string id = abs + '\n' + config_yaml;
   return fmt::format("job-{:016x}", XXH64(id.data(), id.size(), 0));
 }
@@ -253,7 +263,7 @@ void LocalTier::tidy_up(bool resume) {
   dist::all_or_none<CheckpointError>(comm_, fmt::format("preparing the local checkpoint tier {}", job_dir_), [&] {
     if (!leader_) return;
     const std::string node_dir = fs::parent_dir(job_dir_);
-    const std::string abs = std::filesystem::absolute(options_.output_dir).lexically_normal().string();
+    const std::string abs = normal_dir(options_.output_dir);
     if (env_.type_of(node_dir) == FileType::kDirectory) {
       for (const auto& n : env_.children(node_dir)) {
         const std::string other = node_dir + "/" + n;

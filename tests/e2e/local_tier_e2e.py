@@ -31,7 +31,8 @@ from e2e import CheckFailed, check  # noqa: F401
 
 MAX_ITER = 20
 LOCAL_PERIOD = 2
-OVERRIDES = ["SOLVER.MAX_ITER", MAX_ITER, "SOLVER.CHECKPOINT_PERIOD", 7, "LOG.PERIOD", 1,
+CHECKPOINT_PERIOD = 7
+OVERRIDES = ["SOLVER.MAX_ITER", MAX_ITER, "SOLVER.CHECKPOINT_PERIOD", CHECKPOINT_PERIOD, "LOG.PERIOD", 1,
              "TEST.EVAL_PERIOD", 0, "SOLVER.WARMUP_ITERS", 6, "CHECKPOINT.LOCAL.PERIOD", LOCAL_PERIOD]
 CONFIG = "mlp_synthetic.yaml"
 NODES = 2
@@ -65,14 +66,14 @@ def reference(ranks):
     return out
 
 
-def kill_and_resume(ranks, rng, run_index, damage=None):
-    """One kill of a random rank after a random step, then --resume; checks the loss
-    bound and bitwise equality with the reference. `damage(out_dir)` runs in between.
-    Returns the resumed run's log."""
+def kill_and_resume(ranks, rng, run_index, damage=None, first_step=LOCAL_PERIOD + 2):
+    """One kill of a random rank after a random step from `first_step` on, then --resume;
+    checks the loss bound and bitwise equality with the reference. `damage(out_dir)` runs
+    in between. Returns the resumed run's log."""
     ref = reference(ranks)
     out = os.path.join(e2e.work_dir(), "run%d" % run_index)
     shutil.rmtree(out, ignore_errors=True)
-    step = rng.randint(LOCAL_PERIOD + 2, MAX_ITER - 2)  # the K-th step: iteration K-1
+    step = rng.randint(first_step, MAX_ITER - 2)  # the K-th step: iteration K-1
     victim = rng.randrange(ranks)
     async_save = ["CHECKPOINT.ASYNC", "true" if run_index % 2 else "false"]
     fault = {"DTRAIN_FAULT": "train.after_step", "DTRAIN_FAULT_RANK": str(victim),
@@ -129,7 +130,9 @@ def case_lost_node():
 def case_lost_both():
     def lose_all(out):
         shutil.rmtree(tier_dir())
-    err = kill_and_resume(2, seeded_rng(), 0, damage=lose_all)
+    # Killed after the first persistent checkpoint had committed (iteration
+    # CHECKPOINT_PERIOD - 1, a synchronous save in run 0), so there is one to resume.
+    err = kill_and_resume(2, seeded_rng(), 0, damage=lose_all, first_step=CHECKPOINT_PERIOD + 2)
     check("Resuming from the local snapshot" not in err and "Loaded checkpoint" in err,
           "with both tiers gone the resume did not use the persistent tier")
 

@@ -42,6 +42,9 @@ CheckpointerOptions options_for(Env& env, const std::string& root, int rank, int
   local.period = 1;
   local.keep = 1;
   local.dir = root + "/local";
+  // The job's identity is its OUTPUT_DIR; the sweep resumes from a copy of the disk at
+  // another path, which is the same job.
+  local.output_dir = "/sweep/out";
   local.node_id = world == 1 ? "n0" : fmt::format("n{}", rank);
   o.local = local;
   return o;
