@@ -58,6 +58,10 @@ void LocalSnapshotHook::after_step() {
   const int64_t it = trainer_->iter();
   if ((it + 1) % period_ == 0 && it < trainer_->max_iter() - 1) {
     checkpointer_.snapshot_local(it);
+  } else if (it % period_ == 0) {
+    // One step after a snapshot: it commits now, waiting for a write still running, so
+    // that a kill loses at most `period` iterations (the snapshot before it is committed).
+    checkpointer_.finish_local();
   } else {
     checkpointer_.poll_local();
   }

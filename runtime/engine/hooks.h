@@ -84,8 +84,9 @@ class PeriodicCheckpointerHook : public HookBase {
 
 // Snapshots the training state into the node-local tier (CHECKPOINT.LOCAL.PERIOD;
 // checkpoint/local_tier.h) after every `period`-th step, at the same point of the step
-// as the PeriodicCheckpointerHook's saves, and commits a snapshot in flight at the
-// next boundary once every rank's write is done. The last iteration takes none
+// as the PeriodicCheckpointerHook's saves, written in the background during the next
+// step and committed at its end (waiting for the write if it is still running): a kill
+// loses at most `period` iterations. The last iteration takes none
 // (model_final is saved). When training ends normally the job's local snapshots are
 // removed (model_final supersedes them); when it stops by an error, the one in flight
 // is dropped and the committed ones stay for --resume.

@@ -94,7 +94,12 @@ def kill_and_resume(ranks, rng, run_index, damage=None, first_step=LOCAL_PERIOD 
     print("run %d: rank %d killed in iteration %d, resumed at %d (%d iterations lost)" %
           (run_index, victim, step - 1, start, lost))
     if damage is None:
-        check("Resuming from the local snapshot" in err, "the resume did not use the local tier")
+        # The newest state wins: a persistent checkpoint newer than every committed
+        # local snapshot (its commit still pending at the kill) is the right choice.
+        persistent = (start % CHECKPOINT_PERIOD == 0 and
+                      "model_%07d (iteration %d" % (start - 1, start - 1) in err)
+        check("Resuming from the local snapshot" in err or persistent,
+              "the resume used neither the local tier nor a newer persistent checkpoint")
         check(lost <= LOCAL_PERIOD, "lost %d iterations, more than LOCAL.PERIOD %d" % (lost, LOCAL_PERIOD))
     e2e.compare_checkpoints(os.path.join(ref, "model_final"), os.path.join(out, "model_final"))
     loss_ref = e2e.losses_by_iteration(e2e.read_metrics(ref))
