@@ -151,6 +151,8 @@ int run(int argc, char** argv) {
         if ((i + 1) % period == 0) {  // what LocalSnapshotHook::after_step does
           ckpt.snapshot_local(i);
           stalls.push_back(ckpt.local_tier()->last_stall_seconds());
+        } else if (i % period == 0) {
+          ckpt.finish_local();
         } else {
           ckpt.poll_local();
         }
