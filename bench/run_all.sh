@@ -10,8 +10,9 @@
 # file kept after the run [$OUT_DIR/../dtrain-bench-results.jsonl], ROUNDS training
 # rounds, dtrain and peer alternating [2], CKPT_REPEATS rounds per checkpoint run [3],
 # ASYNC_ROUNDS training rounds of the asynchronous-checkpoint benchmark [4], LOADER_ROUNDS
-# rounds of the data-loader benchmark [5], SKIP "train", "ckpt", "breakdown", "async" or
-# "loader" (space-separated) to leave parts out [none].
+# rounds of the data-loader benchmark [5], LOCAL_ROUNDS rounds of the local-snapshot
+# benchmark [3], SKIP "train", "ckpt", "breakdown", "async", "loader" or "local"
+# (space-separated) to leave parts out [none].
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -24,6 +25,7 @@ ROUNDS=${ROUNDS:-2}
 CKPT_REPEATS=${CKPT_REPEATS:-3}
 ASYNC_ROUNDS=${ASYNC_ROUNDS:-4}
 LOADER_ROUNDS=${LOADER_ROUNDS:-5}
+LOCAL_ROUNDS=${LOCAL_ROUNDS:-3}
 SKIP=${SKIP:-}
 PY=/usr/bin/python3
 
@@ -125,6 +127,15 @@ if ! skipped loader; then
     peer_flags=(--peer none)
   fi
   "$BIN/dtrain_loader_bench" --rounds "$LOADER_ROUNDS" --json "$RESULTS" "${peer_flags[@]}"
+fi
+
+if ! skipped local; then
+  # Local snapshots (CHECKPOINT.LOCAL) on 1 and 2 ranks: an 80 MB mlp state.
+  for np in 1 2; do
+    echo "== node-local snapshots: $np rank(s)"
+    launch "$np" "$BIN/dtrain_local_bench" --hidden 2048,2048,2048 --batch 64 --iters 40 \
+      --rounds "$LOCAL_ROUNDS" --dir "$OUT_DIR/local" --json "$RESULTS"
+  done
 fi
 
 echo

@@ -230,6 +230,24 @@ def main():
         p(f"| get_batch without augmentation (inline) | - | {b['get_batch_samples_per_s']:.0f} | | | | |")
         p(f"| Augmenter::apply alone (inline) | - | {b['batch'] / b['augment_s_per_batch']:.0f} | | | | |")
         p("")
+    local = [r for r in rows if r.get("bench") == "local"]
+    if local:
+        p("### Node-local snapshots: dtrain_local_bench (training time with a local snapshot every "
+          "5 steps / every step, against none; medians of rounds)\n")
+        p("| ranks | state / rank's shard | step | memcpy of the shard | every 5 / none (bound) | goal | "
+          "every step / none (bound) | goal | stall / memcpy | goal | resume local / persistent (cold) |")
+        p("|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in local:
+            heavy = r["memcpy_s"] > 0.03 * r["step_s"]
+            goal1 = 1.0 + 1.5 * (r["bound1"] - 1.0) if heavy else 1.05
+            p(f"| {r['world']} | {r['state_bytes'] / 1e6:.1f} MB / {r['shard_bytes'] / 1e6:.1f} MB | "
+              f"{r['step_s']:.4f} s | {r['memcpy_s']:.4f} s | {r['every5_vs_none']:.3f} ({r['bound5']:.3f}) | "
+              f"<= 1.02 {verdict_le(r['every5_vs_none'], 1.02, 3)} | "
+              f"{r['every1_vs_none']:.3f} ({r['bound1']:.3f}) | <= {goal1:.3f} "
+              f"{verdict_le(r['every1_vs_none'], goal1, 3)} | {r['stall_vs_memcpy']:.2f} | "
+              f"<= 1.5 {verdict_le(r['stall_vs_memcpy'], 1.5)} | "
+              f"{r['resume_local_s']:.3f} s / {r['resume_persistent_s']:.3f} s |")
+        p("")
     print("\n".join(out))
 
 
