@@ -298,6 +298,28 @@ TYPED_TEST_P(CommunicatorConformance, AllGatherBytesOfDifferentSizes) {
   });
 }
 
+// Point-to-point rounds: a ring shift (a rank of a world of one sends to itself), of
+// sizes from empty to past one MPI message chunk; then one pair, the others idle.
+TYPED_TEST_P(CommunicatorConformance, SendRecvBytes) {
+  TypeParam::run([](Communicator& comm) {
+    const int n = comm.size(), r = comm.rank();
+    auto payload = [](int from, size_t size) {
+      std::string s(size, '\0');
+      for (size_t i = 0; i < size; ++i) s[i] = static_cast<char>((from * 131 + i * 7) & 0xff);
+      return s;
+    };
+    for (size_t size : {size_t{0}, size_t{5}, size_t{(3u << 20) + 17}}) {
+      const int dest = (r + 1) % n, source = (r + n - 1) % n;
+      EXPECT_EQ(comm.send_recv_bytes(payload(r, size), dest, source), payload(source, size))
+          << "ring of " << size << " bytes";
+    }
+    const int last = n - 1;
+    const std::string got = comm.send_recv_bytes(r == 0 ? payload(0, 1000) : "x", r == 0 ? last : -1,
+                                                 r == last ? 0 : -1);
+    EXPECT_EQ(got, r == last ? payload(0, 1000) : "");
+  });
+}
+
 TYPED_TEST_P(CommunicatorConformance, BroadcastBytesFromEveryRoot) {
   TypeParam::run([](Communicator& comm) {
     for (int root = comm.size() - 1; root >= 0; --root) {
@@ -412,7 +434,7 @@ TYPED_TEST_P(CommunicatorConformance, ArgumentErrorFormat) {
 REGISTER_TYPED_TEST_SUITE_P(CommunicatorConformance, Topology, AllReduceEveryDtypeAndOp,
                             AverageOfIntegersTruncatesTowardZero, Bools, EmptyAndZeroDimTensors,
                             ScalarHelpers, AllReduceAsync, BroadcastFromEveryRoot,
-                            AllGatherBytesOfDifferentSizes, BroadcastBytesFromEveryRoot, Barrier,
+                            AllGatherBytesOfDifferentSizes, SendRecvBytes, BroadcastBytesFromEveryRoot, Barrier,
                             ChunkedMessages, ArgumentErrorFormat);
 
 }  // namespace dtrain::dist::conformance
