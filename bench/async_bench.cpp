@@ -49,10 +49,6 @@ namespace {
 namespace stdfs = std::filesystem;
 using checkpoint::Checkpointer;
 
-double max_over_ranks(dist::Communicator& comm, double x) {
-  return comm.all_reduce_double(x, dist::ReduceOp::kMax);
-}
-
 // Deletes `dir` (checkpoints written there) once every rank is done with it.
 void remove_on_root(dist::Communicator& comm, const std::string& dir) {
   comm.barrier();

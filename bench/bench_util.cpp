@@ -189,6 +189,10 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+double max_over_ranks(dist::Communicator& comm, double x) {
+  return comm.all_reduce_double(x, dist::ReduceOp::kMax);
+}
+
 void append_json_line(const std::string& path, const nlohmann::json& j) {
   if (path.empty()) return;
   std::ofstream out(path, std::ios::app);

@@ -98,6 +98,9 @@ bool drop_page_cache();
 // Median of `v` (0 for an empty vector).
 double median(std::vector<double> v);
 
+// The largest x over all ranks (the slowest rank's time). Collective.
+double max_over_ranks(dist::Communicator& comm, double x);
+
 // Appends `j` as one line to `path` (nothing when path is empty). Throws dtrain::Error
 // naming the path when it cannot be written.
 void append_json_line(const std::string& path, const nlohmann::json& j);

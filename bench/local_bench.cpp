@@ -43,10 +43,6 @@ namespace {
 namespace stdfs = std::filesystem;
 using checkpoint::Checkpointer;
 
-double max_over_ranks(dist::Communicator& comm, double x) {
-  return comm.all_reduce_double(x, dist::ReduceOp::kMax);
-}
-
 const char* at_most(double ratio, double goal) {
   return std::round(ratio * 1000.0) / 1000.0 <= goal ? "ok" : "BELOW";
 }
