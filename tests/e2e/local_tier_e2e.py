@@ -66,16 +66,17 @@ def reference(ranks):
     return out
 
 
-def kill_and_resume(ranks, rng, run_index, damage=None, first_step=LOCAL_PERIOD + 2):
+def kill_and_resume(ranks, rng, run_index, damage=None, first_step=LOCAL_PERIOD + 2, extra=()):
     """One kill of a random rank after a random step from `first_step` on, then --resume;
     checks the loss bound and bitwise equality with the reference. `damage(out_dir)` runs
-    in between. Returns the resumed run's log."""
+    in between; `extra` overrides go to both runs (not to the reference). Returns the
+    resumed run's log."""
     ref = reference(ranks)
     out = os.path.join(e2e.work_dir(), "run%d" % run_index)
     shutil.rmtree(out, ignore_errors=True)
     step = rng.randint(first_step, MAX_ITER - 2)  # the K-th step: iteration K-1
     victim = rng.randrange(ranks)
-    async_save = ["CHECKPOINT.ASYNC", "true" if run_index % 2 else "false"]
+    async_save = ["CHECKPOINT.ASYNC", "true" if run_index % 2 else "false"] + list(extra)
     fault = {"DTRAIN_FAULT": "train.after_step", "DTRAIN_FAULT_RANK": str(victim),
              "DTRAIN_FAULT_AFTER": str(step)}
     rc, _, _ = e2e.run(train_cmd(ranks, out, async_save), env_extra=fault, expect_rc=None,
@@ -108,7 +109,7 @@ def kill_and_resume(ranks, rng, run_index, damage=None, first_step=LOCAL_PERIOD 
     for it in range(MAX_ITER):
         check(loss[it] == loss_ref[it], "iteration %d: total_loss %r, uninterrupted %r" %
               (it, loss[it], loss_ref[it]))
-    return err
+    return err, lost
 
 
 def seeded_rng():
@@ -128,8 +129,13 @@ def kills(ranks, default_runs):
 def case_lost_node():
     def lose_n1(out):
         shutil.rmtree(os.path.join(tier_dir(), "n1"))
-    err = kill_and_resume(2, seeded_rng(), 0, damage=lose_n1)
+    # No periodic persistent checkpoint: one newer than the newest local snapshot (a kill
+    # just after it) would rightly be preferred, and the replica would go unused.
+    err, lost = kill_and_resume(2, seeded_rng(), 0, damage=lose_n1,
+                                extra=["SOLVER.CHECKPOINT_PERIOD", 10 * MAX_ITER])
+    check("Resuming from the local snapshot" in err, "the resume did not use the local tier")
     check("from the replica on node 'n0'" in err, "the lost node's shard did not come from its buddy")
+    check(lost <= LOCAL_PERIOD, "lost %d iterations, more than LOCAL.PERIOD %d" % (lost, LOCAL_PERIOD))
 
 
 def case_lost_both():
@@ -137,7 +143,7 @@ def case_lost_both():
         shutil.rmtree(tier_dir())
     # Killed after the first persistent checkpoint had committed (iteration
     # CHECKPOINT_PERIOD - 1, a synchronous save in run 0), so there is one to resume.
-    err = kill_and_resume(2, seeded_rng(), 0, damage=lose_all, first_step=CHECKPOINT_PERIOD + 2)
+    err, _ = kill_and_resume(2, seeded_rng(), 0, damage=lose_all, first_step=CHECKPOINT_PERIOD + 2)
     check("Resuming from the local snapshot" not in err and "Loaded checkpoint" in err,
           "with both tiers gone the resume did not use the persistent tier")
 
