@@ -12,8 +12,9 @@
 // of (dd write, write(2), save, dd read, read(2), load; the order rotates) [3], --dd 0|1 measure dd and write(2)/read(2) in each round [1], --drop-caches 0|1 drop
 // the page cache before each cold read [1], --shapes FILE write {name: shape} of every
 // saved tensor for the Python peer [none], --diag 0|1 on more than one rank, time the
-// load's fill-in broadcasts alone, per piece and packed per rank [1], --json FILE append
-// the result [none].
+// load's fill-in broadcasts alone, per piece and packed per rank [1], --load-strategy
+// auto|all_read|read_once (CHECKPOINT.LOAD_STRATEGY; the bytes read from storage, summed
+// over ranks, are printed) [auto], --json FILE append the result [none].
 #include <malloc.h>
 
 #include <cstdio>
@@ -87,6 +88,7 @@ int run(int argc, char** argv) {
   const bool with_diag = flags.get_int("diag", 1) != 0;
   const std::string shapes_path = flags.get("shapes", "");
   const std::string json_path = flags.get("json", "");
+  const std::string strategy = flags.get("load-strategy", "auto");
   flags.check_all_used();
   DTRAIN_CHECK_T(ConfigError, repeats > 0, "--repeats must be positive");
 
@@ -109,9 +111,12 @@ int run(int argc, char** argv) {
     }
   }
   const std::string save_dir = dir + "/ckpt";
+  checkpoint::CheckpointerOptions copts;
+  copts.load_strategy = checkpoint::parse_load_strategy(strategy);
   checkpoint::Checkpointer ckpt(model, save_dir, comm,
                                 {{"optimizer", {&opt_state, checkpoint::Scope::kReplicated}},
-                                 {"rng", {&rng, checkpoint::Scope::kPerRank}}});
+                                 {"rng", {&rng, checkpoint::Scope::kPerRank}}},
+                                copts);
 
   // Each round: dd write+fsync, write(2)+fsync and save; then dd cold read, read(2) and
   // cold load; so every ratio compares figures taken seconds apart (the disk is shared
@@ -121,6 +126,7 @@ int run(int argc, char** argv) {
   std::vector<double> lib_save_s, coord_s;  // last_save_seconds and it minus the slowest write
   std::vector<double> px_w, px_r;  // write(2)+fsync and cold read(2) of the same bytes
   std::vector<double> save_ratio, load_ratio, save_px_ratio, load_px_ratio;
+  int64_t load_bytes_read = 0;  // from storage, summed over ranks (the last load)
   const std::vector<ByteSpan> spans = byte_spans(tensors);
   const std::string raw_file = dir + "/raw.bin";
   // Which writer (and then reader) goes first rotates from round to round: the first
@@ -174,6 +180,7 @@ int run(int argc, char** argv) {
         ckpt.load(path);
         comm.barrier();
         const double s = sw.seconds();
+        load_bytes_read = ckpt.last_load_bytes_read();
         const int64_t extra = reset ? proc_status_bytes("VmHWM") - rss0 : -1;
         load_s.push_back(comm.all_reduce_double(s, dist::ReduceOp::kMax));
         load_mem.push_back(comm.all_reduce_double(static_cast<double>(extra), dist::ReduceOp::kMax));
@@ -271,12 +278,14 @@ int run(int argc, char** argv) {
     }
     fmt::print(
         "  save                   {:6.2f} GB/s  (runs: {:.3f} s; slowest shard write {:.3f} s)\n"
-        "  load ({})            {:6.2f} GB/s  (runs: {:.3f} s), verified bit for bit\n"
+        "  load ({}, {})  {:6.2f} GB/s  (runs: {:.3f} s), verified bit for bit; {} read from "
+        "storage by all ranks ({:.2f}x the state)\n"
         "  save coordination      {:6.3f} s      (median; save minus the slowest rank's shard write, "
         "Checkpointer's own figures; runs: {:.3f} s; goal < 0.020 s at 4 ranks)\n"
         "  peak extra memory      save {} per rank, load {} per rank (VmHWM - VmRSS before)\n",
-        save_gbps, fmt::join(save_s, ", "), fmt::join(write_s, ", "), drop ? "cold" : "warm", load_gbps,
-        fmt::join(load_s, ", "), median(coord_s), fmt::join(coord_s, ", "),
+        save_gbps, fmt::join(save_s, ", "), fmt::join(write_s, ", "), drop ? "cold" : "warm", strategy,
+        load_gbps, fmt::join(load_s, ", "), format_bytes(load_bytes_read),
+        static_cast<double>(load_bytes_read) / bytes, median(coord_s), fmt::join(coord_s, ", "),
         format_bytes(median(save_mem)), format_bytes(median(load_mem)));
     if (with_dd) {
       fmt::print("  save / dd write        {:6.2f}  (median of per-repeat ratios: {:.2f})\n"
@@ -308,7 +317,8 @@ int run(int argc, char** argv) {
          {"bytes", bytes}, {"repeats", repeats}, {"save_s", save_med}, {"save_runs_s", save_s},
          {"save_write_runs_s", write_s}, {"save_lib_runs_s", lib_save_s},
          {"save_coord_s", median(coord_s)}, {"save_coord_runs_s", coord_s},
-         {"load_s", load_med}, {"load_runs_s", load_s},
+         {"load_s", load_med}, {"load_runs_s", load_s}, {"load_strategy", strategy},
+         {"load_bytes_read", load_bytes_read},
          {"save_gbps", save_gbps}, {"load_gbps", load_gbps},
          {"save_extra_bytes", median(save_mem)}, {"load_extra_bytes", median(load_mem)},
          {"dd_write_gbps", dd_wgbps}, {"dd_read_gbps", dd_rgbps}, {"dd_write_runs_s", dd_w},

@@ -11,7 +11,8 @@
 # rounds, dtrain and peer alternating [2], CKPT_REPEATS rounds per checkpoint run [3],
 # ASYNC_ROUNDS training rounds of the asynchronous-checkpoint benchmark [4], LOADER_ROUNDS
 # rounds of the data-loader benchmark [5], LOCAL_ROUNDS rounds of the local-snapshot
-# benchmark [3], SKIP "train", "ckpt", "breakdown", "async", "loader" or "local"
+# benchmark [3], SKIP "train", "ckpt", "breakdown", "async", "loader", "strategy"
+# or "local"
 # (space-separated) to leave parts out [none].
 set -euo pipefail
 
@@ -127,6 +128,18 @@ if ! skipped loader; then
     peer_flags=(--peer none)
   fi
   "$BIN/dtrain_loader_bench" --rounds "$LOADER_ROUNDS" --json "$RESULTS" "${peer_flags[@]}"
+fi
+
+if ! skipped strategy; then
+  # CHECKPOINT.LOAD_STRATEGY: a cold load of a 4-layer gpt state (~0.4 GB) on 1, 2 and 4
+  # ranks, every rank reading against each piece read once; time and bytes read.
+  for np in 1 2 4; do
+    for strategy in all_read read_once; do
+      echo "== load strategy $strategy: $np rank(s)"
+      launch "$np" "$BIN/dtrain_ckpt_bench" --layers 4 --dd 0 --diag 0 --repeats 2 \
+        --load-strategy "$strategy" --dir "$OUT_DIR/strategy" | { grep -E "^checkpoint|load \(" || true; }
+    done
+  done
 fi
 
 if ! skipped local; then
