@@ -11,7 +11,7 @@
 # rounds, dtrain and peer alternating [2], CKPT_REPEATS rounds per checkpoint run [3],
 # ASYNC_ROUNDS training rounds of the asynchronous-checkpoint benchmark [4], LOADER_ROUNDS
 # rounds of the data-loader benchmark [5], LOCAL_ROUNDS rounds of the local-snapshot
-# benchmark [3], SKIP "train", "ckpt", "breakdown", "async", "loader", "strategy"
+# benchmark [3], STRATEGY_REPEATS cold loads per CHECKPOINT.LOAD_STRATEGY run [5], SKIP "train", "ckpt", "breakdown", "async", "loader", "strategy"
 # or "local"
 # (space-separated) to leave parts out [none].
 set -euo pipefail
@@ -27,6 +27,7 @@ CKPT_REPEATS=${CKPT_REPEATS:-3}
 ASYNC_ROUNDS=${ASYNC_ROUNDS:-4}
 LOADER_ROUNDS=${LOADER_ROUNDS:-5}
 LOCAL_ROUNDS=${LOCAL_ROUNDS:-3}
+STRATEGY_REPEATS=${STRATEGY_REPEATS:-5}
 SKIP=${SKIP:-}
 PY=/usr/bin/python3
 
@@ -136,7 +137,7 @@ if ! skipped strategy; then
   for np in 1 2 4; do
     for strategy in all_read read_once; do
       echo "== load strategy $strategy: $np rank(s)"
-      launch "$np" "$BIN/dtrain_ckpt_bench" --layers 4 --dd 0 --diag 0 --repeats 2 \
+      launch "$np" "$BIN/dtrain_ckpt_bench" --layers 4 --dd 0 --diag 0 --repeats "$STRATEGY_REPEATS" \
         --load-strategy "$strategy" --dir "$OUT_DIR/strategy" | { grep -E "^checkpoint|load \(" || true; }
     done
   done

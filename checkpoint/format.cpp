@@ -62,6 +62,16 @@ uint64_t tensor_xxh64(const at::Tensor& t) {
   return XXH64(t.data_ptr(), static_cast<size_t>(t.numel()) * t.element_size(), 0);
 }
 
+void verify_piece(const std::string& path, const TensorRecord& tensor, const PieceRecord& piece,
+                  const at::Tensor& data) {
+  const uint64_t h = tensor_xxh64(data);
+  DTRAIN_CHECK_T(CheckpointError, h == piece.xxh64,
+                 "'{}': checksum mismatch for tensor '{}' rows [{}, {}): stored xxh64 {} but "
+                 "the data hashes to {} (the shard is damaged)",
+                 path, tensor.name, piece.row_start, piece.row_start + piece.row_count,
+                 hex64(piece.xxh64), hex64(h));
+}
+
 at::ScalarType dtype_from_name(const std::string& name, const std::string& context) {
   static const std::pair<const char*, at::ScalarType> kTypes[] = {
       {"float32", at::kFloat}, {"float64", at::kDouble}, {"float16", at::kHalf},
@@ -452,8 +462,7 @@ ShardReader::~ShardReader() = default;
 
 void ShardReader::read_piece(const TensorRecord& tensor, const PieceRecord& piece, at::Tensor& dst,
                              bool verify) {
-  const std::string name = shard_file_name(piece.shard, world_size_);
-  const std::string path = dir_ + "/" + name;
+  const std::string path = path_of(piece);
   auto it = files_.find(piece.shard);
   if (it == files_.end()) {
     DTRAIN_CHECK_T(CheckpointError, std::filesystem::exists(path),
@@ -484,13 +493,11 @@ void ShardReader::read_piece(const TensorRecord& tensor, const PieceRecord& piec
                    path, tensor.name, fmt::join(stored, ", "), fmt::join(piece.shape, ", "));
     ds.read_into(dst);
   });
-  if (!verify) return;
-  const uint64_t h = tensor_xxh64(dst);
-  DTRAIN_CHECK_T(CheckpointError, h == piece.xxh64,
-                 "'{}': checksum mismatch for tensor '{}' rows [{}, {}): stored xxh64 {} but "
-                 "the data hashes to {} (the shard is damaged)",
-                 path, tensor.name, piece.row_start, piece.row_start + piece.row_count,
-                 hex64(piece.xxh64), hex64(h));
+  if (verify) verify_piece(path, tensor, piece, dst);
+}
+
+std::string ShardReader::path_of(const PieceRecord& piece) const {
+  return dir_ + "/" + shard_file_name(piece.shard, world_size_);
 }
 
 }  // namespace dtrain::checkpoint

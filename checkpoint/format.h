@@ -117,9 +117,12 @@ class ShardReader {
   // Reads `piece` of `tensor` into `dst` (contiguous, the piece's shape and dtype) and
   // verifies its shape and (when `verify`) its xxHash64. Throws CheckpointError naming
   // the shard file, the tensor and what differs (missing shard, truncated data, checksum
-  // mismatch). verify=false is for a caller that has the same bytes verified elsewhere.
+  // mismatch). verify=false is for a caller that verifies the bytes itself
+  // (verify_piece, PieceVerifier) or has the same bytes verified elsewhere.
   void read_piece(const TensorRecord& tensor, const PieceRecord& piece, at::Tensor& dst,
                   bool verify = true);
+  // The shard file holding `piece`, as errors name it.
+  std::string path_of(const PieceRecord& piece) const;
 
  private:
   std::string dir_;
@@ -130,6 +133,11 @@ class ShardReader {
 
 // xxHash64 (seed 0) of a contiguous CPU tensor's bytes.
 uint64_t tensor_xxh64(const at::Tensor& t);
+
+// Throws CheckpointError naming `path` (the shard file), the tensor and the piece's rows
+// unless the bytes of `data` (contiguous, CPU) hash to the piece's xxh64.
+void verify_piece(const std::string& path, const TensorRecord& tensor, const PieceRecord& piece,
+                  const at::Tensor& data);
 
 // at::ScalarType for a dtype name written by dtype_name() ("float32", "bfloat16", ...).
 at::ScalarType dtype_from_name(const std::string& name, const std::string& context);

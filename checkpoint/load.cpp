@@ -15,6 +15,7 @@
 #include "checkpoint/checkpointer.h"
 #include "checkpoint/load_plan.h"
 #include "checkpoint/messages.h"
+#include "checkpoint/piece_verifier.h"
 #include "runtime/base/error.h"
 #include "runtime/base/fs.h"
 #include "runtime/base/logging.h"
@@ -239,24 +240,35 @@ class Checkpointer::DirectoryLoad {
     for (auto& t : in_place_) t.unsafeGetTensorImpl()->bump_version();  // as copy_ would
     dist::all_or_none<CheckpointError>(comm_, what_, [&] {
       ShardReader reader(dir_, index_.world_size, c_.options_.allow_symlinked_shards);
+      PieceVerifier verifier;  // hashes each piece while the next one is read
+      auto read = [&](const PieceRead& r, at::Tensor& dst, bool verify) {
+        const TensorRecord& t = index_.tensors[r.tensor];
+        const PieceRecord& p = t.pieces[r.piece];
+        try {
+          reader.read_piece(t, p, dst, /*verify=*/false);
+        } catch (const CheckpointError&) {
+          verifier.check();  // an earlier piece's damage is the first error
+          throw;
+        }
+        if (verify) verifier.add(reader.path_of(p), t, p, dst);
+        bytes_read_ += p.bytes;
+      };
       for (const auto& r : plan_.reads) {
         if (r.reader != rank) continue;
         at::Tensor dst = destination(r);
-        const TensorRecord& t = index_.tensors[r.tensor];
-        reader.read_piece(t, t.pieces[r.piece], dst, r.verify);
-        bytes_read_ += t.pieces[r.piece].bytes;
+        read(r, dst, r.verify);
       }
       auto read_whole = [&](const PieceRead& r) {
         const TensorRecord& t = index_.tensors[r.tensor];
         at::Tensor dst = empty_tensor_for(t, t.pieces[r.piece].shape, dir_);
-        reader.read_piece(t, t.pieces[r.piece], dst);
-        bytes_read_ += t.pieces[r.piece].bytes;
+        read(r, dst, true);
         return dst;
       };
       for (const auto& r : plan_.own_per_rank) per_rank_[index_.tensors[r.tensor].name] = read_whole(r);
       for (const auto& r : plan_.relayed_per_rank) {
         if (r.reader == rank) relayed_[{r.tensor, r.piece}] = read_whole(r);
       }
+      verifier.check();
     });
   }
 
