@@ -11,9 +11,9 @@
 # rounds, dtrain and peer alternating [2], CKPT_REPEATS rounds per checkpoint run [3],
 # ASYNC_ROUNDS training rounds of the asynchronous-checkpoint benchmark [4], LOADER_ROUNDS
 # rounds of the data-loader benchmark [5], LOCAL_ROUNDS rounds of the local-snapshot
-# benchmark [3], STRATEGY_REPEATS cold loads per CHECKPOINT.LOAD_STRATEGY run [5], SKIP "train", "ckpt", "breakdown", "async", "loader", "strategy"
-# or "local"
-# (space-separated) to leave parts out [none].
+# benchmark [3], STRATEGY_REPEATS cold loads per CHECKPOINT.LOAD_STRATEGY run [5], SKIP
+# "train", "ckpt", "breakdown", "async", "loader", "strategy" or "local" (space-separated)
+# to leave parts out [none].
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -30,8 +30,7 @@ void PieceVerifier::check() {
   if (error_) {
     std::exception_ptr e = error_;
     error_ = nullptr;
-    queue_.clear();
-    cv_.wait(lock, [&] { return !busy_; });
+    queue_.clear();  // the worker is idle: it sets error_ only once done with an item
     std::rethrow_exception(e);
   }
 }
