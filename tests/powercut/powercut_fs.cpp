@@ -1,6 +1,6 @@
 // dtrain_powercut_fs: a passthrough FUSE file system that can lose power (tests only).
 //
-//   dtrain_powercut_fs --backing B --image I [--cut-at N | --cut-on SUBSTR] [--tear]
+//   dtrain_powercut_fs --backing B --image I [--cut-at N | --cut-on S [--cut-op OP]] [--tear]
 //                      [--fail-at N | --fail-on PATTERN --fail-op OP [--fail-skip K]]
 //                      [--fail-errno ENOSPC|EIO] [--log F] MOUNTPOINT
 //
@@ -13,6 +13,10 @@
 //                   I, the file I.cut is created, and every later operation fails with EIO
 //                   (the processes using the mount are to be killed by the test);
 //   --cut-on S      the same at the first persistence operation on a path containing S;
+//   --cut-on P --cut-op OP [--cut-skip K]
+//                   the same at the (K+1)-th operation OP on a path matching P (as
+//                   --fail-on below; a rename's path is "FROM -> TO"), so that the cut hits
+//                   the same step whatever order the ranks' operations interleave in;
 //   --tear          a write that is cut reaches the disk half-way (whole 4 KiB pages);
 //   --fail-at N     operation N fails with --fail-errno (a full disk, a disk error) and
 //                   the file system goes on;
@@ -82,7 +86,7 @@ struct Options {
 
 struct State {
   Options opt;
-  Trigger fail, drop;
+  Trigger fail, drop, cut;  // cut: --cut-on with --cut-op
   std::unique_ptr<DurableModel> model;
   long ops = 0;
   bool dead = false;
@@ -154,8 +158,9 @@ int persist(const char* op, const char* path, const char* data = nullptr, size_t
   if (s.dead) return -EIO;
   ++s.ops;
   if (s.log) std::fprintf(s.log, "%ld %s %s\n", s.ops, op, path);
-  const bool at = s.opt.cut_at == s.ops ||
-                  (!s.opt.cut_on.empty() && std::string(path).find(s.opt.cut_on) != std::string::npos);
+  const bool at = s.opt.cut_at == s.ops || s.cut.fires(op, path) ||
+                  (s.cut.op.empty() && !s.opt.cut_on.empty() &&
+                   std::string(path).find(s.opt.cut_on) != std::string::npos);
   if (at) {
     if (s.opt.tear && data != nullptr && size >= 8192) {
       s.model->tear_write(path, data, (size / 2) & ~size_t{4095}, offset);
@@ -377,8 +382,9 @@ fuse_operations make_operations() {
 int usage(const char* why) {
   std::fprintf(stderr,
                "dtrain_powercut_fs: %s\nusage: dtrain_powercut_fs --backing DIR --image DIR "
-               "[--cut-at N | --cut-on SUBSTR] [--tear] [--fail-at N | --fail-on P --fail-op OP "
-               "[--fail-skip K] [--fail-sticky]] [--fail-errno ENOSPC|EIO] [--log FILE] MOUNTPOINT\n",
+               "[--cut-at N | --cut-on SUBSTR [--cut-op OP [--cut-skip K]]] [--tear] "
+               "[--fail-at N | --fail-on P --fail-op OP [--fail-skip K] [--fail-sticky]] "
+               "[--fail-errno ENOSPC|EIO] [--log FILE] MOUNTPOINT\n",
                why);
   return 2;
 }
@@ -400,6 +406,8 @@ int main(int argc, char** argv) {
       else if (a == "--image") o.image = value();
       else if (a == "--cut-at") o.cut_at = std::stol(value());
       else if (a == "--cut-on") o.cut_on = value();
+      else if (a == "--cut-op") state->cut.op = value();
+      else if (a == "--cut-skip") state->cut.skip = std::stol(value());
       else if (a == "--tear") o.tear = true;
       else if (a == "--fail-at") o.fail_at = std::stol(value());
       else if (a == "--fail-on") state->fail.on = value();
@@ -419,6 +427,10 @@ int main(int argc, char** argv) {
     } catch (const std::exception& e) {
       return usage(e.what());
     }
+  }
+  if (!state->cut.op.empty()) {
+    if (o.cut_on.empty()) return usage("--cut-op needs --cut-on");
+    state->cut.on = o.cut_on;
   }
   if (o.backing.empty() || o.image.empty() || fuse_args.size() != 2) {
     return usage("--backing, --image and one MOUNTPOINT are required");
