@@ -29,6 +29,7 @@
 
 #include "bench/bench_util.h"
 #include "checkpoint/format.h"
+#include "checkpoint/shard_reader.h"
 #include "checkpoint/index.h"
 #include "checkpoint/module_state.h"
 #include "checkpoint/shard_plan.h"

@@ -16,10 +16,10 @@ PieceVerifier::~PieceVerifier() {
 }
 
 void PieceVerifier::add(std::string path, const TensorRecord& tensor, const PieceRecord& piece,
-                        at::Tensor data) {
+                        at::Tensor data, std::function<void()> before) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    queue_.push_back({std::move(path), &tensor, &piece, std::move(data)});
+    queue_.push_back({std::move(path), &tensor, &piece, std::move(data), std::move(before)});
   }
   cv_.notify_all();
 }
@@ -46,6 +46,7 @@ void PieceVerifier::work() {
     lock.unlock();
     std::exception_ptr failed;
     try {
+      if (item.before) item.before();
       verify_piece(item.path, *item.tensor, *item.piece, item.data);
     } catch (...) {
       failed = std::current_exception();

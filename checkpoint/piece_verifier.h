@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <deque>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -26,7 +27,11 @@ class PieceVerifier {
   PieceVerifier(const PieceVerifier&) = delete;
   PieceVerifier& operator=(const PieceVerifier&) = delete;
 
-  void add(std::string path, const TensorRecord& tensor, const PieceRecord& piece, at::Tensor data);
+  // `before`, when given, runs on the worker thread before the piece is hashed, and what
+  // it throws counts as the piece's error (ShardReader::check_raw_layout for a piece read
+  // at its recorded offset).
+  void add(std::string path, const TensorRecord& tensor, const PieceRecord& piece, at::Tensor data,
+           std::function<void()> before = {});
   // Waits until every added piece is hashed; throws the first mismatch (the pieces after
   // it are not checked). The verifier can be used again afterwards.
   void check();
@@ -37,6 +42,7 @@ class PieceVerifier {
     const TensorRecord* tensor;
     const PieceRecord* piece;
     at::Tensor data;
+    std::function<void()> before;
   };
   void work();
 
