@@ -29,7 +29,6 @@
 
 #include "bench/bench_util.h"
 #include "checkpoint/format.h"
-#include "checkpoint/shard_reader.h"
 #include "checkpoint/index.h"
 #include "checkpoint/module_state.h"
 #include "checkpoint/shard_plan.h"

@@ -42,7 +42,7 @@ h5::FileOptions shard_file_options() {
 
 json piece_json(const PieceRecord& p) {
   return {{"shard", p.shard}, {"row_start", p.row_start}, {"row_count", p.row_count},
-          {"bytes", p.bytes}, {"xxh64", hex64(p.xxh64)}, {"shape", p.shape}, {"offset", p.offset}};
+          {"bytes", p.bytes}, {"xxh64", hex64(p.xxh64)}, {"shape", p.shape}};
 }
 
 PieceRecord piece_from_json(const json& j) {
@@ -53,7 +53,6 @@ PieceRecord piece_from_json(const json& j) {
   p.bytes = j.at("bytes").get<int64_t>();
   p.xxh64 = std::stoull(j.at("xxh64").get<std::string>(), nullptr, 16);
   p.shape = j.at("shape").get<std::vector<int64_t>>();
-  p.offset = j.value("offset", int64_t{-1});
   return p;
 }
 
@@ -167,7 +166,6 @@ ShardManifest write_shard(const std::string& path, int rank, const CollectedStat
   // The checksums are computed on a second thread while HDF5 writes (they read the same
   // immutable tensors and call no HDF5).
   std::vector<uint64_t> hashes(items.size());
-  std::vector<int64_t> offsets(items.size(), -1);  // PieceRecord::offset
   auto hashing = std::async(std::launch::async, [&items, &hashes] {
     for (size_t i = 0; i < items.size(); ++i) hashes[i] = tensor_xxh64(items[i].data);
   });
@@ -177,7 +175,7 @@ ShardManifest write_shard(const std::string& path, int rank, const CollectedStat
     const int64_t total = static_cast<int64_t>(items.size());
     for (int64_t i = 0; i < total; ++i) {
       const at::Tensor& t = items[i].data;
-      offsets[i] = file.write_tensor(*items[i].name, t).storage_offset().value_or(-1);
+      file.write_tensor(*items[i].name, t);
       writeback.wrote(t.numel() * static_cast<int64_t>(t.element_size()));
       if (observer) observer(i + 1, total);
     }
@@ -191,14 +189,12 @@ ShardManifest write_shard(const std::string& path, int rank, const CollectedStat
     if (const Piece* p = items[i].piece) {
       manifest.replicated.push_back(
           {*items[i].name,
-           PieceRecord{rank, p->row_start, p->row_count, p->bytes, hashes[i], t.sizes().vec(),
-                       offsets[i]}});
+           PieceRecord{rank, p->row_start, p->row_count, p->bytes, hashes[i], t.sizes().vec()}});
     } else {
       const int64_t bytes = t.numel() * static_cast<int64_t>(t.element_size());
       manifest.per_rank.emplace_back(
           TensorMeta{*items[i].name, t.scalar_type(), t.sizes().vec()},
-          PieceRecord{rank, 0, t.dim() ? t.size(0) : 1, bytes, hashes[i], t.sizes().vec(),
-                      offsets[i]});
+          PieceRecord{rank, 0, t.dim() ? t.size(0) : 1, bytes, hashes[i], t.sizes().vec()});
     }
   }
   return manifest;
@@ -457,6 +453,51 @@ at::Tensor empty_tensor_for(const TensorRecord& record, const std::vector<int64_
   } catch (const std::bad_alloc&) {
     throw fail("out of memory");
   }
+}
+
+ShardReader::ShardReader(std::string dir, int world_size, bool allow_symlinked_shards)
+    : dir_(std::move(dir)), world_size_(world_size), allow_symlinked_shards_(allow_symlinked_shards) {}
+
+ShardReader::~ShardReader() = default;
+
+void ShardReader::read_piece(const TensorRecord& tensor, const PieceRecord& piece, at::Tensor& dst,
+                             bool verify) {
+  const std::string path = path_of(piece);
+  auto it = files_.find(piece.shard);
+  if (it == files_.end()) {
+    DTRAIN_CHECK_T(CheckpointError, std::filesystem::exists(path),
+                   "shard '{}' is missing (it holds part of tensor '{}')", path, tensor.name);
+    if (check_own_file(path, dir_, allow_symlinked_shards_)) {
+      std::error_code ec;
+      DTRAIN_LOG_WARN_RANK("shard '{}' is a symbolic link to '{}', read because "
+                           "CHECKPOINT.ALLOW_SYMLINKED_SHARDS is on",
+                           path, std::filesystem::canonical(path, ec).string());
+    }
+    try {
+      it = files_.emplace(piece.shard, std::make_unique<h5::File>(h5::File::open(path))).first;
+    } catch (const std::exception& e) {
+      throw CheckpointError(fmt::format("shard '{}' cannot be opened (it holds part of tensor "
+                                        "'{}'; damaged or truncated?): {}",
+                                        path, tensor.name, e.what()));
+    }
+  }
+  DTRAIN_CHECK_T(CheckpointError, dst.is_contiguous() && dst.sizes().vec() == piece.shape,
+                 "internal: destination for '{}' has shape {} but the piece has {}", tensor.name,
+                 fmt::join(dst.sizes(), ","), fmt::join(piece.shape, ","));
+  as_checkpoint_error([&] {
+    h5::Dataset ds = it->second->open_own_dataset("/" + tensor.name);
+    const std::vector<int64_t> stored = ds.shape();
+    DTRAIN_CHECK_T(CheckpointError, stored == piece.shape,
+                   "'{}': tensor '{}' has shape [{}] in the shard but the index says [{}] "
+                   "(truncated or mismatched shard)",
+                   path, tensor.name, fmt::join(stored, ", "), fmt::join(piece.shape, ", "));
+    ds.read_into(dst);
+  });
+  if (verify) verify_piece(path, tensor, piece, dst);
+}
+
+std::string ShardReader::path_of(const PieceRecord& piece) const {
+  return dir_ + "/" + shard_file_name(piece.shard, world_size_);
 }
 
 }  // namespace dtrain::checkpoint

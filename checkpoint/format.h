@@ -106,6 +106,31 @@ at::Tensor empty_tensor_for(const TensorRecord& record, const std::vector<int64_
 // Returns whether `path` is such a link.
 bool check_own_file(const std::string& path, const std::string& dir, bool allow_symlink = false);
 
+// Reads pieces from the shard files of checkpoint directory `dir`, keeping each shard
+// file open once opened. Not thread-safe.
+class ShardReader {
+ public:
+  // allow_symlinked_shards (CHECKPOINT.ALLOW_SYMLINKED_SHARDS): a shard that is a
+  // symbolic link to a regular file is read, with a warning naming it and its target.
+  ShardReader(std::string dir, int world_size, bool allow_symlinked_shards = false);
+  ~ShardReader();
+  // Reads `piece` of `tensor` into `dst` (contiguous, the piece's shape and dtype) and
+  // verifies its shape and (when `verify`) its xxHash64. Throws CheckpointError naming
+  // the shard file, the tensor and what differs (missing shard, truncated data, checksum
+  // mismatch). verify=false is for a caller that verifies the bytes itself
+  // (verify_piece, PieceVerifier) or has the same bytes verified elsewhere.
+  void read_piece(const TensorRecord& tensor, const PieceRecord& piece, at::Tensor& dst,
+                  bool verify = true);
+  // The shard file holding `piece`, as errors name it.
+  std::string path_of(const PieceRecord& piece) const;
+
+ private:
+  std::string dir_;
+  int world_size_;
+  bool allow_symlinked_shards_;
+  std::map<int, std::unique_ptr<h5::File>> files_;
+};
+
 // xxHash64 (seed 0) of a contiguous CPU tensor's bytes.
 uint64_t tensor_xxh64(const at::Tensor& t);
 

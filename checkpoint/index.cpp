@@ -51,10 +51,9 @@ std::string CheckpointIndex::to_json() const {
       const PieceRecord& p = t.pieces[k];
       fmt::format_to(it,
                      R"({}{{"shard":{},"row_start":{},"row_count":{},"bytes":{},)"
-                     R"("xxh64":"{:016x}","shape":[{}]{}}})",
+                     R"("xxh64":"{:016x}","shape":[{}]}})",
                      k ? "," : "", p.shard, p.row_start, p.row_count, p.bytes, p.xxh64,
-                     fmt::join(p.shape, ","),
-                     p.offset >= 0 ? fmt::format(R"(,"offset":{})", p.offset) : std::string());
+                     fmt::join(p.shape, ","));
     }
     fmt::format_to(it, "]}}");
   }
@@ -263,7 +262,6 @@ PieceRecord piece_from_json(const json& pj, const std::string& where) {
   p.bytes = int_field(pj, "bytes", 0, kMax, where);
   p.xxh64 = xxh64_field(pj, where);
   p.shape = shape_field(pj, where);
-  if (pj.contains("offset")) p.offset = int_field(pj, "offset", 0, kMax, where);
   return p;
 }
 

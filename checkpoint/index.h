@@ -34,10 +34,6 @@ struct PieceRecord {
   int64_t bytes = 0;
   uint64_t xxh64 = 0;
   std::vector<int64_t> shape;  // the piece's own shape as stored in the shard
-  // Where the piece's bytes start in its shard file (the dataset's contiguous storage,
-  // as dtrain's writer found it), or -1 when not recorded. A hint for fast reads: the
-  // bytes read there must still hash to xxh64, else the reader goes through HDF5.
-  int64_t offset = -1;
 };
 
 struct TensorRecord {

@@ -19,7 +19,6 @@
 #include <ATen/core/Tensor.h>
 
 #include "checkpoint/format.h"
-#include "checkpoint/shard_reader.h"
 #include "checkpoint/index.h"
 
 namespace dtrain::checkpoint {

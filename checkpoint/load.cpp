@@ -16,7 +16,6 @@
 #include "checkpoint/load_plan.h"
 #include "checkpoint/messages.h"
 #include "checkpoint/piece_verifier.h"
-#include "checkpoint/shard_reader.h"
 #include "runtime/base/error.h"
 #include "runtime/base/fs.h"
 #include "runtime/base/logging.h"
@@ -237,69 +236,40 @@ class Checkpointer::DirectoryLoad {
   // checkpoint in full; a caller that catches the error must not train on. Keeping the
   // model intact would need a second copy of everything, which is what made loads slow.
   void read_pieces() {
+    const int rank = comm_.rank();
     for (auto& t : in_place_) t.unsafeGetTensorImpl()->bump_version();  // as copy_ would
     dist::all_or_none<CheckpointError>(comm_, what_, [&] {
       ShardReader reader(dir_, index_.world_size, c_.options_.allow_symlinked_shards);
-      const int64_t bytes_before = bytes_read_;
-      int64_t raw = 0;
-      try {
-        read_pieces_with(reader, &raw);
-      } catch (const CheckpointError& e) {
-        if (raw == 0) throw;
-        // Some pieces were read at their recorded offsets: whatever went wrong, HDF5 reads
-        // everything again, and its error, if any, is the one reported.
-        bytes_read_ = bytes_before;
-        read_pieces_with(reader, nullptr);
-        DTRAIN_LOG_WARN_RANK("pieces of '{}' are not where its index records them (the shards "
-                             "were rewritten by another HDF5 tool?); read through HDF5 instead: {}",
-                             dir_, e.what());
-      }
-    });
-  }
-
-  // This rank's reads, each verified piece hashed on a second thread while the next one
-  // is read. With `raw`, verified pieces are read at their recorded offsets (counted in
-  // *raw) and the verifier also checks through HDF5 that they are that tensor's bytes.
-  void read_pieces_with(ShardReader& reader, int64_t* raw) {
-    const int rank = comm_.rank();
-    PieceVerifier verifier;
-    auto read = [&](const PieceRead& r, at::Tensor& dst, bool verify) {
-      const TensorRecord& t = index_.tensors[r.tensor];
-      const PieceRecord& p = t.pieces[r.piece];
-      try {
-        if (verify && raw && reader.read_piece_raw(t, p, dst)) {
-          ++*raw;
-          const at::ScalarType dtype = dst.scalar_type();
-          verifier.add(reader.path_of(p), t, p, dst, [&reader, &t, &p, dtype] {
-            reader.check_raw_layout(t, p, dtype);
-          });
-          bytes_read_ += p.bytes;
-          return;
+      PieceVerifier verifier;  // hashes each piece while the next one is read
+      auto read = [&](const PieceRead& r, at::Tensor& dst, bool verify) {
+        const TensorRecord& t = index_.tensors[r.tensor];
+        const PieceRecord& p = t.pieces[r.piece];
+        try {
+          reader.read_piece(t, p, dst, /*verify=*/false);
+        } catch (const CheckpointError&) {
+          verifier.check();  // an earlier piece's damage is the first error
+          throw;
         }
-        reader.read_piece(t, p, dst, /*verify=*/false);
-      } catch (const CheckpointError&) {
-        verifier.check();  // an earlier piece's damage is the first error
-        throw;
+        if (verify) verifier.add(reader.path_of(p), t, p, dst);
+        bytes_read_ += p.bytes;
+      };
+      for (const auto& r : plan_.reads) {
+        if (r.reader != rank) continue;
+        at::Tensor dst = destination(r);
+        read(r, dst, r.verify);
       }
-      if (verify) verifier.add(reader.path_of(p), t, p, dst);
-      bytes_read_ += p.bytes;
-    };
-    for (const auto& r : plan_.reads) {
-      if (r.reader != rank) continue;
-      at::Tensor dst = destination(r);
-      read(r, dst, r.verify);
-    }
-    auto read_whole = [&](const PieceRead& r) {
-      const TensorRecord& t = index_.tensors[r.tensor];
-      at::Tensor dst = empty_tensor_for(t, t.pieces[r.piece].shape, dir_);
-      read(r, dst, true);
-      return dst;
-    };
-    for (const auto& r : plan_.own_per_rank) per_rank_[index_.tensors[r.tensor].name] = read_whole(r);
-    for (const auto& r : plan_.relayed_per_rank) {
-      if (r.reader == rank) relayed_[{r.tensor, r.piece}] = read_whole(r);
-    }
-    verifier.check();
+      auto read_whole = [&](const PieceRead& r) {
+        const TensorRecord& t = index_.tensors[r.tensor];
+        at::Tensor dst = empty_tensor_for(t, t.pieces[r.piece].shape, dir_);
+        read(r, dst, true);
+        return dst;
+      };
+      for (const auto& r : plan_.own_per_rank) per_rank_[index_.tensors[r.tensor].name] = read_whole(r);
+      for (const auto& r : plan_.relayed_per_rank) {
+        if (r.reader == rank) relayed_[{r.tensor, r.piece}] = read_whole(r);
+      }
+      verifier.check();
+    });
   }
 
   // What some ranks cannot read: the reader broadcasts it (per-rank pieces: the owner

@@ -16,10 +16,10 @@ PieceVerifier::~PieceVerifier() {
 }
 
 void PieceVerifier::add(std::string path, const TensorRecord& tensor, const PieceRecord& piece,
-                        at::Tensor data, std::function<void()> before) {
+                        at::Tensor data) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    queue_.push_back({std::move(path), &tensor, &piece, std::move(data), std::move(before)});
+    queue_.push_back({std::move(path), &tensor, &piece, std::move(data)});
   }
   cv_.notify_all();
 }
@@ -46,7 +46,6 @@ void PieceVerifier::work() {
     lock.unlock();
     std::exception_ptr failed;
     try {
-      if (item.before) item.before();
       verify_piece(item.path, *item.tensor, *item.piece, item.data);
     } catch (...) {
       failed = std::current_exception();

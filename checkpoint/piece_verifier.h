@@ -6,7 +6,6 @@
 #include <condition_variable>
 #include <deque>
 #include <exception>
-#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -27,11 +26,7 @@ class PieceVerifier {
   PieceVerifier(const PieceVerifier&) = delete;
   PieceVerifier& operator=(const PieceVerifier&) = delete;
 
-  // `before`, when given, runs on the worker thread before the piece is hashed, and what
-  // it throws counts as the piece's error (ShardReader::check_raw_layout for a piece read
-  // at its recorded offset).
-  void add(std::string path, const TensorRecord& tensor, const PieceRecord& piece, at::Tensor data,
-           std::function<void()> before = {});
+  void add(std::string path, const TensorRecord& tensor, const PieceRecord& piece, at::Tensor data);
   // Waits until every added piece is hashed; throws the first mismatch (the pieces after
   // it are not checked). The verifier can be used again afterwards.
   void check();
@@ -42,7 +37,6 @@ class PieceVerifier {
     const TensorRecord* tensor;
     const PieceRecord* piece;
     at::Tensor data;
-    std::function<void()> before;
   };
   void work();
 

@@ -210,21 +210,6 @@ class PosixEnv final : public Env {
 
 }  // namespace
 
-std::string pread_exact(int fd, uint64_t offset, void* dst, uint64_t n) {
-  auto* p = static_cast<char*>(dst);
-  while (n > 0) {
-    const size_t chunk = static_cast<size_t>(std::min<uint64_t>(n, 1u << 30));
-    const ssize_t got = ::pread(fd, p, chunk, static_cast<off_t>(offset));
-    if (got < 0 && errno == EINTR) continue;
-    if (got < 0) return std::strerror(errno);
-    if (got == 0) return "the file ended early at byte " + std::to_string(offset);
-    p += got;
-    offset += static_cast<uint64_t>(got);
-    n -= static_cast<uint64_t>(got);
-  }
-  return "";
-}
-
 }  // namespace dtrain::fs
 
 namespace dtrain {

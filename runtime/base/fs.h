@@ -43,8 +43,4 @@ void fsync_path(const std::string& path);
 // Parent directory of `path` ("." when it has none).
 std::string parent_dir(const std::string& path);
 
-// pread(2) of exactly `n` bytes at `offset` into `dst`, going on after EINTR and short
-// reads. Returns "" or what went wrong: strerror, or "the file ended early at byte N".
-std::string pread_exact(int fd, uint64_t offset, void* dst, uint64_t n);
-
 }  // namespace dtrain::fs

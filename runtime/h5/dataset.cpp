@@ -63,13 +63,6 @@ std::optional<std::vector<int64_t>> Dataset::chunk_shape() const {
   return std::vector<int64_t>(dims.begin(), dims.end());
 }
 
-std::optional<int64_t> Dataset::storage_offset() const {
-  ApiScope scope;
-  const haddr_t offset = H5Dget_offset(id());
-  if (offset == HADDR_UNDEF || offset > static_cast<haddr_t>(INT64_MAX)) return std::nullopt;
-  return static_cast<int64_t>(offset);
-}
-
 void Dataset::write(const at::Tensor& tensor) {
   ApiScope scope;
   const std::vector<int64_t> expected = shape();

@@ -39,9 +39,6 @@ class Dataset : public Object {
   // The chunk shape of a chunked dataset (one extent per axis, as stored in the file:
   // untrusted), or nullopt for a contiguous or compact one.
   std::optional<std::vector<int64_t>> chunk_shape() const;
-  // Where the data of a contiguous dataset starts in the file (H5Dget_offset), or
-  // nullopt when it has none (chunked, compact, or no data written yet).
-  std::optional<int64_t> storage_offset() const;
 
   // Writes the whole dataset from `tensor`, whose shape must equal shape(). Non-contiguous
   // or non-CPU tensors are copied to a contiguous CPU tensor first; a dtype other than

@@ -11,7 +11,6 @@
 #include <gtest/gtest.h>
 
 #include "checkpoint/format.h"
-#include "checkpoint/shard_reader.h"
 #include "checkpoint/inspect.h"
 #include "runtime/base/error.h"
 #include "runtime/h5/h5.h"
