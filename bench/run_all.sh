@@ -150,6 +150,12 @@ if ! skipped local; then
     launch "$np" "$BIN/dtrain_local_bench" --hidden 2048,2048,2048 --batch 64 --iters 40 \
       --rounds "$LOCAL_ROUNDS" --dir "$OUT_DIR/local" --json "$RESULTS"
   done
+  # The same in the real `dtrain train` of a gpt with AdamW (89 MB of state).
+  for np in 1 2; do
+    echo "== node-local snapshots in dtrain train (gpt): $np rank(s)"
+    $PY "$ROOT/bench/local_gpt.py" --dtrain "$BIN/dtrain" --mpiexec "${MPIRUN[0]}" \
+      --ranks "$np" --rounds "$LOCAL_ROUNDS" --iters 40 --dir "$OUT_DIR/local_gpt"
+  done
 fi
 
 echo

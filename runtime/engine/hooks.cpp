@@ -27,6 +27,8 @@ void IterationTimer::after_train() {
   }
   DTRAIN_LOG_INFO("Total training time: {} ({} on hooks and other overhead)",
                   format_duration(total), format_duration(total - step_total_s_));
+  DTRAIN_LOG_DEBUG("Training loop: {:.4f} s, of which steps {:.4f} s, {} iterations", total, step_total_s_,
+                   iters);
 }
 
 void IterationTimer::before_step() { step_start_ = std::chrono::steady_clock::now(); }

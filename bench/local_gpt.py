@@ -1,0 +1,111 @@
+#!/usr/bin/python3
+"""Local snapshots (CHECKPOINT.LOCAL) in the real `dtrain train` of a gpt with AdamW: the
+training loop's time with a snapshot every 5 iterations and every iteration against
+none, and the stall per snapshot, next to a memcpy of the rank's share of the state
+measured in the same run (numpy copy of as many bytes: the physical limit of the copy a
+snapshot makes). Rounds rotate the order of the three runs; medians are printed.
+
+    bench/local_gpt.py --dtrain build/bin/dtrain --mpiexec mpiexec --ranks 1 [--rounds 3]
+
+The loop time is the IterationTimer's (DTRAIN_LOG_LEVEL=debug: "Training loop: X s");
+the stall is LocalTier's ("Local snapshot of iteration N: stall X s"), slowest rank.
+"""
+import argparse
+import glob
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(args, period, out, local):
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [args.dtrain, "train", "--config-file", os.path.join(ROOT, "configs", "gpt_tiny_synthetic.yaml"),
+           "OUTPUT_DIR", out, "CHECKPOINT.LOCAL.DIR", local, "CHECKPOINT.LOCAL.PERIOD", str(period),
+           "SOLVER.MAX_ITER", str(args.iters), "SOLVER.CHECKPOINT_PERIOD", str(10 * args.iters),
+           "TEST.EVAL_PERIOD", "0", "LOG.PERIOD", str(10 * args.iters),
+           "MODEL.GPT.N_LAYER", str(args.layers), "MODEL.GPT.N_EMBD", str(args.embd),
+           "MODEL.GPT.N_HEAD", str(args.heads), "MODEL.GPT.VOCAB_SIZE", str(args.vocab),
+           "MODEL.GPT.CONTEXT_LENGTH", str(args.ctx), "SOLVER.IMS_PER_BATCH", str(args.batch * args.ranks)]
+    cmd = [args.mpiexec, "-np", str(args.ranks), "--bind-to", "none", "-x", "DTRAIN_LOG_LEVEL=debug"] + cmd
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    if p.returncode != 0:
+        sys.exit("dtrain train failed:\n" + p.stdout[-3000:])
+    loops = [float(x) for x in re.findall(r"Training loop: ([0-9.]+) s", p.stdout)]
+    stalls = [float(x) for x in re.findall(r"Local snapshot of iteration \d+: stall ([0-9.]+) s", p.stdout)]
+    state = sum(os.path.getsize(f) for f in glob.glob(os.path.join(out, "model_final", "shard-*.h5")))
+    return max(loops), stalls, state
+
+
+def memcpy_seconds(nbytes):
+    src = np.random.randint(0, 255, size=nbytes, dtype=np.uint8)
+    dst = np.empty_like(src)
+    times = []
+    for _ in range(10):
+        t = time.perf_counter()
+        np.copyto(dst, src)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dtrain", required=True)
+    ap.add_argument("--mpiexec", default="mpiexec")
+    ap.add_argument("--ranks", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--iters", type=int, default=60)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--embd", type=int, default=256)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--vocab", type=int, default=2048)
+    ap.add_argument("--ctx", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=8, help="sequences per rank per step")
+    ap.add_argument("--dir", default="/tmp/dtrain-local-gpt")
+    ap.add_argument("--local-dir", default="/dev/shm/dtrain-local-gpt")
+    args = ap.parse_args()
+    ratios = {5: [], 1: []}
+    loops = {0: [], 5: [], 1: []}
+    stalls = []
+    state = 0
+    order = [0, 5, 1]
+    for r in range(args.rounds):
+        this = {}
+        for period in order[r % 3:] + order[:r % 3]:
+            loop, s, state = run(args, period, os.path.join(args.dir, "p%d" % period), args.local_dir)
+            this[period] = loop
+            loops[period].append(loop)
+            stalls += s
+        for k in (5, 1):
+            ratios[k].append(this[k] / this[0])
+    shutil.rmtree(args.dir, ignore_errors=True)
+    shutil.rmtree(args.local_dir, ignore_errors=True)
+    share = state // args.ranks
+    memcpy = memcpy_seconds(share)
+    step = statistics.median(loops[0]) / args.iters
+    stall = statistics.median(stalls) if stalls else float("nan")
+    print("local snapshots in dtrain train | gpt %d layers, embd %d, vocab %d, ctx %d, AdamW | "
+          "%d rank(s), %d iterations, %d rounds" % (args.layers, args.embd, args.vocab, args.ctx,
+                                                   args.ranks, args.iters, args.rounds))
+    print("  state %.1f MB, rank's share %.1f MB; step %.4f s; memcpy of the share %.4f s" %
+          (state / 1e6, share / 1e6, step, memcpy))
+    for k, goal in ((5, 1.02), (1, 1.05)):
+        bound = 1 + memcpy / (k * step)
+        target = goal if memcpy / step <= 0.03 else 1 + 1.5 * (bound - 1)
+        med = statistics.median(ratios[k])
+        print("  every %d / none       %.3f  (memcpy bound %.3f; goal <= %.3f: %s; rounds: %s)" %
+              (k, med, bound, target, "met" if med <= target else "BELOW",
+               ", ".join("%.3f" % x for x in ratios[k])))
+    print("  stall / memcpy        %.2f  (median stall %.4f s over %d snapshots; goal <= 1.5: %s)" %
+          (stall / memcpy, stall, len(stalls), "met" if stall / memcpy <= 1.5 else "BELOW"))
+
+
+if __name__ == "__main__":
+    main()
