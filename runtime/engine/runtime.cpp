@@ -8,6 +8,7 @@
 
 #include "runtime/base/logging.h"
 #include "runtime/dist/mpi_runtime.h"
+#include "runtime/engine/malloc_tuning.h"
 #include "runtime/h5/handle.h"
 
 namespace dtrain::engine {
@@ -16,6 +17,7 @@ Runtime::Runtime(int* argc, char*** argv) : mpi_(std::make_unique<dist::MpiRunti
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &world_size_);
   log::init(rank_, world_size_);
+  DTRAIN_LOG_DEBUG("glibc malloc: {}", tune_malloc().why);
 }
 
 Runtime::~Runtime() {
