@@ -14,7 +14,9 @@
 // Flags (defaults in brackets): --model mlp|resnet18 [mlp], --hidden mlp widths [512,512],
 // --batch per rank [32], --iters steps per run [60], --warmup [3], --rounds [4],
 // --dir scratch for the persistent tier [/tmp/dtrain-local-bench], --local-dir the
-// tier's root [/dev/shm/dtrain-local-bench], --json FILE append the result [none].
+// tier's root [/dev/shm/dtrain-local-bench], --write auto|mapped|hdf5
+// (CHECKPOINT.LOCAL.WRITE) [auto], --json FILE append the result [none]. glibc malloc is
+// tuned as `dtrain train` tunes it (engine/malloc_tuning.h; DTRAIN_MALLOC_TUNING=0: off).
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -33,6 +35,7 @@
 #include "checkpoint/checkpointer.h"
 #include "checkpoint/module_state.h"
 #include "checkpoint/shard_plan.h"
+#include "runtime/engine/malloc_tuning.h"
 #include "runtime/base/error.h"
 #include "runtime/base/logging.h"
 #include "runtime/dist/mpi_communicator.h"
@@ -65,10 +68,11 @@ struct Options {
   std::string model = "mlp";
   std::vector<int64_t> hidden;
   int64_t batch = 32, iters = 60, warmup = 3, rounds = 4;
-  std::string dir, local_dir;
+  std::string dir, local_dir, write;
 };
 
 int run(int argc, char** argv) {
+  const engine::MallocTuning malloc_tuning = engine::tune_malloc();
   dist::MpiCommunicator comm;
   const int rank = comm.rank(), world = comm.size();
   log::init(rank, world);
@@ -82,6 +86,7 @@ int run(int argc, char** argv) {
   o.rounds = flags.get_int("rounds", 4);
   o.dir = flags.get("dir", "/tmp/dtrain-local-bench");
   o.local_dir = flags.get("local-dir", "/dev/shm/dtrain-local-bench");
+  o.write = flags.get("write", "auto");
   const std::string json_path = flags.get("json", "");
   flags.check_all_used();
   DTRAIN_CHECK_T(ConfigError, o.iters >= 5 && o.rounds > 0 && o.batch > 0,
@@ -100,6 +105,7 @@ int run(int argc, char** argv) {
   local.period = 1;
   local.dir = o.local_dir;
   local.keep = 2;
+  local.write = checkpoint::parse_local_write(o.write);
   copts.local = local;
   Checkpointer ckpt(m.model, o.dir, comm,
                     {{"optimizer", {&opt_state, checkpoint::Scope::kReplicated}},
@@ -199,10 +205,10 @@ int run(int argc, char** argv) {
 
   if (rank == 0) {
     fmt::print("local tier | {} {} ({} of state; this rank's shard {}), SGD, batch {}/rank | {} rank(s), "
-               "{} iterations per run, {} rounds, tier in {}\n",
+               "{} iterations per run, {} rounds, tier in {} (LOCAL.WRITE {}, {}); malloc: {}\n",
                o.model, o.model == "mlp" ? fmt::format("{}", fmt::join(o.hidden, "-")) : "",
                format_bytes(state_bytes), format_bytes(shard_bytes), o.batch, world, o.iters, o.rounds,
-               o.local_dir);
+               o.local_dir, o.write, ckpt.local_tier()->mapped() ? "mapped" : "hdf5", malloc_tuning.why);
     print_row("figure", "value", "goal", "", "");
     print_row("training step, no snapshots", fmt::format("{:.4f} s", step), "", "",
               fmt::format("runs: {:.2f} s", fmt::join(total[0], ", ")));

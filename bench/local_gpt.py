@@ -5,7 +5,7 @@ none, and the stall per snapshot, next to a memcpy of the rank's share of the st
 measured in the same run (numpy copy of as many bytes: the physical limit of the copy a
 snapshot makes). Rounds rotate the order of the three runs; medians are printed.
 
-    bench/local_gpt.py --dtrain build/bin/dtrain --mpiexec mpiexec --ranks 1 [--rounds 3]
+    bench/local_gpt.py --dtrain build/bin/dtrain --mpiexec mpiexec --ranks 1 [--rounds 3] [--write hdf5]
 
 The loop time is the IterationTimer's (DTRAIN_LOG_LEVEL=debug: "Training loop: X s");
 the stall is LocalTier's ("Local snapshot of iteration N: stall X s"), slowest rank.
@@ -33,7 +33,8 @@ def run(args, period, out, local):
            "TEST.EVAL_PERIOD", "0", "LOG.PERIOD", str(10 * args.iters),
            "MODEL.GPT.N_LAYER", str(args.layers), "MODEL.GPT.N_EMBD", str(args.embd),
            "MODEL.GPT.N_HEAD", str(args.heads), "MODEL.GPT.VOCAB_SIZE", str(args.vocab),
-           "MODEL.GPT.CONTEXT_LENGTH", str(args.ctx), "SOLVER.IMS_PER_BATCH", str(args.batch * args.ranks)]
+           "MODEL.GPT.CONTEXT_LENGTH", str(args.ctx), "SOLVER.IMS_PER_BATCH", str(args.batch * args.ranks),
+           "CHECKPOINT.LOCAL.WRITE", args.write]
     cmd = [args.mpiexec, "-np", str(args.ranks), "--bind-to", "none", "-x", "DTRAIN_LOG_LEVEL=debug"] + cmd
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
     if p.returncode != 0:
@@ -70,6 +71,8 @@ def main():
     ap.add_argument("--batch", type=int, default=8, help="sequences per rank per step")
     ap.add_argument("--dir", default="/tmp/dtrain-local-gpt")
     ap.add_argument("--local-dir", default="/dev/shm/dtrain-local-gpt")
+    ap.add_argument("--write", default="auto", choices=["auto", "mapped", "hdf5"],
+                    help="CHECKPOINT.LOCAL.WRITE")
     args = ap.parse_args()
     ratios = {5: [], 1: []}
     loops = {0: [], 5: [], 1: []}
@@ -92,8 +95,8 @@ def main():
     step = statistics.median(loops[0]) / args.iters
     stall = statistics.median(stalls) if stalls else float("nan")
     print("local snapshots in dtrain train | gpt %d layers, embd %d, vocab %d, ctx %d, AdamW | "
-          "%d rank(s), %d iterations, %d rounds" % (args.layers, args.embd, args.vocab, args.ctx,
-                                                   args.ranks, args.iters, args.rounds))
+          "%d rank(s), %d iterations, %d rounds, LOCAL.WRITE %s" % (args.layers, args.embd, args.vocab, args.ctx,
+                                                                   args.ranks, args.iters, args.rounds, args.write))
     print("  state %.1f MB, rank's share %.1f MB; step %.4f s; memcpy of the share %.4f s" %
           (state / 1e6, share / 1e6, step, memcpy))
     for k, goal in ((5, 1.02), (1, 1.05)):

@@ -87,18 +87,22 @@ AsyncShardWriter::~AsyncShardWriter() {
 
 void AsyncShardWriter::start(std::string path, int rank, CollectedState state,
                              std::vector<Piece> plan, ShardWriteObserver observer, Env& env) {
+  start_job([path = std::move(path), rank, state = std::move(state), plan = std::move(plan),
+             observer = std::move(observer), &env] { return write_shard(path, rank, state, plan, observer, env); });
+}
+
+void AsyncShardWriter::start_job(std::function<ShardManifest()> job) {
   DTRAIN_CHECK(!in_flight_, "an asynchronous shard write is already in flight");
   in_flight_ = true;
   finished_.store(false, std::memory_order_release);
   manifest_ = ShardManifest{};
   error_ = nullptr;
-  boost::asio::post(impl_->pool, [this, path = std::move(path), rank, state = std::move(state),
-                                  plan = std::move(plan), observer = std::move(observer), &env] {
+  boost::asio::post(impl_->pool, [this, job = std::move(job)] {
     const auto t0 = std::chrono::steady_clock::now();
     ShardManifest m;
     std::exception_ptr err;
     try {
-      m = write_shard(path, rank, state, plan, observer, env);
+      m = job();
     } catch (...) {
       err = std::current_exception();
     }

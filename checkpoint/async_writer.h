@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -46,6 +47,9 @@ class AsyncShardWriter {
   // already in flight.
   void start(std::string path, int rank, CollectedState state, std::vector<Piece> plan,
              ShardWriteObserver observer = nullptr, Env& env = Env::posix());
+  // Runs `job` (which writes a shard some other way and returns its manifest) on the
+  // I/O thread, as start() runs write_shard; wait() returns what it returns.
+  void start_job(std::function<ShardManifest()> job);
   // Whether a write was started and has not been collected by wait().
   bool in_flight() const { return in_flight_; }
   // Whether the write in flight has finished (successfully or not). Never blocks.

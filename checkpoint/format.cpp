@@ -25,13 +25,6 @@ namespace dtrain::checkpoint {
 
 using nlohmann::json;
 
-namespace {
-
-at::Tensor rows_of(const at::Tensor& t, int64_t start, int64_t count) {
-  if (t.dim() == 0) return t.contiguous();
-  return t.narrow(0, start, count).contiguous();
-}
-
 h5::FileOptions shard_file_options() {
   h5::FileOptions o;
   o.alignment = 1 << 20;            // large datasets start on 1 MiB boundaries
@@ -39,6 +32,8 @@ h5::FileOptions shard_file_options() {
   o.overwrite = false;
   return o;
 }
+
+namespace {
 
 json piece_json(const PieceRecord& p) {
   return {{"shard", p.shard}, {"row_start", p.row_start}, {"row_count", p.row_count},
@@ -145,24 +140,42 @@ class EarlyWriteback {
 
 }  // namespace
 
-ShardManifest write_shard(const std::string& path, int rank, const CollectedState& state,
-                          const std::vector<Piece>& plan, ShardWriteObserver observer, Env& env) {
-  // What this rank writes, in order: its rows of replicated tensors, then its per-rank
-  // tensors; each contiguous on the host.
-  struct Item {
-    const std::string* name;
-    at::Tensor data;
-    const Piece* piece;  // null for a per-rank tensor
-  };
-  std::vector<Item> items;
+std::vector<ShardItem> shard_items(const CollectedState& state, const std::vector<Piece>& plan, int rank,
+                                   bool contiguous_cpu) {
+  std::vector<ShardItem> items;
   for (const auto& p : plan) {
     if (p.shard != rank) continue;
     const auto& [name, tensor] = state.replicated[p.tensor];
-    items.push_back({&name, rows_of(tensor.cpu(), p.row_start, p.row_count), &p});
+    at::Tensor rows = tensor.dim() == 0 ? tensor : tensor.narrow(0, p.row_start, p.row_count);
+    items.push_back({name, contiguous_cpu ? rows.cpu().contiguous() : rows, p});
   }
   for (const auto& [name, tensor] : state.per_rank) {
-    items.push_back({&name, tensor.cpu().contiguous(), nullptr});
+    items.push_back({name, contiguous_cpu ? tensor.cpu().contiguous() : tensor, std::nullopt});
   }
+  return items;
+}
+
+ShardManifest shard_manifest(const std::vector<ShardItem>& items, const std::vector<uint64_t>& hashes,
+                             int rank) {
+  ShardManifest manifest;
+  for (size_t i = 0; i < items.size(); ++i) {
+    const at::Tensor& t = items[i].data;
+    if (const auto& p = items[i].piece) {
+      manifest.replicated.push_back(
+          {items[i].name, PieceRecord{rank, p->row_start, p->row_count, p->bytes, hashes.at(i), t.sizes().vec()}});
+    } else {
+      const int64_t bytes = t.numel() * static_cast<int64_t>(t.element_size());
+      manifest.per_rank.emplace_back(
+          TensorMeta{items[i].name, t.scalar_type(), t.sizes().vec()},
+          PieceRecord{rank, 0, t.dim() ? t.size(0) : 1, bytes, hashes.at(i), t.sizes().vec()});
+    }
+  }
+  return manifest;
+}
+
+ShardManifest write_shard(const std::string& path, int rank, const CollectedState& state,
+                          const std::vector<Piece>& plan, ShardWriteObserver observer, Env& env) {
+  const std::vector<ShardItem> items = shard_items(state, plan, rank, /*contiguous_cpu=*/true);
   // The checksums are computed on a second thread while HDF5 writes (they read the same
   // immutable tensors and call no HDF5).
   std::vector<uint64_t> hashes(items.size());
@@ -175,7 +188,7 @@ ShardManifest write_shard(const std::string& path, int rank, const CollectedStat
     const int64_t total = static_cast<int64_t>(items.size());
     for (int64_t i = 0; i < total; ++i) {
       const at::Tensor& t = items[i].data;
-      file.write_tensor(*items[i].name, t);
+      file.write_tensor(items[i].name, t);
       writeback.wrote(t.numel() * static_cast<int64_t>(t.element_size()));
       if (observer) observer(i + 1, total);
     }
@@ -183,21 +196,7 @@ ShardManifest write_shard(const std::string& path, int rank, const CollectedStat
   });
   env.sync(path);
   hashing.get();
-  ShardManifest manifest;
-  for (size_t i = 0; i < items.size(); ++i) {
-    const at::Tensor& t = items[i].data;
-    if (const Piece* p = items[i].piece) {
-      manifest.replicated.push_back(
-          {*items[i].name,
-           PieceRecord{rank, p->row_start, p->row_count, p->bytes, hashes[i], t.sizes().vec()}});
-    } else {
-      const int64_t bytes = t.numel() * static_cast<int64_t>(t.element_size());
-      manifest.per_rank.emplace_back(
-          TensorMeta{*items[i].name, t.scalar_type(), t.sizes().vec()},
-          PieceRecord{rank, 0, t.dim() ? t.size(0) : 1, bytes, hashes[i], t.sizes().vec()});
-    }
-  }
-  return manifest;
+  return shard_manifest(items, hashes, rank);
 }
 
 namespace {

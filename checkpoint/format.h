@@ -10,6 +10,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -21,7 +22,8 @@
 #include "runtime/base/env.h"
 
 namespace dtrain::h5 {
-class File;  // runtime/h5/file.h
+class File;          // runtime/h5/file.h
+struct FileOptions;  // runtime/h5/file.h
 }  // namespace dtrain::h5
 
 namespace dtrain::checkpoint {
@@ -49,6 +51,23 @@ struct ShardManifest {
   std::string to_json() const;
   static ShardManifest from_json(const std::string& text, const std::string& origin);
 };
+
+// One dataset of a rank's shard file, in the order write_shard writes them: the rank's
+// pieces of the replicated tensors (by plan order), then its per-rank tensors.
+struct ShardItem {
+  std::string name;
+  at::Tensor data;             // the piece's rows (a view unless copied, see shard_items)
+  std::optional<Piece> piece;  // nullopt: a per-rank tensor
+};
+// `rank`'s items of `state` as `plan` places them. With `contiguous_cpu`, each item's
+// data is a contiguous CPU tensor (copied where needed), else a view of `state`.
+std::vector<ShardItem> shard_items(const CollectedState& state, const std::vector<Piece>& plan, int rank,
+                                   bool contiguous_cpu);
+// The manifest of a shard holding `items`, with hashes[i] the xxHash64 of items[i].
+ShardManifest shard_manifest(const std::vector<ShardItem>& items, const std::vector<uint64_t>& hashes,
+                             int rank);
+// How shard files are created: 1 MiB alignment of datasets of 64 KiB and more.
+h5::FileOptions shard_file_options();
 
 // Called after each dataset written to a shard (progress, fault injection).
 using ShardWriteObserver = std::function<void(int64_t datasets_written, int64_t datasets_total)>;

@@ -1,6 +1,8 @@
 // The node-local checkpoint tier (see local_tier.h).
 #include "checkpoint/local_tier.h"
 
+#include <linux/magic.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,6 +20,7 @@
 #include <fmt/ranges.h>
 #include <xxhash.h>
 
+#include "checkpoint/local_tier_files.h"
 #include "checkpoint/messages.h"
 #include "checkpoint/save_dir.h"
 #include "runtime/base/error.h"
@@ -28,111 +31,41 @@
 namespace dtrain::checkpoint {
 namespace {
 
+using local_detail::my_partners;
+using local_detail::snap_iteration;
+using local_detail::snap_name;
+using local_detail::whole_file;
+
 constexpr const char* kJobFile = "job.txt";
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-std::string snap_name(int64_t iteration) { return fmt::format("snap-{:010d}", iteration); }
-
-// The iteration of a committed snapshot directory's name, or -1.
-int64_t snap_iteration(const std::string& name) {
-  static const std::regex re("snap-([0-9]{10})");
-  std::smatch m;
-  return std::regex_match(name, m, re) ? std::stoll(m[1].str()) : -1;
+// Whether `dir` is on a file system in memory (tmpfs, ramfs): no disk behind a mapping.
+bool in_memory_fs(const std::string& dir) {
+  struct statfs st {};
+  if (::statfs(dir.c_str(), &st) != 0) return false;
+  return st.f_type == TMPFS_MAGIC || st.f_type == RAMFS_MAGIC;
 }
 
-// Whole-file reads of the tier's own shard files (no size limit beyond memory).
-fs::ReadOptions whole_file() {
-  fs::ReadOptions o;
-  o.max_bytes = std::numeric_limits<size_t>::max() / 2;
-  o.no_follow = true;
-  return o;
-}
-
-// One node's holdings: iteration -> (world size, shards whose file is there), for the
-// committed snapshots with a checkpoint.h5. Text: "<iteration> <world> <s>,<s>,...\n".
-using Holdings = std::map<int64_t, std::pair<int, std::set<int>>>;
-
-Holdings list_holdings(Env& env, const std::string& job_dir) {
-  Holdings out;
-  if (env.type_of(job_dir) != FileType::kDirectory) return out;
-  static const std::regex shard_re("shard-([0-9]{5})-of-([0-9]{5})\\.h5");
-  for (const auto& n : env.children(job_dir)) {
-    const int64_t it = snap_iteration(n);
-    const std::string dir = job_dir + "/" + n;
-    if (it < 0 || env.type_of(dir + "/" + kIndexFile) != FileType::kRegular) continue;
-    for (const auto& f : env.children(dir)) {
-      std::smatch m;
-      if (!std::regex_match(f, m, shard_re) || env.type_of(dir + "/" + f) != FileType::kRegular) continue;
-      const int shard = std::stoi(m[1].str()), world = std::stoi(m[2].str());
-      auto& h = out[it];
-      if (h.second.empty()) h.first = world;
-      if (h.first == world && shard < world) h.second.insert(shard);
+bool all_on_cpu(const CollectedState& state) {
+  for (const auto* part : {&state.replicated, &state.per_rank}) {
+    for (const auto& [name, t] : *part) {
+      if (!t.device().is_cpu()) return false;
     }
   }
-  return out;
-}
-
-std::string encode_holdings(const Holdings& h) {
-  std::string out;
-  for (const auto& [it, ws] : h) out += fmt::format("{} {} {}\n", it, ws.first, fmt::join(ws.second, ","));
-  return out;
-}
-
-Holdings decode_holdings(const std::string& text, int from_rank) {
-  Holdings out;
-  std::istringstream in(text);
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream ls(line);
-    int64_t it = -1;
-    int world = 0;
-    ls >> it >> world;
-    DTRAIN_CHECK_T(CheckpointError, !ls.fail() && it >= 0 && world > 0,
-                   "internal: rank {} sent a local tier listing that cannot be read: '{}'", from_rank, line);
-    std::string shards;
-    ls >> shards;
-    auto& h = out[it];
-    h.first = world;
-    std::istringstream ss(shards);
-    for (std::string s; std::getline(ss, s, ',');) h.second.insert(std::stoi(s));
-  }
-  return out;
-}
-
-// "rank 3" / "ranks 0, 1".
-std::string ranks_text(const std::vector<int>& ranks) {
-  return fmt::format("{} {}", ranks.size() == 1 ? "shard" : "shards", fmt::join(ranks, ", "));
-}
-
-// A staging payload: checkpoint.h5 and one shard file, in one string.
-std::string pack_files(const std::string& index, const std::string& shard) {
-  return fmt::format("{}\n", index.size()) + index + shard;
-}
-
-std::pair<std::string, std::string> unpack_files(const std::string& payload, int from_rank) {
-  const size_t nl = payload.find('\n');
-  DTRAIN_CHECK_T(CheckpointError, nl != std::string::npos && nl < 20,
-                 "internal: rank {} sent a local snapshot that cannot be read", from_rank);
-  const uint64_t n = std::stoull(payload.substr(0, nl));
-  DTRAIN_CHECK_T(CheckpointError, n <= payload.size() - nl - 1,
-                 "internal: rank {} sent a truncated local snapshot", from_rank);
-  return {payload.substr(nl + 1, n), payload.substr(nl + 1 + n)};
-}
-
-// This rank's dest and source in one round of transfers (-1: none).
-std::pair<int, int> my_partners(const std::vector<std::pair<int, int>>& round, int rank) {
-  int dest = -1, source = -1;
-  for (const auto& [from, to] : round) {
-    if (from == rank) dest = to;
-    if (to == rank) source = from;
-  }
-  return {dest, source};
+  return true;
 }
 
 }  // namespace
+
+LocalWrite parse_local_write(const std::string& value) {
+  if (value == "auto") return LocalWrite::kAuto;
+  if (value == "mapped") return LocalWrite::kMapped;
+  if (value == "hdf5") return LocalWrite::kHdf5;
+  throw ConfigError(fmt::format("CHECKPOINT.LOCAL.WRITE must be auto, mapped or hdf5, got '{}'", value));
+}
 
 std::string node_id_from_environment() {
   std::string id;
@@ -207,7 +140,8 @@ struct LocalTier::Pending {
   int64_t iteration = -1;
   std::string tmp, final_dir;
   std::string error;  // this rank's error before its write started
-  CollectedState state;
+  CollectedState state;  // kHdf5: the host copy; kMapped: the live state (for its layout)
+  std::shared_ptr<ShardSlab> slab;  // kMapped: the file written
   std::chrono::steady_clock::time_point t0;
   CheckpointIndex planned;        // the node leader's
   std::future<void> index_begun;  // last: joined first
@@ -256,6 +190,8 @@ void LocalTier::open(bool resume) {
   } catch (const CheckpointError& e) {
     if (rank == 0) DTRAIN_LOG_WARN("{}", e.what());
   }
+  mapped_ = options_.write == LocalWrite::kMapped ||
+            (options_.write == LocalWrite::kAuto && in_memory_fs(job_dir_));
   opened_ = true;
 }
 
@@ -305,8 +241,18 @@ void LocalTier::start(const CollectedState& live, int64_t iteration) {
     fs::create_directories_durable(job_dir_, env_);
     env_.create_dir(p->tmp);  // by every rank of the node: whoever comes first
     const auto plan = plan_shards(live.replicated_meta(), world);
-    p->state = snapshot(live, &buffers_, &plan, rank);
-    buffers_ = p->state;
+    const std::string shard_path = p->tmp + "/" + shard_file_name(rank, world);
+    std::vector<ShardItem> items;
+    if (mapped_ && all_on_cpu(live)) {
+      items = shard_items(live, plan, rank, /*contiguous_cpu=*/false);
+      p->slab = take_slab(items, shard_path);
+      p->slab->fill(items);
+      p->state = live;
+      buffers_ = CollectedState{};
+    } else {
+      p->state = snapshot(live, &buffers_, &plan, rank);
+      buffers_ = p->state;
+    }
     if (leader_) {
       p->planned = plan_index(live, plan, world, iteration);
       stamp_index(p->planned);
@@ -315,7 +261,17 @@ void LocalTier::start(const CollectedState& live, int64_t iteration) {
         begin_index_file(raw->tmp, raw->planned, yaml);
       });
     }
-    writer_->start(p->tmp + "/" + shard_file_name(rank, world), rank, p->state, plan, nullptr, env_);
+    if (p->slab) {
+      // The items' tensors are views of the live state: only their names, dtypes and
+      // shapes are read on the I/O thread (training changes their values, not those).
+      writer_->start_job([slab = p->slab, items = std::move(items), path = shard_path, rank, &env = env_] {
+        const std::vector<uint64_t> hashes = slab->hashes();
+        env.sync(path);
+        return shard_manifest(items, hashes, rank);
+      });
+    } else {
+      writer_->start(shard_path, rank, p->state, plan, nullptr, env_);
+    }
   } catch (const std::exception& e) {
     p->error = e.what();
   }
@@ -343,7 +299,34 @@ void LocalTier::abandon() noexcept {
     } catch (const std::exception&) {
     }
   }
+  drop_slab(pending_->slab);  // its file is a temporary, removed with the next open
   pending_.reset();  // joins the index thread; the temporary goes with the next open
+}
+
+std::string LocalTier::spare_path(int rank) const {
+  return fmt::format("{}/.spare-r{:05d}.tmp-local", job_dir_, rank);
+}
+
+std::shared_ptr<ShardSlab> LocalTier::take_slab(const std::vector<ShardItem>& items, const std::string& path) {
+  const std::string spare = spare_path(comm_.rank());
+  for (auto it = slabs_.begin(); it != slabs_.end(); ++it) {
+    if (!(*it)->fits(items) || !(*it)->is_file_at(spare)) continue;
+    std::shared_ptr<ShardSlab> slab = *it;
+    slabs_.erase(it);
+    env_.rename(spare, path);
+    slabs_.push_back(slab);
+    return slab;
+  }
+  // A spare this rank has not mapped (a resumed run's, another layout's) frees its space.
+  if (env_.type_of(spare) == FileType::kRegular) env_.remove_file(spare);
+  std::shared_ptr<ShardSlab> slab = ShardSlab::create(path, items);
+  slabs_.push_back(slab);
+  while (static_cast<int64_t>(slabs_.size()) > options_.keep + 1) slabs_.erase(slabs_.begin());
+  return slab;
+}
+
+void LocalTier::drop_slab(const std::shared_ptr<ShardSlab>& slab) noexcept {
+  if (slab) slabs_.erase(std::remove(slabs_.begin(), slabs_.end(), slab), slabs_.end());
 }
 
 void LocalTier::replicate(Pending& p, std::string& error) {
@@ -415,6 +398,7 @@ void LocalTier::commit() {
     ++commits_;
   } catch (const CheckpointError& e) {
     ++failures_;
+    drop_slab(p->slab);
     if (leader_) {
       if (p->index_begun.valid()) p->index_begun.wait();
       fs::remove_quietly(p->tmp, env_);
@@ -439,120 +423,22 @@ void LocalTier::prune() {
   }
   std::sort(snaps.begin(), snaps.end());  // zero-padded: name order is iteration order
   for (int64_t i = 0; i + options_.keep < static_cast<int64_t>(snaps.size()); ++i) {
-    save_dir::remove_dir_safely(env_, job_dir_ + "/" + snaps[i]);
-  }
-}
-
-LocalRestore LocalTier::plan_restore() {
-  require_open();
-  finish();
-  const int world = comm_.size();
-  std::string mine;
-  try {
-    mine = encode_holdings(list_holdings(env_, job_dir_));
-  } catch (const std::exception& e) {
-    DTRAIN_LOG_WARN_RANK("Cannot list the local tier {}: {}", job_dir_, e.what());
-  }
-  const auto all = comm_.all_gather_bytes(mine);
-  // iteration -> shard -> ranks whose node holds it
-  std::map<int64_t, std::map<int, std::vector<int>>> holders;
-  std::set<int> other_worlds;
-  for (int r = 0; r < world; ++r) {
-    for (const auto& [it, ws] : decode_holdings(all[r], r)) {
-      if (ws.first != world) {
-        other_worlds.insert(ws.first);
-        continue;
-      }
-      for (int s : ws.second) holders[it][s].push_back(r);
-    }
-  }
-  LocalRestore plan;
-  for (auto it = holders.rbegin(); it != holders.rend(); ++it) {
-    if (static_cast<int>(it->second.size()) != world) continue;
-    plan.iteration = it->first;
-    plan.server.resize(world);
-    std::vector<int> own;
-    std::string others;
-    for (int s = 0; s < world; ++s) {
-      const auto& h = it->second.at(s);
-      const bool self = std::find(h.begin(), h.end(), s) != h.end();
-      plan.server[s] = self ? s : h[s % h.size()];
-      if (self) {
-        own.push_back(s);
-      } else {
-        others += fmt::format("; shard {} from the replica on node '{}' (rank {})", s,
-                              node_of_[plan.server[s]], plan.server[s]);
+    const std::string dir = job_dir_ + "/" + snaps[i];
+    // The node's ranks reuse their own shard files (take_slab); replicas go.
+    for (int r = 0; mapped_ && r < comm_.size(); ++r) {
+      const std::string shard = dir + "/" + shard_file_name(r, comm_.size());
+      if (node_of_[r] == options_.node_id && env_.type_of(shard) == FileType::kRegular) {
+        env_.rename(shard, spare_path(r));
       }
     }
-    plan.description = own.empty() ? others.substr(2)
-                                   : fmt::format("{} from their ranks' own node{}", ranks_text(own), others);
-    break;
-  }
-  if (plan.iteration < 0 && !other_worlds.empty() && comm_.rank() == 0) {
-    DTRAIN_LOG_WARN("The local tier holds snapshots of {} ranks, not {}: resuming from the persistent tier",
-                    fmt::join(other_worlds, ", "), world);
-  }
-  return plan;
-}
-
-std::string LocalTier::stage(const LocalRestore& plan) {
-  const int rank = comm_.rank(), world = comm_.size();
-  const std::string snap = job_dir_ + "/" + snap_name(plan.iteration);
-  const std::string staging =
-      fmt::format("{}/.restore-{}-r{:05d}.tmp-local", job_dir_, snap_name(plan.iteration), rank);
-  std::vector<std::pair<int, int>> pairs;
-  for (int s = 0; s < world; ++s) {
-    if (plan.server[s] != s) pairs.emplace_back(plan.server[s], s);
-  }
-  std::string error;
-  for (const auto& round : schedule_transfers(pairs)) {
-    const auto [dest, source] = my_partners(round, rank);
-    std::string payload;
-    if (dest >= 0) {
-      try {
-        payload = pack_files(env_.read_file(snap + "/" + kIndexFile, whole_file()),
-                             env_.read_file(snap + "/" + shard_file_name(dest, world), whole_file()));
-      } catch (const std::exception& e) {
-        error = fmt::format("reading local snapshot files for rank {}: {}", dest, e.what());
-      }
-    }
-    const std::string got = comm_.send_recv_bytes(payload, dest, source);
-    if (source < 0) continue;
-    try {
-      DTRAIN_CHECK_T(CheckpointError, !got.empty(), "rank {} sent nothing", source);
-      auto [index, shard] = unpack_files(got, source);
-      fs::remove_quietly(staging, env_);
-      fs::create_directories_durable(staging, env_);
-      env_.write_new_file(staging + "/" + kIndexFile, index);
-      env_.write_new_file(staging + "/" + shard_file_name(rank, world), shard);
-    } catch (const std::exception& e) {
-      error = fmt::format("receiving this rank's shard of local snapshot {} from rank {}: {}",
-                          plan.iteration, source, e.what());
-    }
-  }
-  dist::all_or_none<CheckpointError>(comm_, "staging a local snapshot", [&] {
-    if (!error.empty()) throw CheckpointError(error);
-  });
-  return plan.server[rank] == rank ? snap : staging;
-}
-
-void LocalTier::after_resume(int64_t resumed) {
-  const int rank = comm_.rank();
-  try {
-    for (const auto& n : env_.children(job_dir_)) {
-      if (n.rfind(".restore-", 0) == 0 && n.find(fmt::format("-r{:05d}.", rank)) != std::string::npos) {
-        fs::remove_quietly(job_dir_ + "/" + n, env_);
-      }
-      if (leader_ && snap_iteration(n) > resumed) save_dir::remove_dir_safely(env_, job_dir_ + "/" + n);
-    }
-  } catch (const std::exception& e) {
-    DTRAIN_LOG_WARN_RANK("Tidying the local tier {} after the resume: {}", job_dir_, e.what());
+    save_dir::remove_dir_safely(env_, dir);
   }
 }
 
 void LocalTier::remove_all() {
   finish();
   comm_.barrier();  // every rank of the node is done with the directory
+  slabs_.clear();
   if (leader_) fs::remove_quietly(job_dir_, env_);
 }
 

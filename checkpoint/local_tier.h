@@ -10,14 +10,18 @@
 //   snap-0000000099/        committed: checkpoint.h5, this node's ranks' shards and
 //                           the replicas it holds for ranks of other nodes
 //   .snap-0000000104.tmp-local   a snapshot being written (or left by a crash)
+//   .spare-rRRRRR.tmp-local      (LocalWrite::kMapped) rank R's shard file of a pruned
+//                           snapshot, which R's next snapshot reuses
 //   .restore-…-rRRRRR/      files received for a resume, removed after it
 //   job.txt                 the OUTPUT_DIR the job saves into
 //
 // <job> is "job-" and 16 hex digits of a hash of the absolute OUTPUT_DIR and the run's
 // config: snapshots of another run are never looked at.
 //
-// A snapshot: at an iteration boundary every rank copies its shard's rows to host
-// memory (the stall) and writes its shard in the background; at a later boundary, once
+// A snapshot: at an iteration boundary every rank copies its shard's rows (the stall)
+// to host memory, written through HDF5 in the background (kHdf5), or straight into its
+// mapped shard file, only hashed in the background (kMapped, shard_slab.h); at a later
+// boundary, once
 // every rank's write is done (one all-reduce), the ranks send their shard files to
 // their buddies, every rank learns every manifest (one all-gather), and each node's
 // first rank finishes that node's checkpoint.h5, renames the directory into place and
@@ -40,10 +44,19 @@
 
 #include "checkpoint/async_writer.h"
 #include "checkpoint/format.h"
+#include "checkpoint/shard_slab.h"
 #include "runtime/base/env.h"
 #include "runtime/dist/communicator.h"
 
 namespace dtrain::checkpoint {
+
+// How a rank writes its shard of a snapshot. kMapped: into a shard file kept mapped and
+// reused (shard_slab.h: one copy in the stall, only hashing in the background); kHdf5:
+// a host copy in the stall, written through HDF5 in the background; kAuto: kMapped when
+// the tier is in memory (tmpfs, ramfs) and the state is on the CPU, else kHdf5.
+enum class LocalWrite { kAuto, kMapped, kHdf5 };
+// CHECKPOINT.LOCAL.WRITE: "auto", "mapped" or "hdf5"; throws ConfigError naming the key.
+LocalWrite parse_local_write(const std::string& value);
 
 struct LocalTierOptions {
   int64_t period = 0;   // CHECKPOINT.LOCAL.PERIOD (iterations; 0: off)
@@ -53,6 +66,7 @@ struct LocalTierOptions {
   std::string node_id;  // this rank's node ("" : node_id_from_environment())
   std::string output_dir;   // the persistent tier's OUTPUT_DIR (the job's identity)
   std::string config_yaml;  // the run's config (the job's identity; stored in the index)
+  LocalWrite write = LocalWrite::kAuto;
 };
 
 // DTRAIN_NODE_ID when set (tests run several "nodes" on one machine), else the host
@@ -104,6 +118,8 @@ class LocalTier {
   // Local, never throws: drops the snapshot in flight (after an error on some rank).
   void abandon() noexcept;
   bool in_flight() const { return pending_ != nullptr; }
+  // Whether snapshots are written through mapped shard files (known after open()).
+  bool mapped() const { return mapped_; }
 
   // The newest snapshot every shard of which some node holds, for this world size.
   LocalRestore plan_restore();
@@ -129,6 +145,9 @@ class LocalTier {
   void replicate(Pending& p, std::string& error);
   void commit_on_node(Pending& p, const std::vector<ShardManifest>& manifests);
   void prune();
+  std::string spare_path(int rank) const;
+  std::shared_ptr<ShardSlab> take_slab(const std::vector<ShardItem>& items, const std::string& path);
+  void drop_slab(const std::shared_ptr<ShardSlab>& slab) noexcept;
   void require_open();
   void tidy_up(bool resume);
 
@@ -142,7 +161,12 @@ class LocalTier {
   std::vector<std::vector<std::pair<int, int>>> replication_rounds_;
   std::unique_ptr<Pending> pending_;
   std::unique_ptr<AsyncShardWriter> writer_;
-  CollectedState buffers_;
+  CollectedState buffers_;  // kHdf5: the host copy, reused
+  bool mapped_ = false;
+  // kMapped: this rank's shard files, oldest first (at most LOCAL.KEEP + 1: the kept
+  // snapshots' and the one being written). A snapshot reuses the one whose file prune()
+  // renamed to spare_path().
+  std::vector<std::shared_ptr<ShardSlab>> slabs_;
   int64_t commits_ = 0;
   int64_t failures_ = 0;
   double last_stall_s_ = 0.0;

@@ -199,6 +199,11 @@ std::vector<ConfigKeySpec> make_schema() {
       I("CHECKPOINT.LOCAL.REPLICAS", 1, Between(0, 64),
         "copies of each rank's local snapshot kept on the next nodes (buddies)"),
       I("CHECKPOINT.LOCAL.KEEP", 2, Between(1, 1000), "local snapshots kept per node"),
+      S("CHECKPOINT.LOCAL.WRITE", "auto",
+        "auto, mapped or hdf5: how a rank writes its local snapshot; mapped copies the state "
+        "into its shard file kept mapped and reused, hdf5 copies it to host memory and writes it "
+        "through HDF5 in the background; auto: mapped when LOCAL.DIR is in memory (tmpfs) and "
+        "the state is on the CPU"),
   };
 }
 

@@ -151,6 +151,7 @@ DefaultTrainer::DefaultTrainer(const Config& cfg, std::shared_ptr<dist::Communic
     local.dir = cfg.get_string("CHECKPOINT.LOCAL.DIR");
     local.replicas = static_cast<int>(cfg.get_int("CHECKPOINT.LOCAL.REPLICAS"));
     local.keep = static_cast<int>(cfg.get_int("CHECKPOINT.LOCAL.KEEP"));
+    local.write = checkpoint::parse_local_write(cfg.get_string("CHECKPOINT.LOCAL.WRITE"));
     ckpt_options.local = local;
   }
   std::map<std::string, checkpoint::Checkpointable> checkpointables{

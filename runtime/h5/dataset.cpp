@@ -63,6 +63,12 @@ std::optional<std::vector<int64_t>> Dataset::chunk_shape() const {
   return std::vector<int64_t>(dims.begin(), dims.end());
 }
 
+int64_t Dataset::storage_offset() const {
+  ApiScope scope;
+  const haddr_t a = H5Dget_offset(id());
+  return a == HADDR_UNDEF ? -1 : static_cast<int64_t>(a);
+}
+
 void Dataset::write(const at::Tensor& tensor) {
   ApiScope scope;
   const std::vector<int64_t> expected = shape();

@@ -39,6 +39,9 @@ class Dataset : public Object {
   // The chunk shape of a chunked dataset (one extent per axis, as stored in the file:
   // untrusted), or nullopt for a contiguous or compact one.
   std::optional<std::vector<int64_t>> chunk_shape() const;
+  // The file offset of a contiguous dataset's data, or -1 when it has no file space yet
+  // (or is not contiguous).
+  int64_t storage_offset() const;
 
   // Writes the whole dataset from `tensor`, whose shape must equal shape(). Non-contiguous
   // or non-CPU tensors are copied to a contiguous CPU tensor first; a dtype other than

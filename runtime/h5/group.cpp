@@ -181,6 +181,22 @@ Dataset Group::write_tensor(const std::string& path, const at::Tensor& tensor) {
   return d;
 }
 
+Dataset Group::create_allocated(const std::string& path, at::ScalarType dtype,
+                                const std::vector<int64_t>& shape) {
+  ApiScope scope;
+  const std::string full = join_path(this->path(), path);
+  PropertyList lcpl = intermediate_groups_lcpl();
+  PropertyList dcpl = PropertyList::create(H5P_DATASET_CREATE);
+  check(H5Pset_alloc_time(dcpl.id(), H5D_ALLOC_TIME_EARLY), "early allocation of dataset '{}'", full);
+  check(H5Pset_fill_time(dcpl.id(), H5D_FILL_TIME_NEVER), "no fill of dataset '{}'", full);
+  DataType type = datatype_for(dtype);
+  DataSpace space = DataSpace::simple(shape);
+  return Dataset(check_id(H5Dcreate2(id(), path.c_str(), type.id(), space.id(), lcpl.id(), dcpl.id(),
+                                     H5P_DEFAULT),
+                          "creating dataset '{}' in '{}'", full, file_name()),
+                 file_name(), full);
+}
+
 at::Tensor Group::read_tensor(const std::string& path, std::optional<at::ScalarType> as) const {
   return open_dataset(path).read(as);
 }

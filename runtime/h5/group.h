@@ -72,6 +72,11 @@ class Group : public Object {
 
   // Creates dataset `path` with the tensor's dtype (types.h) and shape and writes it.
   Dataset write_tensor(const std::string& path, const at::Tensor& tensor);
+  // Creates a contiguous dataset of `dtype` and `shape` whose file space is allocated
+  // now and never filled, so that Dataset::storage_offset() places its bytes at once
+  // (the bytes are what the file held there: write them before anyone reads).
+  Dataset create_allocated(const std::string& path, at::ScalarType dtype,
+                           const std::vector<int64_t>& shape);
   // Reads the whole dataset `path` (see Dataset::read).
   at::Tensor read_tensor(const std::string& path,
                          std::optional<at::ScalarType> as = std::nullopt) const;

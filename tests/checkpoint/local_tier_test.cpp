@@ -8,10 +8,13 @@
 // transfer schedule and the buddy pairs are checked on their own.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <map>
+#include <mutex>
 #include <set>
 #include <string>
 #include <vector>
@@ -68,7 +71,7 @@ TEST(LocalTierPlanTest, TheJobKeyDependsOnOutputDirAndConfig) {
   EXPECT_EQ(local_job_key("/x/out", "").rfind("job-", 0), 0U);
 }
 
-class LocalTierTest : public ::testing::TestWithParam<int> {
+class LocalTierTest : public ::testing::TestWithParam<std::tuple<int, LocalWrite>> {
  protected:
   void SetUp() override {
     dir_ = make_temp_dir("local_tier");
@@ -90,6 +93,7 @@ class LocalTierTest : public ::testing::TestWithParam<int> {
     local.keep = 2;
     local.replicas = 1;
     local.node_id = node_of(rank);
+    local.write = write_;
     o.local = local;
     return o;
   }
@@ -112,19 +116,24 @@ class LocalTierTest : public ::testing::TestWithParam<int> {
   // third is still being written while training goes on, then committed); with
   // `persistent_at` >= 0 also saves model_<it> at that iteration. Returns nothing: the
   // expected state is that of TrainingState(7) after 3 steps.
-  void TrainWithSnapshots(int persistent_at = -1, const std::string& config = "cfg: 1\n") {
+  // `after_snapshot(rank, it)` runs after each snapshot_local (which committed the one
+  // before), on each rank.
+  void TrainWithSnapshots(int persistent_at = -1, const std::string& config = "cfg: 1\n", int64_t snapshots = 3,
+                          const std::function<void(int, int64_t)>& after_snapshot = nullptr) {
     RunOk(n_, [&](dist::Communicator& comm) {
       TrainingState s(OptKind::kAdamW, 7, comm.rank(), n_);
       Checkpointer c(s.model, out_, comm, s.checkpointables(), options(comm.rank(), config));
       c.resume_or_load("", /*resume=*/false);
-      for (int64_t it = 0; it < 3; ++it) {
+      EXPECT_EQ(c.local_tier()->mapped(), write_ == LocalWrite::kMapped);
+      for (int64_t it = 0; it < snapshots; ++it) {
         s.train(1);
         if (it == persistent_at) c.save(fmt::format("model_{:07d}", it), {{"iteration", it}});
         c.snapshot_local(it);
+        if (after_snapshot) after_snapshot(comm.rank(), it);
       }
       s.train(1);  // after the snapshot was taken: not in it
       c.finish_local();
-      EXPECT_EQ(c.local_tier()->commits(), 3);
+      EXPECT_EQ(c.local_tier()->commits(), snapshots);
       EXPECT_EQ(c.local_tier()->failures(), 0);
     });
   }
@@ -162,7 +171,8 @@ class LocalTierTest : public ::testing::TestWithParam<int> {
     return out;
   }
 
-  const int n_ = GetParam();
+  const int n_ = std::get<0>(GetParam());
+  const LocalWrite write_ = std::get<1>(GetParam());
   std::string dir_, out_, tier_;
 };
 
@@ -172,9 +182,11 @@ TEST_P(LocalTierTest, ResumesBitwiseFromTheNewestSnapshotAndKeepsTwo) {
   // two nodes, the replicas of the other node's.
   for (const std::string node : {"n0", "n1"}) {
     if (n_ == 1 && node == "n1") continue;
-    EXPECT_EQ(entries(job_dir(node)),
-              (std::set<std::string>{"job.txt", "snap-0000000001", "snap-0000000002"}))
-        << node;
+    std::set<std::string> kept{"job.txt", "snap-0000000001", "snap-0000000002"};
+    for (int r = 0; r < n_ && write_ == LocalWrite::kMapped; ++r) {
+      if (node_of(r) == node) kept.insert(fmt::format(".spare-r{:05d}.tmp-local", r));  // snap-0's
+    }
+    EXPECT_EQ(entries(job_dir(node)), kept) << node;
     std::set<std::string> expected{std::string(kIndexFile)};
     for (int r = 0; r < n_; ++r) {
       if (node_of(r) == node || n_ > 1) expected.insert(shard_file_name(r, n_));
@@ -182,6 +194,53 @@ TEST_P(LocalTierTest, ResumesBitwiseFromTheNewestSnapshotAndKeepsTwo) {
     EXPECT_EQ(entries(job_dir(node) + "/snap-0000000002"), expected) << node;
   }
   EXPECT_EQ(ExpectResume(3, /*from_local=*/true), job_dir("n0") + "/snap-0000000002");
+}
+
+TEST_P(LocalTierTest, MappedSnapshotsRotateKeepPlusOneShardFilesPerRank) {
+  // Each rank's own shard file in every snapshot it wrote (device, inode), seen right
+  // after the snapshot started; the files of kept snapshots stay in place.
+  std::mutex mu;
+  std::map<int, std::set<std::pair<uint64_t, uint64_t>>> files;
+  TrainWithSnapshots(-1, "cfg: 1\n", 8, [&](int rank, int64_t it) {
+    if (write_ != LocalWrite::kMapped) return;  // HDF5 creates the file on the I/O thread
+    const std::string tmp = job_dir(node_of(rank)) + fmt::format("/.snap-{:010d}.tmp-local/", it);
+    struct stat st {};
+    ASSERT_EQ(::stat((tmp + shard_file_name(rank, n_)).c_str(), &st), 0) << tmp;
+    std::lock_guard<std::mutex> lock(mu);
+    files[rank].insert({st.st_dev, st.st_ino});
+  });
+  for (int r = 0; r < n_; ++r) {
+    if (write_ == LocalWrite::kMapped) {
+      // KEEP 2 + the one being written: the eight snapshots wrote into three files.
+      EXPECT_EQ(files[r].size(), 3U) << "rank " << r;
+    }
+  }
+  for (const std::string node : {"n0", "n1"}) {
+    if (n_ == 1 && node == "n1") continue;
+    std::set<std::string> expected{"job.txt", "snap-0000000006", "snap-0000000007"};
+    for (int r = 0; r < n_ && write_ == LocalWrite::kMapped; ++r) {
+      if (node_of(r) == node) expected.insert(fmt::format(".spare-r{:05d}.tmp-local", r));
+    }
+    EXPECT_EQ(entries(job_dir(node)), expected) << node;
+  }
+  EXPECT_EQ(ExpectResume(8, /*from_local=*/true), job_dir("n0") + "/snap-0000000007");
+  // A resumed run (a new process: nothing mapped) removes the spares and starts from
+  // fresh files; its spares again replace each other.
+  RunOk(n_, [&](dist::Communicator& comm) {
+    TrainingState s(OptKind::kAdamW, 1234, comm.rank(), n_);
+    Checkpointer c(s.model, out_, comm, s.checkpointables(), options(comm.rank()));
+    c.resume_or_load("", /*resume=*/true);
+    if (comm.rank() == 0) {
+      for (const auto& e : entries(job_dir("n0"))) EXPECT_EQ(e.find(".spare-"), std::string::npos) << e;
+    }
+    for (int64_t it = 8; it < 12; ++it) c.snapshot_local(it);
+    c.finish_local();
+    EXPECT_EQ(c.local_tier()->commits(), 4);
+    EXPECT_EQ(c.local_tier()->failures(), 0);
+  });
+  int spares = 0;
+  for (const auto& e : entries(job_dir("n0"))) spares += e.find(".spare-") == 0 ? 1 : 0;
+  EXPECT_EQ(spares, write_ == LocalWrite::kMapped ? (n_ == 1 ? 1 : n_ / 2) : 0);
 }
 
 TEST_P(LocalTierTest, ANodeThatLostItsTierIsServedByItsBuddy) {
@@ -291,8 +350,13 @@ TEST_P(LocalTierTest, AFailedSnapshotIsAWarningAndTrainingGoesOn) {
   EXPECT_NE(log.text().find("Local snapshot of iteration 0 failed"), std::string::npos) << log.text();
 }
 
-INSTANTIATE_TEST_SUITE_P(Ranks, LocalTierTest, ::testing::Values(1, 2, 4),
-                         [](const auto& info) { return fmt::format("np{}", info.param); });
+INSTANTIATE_TEST_SUITE_P(Ranks, LocalTierTest,
+                         ::testing::Combine(::testing::Values(1, 2, 4),
+                                            ::testing::Values(LocalWrite::kHdf5, LocalWrite::kMapped)),
+                         [](const auto& info) {
+                           return fmt::format("np{}_{}", std::get<0>(info.param),
+                                              std::get<1>(info.param) == LocalWrite::kMapped ? "mapped" : "hdf5");
+                         });
 
 }  // namespace
 }  // namespace dtrain::checkpoint

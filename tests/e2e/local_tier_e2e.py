@@ -10,7 +10,8 @@ Cases:
              tier, losing at most LOCAL.PERIOD iterations, and the run ends bitwise equal
              to an uninterrupted one (model_final, every logged loss after the resume).
              DTRAIN_LOCAL_RUNS=N (default 4) kills; persistent saves (sync and async, in
-             turn) go on alongside.
+             turn) go on alongside; snapshots are written mapped and through HDF5
+             (CHECKPOINT.LOCAL.WRITE) in turn.
   kill_np4   the same on 4 ranks (2 per node), 2 kills by default.
   kill_np1   1 rank: its own node's snapshots, 2 kills by default.
   lost_node  2 ranks on 2 nodes: after the kill, node n1's whole tier is deleted; its
@@ -77,7 +78,11 @@ def kill_and_resume(ranks, rng, run_index, damage=None, first_step=LOCAL_PERIOD 
     shutil.rmtree(out, ignore_errors=True)
     step = rng.randint(first_step, MAX_ITER - 2)  # the K-th step: iteration K-1
     victim = rng.randrange(ranks)
-    overrides = ["CHECKPOINT.ASYNC", "true" if run_index % 2 else "false"] + list(extra)
+    # Persistent saves sync and async in turn; local snapshots written through mapped
+    # shard files (runs 0, 3, 4, 7, ...) and through HDF5 (runs 1, 2, 5, 6, ...).
+    write = "mapped" if run_index % 4 in (0, 3) else "hdf5"
+    overrides = ["CHECKPOINT.ASYNC", "true" if run_index % 2 else "false",
+                 "CHECKPOINT.LOCAL.WRITE", write] + list(extra)
     fault = {"DTRAIN_FAULT": "train.after_step", "DTRAIN_FAULT_RANK": str(victim),
              "DTRAIN_FAULT_AFTER": str(step)}
     rc, _, _ = e2e.run(train_cmd(ranks, out, overrides), env_extra=fault, expect_rc=None,
@@ -93,8 +98,8 @@ def kill_and_resume(ranks, rng, run_index, damage=None, first_step=LOCAL_PERIOD 
     # Iterations 0..step-2 had finished on every rank when rank `victim` died in step
     # `step` (iteration step-1): at most LOCAL.PERIOD of them are done again.
     lost = (step - 2) - (start - 1)
-    print("run %d: rank %d killed in iteration %d, resumed at %d (%d iterations lost)" %
-          (run_index, victim, step - 1, start, lost))
+    print("run %d (LOCAL.WRITE %s): rank %d killed in iteration %d, resumed at %d (%d iterations lost)" %
+          (run_index, write, victim, step - 1, start, lost))
     if damage is None:
         # The newest state wins: a persistent checkpoint newer than every committed
         # local snapshot (its commit still pending at the kill) is the right choice.

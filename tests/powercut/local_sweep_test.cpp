@@ -4,7 +4,8 @@
 // snapshot after each of 3 steps with LOCAL.KEEP 1, on 1 rank and on 2 ranks on 2
 // "nodes" (buddy replicas). After each cut the durable image must resume from the local
 // tier at least the newest snapshot whose commit had returned, bit for bit on every
-// rank, and never from a snapshot that was not committed.
+// rank, and never from a snapshot that was not committed. Both ways of writing a shard
+// (LOCAL.WRITE hdf5, and mapped: the third snapshot reuses the first's shard file).
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -34,7 +35,8 @@ dist::ThreadWorldOptions world_options() {
   return options;
 }
 
-CheckpointerOptions options_for(Env& env, const std::string& root, int rank, int world) {
+CheckpointerOptions options_for(Env& env, const std::string& root, int rank, int world,
+                                checkpoint::LocalWrite write) {
   CheckpointerOptions o;
   o.env = &env;
   o.config_yaml = "sweep: local\n";
@@ -46,6 +48,7 @@ CheckpointerOptions options_for(Env& env, const std::string& root, int rank, int
   // another path, which is the same job.
   local.output_dir = "/sweep/out";
   local.node_id = world == 1 ? "n0" : fmt::format("n{}", rank);
+  local.write = write;
   o.local = local;
   return o;
 }
@@ -56,10 +59,10 @@ struct Snapshots {
   int64_t started = -1;
 };
 
-void train(Env& env, const std::string& root, int world, Snapshots& snaps) {
+void train(Env& env, const std::string& root, int world, checkpoint::LocalWrite write, Snapshots& snaps) {
   const auto errors = dist::run_ranks(world, [&](dist::Communicator& comm) {
     TrainingState s(OptKind::kAdamW, kSeed, comm.rank(), world);
-    Checkpointer ckpt(s.model, root + "/out", comm, s.checkpointables(), options_for(env, root, comm.rank(), world));
+    Checkpointer ckpt(s.model, root + "/out", comm, s.checkpointables(), options_for(env, root, comm.rank(), world, write));
     ckpt.resume_or_load("", /*resume=*/false);
     auto record = [&](int64_t started) {
       if (comm.rank() != 0) return;
@@ -82,7 +85,7 @@ void train(Env& env, const std::string& root, int world, Snapshots& snaps) {
   }
 }
 
-std::string check_resume(const std::string& image, int world, const Snapshots& snaps) {
+std::string check_resume(const std::string& image, int world, checkpoint::LocalWrite write, const Snapshots& snaps) {
   std::mutex mu;
   std::string problem;
   auto fail = [&](const std::string& p) {
@@ -93,7 +96,7 @@ std::string check_resume(const std::string& image, int world, const Snapshots& s
   const auto errors = dist::run_ranks(world, [&](dist::Communicator& comm) {
     TrainingState fresh(OptKind::kAdamW, kSeed + 1000, comm.rank(), world);
     Checkpointer ckpt(fresh.model, image + "/out", comm, fresh.checkpointables(),
-                      options_for(after, image, comm.rank(), world));
+                      options_for(after, image, comm.rank(), world, write));
     const StateDict extra = ckpt.resume_or_load("", /*resume=*/true);
     const auto it = extra.find("iteration");
     const int64_t loaded = it == extra.end() ? -1 : std::get<int64_t>(it->second);
@@ -124,28 +127,37 @@ std::string check_resume(const std::string& image, int world, const Snapshots& s
   return problem;
 }
 
-class LocalSweep : public ::testing::TestWithParam<int> {};
+class LocalSweep : public ::testing::TestWithParam<std::tuple<int, checkpoint::LocalWrite>> {};
 
 TEST_P(LocalSweep, EveryCrashPointResumesACommittedSnapshotBitwise) {
-  const int world = GetParam();
+  const int world = std::get<0>(GetParam());
+  const checkpoint::LocalWrite write = std::get<1>(GetParam());
   Snapshots snaps;
   const SweepResult r = sweep(
       [&](Env& env, const std::string& root) {
         snaps.committed = snaps.started = -1;
-        train(env, root, world, snaps);
+        train(env, root, world, write, snaps);
       },
-      [&](const std::string& image, const Outcome&) { return check_resume(image, world, snaps); });
+      [&](const std::string& image, const Outcome&) { return check_resume(image, world, write, snaps); });
   EXPECT_GE(r.reference_log.size(), 12u);
   std::string text;
   for (const auto& f : r.failures) text += fmt::format("\n  cut at {} ({}): {}", f.cut_at, f.mutation, f.problem);
   EXPECT_TRUE(r.failures.empty()) << r.failures.size() << " of " << r.points << " crash points failed:" << text;
-  std::cout << fmt::format("[ sweep    ] local np{}: {} crash points, {} failed; the mutations:\n", world,
+  std::cout << fmt::format("[ sweep    ] local np{} {}: {} crash points, {} failed; the mutations:\n", world,
+                           write == checkpoint::LocalWrite::kMapped ? "mapped" : "hdf5",
                            r.points, r.failures.size());
   for (size_t i = 0; i < r.reference_log.size(); ++i) std::cout << fmt::format("  {:3} {}\n", i + 1, r.reference_log[i]);
 }
 
-INSTANTIATE_TEST_SUITE_P(Ranks, LocalSweep, ::testing::Values(1, 2),
-                         [](const auto& info) { return fmt::format("np{}", info.param); });
+INSTANTIATE_TEST_SUITE_P(Ranks, LocalSweep,
+                         ::testing::Combine(::testing::Values(1, 2),
+                                            ::testing::Values(checkpoint::LocalWrite::kHdf5,
+                                                              checkpoint::LocalWrite::kMapped)),
+                         [](const auto& info) {
+                           return fmt::format("np{}_{}", std::get<0>(info.param),
+                                              std::get<1>(info.param) == checkpoint::LocalWrite::kMapped ? "mapped"
+                                                                                                          : "hdf5");
+                         });
 
 }  // namespace
 }  // namespace dtrain::powercut

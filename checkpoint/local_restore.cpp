@@ -1,0 +1,209 @@
+// The resume side of the node-local tier (see local_tier.h): which snapshot every shard
+// of which is on some node (plan_restore), bringing this rank's shard to its node
+// (stage), and tidying up after a resume.
+#include <algorithm>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "checkpoint/local_tier.h"
+#include "checkpoint/local_tier_files.h"
+#include "checkpoint/save_dir.h"
+#include "runtime/base/error.h"
+#include "runtime/base/fs.h"
+#include "runtime/base/logging.h"
+#include "runtime/dist/agree.h"
+
+namespace dtrain::checkpoint {
+namespace {
+
+using local_detail::my_partners;
+using local_detail::snap_iteration;
+using local_detail::snap_name;
+using local_detail::whole_file;
+
+// One node's holdings: iteration -> (world size, shards whose file is there), for the
+// committed snapshots with a checkpoint.h5. Text: "<iteration> <world> <s>,<s>,...\n".
+using Holdings = std::map<int64_t, std::pair<int, std::set<int>>>;
+
+Holdings list_holdings(Env& env, const std::string& job_dir) {
+  Holdings out;
+  if (env.type_of(job_dir) != FileType::kDirectory) return out;
+  static const std::regex shard_re("shard-([0-9]{5})-of-([0-9]{5})\\.h5");
+  for (const auto& n : env.children(job_dir)) {
+    const int64_t it = snap_iteration(n);
+    const std::string dir = job_dir + "/" + n;
+    if (it < 0 || env.type_of(dir + "/" + kIndexFile) != FileType::kRegular) continue;
+    for (const auto& f : env.children(dir)) {
+      std::smatch m;
+      if (!std::regex_match(f, m, shard_re) || env.type_of(dir + "/" + f) != FileType::kRegular) continue;
+      const int shard = std::stoi(m[1].str()), world = std::stoi(m[2].str());
+      auto& h = out[it];
+      if (h.second.empty()) h.first = world;
+      if (h.first == world && shard < world) h.second.insert(shard);
+    }
+  }
+  return out;
+}
+
+std::string encode_holdings(const Holdings& h) {
+  std::string out;
+  for (const auto& [it, ws] : h) out += fmt::format("{} {} {}\n", it, ws.first, fmt::join(ws.second, ","));
+  return out;
+}
+
+Holdings decode_holdings(const std::string& text, int from_rank) {
+  Holdings out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream ls(line);
+    int64_t it = -1;
+    int world = 0;
+    ls >> it >> world;
+    DTRAIN_CHECK_T(CheckpointError, !ls.fail() && it >= 0 && world > 0,
+                   "internal: rank {} sent a local tier listing that cannot be read: '{}'", from_rank, line);
+    std::string shards;
+    ls >> shards;
+    auto& h = out[it];
+    h.first = world;
+    std::istringstream ss(shards);
+    for (std::string s; std::getline(ss, s, ',');) h.second.insert(std::stoi(s));
+  }
+  return out;
+}
+
+// "rank 3" / "ranks 0, 1".
+std::string ranks_text(const std::vector<int>& ranks) {
+  return fmt::format("{} {}", ranks.size() == 1 ? "shard" : "shards", fmt::join(ranks, ", "));
+}
+
+// A staging payload: checkpoint.h5 and one shard file, in one string.
+std::string pack_files(const std::string& index, const std::string& shard) {
+  return fmt::format("{}\n", index.size()) + index + shard;
+}
+
+std::pair<std::string, std::string> unpack_files(const std::string& payload, int from_rank) {
+  const size_t nl = payload.find('\n');
+  DTRAIN_CHECK_T(CheckpointError, nl != std::string::npos && nl < 20,
+                 "internal: rank {} sent a local snapshot that cannot be read", from_rank);
+  const uint64_t n = std::stoull(payload.substr(0, nl));
+  DTRAIN_CHECK_T(CheckpointError, n <= payload.size() - nl - 1,
+                 "internal: rank {} sent a truncated local snapshot", from_rank);
+  return {payload.substr(nl + 1, n), payload.substr(nl + 1 + n)};
+}
+
+}  // namespace
+
+LocalRestore LocalTier::plan_restore() {
+  require_open();
+  finish();
+  const int world = comm_.size();
+  std::string mine;
+  try {
+    mine = encode_holdings(list_holdings(env_, job_dir_));
+  } catch (const std::exception& e) {
+    DTRAIN_LOG_WARN_RANK("Cannot list the local tier {}: {}", job_dir_, e.what());
+  }
+  const auto all = comm_.all_gather_bytes(mine);
+  // iteration -> shard -> ranks whose node holds it
+  std::map<int64_t, std::map<int, std::vector<int>>> holders;
+  std::set<int> other_worlds;
+  for (int r = 0; r < world; ++r) {
+    for (const auto& [it, ws] : decode_holdings(all[r], r)) {
+      if (ws.first != world) {
+        other_worlds.insert(ws.first);
+        continue;
+      }
+      for (int s : ws.second) holders[it][s].push_back(r);
+    }
+  }
+  LocalRestore plan;
+  for (auto it = holders.rbegin(); it != holders.rend(); ++it) {
+    if (static_cast<int>(it->second.size()) != world) continue;
+    plan.iteration = it->first;
+    plan.server.resize(world);
+    std::vector<int> own;
+    std::string others;
+    for (int s = 0; s < world; ++s) {
+      const auto& h = it->second.at(s);
+      const bool self = std::find(h.begin(), h.end(), s) != h.end();
+      plan.server[s] = self ? s : h[s % h.size()];
+      if (self) {
+        own.push_back(s);
+      } else {
+        others += fmt::format("; shard {} from the replica on node '{}' (rank {})", s,
+                              node_of_[plan.server[s]], plan.server[s]);
+      }
+    }
+    plan.description = own.empty() ? others.substr(2)
+                                   : fmt::format("{} from their ranks' own node{}", ranks_text(own), others);
+    break;
+  }
+  if (plan.iteration < 0 && !other_worlds.empty() && comm_.rank() == 0) {
+    DTRAIN_LOG_WARN("The local tier holds snapshots of {} ranks, not {}: resuming from the persistent tier",
+                    fmt::join(other_worlds, ", "), world);
+  }
+  return plan;
+}
+
+std::string LocalTier::stage(const LocalRestore& plan) {
+  const int rank = comm_.rank(), world = comm_.size();
+  const std::string snap = job_dir_ + "/" + snap_name(plan.iteration);
+  const std::string staging =
+      fmt::format("{}/.restore-{}-r{:05d}.tmp-local", job_dir_, snap_name(plan.iteration), rank);
+  std::vector<std::pair<int, int>> pairs;
+  for (int s = 0; s < world; ++s) {
+    if (plan.server[s] != s) pairs.emplace_back(plan.server[s], s);
+  }
+  std::string error;
+  for (const auto& round : schedule_transfers(pairs)) {
+    const auto [dest, source] = my_partners(round, rank);
+    std::string payload;
+    if (dest >= 0) {
+      try {
+        payload = pack_files(env_.read_file(snap + "/" + kIndexFile, whole_file()),
+                             env_.read_file(snap + "/" + shard_file_name(dest, world), whole_file()));
+      } catch (const std::exception& e) {
+        error = fmt::format("reading local snapshot files for rank {}: {}", dest, e.what());
+      }
+    }
+    const std::string got = comm_.send_recv_bytes(payload, dest, source);
+    if (source < 0) continue;
+    try {
+      DTRAIN_CHECK_T(CheckpointError, !got.empty(), "rank {} sent nothing", source);
+      auto [index, shard] = unpack_files(got, source);
+      fs::remove_quietly(staging, env_);
+      fs::create_directories_durable(staging, env_);
+      env_.write_new_file(staging + "/" + kIndexFile, index);
+      env_.write_new_file(staging + "/" + shard_file_name(rank, world), shard);
+    } catch (const std::exception& e) {
+      error = fmt::format("receiving this rank's shard of local snapshot {} from rank {}: {}",
+                          plan.iteration, source, e.what());
+    }
+  }
+  dist::all_or_none<CheckpointError>(comm_, "staging a local snapshot", [&] {
+    if (!error.empty()) throw CheckpointError(error);
+  });
+  return plan.server[rank] == rank ? snap : staging;
+}
+
+void LocalTier::after_resume(int64_t resumed) {
+  const int rank = comm_.rank();
+  try {
+    for (const auto& n : env_.children(job_dir_)) {
+      if (n.rfind(".restore-", 0) == 0 && n.find(fmt::format("-r{:05d}.", rank)) != std::string::npos) {
+        fs::remove_quietly(job_dir_ + "/" + n, env_);
+      }
+      if (leader_ && snap_iteration(n) > resumed) save_dir::remove_dir_safely(env_, job_dir_ + "/" + n);
+    }
+  } catch (const std::exception& e) {
+    DTRAIN_LOG_WARN_RANK("Tidying the local tier {} after the resume: {}", job_dir_, e.what());
+  }
+}
+
+}  // namespace dtrain::checkpoint

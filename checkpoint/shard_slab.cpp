@@ -1,0 +1,109 @@
+// Shard files written through a shared mapping (see shard_slab.h).
+#include "checkpoint/shard_slab.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <ATen/ATen.h>
+#include <xxhash.h>
+
+#include "runtime/base/error.h"
+#include "runtime/h5/h5.h"
+
+namespace dtrain::checkpoint {
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "shard slabs copy tensor bytes as the file's little-endian types");
+
+std::shared_ptr<ShardSlab> ShardSlab::create(const std::string& path, const std::vector<ShardItem>& items) {
+  std::shared_ptr<ShardSlab> slab(new ShardSlab());
+  try {
+    h5::File file = h5::File::create(path, shard_file_options());
+    for (const auto& item : items) {
+      const at::Tensor& t = item.data;
+      h5::Dataset d = file.create_allocated(item.name, t.scalar_type(), t.sizes().vec());
+      Entry e{item.name, t.scalar_type(), t.sizes().vec(), d.storage_offset(),
+              t.numel() * static_cast<int64_t>(t.element_size())};
+      DTRAIN_CHECK_T(CheckpointError, e.bytes == 0 || e.offset >= 0,
+                     "'{}': HDF5 placed no file space for dataset '{}'", path, item.name);
+      slab->entries_.push_back(std::move(e));
+    }
+    file.close();
+  } catch (const CheckpointError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw CheckpointError(fmt::format("creating shard file '{}': {}", path, e.what()));
+  }
+  slab->map(path);
+  return slab;
+}
+
+void ShardSlab::map(const std::string& path) {
+  fd_ = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+  DTRAIN_CHECK_T(CheckpointError, fd_ >= 0, "cannot open '{}': {}", path, std::strerror(errno));
+  struct stat st {};
+  DTRAIN_CHECK_T(CheckpointError, ::fstat(fd_, &st) == 0, "cannot stat '{}': {}", path, std::strerror(errno));
+  int64_t end = st.st_size;
+  for (const auto& e : entries_) end = std::max(end, e.offset + e.bytes);
+  // Reserves every page now: a full file system fails here, not as a SIGBUS in a copy.
+  const int err = ::posix_fallocate(fd_, 0, end);
+  DTRAIN_CHECK_T(CheckpointError, err == 0, "cannot allocate {} bytes for '{}': {}", end, path,
+                 std::strerror(err));
+  size_ = static_cast<size_t>(end);
+  dev_ = st.st_dev;
+  ino_ = st.st_ino;
+  if (size_ == 0) return;
+  void* m = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd_, 0);
+  DTRAIN_CHECK_T(CheckpointError, m != MAP_FAILED, "cannot map '{}' ({} bytes): {}", path, size_,
+                 std::strerror(errno));
+  map_ = m;
+}
+
+ShardSlab::~ShardSlab() {
+  if (map_ != nullptr) ::munmap(map_, size_);
+  if (fd_ >= 0) ::close(fd_);
+}
+
+bool ShardSlab::fits(const std::vector<ShardItem>& items) const {
+  if (items.size() != entries_.size()) return false;
+  for (size_t i = 0; i < items.size(); ++i) {
+    const auto& e = entries_[i];
+    const at::Tensor& t = items[i].data;
+    if (e.name != items[i].name || e.dtype != t.scalar_type() || e.shape != t.sizes().vec()) return false;
+  }
+  return true;
+}
+
+bool ShardSlab::is_file_at(const std::string& path) const {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_dev == dev_ && st.st_ino == ino_ &&
+         static_cast<size_t>(st.st_size) == size_;
+}
+
+void ShardSlab::fill(const std::vector<ShardItem>& items) {
+  DTRAIN_CHECK(fits(items), "internal: a shard slab filled with other tensors than it was made for");
+  for (size_t i = 0; i < items.size(); ++i) {
+    const Entry& e = entries_[i];
+    if (e.bytes == 0) continue;
+    at::Tensor dst = at::from_blob(static_cast<char*>(map_) + e.offset, e.shape,
+                                   at::TensorOptions().dtype(e.dtype).device(at::kCPU));
+    dst.copy_(items[i].data.detach());
+  }
+}
+
+std::vector<uint64_t> ShardSlab::hashes() const {
+  std::vector<uint64_t> out;
+  out.reserve(entries_.size());
+  for (const auto& e : entries_) {
+    const char* p = e.bytes == 0 ? "" : static_cast<const char*>(map_) + e.offset;
+    out.push_back(XXH64(p, static_cast<size_t>(e.bytes), 0));
+  }
+  return out;
+}
+
+}  // namespace dtrain::checkpoint

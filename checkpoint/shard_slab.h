@@ -1,0 +1,72 @@
+// A rank's shard file of the local tier written through a shared memory mapping
+// (local_tier.h, CHECKPOINT.LOCAL.DIR in memory, e.g. /dev/shm): the file is created
+// once with every dataset's space allocated (fallocate, so that a full tmpfs is an error
+// at creation and never a SIGBUS at a copy), and reused by later snapshots. A snapshot
+// copies the rank's rows straight into the mapped file (the stall), and the I/O thread
+// only hashes them. Writing through HDF5 instead costs a second copy (host buffer, then
+// file) and, for a new tmpfs file, a page allocation per 4 KiB.
+//
+// The file is an ordinary shard file of format v1: the datasets write_shard writes, in
+// its order, contiguous and with its alignment, so readers need not know how it was
+// written.
+//
+//   auto slab = ShardSlab::create(path, items);  // once (HDF5 creates the datasets)
+//   slab->fill(items);                            // each snapshot, in the stall
+//   auto hashes = slab->hashes();                 // on the I/O thread
+//
+// Thread-safety: fill and hashes must not overlap; the owner orders them.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "checkpoint/format.h"
+
+namespace dtrain::checkpoint {
+
+class ShardSlab {
+ public:
+  // Creates the shard file `path` (which must not exist) holding a dataset for each of
+  // `items` (name, dtype and shape; the data is not written), allocates its space and
+  // maps it. Throws CheckpointError naming `path` (e.g. the tier is full).
+  static std::shared_ptr<ShardSlab> create(const std::string& path, const std::vector<ShardItem>& items);
+  ~ShardSlab();
+  ShardSlab(const ShardSlab&) = delete;
+  ShardSlab& operator=(const ShardSlab&) = delete;
+
+  // Whether the file has a dataset of the same name, dtype and shape for each item, in
+  // order.
+  bool fits(const std::vector<ShardItem>& items) const;
+  // Whether `path` is this slab's file (same device and inode) at its full size.
+  bool is_file_at(const std::string& path) const;
+  // Copies each item's data (any device or layout, the dataset's dtype) into its
+  // dataset's bytes. Requires fits(items).
+  void fill(const std::vector<ShardItem>& items);
+  // The xxHash64 of each dataset's bytes, in order.
+  std::vector<uint64_t> hashes() const;
+  int64_t bytes() const { return static_cast<int64_t>(size_); }
+
+ private:
+  struct Entry {
+    std::string name;
+    at::ScalarType dtype;
+    std::vector<int64_t> shape;
+    int64_t offset = 0;
+    int64_t bytes = 0;
+  };
+  ShardSlab() = default;
+  void map(const std::string& path);
+
+  std::vector<Entry> entries_;
+  int fd_ = -1;
+  void* map_ = nullptr;
+  size_t size_ = 0;
+  dev_t dev_ = 0;
+  ino_t ino_ = 0;
+};
+
+}  // namespace dtrain::checkpoint

@@ -1,0 +1,133 @@
+// Shard files written through a mapping (checkpoint/shard_slab.h): the file is an
+// ordinary shard that the shard reader and HDF5 read bitwise, with the checksums
+// write_shard would record; a slab knows whether other tensors fit and whether a path
+// is still its file; a slab that cannot get its space is a CheckpointError naming the
+// file (never a SIGBUS later).
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "checkpoint/shard_slab.h"
+#include "runtime/base/error.h"
+#include "runtime/base/fs.h"
+#include "runtime/h5/h5.h"
+#include "tests/checkpoint/test_support.h"
+
+namespace dtrain::checkpoint {
+namespace {
+
+namespace stdfs = std::filesystem;
+using namespace testing;  // NOLINT: test helpers
+
+std::vector<ShardItem> some_items(int seed) {
+  at::manual_seed(seed);
+  at::Tensor big = at::randn({300, 257});  // > 64 KiB: aligned
+  Piece piece;
+  piece.tensor = 0;
+  piece.shard = 0;
+  piece.row_start = 100;
+  piece.row_count = 150;
+  piece.bytes = 150 * 257 * 4;
+  return {{"model/fc.weight", big.narrow(0, 100, 150), piece},                       // a view
+          {"model/fc.bias", at::arange(7, at::kDouble).t(), std::nullopt},             // small
+          {"optimizer/step", at::scalar_tensor(int64_t{42}), std::nullopt},            // 0-dim
+          {"extra/mask", at::rand({5, 3}) > 0.5, std::nullopt},                        // bool
+          {"extra/half", at::randn({4, 6}).to(at::kBFloat16).t(), std::nullopt},       // strided
+          {"extra/empty", at::empty({0, 4}), std::nullopt}};
+}
+
+TEST(ShardSlabTest, AFilledSlabIsAShardThatHdf5ReadsBitwiseWithWriteShardsChecksums) {
+  const std::string dir = make_temp_dir("slab");
+  const std::string path = dir + "/shard-00000-of-00001.h5";
+  const auto items = some_items(1);
+  auto slab = ShardSlab::create(path, items);
+  slab->fill(items);
+  const auto hashes = slab->hashes();
+  ASSERT_EQ(hashes.size(), items.size());
+  h5::File f = h5::File::open(path);
+  for (size_t i = 0; i < items.size(); ++i) {
+    const at::Tensor expected = items[i].data.contiguous();
+    const at::Tensor got = f.read_tensor(items[i].name);
+    EXPECT_EQ(got.scalar_type(), expected.scalar_type()) << items[i].name;
+    EXPECT_EQ(got.sizes(), expected.sizes()) << items[i].name;
+    EXPECT_TRUE(got.equal(expected)) << items[i].name;
+    EXPECT_EQ(hashes[i], tensor_xxh64(expected)) << items[i].name;
+  }
+  // Large datasets keep the shard layout's 1 MiB alignment.
+  EXPECT_EQ(f.open_dataset("model/fc.weight").storage_offset() % (1 << 20), 0);
+  f.close();
+  // A second fill with other values of the same layout overwrites every byte.
+  const auto again = some_items(2);
+  ASSERT_TRUE(slab->fits(again));
+  slab->fill(again);
+  h5::File g = h5::File::open(path);
+  EXPECT_TRUE(g.read_tensor("model/fc.weight").equal(again[0].data.contiguous()));
+  EXPECT_EQ(slab->hashes()[0], tensor_xxh64(again[0].data.contiguous()));
+  stdfs::remove_all(dir);
+}
+
+TEST(ShardSlabTest, FitsOnlyTheSameNamesDtypesAndShapesAndKnowsItsFile) {
+  const std::string dir = make_temp_dir("slab");
+  const std::string path = dir + "/s.h5";
+  auto items = some_items(1);
+  auto slab = ShardSlab::create(path, items);
+  EXPECT_TRUE(slab->fits(items));
+  EXPECT_TRUE(slab->is_file_at(path));
+  auto other = items;
+  other[1].data = at::arange(8, at::kDouble);
+  EXPECT_FALSE(slab->fits(other));
+  other = items;
+  other[1].data = other[1].data.to(at::kFloat);
+  EXPECT_FALSE(slab->fits(other));
+  other = items;
+  other[2].name = "optimizer/other";
+  EXPECT_FALSE(slab->fits(other));
+  other = items;
+  other.pop_back();
+  EXPECT_FALSE(slab->fits(other));
+  EXPECT_THROW(slab->fill(other), Error);
+  // Renamed: still its file under the new name; replaced by another file: not.
+  stdfs::rename(path, dir + "/moved.h5");
+  EXPECT_FALSE(slab->is_file_at(path));
+  EXPECT_TRUE(slab->is_file_at(dir + "/moved.h5"));
+  stdfs::copy_file(dir + "/moved.h5", path);
+  EXPECT_FALSE(slab->is_file_at(path));
+  stdfs::remove_all(dir);
+}
+
+TEST(ShardSlabTest, ASlabWithoutSpaceIsAnErrorNamingTheFile) {
+  const std::string dir = make_temp_dir("slab");
+  const std::string path = dir + "/s.h5";
+  // RLIMIT_FSIZE stands in for a full tier: the space is refused at creation.
+  struct rlimit old {};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
+  struct rlimit small = old;
+  small.rlim_cur = 512 << 10;
+  sighandler_t prev = ::signal(SIGXFSZ, SIG_IGN);
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  std::string what;
+  try {
+    ShardSlab::create(path, {{"w", at::zeros({1024, 1024}), std::nullopt}});
+  } catch (const CheckpointError& e) {
+    what = e.what();
+  }
+  ::setrlimit(RLIMIT_FSIZE, &old);
+  ::signal(SIGXFSZ, prev);
+  EXPECT_NE(what.find(path), std::string::npos) << what;
+  // And an existing file is never written over.
+  stdfs::remove(path);
+  { std::ofstream(path) << "precious"; }
+  EXPECT_THROW(ShardSlab::create(path, some_items(1)), CheckpointError);
+  EXPECT_EQ(fs::read_file(path), "precious");
+  stdfs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace dtrain::checkpoint
