@@ -250,6 +250,9 @@ void LocalTier::start(const CollectedState& live, int64_t iteration) {
       p->state = live;
       buffers_ = CollectedState{};
     } else {
+      // State on a GPU on a tier in memory: the prune made this rank a spare it will
+      // not use; it would hold a shard of the tier's memory.
+      if (mapped_ && env_.type_of(spare_path(rank)) == FileType::kRegular) env_.remove_file(spare_path(rank));
       p->state = snapshot(live, &buffers_, &plan, rank);
       buffers_ = p->state;
     }
