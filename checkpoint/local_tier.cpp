@@ -252,7 +252,7 @@ void LocalTier::start(const CollectedState& live, int64_t iteration) {
     } else {
       // State on a GPU on a tier in memory: the prune made this rank a spare it will
       // not use; it would hold a shard of the tier's memory.
-      if (mapped_ && env_.type_of(spare_path(rank)) == FileType::kRegular) env_.remove_file(spare_path(rank));
+      if (mapped_) discard_spare();
       p->state = snapshot(live, &buffers_, &plan, rank);
       buffers_ = p->state;
     }
@@ -320,12 +320,16 @@ std::shared_ptr<ShardSlab> LocalTier::take_slab(const std::vector<ShardItem>& it
     slabs_.push_back(slab);
     return slab;
   }
-  // A spare this rank has not mapped (a resumed run's, another layout's) frees its space.
-  if (env_.type_of(spare) == FileType::kRegular) env_.remove_file(spare);
+  discard_spare();  // one this rank has not mapped (a resumed run's, another layout's)
   std::shared_ptr<ShardSlab> slab = ShardSlab::create(path, items);
   slabs_.push_back(slab);
   while (static_cast<int64_t>(slabs_.size()) > options_.keep + 1) slabs_.erase(slabs_.begin());
   return slab;
+}
+
+void LocalTier::discard_spare() {
+  const std::string spare = spare_path(comm_.rank());
+  if (env_.type_of(spare) == FileType::kRegular) env_.remove_file(spare);
 }
 
 void LocalTier::drop_slab(const std::shared_ptr<ShardSlab>& slab) noexcept {

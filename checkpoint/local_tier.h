@@ -147,6 +147,8 @@ class LocalTier {
   void prune();
   std::string spare_path(int rank) const;
   std::shared_ptr<ShardSlab> take_slab(const std::vector<ShardItem>& items, const std::string& path);
+  // Removes this rank's spare shard file, if any (it frees its space in the tier).
+  void discard_spare();
   void drop_slab(const std::shared_ptr<ShardSlab>& slab) noexcept;
   void require_open();
   void tidy_up(bool resume);
