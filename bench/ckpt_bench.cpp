@@ -89,6 +89,7 @@ int run(int argc, char** argv) {
   const std::string shapes_path = flags.get("shapes", "");
   const std::string json_path = flags.get("json", "");
   const std::string strategy = flags.get("load-strategy", "auto");
+  const std::string keep_dir = flags.get("keep", "");
   flags.check_all_used();
   DTRAIN_CHECK_T(ConfigError, repeats > 0, "--repeats must be positive");
 
@@ -191,6 +192,10 @@ int run(int argc, char** argv) {
       }
     }
     if (rank == 0) {
+      if (!keep_dir.empty() && r + 1 == repeats) {
+        stdfs::remove_all(keep_dir);
+        stdfs::rename(path, keep_dir);
+      }
       stdfs::remove_all(path);
       stdfs::remove(raw_file);
       if (with_dd) {

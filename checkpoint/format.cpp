@@ -29,8 +29,19 @@ h5::FileOptions shard_file_options() {
   h5::FileOptions o;
   o.alignment = 1 << 20;            // large datasets start on 1 MiB boundaries
   o.alignment_threshold = 64 << 10;  // (TOOLCHAIN.md: threshold 0 aligns tiny ones too)
+  o.meta_block_size = 1 << 20;        // all object headers and group indexes together
+  o.small_data_block_size = 1 << 20;  // all datasets under the threshold together
   o.overwrite = false;
   return o;
+}
+
+std::vector<size_t> shard_layout_order(const std::vector<ShardItem>& items) {
+  const int64_t threshold = static_cast<int64_t>(shard_file_options().alignment_threshold);
+  auto bytes = [&](size_t i) { return items[i].data.numel() * static_cast<int64_t>(items[i].data.element_size()); };
+  std::vector<size_t> order(items.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_partition(order.begin(), order.end(), [&](size_t i) { return bytes(i) < threshold; });
+  return order;
 }
 
 namespace {
@@ -186,11 +197,12 @@ ShardManifest write_shard(const std::string& path, int rank, const CollectedStat
     h5::File file = h5::File::create(path, shard_file_options());
     EarlyWriteback writeback(file.posix_fd());
     const int64_t total = static_cast<int64_t>(items.size());
-    for (int64_t i = 0; i < total; ++i) {
+    int64_t written = 0;
+    for (const size_t i : shard_layout_order(items)) {
       const at::Tensor& t = items[i].data;
       file.write_tensor(items[i].name, t);
       writeback.wrote(t.numel() * static_cast<int64_t>(t.element_size()));
-      if (observer) observer(i + 1, total);
+      if (observer) observer(++written, total);
     }
     file.close();
   });
@@ -452,51 +464,6 @@ at::Tensor empty_tensor_for(const TensorRecord& record, const std::vector<int64_
   } catch (const std::bad_alloc&) {
     throw fail("out of memory");
   }
-}
-
-ShardReader::ShardReader(std::string dir, int world_size, bool allow_symlinked_shards)
-    : dir_(std::move(dir)), world_size_(world_size), allow_symlinked_shards_(allow_symlinked_shards) {}
-
-ShardReader::~ShardReader() = default;
-
-void ShardReader::read_piece(const TensorRecord& tensor, const PieceRecord& piece, at::Tensor& dst,
-                             bool verify) {
-  const std::string path = path_of(piece);
-  auto it = files_.find(piece.shard);
-  if (it == files_.end()) {
-    DTRAIN_CHECK_T(CheckpointError, std::filesystem::exists(path),
-                   "shard '{}' is missing (it holds part of tensor '{}')", path, tensor.name);
-    if (check_own_file(path, dir_, allow_symlinked_shards_)) {
-      std::error_code ec;
-      DTRAIN_LOG_WARN_RANK("shard '{}' is a symbolic link to '{}', read because "
-                           "CHECKPOINT.ALLOW_SYMLINKED_SHARDS is on",
-                           path, std::filesystem::canonical(path, ec).string());
-    }
-    try {
-      it = files_.emplace(piece.shard, std::make_unique<h5::File>(h5::File::open(path))).first;
-    } catch (const std::exception& e) {
-      throw CheckpointError(fmt::format("shard '{}' cannot be opened (it holds part of tensor "
-                                        "'{}'; damaged or truncated?): {}",
-                                        path, tensor.name, e.what()));
-    }
-  }
-  DTRAIN_CHECK_T(CheckpointError, dst.is_contiguous() && dst.sizes().vec() == piece.shape,
-                 "internal: destination for '{}' has shape {} but the piece has {}", tensor.name,
-                 fmt::join(dst.sizes(), ","), fmt::join(piece.shape, ","));
-  as_checkpoint_error([&] {
-    h5::Dataset ds = it->second->open_own_dataset("/" + tensor.name);
-    const std::vector<int64_t> stored = ds.shape();
-    DTRAIN_CHECK_T(CheckpointError, stored == piece.shape,
-                   "'{}': tensor '{}' has shape [{}] in the shard but the index says [{}] "
-                   "(truncated or mismatched shard)",
-                   path, tensor.name, fmt::join(stored, ", "), fmt::join(piece.shape, ", "));
-    ds.read_into(dst);
-  });
-  if (verify) verify_piece(path, tensor, piece, dst);
-}
-
-std::string ShardReader::path_of(const PieceRecord& piece) const {
-  return dir_ + "/" + shard_file_name(piece.shard, world_size_);
 }
 
 }  // namespace dtrain::checkpoint

@@ -66,8 +66,14 @@ std::vector<ShardItem> shard_items(const CollectedState& state, const std::vecto
 // The manifest of a shard holding `items`, with hashes[i] the xxHash64 of items[i].
 ShardManifest shard_manifest(const std::vector<ShardItem>& items, const std::vector<uint64_t>& hashes,
                              int rank);
-// How shard files are created: 1 MiB alignment of datasets of 64 KiB and more.
+// How shard files are created: 1 MiB alignment of datasets of 64 KiB and more; object
+// headers and group indexes packed in 1 MiB blocks, and so are the datasets under 64 KiB.
 h5::FileOptions shard_file_options();
+// The order in which a shard's datasets are created and placed in the file (indices
+// into `items`): the small ones (under the alignment threshold) first, packed together
+// after the metadata, then the large ones in item order. A reader that follows file
+// order (ShardReader::locate) then reads the file front to back.
+std::vector<size_t> shard_layout_order(const std::vector<ShardItem>& items);
 
 // Called after each dataset written to a shard (progress, fault injection).
 using ShardWriteObserver = std::function<void(int64_t datasets_written, int64_t datasets_total)>;
@@ -126,7 +132,9 @@ at::Tensor empty_tensor_for(const TensorRecord& record, const std::vector<int64_
 bool check_own_file(const std::string& path, const std::string& dir, bool allow_symlink = false);
 
 // Reads pieces from the shard files of checkpoint directory `dir`, keeping each shard
-// file open once opened. Not thread-safe.
+// file open once opened. A piece stored as a plain contiguous dataset of its dtype (what
+// dtrain writes) is read with pread(2) from the offset HDF5 gives, checked against the
+// file's size; any other is read through HDF5. Not thread-safe.
 class ShardReader {
  public:
   // allow_symlinked_shards (CHECKPOINT.ALLOW_SYMLINKED_SHARDS): a shard that is a
@@ -140,14 +148,30 @@ class ShardReader {
   // (verify_piece, PieceVerifier) or has the same bytes verified elsewhere.
   void read_piece(const TensorRecord& tensor, const PieceRecord& piece, at::Tensor& dst,
                   bool verify = true);
+  // Where `piece`'s bytes start in its shard file when read_piece reads them with
+  // pread(2) into a tensor of `dtype`, else -1. Opens the shard and checks the stored
+  // shape like read_piece (same errors); only metadata is read. A loader that sorts its
+  // pieces by (shard, this offset) reads each file front to back.
+  int64_t locate(const TensorRecord& tensor, const PieceRecord& piece, at::ScalarType dtype);
   // The shard file holding `piece`, as errors name it.
   std::string path_of(const PieceRecord& piece) const;
 
  private:
+  struct Shard {
+    std::unique_ptr<h5::File> file;
+    int64_t size = 0;  // bytes, when opened
+  };
+  struct Located {
+    at::ScalarType dtype;
+    int64_t offset;  // -1: read through HDF5
+  };
+  Shard& shard(const TensorRecord& tensor, const PieceRecord& piece);
+
   std::string dir_;
   int world_size_;
   bool allow_symlinked_shards_;
-  std::map<int, std::unique_ptr<h5::File>> files_;
+  std::map<int, Shard> files_;
+  std::map<std::pair<int, std::string>, Located> located_;  // by (shard, tensor name)
 };
 
 // xxHash64 (seed 0) of a contiguous CPU tensor's bytes.

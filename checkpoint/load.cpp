@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <limits>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -253,8 +254,23 @@ class Checkpointer::DirectoryLoad {
         if (verify) verifier.add(reader.path_of(p), t, p, dst);
         bytes_read_ += p.bytes;
       };
+      // This rank's reads in file order: the metadata of each piece first (packed at the
+      // front of a shard dtrain wrote), then the data front to back.
+      std::vector<PieceRead> mine;
       for (const auto& r : plan_.reads) {
-        if (r.reader != rank) continue;
+        if (r.reader == rank) mine.push_back(r);
+      }
+      // A piece that cannot be located goes last and fails when read: the damage of a
+      // piece read before it (a checksum mismatch) is still the error reported.
+      follow_file_order(index_, mine, [&](const PieceRead& r) {
+        const TensorRecord& t = index_.tensors[r.tensor];
+        try {
+          return reader.locate(t, t.pieces[r.piece], tensors_.at(t.name).scalar_type());
+        } catch (const CheckpointError&) {
+          return std::numeric_limits<int64_t>::max();
+        }
+      });
+      for (const auto& r : mine) {
         at::Tensor dst = destination(r);
         read(r, dst, r.verify);
       }

@@ -110,6 +110,29 @@ Readers find_readers(const std::vector<Visibility>& ranks, int rank, const std::
   return out;
 }
 
+void follow_file_order(const CheckpointIndex& index, std::vector<PieceRead>& reads,
+                       const std::function<int64_t(const PieceRead&)>& offset) {
+  auto shard = [&](const PieceRead& r) { return index.tensors[r.tensor].pieces[r.piece].shard; };
+  std::vector<int64_t> where(reads.size());
+  for (size_t i = 0; i < reads.size(); ++i) where[i] = offset(reads[i]);
+  std::vector<size_t> order(reads.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  for (size_t begin = 0; begin < reads.size();) {
+    size_t end = begin + 1;
+    while (end < reads.size() && shard(reads[end]) == shard(reads[begin]) &&
+           reads[end].verify == reads[begin].verify) {
+      ++end;
+    }
+    std::stable_sort(order.begin() + begin, order.begin() + end,
+                     [&](size_t a, size_t b) { return where[a] < where[b]; });
+    begin = end;
+  }
+  std::vector<PieceRead> sorted;
+  sorted.reserve(reads.size());
+  for (size_t i : order) sorted.push_back(reads[i]);
+  reads = std::move(sorted);
+}
+
 LoadPlan plan_load(const CheckpointIndex& index, const Readers& readers, int rank,
                    const std::function<bool(const std::string&)>& wanted) {
   LoadPlan plan;

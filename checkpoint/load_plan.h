@@ -86,6 +86,14 @@ struct LoadPlan {
   std::vector<PieceRead> relayed_per_rank;
 };
 
+// Reorders `reads` so that each file is read front to back: every maximal run of
+// consecutive reads of the same shard (and the same verify flag, which the plan's order
+// of turns depends on) is sorted by `offset(read)`, the piece's position in its shard
+// (ShardReader::locate; -1, read through HDF5, sorts first). The order of the runs, which
+// spreads ranks over files and verification turns, is kept.
+void follow_file_order(const CheckpointIndex& index, std::vector<PieceRead>& reads,
+                       const std::function<int64_t(const PieceRead&)>& offset);
+
 // `wanted(name)`: whether this load uses the tensor (its owner is loaded).
 LoadPlan plan_load(const CheckpointIndex& index, const Readers& readers, int rank,
                    const std::function<bool(const std::string&)>& wanted);

@@ -24,14 +24,15 @@ std::shared_ptr<ShardSlab> ShardSlab::create(const std::string& path, const std:
   std::shared_ptr<ShardSlab> slab(new ShardSlab());
   try {
     h5::File file = h5::File::create(path, shard_file_options());
-    for (const auto& item : items) {
-      const at::Tensor& t = item.data;
-      h5::Dataset d = file.create_allocated(item.name, t.scalar_type(), t.sizes().vec());
-      Entry e{item.name, t.scalar_type(), t.sizes().vec(), d.storage_offset(),
+    slab->entries_.resize(items.size());
+    for (const size_t i : shard_layout_order(items)) {  // entries_ stay in item order
+      const at::Tensor& t = items[i].data;
+      h5::Dataset d = file.create_allocated(items[i].name, t.scalar_type(), t.sizes().vec());
+      Entry e{items[i].name, t.scalar_type(), t.sizes().vec(), d.storage_offset(),
               t.numel() * static_cast<int64_t>(t.element_size())};
       DTRAIN_CHECK_T(CheckpointError, e.bytes == 0 || e.offset >= 0,
-                     "'{}': HDF5 placed no file space for dataset '{}'", path, item.name);
-      slab->entries_.push_back(std::move(e));
+                     "'{}': HDF5 placed no file space for dataset '{}'", path, items[i].name);
+      slab->entries_[i] = std::move(e);
     }
     file.close();
   } catch (const CheckpointError&) {

@@ -354,20 +354,13 @@ class Fd {
 
 // pread(2) of exactly `n` bytes; throws on an error or an early end of file.
 void PreadAll(int fd, uint64_t offset, void* dst, uint64_t n, const std::string& path) {
-  auto* p = static_cast<char*>(dst);
-  while (n > 0) {
-    const size_t chunk = static_cast<size_t>(std::min<uint64_t>(n, 1u << 30));
-    const ssize_t got = ::pread(fd, p, chunk, static_cast<off_t>(offset));
-    if (got < 0 && errno == EINTR) continue;
-    if (got < 0) {
-      throw CheckpointError(
-          fmt::format("cannot read safetensors file '{}': {}", path, std::strerror(errno)));
-    }
-    if (got == 0) throw Invalid(path, fmt::format("the file ended early at byte {}", offset));
-    p += got;
-    offset += static_cast<uint64_t>(got);
-    n -= static_cast<uint64_t>(got);
+  size_t got = 0;
+  try {
+    got = fs::pread_upto(fd, offset, dst, static_cast<size_t>(n), path);
+  } catch (const Error& e) {
+    throw CheckpointError(fmt::format("cannot read safetensors file '{}': {}", path, e.what()));
   }
+  if (got < n) throw Invalid(path, fmt::format("the file ended early at byte {}", offset + got));
 }
 
 // write(2) of all of `n` bytes.

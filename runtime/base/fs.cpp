@@ -140,6 +140,20 @@ std::string parent_dir(const std::string& path) {
   return parent.empty() ? std::string(".") : parent.string();
 }
 
+size_t pread_upto(int fd, uint64_t offset, void* dst, size_t n, const std::string& path) {
+  auto* p = static_cast<char*>(dst);
+  size_t done = 0;
+  while (done < n) {
+    const size_t chunk = std::min<size_t>(n - done, size_t{1} << 30);
+    const ssize_t got = ::pread(fd, p + done, chunk, static_cast<off_t>(offset + done));
+    if (got < 0 && errno == EINTR) continue;
+    DTRAIN_CHECK(got >= 0, "cannot read '{}' at byte {}: {}", path, offset + done, std::strerror(errno));
+    if (got == 0) break;
+    done += static_cast<size_t>(got);
+  }
+  return done;
+}
+
 std::string temp_name_for(const std::string& path) {
   std::random_device rd;
   const uint64_t id = (static_cast<uint64_t>(rd()) << 32) ^ rd();

@@ -31,6 +31,11 @@ std::string read_file(const std::string& path, const ReadOptions& options = {});
 // same open rules as read_file().
 std::string read_file_head(const std::string& path, size_t limit, bool no_follow = false);
 
+// pread(2) of `n` bytes of the open file `fd` at `offset` into `dst`, retrying short
+// reads and EINTR; returns how many bytes it read, which is less than `n` only when the
+// file ends first. Throws dtrain::Error naming `path` on a read error.
+size_t pread_upto(int fd, uint64_t offset, void* dst, size_t n, const std::string& path);
+
 // A hidden temporary name next to `path`: "<dir>/.<name>.tmp-<16 random hex digits>".
 // Unpredictable (from std::random_device), so other users cannot pre-create it; create
 // it with O_EXCL (or mkdir) all the same. The ".tmp-" infix is what checkpoint cleanup

@@ -69,6 +69,24 @@ int64_t Dataset::storage_offset() const {
   return a == HADDR_UNDEF ? -1 : static_cast<int64_t>(a);
 }
 
+std::optional<int64_t> Dataset::raw_offset(at::ScalarType as) const {
+  ApiScope scope;
+  PropertyList plist = PropertyList::adopt(
+      check_id(H5Dget_create_plist(id()), "querying the creation properties of dataset {}",
+               describe()));
+  if (H5Pget_layout(plist.id()) != H5D_CONTIGUOUS || H5Pget_external_count(plist.id()) != 0) {
+    return std::nullopt;
+  }
+  const DataType stored = type();
+  const DataType wanted = datatype_for(as);
+  if (H5Tequal(stored.id(), wanted.id()) <= 0) return std::nullopt;
+  const int64_t bytes = num_elements() * static_cast<int64_t>(c10::elementSize(as));
+  if (static_cast<int64_t>(H5Dget_storage_size(id())) != bytes) return std::nullopt;
+  const int64_t offset = storage_offset();
+  if (offset < 0) return std::nullopt;
+  return offset;
+}
+
 void Dataset::write(const at::Tensor& tensor) {
   ApiScope scope;
   const std::vector<int64_t> expected = shape();

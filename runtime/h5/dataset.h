@@ -42,6 +42,12 @@ class Dataset : public Object {
   // The file offset of a contiguous dataset's data, or -1 when it has no file space yet
   // (or is not contiguous).
   int64_t storage_offset() const;
+  // The file offset of the dataset's bytes when they are stored exactly as a contiguous
+  // tensor of dtype `as` holds them in memory: contiguous layout in this file (not
+  // external), HDF5's native type for `as`, all of its space allocated. A reader may then
+  // read them itself (pread); nullopt otherwise (read them with read_into). The offset
+  // comes from the file (untrusted): check it against the file's size before reading.
+  std::optional<int64_t> raw_offset(at::ScalarType as) const;
 
   // Writes the whole dataset from `tensor`, whose shape must equal shape(). Non-contiguous
   // or non-CPU tensors are copied to a contiguous CPU tensor first; a dtype other than

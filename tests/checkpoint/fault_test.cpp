@@ -249,6 +249,21 @@ std::vector<Damage> AllDamages() {
        },
        {"'{shard}'", "tensor 'model/"},
        "{shard}"},
+      {"dataset placed past the end of the shard",
+       [shard](const std::string& c) {
+         // The layout message's 8-byte address of the data, rewritten to point 1 GiB out.
+         const std::string p = c + "/" + shard;
+         const int64_t offset = dataset_offset(p, "/model/fc1.weight");
+         std::string bytes = fs::read_file(p);
+         const std::string from(reinterpret_cast<const char*>(&offset), 8);
+         const int64_t far = offset + (int64_t{1} << 30);
+         const size_t at = bytes.find(from);
+         ASSERT_NE(at, std::string::npos);
+         bytes.replace(at, 8, std::string(reinterpret_cast<const char*>(&far), 8));
+         std::ofstream(p, std::ios::binary | std::ios::trunc) << bytes;
+       },
+       {"'{shard}'", "tensor 'model/fc1.weight'", "past the end of the file"},
+       "past the end of the file"},
       {"missing shard",
        [shard](const std::string& c) { stdfs::remove(c + "/" + shard); },
        {"shard '{shard}' is missing", "tensor 'model/"},

@@ -164,5 +164,28 @@ TEST(PlanLoad, PerRankPiecesOfRanksBeyondTheWorldAreNotRead) {
   EXPECT_TRUE(plan.relayed_per_rank.empty());
 }
 
+TEST(FollowFileOrder, SortsEachRunOfOneShardByOffsetAndKeepsTheRunsInPlace) {
+  CheckpointIndex idx = TwoShardIndex();
+  // Plan order: shard 1's pieces (a run), then shard 0's, then shard 1's again.
+  std::vector<PieceRead> reads = {{1, 0, 0, true}, {0, 1, 0, true}, {2, 1, 0, true},
+                                  {0, 0, 0, true}, {2, 0, 0, true}, {3, 1, 0, true}};
+  const std::map<std::string, int64_t> offset = {{"model/b:0", 4096},       {"model/w:1", 1 << 20},
+                                                 {"optimizer/m:1", 2048},   {"model/w:0", 3 << 20},
+                                                 {"optimizer/m:0", 1 << 20}, {"rng/cpu:1", -1}};
+  follow_file_order(idx, reads, [&](const PieceRead& r) {
+    return offset.at(idx.tensors[r.tensor].name + ":" + std::to_string(r.piece));
+  });
+  EXPECT_EQ(Names(idx, reads), (std::vector<std::string>{"optimizer/m:1", "model/b:0", "model/w:1",
+                                                          "optimizer/m:0", "model/w:0", "rng/cpu:1"}));
+}
+
+TEST(FollowFileOrder, KeepsTheVerificationTurnsApart) {
+  CheckpointIndex idx = TwoShardIndex();
+  // All on shard 0, but this rank verifies the first two and not the last: two runs.
+  std::vector<PieceRead> reads = {{0, 0, 0, true}, {2, 0, 0, true}, {3, 0, 0, false}};
+  follow_file_order(idx, reads, [&](const PieceRead& r) { return r.tensor == 0 ? 100 : r.tensor == 2 ? 50 : 0; });
+  EXPECT_EQ(Names(idx, reads), (std::vector<std::string>{"optimizer/m:0", "model/w:0", "rng/cpu:0"}));
+}
+
 }  // namespace
 }  // namespace dtrain::checkpoint

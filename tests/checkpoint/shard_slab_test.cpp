@@ -135,5 +135,57 @@ TEST(ShardSlabTest, ASlabWithoutSpaceIsAnErrorNamingTheFile) {
   stdfs::remove_all(dir);
 }
 
+// Items alternating large (>= 64 KiB) and small, as a model's weights and biases do.
+std::vector<ShardItem> interleaved_items() {
+  std::vector<ShardItem> items;
+  for (int i = 0; i < 4; ++i) {
+    items.push_back({"model/l" + std::to_string(i) + ".weight", at::full({130, 130}, float(i)), std::nullopt});
+    items.push_back({"model/l" + std::to_string(i) + ".bias", at::full({130}, float(i)), std::nullopt});
+    items.push_back({"model/l" + std::to_string(i) + ".scale", at::full({3}, double(i)), std::nullopt});
+  }
+  return items;
+}
+
+// Both writers lay a shard out for a front-to-back read (shard_file_options,
+// shard_layout_order): every object header, then the small datasets together, then the
+// large ones in item order, each on a 1 MiB boundary.
+void ExpectReadingLayout(const std::string& path, const std::vector<ShardItem>& items) {
+  h5::File f = h5::File::open(path);
+  int64_t last_header = 0, last_small_end = 0, previous_large = -1;
+  for (const auto& item : items) {
+    H5O_info_t info;
+    ASSERT_GE(H5Oget_info_by_name2(f.id(), item.name.c_str(), &info, H5O_INFO_BASIC, H5P_DEFAULT), 0);
+    last_header = std::max<int64_t>(last_header, static_cast<int64_t>(info.addr));
+    const int64_t bytes = item.data.numel() * static_cast<int64_t>(item.data.element_size());
+    if (bytes < (64 << 10)) {
+      last_small_end = std::max(last_small_end, f.open_dataset(item.name).storage_offset() + bytes);
+    }
+  }
+  EXPECT_LT(last_header, 1 << 20);
+  for (const auto& item : items) {
+    const int64_t bytes = item.data.numel() * static_cast<int64_t>(item.data.element_size());
+    if (bytes < (64 << 10)) continue;
+    const int64_t offset = f.open_dataset(item.name).storage_offset();
+    EXPECT_EQ(offset % (1 << 20), 0) << item.name;
+    EXPECT_GT(offset, last_small_end) << item.name;
+    EXPECT_GT(offset, previous_large) << item.name << " is not in item order";
+    previous_large = offset;
+  }
+  EXPECT_GE(last_small_end, last_header);
+}
+
+TEST(ShardLayoutTest, WriteShardAndSlabsPutHeadersThenSmallDatasetsThenLargeOnesInOrder) {
+  const std::string dir = make_temp_dir("layout");
+  const auto items = interleaved_items();
+  CollectedState state;
+  for (const auto& item : items) state.per_rank.emplace_back(item.name, item.data);
+  write_shard(dir + "/written.h5", 0, state, {});
+  ExpectReadingLayout(dir + "/written.h5", items);
+  auto slab = ShardSlab::create(dir + "/mapped.h5", items);
+  slab->fill(items);
+  ExpectReadingLayout(dir + "/mapped.h5", items);
+  stdfs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace dtrain::checkpoint
