@@ -159,10 +159,11 @@ class ShardReader {
  private:
   struct Shard {
     std::unique_ptr<h5::File> file;
-    int64_t size = 0;  // bytes, when opened
+    int64_t size = 0;  // bytes, when opened: the file's size or HDF5's end, the smaller
   };
-  struct Located {
+  struct Located {  // what locate() found for a piece of this dtype and shape
     at::ScalarType dtype;
+    std::vector<int64_t> shape;
     int64_t offset;  // -1: read through HDF5
   };
   Shard& shard(const TensorRecord& tensor, const PieceRecord& piece);

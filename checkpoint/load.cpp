@@ -260,13 +260,14 @@ class Checkpointer::DirectoryLoad {
       for (const auto& r : plan_.reads) {
         if (r.reader == rank) mine.push_back(r);
       }
-      // A piece that cannot be located goes last and fails when read: the damage of a
-      // piece read before it (a checksum mismatch) is still the error reported.
+      // A piece that cannot be located goes last in its run and fails when read, in the
+      // read loop: the damage of a piece read before it (a checksum mismatch) is still
+      // the error reported.
       follow_file_order(index_, mine, [&](const PieceRead& r) {
         const TensorRecord& t = index_.tensors[r.tensor];
         try {
           return reader.locate(t, t.pieces[r.piece], tensors_.at(t.name).scalar_type());
-        } catch (const CheckpointError&) {
+        } catch (const std::exception&) {
           return std::numeric_limits<int64_t>::max();
         }
       });

@@ -44,11 +44,12 @@ void split_verification(const CheckpointIndex& index, const Readers& readers,
     verifier[i] = total > 0 ? static_cast<int>(offset * n / total) : 0;
     offset += bytes(reads[i]);
     reads[i].verify = verifier[i] == readers.same_files_index;
+    reads[i].turn = (verifier[i] - readers.same_files_index + n) % n;
   }
   std::vector<size_t> order(reads.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  auto turn = [&](size_t i) { return (verifier[i] - readers.same_files_index + n) % n; };
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return turn(a) < turn(b); });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return reads[a].turn < reads[b].turn; });
   std::vector<PieceRead> sorted;
   sorted.reserve(reads.size());
   for (size_t i : order) sorted.push_back(reads[i]);
@@ -120,7 +121,7 @@ void follow_file_order(const CheckpointIndex& index, std::vector<PieceRead>& rea
   for (size_t begin = 0; begin < reads.size();) {
     size_t end = begin + 1;
     while (end < reads.size() && shard(reads[end]) == shard(reads[begin]) &&
-           reads[end].verify == reads[begin].verify) {
+           reads[end].turn == reads[begin].turn) {
       ++end;
     }
     std::stable_sort(order.begin() + begin, order.begin() + end,

@@ -71,6 +71,7 @@ struct PieceRead {
   size_t piece = 0;
   int reader = 0;
   bool verify = true;  // whether this rank verifies it when it reads it
+  int turn = 0;        // split_verification's turn: follow_file_order never mixes turns
 };
 
 struct LoadPlan {
@@ -87,10 +88,9 @@ struct LoadPlan {
 };
 
 // Reorders `reads` so that each file is read front to back: every maximal run of
-// consecutive reads of the same shard (and the same verify flag, which the plan's order
-// of turns depends on) is sorted by `offset(read)`, the piece's position in its shard
-// (ShardReader::locate; -1, read through HDF5, sorts first). The order of the runs, which
-// spreads ranks over files and verification turns, is kept.
+// consecutive reads of the same shard and turn is sorted by `offset(read)`, the piece's
+// position in its shard (ShardReader::locate; -1, read through HDF5, sorts first). The
+// order of the runs, which spreads ranks over files and verification turns, is kept.
 void follow_file_order(const CheckpointIndex& index, std::vector<PieceRead>& reads,
                        const std::function<int64_t(const PieceRead&)>& offset);
 

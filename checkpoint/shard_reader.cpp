@@ -30,7 +30,10 @@ h5::Dataset open_piece(h5::File& file, const std::string& path, const TensorReco
                        const PieceRecord& piece) {
   h5::Dataset ds = file.open_own_dataset("/" + tensor.name);
   const std::vector<int64_t> stored = ds.shape();
-  DTRAIN_CHECK_T(CheckpointError, stored == piece.shape,
+  int64_t elements = 1;
+  for (int64_t d : stored) elements *= d;
+  // A null dataspace has the shape [] of a 0-d tensor but no element.
+  DTRAIN_CHECK_T(CheckpointError, stored == piece.shape && ds.num_elements() == elements,
                  "'{}': tensor '{}' has shape [{}] in the shard but the index says [{}] "
                  "(truncated or mismatched shard)",
                  path, tensor.name, fmt::join(stored, ", "), fmt::join(piece.shape, ", "));
@@ -67,7 +70,8 @@ ShardReader::Shard& ShardReader::shard(const TensorRecord& tensor, const PieceRe
   struct stat st {};
   DTRAIN_CHECK_T(CheckpointError, ::fstat(s.file->posix_fd(), &st) == 0, "cannot stat shard '{}': {}",
                  path, std::strerror(errno));
-  s.size = static_cast<int64_t>(st.st_size);
+  // Pieces must lie inside both the file and what HDF5 allocated in it.
+  s.size = std::min(static_cast<int64_t>(st.st_size), as_checkpoint_error([&] { return s.file->allocated_end(); }));
   // The head of a shard dtrain wrote holds every object header and the small datasets
   // (shard_file_options): have the kernel read it in one go, instead of a random 4 KiB
   // read for each header HDF5 looks at (~0.1 ms each on a cold disk). Advisory.
@@ -78,7 +82,9 @@ ShardReader::Shard& ShardReader::shard(const TensorRecord& tensor, const PieceRe
 
 int64_t ShardReader::locate(const TensorRecord& tensor, const PieceRecord& piece, at::ScalarType dtype) {
   auto known = located_.find({piece.shard, tensor.name});
-  if (known != located_.end() && known->second.dtype == dtype) return known->second.offset;
+  if (known != located_.end() && known->second.dtype == dtype && known->second.shape == piece.shape) {
+    return known->second.offset;
+  }
   Shard& s = shard(tensor, piece);
   const std::string path = path_of(piece);
   const int64_t offset = as_checkpoint_error([&] {
@@ -87,12 +93,12 @@ int64_t ShardReader::locate(const TensorRecord& tensor, const PieceRecord& piece
     if (!raw) return int64_t{-1};
     const int64_t bytes = ds.num_elements() * static_cast<int64_t>(c10::elementSize(dtype));
     DTRAIN_CHECK_T(CheckpointError, *raw <= s.size && bytes <= s.size - *raw,
-                   "'{}': the {} bytes of tensor '{}' would lie at [{}, {}), past the end of "
-                   "the file ({} bytes; truncated or damaged shard)",
-                   path, bytes, tensor.name, *raw, *raw + bytes, s.size);
+                   "'{}': tensor '{}' ({} bytes) is stored at offset {}, past the end of the "
+                   "file ({} bytes used; truncated or damaged shard)",
+                   path, tensor.name, bytes, *raw, s.size);
     return *raw;
   });
-  located_[{piece.shard, tensor.name}] = Located{dtype, offset};
+  located_[{piece.shard, tensor.name}] = Located{dtype, piece.shape, offset};
   return offset;
 }
 

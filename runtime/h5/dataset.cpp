@@ -81,7 +81,7 @@ std::optional<int64_t> Dataset::raw_offset(at::ScalarType as) const {
   const DataType wanted = datatype_for(as);
   if (H5Tequal(stored.id(), wanted.id()) <= 0) return std::nullopt;
   const int64_t bytes = num_elements() * static_cast<int64_t>(c10::elementSize(as));
-  if (static_cast<int64_t>(H5Dget_storage_size(id())) != bytes) return std::nullopt;
+  if (bytes == 0 || static_cast<int64_t>(H5Dget_storage_size(id())) != bytes) return std::nullopt;
   const int64_t offset = storage_offset();
   if (offset < 0) return std::nullopt;
   return offset;

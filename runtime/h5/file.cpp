@@ -1,6 +1,8 @@
 // File creation/opening and checked close (see file.h).
 #include "runtime/h5/file.h"
 
+#include <cstdint>
+
 #include "runtime/base/error.h"
 
 namespace dtrain::h5 {
@@ -49,6 +51,13 @@ int File::posix_fd() const {
   check(H5Fget_vfd_handle(id(), H5P_DEFAULT, &handle), "getting the file descriptor of '{}'",
         file_name());
   return *static_cast<int*>(handle);
+}
+
+int64_t File::allocated_end() const {
+  ApiScope scope;
+  haddr_t eoa = 0;
+  check(H5Fget_eoa(id(), &eoa), "querying the allocated size of '{}'", file_name());
+  return eoa > static_cast<haddr_t>(INT64_MAX) ? INT64_MAX : static_cast<int64_t>(eoa);
 }
 
 void File::close() {

@@ -48,6 +48,9 @@ class File : public Group {
   // The POSIX file descriptor of the sec2 driver (owned by HDF5; valid while the file
   // is open), for fsync or sync_file_range on what HDF5 has written.
   int posix_fd() const;
+  // The end of the space HDF5 has allocated in the file (its "end of address space",
+  // H5Fget_eoa): no object of the file lies past it, whatever the file's size.
+  int64_t allocated_end() const;
   // Closes the file now, reporting errors. Throws h5::H5Error if groups,
   // datasets or attributes of the file are still open (HDF5 would otherwise delay the
   // close until they are); the File is then left open.

@@ -264,6 +264,33 @@ std::vector<Damage> AllDamages() {
        },
        {"'{shard}'", "tensor 'model/fc1.weight'", "past the end of the file"},
        "past the end of the file"},
+      {"index splitting one dataset into two pieces of the same shard",
+       [](const std::string& c) {
+         // Rows [0, 1) and [1, n) of model/fc1.weight, both claimed by shard 0, whose
+         // dataset holds all n rows: the second piece must not be read from the first's
+         // offset with its own length.
+         h5::File f = h5::File::open(c + "/checkpoint.h5", h5::OpenMode::kReadWrite);
+         nlohmann::json j = nlohmann::json::parse(f.read_string(kIndexDataset));
+         for (auto& t : j["tensors"]) {
+           if (t["name"] != "model/fc1.weight") continue;
+           nlohmann::json first = t["pieces"][0], second = first;
+           const int64_t rows = first["row_count"].get<int64_t>();
+           const int64_t row_bytes = first["bytes"].get<int64_t>() / rows;
+           first["row_count"] = 1;
+           first["bytes"] = row_bytes;
+           first["shape"][0] = 1;
+           second["row_start"] = 1;
+           second["row_count"] = rows - 1;
+           second["bytes"] = row_bytes * (rows - 1);
+           second["shape"][0] = rows - 1;
+           t["pieces"] = nlohmann::json::array({first, second});
+         }
+         f.remove(kIndexDataset);
+         f.write_string(kIndexDataset, j.dump());
+         f.close();
+       },
+       {"'{shard}'", "tensor 'model/fc1.weight' has shape"},
+       "has shape"},
       {"missing shard",
        [shard](const std::string& c) { stdfs::remove(c + "/" + shard); },
        {"shard '{shard}' is missing", "tensor 'model/"},

@@ -181,8 +181,9 @@ TEST(FollowFileOrder, SortsEachRunOfOneShardByOffsetAndKeepsTheRunsInPlace) {
 
 TEST(FollowFileOrder, KeepsTheVerificationTurnsApart) {
   CheckpointIndex idx = TwoShardIndex();
-  // All on shard 0, but this rank verifies the first two and not the last: two runs.
-  std::vector<PieceRead> reads = {{0, 0, 0, true}, {2, 0, 0, true}, {3, 0, 0, false}};
+  // All on shard 0, but in two turns of split_verification: two runs, kept apart even
+  // though this rank verifies neither turn.
+  std::vector<PieceRead> reads = {{0, 0, 0, false, 1}, {2, 0, 0, false, 1}, {3, 0, 0, false, 2}};
   follow_file_order(idx, reads, [&](const PieceRead& r) { return r.tensor == 0 ? 100 : r.tensor == 2 ? 50 : 0; });
   EXPECT_EQ(Names(idx, reads), (std::vector<std::string>{"optimizer/m:0", "model/w:0", "rng/cpu:0"}));
 }
