@@ -29,8 +29,6 @@ h5::FileOptions shard_file_options() {
   h5::FileOptions o;
   o.alignment = 1 << 20;            // large datasets start on 1 MiB boundaries
   o.alignment_threshold = 64 << 10;  // (TOOLCHAIN.md: threshold 0 aligns tiny ones too)
-  o.meta_block_size = 1 << 20;        // all object headers and group indexes together
-  o.small_data_block_size = 1 << 20;  // all datasets under the threshold together
   o.overwrite = false;
   return o;
 }
@@ -197,12 +195,22 @@ ShardManifest write_shard(const std::string& path, int rank, const CollectedStat
     h5::File file = h5::File::create(path, shard_file_options());
     EarlyWriteback writeback(file.posix_fd());
     const int64_t total = static_cast<int64_t>(items.size());
-    int64_t written = 0;
-    for (const size_t i : shard_layout_order(items)) {
+    // Every dataset is created before any is written: a contiguous dataset gets its file
+    // space at its first write, so HDF5 puts all object headers together at the front,
+    // then the small datasets' data, then each large one's after the one before.
+    const std::vector<size_t> order = shard_layout_order(items);
+    std::vector<h5::Dataset> datasets;
+    datasets.reserve(order.size());
+    for (const size_t i : order) {
       const at::Tensor& t = items[i].data;
-      file.write_tensor(items[i].name, t);
+      datasets.push_back(file.create_dataset(items[i].name, h5::datatype_for(t.scalar_type()), t.sizes().vec()));
+    }
+    for (size_t k = 0; k < order.size(); ++k) {
+      const at::Tensor& t = items[order[k]].data;
+      datasets[k].write(t);
+      datasets[k].close();
       writeback.wrote(t.numel() * static_cast<int64_t>(t.element_size()));
-      if (observer) observer(++written, total);
+      if (observer) observer(static_cast<int64_t>(k) + 1, total);
     }
     file.close();
   });

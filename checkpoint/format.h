@@ -66,13 +66,13 @@ std::vector<ShardItem> shard_items(const CollectedState& state, const std::vecto
 // The manifest of a shard holding `items`, with hashes[i] the xxHash64 of items[i].
 ShardManifest shard_manifest(const std::vector<ShardItem>& items, const std::vector<uint64_t>& hashes,
                              int rank);
-// How shard files are created: 1 MiB alignment of datasets of 64 KiB and more; object
-// headers and group indexes packed in 1 MiB blocks, and so are the datasets under 64 KiB.
+// How shard files are created: 1 MiB alignment of datasets of 64 KiB and more.
 h5::FileOptions shard_file_options();
 // The order in which a shard's datasets are created and placed in the file (indices
-// into `items`): the small ones (under the alignment threshold) first, packed together
-// after the metadata, then the large ones in item order. A reader that follows file
-// order (ShardReader::locate) then reads the file front to back.
+// into `items`): the small ones (under the alignment threshold) first, then the large
+// ones in item order. write_shard creates them all before writing any, so the file holds
+// every object header, then the small datasets' data, then the large ones'; a reader
+// that follows file order (ShardReader::locate) reads it front to back.
 std::vector<size_t> shard_layout_order(const std::vector<ShardItem>& items);
 
 // Called after each dataset written to a shard (progress, fault injection).
