@@ -73,7 +73,7 @@ ShardReader::Shard& ShardReader::shard(const TensorRecord& tensor, const PieceRe
   // Pieces must lie inside both the file and what HDF5 allocated in it.
   s.size = std::min(static_cast<int64_t>(st.st_size), as_checkpoint_error([&] { return s.file->allocated_end(); }));
   // The head of a shard dtrain wrote holds every object header and the small datasets
-  // (shard_file_options): have the kernel read it in one go, instead of a random 4 KiB
+  // (write_shard, shard_layout_order): have the kernel read it in one go, not a random 4 KiB
   // read for each header HDF5 looks at (~0.1 ms each on a cold disk). Advisory.
   (void)::posix_fadvise(s.file->posix_fd(), 0, std::min<int64_t>(s.size, kShardHeadBytes),
                         POSIX_FADV_WILLNEED);
