@@ -17,7 +17,9 @@
 #include <torch/version.h>
 
 #include "checkpoint/h5_boundary.h"
+#include "runtime/base/env.h"
 #include "runtime/base/error.h"
+#include "runtime/base/fs.h"
 #include "runtime/base/logging.h"
 #include "runtime/h5/h5.h"
 
@@ -341,33 +343,94 @@ void create_tensor_datasets(h5::File& file, const std::string& path, const Tenso
 
 }  // namespace
 
-void begin_index_file(const std::string& dir, const CheckpointIndex& planned,
-                      const std::string& config_yaml) {
+namespace {
+
+// What begin_index_file writes besides the virtual datasets: the root attributes,
+// /dtrain/config_yaml and the scalars.
+void stamp_index_file(h5::File& file, const CheckpointIndex& planned, const std::string& config_yaml) {
+  file.set_string_attr("format", kFormatName);
+  file.set_int_attr("format_version", planned.format_version);
+  file.set_int_attr("iteration", planned.iteration);
+  file.set_int_attr("world_size", planned.world_size);
+  file.set_string_attr("created", planned.created);
+  for (const auto& [k, v] : planned.versions) file.set_string_attr(k + "_version", v);
+  file.write_string("/dtrain/config_yaml", config_yaml);
+  for (const auto& [name, value] : planned.scalars) {
+    if (auto i = std::get_if<int64_t>(&value)) {
+      file.write_tensor(name, at::scalar_tensor(*i, at::kLong));
+    } else if (auto d = std::get_if<double>(&value)) {
+      file.write_tensor(name, at::scalar_tensor(*d, at::kDouble));
+    } else if (auto s = std::get_if<std::string>(&value)) {
+      file.write_string(name, *s);
+    }
+  }
+}
+
+// A virtual dataset for each replicated tensor of `planned`.
+void add_replicated_mappings(h5::File& file, const std::string& path, const CheckpointIndex& planned) {
+  for (const auto& t : planned.tensors) {
+    if (!t.per_rank) create_tensor_datasets(file, path, t, planned.world_size);
+  }
+}
+
+}  // namespace
+
+void begin_index_file(const std::string& dir, const CheckpointIndex& planned, const std::string& config_yaml,
+                      const std::string* mappings_image) {
   as_checkpoint_error([&] {
     const std::string path = dir + "/" + kIndexFile;
+    if (mappings_image != nullptr) {
+      try {
+        Env::posix().write_new_file(path, *mappings_image);
+      } catch (const CheckpointError&) {
+        throw;
+      } catch (const Error& e) {
+        throw CheckpointError(fmt::format("writing '{}': {}", path, e.what()));
+      }
+      h5::File file = h5::File::open(path, h5::OpenMode::kReadWrite);
+      stamp_index_file(file, planned, config_yaml);
+      file.close();
+      return;
+    }
     h5::FileOptions options;
     options.overwrite = false;
     h5::File file = h5::File::create(path, options);
-    file.set_string_attr("format", kFormatName);
-    file.set_int_attr("format_version", planned.format_version);
-    file.set_int_attr("iteration", planned.iteration);
-    file.set_int_attr("world_size", planned.world_size);
-    file.set_string_attr("created", planned.created);
-    for (const auto& [k, v] : planned.versions) file.set_string_attr(k + "_version", v);
-    file.write_string("/dtrain/config_yaml", config_yaml);
-    for (const auto& [name, value] : planned.scalars) {
-      if (auto i = std::get_if<int64_t>(&value)) {
-        file.write_tensor(name, at::scalar_tensor(*i, at::kLong));
-      } else if (auto d = std::get_if<double>(&value)) {
-        file.write_tensor(name, at::scalar_tensor(*d, at::kDouble));
-      } else if (auto s = std::get_if<std::string>(&value)) {
-        file.write_string(name, *s);
-      }
-    }
-    for (const auto& t : planned.tensors) {
-      if (!t.per_rank) create_tensor_datasets(file, path, t, planned.world_size);
-    }
+    stamp_index_file(file, planned, config_yaml);
+    add_replicated_mappings(file, path, planned);
     file.close();
+  });
+}
+
+std::string index_layout_key(const CheckpointIndex& planned) {
+  std::string key = std::to_string(planned.world_size);
+  for (const auto& t : planned.tensors) {
+    if (t.per_rank) continue;
+    key += fmt::format("\n{}\t{}\t[{}]", t.name, t.dtype, fmt::join(t.shape, ","));
+    for (const auto& p : t.pieces) key += fmt::format("\t{}:{}:[{}]", p.shard, p.row_start, fmt::join(p.shape, ","));
+  }
+  return key;
+}
+
+std::string index_mappings_image(const std::string& scratch_path, const CheckpointIndex& planned) {
+  return as_checkpoint_error([&] {
+    fs::remove_quietly(scratch_path);
+    std::string image;
+    try {
+      h5::File file = h5::File::create(scratch_path, h5::FileOptions{});
+      add_replicated_mappings(file, scratch_path, planned);
+      file.close();
+      image = fs::read_file(scratch_path);
+    } catch (const Error& e) {
+      fs::remove_quietly(scratch_path);
+      if (dynamic_cast<const CheckpointError*>(&e) != nullptr) throw;
+      throw CheckpointError(fmt::format("making the virtual datasets of checkpoint.h5 at '{}': {}",
+                                        scratch_path, e.what()));
+    } catch (...) {
+      fs::remove_quietly(scratch_path);
+      throw;
+    }
+    fs::remove_quietly(scratch_path);
+    return image;
   });
 }
 

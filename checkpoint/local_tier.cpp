@@ -260,8 +260,14 @@ void LocalTier::start(const CollectedState& live, int64_t iteration) {
       p->planned = plan_index(live, plan, world, iteration);
       stamp_index(p->planned);
       Pending* raw = p.get();
-      p->index_begun = std::async(std::launch::async, [raw, yaml = options_.config_yaml] {
-        begin_index_file(raw->tmp, raw->planned, yaml);
+      p->index_begun = std::async(std::launch::async, [this, raw] {
+        // Snapshots of one run share their layout: the virtual datasets are made once.
+        std::string key = index_layout_key(raw->planned);
+        if (key != index_layout_) {
+          index_image_ = index_mappings_image(job_dir_ + "/.index-layout.tmp-local", raw->planned);
+          index_layout_ = std::move(key);
+        }
+        begin_index_file(raw->tmp, raw->planned, options_.config_yaml, &index_image_);
       });
     }
     if (p->slab) {

@@ -16,14 +16,6 @@ File File::create(const std::string& path, const FileOptions& options) {
           "creating '{}': setting alignment {} (threshold {})", path, options.alignment,
           options.alignment_threshold);
   }
-  if (options.meta_block_size > 0) {
-    check(H5Pset_meta_block_size(fapl.id(), options.meta_block_size),
-          "creating '{}': setting the metadata block size {}", path, options.meta_block_size);
-  }
-  if (options.small_data_block_size > 0) {
-    check(H5Pset_small_data_block_size(fapl.id(), options.small_data_block_size),
-          "creating '{}': setting the small data block size {}", path, options.small_data_block_size);
-  }
   const unsigned flags = options.overwrite ? H5F_ACC_TRUNC : H5F_ACC_EXCL;
   return File(check_id(H5Fcreate(path.c_str(), flags, H5P_DEFAULT, fapl.id()),
                        "creating HDF5 file '{}'", path),

@@ -22,12 +22,6 @@ struct FileOptions {
   // multiple of `alignment` bytes in the file. 0 keeps HDF5's default (no alignment).
   uint64_t alignment = 0;
   uint64_t alignment_threshold = 0;
-  // H5Pset_meta_block_size / H5Pset_small_data_block_size: HDF5 places metadata (object
-  // headers, group indexes) and raw data smaller than the block in blocks of this many
-  // bytes, so they end up together instead of scattered between large datasets (a
-  // reader then finds them with few seeks). 0 keeps HDF5's defaults (2 KiB).
-  uint64_t meta_block_size = 0;
-  uint64_t small_data_block_size = 0;
   // Replace an existing file (H5F_ACC_TRUNC); false fails instead (H5F_ACC_EXCL).
   bool overwrite = true;
 };

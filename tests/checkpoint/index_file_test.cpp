@@ -34,6 +34,28 @@ CollectedState sample_state(uint64_t rng_seed) {
   return s;
 }
 
+// What finish_index_file left in `dir`/checkpoint.h5 reads back: the index, attributes,
+// config, scalars and every tensor through its virtual dataset, bit for bit.
+void ExpectReadsBack(const std::string& dir, const CheckpointIndex& planned, const CheckpointIndex& index,
+                     const std::string& config_yaml, const std::vector<CollectedState>& states) {
+  EXPECT_EQ(read_index_text(dir), index.to_json());
+  h5::File f = h5::File::open(dir + "/" + kIndexFile);
+  EXPECT_EQ(f.get_int_attr("iteration"), index.iteration);
+  EXPECT_EQ(f.get_int_attr("world_size"), kWorld);
+  EXPECT_EQ(f.get_string_attr("created"), planned.created);
+  EXPECT_EQ(f.get_string_attr("format"), kFormatName);
+  EXPECT_EQ(f.read_string("/dtrain/config_yaml"), config_yaml);
+  EXPECT_EQ(f.read_tensor("/scheduler/last_iter").item<int64_t>(), 7);
+  for (const auto& [name, t] : states[0].replicated) {
+    EXPECT_TRUE(testing::bitwise_equal(f.read_tensor("/" + name), t)) << name;
+  }
+  for (int r = 0; r < kWorld; ++r) {
+    EXPECT_TRUE(testing::bitwise_equal(f.read_tensor(fmt::format("/ranks/{:05d}/rng/cpu", r)),
+                                       states[r].per_rank[0].second))
+        << "rank " << r;
+  }
+}
+
 class IndexFileTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -57,6 +79,11 @@ class IndexFileTest : public ::testing::Test {
     return {planned, index};
   }
 
+  void ExpectReadsBack(const std::string& dir, const CheckpointIndex& planned, const CheckpointIndex& index,
+                       const std::string& config_yaml) const {
+    checkpoint::ExpectReadsBack(dir, planned, index, config_yaml, states_);
+  }
+
   std::string dir_;
   std::vector<CollectedState> states_;
   std::vector<Piece> plan_;
@@ -76,22 +103,53 @@ TEST_F(IndexFileTest, BegunThenFinishedReadsBackBitwise) {
   }
   begin_index_file(dir_, planned, "MODEL:\n  NAME: mlp\n");
   finish_index_file(dir_, planned, index);
+  ExpectReadsBack(dir_, planned, index, "MODEL:\n  NAME: mlp\n");
+}
 
-  EXPECT_EQ(read_index_text(dir_), index.to_json());
-  h5::File f = h5::File::open(dir_ + "/" + kIndexFile);
-  EXPECT_EQ(f.get_int_attr("iteration"), 42);
-  EXPECT_EQ(f.get_int_attr("world_size"), kWorld);
-  EXPECT_EQ(f.get_string_attr("created"), planned.created);
-  EXPECT_EQ(f.read_string("/dtrain/config_yaml"), "MODEL:\n  NAME: mlp\n");
-  EXPECT_EQ(f.read_tensor("/scheduler/last_iter").item<int64_t>(), 7);
-  for (const auto& [name, t] : states_[0].replicated) {
-    EXPECT_TRUE(testing::bitwise_equal(f.read_tensor("/" + name), t)) << name;
+// The local tier makes the virtual datasets once per layout and starts each snapshot's
+// checkpoint.h5 from a copy of them.
+TEST_F(IndexFileTest, BegunFromAMappingsImageReadsBackTheSame) {
+  auto [planned, index] = indexes();
+  const std::string scratch = dir_ + "/.layout.tmp";
+  const std::string image = index_mappings_image(scratch, planned);
+  EXPECT_FALSE(std::filesystem::exists(scratch));
+  EXPECT_EQ(image.substr(0, 8), std::string("\x89HDF\r\n\x1a\n", 8));
+  for (int64_t iteration : {42, 43}) {
+    SCOPED_TRACE(iteration);
+    const std::string dir = dir_ + "/snap-" + std::to_string(iteration);
+    std::filesystem::create_directory(dir);
+    for (int r = 0; r < kWorld; ++r) {
+      std::filesystem::copy_file(dir_ + "/" + shard_file_name(r, kWorld), dir + "/" + shard_file_name(r, kWorld));
+    }
+    CheckpointIndex p = planned, i = index;
+    p.iteration = i.iteration = iteration;
+    ASSERT_EQ(index_layout_key(p), index_layout_key(planned));  // the iteration is no part of it
+    begin_index_file(dir, p, "a: " + std::to_string(iteration) + "\n", &image);
+    EXPECT_THROW(begin_index_file(dir, p, "", &image), CheckpointError);  // exists
+    finish_index_file(dir, p, i);
+    ExpectReadsBack(dir, p, i, "a: " + std::to_string(iteration) + "\n");
   }
-  for (int r = 0; r < kWorld; ++r) {
-    EXPECT_TRUE(testing::bitwise_equal(f.read_tensor(fmt::format("/ranks/{:05d}/rng/cpu", r)),
-                                       states_[r].per_rank[0].second))
-        << "rank " << r;
-  }
+}
+
+TEST_F(IndexFileTest, TheLayoutKeyChangesWithWhatTheVirtualDatasetsMap) {
+  auto [planned, index] = indexes();
+  const std::string key = index_layout_key(planned);
+  auto changed = [&](const std::function<void(CheckpointIndex&)>& change) {
+    CheckpointIndex p = planned;
+    change(p);
+    return index_layout_key(p) != key;
+  };
+  EXPECT_TRUE(changed([](CheckpointIndex& p) { p.world_size += 1; }));
+  EXPECT_TRUE(changed([](CheckpointIndex& p) { p.tensors[0].pieces[1].row_start += 1; }));
+  EXPECT_TRUE(changed([](CheckpointIndex& p) { p.tensors[0].pieces[1].shard = 0; }));
+  EXPECT_TRUE(changed([](CheckpointIndex& p) { p.tensors[1].dtype = "float32"; }));
+  EXPECT_TRUE(changed([](CheckpointIndex& p) { p.tensors[1].name = "model/c"; }));
+  EXPECT_TRUE(changed([](CheckpointIndex& p) { p.tensors[0].shape[0] += 1; }));
+  EXPECT_FALSE(changed([](CheckpointIndex& p) {
+    p.iteration += 5;
+    p.created = "2000-01-01T00:00:00Z";
+    p.scalars["extra/lr"] = 0.5;
+  }));
 }
 
 TEST_F(IndexFileTest, FinishRefusesALayoutThatDiffersFromTheBegunOne) {

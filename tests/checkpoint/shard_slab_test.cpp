@@ -162,7 +162,9 @@ void ExpectReadingLayout(const std::string& path, const std::vector<ShardItem>& 
       last_small_end = std::max(last_small_end, f.open_dataset(item.name).storage_offset() + bytes);
     }
   }
-  if (headers_first) EXPECT_LT(last_header, 1 << 20);
+  if (headers_first) {
+    EXPECT_LT(last_header, 1 << 20);
+  }
   for (const auto& item : items) {
     const int64_t bytes = item.data.numel() * static_cast<int64_t>(item.data.element_size());
     if (bytes < (64 << 10)) continue;
@@ -172,7 +174,9 @@ void ExpectReadingLayout(const std::string& path, const std::vector<ShardItem>& 
     EXPECT_GT(offset, previous_large) << item.name << " is not in item order";
     previous_large = offset;
   }
-  if (headers_first) EXPECT_GE(last_small_end, last_header);
+  if (headers_first) {
+    EXPECT_GE(last_small_end, last_header);
+  }
 }
 
 TEST(ShardLayoutTest, WriteShardAndSlabsPutHeadersThenSmallDatasetsThenLargeOnesInOrder) {
