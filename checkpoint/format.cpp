@@ -401,14 +401,28 @@ void begin_index_file(const std::string& dir, const CheckpointIndex& planned, co
   });
 }
 
-std::string index_layout_key(const CheckpointIndex& planned) {
-  std::string key = std::to_string(planned.world_size);
-  for (const auto& t : planned.tensors) {
-    if (t.per_rank) continue;
-    key += fmt::format("\n{}\t{}\t[{}]", t.name, t.dtype, fmt::join(t.shape, ","));
-    for (const auto& p : t.pieces) key += fmt::format("\t{}:{}:[{}]", p.shard, p.row_start, fmt::join(p.shape, ","));
+std::string mapping_difference(const CheckpointIndex& a, const CheckpointIndex& b) {
+  if (a.world_size != b.world_size) return "the world size";
+  auto replicated = [](const CheckpointIndex& index) {
+    std::vector<const TensorRecord*> out;
+    for (const auto& t : index.tensors) {
+      if (!t.per_rank) out.push_back(&t);
+    }
+    return out;
+  };
+  const std::vector<const TensorRecord*> in_a = replicated(a), in_b = replicated(b);
+  for (size_t k = 0; k < in_b.size(); ++k) {
+    const TensorRecord& t = *in_b[k];
+    if (k >= in_a.size()) return fmt::format("tensor '{}'", t.name);
+    const TensorRecord& p = *in_a[k];
+    bool same = p.name == t.name && p.dtype == t.dtype && p.shape == t.shape && p.pieces.size() == t.pieces.size();
+    for (size_t i = 0; same && i < t.pieces.size(); ++i) {
+      same = p.pieces[i].shard == t.pieces[i].shard && p.pieces[i].row_start == t.pieces[i].row_start &&
+             p.pieces[i].shape == t.pieces[i].shape;
+    }
+    if (!same) return fmt::format("tensor '{}'", t.name);
   }
-  return key;
+  return in_a.size() == in_b.size() ? "" : "the number of tensors";
 }
 
 std::string index_mappings_image(const std::string& scratch_path, const CheckpointIndex& planned) {
@@ -443,20 +457,7 @@ void finish_index_file(const std::string& dir, const CheckpointIndex& planned,
         planned.created != index.created || planned.versions != index.versions) {
       return "the attributes";
     }
-    size_t next = 0;
-    for (const auto& t : index.tensors) {
-      if (t.per_rank) continue;
-      if (next >= planned.tensors.size()) return fmt::format("tensor '{}'", t.name);
-      const TensorRecord& p = planned.tensors[next++];
-      bool same = p.name == t.name && p.dtype == t.dtype && p.shape == t.shape &&
-                  p.pieces.size() == t.pieces.size();
-      for (size_t i = 0; same && i < t.pieces.size(); ++i) {
-        same = p.pieces[i].shard == t.pieces[i].shard &&
-               p.pieces[i].row_start == t.pieces[i].row_start && p.pieces[i].shape == t.pieces[i].shape;
-      }
-      if (!same) return fmt::format("tensor '{}'", t.name);
-    }
-    return next == planned.tensors.size() ? "" : "the number of tensors";
+    return mapping_difference(planned, index);
   }();
   DTRAIN_CHECK_T(CheckpointError, mapping_differs.empty(),
                  "internal: '{}' was begun for a layout that differs from what the shards "

@@ -102,15 +102,15 @@ CheckpointIndex plan_index(const CollectedState& state, const std::vector<Piece>
 // while the shards are. begin_index_file creates it with what the plan fixes: root
 // attributes, /dtrain/config_yaml, each scalar as a scalar dataset and a virtual dataset
 // per replicated tensor stitched from the shard files (relative names). Fails if the
-// file exists. With `mappings_image` (index_mappings_image of a plan with the same
-// index_layout_key) the file starts as a copy of it, so the virtual datasets are not
+// file exists. With `mappings_image` (index_mappings_image of a plan with no
+// mapping_difference to `planned`) the file starts as a copy of it, so the virtual datasets are not
 // made again (~10-20 ms of HDF5 for a few hundred tensors).
 void begin_index_file(const std::string& dir, const CheckpointIndex& planned, const std::string& config_yaml,
                       const std::string* mappings_image = nullptr);
-// What the virtual datasets of begin_index_file depend on (world size, and each
-// replicated tensor's name, dtype, shape and pieces): plans with equal keys have the same
-// mappings.
-std::string index_layout_key(const CheckpointIndex& planned);
+// What makes the virtual datasets of `a`'s and `b`'s checkpoint.h5 differ: the world
+// size, or a replicated tensor whose name, dtype, shape or pieces (shards and rows) do
+// ("tensor 'model/w'"), or their number; "" when they map the same.
+std::string mapping_difference(const CheckpointIndex& a, const CheckpointIndex& b);
 // The bytes of an HDF5 file holding only the virtual datasets begin_index_file makes for
 // `planned`, made at `scratch_path` (replaced, then removed).
 std::string index_mappings_image(const std::string& scratch_path, const CheckpointIndex& planned);

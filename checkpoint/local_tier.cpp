@@ -262,10 +262,9 @@ void LocalTier::start(const CollectedState& live, int64_t iteration) {
       Pending* raw = p.get();
       p->index_begun = std::async(std::launch::async, [this, raw] {
         // Snapshots of one run share their layout: the virtual datasets are made once.
-        std::string key = index_layout_key(raw->planned);
-        if (key != index_layout_) {
+        if (index_image_.empty() || !mapping_difference(index_layout_, raw->planned).empty()) {
           index_image_ = index_mappings_image(job_dir_ + "/.index-layout.tmp-local", raw->planned);
-          index_layout_ = std::move(key);
+          index_layout_ = raw->planned;
         }
         begin_index_file(raw->tmp, raw->planned, options_.config_yaml, &index_image_);
       });

@@ -161,10 +161,10 @@ class LocalTier {
   bool leader_ = false;  // the first rank of this node
   std::vector<std::string> node_of_;  // by rank
   std::vector<std::vector<std::pair<int, int>>> replication_rounds_;
-  // The leader's checkpoint.h5 virtual datasets for the layout index_layout_ (see
-  // index_mappings_image); used only on the index thread, one snapshot at a time.
-  // Declared before pending_, whose index thread uses them.
-  std::string index_layout_;
+  // The leader's checkpoint.h5 virtual datasets (index_mappings_image) of the plan
+  // index_layout_; used only on the index thread, one snapshot at a time. Declared
+  // before pending_, whose index thread uses them.
+  CheckpointIndex index_layout_;
   std::string index_image_;
   std::unique_ptr<Pending> pending_;
   std::unique_ptr<AsyncShardWriter> writer_;
