@@ -143,6 +143,7 @@ struct LocalTier::Pending {
   CollectedState state;  // kHdf5: the host copy; kMapped: the live state (for its layout)
   std::shared_ptr<ShardSlab> slab;  // kMapped: the file written
   std::chrono::steady_clock::time_point t0;
+  double copy_s = 0.0;            // of the stall, the copy of the rows
   CheckpointIndex planned;        // the node leader's
   std::future<void> index_begun;  // last: joined first
 };
@@ -246,14 +247,18 @@ void LocalTier::start(const CollectedState& live, int64_t iteration) {
     if (mapped_ && all_on_cpu(live)) {
       items = shard_items(live, plan, rank, /*contiguous_cpu=*/false);
       p->slab = take_slab(items, shard_path);
+      const auto copy_t0 = std::chrono::steady_clock::now();
       p->slab->fill(items);
+      p->copy_s = seconds_since(copy_t0);
       p->state = live;
       buffers_ = CollectedState{};
     } else {
       // State on a GPU on a tier in memory: the prune made this rank a spare it will
       // not use; it would hold a shard of the tier's memory.
       if (mapped_) discard_spare();
+      const auto copy_t0 = std::chrono::steady_clock::now();
       p->state = snapshot(live, &buffers_, &plan, rank);
+      p->copy_s = seconds_since(copy_t0);
       buffers_ = p->state;
     }
     if (leader_) {
@@ -423,8 +428,9 @@ void LocalTier::commit() {
   }
   last_commit_s_ = seconds_since(t0);
   if (rank == 0) {
-    DTRAIN_LOG_DEBUG("Local snapshot of iteration {}: stall {:.4f} s, write {:.4f} s, commit {:.4f} s",
-                     p->iteration, last_stall_s_, report.write_seconds, last_commit_s_);
+    DTRAIN_LOG_DEBUG("Local snapshot of iteration {}: stall {:.4f} s (copy {:.4f} s), write {:.4f} s, "
+                     "commit {:.4f} s",
+                     p->iteration, last_stall_s_, p->copy_s, report.write_seconds, last_commit_s_);
   }
 }
 

@@ -91,9 +91,16 @@ void ShardSlab::fill(const std::vector<ShardItem>& items) {
   for (size_t i = 0; i < items.size(); ++i) {
     const Entry& e = entries_[i];
     if (e.bytes == 0) continue;
-    at::Tensor dst = at::from_blob(static_cast<char*>(map_) + e.offset, e.shape,
-                                   at::TensorOptions().dtype(e.dtype).device(at::kCPU));
-    dst.copy_(items[i].data.detach());
+    const at::Tensor& src = items[i].data;
+    char* to = static_cast<char*>(map_) + e.offset;
+    if (src.device().is_cpu() && src.scalar_type() == e.dtype && src.is_contiguous() && !src.is_conj() &&
+        !src.is_neg()) {
+      // The common case (CPU training): a plain copy, without a TensorIterator per item.
+      std::memcpy(to, src.data_ptr(), static_cast<size_t>(e.bytes));
+      continue;
+    }
+    at::Tensor dst = at::from_blob(to, e.shape, at::TensorOptions().dtype(e.dtype).device(at::kCPU));
+    dst.copy_(src.detach());
   }
 }
 
