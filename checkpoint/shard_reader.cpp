@@ -32,11 +32,15 @@ h5::Dataset open_piece(h5::File& file, const std::string& path, const TensorReco
   const std::vector<int64_t> stored = ds.shape();
   int64_t elements = 1;
   for (int64_t d : stored) elements *= d;
-  // A null dataspace has the shape [] of a 0-d tensor but no element.
-  DTRAIN_CHECK_T(CheckpointError, stored == piece.shape && ds.num_elements() == elements,
+  DTRAIN_CHECK_T(CheckpointError, stored == piece.shape,
                  "'{}': tensor '{}' has shape [{}] in the shard but the index says [{}] "
                  "(truncated or mismatched shard)",
                  path, tensor.name, fmt::join(stored, ", "), fmt::join(piece.shape, ", "));
+  // A null dataspace has the shape [] of a 0-d tensor but no element.
+  DTRAIN_CHECK_T(CheckpointError, ds.num_elements() == elements,
+                 "'{}': tensor '{}' has a null dataspace (no element) in the shard but the index says "
+                 "shape [{}] ({} element(s); damaged or mismatched shard)",
+                 path, tensor.name, fmt::join(piece.shape, ", "), elements);
   return ds;
 }
 

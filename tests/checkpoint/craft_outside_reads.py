@@ -16,6 +16,9 @@ the checkpoint per attack (all of them when none is named), OUT_DIR/<attack>/, w
   vds_remap      checkpoint.h5's virtual dataset of that model tensor re-created (same
                  name, shape, dtype) over outside.h5:/whole instead of the shards: dtrain
                  loads from the shards, so loads are unaffected, but verify must report it
+and, named only (it needs a 0-d dataset, e.g. AdamW's step; not about outside files):
+  null_scalar    the first shard's first 0-d dataset re-created with a null dataspace
+                 (h5py.Empty, same dtype): the shape [] of a scalar, but no element
 The attacked tensor's name is printed ("crafted model/<name>"). Exit 77 when h5py cannot
 be imported.
 """
@@ -33,11 +36,13 @@ except ImportError:
 ATTACKS = ("external_raw", "external_link", "virtual", "soft_link", "index_link",
            "shard_symlink", "vds_remap")
 
+NAMED_ONLY = ("null_scalar",)
+
 src, out = sys.argv[1:3]
 wanted = sys.argv[3:] or list(ATTACKS)
-unknown = sorted(set(wanted) - set(ATTACKS))
+unknown = sorted(set(wanted) - set(ATTACKS) - set(NAMED_ONLY))
 if unknown:
-    sys.exit("unknown attack(s) %s; known: %s" % (", ".join(unknown), ", ".join(ATTACKS)))
+    sys.exit("unknown attack(s) %s; known: %s" % (", ".join(unknown), ", ".join(ATTACKS + NAMED_ONLY)))
 shards = sorted(os.path.basename(p) for p in glob.glob(os.path.join(src, "shard-*-of-*.h5")))
 if not shards:
     sys.exit("no shard-*-of-*.h5 in " + src)
@@ -114,6 +119,16 @@ def craft(attack, dst):
     elif attack == "vds_remap":
         replace(os.path.join(dst, "checkpoint.h5"), target,
                 lambda f: make_virtual(f, target, whole_shape, "whole"))
+    elif attack == "null_scalar":
+        with h5py.File(shard_path, "r") as f:
+            scalars = []
+            f.visititems(lambda n, o: scalars.append((n, o.dtype))
+                         if isinstance(o, h5py.Dataset) and o.shape == () else None)
+        if not scalars:
+            sys.exit("null_scalar: no 0-d dataset in " + shard_path)
+        name, scalar_dtype = sorted(scalars)[0]
+        replace(shard_path, name, lambda f: f.create_dataset(name, data=h5py.Empty(scalar_dtype)))
+        print("crafted null_scalar", name)
 
 
 for attack in wanted:

@@ -3,7 +3,8 @@
 // storage, external, soft and virtual datasets, an external /dtrain/index, a shard that
 // is a symbolic link -- are refused by verify and by Checkpointer::load, naming the file
 // and the object. A virtual dataset of checkpoint.h5 remapped to another file (what h5py
-// would read) is reported by verify; loads read the shards and get the saved values.
+// would read) is reported by verify; loads read the shards and get the saved values. A
+// scalar's dataset with a null dataspace (shape [], no element) is refused too.
 #include <sys/wait.h>
 
 #include <cstdlib>
@@ -80,6 +81,34 @@ TEST(OutsideReadsTest, CraftedLinksAndExternalStorageAreRefused) {
     const std::vector<std::string> diff = state_diff(s.snapshot(), fresh.snapshot());
     EXPECT_TRUE(diff.empty()) << fmt::format("{}", fmt::join(diff, "\n"));
   }
+  if (!HasFailure()) std::filesystem::remove_all(dir);
+}
+
+// A 0-d dataset re-created by h5py with a null dataspace (h5py.Empty) has the shape []
+// that the index records for a scalar, but no element to read.
+TEST(OutsideReadsTest, AScalarWithANullDataspaceIsRefused) {
+  const std::string dir = make_temp_dir("nullscalar");
+  dist::LocalCommunicator comm;
+  TrainingState s(OptKind::kAdamW, 1, 0, 1);  // AdamW: a 0-d step per parameter
+  s.train(1);
+  Checkpointer(s.model, dir + "/out", comm, s.checkpointables()).save("model_a");
+  const std::string cmd =
+      fmt::format("'{}' '{}' '{}/out/model_a' '{}/crafted' null_scalar > '{}/craft.log' 2>&1", DTRAIN_PYTHON,
+                  DTRAIN_CRAFT_SCRIPT, dir, dir, dir);
+  const int st = std::system(cmd.c_str());
+  if (WIFEXITED(st) && WEXITSTATUS(st) == 77) GTEST_SKIP() << "h5py is missing";
+  const std::string log = testutil::read_file(dir + "/craft.log");
+  ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << log;
+  const size_t at = log.find("crafted null_scalar ");
+  ASSERT_NE(at, std::string::npos) << log;
+  const std::string name = log.substr(at + 20, log.find('\n', at) - at - 20);
+  const std::string expected =
+      fmt::format("tensor '{}' has a null dataspace (no element) in the shard but the index says shape []", name);
+  const std::string ckpt = dir + "/crafted/null_scalar";
+  EXPECT_CONTAINS(verify_text(ckpt), expected);
+  TrainingState fresh(OptKind::kAdamW, 2, 0, 1);
+  Checkpointer loader(fresh.model, dir + "/out2", comm, fresh.checkpointables());
+  EXPECT_CONTAINS(ThrownMessage([&] { loader.load(ckpt); }), expected);
   if (!HasFailure()) std::filesystem::remove_all(dir);
 }
 
