@@ -10,6 +10,7 @@
 #include <boost/asio/thread_pool.hpp>
 
 #include "runtime/base/error.h"
+#include "runtime/base/thread_policy.h"
 
 namespace dtrain::checkpoint {
 
@@ -79,7 +80,9 @@ struct AsyncShardWriter::Impl {
   std::condition_variable cv;
 };
 
-AsyncShardWriter::AsyncShardWriter() : impl_(std::make_unique<Impl>()) {}
+AsyncShardWriter::AsyncShardWriter() : impl_(std::make_unique<Impl>()) {
+  boost::asio::post(impl_->pool, [] { run_as_background_thread(); });
+}
 
 AsyncShardWriter::~AsyncShardWriter() {
   impl_->pool.join();

@@ -16,6 +16,8 @@
 #include <set>
 #include <sstream>
 
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <xxhash.h>
@@ -26,6 +28,7 @@
 #include "runtime/base/error.h"
 #include "runtime/base/fs.h"
 #include "runtime/base/logging.h"
+#include "runtime/base/thread_policy.h"
 #include "runtime/dist/agree.h"
 
 namespace dtrain::checkpoint {
@@ -265,7 +268,11 @@ void LocalTier::start(const CollectedState& live, int64_t iteration) {
       p->planned = plan_index(live, plan, world, iteration);
       stamp_index(p->planned);
       Pending* raw = p.get();
-      p->index_begun = std::async(std::launch::async, [this, raw] {
+      if (!index_thread_) {
+        index_thread_ = std::make_unique<boost::asio::thread_pool>(1);
+        boost::asio::post(*index_thread_, [] { run_as_background_thread(); });
+      }
+      std::packaged_task<void()> task([this, raw] {
         // Snapshots of one run share their layout: the virtual datasets are made once.
         if (index_image_.empty() || !mapping_difference(index_layout_, raw->planned).empty()) {
           index_image_ = index_mappings_image(job_dir_ + "/.index-layout.tmp-local", raw->planned);
@@ -273,6 +280,8 @@ void LocalTier::start(const CollectedState& live, int64_t iteration) {
         }
         begin_index_file(raw->tmp, raw->planned, options_.config_yaml, &index_image_);
       });
+      p->index_begun = task.get_future();
+      boost::asio::post(*index_thread_, std::move(task));
     }
     if (p->slab) {
       // The items' tensors are views of the live state: only their names, dtypes and

@@ -48,6 +48,10 @@
 #include "runtime/base/env.h"
 #include "runtime/dist/communicator.h"
 
+namespace boost::asio {
+class thread_pool;
+}  // namespace boost::asio
+
 namespace dtrain::checkpoint {
 
 // How a rank writes its shard of a snapshot. kMapped: into a shard file kept mapped and
@@ -166,6 +170,9 @@ class LocalTier {
   // before pending_, whose index thread uses them.
   CheckpointIndex index_layout_;
   std::string index_image_;
+  // The leader's index thread, started once: a thread started per snapshot took the
+  // training thread's core in the stall. Declared after what its jobs use.
+  std::unique_ptr<boost::asio::thread_pool> index_thread_;
   std::unique_ptr<Pending> pending_;
   std::unique_ptr<AsyncShardWriter> writer_;
   CollectedState buffers_;  // kHdf5: the host copy, reused

@@ -13,6 +13,7 @@
 #include "runtime/base/env.h"
 #include "runtime/base/fs.h"
 #include "runtime/base/logging.h"
+#include "runtime/base/thread_policy.h"
 #include "runtime/dist/agree.h"
 
 namespace dtrain::checkpoint::save_protocol {
@@ -170,6 +171,7 @@ void PendingSave::begin_index(const CollectedState& live, const std::vector<Piec
   planned = plan_index(live, plan, world, iteration);
   stamp_index(planned);
   index_begun = std::async(std::launch::async, [this, config_yaml] {
+    run_as_background_thread();
     return begin_index_file(tmp, planned, config_yaml);
   });
 }

@@ -1,6 +1,7 @@
 // The asynchronous shard writer: a snapshot written in the background gives the same
 // pieces (checksums and values) as a synchronous write of the same state, and changes
-// to the live tensors after the snapshot do not reach the file.
+// to the live tensors after the snapshot do not reach the file. Jobs run on a background
+// thread (SCHED_BATCH).
 #include <filesystem>
 
 #include <ATen/ATen.h>
@@ -8,6 +9,7 @@
 
 #include "checkpoint/async_writer.h"
 #include "runtime/base/error.h"
+#include "runtime/base/thread_policy.h"
 #include "runtime/h5/h5.h"
 #include "tests/checkpoint/test_support.h"
 
@@ -63,6 +65,20 @@ TEST(AsyncShardWriterTest, ErrorsComeBackFromWait) {
   EXPECT_THROW(writer.wait(), dtrain::Error);
   EXPECT_FALSE(writer.in_flight());
   EXPECT_THROW(writer.wait(), dtrain::Error);  // nothing in flight any more
+}
+
+// The writer's thread is a background thread (SCHED_BATCH: its wake-ups do not preempt
+// the training thread); the caller's thread is left as it was.
+TEST(AsyncShardWriterTest, JobsRunOnABackgroundThread) {
+  AsyncShardWriter writer;
+  bool background = false;
+  writer.start_job([&background] {
+    background = is_background_thread();
+    return ShardManifest{};
+  });
+  writer.wait();
+  EXPECT_TRUE(background);
+  EXPECT_FALSE(is_background_thread());
 }
 
 }  // namespace
