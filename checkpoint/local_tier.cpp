@@ -148,7 +148,16 @@ struct LocalTier::Pending {
   std::chrono::steady_clock::time_point t0;
   double copy_s = 0.0;            // of the stall, the copy of the rows
   CheckpointIndex planned;        // the node leader's
-  std::future<void> index_begun;  // last: joined first
+  std::future<void> index_begun;  // of the task on index_thread_, which uses this Pending
+
+  Pending() = default;
+  Pending(const Pending&) = delete;
+  Pending& operator=(const Pending&) = delete;
+  // A packaged task's future does not wait when destroyed: wait here, so that no path
+  // that drops a Pending (commit, an error, abandon) leaves the index thread using it.
+  ~Pending() {
+    if (index_begun.valid()) index_begun.wait();
+  }
 };
 
 LocalTier::LocalTier(dist::Communicator& comm, LocalTierOptions options, Env& env)
@@ -322,7 +331,7 @@ void LocalTier::abandon() noexcept {
     }
   }
   drop_slab(pending_->slab);  // its file is a temporary, removed with the next open
-  pending_.reset();  // joins the index thread; the temporary goes with the next open
+  pending_.reset();  // waits for its index task; the temporary goes with the next open
 }
 
 std::string LocalTier::spare_path(int rank) const {
