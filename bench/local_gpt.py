@@ -18,6 +18,7 @@ import argparse
 import glob
 import multiprocessing
 import os
+import queue
 import re
 import shutil
 import statistics
@@ -58,7 +59,7 @@ def memcpy_seconds(nbytes, barrier=None, out=None):
     times = []
     for _ in range(10):
         if barrier is not None:
-            barrier.wait()
+            barrier.wait(timeout=60)
         t = time.perf_counter()
         np.copyto(dst, src)
         times.append(time.perf_counter() - t)
@@ -77,7 +78,10 @@ def concurrent_memcpy_seconds(nbytes, copies):
     procs = [multiprocessing.Process(target=memcpy_seconds, args=(nbytes, barrier, out)) for _ in range(copies)]
     for p in procs:
         p.start()
-    runs = [out.get() for _ in procs]
+    try:
+        runs = [out.get(timeout=120) for _ in procs]
+    except queue.Empty:
+        sys.exit("a memcpy process did not report (exit codes %s)" % [p.exitcode for p in procs])
     for p in procs:
         p.join()
     return statistics.median(max(r[i] for r in runs) for i in range(len(runs[0])))
@@ -121,8 +125,11 @@ def main():
     memcpy_alone = memcpy_seconds(share)
     memcpy = concurrent_memcpy_seconds(share, args.ranks)
     step = statistics.median(loops[0]) / args.iters
-    stall = statistics.median(s for s, _ in stalls) if stalls else float("nan")
-    copy = statistics.median(c for _, c in stalls) if stalls else float("nan")
+    if not stalls:
+        sys.exit("no 'Local snapshot of iteration N: stall X s (copy Y s)' lines: is %s this version?" %
+                 args.dtrain)
+    stall = statistics.median(s for s, _ in stalls)
+    copy = statistics.median(c for _, c in stalls)
     print("local snapshots in dtrain train | gpt %d layers, embd %d, vocab %d, ctx %d, AdamW | "
           "%d rank(s), %d iterations, %d rounds, LOCAL.WRITE %s" % (args.layers, args.embd, args.vocab, args.ctx,
                                                                    args.ranks, args.iters, args.rounds, args.write))

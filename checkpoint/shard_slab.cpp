@@ -20,6 +20,21 @@ namespace dtrain::checkpoint {
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "shard slabs copy tensor bytes as the file's little-endian types");
 
+namespace {
+
+// Pieces smaller than this are copied with one memcpy (copy_'s own cost would dominate).
+constexpr int64_t kSerialCopyBytes = int64_t{256} << 10;
+
+// Whether `t`'s `bytes` bytes in memory are its values as `dtype`: a dense, contiguous
+// CPU tensor with storage, no conjugate or negative bit.
+bool plain_cpu_bytes(const at::Tensor& t, at::ScalarType dtype, int64_t bytes) {
+  return t.device().is_cpu() && t.layout() == at::kStrided && t.has_storage() && t.scalar_type() == dtype &&
+         t.is_contiguous() && !t.is_conj() && !t.is_neg() && static_cast<int64_t>(t.nbytes()) == bytes &&
+         t.data_ptr() != nullptr;
+}
+
+}  // namespace
+
 std::shared_ptr<ShardSlab> ShardSlab::create(const std::string& path, const std::vector<ShardItem>& items) {
   std::shared_ptr<ShardSlab> slab(new ShardSlab());
   try {
@@ -93,9 +108,9 @@ void ShardSlab::fill(const std::vector<ShardItem>& items) {
     if (e.bytes == 0) continue;
     const at::Tensor& src = items[i].data;
     char* to = static_cast<char*>(map_) + e.offset;
-    if (src.device().is_cpu() && src.scalar_type() == e.dtype && src.is_contiguous() && !src.is_conj() &&
-        !src.is_neg()) {
-      // The common case (CPU training): a plain copy, without a TensorIterator per item.
+    if (e.bytes < kSerialCopyBytes && plain_cpu_bytes(src, e.dtype, e.bytes)) {
+      // Small pieces (most of a model's): a memcpy, without a TensorIterator each.
+      // Larger ones go through copy_, which spreads them over the intra-op threads.
       std::memcpy(to, src.data_ptr(), static_cast<size_t>(e.bytes));
       continue;
     }

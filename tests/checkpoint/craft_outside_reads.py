@@ -16,7 +16,8 @@ the checkpoint per attack (all of them when none is named), OUT_DIR/<attack>/, w
   vds_remap      checkpoint.h5's virtual dataset of that model tensor re-created (same
                  name, shape, dtype) over outside.h5:/whole instead of the shards: dtrain
                  loads from the shards, so loads are unaffected, but verify must report it
-and, named only (it needs a 0-d dataset, e.g. AdamW's step; not about outside files):
+and, named only (it needs a 0-d dataset in a shard, e.g. BatchNorm's num_batches_tracked;
+not about outside files):
   null_scalar    the first shard's first 0-d dataset re-created with a null dataspace
                  (h5py.Empty, same dtype): the shape [] of a scalar, but no element
 The attacked tensor's name is printed ("crafted model/<name>"). Exit 77 when h5py cannot

@@ -89,7 +89,7 @@ TEST(OutsideReadsTest, CraftedLinksAndExternalStorageAreRefused) {
 TEST(OutsideReadsTest, AScalarWithANullDataspaceIsRefused) {
   const std::string dir = make_temp_dir("nullscalar");
   dist::LocalCommunicator comm;
-  TrainingState s(OptKind::kAdamW, 1, 0, 1);  // AdamW: a 0-d step per parameter
+  TrainingState s(OptKind::kSGD, 1, 0, 1);  // its BatchNorm's num_batches_tracked is 0-d
   s.train(1);
   Checkpointer(s.model, dir + "/out", comm, s.checkpointables()).save("model_a");
   const std::string cmd =
@@ -106,7 +106,7 @@ TEST(OutsideReadsTest, AScalarWithANullDataspaceIsRefused) {
       fmt::format("tensor '{}' has a null dataspace (no element) in the shard but the index says shape []", name);
   const std::string ckpt = dir + "/crafted/null_scalar";
   EXPECT_CONTAINS(verify_text(ckpt), expected);
-  TrainingState fresh(OptKind::kAdamW, 2, 0, 1);
+  TrainingState fresh(OptKind::kSGD, 2, 0, 1);
   Checkpointer loader(fresh.model, dir + "/out2", comm, fresh.checkpointables());
   EXPECT_CONTAINS(ThrownMessage([&] { loader.load(ckpt); }), expected);
   if (!HasFailure()) std::filesystem::remove_all(dir);
