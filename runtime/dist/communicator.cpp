@@ -1,6 +1,8 @@
 // Communicator's default methods and make_communicator(), the backend factory.
 #include "runtime/dist/communicator.h"
 
+#include <algorithm>
+
 #include <ATen/ops/empty.h>
 
 #include "runtime/base/error.h"
@@ -28,6 +30,46 @@ class CompletedWork : public Work {
 std::shared_ptr<Work> Communicator::all_reduce_async(at::Tensor& tensor, ReduceOp op) {
   all_reduce(tensor, op);
   return std::make_shared<CompletedWork>();
+}
+
+namespace {
+
+class FinishedExchange : public Exchange {
+ public:
+  explicit FinishedExchange(std::vector<std::string> received) : received_(std::move(received)) {}
+  bool test() override { return true; }
+  std::vector<std::string> wait() override { return std::move(received_); }
+
+ private:
+  std::vector<std::string> received_;
+};
+
+}  // namespace
+
+void check_exchange_ranks(const Communicator& comm, const std::vector<int>& dests,
+                          const std::vector<int>& sources) {
+  for (const auto* list : {&dests, &sources}) {
+    for (size_t i = 0; i < list->size(); ++i) {
+      const int r = (*list)[i];
+      const bool twice = std::find(list->begin(), list->begin() + static_cast<std::ptrdiff_t>(i), r) !=
+                         list->begin() + static_cast<std::ptrdiff_t>(i);
+      DTRAIN_CHECK_T(CommError, r >= 0 && r < comm.size() && r != comm.rank() && !twice,
+                     "exchange_bytes_async: rank {} of {} names rank {} among its {} (each other "
+                     "rank at most once)",
+                     comm.rank(), comm.size(), r, list == &dests ? "dests" : "sources");
+    }
+  }
+}
+
+std::unique_ptr<Exchange> Communicator::exchange_bytes_async(std::string_view send,
+                                                             std::shared_ptr<const void> /*keep*/,
+                                                             const std::vector<int>& dests,
+                                                             const std::vector<int>& sources) {
+  check_exchange_ranks(*this, dests, sources);
+  auto all = all_gather_bytes(dests.empty() ? std::string() : std::string(send));
+  std::vector<std::string> received;
+  for (int s : sources) received.push_back(std::move(all[static_cast<size_t>(s)]));
+  return std::make_unique<FinishedExchange>(std::move(received));
 }
 
 std::string Communicator::send_recv_bytes(const std::string& send, int dest, int source) {

@@ -26,6 +26,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -42,6 +43,20 @@ class Work {
   virtual void wait() = 0;
   // True once the operation finished (successfully or not); never blocks.
   virtual bool is_completed() = 0;
+};
+
+// Point-to-point transfers in flight (Communicator::exchange_bytes_async).
+class Exchange {
+ public:
+  // Destroying an unfinished exchange gives it up: the backend cancels what it can and
+  // keeps the buffers of what it cannot until the communicator is destroyed.
+  virtual ~Exchange() = default;
+  // Advances the transfers without waiting; true once every send and receive finished.
+  // Throws CommError if one failed.
+  virtual bool test() = 0;
+  // Waits until every transfer finished and returns what each source sent, in the order
+  // of the `sources` given. Throws CommError if one failed. Call it once.
+  virtual std::vector<std::string> wait() = 0;
 };
 
 class Communicator {
@@ -74,11 +89,29 @@ class Communicator {
   // b names a as source. The default goes through all_gather_bytes (every rank receives
   // every payload); the MPI backend sends point to point (MPI_Sendrecv).
   virtual std::string send_recv_bytes(const std::string& send, int dest, int source);
+  // Starts sending `send` to every rank of `dests` and receiving one message from every
+  // rank of `sources`, and returns at once. Every rank calls it at the same point of its
+  // sequence of calls, and the pairs match: rank a lists b in dests exactly when b lists
+  // a in sources. `keep` owns the memory `send` views until the exchange finished.
+  // The MPI backend posts non-blocking sends and receives (a length, then the bytes), on
+  // a tag of their own: they advance in test(), wait() and any other MPI call of the
+  // process (the gradient all-reduces), while other calls of this communicator go on.
+  // The default runs the whole exchange in this call, through all_gather_bytes (every
+  // rank receives every payload), and returns a finished one.
+  virtual std::unique_ptr<Exchange> exchange_bytes_async(std::string_view send,
+                                                         std::shared_ptr<const void> keep,
+                                                         const std::vector<int>& dests,
+                                                         const std::vector<int>& sources);
 
   // Convenience wrappers built on the above.
   int64_t all_reduce_int(int64_t value, ReduceOp op);
   double all_reduce_double(double value, ReduceOp op);
 };
+
+// For backends' exchange_bytes_async: throws CommError unless every rank of `dests` and
+// of `sources` is another rank of `comm`, named once.
+void check_exchange_ranks(const Communicator& comm, const std::vector<int>& dests,
+                          const std::vector<int>& sources);
 
 // Builds the communicator for `backend`: "mpi", "nccl", "local" (world of one), or
 // "auto" (nccl when device is cuda and NCCL was built in, else mpi). The MPI runtime

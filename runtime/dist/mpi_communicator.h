@@ -88,6 +88,13 @@ class MpiCommunicator : public Communicator {
   // Broadcasts the size, then the bytes.
   void broadcast_bytes(std::string& bytes, int root) override;
   std::string send_recv_bytes(const std::string& send, int dest, int source) override;
+  // Non-blocking sends and receives (mpi_exchange.cpp): each dest gets the length, then
+  // the bytes in chunks; each source's bytes are received once its length arrived. Each
+  // exchange has tags of its own (from a count of calls, the same on every rank), so
+  // exchanges in flight at once between the same ranks do not mix.
+  std::unique_ptr<Exchange> exchange_bytes_async(std::string_view send, std::shared_ptr<const void> keep,
+                                                 const std::vector<int>& dests,
+                                                 const std::vector<int>& sources) override;
 
   // The private communicator the collectives run on (e.g. for MPI-IO); owned by this
   // object, do not free it.
@@ -108,6 +115,11 @@ class MpiCommunicator : public Communicator {
   void drain();
 
   class AsyncThread;
+  friend class MpiExchange;
+  // The buffers of exchanges given up unfinished, which MPI may still read or write:
+  // kept until after the communicator is freed (declared before comm_).
+  std::vector<std::shared_ptr<void>> orphans_;
+  int64_t exchanges_ = 0;  // exchange_bytes_async calls so far (their tags)
   MpiCommHandle comm_;
   Options options_;
   int rank_ = 0;

@@ -165,6 +165,11 @@ class NcclCommunicator : public Communicator {
   std::string send_recv_bytes(const std::string& send, int dest, int source) override {
     return mpi_->send_recv_bytes(send, dest, source);
   }
+  std::unique_ptr<Exchange> exchange_bytes_async(std::string_view send, std::shared_ptr<const void> keep,
+                                                 const std::vector<int>& dests,
+                                                 const std::vector<int>& sources) override {
+    return mpi_->exchange_bytes_async(send, std::move(keep), dests, sources);
+  }
 
  private:
   // Argument errors read "nccl backend: <op> on rank R of N: ..." like the other backends'.
