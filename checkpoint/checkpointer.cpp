@@ -370,6 +370,10 @@ void Checkpointer::snapshot_local(int64_t iteration, const StateDict& extra) {
 
 bool Checkpointer::poll_local() { return local_ && local_->poll(); }
 
+void Checkpointer::commit_local() {
+  if (local_) local_->commit_now();
+}
+
 void Checkpointer::finish_local() {
   if (local_) local_->finish();
 }

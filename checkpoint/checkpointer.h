@@ -134,12 +134,14 @@ class Checkpointer {
   // The node-local tier (options.local; collective, see local_tier.h). snapshot_local
   // snapshots the state with `extra` and "iteration" into it in the background;
   // poll_local() commits it at a later iteration boundary once every rank's write is
-  // done; finish_local() waits and commits; abandon_local() drops it (local, no throw).
+  // done; commit_local() waits and commits, its replicas going on in the background;
+  // finish_local() also waits for the replicas; abandon_local() drops both (local, no throw).
   // A failed snapshot is a warning, never an error. end_local() removes this job's
   // snapshots (training finished). resume_or_load restores from the local tier when
   // it holds a complete snapshot at least as new as the persistent one.
   void snapshot_local(int64_t iteration, const StateDict& extra = {});
   bool poll_local();
+  void commit_local();
   void finish_local();
   void abandon_local() noexcept;
   void end_local();

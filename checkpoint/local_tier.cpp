@@ -148,7 +148,7 @@ struct LocalTier::Pending {
   std::chrono::steady_clock::time_point t0;
   double copy_s = 0.0;            // of the stall, the copy of the rows
   CheckpointIndex planned;        // the node leader's
-  std::future<void> index_begun;  // of the task on index_thread_, which uses this Pending
+  std::future<void> index_begun;  // of the task on background_, which uses this Pending
 
   Pending() = default;
   Pending(const Pending&) = delete;
@@ -157,6 +157,25 @@ struct LocalTier::Pending {
   // that drops a Pending (commit, an error, abandon) leaves the index thread using it.
   ~Pending() {
     if (index_begun.valid()) index_begun.wait();
+  }
+};
+
+// The replicas of the last snapshot committed: this rank's shard going to its buddies
+// and theirs coming in, then stored into this node's copy of the snapshot.
+struct LocalTier::Replication {
+  int64_t iteration = -1;
+  std::string dir;                          // the committed snapshot on this node
+  std::unique_ptr<dist::Exchange> exchange;
+  std::future<std::string> stored;          // of the store job on background_: its error
+  std::string error;                        // this rank's first failure
+  int64_t received_bytes = 0;
+  std::chrono::steady_clock::time_point t0;
+
+  Replication() = default;
+  Replication(const Replication&) = delete;
+  Replication& operator=(const Replication&) = delete;
+  ~Replication() {
+    if (stored.valid()) stored.wait();  // a packaged task's future does not wait
   }
 };
 
@@ -174,6 +193,14 @@ LocalTier::LocalTier(dist::Communicator& comm, LocalTierOptions options, Env& en
 
 LocalTier::~LocalTier() { abandon(); }
 
+boost::asio::thread_pool& LocalTier::background() {
+  if (!background_) {
+    background_ = std::make_unique<boost::asio::thread_pool>(1);
+    boost::asio::post(*background_, [] { run_as_background_thread(); });
+  }
+  return *background_;
+}
+
 void LocalTier::require_open() {
   if (!opened_) open(false);
 }
@@ -183,7 +210,13 @@ void LocalTier::open(bool resume) {
   const int rank = comm_.rank();
   leader_ = std::find(node_of_.begin(), node_of_.end(), options_.node_id) - node_of_.begin() == rank;
   const auto pairs = buddy_pairs(node_of_, options_.replicas);
-  replication_rounds_ = schedule_transfers(pairs);
+  replica_dests_.clear();
+  replica_sources_.clear();
+  for (const auto& [from, to] : pairs) {
+    if (from == rank) replica_dests_.push_back(to);
+    if (to == rank) replica_sources_.push_back(from);
+  }
+  replicating_ = !pairs.empty();
   const size_t nodes = std::set<std::string>(node_of_.begin(), node_of_.end()).size();
   if (rank == 0) {
     if (nodes == 1 && options_.replicas > 0) {
@@ -243,6 +276,7 @@ void LocalTier::tidy_up(bool resume) {
 
 void LocalTier::start(const CollectedState& live, int64_t iteration) {
   require_open();
+  advance_replication();
   if (pending_) commit();  // at most one in flight
   auto p = std::make_unique<Pending>();
   p->t0 = std::chrono::steady_clock::now();
@@ -277,10 +311,6 @@ void LocalTier::start(const CollectedState& live, int64_t iteration) {
       p->planned = plan_index(live, plan, world, iteration);
       stamp_index(p->planned);
       Pending* raw = p.get();
-      if (!index_thread_) {
-        index_thread_ = std::make_unique<boost::asio::thread_pool>(1);
-        boost::asio::post(*index_thread_, [] { run_as_background_thread(); });
-      }
       std::packaged_task<void()> task([this, raw] {
         // Snapshots of one run share their layout: the virtual datasets are made once.
         if (index_image_.empty() || !mapping_difference(index_layout_, raw->planned).empty()) {
@@ -290,7 +320,7 @@ void LocalTier::start(const CollectedState& live, int64_t iteration) {
         begin_index_file(raw->tmp, raw->planned, options_.config_yaml, &index_image_);
       });
       p->index_begun = task.get_future();
-      boost::asio::post(*index_thread_, std::move(task));
+      boost::asio::post(background(), std::move(task));
     }
     if (p->slab) {
       // The items' tensors are views of the live state: only their names, dtypes and
@@ -311,6 +341,7 @@ void LocalTier::start(const CollectedState& live, int64_t iteration) {
 }
 
 bool LocalTier::poll() {
+  advance_replication();
   if (!pending_) return false;
   const int64_t done = !pending_->error.empty() || writer_->done() ? 1 : 0;
   if (comm_.all_reduce_int(done, dist::ReduceOp::kMin) == 0) return false;
@@ -318,11 +349,17 @@ bool LocalTier::poll() {
   return true;
 }
 
-void LocalTier::finish() {
+void LocalTier::commit_now() {
   if (pending_) commit();
 }
 
+void LocalTier::finish() {
+  commit_now();
+  settle_replication();
+}
+
 void LocalTier::abandon() noexcept {
+  replication_.reset();  // gives its transfers up, waits for its store job
   if (!pending_) return;
   if (writer_->in_flight()) {
     try {
@@ -364,27 +401,93 @@ void LocalTier::drop_slab(const std::shared_ptr<ShardSlab>& slab) noexcept {
   if (slab) slabs_.erase(std::remove(slabs_.begin(), slabs_.end(), slab), slabs_.end());
 }
 
-void LocalTier::replicate(Pending& p, std::string& error) {
-  const int rank = comm_.rank(), world = comm_.size();
-  for (const auto& round : replication_rounds_) {
-    const auto [dest, source] = my_partners(round, rank);
-    std::string payload;
-    if (dest >= 0 && error.empty()) {
-      try {
-        payload = env_.read_file(p.tmp + "/" + shard_file_name(rank, world), whole_file());
-      } catch (const std::exception& e) {
-        error = fmt::format("reading the shard to replicate: {}", e.what());
-      }
-    }
-    const std::string got = comm_.send_recv_bytes(payload, dest, source);
-    if (source < 0 || got.empty() || !error.empty()) continue;  // the sender reports its error
+void LocalTier::start_replication(const Pending& p) {
+  if (!replicating_) return;
+  auto r = std::make_unique<Replication>();
+  r->iteration = p.iteration;
+  r->dir = p.final_dir;
+  r->t0 = std::chrono::steady_clock::now();
+  std::string_view send;
+  std::shared_ptr<const void> keep;
+  if (!replica_dests_.empty()) {
     try {
-      const std::string path = p.tmp + "/" + shard_file_name(source, world);
-      env_.write_new_file(path, got);
-      env_.sync(path);  // before the node's rename commits it
+      if (p.slab) {
+        send = p.slab->contents();  // the committed shard file, mapped: sent as it is
+        keep = p.slab;
+      } else {
+        auto bytes = std::make_shared<const std::string>(
+            env_.read_file(p.final_dir + "/" + shard_file_name(comm_.rank(), comm_.size()), whole_file()));
+        send = *bytes;
+        keep = std::move(bytes);
+      }
     } catch (const std::exception& e) {
-      error = fmt::format("storing the replica of rank {}'s shard: {}", source, e.what());
+      r->error = fmt::format("reading the shard to replicate: {}", e.what());  // sends nothing
     }
+  }
+  r->exchange = comm_.exchange_bytes_async(send, std::move(keep), replica_dests_, replica_sources_);
+  replication_ = std::move(r);
+  advance_replication();
+}
+
+namespace {
+// The store job: each replica received is written under a temporary name in the job's
+// directory, synced, and renamed into the committed snapshot `dir`. Returns the first
+// error ("" if none).
+std::string store_replicas(Env& env, const std::string& job_dir, const std::string& dir,
+                           const std::vector<int>& sources, std::vector<std::string> received, int world) {
+  std::string error;
+  for (size_t i = 0; i < sources.size(); ++i) {
+    if (received[i].empty()) continue;  // its sender failed to read it, and says so
+    const std::string name = shard_file_name(sources[i], world);
+    const std::string tmp = fmt::format("{}/.replica-{}.{}.tmp-local", job_dir,
+                                        std::filesystem::path(dir).filename().string(), name);
+    try {
+      fs::remove_quietly(tmp, env);
+      env.write_new_file(tmp, received[i]);
+      env.sync(tmp);
+      env.rename(tmp, dir + "/" + name);
+      env.sync(dir);
+    } catch (const std::exception& e) {
+      fs::remove_quietly(tmp, env);
+      if (error.empty()) error = fmt::format("storing the replica of rank {}'s shard: {}", sources[i], e.what());
+    }
+  }
+  return error;
+}
+}  // namespace
+
+void LocalTier::advance_replication() {
+  Replication* r = replication_.get();
+  if (r != nullptr && !r->stored.valid() && r->exchange->test()) store_replication(*r);
+}
+
+void LocalTier::store_replication(Replication& r) {
+  std::vector<std::string> received = r.exchange->wait();
+  for (const auto& b : received) r.received_bytes += static_cast<int64_t>(b.size());
+  std::packaged_task<std::string()> task(
+      [&env = env_, job = job_dir_, dir = r.dir, sources = replica_sources_, received = std::move(received),
+       world = comm_.size()]() mutable { return store_replicas(env, job, dir, sources, std::move(received), world); });
+  r.stored = task.get_future();
+  boost::asio::post(background(), std::move(task));
+}
+
+void LocalTier::settle_replication() {
+  if (!replication_) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  if (!replication_->stored.valid()) store_replication(*replication_);  // waits for the transfers
+  std::unique_ptr<Replication> r = std::move(replication_);
+  const std::string stored = r->stored.get();
+  if (r->error.empty()) r->error = stored;
+  if (!r->error.empty()) {
+    ++replica_failures_;
+    DTRAIN_LOG_WARN_RANK("Replicas of local snapshot {}: {}. A loss of this node or its buddy's is served by "
+                         "an older snapshot or the persistent tier",
+                         r->iteration, r->error);
+  }
+  if (comm_.rank() == 0) {
+    DTRAIN_LOG_DEBUG("Replicas of local snapshot {}: {} bytes received and stored by {:.4f} s after its commit "
+                     "(the training waited {:.4f} s for them)",
+                     r->iteration, r->received_bytes, seconds_since(r->t0), seconds_since(t0));
   }
 }
 
@@ -401,6 +504,7 @@ void LocalTier::commit_on_node(Pending& p, const std::vector<ShardManifest>& man
 }
 
 void LocalTier::commit() {
+  settle_replication();  // before this commit prunes the snapshot they go into
   std::unique_ptr<Pending> p = std::move(pending_);
   const auto t0 = std::chrono::steady_clock::now();
   const int rank = comm_.rank();
@@ -414,7 +518,6 @@ void LocalTier::commit() {
     }
   }
   report.write_seconds = writer_->last_write_seconds();
-  replicate(*p, report.error);
   if (!report.error.empty()) report.shards.clear();
   const auto reports = dist::all_gather(comm_, report);
   std::string failures;
@@ -431,6 +534,7 @@ void LocalTier::commit() {
                                          if (leader_) commit_on_node(*p, manifests);
                                        });
     ++commits_;
+    start_replication(*p);
   } catch (const CheckpointError& e) {
     ++failures_;
     drop_slab(p->slab);

@@ -22,10 +22,13 @@
 // to host memory, written through HDF5 in the background (kHdf5), or straight into its
 // mapped shard file, only hashed in the background (kMapped, shard_slab.h); at a later
 // boundary, once
-// every rank's write is done (one all-reduce), the ranks send their shard files to
-// their buddies, every rank learns every manifest (one all-gather), and each node's
-// first rank finishes that node's checkpoint.h5, renames the directory into place and
-// deletes the node's snapshots beyond LOCAL.KEEP. A failed snapshot is a warning (the
+// every rank's write is done (one all-reduce), every rank learns every manifest (one
+// all-gather), and each node's first rank finishes that node's checkpoint.h5, renames
+// the directory into place and deletes the node's snapshots beyond LOCAL.KEEP. Then the
+// ranks send their shard files to their buddies in the background
+// (Communicator::exchange_bytes_async); a buddy stores a replica into its node's copy of
+// that snapshot (a temporary, renamed into place) once it arrived. The next commit
+// waits for them first. A failed snapshot, or a replica not stored, is a warning (the
 // persistent tier is still there); it never stops training.
 //
 // A resume (plan_restore/stage): the ranks tell each other what their node holds and
@@ -113,13 +116,18 @@ class LocalTier {
   // too (a new run). Called once, before anything else (start() opens a fresh run).
   void open(bool resume);
 
-  // Starts a snapshot of `live` at `iteration` (finishing the one in flight first).
+  // Starts a snapshot of `live` at `iteration` (committing the one in flight first).
   void start(const CollectedState& live, int64_t iteration);
-  // Commits the snapshot in flight if every rank's write is done; whether it did.
+  // Advances the replicas in flight (not collective); then commits the snapshot in
+  // flight if every rank's write is done, and says whether it did.
   bool poll();
-  // Waits for the snapshot in flight, if any, and commits it.
+  // Waits for the snapshot in flight, if any, and commits it; its replicas go on in the
+  // background.
+  void commit_now();
+  // commit_now(), then waits until the replicas are stored: everything is on the tiers.
   void finish();
-  // Local, never throws: drops the snapshot in flight (after an error on some rank).
+  // Local, never throws: drops the snapshot in flight and the replicas in flight (after
+  // an error on some rank).
   void abandon() noexcept;
   bool in_flight() const { return pending_ != nullptr; }
   // Whether snapshots are written through mapped shard files (known after open()).
@@ -139,14 +147,26 @@ class LocalTier {
 
   int64_t commits() const { return commits_; }
   int64_t failures() const { return failures_; }
+  // Replicas this rank could not read, send or store (each a warning).
+  int64_t replica_failures() const { return replica_failures_; }
   // How long the last start() kept the caller (the host copy), and the last commit.
   double last_stall_seconds() const { return last_stall_s_; }
   double last_commit_seconds() const { return last_commit_s_; }
 
  private:
   struct Pending;
+  struct Replication;
   void commit();
-  void replicate(Pending& p, std::string& error);
+  // After `p` committed: starts sending this rank's shard to its buddies and receiving
+  // theirs (every rank, when the job has buddies).
+  void start_replication(const Pending& p);
+  // Stores the received replicas on the background thread once they arrived (no wait).
+  void advance_replication();
+  // Waits for the transfers of `r` and posts the storing of what arrived.
+  void store_replication(Replication& r);
+  // Waits for the replicas in flight to be stored, and warns of those that were not.
+  void settle_replication();
+  boost::asio::thread_pool& background();
   void commit_on_node(Pending& p, const std::vector<ShardManifest>& manifests);
   void prune();
   std::string spare_path(int rank) const;
@@ -164,16 +184,19 @@ class LocalTier {
   bool opened_ = false;
   bool leader_ = false;  // the first rank of this node
   std::vector<std::string> node_of_;  // by rank
-  std::vector<std::vector<std::pair<int, int>>> replication_rounds_;
+  std::vector<int> replica_dests_, replica_sources_;  // this rank's buddies, both ways
+  bool replicating_ = false;  // some rank of the job has a buddy
   // The leader's checkpoint.h5 virtual datasets (index_mappings_image) of the plan
   // index_layout_; used only on the index thread, one snapshot at a time. Declared
   // before pending_, whose index thread uses them.
   CheckpointIndex index_layout_;
   std::string index_image_;
-  // The leader's index thread, started once: a thread started per snapshot took the
-  // training thread's core in the stall. Declared after what its jobs use.
-  std::unique_ptr<boost::asio::thread_pool> index_thread_;
+  // The background thread (SCHED_BATCH) for the leader's index and the replicas'
+  // storing, started once: a thread started per snapshot took the training thread's
+  // core in the stall. Declared after what its jobs use, before what waits for them.
+  std::unique_ptr<boost::asio::thread_pool> background_;
   std::unique_ptr<Pending> pending_;
+  std::unique_ptr<Replication> replication_;  // of the last snapshot committed
   std::unique_ptr<AsyncShardWriter> writer_;
   CollectedState buffers_;  // kHdf5: the host copy, reused
   bool mapped_ = false;
@@ -183,6 +206,7 @@ class LocalTier {
   std::vector<std::shared_ptr<ShardSlab>> slabs_;
   int64_t commits_ = 0;
   int64_t failures_ = 0;
+  int64_t replica_failures_ = 0;
   double last_stall_s_ = 0.0;
   double last_commit_s_ = 0.0;
 };

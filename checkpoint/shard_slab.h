@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "checkpoint/format.h"
@@ -49,6 +50,8 @@ class ShardSlab {
   // The xxHash64 of each dataset's bytes, in order.
   std::vector<uint64_t> hashes() const;
   int64_t bytes() const { return static_cast<int64_t>(size_); }
+  // The whole file, as mapped (valid while this slab lives).
+  std::string_view contents() const { return {static_cast<const char*>(map_), size_}; }
 
  private:
   struct Entry {

@@ -376,6 +376,28 @@ std::vector<std::string> ThreadCommunicator::all_gather_bytes(const std::string&
   return gathered;
 }
 
+namespace {
+// An exchange whose bytes moved already, reported in flight until wait().
+class HeldExchange : public Exchange {
+ public:
+  explicit HeldExchange(std::unique_ptr<Exchange> done) : done_(std::move(done)) {}
+  bool test() override { return false; }
+  std::vector<std::string> wait() override { return done_->wait(); }
+
+ private:
+  std::unique_ptr<Exchange> done_;
+};
+}  // namespace
+
+std::unique_ptr<Exchange> ThreadCommunicator::exchange_bytes_async(std::string_view send,
+                                                                   std::shared_ptr<const void> keep,
+                                                                   const std::vector<int>& dests,
+                                                                   const std::vector<int>& sources) {
+  auto done = Communicator::exchange_bytes_async(send, std::move(keep), dests, sources);
+  if (!state_.options.exchanges_finish_in_wait) return done;
+  return std::make_unique<HeldExchange>(std::move(done));
+}
+
 void ThreadCommunicator::broadcast_bytes(std::string& bytes, int root) {
   check_root(root, "broadcast_bytes");
   ThreadWorld::Call call;

@@ -39,6 +39,10 @@ struct ThreadWorldOptions {
   std::chrono::milliseconds timeout{std::chrono::seconds(120)};
   // Ranks per simulated node, for local_rank()/local_size() (0: all ranks on one node).
   int ranks_per_node = 0;
+  // exchange_bytes_async moves the bytes in the call (the default), but its test() says
+  // "not finished" until wait(): transfers still in flight, for tests of what a caller
+  // does before they arrive or when it drops them.
+  bool exchanges_finish_in_wait = false;
 };
 
 // The rendezvous the ranks of one world share. Thread-safe; must outlive its
@@ -99,6 +103,11 @@ class ThreadCommunicator : public Communicator {
   std::shared_ptr<Work> all_reduce_async(at::Tensor& tensor, ReduceOp op) override;
   std::vector<std::string> all_gather_bytes(const std::string& mine) override;
   void broadcast_bytes(std::string& bytes, int root) override;
+  // The default (through all_gather_bytes), held in flight when the world's options say
+  // exchanges_finish_in_wait.
+  std::unique_ptr<Exchange> exchange_bytes_async(std::string_view send, std::shared_ptr<const void> keep,
+                                                 const std::vector<int>& dests,
+                                                 const std::vector<int>& sources) override;
 
  private:
   using Call = ThreadWorld::Call;

@@ -63,7 +63,8 @@ void LocalSnapshotHook::after_step() {
   } else if (it % period_ == 0) {
     // One step after a snapshot: it commits now, waiting for a write still running, so
     // that a kill loses at most `period` iterations (the snapshot before it is committed).
-    checkpointer_.finish_local();
+    // Its replicas go to the buddies in the background.
+    checkpointer_.commit_local();
   } else {
     checkpointer_.poll_local();
   }

@@ -101,6 +101,7 @@ class LocalTierTest : public ::testing::TestWithParam<std::tuple<int, LocalWrite
   void RunOk(int ranks, const std::function<void(dist::Communicator&)>& fn) {
     dist::ThreadWorldOptions wo;
     wo.timeout = std::chrono::seconds(60);
+    wo.exchanges_finish_in_wait = hold_exchanges_;
     const auto errors = dist::run_ranks(ranks, fn, wo);
     for (size_t r = 0; r < errors.size(); ++r) {
       if (!errors[r]) continue;
@@ -173,6 +174,7 @@ class LocalTierTest : public ::testing::TestWithParam<std::tuple<int, LocalWrite
 
   const int n_ = std::get<0>(GetParam());
   const LocalWrite write_ = std::get<1>(GetParam());
+  bool hold_exchanges_ = false;  // replicas stay in flight until waited for
   std::string dir_, out_, tier_;
 };
 
@@ -252,6 +254,46 @@ TEST_P(LocalTierTest, ANodeThatLostItsTierIsServedByItsBuddy) {
   EXPECT_NE(log.text().find("from the replica on node 'n0'"), std::string::npos) << log.text();
   // The staging directories are gone after the resume.
   for (const auto& e : entries(job_dir("n1"))) EXPECT_EQ(e.find(".restore-"), std::string::npos) << e;
+}
+
+// Replicas go to the buddies after a snapshot's commit, in the background, and the next
+// commit waits for them. Held in flight at the last commit and then dropped (a kill),
+// the newest snapshot has no replica: a node that lost its tier resumes from the one
+// before, whose replicas that last commit waited for.
+TEST_P(LocalTierTest, ALostNodeWhoseNewestReplicasWereInFlightResumesTheSnapshotBefore) {
+  if (n_ == 1) GTEST_SKIP() << "one node: no buddy";
+  hold_exchanges_ = true;
+  RunOk(n_, [&](dist::Communicator& comm) {
+    TrainingState s(OptKind::kAdamW, 7, comm.rank(), n_);
+    Checkpointer c(s.model, out_, comm, s.checkpointables(), options(comm.rank()));
+    c.resume_or_load("", /*resume=*/false);
+    for (int64_t it = 0; it < 3; ++it) {
+      s.train(1);
+      c.snapshot_local(it);
+    }
+    s.train(1);
+    c.commit_local();  // snapshot 2 commits; its replicas stay in flight
+    EXPECT_EQ(c.local_tier()->commits(), 3);
+    c.abandon_local();  // a kill: they never arrive
+    EXPECT_EQ(c.local_tier()->replica_failures(), 0);
+  });
+  for (const std::string node : {"n0", "n1"}) {
+    std::set<std::string> own, all;
+    for (int r = 0; r < n_; ++r) {
+      const std::string shard = fmt::format("shard-{:05d}-of-{:05d}.h5", r, n_);
+      all.insert(shard);
+      if (node_of(r) == node) own.insert(shard);
+    }
+    own.insert("checkpoint.h5");
+    all.insert("checkpoint.h5");
+    EXPECT_EQ(entries(job_dir(node) + "/snap-0000000002"), own) << node;
+    EXPECT_EQ(entries(job_dir(node) + "/snap-0000000001"), all) << node;
+  }
+  hold_exchanges_ = false;
+  stdfs::remove_all(tier_ + "/n1");
+  LogCapture log;
+  ExpectResume(2, /*from_local=*/true);
+  EXPECT_NE(log.text().find("from the replica on node 'n0'"), std::string::npos) << log.text();
 }
 
 TEST_P(LocalTierTest, WithBothTiersLostThePersistentCheckpointServes) {

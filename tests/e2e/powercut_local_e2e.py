@@ -18,7 +18,8 @@ DTRAIN_NODE_ID n0 and n1, each holding the other's replica). Each case:
      durable state is the disk after the "reboot", seen at the same path (a symlink that
      pointed at the mount now points at the image, so the job's identity is unchanged).
      Then:
-       - every committed snapshot (snap-N) on that disk verifies (dtrain ckpt verify);
+       - every committed snapshot (snap-N) on that disk verifies (dtrain ckpt verify),
+         but for the replicas of a node's newest one, which may still have been in flight;
        - `--resume` starts at least after the newest snapshot committed on every node
          (renamed and its directory fsynced) before the cut, never falls back past a
          damaged snapshot, and uses the local tier whenever one was committed;
@@ -26,7 +27,7 @@ DTRAIN_NODE_ID n0 and n1, each holding the other's replica). Each case:
 By default a sample of the second snapshot's operations is cut (choose_points: a torn
 shard write, the commit renames and the directory fsync after the first, the prune's
 rename and first delete; on 1 rank also every fsync, directory fsync and rename of the
-snapshot, on 2 ranks a replica's write and fsync); DTRAIN_POWERCUT_FULL=1 cuts at every operation of
+snapshot, on 2 ranks a replica's write, fsync and rename); DTRAIN_POWERCUT_FULL=1 cuts at every operation of
 the run, DTRAIN_POWERCUT_POINTS=3,17,... at those. Skipped (status 77) where FUSE cannot
 be mounted.
 """
@@ -110,10 +111,13 @@ def choose_points(ops, ranks):
     window, it = local_window(ops)
     own = "shard-%05d-of-%05d.h5" % (0, ranks)
     writes = [n for n, op, path in window if op == "write" and "/n0/" in path and path.endswith(own)]
-    # A replica: rank 1's shard written into node n0's tier.
+    # A replica: rank 1's shard written into node n0's tier, under a temporary name that
+    # is then renamed into the committed snapshot.
     replica = "shard-%05d-of-%05d.h5" % (1, ranks)
-    rep_write = [n for n, op, path in window if op == "write" and "/n0/" in path and path.endswith(replica)]
-    rep_sync = [n for n, op, path in window if op == "fsync" and "/n0/" in path and path.endswith(replica)]
+    rep_ops = [(n, op) for n, op, path in window if "/n0/" in path and "/.replica-" in path and replica in path]
+    rep_write = [n for n, op in rep_ops if op == "write"]
+    rep_sync = [n for n, op in rep_ops if op == "fsync"]
+    rep_rename = [n for n, op in rep_ops if op == "rename"]
     renames = [n for n, op, path in window if op == "rename" and SNAP_RENAME.match(path)]
     paths = dict((n, path) for n, _, path in window)
     node = SNAP_RENAME.match(paths[renames[0]]).group(1)
@@ -124,7 +128,7 @@ def choose_points(ops, ranks):
                (op == "unlink" and ".deleting-" in path)][:2]
     points = writes[len(writes) // 2:][:1] + renames + dir_sync + deletes
     if ranks > 1:
-        points += rep_write[:1] + rep_sync[:1]
+        points += rep_write[:1] + rep_sync[:1] + rep_rename[:1]
     else:  # every step of the commit protocol
         points += [n for n, op, path in window if op in ("rename", "fsync", "fsyncdir")
                    and "/local/" in path]
@@ -163,16 +167,27 @@ def trigger(n, ops):
         (["--tear"] if op == "write" else [])
 
 
-def committed_on_disk(disk):
-    """Verifies every committed snapshot on the disk; returns ["n0/snap-...", ...]."""
+def committed_on_disk(disk, ranks):
+    """Verifies every committed snapshot on the disk; returns ["n0/snap-...", ...]. A
+    node's newest snapshot may lack the replicas of other nodes' shards (they are sent
+    after the commit, and the next commit waits for them); nothing else may be wrong."""
     found = []
     root = os.path.join(disk, "local")
     for node in sorted(os.listdir(root)) if os.path.isdir(root) else []:
         for job in os.listdir(os.path.join(root, node)):
             jd = os.path.join(root, node, job)
-            for snap in sorted(d for d in os.listdir(jd) if d.startswith("snap-")) if os.path.isdir(jd) else []:
-                e2e.run([e2e.ARGS.dtrain, "ckpt", "verify", os.path.join(jd, snap)],
-                        log_name="verify_%s_%s" % (node, snap))
+            snaps = sorted(d for d in os.listdir(jd) if d.startswith("snap-")) if os.path.isdir(jd) else []
+            for snap in snaps:
+                rc, out, err = e2e.run([e2e.ARGS.dtrain, "ckpt", "verify", os.path.join(jd, snap)],
+                                       log_name="verify_%s_%s" % (node, snap), expect_rc=None)
+                if rc != 0:
+                    own = int(node[1:]) if ranks > 1 else 0  # rank r runs on node n<r>
+                    problems = [l for l in (out + err).splitlines() if "problem:" in l]
+                    replicas = [l for l in problems if re.search(
+                        r"shard file '.*/shard-(?!%05d)\d{5}-of-\d{5}\.h5' is missing" % own, l)]
+                    check(snap == snaps[-1] and problems and replicas == problems,
+                          "%s/%s does not verify, and not only for a replica still in flight "
+                          "(rc %d):\n%s" % (node, snap, rc, out + err))
                 found.append("%s/%s" % (node, snap))
     return found
 
@@ -192,7 +207,7 @@ def cut_at(ranks, ref, n, counted):
     disk = point_disk(mount, mount.image)
     os.makedirs(disk + "/out", exist_ok=True)
     persistent = os.path.exists(os.path.join(disk, "out", "model_final"))
-    on_disk = committed_on_disk(disk)
+    on_disk = committed_on_disk(disk, ranks)
     _, _, err = e2e.run(train_cmd(ranks, disk, ["--resume"]), log_name=name + "_resumed")
     m = re.search(r"Starting training from iteration (\d+)", err)
     check(m, "%s: the resumed run did not say where it started" % name)
