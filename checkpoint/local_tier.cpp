@@ -34,7 +34,6 @@
 namespace dtrain::checkpoint {
 namespace {
 
-using local_detail::my_partners;
 using local_detail::snap_iteration;
 using local_detail::snap_name;
 using local_detail::whole_file;
@@ -424,7 +423,11 @@ void LocalTier::start_replication(const Pending& p) {
       r->error = fmt::format("reading the shard to replicate: {}", e.what());  // sends nothing
     }
   }
-  r->exchange = comm_.exchange_bytes_async(send, std::move(keep), replica_dests_, replica_sources_);
+  try {
+    r->exchange = comm_.exchange_bytes_async(send, std::move(keep), replica_dests_, replica_sources_);
+  } catch (const std::exception& e) {
+    r->error = fmt::format("sending the replicas: {}", e.what());
+  }
   replication_ = std::move(r);
   advance_replication();
 }
@@ -443,10 +446,8 @@ std::string store_replicas(Env& env, const std::string& job_dir, const std::stri
                                         std::filesystem::path(dir).filename().string(), name);
     try {
       fs::remove_quietly(tmp, env);
-      env.write_new_file(tmp, received[i]);
-      env.sync(tmp);
-      env.rename(tmp, dir + "/" + name);
-      env.sync(dir);
+      fs::write_file_durable(tmp, received[i], env);
+      fs::rename_durable(tmp, dir + "/" + name, env);  // and syncs `dir`
     } catch (const std::exception& e) {
       fs::remove_quietly(tmp, env);
       if (error.empty()) error = fmt::format("storing the replica of rank {}'s shard: {}", sources[i], e.what());
@@ -458,11 +459,18 @@ std::string store_replicas(Env& env, const std::string& job_dir, const std::stri
 
 void LocalTier::advance_replication() {
   Replication* r = replication_.get();
-  if (r != nullptr && !r->stored.valid() && r->exchange->test()) store_replication(*r);
+  if (r == nullptr || r->exchange == nullptr || r->stored.valid()) return;
+  try {
+    if (r->exchange->test()) store_replication(*r);
+  } catch (const std::exception& e) {
+    r->error = fmt::format("receiving the replicas: {}", e.what());
+    r->exchange.reset();  // given up
+  }
 }
 
 void LocalTier::store_replication(Replication& r) {
   std::vector<std::string> received = r.exchange->wait();
+  r.exchange.reset();  // finished: frees what was sent
   for (const auto& b : received) r.received_bytes += static_cast<int64_t>(b.size());
   std::packaged_task<std::string()> task(
       [&env = env_, job = job_dir_, dir = r.dir, sources = replica_sources_, received = std::move(received),
@@ -474,10 +482,19 @@ void LocalTier::store_replication(Replication& r) {
 void LocalTier::settle_replication() {
   if (!replication_) return;
   const auto t0 = std::chrono::steady_clock::now();
-  if (!replication_->stored.valid()) store_replication(*replication_);  // waits for the transfers
   std::unique_ptr<Replication> r = std::move(replication_);
-  const std::string stored = r->stored.get();
-  if (r->error.empty()) r->error = stored;
+  // Never throws: a replica that did not make it is a warning, and every rank goes on to
+  // the commit's all-gather. The leader prunes after that all-gather, so after every
+  // rank of its node settled: no replica is stored into a snapshot being removed.
+  try {
+    if (r->exchange != nullptr && !r->stored.valid()) store_replication(*r);  // waits for the transfers
+    if (r->stored.valid()) {
+      const std::string stored = r->stored.get();
+      if (r->error.empty()) r->error = stored;
+    }
+  } catch (const std::exception& e) {
+    if (r->error.empty()) r->error = fmt::format("receiving the replicas: {}", e.what());
+  }
   if (!r->error.empty()) {
     ++replica_failures_;
     DTRAIN_LOG_WARN_RANK("Replicas of local snapshot {}: {}. A loss of this node or its buddy's is served by "
@@ -504,7 +521,7 @@ void LocalTier::commit_on_node(Pending& p, const std::vector<ShardManifest>& man
 }
 
 void LocalTier::commit() {
-  settle_replication();  // before this commit prunes the snapshot they go into
+  settle_replication();  // on every rank before the all-gather, after which the leader prunes
   std::unique_ptr<Pending> p = std::move(pending_);
   const auto t0 = std::chrono::steady_clock::now();
   const int rank = comm_.rank();

@@ -94,8 +94,11 @@ class Communicator {
   // sequence of calls, and the pairs match: rank a lists b in dests exactly when b lists
   // a in sources. `keep` owns the memory `send` views until the exchange finished.
   // The MPI backend posts non-blocking sends and receives (a length, then the bytes), on
-  // a tag of their own: they advance in test(), wait() and any other MPI call of the
-  // process (the gradient all-reduces), while other calls of this communicator go on.
+  // tags of their own: they advance in test(), wait() and any other MPI call of the
+  // process (with the MPI backend's async thread, the gradient all-reduces; with NCCL
+  // gradients, only test() and the MPI calls of checkpointing), while other calls of this
+  // communicator go on. An exchange dropped unfinished cancels its requests; the
+  // communicator should then be on its way out (its tags come round again after 4096).
   // The default runs the whole exchange in this call, through all_gather_bytes (every
   // rank receives every payload), and returns a finished one.
   virtual std::unique_ptr<Exchange> exchange_bytes_async(std::string_view send,

@@ -12,10 +12,13 @@
 #include <utility>
 
 #include "runtime/base/error.h"
+#include "runtime/dist/chunks.h"
 #include "runtime/dist/reduce_rules.h"
 
 namespace dtrain::dist {
 namespace {
+
+using detail::for_each_chunk;
 
 // Who reports an error: this rank of its communicator, and its host.
 struct Who {
@@ -120,14 +123,6 @@ Reduction prepare_reduction(at::Tensor& tensor, ReduceOp op, int size, FailFn fa
     r.buffer = tensor;
   }
   return r;
-}
-
-// Calls fn(offset, count) for consecutive chunks of at most `max_count` of `total`.
-template <typename Fn>
-void for_each_chunk(int64_t total, int64_t max_count, Fn fn) {
-  for (int64_t offset = 0; offset < total; offset += max_count) {
-    fn(offset, static_cast<int>(std::min(max_count, total - offset)));
-  }
 }
 
 // Work of an MPI_Iallreduce (one request per chunk).
@@ -330,6 +325,7 @@ MpiCommunicator::MpiCommunicator(MPI_Comm base, Options options) : options_(opti
 
 MpiCommunicator::~MpiCommunicator() {
   thread_.reset();  // runs what is queued, then joins, before the communicator is freed
+  settle_orphans();
 }
 
 void MpiCommunicator::drain() {

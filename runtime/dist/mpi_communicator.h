@@ -116,10 +116,14 @@ class MpiCommunicator : public Communicator {
 
   class AsyncThread;
   friend class MpiExchange;
-  // The buffers of exchanges given up unfinished, which MPI may still read or write:
-  // kept until after the communicator is freed (declared before comm_).
-  std::vector<std::shared_ptr<void>> orphans_;
-  int64_t exchanges_ = 0;  // exchange_bytes_async calls so far (their tags)
+  struct ExchangeState;
+  // Before the communicator is freed: waits for nothing, but tests the cancelled
+  // requests of the exchanges given up and keeps (leaks) the buffers of those still open.
+  void settle_orphans() noexcept;
+  // Exchanges given up unfinished, their requests cancelled (mpi_exchange.cpp).
+  std::vector<std::shared_ptr<ExchangeState>> orphans_;
+  int64_t live_exchanges_ = 0;  // exchanges not yet destroyed
+  int64_t exchanges_ = 0;       // exchange_bytes_async calls so far (their tags)
   MpiCommHandle comm_;
   Options options_;
   int rank_ = 0;

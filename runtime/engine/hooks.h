@@ -87,7 +87,8 @@ class PeriodicCheckpointerHook : public HookBase {
 // as the PeriodicCheckpointerHook's saves, written in the background during the next
 // step and committed at its end (waiting for the write if it is still running): a kill
 // loses at most `period` iterations. The shards then go to their buddies in the
-// background; the next commit waits for them. The last iteration takes none
+// background; the next commit waits for them (so a lost node, whose newest snapshot's
+// replicas may not have arrived, loses at most 2 x `period`). The last iteration takes none
 // (model_final is saved). When training ends normally the job's local snapshots are
 // removed (model_final supersedes them); when it stops by an error, the one in flight
 // is dropped and the committed ones stay for --resume.

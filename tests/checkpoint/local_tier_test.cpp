@@ -296,6 +296,38 @@ TEST_P(LocalTierTest, ALostNodeWhoseNewestReplicasWereInFlightResumesTheSnapshot
   EXPECT_NE(log.text().find("from the replica on node 'n0'"), std::string::npos) << log.text();
 }
 
+// A replica that cannot be stored (a directory sits where it goes) is a warning on the
+// rank that received it; the snapshot stays committed and training and the next
+// snapshots go on, their replicas stored.
+TEST_P(LocalTierTest, AReplicaThatCannotBeStoredIsAWarning) {
+  if (n_ == 1) GTEST_SKIP() << "one node: no buddy";
+  hold_exchanges_ = true;
+  LogCapture log;
+  RunOk(n_, [&](dist::Communicator& comm) {
+    TrainingState s(OptKind::kAdamW, 7, comm.rank(), n_);
+    Checkpointer c(s.model, out_, comm, s.checkpointables(), options(comm.rank()));
+    c.resume_or_load("", /*resume=*/false);
+    s.train(1);
+    c.snapshot_local(0);
+    s.train(1);
+    c.commit_local();  // committed; its replicas in flight
+    const int source = (comm.rank() + n_ / 2) % n_;  // the rank whose shard comes here
+    stdfs::create_directories(fmt::format("{}/snap-0000000000/shard-{:05d}-of-{:05d}.h5",
+                                          job_dir(node_of(comm.rank())), source, n_));
+    c.snapshot_local(1);
+    s.train(1);
+    c.finish_local();
+    EXPECT_EQ(c.local_tier()->commits(), 2);
+    EXPECT_EQ(c.local_tier()->failures(), 0);
+    EXPECT_EQ(c.local_tier()->replica_failures(), 1) << "rank " << comm.rank();
+  });
+  EXPECT_NE(log.text().find("Replicas of local snapshot 0: storing the replica of rank"), std::string::npos)
+      << log.text();
+  for (const std::string node : {"n0", "n1"}) {
+    EXPECT_EQ(entries(job_dir(node) + "/snap-0000000001").size(), static_cast<size_t>(n_ + 1)) << node;
+  }
+}
+
 TEST_P(LocalTierTest, WithBothTiersLostThePersistentCheckpointServes) {
   TrainWithSnapshots(/*persistent_at=*/1);
   stdfs::remove_all(tier_);

@@ -324,8 +324,9 @@ TYPED_TEST_P(CommunicatorConformance, SendRecvBytes) {
 
 // Transfers in the background: each rank sends to the next one or two ranks and receives
 // from the previous ones, sizes from empty to past one MPI message chunk, with another
-// call of the communicator while they are in flight; two exchanges at once, waited for
-// in the reverse order, do not mix; naming this rank is refused.
+// call of the communicator while they are in flight; one dropped unfinished leaves the
+// communicator working; two exchanges at once, waited for in the reverse order, do not
+// mix; naming this rank is refused.
 TYPED_TEST_P(CommunicatorConformance, ExchangeBytesAsync) {
   TypeParam::run([](Communicator& comm) {
     const int n = comm.size(), r = comm.rank();
@@ -351,6 +352,12 @@ TYPED_TEST_P(CommunicatorConformance, ExchangeBytesAsync) {
         EXPECT_EQ(got[i], payload(sources[i], size, 0)) << size << " bytes from rank " << sources[i];
       }
     }
+    {
+      // Dropped unfinished (an error on the way): the communicator goes on working.
+      auto big = std::make_shared<const std::string>(payload(r, 300000, 3));
+      auto dropped = comm.exchange_bytes_async(*big, big, dests, sources);
+    }
+    EXPECT_EQ(comm.all_reduce_int(2, ReduceOp::kSum), 2 * n);
     const std::string first = payload(r, 1000, 1), second = payload(r, 70000, 2);
     auto a = comm.exchange_bytes_async(first, nullptr, dests, sources);
     auto b = comm.exchange_bytes_async(second, nullptr, dests, sources);
