@@ -145,20 +145,51 @@ std::pair<double, double> write_and_fsync(const std::string& path,
   return {write_s, fsync_s};
 }
 
+namespace {
+
+// read(2) of up to `n` bytes into `p`, retried on EINTR; 0 at the end of the file.
+// Throws dtrain::Error naming the path (and closes fd) on failure.
+size_t read_some(int fd, char* p, size_t n, const std::string& path) {
+  for (;;) {
+    const ssize_t got = ::read(fd, p, n);
+    if (got >= 0) return static_cast<size_t>(got);
+    if (errno == EINTR) continue;
+    const int err = errno;
+    ::close(fd);
+    throw Error(fmt::format("cannot read '{}': {}", path, std::strerror(err)));
+  }
+}
+
+constexpr size_t kReadCall = size_t{16} << 20;
+
+}  // namespace
+
 double read_whole_file(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   DTRAIN_CHECK(fd >= 0, "cannot open '{}': {}", path, std::strerror(errno));
-  std::vector<char> buf(16 << 20);
+  std::vector<char> buf(kReadCall);
   Stopwatch sw;
-  for (;;) {
-    const ssize_t n = ::read(fd, buf.data(), buf.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const int err = errno;
-      ::close(fd);
-      throw Error(fmt::format("cannot read '{}': {}", path, std::strerror(err)));
+  while (read_some(fd, buf.data(), buf.size(), path) > 0) {
+  }
+  const double s = sw.seconds();
+  ::close(fd);
+  return s;
+}
+
+double read_into(const std::string& path, const std::vector<MutableByteSpan>& buffers) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  DTRAIN_CHECK(fd >= 0, "cannot open '{}': {}", path, std::strerror(errno));
+  Stopwatch sw;
+  for (const auto& [data, size] : buffers) {
+    char* p = static_cast<char*>(data);
+    for (size_t done = 0; done < size;) {
+      const size_t got = read_some(fd, p + done, std::min(kReadCall, size - done), path);
+      if (got == 0) {
+        ::close(fd);
+        throw Error(fmt::format("'{}' ends before the {} bytes of its buffers", path, size));
+      }
+      done += got;
     }
-    if (n == 0) break;
   }
   const double s = sw.seconds();
   ::close(fd);
@@ -267,6 +298,12 @@ std::vector<ByteSpan> byte_spans(const NamedTensors& tensors) {
     DTRAIN_CHECK(t.is_contiguous(), "tensor '{}' is not contiguous", n);
     out.emplace_back(t.data_ptr(), static_cast<size_t>(t.numel()) * t.element_size());
   }
+  return out;
+}
+
+std::vector<MutableByteSpan> mutable_byte_spans(const NamedTensors& tensors) {
+  std::vector<MutableByteSpan> out;
+  for (const auto& [data, size] : byte_spans(tensors)) out.emplace_back(const_cast<void*>(data), size);
   return out;
 }
 

@@ -75,6 +75,8 @@ double process_cpu_seconds();
 
 // A buffer to write: address and size in bytes.
 using ByteSpan = std::pair<const void*, size_t>;
+// A buffer to read into.
+using MutableByteSpan = std::pair<void*, size_t>;
 
 // Writes `buffers` back to back into `path` (created or truncated) with write(2), then
 // fsyncs it. With kick_bytes > 0, starts the writeback every kick_bytes written
@@ -86,6 +88,10 @@ std::pair<double, double> write_and_fsync(const std::string& path,
 // Reads `path` to its end with read(2) in 16 MiB calls; returns the seconds. Throws
 // dtrain::Error naming the path on failure.
 double read_whole_file(const std::string& path);
+// Reads `path` with read(2) (16 MiB calls at most) into `buffers`, filled in turn: the
+// bytes land where a load must put them, not in one reused buffer. Returns the seconds.
+// Throws dtrain::Error naming the path on failure or when the file is shorter.
+double read_into(const std::string& path, const std::vector<MutableByteSpan>& buffers);
 
 // Runs `command` with /bin/sh and returns its wall-clock seconds. Throws dtrain::Error
 // naming the command when it exits non-zero.
@@ -148,6 +154,8 @@ NamedTensors replicated_tensors(const checkpoint::ModuleState& model,
 int64_t total_bytes(const NamedTensors& tensors);
 // Address and size of every (contiguous) tensor, in order.
 std::vector<ByteSpan> byte_spans(const NamedTensors& tensors);
+// The same spans, to read into (the tensors' own memory).
+std::vector<MutableByteSpan> mutable_byte_spans(const NamedTensors& tensors);
 
 // dtrain_train_bench's models: "mlp" (784-<mlp_hidden>-10) or "resnet18" (CIFAR-style,
 // width 64, 32x32 inputs). Throws dtrain::ConfigError for another name.

@@ -162,6 +162,18 @@ class ShardReader {
   // shape like read_piece (same errors); only metadata is read. A loader that sorts its
   // pieces by (shard, this offset) reads each file front to back.
   int64_t locate(const TensorRecord& tensor, const PieceRecord& piece, at::ScalarType dtype);
+  // What locate() found, with the shard's descriptor (valid while this reader lives).
+  struct Location {
+    int fd = -1;
+    int64_t offset = -1;  // -1: no pread(2) location (read_piece reads through HDF5)
+  };
+  Location where(const TensorRecord& tensor, const PieceRecord& piece, at::ScalarType dtype);
+  // Reads `piece` into `dst` (contiguous CPU, the piece's shape and dtype) from a
+  // location where() found (offset >= 0), with read_piece's errors; no checksum. It uses
+  // nothing where() changes, so one thread may read located pieces while another locates
+  // the next ones (PieceLocator).
+  void read_located(const TensorRecord& tensor, const PieceRecord& piece, const Location& at,
+                    at::Tensor& dst) const;
   // The shard file holding `piece`, as errors name it.
   std::string path_of(const PieceRecord& piece) const;
 

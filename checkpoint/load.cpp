@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
-#include <limits>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -16,6 +15,7 @@
 #include "checkpoint/checkpointer.h"
 #include "checkpoint/load_plan.h"
 #include "checkpoint/messages.h"
+#include "checkpoint/piece_locator.h"
 #include "checkpoint/piece_verifier.h"
 #include "runtime/base/error.h"
 #include "runtime/base/fs.h"
@@ -242,11 +242,17 @@ class Checkpointer::DirectoryLoad {
     dist::all_or_none<CheckpointError>(comm_, what_, [&] {
       ShardReader reader(dir_, index_.world_size, c_.options_.allow_symlinked_shards);
       PieceVerifier verifier;  // hashes each piece while the next one is read
-      auto read = [&](const PieceRead& r, at::Tensor& dst, bool verify) {
+      // `at`: where the locator found the piece (read with pread(2)); null: read_piece
+      // locates it again, and reads it through HDF5 or throws why it cannot.
+      auto read = [&](const PieceRead& r, at::Tensor& dst, bool verify, const ShardReader::Location* at) {
         const TensorRecord& t = index_.tensors[r.tensor];
         const PieceRecord& p = t.pieces[r.piece];
         try {
-          reader.read_piece(t, p, dst, /*verify=*/false);
+          if (at != nullptr) {
+            reader.read_located(t, p, *at, dst);
+          } else {
+            reader.read_piece(t, p, dst, /*verify=*/false);
+          }
         } catch (const CheckpointError&) {
           verifier.check();  // an earlier piece's damage is the first error
           throw;
@@ -254,31 +260,40 @@ class Checkpointer::DirectoryLoad {
         if (verify) verifier.add(reader.path_of(p), t, p, dst);
         bytes_read_ += p.bytes;
       };
-      // This rank's reads in file order: the metadata of each piece first (packed at the
-      // front of a shard dtrain wrote), then the data front to back.
+      // This rank's reads in file order as write_shard lays a shard out: the small pieces
+      // (packed behind the metadata at the front), then the large ones front to back. The
+      // locator opens each piece's dataset on its own thread while the pieces before it
+      // are read.
       std::vector<PieceRead> mine;
       for (const auto& r : plan_.reads) {
         if (r.reader == rank) mine.push_back(r);
       }
-      // A piece that cannot be located goes last in its run and fails when read, in the
-      // read loop: the damage of a piece read before it (a checksum mismatch) is still
-      // the error reported.
-      follow_file_order(index_, mine, [&](const PieceRead& r) {
-        const TensorRecord& t = index_.tensors[r.tensor];
-        try {
-          return reader.locate(t, t.pieces[r.piece], tensors_.at(t.name).scalar_type());
-        } catch (const std::exception&) {
-          return std::numeric_limits<int64_t>::max();
+      follow_layout_order(index_, mine);
+      std::vector<size_t> later;  // not located (HDF5 layout, or an error): read last
+      {
+        PieceLocator locator(reader, index_, mine,
+                             [&](const TensorRecord& t) { return tensors_.at(t.name).scalar_type(); });
+        for (size_t i = 0; i < mine.size(); ++i) {
+          at::Tensor dst = destination(mine[i]);
+          const ShardReader::Location at = locator.wait(i);
+          if (at.offset < 0 || !dst.device().is_cpu()) {
+            later.push_back(i);
+            continue;
+          }
+          read(mine[i], dst, mine[i].verify, &at);
         }
-      });
-      for (const auto& r : mine) {
-        at::Tensor dst = destination(r);
-        read(r, dst, r.verify);
+        locator.finish();
+      }
+      // The damage of a piece read before these (a checksum mismatch) is still the
+      // error reported first.
+      for (size_t i : later) {
+        at::Tensor dst = destination(mine[i]);
+        read(mine[i], dst, mine[i].verify, nullptr);
       }
       auto read_whole = [&](const PieceRead& r) {
         const TensorRecord& t = index_.tensors[r.tensor];
         at::Tensor dst = empty_tensor_for(t, t.pieces[r.piece].shape, dir_);
-        read(r, dst, true);
+        read(r, dst, true, nullptr);
         return dst;
       };
       for (const auto& r : plan_.own_per_rank) per_rank_[index_.tensors[r.tensor].name] = read_whole(r);

@@ -5,7 +5,9 @@
 
 #include <fmt/format.h>
 
+#include "checkpoint/format.h"
 #include "runtime/base/error.h"
+#include "runtime/h5/file.h"
 
 namespace dtrain::checkpoint {
 namespace {
@@ -132,6 +134,14 @@ void follow_file_order(const CheckpointIndex& index, std::vector<PieceRead>& rea
   sorted.reserve(reads.size());
   for (size_t i : order) sorted.push_back(reads[i]);
   reads = std::move(sorted);
+}
+
+void follow_layout_order(const CheckpointIndex& index, std::vector<PieceRead>& reads) {
+  const int64_t threshold = static_cast<int64_t>(shard_file_options().alignment_threshold);
+  follow_file_order(index, reads, [&](const PieceRead& r) -> int64_t {
+    const TensorRecord& t = index.tensors[r.tensor];
+    return t.pieces[r.piece].bytes >= threshold ? 1 : 0;
+  });
 }
 
 LoadPlan plan_load(const CheckpointIndex& index, const Readers& readers, int rank,

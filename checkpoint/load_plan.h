@@ -94,6 +94,13 @@ struct LoadPlan {
 void follow_file_order(const CheckpointIndex& index, std::vector<PieceRead>& reads,
                        const std::function<int64_t(const PieceRead&)>& offset);
 
+// follow_file_order by the position write_shard gives each piece (shard_layout_order):
+// the pieces under the shard alignment threshold first, then the larger ones, each in
+// index order. For a shard dtrain wrote that is file order, known without opening a
+// dataset, so a PieceLocator can locate the pieces while they are read; for a shard
+// written otherwise it is only a slower order.
+void follow_layout_order(const CheckpointIndex& index, std::vector<PieceRead>& reads);
+
 // `wanted(name)`: whether this load uses the tensor (its owner is loaded).
 LoadPlan plan_load(const CheckpointIndex& index, const Readers& readers, int rank,
                    const std::function<bool(const std::string&)>& wanted);

@@ -106,28 +106,43 @@ int64_t ShardReader::locate(const TensorRecord& tensor, const PieceRecord& piece
   return offset;
 }
 
+ShardReader::Location ShardReader::where(const TensorRecord& tensor, const PieceRecord& piece,
+                                         at::ScalarType dtype) {
+  const int64_t offset = locate(tensor, piece, dtype);
+  return {files_.at(piece.shard).file->posix_fd(), offset};
+}
+
+void ShardReader::read_located(const TensorRecord& tensor, const PieceRecord& piece, const Location& at,
+                               at::Tensor& dst) const {
+  const std::string path = path_of(piece);
+  DTRAIN_CHECK(at.offset >= 0 && at.fd >= 0 && dst.device().is_cpu() && dst.is_contiguous() &&
+                   dst.sizes().vec() == piece.shape,
+               "internal: reading tensor '{}' from no location or into a destination of shape [{}]", tensor.name,
+               fmt::join(dst.sizes(), ","));
+  const size_t bytes = static_cast<size_t>(dst.numel()) * dst.element_size();
+  size_t got = 0;
+  try {
+    got = fs::pread_upto(at.fd, static_cast<uint64_t>(at.offset), dst.data_ptr(), bytes, path);
+  } catch (const CheckpointError&) {
+    throw;
+  } catch (const Error& e) {
+    throw CheckpointError(fmt::format("reading tensor '{}': {}", tensor.name, e.what()));
+  }
+  DTRAIN_CHECK_T(CheckpointError, got == bytes,
+                 "'{}': tensor '{}' ends early: {} of its {} bytes at offset {} are in the file "
+                 "(truncated shard)",
+                 path, tensor.name, got, bytes, at.offset);
+}
+
 void ShardReader::read_piece(const TensorRecord& tensor, const PieceRecord& piece, at::Tensor& dst,
                              bool verify) {
   const std::string path = path_of(piece);
   DTRAIN_CHECK_T(CheckpointError, dst.is_contiguous() && dst.sizes().vec() == piece.shape,
                  "internal: destination for '{}' has shape {} but the piece has {}", tensor.name,
                  fmt::join(dst.sizes(), ","), fmt::join(piece.shape, ","));
-  const int64_t offset = dst.device().is_cpu() ? locate(tensor, piece, dst.scalar_type()) : -1;
-  if (offset >= 0) {
-    const size_t bytes = static_cast<size_t>(dst.numel()) * dst.element_size();
-    size_t got = 0;
-    try {
-      got = fs::pread_upto(files_.at(piece.shard).file->posix_fd(), static_cast<uint64_t>(offset),
-                           dst.data_ptr(), bytes, path);
-    } catch (const CheckpointError&) {
-      throw;
-    } catch (const Error& e) {
-      throw CheckpointError(fmt::format("reading tensor '{}': {}", tensor.name, e.what()));
-    }
-    DTRAIN_CHECK_T(CheckpointError, got == bytes,
-                   "'{}': tensor '{}' ends early: {} of its {} bytes at offset {} are in the file "
-                   "(truncated shard)",
-                   path, tensor.name, got, bytes, offset);
+  const Location at = dst.device().is_cpu() ? where(tensor, piece, dst.scalar_type()) : Location{};
+  if (at.offset >= 0) {
+    read_located(tensor, piece, at, dst);
   } else {
     Shard& s = shard(tensor, piece);
     as_checkpoint_error([&] {

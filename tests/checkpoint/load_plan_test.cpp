@@ -188,5 +188,17 @@ TEST(FollowFileOrder, KeepsTheVerificationTurnsApart) {
   EXPECT_EQ(Names(idx, reads), (std::vector<std::string>{"optimizer/m:0", "model/w:0", "rng/cpu:0"}));
 }
 
+TEST(FollowLayoutOrder, PutsEachRunsSmallPiecesBeforeItsLargeOnesInIndexOrder) {
+  CheckpointIndex idx = TwoShardIndex();
+  idx.tensors[0].pieces[0].bytes = 64 << 10;  // model/w:0 at the alignment threshold: large
+  idx.tensors.push_back({"model/big", "float32", {1 << 15}, false, {{0, 0, 1 << 15, 128 << 10, 0, {1 << 15}}}});
+  // Shard 0: model/big, model/w:0, optimizer/m:0 (a run); shard 1: model/w:1, model/b:0.
+  std::vector<PieceRead> reads = {{4, 0, 0, true}, {0, 0, 0, true}, {2, 0, 0, true},
+                                  {0, 1, 0, true}, {1, 0, 0, true}};
+  follow_layout_order(idx, reads);
+  EXPECT_EQ(Names(idx, reads), (std::vector<std::string>{"optimizer/m:0", "model/big:0", "model/w:0",
+                                                          "model/w:1", "model/b:0"}));
+}
+
 }  // namespace
 }  // namespace dtrain::checkpoint

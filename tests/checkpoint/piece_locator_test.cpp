@@ -1,0 +1,156 @@
+// The load's read order and its locator, on checkpoints Checkpointer wrote (1 and 2
+// ranks): follow_layout_order predicts each shard's file order without opening a dataset
+// (so the reads of a dtrain shard go front to back while PieceLocator opens the datasets
+// on its own thread), the locator finds what ShardReader::locate finds, reports what it
+// cannot locate as no location (read_piece then says why), and stops when dropped early.
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "checkpoint/checkpointer.h"
+#include "checkpoint/format.h"
+#include "checkpoint/load_plan.h"
+#include "checkpoint/piece_locator.h"
+#include "runtime/base/error.h"
+#include "runtime/dist/thread_communicator.h"
+#include "runtime/h5/h5.h"
+#include "tests/checkpoint/test_support.h"
+
+namespace dtrain::checkpoint {
+namespace {
+
+using namespace testing;  // NOLINT: test helpers
+namespace stdfs = std::filesystem;
+
+class PieceLocatorTest : public ::testing::TestWithParam<int> {
+ protected:
+  void SetUp() override {
+    dir_ = make_temp_dir("piece-locator");
+    // fc1.weight (100 x 200) and fc2.weight (200 x 100), 80 kB each, are above the
+    // alignment threshold (64 KiB) on one rank; the biases and BatchNorm's buffers below.
+    const int world = GetParam();
+    const auto errors = dist::run_ranks(world, [&](dist::Communicator& comm) {
+      Checkpointer(make_tiny_net(7, 200, 100, 200), dir_, comm).save("model_a");
+    });
+    for (const auto& e : errors) {
+      if (e) std::rethrow_exception(e);
+    }
+    ckpt_ = dir_ + "/model_a";
+    index_ = CheckpointIndex::from_json(read_index_text(ckpt_), ckpt_);
+  }
+  void TearDown() override {
+    if (!HasFailure()) stdfs::remove_all(dir_);
+  }
+  // Every replicated piece, shard by shard (one run each), each shard's in index order.
+  std::vector<PieceRead> ReadsByShard() const {
+    std::vector<PieceRead> reads;
+    for (int s = 0; s < index_.world_size; ++s) {
+      for (size_t ti = 0; ti < index_.tensors.size(); ++ti) {
+        const TensorRecord& t = index_.tensors[ti];
+        for (size_t pi = 0; !t.per_rank && pi < t.pieces.size(); ++pi) {
+          if (t.pieces[pi].shard == s) reads.push_back({ti, pi, 0, true});
+        }
+      }
+    }
+    return reads;
+  }
+  at::ScalarType Dtype(const TensorRecord& t) const { return dtype_from_name(t.dtype, ckpt_); }
+
+  std::string dir_, ckpt_;
+  CheckpointIndex index_;
+};
+
+TEST_P(PieceLocatorTest, LayoutOrderIsEachShardsFileOrder) {
+  std::vector<PieceRead> reads = ReadsByShard();
+  follow_layout_order(index_, reads);
+  ShardReader reader(ckpt_, index_.world_size);
+  int64_t large = 0;
+  for (size_t i = 0; i < reads.size(); ++i) {
+    const TensorRecord& t = index_.tensors[reads[i].tensor];
+    const PieceRecord& p = t.pieces[reads[i].piece];
+    large += p.bytes >= 64 << 10 ? 1 : 0;
+    if (i == 0 || p.shard != index_.tensors[reads[i - 1].tensor].pieces[reads[i - 1].piece].shard) continue;
+    const TensorRecord& prev = index_.tensors[reads[i - 1].tensor];
+    EXPECT_LT(reader.locate(prev, prev.pieces[reads[i - 1].piece], Dtype(prev)), reader.locate(t, p, Dtype(t)))
+        << prev.name << " then " << t.name << " in shard " << p.shard;
+  }
+  EXPECT_GE(large, 2) << "the test needs pieces on both sides of the threshold";
+  EXPECT_GT(static_cast<int64_t>(reads.size()), large);
+}
+
+TEST_P(PieceLocatorTest, FindsWhatLocateFindsAndReadsItBack) {
+  std::vector<PieceRead> reads = ReadsByShard();
+  follow_layout_order(index_, reads);
+  ShardReader reader(ckpt_, index_.world_size);
+  std::vector<ShardReader::Location> found;
+  {
+    PieceLocator locator(reader, index_, reads, [&](const TensorRecord& t) { return Dtype(t); });
+    for (size_t i = 0; i < reads.size(); ++i) {
+      found.push_back(locator.wait(i));
+      // Read while the locator may still be locating the next ones.
+      const TensorRecord& t = index_.tensors[reads[i].tensor];
+      const PieceRecord& p = t.pieces[reads[i].piece];
+      ASSERT_GE(found.back().offset, 0) << t.name;
+      at::Tensor dst = at::empty(p.shape, at::TensorOptions().dtype(Dtype(t)));
+      reader.read_located(t, p, found.back(), dst);
+      EXPECT_NO_THROW(verify_piece(reader.path_of(p), t, p, dst)) << t.name;
+    }
+    locator.finish();
+  }
+  ShardReader fresh(ckpt_, index_.world_size);
+  for (size_t i = 0; i < reads.size(); ++i) {
+    const TensorRecord& t = index_.tensors[reads[i].tensor];
+    EXPECT_EQ(found[i].offset, fresh.locate(t, t.pieces[reads[i].piece], Dtype(t))) << t.name;
+  }
+}
+
+TEST_P(PieceLocatorTest, APieceItCannotLocateHasNoLocationAndReadPieceSaysWhy) {
+  std::vector<PieceRead> reads = ReadsByShard();
+  const std::string victim = index_.tensors[reads.back().tensor].name;
+  const int shard = index_.tensors[reads.back().tensor].pieces[reads.back().piece].shard;
+  const std::string shard_path = ckpt_ + "/" + shard_file_name(shard, index_.world_size);
+  {
+    h5::File f = h5::File::open(shard_path, h5::OpenMode::kReadWrite);
+    f.remove("/" + victim);
+    f.close();
+  }
+  ShardReader reader(ckpt_, index_.world_size);
+  PieceLocator locator(reader, index_, reads, [&](const TensorRecord& t) { return Dtype(t); });
+  for (size_t i = 0; i + 1 < reads.size(); ++i) EXPECT_GE(locator.wait(i).offset, 0);
+  EXPECT_EQ(locator.wait(reads.size() - 1).offset, -1);
+  locator.finish();
+  const TensorRecord& t = index_.tensors[reads.back().tensor];
+  at::Tensor dst = at::empty(t.pieces[reads.back().piece].shape, at::TensorOptions().dtype(Dtype(t)));
+  try {
+    reader.read_piece(t, t.pieces[reads.back().piece], dst);
+    FAIL() << "expected a CheckpointError";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find(shard_path), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(victim), std::string::npos) << e.what();
+  }
+}
+
+TEST_P(PieceLocatorTest, DroppedBeforeItEndsItStops) {
+  std::vector<PieceRead> many;
+  for (int k = 0; k < 2000; ++k) {
+    for (const auto& r : ReadsByShard()) many.push_back(r);
+  }
+  ShardReader reader(ckpt_, index_.world_size);
+  {
+    PieceLocator locator(reader, index_, many, [&](const TensorRecord& t) { return Dtype(t); });
+    EXPECT_GE(locator.wait(0).offset, 0);
+  }  // joins after the piece being located, not after all of them
+  // The reader is the caller's again.
+  const TensorRecord& t = index_.tensors[many[0].tensor];
+  EXPECT_GE(reader.locate(t, t.pieces[many[0].piece], Dtype(t)), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Ranks, PieceLocatorTest, ::testing::Values(1, 2),
+                         [](const auto& info) { return std::to_string(info.param) + "rank"; });
+
+}  // namespace
+}  // namespace dtrain::checkpoint
