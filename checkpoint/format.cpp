@@ -37,7 +37,7 @@ h5::FileOptions shard_file_options() {
 
 std::vector<size_t> shard_layout_order(const std::vector<ShardItem>& items) {
   const int64_t threshold = static_cast<int64_t>(shard_file_options().alignment_threshold);
-  auto bytes = [&](size_t i) { return items[i].data.numel() * static_cast<int64_t>(items[i].data.element_size()); };
+  auto bytes = [&](size_t i) { return static_cast<int64_t>(items[i].data.nbytes()); };
   std::vector<size_t> order(items.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::stable_partition(order.begin(), order.end(), [&](size_t i) { return bytes(i) < threshold; });
@@ -175,7 +175,7 @@ ShardManifest shard_manifest(const std::vector<ShardItem>& items, const std::vec
       manifest.replicated.push_back(
           {items[i].name, PieceRecord{rank, p->row_start, p->row_count, p->bytes, hashes.at(i), t.sizes().vec()}});
     } else {
-      const int64_t bytes = t.numel() * static_cast<int64_t>(t.element_size());
+      const int64_t bytes = static_cast<int64_t>(t.nbytes());
       manifest.per_rank.emplace_back(
           TensorMeta{items[i].name, t.scalar_type(), t.sizes().vec()},
           PieceRecord{rank, 0, t.dim() ? t.size(0) : 1, bytes, hashes.at(i), t.sizes().vec()});
@@ -211,7 +211,7 @@ ShardManifest write_shard(const std::string& path, int rank, const CollectedStat
       const at::Tensor& t = items[order[k]].data;
       datasets[k].write(t);
       datasets[k].close();
-      writeback.wrote(t.numel() * static_cast<int64_t>(t.element_size()));
+      writeback.wrote(static_cast<int64_t>(t.nbytes()));
       if (observer) observer(static_cast<int64_t>(k) + 1, total);
     }
     file.close();

@@ -72,7 +72,7 @@ h5::FileOptions shard_file_options();
 // into `items`): the small ones (under the alignment threshold) first, then the large
 // ones in item order. write_shard creates them all before writing any, so the file holds
 // every object header, then the small datasets' data, then the large ones'; a reader
-// that follows file order (ShardReader::locate) reads it front to back.
+// that follows this order (follow_layout_order, load_plan.h) reads it front to back.
 std::vector<size_t> shard_layout_order(const std::vector<ShardItem>& items);
 
 // Called after each dataset written to a shard (progress, fault injection).

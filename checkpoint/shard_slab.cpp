@@ -44,7 +44,7 @@ std::shared_ptr<ShardSlab> ShardSlab::create(const std::string& path, const std:
       const at::Tensor& t = items[i].data;
       h5::Dataset d = file.create_allocated(items[i].name, t.scalar_type(), t.sizes().vec());
       Entry e{items[i].name, t.scalar_type(), t.sizes().vec(), d.storage_offset(),
-              t.numel() * static_cast<int64_t>(t.element_size())};
+              static_cast<int64_t>(t.nbytes())};
       DTRAIN_CHECK_T(CheckpointError, e.bytes == 0 || e.offset >= 0,
                      "'{}': HDF5 placed no file space for dataset '{}'", path, items[i].name);
       slab->entries_[i] = std::move(e);
