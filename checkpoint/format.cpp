@@ -380,13 +380,8 @@ void begin_index_file(const std::string& dir, const CheckpointIndex& planned, co
   as_checkpoint_error([&] {
     const std::string path = dir + "/" + kIndexFile;
     if (mappings_image != nullptr) {
-      try {
-        Env::posix().write_new_file(path, *mappings_image);
-      } catch (const CheckpointError&) {
-        throw;
-      } catch (const Error& e) {
-        throw CheckpointError(fmt::format("writing '{}': {}", path, e.what()));
-      }
+      as_checkpoint_error([&] { Env::posix().write_new_file(path, *mappings_image); },
+                          [&] { return fmt::format("writing '{}'", path); });
       h5::File file = h5::File::open(path, h5::OpenMode::kReadWrite);
       stamp_index_file(file, planned, config_yaml);
       file.close();

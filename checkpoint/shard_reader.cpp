@@ -120,14 +120,9 @@ void ShardReader::read_located(const TensorRecord& tensor, const PieceRecord& pi
                "internal: reading tensor '{}' from no location or into a destination of shape [{}]", tensor.name,
                fmt::join(dst.sizes(), ","));
   const size_t bytes = static_cast<size_t>(dst.numel()) * dst.element_size();
-  size_t got = 0;
-  try {
-    got = fs::pread_upto(at.fd, static_cast<uint64_t>(at.offset), dst.data_ptr(), bytes, path);
-  } catch (const CheckpointError&) {
-    throw;
-  } catch (const Error& e) {
-    throw CheckpointError(fmt::format("reading tensor '{}': {}", tensor.name, e.what()));
-  }
+  const size_t got = as_checkpoint_error(
+      [&] { return fs::pread_upto(at.fd, static_cast<uint64_t>(at.offset), dst.data_ptr(), bytes, path); },
+      [&] { return fmt::format("reading tensor '{}'", tensor.name); });
   DTRAIN_CHECK_T(CheckpointError, got == bytes,
                  "'{}': tensor '{}' ends early: {} of its {} bytes at offset {} are in the file "
                  "(truncated shard)",
