@@ -179,6 +179,8 @@ double read_whole_file(const std::string& path) {
 double read_into(const std::string& path, const std::vector<MutableByteSpan>& buffers) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   DTRAIN_CHECK(fd >= 0, "cannot open '{}': {}", path, std::strerror(errno));
+  size_t total = 0;
+  for (const auto& b : buffers) total += b.second;
   Stopwatch sw;
   for (const auto& [data, size] : buffers) {
     char* p = static_cast<char*>(data);
@@ -186,7 +188,7 @@ double read_into(const std::string& path, const std::vector<MutableByteSpan>& bu
       const size_t got = read_some(fd, p + done, std::min(kReadCall, size - done), path);
       if (got == 0) {
         ::close(fd);
-        throw Error(fmt::format("'{}' ends before the {} bytes of its buffers", path, size));
+        throw Error(fmt::format("'{}' ends before the {} bytes of its buffers", path, total));
       }
       done += got;
     }

@@ -180,7 +180,7 @@ int run(int argc, char** argv) {
         // state stays as saved): where a load puts them, one memory pass more than
         // re-reading into one buffer that stays in cache.
         if (drop) drop_page_cache();
-        px_in.push_back(read_into(raw_file, mutable_byte_spans(tensors)));
+        px_in.push_back(read_into(raw_file, mutable_byte_spans(replicated_tensors(model_state, opt_state))));
       }
       if (which == 2) {
         const bool reset = reset_peak_rss();

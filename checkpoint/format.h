@@ -143,7 +143,8 @@ bool check_own_file(const std::string& path, const std::string& dir, bool allow_
 // Reads pieces from the shard files of checkpoint directory `dir`, keeping each shard
 // file open once opened. A piece stored as a plain contiguous dataset of its dtype (what
 // dtrain writes) is read with pread(2) from the offset HDF5 gives, checked against the
-// file's size; any other is read through HDF5. Not thread-safe.
+// file's size; any other is read through HDF5. Not thread-safe, but for one exception:
+// read_located and path_of may run on one thread while where() runs on another.
 class ShardReader {
  public:
   // allow_symlinked_shards (CHECKPOINT.ALLOW_SYMLINKED_SHARDS): a shard that is a

@@ -269,27 +269,31 @@ class Checkpointer::DirectoryLoad {
         if (r.reader == rank) mine.push_back(r);
       }
       follow_layout_order(index_, mine);
-      std::vector<size_t> later;  // not located (HDF5 layout, or an error): read last
       {
         PieceLocator locator(reader, index_, mine,
                              [&](const TensorRecord& t) { return tensors_.at(t.name).scalar_type(); });
+        std::vector<size_t> later;  // of this run: not located (HDF5 layout, or an error)
         for (size_t i = 0; i < mine.size(); ++i) {
           at::Tensor dst = destination(mine[i]);
           const ShardReader::Location at = locator.wait(i);
-          if (at.offset < 0 || !dst.device().is_cpu()) {
+          if (at.offset >= 0 && dst.device().is_cpu()) {
+            read(mine[i], dst, mine[i].verify, &at);
+          } else {
             later.push_back(i);
-            continue;
           }
-          read(mine[i], dst, mine[i].verify, &at);
+          if (later.empty() || (i + 1 < mine.size() && same_run(index_, mine[i], mine[i + 1]))) continue;
+          // The run's end: its pieces left go through read_piece (which needs the reader
+          // to itself: the locator is done first), which reads them or says why it cannot.
+          // The damage of a piece read before them (a checksum mismatch) is still the
+          // error reported first.
+          locator.finish();
+          for (size_t j : later) {
+            at::Tensor left = destination(mine[j]);
+            read(mine[j], left, mine[j].verify, nullptr);
+          }
+          later.clear();
         }
-        locator.finish();
-      }
-      // The damage of a piece read before these (a checksum mismatch) is still the
-      // error reported first.
-      for (size_t i : later) {
-        at::Tensor dst = destination(mine[i]);
-        read(mine[i], dst, mine[i].verify, nullptr);
-      }
+      }  // joins the locator: the reader is this thread's alone again
       auto read_whole = [&](const PieceRead& r) {
         const TensorRecord& t = index_.tensors[r.tensor];
         at::Tensor dst = empty_tensor_for(t, t.pieces[r.piece].shape, dir_);

@@ -113,19 +113,20 @@ Readers find_readers(const std::vector<Visibility>& ranks, int rank, const std::
   return out;
 }
 
+bool same_run(const CheckpointIndex& index, const PieceRead& a, const PieceRead& b) {
+  return index.tensors[a.tensor].pieces[a.piece].shard == index.tensors[b.tensor].pieces[b.piece].shard &&
+         a.turn == b.turn;
+}
+
 void follow_file_order(const CheckpointIndex& index, std::vector<PieceRead>& reads,
                        const std::function<int64_t(const PieceRead&)>& offset) {
-  auto shard = [&](const PieceRead& r) { return index.tensors[r.tensor].pieces[r.piece].shard; };
   std::vector<int64_t> where(reads.size());
   for (size_t i = 0; i < reads.size(); ++i) where[i] = offset(reads[i]);
   std::vector<size_t> order(reads.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   for (size_t begin = 0; begin < reads.size();) {
     size_t end = begin + 1;
-    while (end < reads.size() && shard(reads[end]) == shard(reads[begin]) &&
-           reads[end].turn == reads[begin].turn) {
-      ++end;
-    }
+    while (end < reads.size() && same_run(index, reads[end], reads[begin])) ++end;
     std::stable_sort(order.begin() + begin, order.begin() + end,
                      [&](size_t a, size_t b) { return where[a] < where[b]; });
     begin = end;

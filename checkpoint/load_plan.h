@@ -94,9 +94,12 @@ struct LoadPlan {
 void follow_file_order(const CheckpointIndex& index, std::vector<PieceRead>& reads,
                        const std::function<int64_t(const PieceRead&)>& offset);
 
+// Whether `a` and `b` belong to one run of follow_file_order: the same shard and turn.
+bool same_run(const CheckpointIndex& index, const PieceRead& a, const PieceRead& b);
+
 // follow_file_order by the position write_shard gives each piece (shard_layout_order):
-// the pieces under the shard alignment threshold first, then the larger ones, each in
-// index order. For a shard dtrain wrote that is file order, known without opening a
+// the pieces under the shard alignment threshold first, then the larger ones, each
+// group in the order it had (the plan's, which is index order within a run). For a shard dtrain wrote that is file order, known without opening a
 // dataset, so a PieceLocator can locate the pieces while they are read; for a shard
 // written otherwise it is only a slower order.
 void follow_layout_order(const CheckpointIndex& index, std::vector<PieceRead>& reads);

@@ -109,7 +109,8 @@ int64_t ShardReader::locate(const TensorRecord& tensor, const PieceRecord& piece
 ShardReader::Location ShardReader::where(const TensorRecord& tensor, const PieceRecord& piece,
                                          at::ScalarType dtype) {
   const int64_t offset = locate(tensor, piece, dtype);
-  return {files_.at(piece.shard).file->posix_fd(), offset};
+  if (offset < 0) return {};
+  return {as_checkpoint_error([&] { return files_.at(piece.shard).file->posix_fd(); }), offset};
 }
 
 void ShardReader::read_located(const TensorRecord& tensor, const PieceRecord& piece, const Location& at,

@@ -188,7 +188,7 @@ TEST(FollowFileOrder, KeepsTheVerificationTurnsApart) {
   EXPECT_EQ(Names(idx, reads), (std::vector<std::string>{"optimizer/m:0", "model/w:0", "rng/cpu:0"}));
 }
 
-TEST(FollowLayoutOrder, PutsEachRunsSmallPiecesBeforeItsLargeOnesInIndexOrder) {
+TEST(FollowLayoutOrder, PutsEachRunsSmallPiecesBeforeItsLargeOnesKeepingTheirOrder) {
   CheckpointIndex idx = TwoShardIndex();
   idx.tensors[0].pieces[0].bytes = 64 << 10;  // model/w:0 at the alignment threshold: large
   idx.tensors.push_back({"model/big", "float32", {1 << 15}, false, {{0, 0, 1 << 15, 128 << 10, 0, {1 << 15}}}});

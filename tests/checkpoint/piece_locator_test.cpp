@@ -2,10 +2,14 @@
 // ranks): follow_layout_order predicts each shard's file order without opening a dataset
 // (so the reads of a dtrain shard go front to back while PieceLocator opens the datasets
 // on its own thread), the locator finds what ShardReader::locate finds, reports what it
-// cannot locate as no location (read_piece then says why), and stops when dropped early.
+// cannot locate as no location (read_piece then says why), and stops when dropped early;
+// a load reads a piece it could not locate at the end of its run.
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -14,8 +18,10 @@
 #include "checkpoint/checkpointer.h"
 #include "checkpoint/format.h"
 #include "checkpoint/load_plan.h"
+#include "checkpoint/messages.h"
 #include "checkpoint/piece_locator.h"
 #include "runtime/base/error.h"
+#include "runtime/dist/local_communicator.h"
 #include "runtime/dist/thread_communicator.h"
 #include "runtime/h5/h5.h"
 #include "tests/checkpoint/test_support.h"
@@ -136,17 +142,102 @@ TEST_P(PieceLocatorTest, APieceItCannotLocateHasNoLocationAndReadPieceSaysWhy) {
 
 TEST_P(PieceLocatorTest, DroppedBeforeItEndsItStops) {
   std::vector<PieceRead> many;
-  for (int k = 0; k < 2000; ++k) {
+  for (int k = 0; k < 200; ++k) {
     for (const auto& r : ReadsByShard()) many.push_back(r);
   }
   ShardReader reader(ckpt_, index_.world_size);
+  std::atomic<int> located{0};
   {
-    PieceLocator locator(reader, index_, many, [&](const TensorRecord& t) { return Dtype(t); });
+    // 2 ms per piece: all of them would take over 2 s.
+    PieceLocator locator(reader, index_, many, [&](const TensorRecord& t) {
+      ++located;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      return Dtype(t);
+    });
     EXPECT_GE(locator.wait(0).offset, 0);
   }  // joins after the piece being located, not after all of them
+  EXPECT_LT(located.load(), 20) << "of " << many.size();
   // The reader is the caller's again.
   const TensorRecord& t = index_.tensors[many[0].tensor];
   EXPECT_GE(reader.locate(t, t.pieces[many[0].piece], Dtype(t)), 0);
+}
+
+// A load where one small piece cannot be located (its dataset is gone) and a large piece
+// of the same shard is damaged: the unlocated piece is read at the end of its run, so the
+// checksum mismatch of the large one, read before it, is the error reported, as when
+// every piece was located before the first read.
+TEST_P(PieceLocatorTest, ALoadReportsTheDamageReadBeforeAPieceItCouldNotLocate) {
+  const TensorRecord* large = nullptr;
+  const TensorRecord* small = nullptr;
+  for (const auto& t : index_.tensors) {
+    if (t.per_rank || t.pieces.size() != 1) continue;
+    if (t.pieces[0].bytes >= 64 << 10 && large == nullptr) large = &t;
+  }
+  ASSERT_NE(large, nullptr);
+  for (const auto& t : index_.tensors) {
+    if (!t.per_rank && t.pieces.size() == 1 && t.pieces[0].bytes < 64 << 10 && t.pieces[0].bytes > 0 &&
+        t.pieces[0].shard == large->pieces[0].shard) {
+      small = &t;
+      break;
+    }
+  }
+  ASSERT_NE(small, nullptr);
+  const std::string shard_path = ckpt_ + "/" + shard_file_name(large->pieces[0].shard, index_.world_size);
+  flip_byte(shard_path, dataset_offset(shard_path, "/" + large->name) + 5);
+  {
+    h5::File f = h5::File::open(shard_path, h5::OpenMode::kReadWrite);
+    f.remove("/" + small->name);
+    f.close();
+  }
+  dist::LocalCommunicator comm;
+  try {
+    Checkpointer(make_tiny_net(8, 200, 100, 200), dir_, comm).load(ckpt_);
+    FAIL() << "expected a CheckpointError";
+  } catch (const CheckpointError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("checksum mismatch for tensor '" + large->name + "'"), std::string::npos) << what;
+    EXPECT_NE(what.find(shard_path), std::string::npos) << what;
+  }
+}
+
+// One rank loading a 2-rank checkpoint reads one run per shard. A piece of the first run
+// that cannot be located fails at that run's end, before the next shard is read: its
+// error is reported, not the damage of a piece in the later run.
+TEST_P(PieceLocatorTest, APieceItCouldNotLocateFailsAtTheEndOfItsRun) {
+  if (GetParam() != 2) GTEST_SKIP() << "needs two shards";
+  LoadPlan plan = plan_load(index_, find_readers({Visibility{true, ""}}, 0, ckpt_), 0,
+                            [](const std::string&) { return true; });
+  follow_layout_order(index_, plan.reads);
+  ASSERT_FALSE(plan.reads.empty());
+  const int first = index_.tensors[plan.reads[0].tensor].pieces[plan.reads[0].piece].shard;
+  const TensorRecord* gone = nullptr;  // in the first run
+  const TensorRecord* damaged = nullptr;  // in the other shard
+  for (const auto& r : plan.reads) {
+    const TensorRecord& t = index_.tensors[r.tensor];
+    const PieceRecord& p = t.pieces[r.piece];
+    if (t.pieces.size() != 1 || p.bytes == 0) continue;
+    if (p.shard == first && gone == nullptr) gone = &t;
+    if (p.shard != first && damaged == nullptr) damaged = &t;
+  }
+  ASSERT_TRUE(gone != nullptr && damaged != nullptr);
+  const std::string first_path = ckpt_ + "/" + shard_file_name(first, index_.world_size);
+  const std::string other_path = ckpt_ + "/" + shard_file_name(damaged->pieces[0].shard, index_.world_size);
+  flip_byte(other_path, dataset_offset(other_path, "/" + damaged->name));
+  {
+    h5::File f = h5::File::open(first_path, h5::OpenMode::kReadWrite);
+    f.remove("/" + gone->name);
+    f.close();
+  }
+  dist::LocalCommunicator comm;
+  try {
+    Checkpointer(make_tiny_net(8, 200, 100, 200), dir_, comm).load(ckpt_);
+    FAIL() << "expected a CheckpointError";
+  } catch (const CheckpointError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find(first_path), std::string::npos) << what;
+    EXPECT_NE(what.find(gone->name), std::string::npos) << what;
+    EXPECT_EQ(what.find("checksum mismatch"), std::string::npos) << what;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Ranks, PieceLocatorTest, ::testing::Values(1, 2),
