@@ -23,8 +23,8 @@
 #include "runtime/base/error.h"
 #include "runtime/dist/local_communicator.h"
 #include "runtime/dist/thread_communicator.h"
-#include "runtime/h5/h5.h"
 #include "tests/checkpoint/test_support.h"
+#include "tests/gtest_util.h"
 
 namespace dtrain::checkpoint {
 namespace {
@@ -65,6 +65,13 @@ class PieceLocatorTest : public ::testing::TestWithParam<int> {
     return reads;
   }
   at::ScalarType Dtype(const TensorRecord& t) const { return dtype_from_name(t.dtype, ckpt_); }
+  // The CheckpointError of one rank loading the checkpoint into a fresh model (a
+  // failure is recorded when it loads).
+  std::string LoadError() const {
+    dist::LocalCommunicator comm;
+    return dtrain::testing::ThrownMessage<CheckpointError>(
+        [&] { Checkpointer(make_tiny_net(8, 200, 100, 200), dir_, comm).load(ckpt_); });
+  }
 
   std::string dir_, ckpt_;
   CheckpointIndex index_;
@@ -119,11 +126,7 @@ TEST_P(PieceLocatorTest, APieceItCannotLocateHasNoLocationAndReadPieceSaysWhy) {
   const std::string victim = index_.tensors[reads.back().tensor].name;
   const int shard = index_.tensors[reads.back().tensor].pieces[reads.back().piece].shard;
   const std::string shard_path = ckpt_ + "/" + shard_file_name(shard, index_.world_size);
-  {
-    h5::File f = h5::File::open(shard_path, h5::OpenMode::kReadWrite);
-    f.remove("/" + victim);
-    f.close();
-  }
+  remove_dataset(shard_path, "/" + victim);
   ShardReader reader(ckpt_, index_.world_size);
   PieceLocator locator(reader, index_, reads, [&](const TensorRecord& t) { return Dtype(t); });
   for (size_t i = 0; i + 1 < reads.size(); ++i) EXPECT_GE(locator.wait(i).offset, 0);
@@ -131,13 +134,10 @@ TEST_P(PieceLocatorTest, APieceItCannotLocateHasNoLocationAndReadPieceSaysWhy) {
   locator.finish();
   const TensorRecord& t = index_.tensors[reads.back().tensor];
   at::Tensor dst = at::empty(t.pieces[reads.back().piece].shape, at::TensorOptions().dtype(Dtype(t)));
-  try {
-    reader.read_piece(t, t.pieces[reads.back().piece], dst);
-    FAIL() << "expected a CheckpointError";
-  } catch (const CheckpointError& e) {
-    EXPECT_NE(std::string(e.what()).find(shard_path), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find(victim), std::string::npos) << e.what();
-  }
+  const std::string what = dtrain::testing::ThrownMessage<CheckpointError>(
+      [&] { reader.read_piece(t, t.pieces[reads.back().piece], dst); });
+  EXPECT_NE(what.find(shard_path), std::string::npos) << what;
+  EXPECT_NE(what.find(victim), std::string::npos) << what;
 }
 
 TEST_P(PieceLocatorTest, DroppedBeforeItEndsItStops) {
@@ -184,20 +184,10 @@ TEST_P(PieceLocatorTest, ALoadReportsTheDamageReadBeforeAPieceItCouldNotLocate) 
   ASSERT_NE(small, nullptr);
   const std::string shard_path = ckpt_ + "/" + shard_file_name(large->pieces[0].shard, index_.world_size);
   flip_byte(shard_path, dataset_offset(shard_path, "/" + large->name) + 5);
-  {
-    h5::File f = h5::File::open(shard_path, h5::OpenMode::kReadWrite);
-    f.remove("/" + small->name);
-    f.close();
-  }
-  dist::LocalCommunicator comm;
-  try {
-    Checkpointer(make_tiny_net(8, 200, 100, 200), dir_, comm).load(ckpt_);
-    FAIL() << "expected a CheckpointError";
-  } catch (const CheckpointError& e) {
-    const std::string what = e.what();
-    EXPECT_NE(what.find("checksum mismatch for tensor '" + large->name + "'"), std::string::npos) << what;
-    EXPECT_NE(what.find(shard_path), std::string::npos) << what;
-  }
+  remove_dataset(shard_path, "/" + small->name);
+  const std::string what = LoadError();
+  EXPECT_NE(what.find("checksum mismatch for tensor '" + large->name + "'"), std::string::npos) << what;
+  EXPECT_NE(what.find(shard_path), std::string::npos) << what;
 }
 
 // One rank loading a 2-rank checkpoint reads one run per shard. A piece of the first run
@@ -223,21 +213,11 @@ TEST_P(PieceLocatorTest, APieceItCouldNotLocateFailsAtTheEndOfItsRun) {
   const std::string first_path = ckpt_ + "/" + shard_file_name(first, index_.world_size);
   const std::string other_path = ckpt_ + "/" + shard_file_name(damaged->pieces[0].shard, index_.world_size);
   flip_byte(other_path, dataset_offset(other_path, "/" + damaged->name));
-  {
-    h5::File f = h5::File::open(first_path, h5::OpenMode::kReadWrite);
-    f.remove("/" + gone->name);
-    f.close();
-  }
-  dist::LocalCommunicator comm;
-  try {
-    Checkpointer(make_tiny_net(8, 200, 100, 200), dir_, comm).load(ckpt_);
-    FAIL() << "expected a CheckpointError";
-  } catch (const CheckpointError& e) {
-    const std::string what = e.what();
-    EXPECT_NE(what.find(first_path), std::string::npos) << what;
-    EXPECT_NE(what.find(gone->name), std::string::npos) << what;
-    EXPECT_EQ(what.find("checksum mismatch"), std::string::npos) << what;
-  }
+  remove_dataset(first_path, "/" + gone->name);
+  const std::string what = LoadError();
+  EXPECT_NE(what.find(first_path), std::string::npos) << what;
+  EXPECT_NE(what.find(gone->name), std::string::npos) << what;
+  EXPECT_EQ(what.find("checksum mismatch"), std::string::npos) << what;
 }
 
 INSTANTIATE_TEST_SUITE_P(Ranks, PieceLocatorTest, ::testing::Values(1, 2),

@@ -344,6 +344,12 @@ void flip_byte(const std::string& path, int64_t offset) {
   DTRAIN_CHECK(f.good(), "cannot flip byte {} of '{}'", offset, path);
 }
 
+void remove_dataset(const std::string& file, const std::string& dataset) {
+  h5::File f = h5::File::open(file, h5::OpenMode::kReadWrite);
+  f.remove(dataset);
+  f.close();
+}
+
 namespace {
 int g_armed_hits = 0;  // hits of armed fault points in this process (see ScopedFault)
 }  // namespace

@@ -117,6 +117,8 @@ std::string last_checkpoint_name(const std::string& dir);
 int64_t dataset_offset(const std::string& file, const std::string& dataset);
 // XORs the byte at `offset` of `path` with 0xff.
 void flip_byte(const std::string& path, int64_t offset);
+// Unlinks dataset `dataset` ("/model/w") from the HDF5 file `file` (a shard losing a piece).
+void remove_dataset(const std::string& file, const std::string& dataset);
 
 // Arms fault point `point` in throw mode (DTRAIN_FAULT_MODE=throw) for rank `fault_rank`
 // (-1: every rank) until destroyed. runtime/base/fault.cpp counts the hits of armed
