@@ -35,12 +35,16 @@ h5::FileOptions shard_file_options() {
   return o;
 }
 
+bool packed_at_front(int64_t bytes) {
+  return bytes < static_cast<int64_t>(shard_file_options().alignment_threshold);
+}
+
 std::vector<size_t> shard_layout_order(const std::vector<ShardItem>& items) {
-  const int64_t threshold = static_cast<int64_t>(shard_file_options().alignment_threshold);
-  auto bytes = [&](size_t i) { return static_cast<int64_t>(items[i].data.nbytes()); };
   std::vector<size_t> order(items.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_partition(order.begin(), order.end(), [&](size_t i) { return bytes(i) < threshold; });
+  std::stable_partition(order.begin(), order.end(), [&](size_t i) {
+    return packed_at_front(static_cast<int64_t>(items[i].data.nbytes()));
+  });
   return order;
 }
 

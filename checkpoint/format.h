@@ -74,6 +74,9 @@ h5::FileOptions shard_file_options();
 // every object header, then the small datasets' data, then the large ones'; a reader
 // that follows this order (follow_layout_order, load_plan.h) reads it front to back.
 std::vector<size_t> shard_layout_order(const std::vector<ShardItem>& items);
+// Whether a dataset of `bytes` is a small one of shard_layout_order: under the alignment
+// threshold, packed at the front of the file.
+bool packed_at_front(int64_t bytes);
 
 // Called after each dataset written to a shard (progress, fault injection).
 using ShardWriteObserver = std::function<void(int64_t datasets_written, int64_t datasets_total)>;

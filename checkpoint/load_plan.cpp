@@ -7,7 +7,6 @@
 
 #include "checkpoint/format.h"
 #include "runtime/base/error.h"
-#include "runtime/h5/file.h"
 
 namespace dtrain::checkpoint {
 namespace {
@@ -138,10 +137,8 @@ void follow_file_order(const CheckpointIndex& index, std::vector<PieceRead>& rea
 }
 
 void follow_layout_order(const CheckpointIndex& index, std::vector<PieceRead>& reads) {
-  const int64_t threshold = static_cast<int64_t>(shard_file_options().alignment_threshold);
   follow_file_order(index, reads, [&](const PieceRead& r) -> int64_t {
-    const TensorRecord& t = index.tensors[r.tensor];
-    return t.pieces[r.piece].bytes >= threshold ? 1 : 0;
+    return packed_at_front(index.tensors[r.tensor].pieces[r.piece].bytes) ? 0 : 1;
   });
 }
 

@@ -98,10 +98,11 @@ void follow_file_order(const CheckpointIndex& index, std::vector<PieceRead>& rea
 bool same_run(const CheckpointIndex& index, const PieceRead& a, const PieceRead& b);
 
 // follow_file_order by the position write_shard gives each piece (shard_layout_order):
-// the pieces under the shard alignment threshold first, then the larger ones, each
-// group in the order it had (the plan's, which is index order within a run). For a shard dtrain wrote that is file order, known without opening a
-// dataset, so a PieceLocator can locate the pieces while they are read; for a shard
-// written otherwise it is only a slower order.
+// the pieces packed at the front (packed_at_front) first, then the larger ones, each
+// group in the order it had (the plan's, which is index order within a run). For a
+// shard dtrain wrote that is file order, known without opening a dataset, so a
+// PieceLocator can locate the pieces while they are read; for a shard written otherwise
+// it is only a slower order.
 void follow_layout_order(const CheckpointIndex& index, std::vector<PieceRead>& reads);
 
 // `wanted(name)`: whether this load uses the tensor (its owner is loaded).

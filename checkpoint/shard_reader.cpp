@@ -120,7 +120,7 @@ void ShardReader::read_located(const TensorRecord& tensor, const PieceRecord& pi
                    dst.sizes().vec() == piece.shape,
                "internal: reading tensor '{}' from no location or into a destination of shape [{}]", tensor.name,
                fmt::join(dst.sizes(), ","));
-  const size_t bytes = static_cast<size_t>(dst.numel()) * dst.element_size();
+  const size_t bytes = dst.nbytes();
   const size_t got = as_checkpoint_error(
       [&] { return fs::pread_upto(at.fd, static_cast<uint64_t>(at.offset), dst.data_ptr(), bytes, path); },
       [&] { return fmt::format("reading tensor '{}'", tensor.name); });
