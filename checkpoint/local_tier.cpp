@@ -146,6 +146,7 @@ struct LocalTier::Pending {
   std::shared_ptr<ShardSlab> slab;  // kMapped: the file written
   std::chrono::steady_clock::time_point t0;
   double copy_s = 0.0;            // of the stall, the copy of the rows
+  bool new_file = false;          // kMapped: the stall created the shard file
   CheckpointIndex planned;        // the node leader's
   std::future<void> index_begun;  // of the task on background_, which uses this Pending
 
@@ -188,6 +189,9 @@ LocalTier::LocalTier(dist::Communicator& comm, LocalTierOptions options, Env& en
   if (options_.node_id.empty()) options_.node_id = node_id_from_environment();
   job_dir_ = fmt::format("{}/{}/{}", options_.dir, options_.node_id,
                          local_job_key(options_.output_dir, options_.config_yaml));
+  slabs_ = std::make_unique<SlabPool>(env_, spare_path(comm_.rank()),
+                                      fmt::format("{}/.ahead-r{:05d}.tmp-local", job_dir_, comm_.rank()),
+                                      static_cast<size_t>(options_.keep) + 1);
 }
 
 LocalTier::~LocalTier() { abandon(); }
@@ -291,7 +295,9 @@ void LocalTier::start(const CollectedState& live, int64_t iteration) {
     std::vector<ShardItem> items;
     if (mapped_ && all_on_cpu(live)) {
       items = shard_items(live, plan, rank, /*contiguous_cpu=*/false);
-      p->slab = take_slab(items, shard_path);
+      const int64_t created = slabs_->created_in_stall();
+      p->slab = slabs_->take(items, shard_path);
+      p->new_file = slabs_->created_in_stall() > created;
       const auto copy_t0 = std::chrono::steady_clock::now();
       p->slab->fill(items);
       p->copy_s = seconds_since(copy_t0);
@@ -300,7 +306,7 @@ void LocalTier::start(const CollectedState& live, int64_t iteration) {
     } else {
       // State on a GPU on a tier in memory: the prune made this rank a spare it will
       // not use; it would hold a shard of the tier's memory.
-      if (mapped_) discard_spare();
+      if (mapped_) slabs_->release();
       const auto copy_t0 = std::chrono::steady_clock::now();
       p->state = snapshot(live, &buffers_, &plan, rank);
       p->copy_s = seconds_since(copy_t0);
@@ -329,6 +335,7 @@ void LocalTier::start(const CollectedState& live, int64_t iteration) {
         env.sync(path);
         return shard_manifest(items, hashes, rank);
       });
+      slabs_->prepare_next(background());  // after the index task: the commit needs that first
     } else {
       writer_->start(shard_path, rank, p->state, plan, nullptr, env_);
     }
@@ -366,38 +373,12 @@ void LocalTier::abandon() noexcept {
     } catch (const std::exception&) {
     }
   }
-  drop_slab(pending_->slab);  // its file is a temporary, removed with the next open
+  slabs_->drop(pending_->slab);  // its file is a temporary, removed with the next open
   pending_.reset();  // waits for its index task; the temporary goes with the next open
 }
 
 std::string LocalTier::spare_path(int rank) const {
   return fmt::format("{}/.spare-r{:05d}.tmp-local", job_dir_, rank);
-}
-
-std::shared_ptr<ShardSlab> LocalTier::take_slab(const std::vector<ShardItem>& items, const std::string& path) {
-  const std::string spare = spare_path(comm_.rank());
-  for (auto it = slabs_.begin(); it != slabs_.end(); ++it) {
-    if (!(*it)->fits(items) || !(*it)->is_file_at(spare)) continue;
-    std::shared_ptr<ShardSlab> slab = *it;
-    slabs_.erase(it);
-    env_.rename(spare, path);
-    slabs_.push_back(slab);
-    return slab;
-  }
-  discard_spare();  // one this rank has not mapped (a resumed run's, another layout's)
-  std::shared_ptr<ShardSlab> slab = ShardSlab::create(path, items);
-  slabs_.push_back(slab);
-  while (static_cast<int64_t>(slabs_.size()) > options_.keep + 1) slabs_.erase(slabs_.begin());
-  return slab;
-}
-
-void LocalTier::discard_spare() {
-  const std::string spare = spare_path(comm_.rank());
-  if (env_.type_of(spare) == FileType::kRegular) env_.remove_file(spare);
-}
-
-void LocalTier::drop_slab(const std::shared_ptr<ShardSlab>& slab) noexcept {
-  if (slab) slabs_.erase(std::remove(slabs_.begin(), slabs_.end(), slab), slabs_.end());
 }
 
 void LocalTier::start_replication(const Pending& p) {
@@ -554,7 +535,7 @@ void LocalTier::commit() {
     start_replication(*p);
   } catch (const CheckpointError& e) {
     ++failures_;
-    drop_slab(p->slab);
+    slabs_->drop(p->slab);
     if (leader_) {
       if (p->index_begun.valid()) p->index_begun.wait();
       fs::remove_quietly(p->tmp, env_);
@@ -567,9 +548,10 @@ void LocalTier::commit() {
   }
   last_commit_s_ = seconds_since(t0);
   if (rank == 0) {
-    DTRAIN_LOG_DEBUG("Local snapshot of iteration {}: stall {:.4f} s (copy {:.4f} s), write {:.4f} s, "
+    DTRAIN_LOG_DEBUG("Local snapshot of iteration {}: stall {:.4f} s (copy {:.4f} s{}), write {:.4f} s, "
                      "commit {:.4f} s",
-                     p->iteration, last_stall_s_, p->copy_s, report.write_seconds, last_commit_s_);
+                     p->iteration, last_stall_s_, p->copy_s, p->new_file ? ", a new shard file" : "",
+                     report.write_seconds, last_commit_s_);
   }
 }
 
@@ -594,8 +576,8 @@ void LocalTier::prune() {
 
 void LocalTier::remove_all() {
   finish();
-  comm_.barrier();  // every rank of the node is done with the directory
-  slabs_.clear();
+  slabs_->release();  // waits for a file being created ahead
+  comm_.barrier();    // every rank of the node is done with the directory
   if (leader_) fs::remove_quietly(job_dir_, env_);
 }
 

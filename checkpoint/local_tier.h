@@ -12,6 +12,8 @@
 //   .snap-0000000104.tmp-local   a snapshot being written (or left by a crash)
 //   .spare-rRRRRR.tmp-local      (LocalWrite::kMapped) rank R's shard file of a pruned
 //                           snapshot, which R's next snapshot reuses
+//   .ahead-rRRRRR.tmp-local      (kMapped) rank R's shard file for its next snapshot,
+//                           created ahead while R holds fewer than KEEP + 1 files
 //   .restore-…-rRRRRR/      files received for a resume, removed after it
 //   job.txt                 the OUTPUT_DIR the job saves into
 //
@@ -47,7 +49,7 @@
 
 #include "checkpoint/async_writer.h"
 #include "checkpoint/format.h"
-#include "checkpoint/shard_slab.h"
+#include "checkpoint/slab_pool.h"
 #include "runtime/base/env.h"
 #include "runtime/dist/communicator.h"
 
@@ -152,6 +154,9 @@ class LocalTier {
   // How long the last start() kept the caller (the host copy), and the last commit.
   double last_stall_seconds() const { return last_stall_s_; }
   double last_commit_seconds() const { return last_commit_s_; }
+  // kMapped: this rank's shard files created in a snapshot's stall, and ahead of it.
+  int64_t shard_files_created_in_stall() const { return slabs_->created_in_stall(); }
+  int64_t shard_files_created_ahead() const { return slabs_->created_ahead(); }
 
  private:
   struct Pending;
@@ -170,10 +175,6 @@ class LocalTier {
   void commit_on_node(Pending& p, const std::vector<ShardManifest>& manifests);
   void prune();
   std::string spare_path(int rank) const;
-  std::shared_ptr<ShardSlab> take_slab(const std::vector<ShardItem>& items, const std::string& path);
-  // Removes this rank's spare shard file, if any (it frees its space in the tier).
-  void discard_spare();
-  void drop_slab(const std::shared_ptr<ShardSlab>& slab) noexcept;
   void require_open();
   void tidy_up(bool resume);
 
@@ -195,15 +196,15 @@ class LocalTier {
   // storing, started once: a thread started per snapshot took the training thread's
   // core in the stall. Declared after what its jobs use, before what waits for them.
   std::unique_ptr<boost::asio::thread_pool> background_;
+  // kMapped: this rank's shard files (at most LOCAL.KEEP + 1: the kept snapshots' and
+  // the one being written; slab_pool.h). A snapshot reuses the one whose file prune()
+  // renamed to spare_path(), or one created ahead on background_.
+  std::unique_ptr<SlabPool> slabs_;
   std::unique_ptr<Pending> pending_;
   std::unique_ptr<Replication> replication_;  // of the last snapshot committed
   std::unique_ptr<AsyncShardWriter> writer_;
   CollectedState buffers_;  // kHdf5: the host copy, reused
   bool mapped_ = false;
-  // kMapped: this rank's shard files, oldest first (at most LOCAL.KEEP + 1: the kept
-  // snapshots' and the one being written). A snapshot reuses the one whose file prune()
-  // renamed to spare_path().
-  std::vector<std::shared_ptr<ShardSlab>> slabs_;
   int64_t commits_ = 0;
   int64_t failures_ = 0;
   int64_t replica_failures_ = 0;

@@ -119,6 +119,15 @@ void ShardSlab::fill(const std::vector<ShardItem>& items) {
   }
 }
 
+std::vector<ShardItem> ShardSlab::layout() const {
+  std::vector<ShardItem> items;
+  items.reserve(entries_.size());
+  for (const auto& e : entries_) {
+    items.push_back({e.name, at::empty(e.shape, at::TensorOptions().dtype(e.dtype).device(at::kMeta)), std::nullopt});
+  }
+  return items;
+}
+
 std::vector<uint64_t> ShardSlab::hashes() const {
   std::vector<uint64_t> out;
   out.reserve(entries_.size());

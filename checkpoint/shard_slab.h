@@ -50,6 +50,9 @@ class ShardSlab {
   // The xxHash64 of each dataset's bytes, in order.
   std::vector<uint64_t> hashes() const;
   int64_t bytes() const { return static_cast<int64_t>(size_); }
+  // Items naming this file's datasets with meta tensors of their dtypes and shapes (no
+  // data): what create() needs to make another file like this one, on any thread.
+  std::vector<ShardItem> layout() const;
   // The whole file, as mapped (valid while this slab lives).
   std::string_view contents() const { return {static_cast<const char*>(map_), size_}; }
 

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -136,6 +137,7 @@ class LocalTierTest : public ::testing::TestWithParam<std::tuple<int, LocalWrite
       c.finish_local();
       EXPECT_EQ(c.local_tier()->commits(), snapshots);
       EXPECT_EQ(c.local_tier()->failures(), 0);
+      ExpectShardFilesCreated(*c.local_tier(), snapshots);
     });
   }
 
@@ -159,6 +161,14 @@ class LocalTierTest : public ::testing::TestWithParam<std::tuple<int, LocalWrite
       if (comm.rank() == 0) loaded = c.loaded_from();
     });
     return loaded;
+  }
+
+  // kMapped: a run's first snapshot creates its shard file in the stall; the next
+  // LOCAL.KEEP (2) are created ahead, on the background thread; later ones reuse files.
+  void ExpectShardFilesCreated(const LocalTier& tier, int64_t snapshots) const {
+    const bool mapped = write_ == LocalWrite::kMapped;
+    EXPECT_EQ(tier.shard_files_created_in_stall(), mapped && snapshots > 0 ? 1 : 0);
+    EXPECT_EQ(tier.shard_files_created_ahead(), mapped ? std::min<int64_t>(std::max<int64_t>(snapshots - 1, 0), 2) : 0);
   }
 
   std::string job_dir(const std::string& node, const std::string& config = "cfg: 1\n") const {
@@ -238,6 +248,7 @@ TEST_P(LocalTierTest, MappedSnapshotsRotateKeepPlusOneShardFilesPerRank) {
     for (int64_t it = 8; it < 12; ++it) c.snapshot_local(it);
     c.finish_local();
     EXPECT_EQ(c.local_tier()->commits(), 4);
+    ExpectShardFilesCreated(*c.local_tier(), 4);
     EXPECT_EQ(c.local_tier()->failures(), 0);
   });
   int spares = 0;

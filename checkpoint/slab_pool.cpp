@@ -1,0 +1,99 @@
+// A rank's mapped shard files of the local tier (see slab_pool.h).
+#include "checkpoint/slab_pool.h"
+
+#include <algorithm>
+#include <exception>
+#include <utility>
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <fmt/format.h>
+
+#include "runtime/base/error.h"
+#include "runtime/base/logging.h"
+
+namespace dtrain::checkpoint {
+
+SlabPool::SlabPool(Env& env, std::string spare_path, std::string ahead_path, size_t capacity)
+    : env_(env), spare_path_(std::move(spare_path)), ahead_path_(std::move(ahead_path)), capacity_(capacity) {
+  DTRAIN_CHECK(capacity_ >= 1, "internal: a slab pool of capacity 0");
+}
+
+SlabPool::~SlabPool() { collect_ahead(); }
+
+std::shared_ptr<ShardSlab> SlabPool::collect_ahead() noexcept {
+  if (!ahead_.valid()) return nullptr;
+  try {
+    return ahead_.get();
+  } catch (const std::exception& e) {
+    ahead_error_ = e.what();
+  } catch (...) {
+    ahead_error_ = "unknown error";
+  }
+  return nullptr;
+}
+
+void SlabPool::remove_if_file(const std::string& path) {
+  if (env_.type_of(path) == FileType::kRegular) env_.remove_file(path);
+}
+
+void SlabPool::keep_newest(std::shared_ptr<ShardSlab> slab) {
+  slabs_.erase(std::remove(slabs_.begin(), slabs_.end(), slab), slabs_.end());
+  slabs_.push_back(std::move(slab));
+  while (slabs_.size() > capacity_) slabs_.erase(slabs_.begin());
+}
+
+std::shared_ptr<ShardSlab> SlabPool::take(const std::vector<ShardItem>& items, const std::string& path) {
+  std::shared_ptr<ShardSlab> ahead = collect_ahead();
+  for (const auto& slab : slabs_) {
+    if (!slab->fits(items) || !slab->is_file_at(spare_path_)) continue;
+    env_.rename(spare_path_, path);
+    if (ahead) remove_if_file(ahead_path_);
+    std::shared_ptr<ShardSlab> taken = slab;
+    keep_newest(taken);
+    return taken;
+  }
+  remove_if_file(spare_path_);  // one this pool has not mapped (a resumed run's, another layout's)
+  if (ahead && ahead->fits(items) && ahead->is_file_at(ahead_path_)) {
+    env_.rename(ahead_path_, path);
+    ++created_ahead_;
+    keep_newest(ahead);
+    return ahead;
+  }
+  remove_if_file(ahead_path_);
+  std::shared_ptr<ShardSlab> slab;
+  try {
+    slab = ShardSlab::create(path, items);
+  } catch (const CheckpointError& e) {
+    if (ahead_error_.empty()) throw;
+    throw CheckpointError(fmt::format("{} (creating it ahead had failed too: {})", e.what(), ahead_error_));
+  }
+  if (!ahead_error_.empty()) DTRAIN_LOG_DEBUG("Shard file '{}' created in the stall: {}", path, ahead_error_);
+  ahead_error_.clear();
+  ++created_in_stall_;
+  keep_newest(slab);
+  return slab;
+}
+
+void SlabPool::prepare_next(boost::asio::thread_pool& pool) {
+  if (slabs_.empty() || ahead_.valid() || slabs_.size() >= capacity_) return;
+  if (env_.type_of(spare_path_) != FileType::kMissing || env_.type_of(ahead_path_) != FileType::kMissing) return;
+  std::packaged_task<std::shared_ptr<ShardSlab>()> task(
+      [path = ahead_path_, layout = slabs_.back()->layout()] { return ShardSlab::create(path, layout); });
+  ahead_ = task.get_future();
+  boost::asio::post(pool, std::move(task));
+}
+
+void SlabPool::drop(const std::shared_ptr<ShardSlab>& slab) noexcept {
+  if (slab) slabs_.erase(std::remove(slabs_.begin(), slabs_.end(), slab), slabs_.end());
+}
+
+void SlabPool::release() {
+  collect_ahead();
+  ahead_error_.clear();
+  slabs_.clear();
+  remove_if_file(spare_path_);
+  remove_if_file(ahead_path_);
+}
+
+}  // namespace dtrain::checkpoint

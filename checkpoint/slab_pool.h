@@ -1,0 +1,83 @@
+// A rank's shard files of the local tier when it writes through mappings
+// (LocalWrite::kMapped, shard_slab.h): at most `capacity` (LOCAL.KEEP + 1: the kept
+// snapshots' and the one being written) mapped files, reused in turn. The tier's prune
+// renames the shard file of a snapshot it deletes to the rank's spare path; the next
+// snapshot takes that file back. Until the rank holds `capacity` files there is no
+// spare, and a snapshot would create its file in the stall (HDF5's datasets, the tier's
+// pages allocated and zeroed: ~70 ms for 89 MB here, against a ~9 ms copy): so after a
+// snapshot took its file, the next one's is created ahead on a background thread, while
+// training runs the following step.
+//
+//   SlabPool pool(env, spare_path, ahead_path, keep + 1);
+//   auto slab = pool.take(items, shard_path);  // in the stall: spare, ahead, or new
+//   pool.prepare_next(background_pool);       // then, right after
+//
+// Thread-safety: not thread-safe; call from one thread (the tier's). The only work on
+// the background thread is the creation ahead, which touches nothing but its own file.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <future>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "checkpoint/format.h"
+#include "checkpoint/shard_slab.h"
+#include "runtime/base/env.h"
+
+namespace boost::asio {
+class thread_pool;
+}  // namespace boost::asio
+
+namespace dtrain::checkpoint {
+
+class SlabPool {
+ public:
+  // `spare_path`: where the tier's prune puts this rank's shard file of a deleted
+  // snapshot; `ahead_path`: where a file is created ahead. Both are the rank's own.
+  SlabPool(Env& env, std::string spare_path, std::string ahead_path, size_t capacity);
+  ~SlabPool();  // waits for a creation ahead (its file stays: a temporary of the tier)
+  SlabPool(const SlabPool&) = delete;
+  SlabPool& operator=(const SlabPool&) = delete;
+
+  // The mapped shard file for `items`, renamed (or created) to `path`, which must not
+  // exist: the spare if it is one of this pool's files and fits, else the file created
+  // ahead if it fits, else a new one (throws CheckpointError naming `path`, e.g. the
+  // tier is full). Waits for a creation ahead still running. A spare or ahead file not
+  // used is removed. The pool then holds the returned file as its newest.
+  std::shared_ptr<ShardSlab> take(const std::vector<ShardItem>& items, const std::string& path);
+  // When the next take() would find no spare (the pool holds fewer than `capacity`
+  // files and none is at the spare path), starts creating a file like the newest one
+  // at the ahead path on `pool`. A failure there is only remembered: take() then
+  // creates in the stall, and reports that error if it fails too.
+  void prepare_next(boost::asio::thread_pool& pool);
+  // Forgets `slab` (a snapshot that failed: its file goes with its directory).
+  void drop(const std::shared_ptr<ShardSlab>& slab) noexcept;
+  // Forgets every file, waits for a creation ahead and removes the spare and ahead
+  // files (this rank will not write through the pool: they would hold the tier's
+  // memory).
+  void release();
+
+  // How this pool's files came to be: created in the stall of a snapshot, or ahead.
+  int64_t created_in_stall() const { return created_in_stall_; }
+  int64_t created_ahead() const { return created_ahead_; }
+
+ private:
+  // The file created ahead (nullptr if none or it failed), after waiting for it.
+  std::shared_ptr<ShardSlab> collect_ahead() noexcept;
+  void remove_if_file(const std::string& path);
+  void keep_newest(std::shared_ptr<ShardSlab> slab);
+
+  Env& env_;
+  std::string spare_path_, ahead_path_;
+  size_t capacity_;
+  std::vector<std::shared_ptr<ShardSlab>> slabs_;  // oldest first
+  std::future<std::shared_ptr<ShardSlab>> ahead_;
+  std::string ahead_error_;  // of the last creation ahead that failed
+  int64_t created_in_stall_ = 0;
+  int64_t created_ahead_ = 0;
+};
+
+}  // namespace dtrain::checkpoint

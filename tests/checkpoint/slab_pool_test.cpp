@@ -1,0 +1,161 @@
+// A rank's mapped shard files of the local tier (checkpoint/slab_pool.h): the file of
+// the next snapshot is created ahead on a background thread until the pool holds
+// LOCAL.KEEP + 1 files, then the spares the prune leaves are reused; a file created
+// ahead that does not fit, or a creation ahead that failed, falls back to creating in
+// the stall, whose error then says both.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <future>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
+
+#include "checkpoint/slab_pool.h"
+#include "runtime/base/error.h"
+#include "runtime/h5/h5.h"
+#include "tests/checkpoint/test_support.h"
+
+namespace dtrain::checkpoint {
+namespace {
+
+namespace stdfs = std::filesystem;
+using namespace testing;  // NOLINT: test helpers
+
+std::vector<ShardItem> model_items(float value, int64_t rows = 300) {
+  return {{"model/w", at::full({rows, 257}, value), std::nullopt},  // > 64 KiB
+          {"model/b", at::full({7}, double(value)), std::nullopt},
+          {"optimizer/step", at::scalar_tensor(int64_t{42}), std::nullopt}};
+}
+
+std::pair<uint64_t, uint64_t> file_id(const std::string& path) {
+  struct stat st {};
+  EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
+  return {st.st_dev, st.st_ino};
+}
+
+// Waits until the (one-thread) pool ran everything posted before.
+void drain(boost::asio::thread_pool& pool) {
+  std::packaged_task<void()> task([] {});
+  auto done = task.get_future();
+  boost::asio::post(pool, std::move(task));
+  done.wait();
+}
+
+class SlabPoolTest : public ::testing::Test {
+ protected:
+  void SetUp() override { dir_ = make_temp_dir("slabpool"); }
+  void TearDown() override { stdfs::remove_all(dir_); }
+  std::string at(const std::string& name) const { return dir_ + "/" + name; }
+
+  std::string dir_;
+};
+
+TEST_F(SlabPoolTest, TheNextFilesAreCreatedAheadUntilKeepPlusOneThenSparesAreReused) {
+  boost::asio::thread_pool background(1);
+  SlabPool pool(Env::posix(), at(".spare"), at(".ahead"), 3);
+  const auto items = model_items(1.0F);
+  auto s0 = pool.take(items, at("s0.h5"));
+  EXPECT_EQ(pool.created_in_stall(), 1);
+  std::vector<std::pair<uint64_t, uint64_t>> files{file_id(at("s0.h5"))};
+  for (int i = 1; i <= 2; ++i) {
+    pool.prepare_next(background);
+    drain(background);
+    ASSERT_TRUE(stdfs::is_regular_file(at(".ahead"))) << i;
+    const auto ahead = file_id(at(".ahead"));
+    const std::string path = at("s" + std::to_string(i) + ".h5");
+    auto slab = pool.take(items, path);
+    EXPECT_EQ(file_id(path), ahead) << "snapshot " << i << " did not take the file created ahead";
+    EXPECT_FALSE(stdfs::exists(at(".ahead")));
+    files.push_back(ahead);
+    // A file created ahead is a shard like any other once filled.
+    const auto values = model_items(float(i) + 0.5F);
+    slab->fill(values);
+    h5::File f = h5::File::open(path);
+    EXPECT_TRUE(at::equal(f.read_tensor("model/w"), values[0].data));
+    EXPECT_TRUE(at::equal(f.read_tensor("model/b"), values[1].data));
+  }
+  EXPECT_EQ(pool.created_in_stall(), 1);
+  EXPECT_EQ(pool.created_ahead(), 2);
+  // Three files held (KEEP 2 + 1): nothing more is created; the prune's spare serves.
+  pool.prepare_next(background);
+  drain(background);
+  EXPECT_FALSE(stdfs::exists(at(".ahead")));
+  stdfs::rename(at("s0.h5"), at(".spare"));
+  pool.take(items, at("s3.h5"));
+  EXPECT_EQ(file_id(at("s3.h5")), files[0]);
+  EXPECT_EQ(pool.created_in_stall(), 1);
+  EXPECT_EQ(pool.created_ahead(), 2);
+  // With a spare there, nothing is created ahead either.
+  stdfs::rename(at("s1.h5"), at(".spare"));
+  pool.drop(s0);  // s3's file now: as if that snapshot had failed
+
+  pool.prepare_next(background);
+  drain(background);
+  EXPECT_FALSE(stdfs::exists(at(".ahead")));
+}
+
+TEST_F(SlabPoolTest, AFileCreatedAheadForAnotherLayoutIsRemovedAndANewOneCreated) {
+  boost::asio::thread_pool background(1);
+  SlabPool pool(Env::posix(), at(".spare"), at(".ahead"), 3);
+  pool.take(model_items(1.0F), at("s0.h5"));
+  pool.prepare_next(background);
+  drain(background);
+  ASSERT_TRUE(stdfs::exists(at(".ahead")));
+  const auto grown = model_items(1.0F, 301);  // e.g. a resized embedding
+  pool.take(grown, at("s1.h5"));
+  EXPECT_FALSE(stdfs::exists(at(".ahead")));
+  EXPECT_EQ(pool.created_in_stall(), 2);
+  EXPECT_EQ(pool.created_ahead(), 0);
+  // release(): this rank stops writing through the pool; its spare and ahead files go.
+  pool.prepare_next(background);
+  pool.release();
+  EXPECT_FALSE(stdfs::exists(at(".ahead")));
+  EXPECT_TRUE(stdfs::exists(at("s1.h5")));  // a snapshot's file stays with its snapshot
+}
+
+TEST_F(SlabPoolTest, AFailedCreationAheadFallsBackToTheStallWhoseErrorSaysBoth) {
+  // RLIMIT_FSIZE stands in for a tier that filled up after the first snapshot. In a
+  // child process, as in ShardSlabTest: HDF5 retries a failed close at exit.
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  EXPECT_EXIT(
+      {
+        boost::asio::thread_pool background(1);
+        SlabPool pool(Env::posix(), at(".spare"), at(".ahead"), 3);
+        const auto items = model_items(1.0F, 1024);  // a 1 MiB dataset
+        pool.take(items, at("s0.h5"));
+        struct rlimit limit {};
+        ::getrlimit(RLIMIT_FSIZE, &limit);
+        const rlim_t unlimited = limit.rlim_cur;
+        limit.rlim_cur = 512 << 10;
+        ::signal(SIGXFSZ, SIG_IGN);
+        ::setrlimit(RLIMIT_FSIZE, &limit);
+        pool.prepare_next(background);
+        drain(background);
+        try {
+          pool.take(items, at("s1.h5"));
+        } catch (const CheckpointError& e) {
+          std::fprintf(stderr, "%s\n", e.what());
+          limit.rlim_cur = unlimited;
+          ::setrlimit(RLIMIT_FSIZE, &limit);
+          pool.take(items, at("s2.h5"));  // space again: created in the stall
+          const bool ok = pool.created_in_stall() == 2 && pool.created_ahead() == 0 &&
+                          !stdfs::exists(at(".ahead")) && stdfs::is_regular_file(at("s2.h5"));
+          std::_Exit(ok ? 0 : 2);
+        }
+        std::_Exit(1);
+      },
+      ::testing::ExitedWithCode(0), "s1\\.h5.*creating it ahead had failed too.*\\.ahead");
+}
+
+}  // namespace
+}  // namespace dtrain::checkpoint
