@@ -166,5 +166,20 @@ TEST(Typed, AllGatherAndBroadcastRoundTrip) {
             "TestMessage from rank 2: cannot read 7 bytes");
 }
 
+// A message that cannot be encoded: all_gather on one rank must not try.
+struct Unencodable {
+  int value = 0;
+  std::string encode() const { throw Error("encoded"); }
+  static Unencodable decode(const std::string&, int) { throw Error("decoded"); }
+};
+
+TEST(Typed, AllGatherOnOneRankReturnsTheValueWithoutEncodingItButStillGathers) {
+  ScriptedCommunicator comm(0, 1);
+  const auto all = all_gather(comm, Unencodable{5});
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].value, 5);
+  EXPECT_EQ(comm.gather_calls, 1);  // the collective ran: a failure of it would surface
+}
+
 }  // namespace
 }  // namespace dtrain::dist
