@@ -335,7 +335,17 @@ void LocalTier::start(const CollectedState& live, int64_t iteration) {
         env.sync(path);
         return shard_manifest(items, hashes, rank);
       });
-      slabs_->prepare_next(background());  // after the index task: the commit needs that first
+      // After the index task (the commit needs that first); not when this snapshot's
+      // commit will prune a snapshot, whose file of this rank becomes the spare.
+      // A directory that cannot be listed: no creation ahead.
+      const bool spare_coming = [&] {
+        try {
+          return committed_snapshots() >= options_.keep;
+        } catch (const std::exception&) {
+          return true;
+        }
+      }();
+      slabs_->prepare_next(background(), spare_coming);
     } else {
       writer_->start(shard_path, rank, p->state, plan, nullptr, env_);
     }
@@ -508,12 +518,15 @@ void LocalTier::commit() {
   const int rank = comm_.rank();
   ShardReport report;
   report.error = p->error;
-  if (report.error.empty()) {
-    try {
-      report.shards[rank] = writer_->wait();
-    } catch (const std::exception& e) {
-      report.error = e.what();
+  try {
+    // A write started before this rank's error is waited for too: the next snapshot
+    // needs the writer free.
+    if (writer_->in_flight()) {
+      ShardManifest m = writer_->wait();
+      if (report.error.empty()) report.shards[rank] = std::move(m);
     }
+  } catch (const std::exception& e) {
+    if (report.error.empty()) report.error = e.what();
   }
   report.write_seconds = writer_->last_write_seconds();
   if (!report.error.empty()) report.shards.clear();
@@ -553,6 +566,12 @@ void LocalTier::commit() {
                      p->iteration, last_stall_s_, p->copy_s, p->new_file ? ", a new shard file" : "",
                      report.write_seconds, last_commit_s_);
   }
+}
+
+int64_t LocalTier::committed_snapshots() {
+  int64_t n = 0;
+  for (const auto& name : env_.children(job_dir_)) n += snap_iteration(name) >= 0 ? 1 : 0;
+  return n;
 }
 
 void LocalTier::prune() {

@@ -4,12 +4,14 @@
 #include <algorithm>
 #include <exception>
 #include <utility>
+#include <utility>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <fmt/format.h>
 
 #include "runtime/base/error.h"
+#include "runtime/base/fs.h"
 #include "runtime/base/logging.h"
 
 namespace dtrain::checkpoint {
@@ -19,7 +21,10 @@ SlabPool::SlabPool(Env& env, std::string spare_path, std::string ahead_path, siz
   DTRAIN_CHECK(capacity_ >= 1, "internal: a slab pool of capacity 0");
 }
 
-SlabPool::~SlabPool() { collect_ahead(); }
+SlabPool::~SlabPool() {
+  // A file created ahead is no snapshot's, and a new process cannot reuse it.
+  if (collect_ahead()) fs::remove_quietly(ahead_path_, env_);
+}
 
 std::shared_ptr<ShardSlab> SlabPool::collect_ahead() noexcept {
   if (!ahead_.valid()) return nullptr;
@@ -37,6 +42,14 @@ void SlabPool::remove_if_file(const std::string& path) {
   if (env_.type_of(path) == FileType::kRegular) env_.remove_file(path);
 }
 
+void SlabPool::remove_quietly(const std::string& path) noexcept {
+  try {
+    remove_if_file(path);
+  } catch (const std::exception& e) {
+    DTRAIN_LOG_DEBUG("Could not remove '{}': {}", path, e.what());
+  }
+}
+
 void SlabPool::keep_newest(std::shared_ptr<ShardSlab> slab) {
   slabs_.erase(std::remove(slabs_.begin(), slabs_.end(), slab), slabs_.end());
   slabs_.push_back(std::move(slab));
@@ -45,10 +58,11 @@ void SlabPool::keep_newest(std::shared_ptr<ShardSlab> slab) {
 
 std::shared_ptr<ShardSlab> SlabPool::take(const std::vector<ShardItem>& items, const std::string& path) {
   std::shared_ptr<ShardSlab> ahead = collect_ahead();
+  const std::string ahead_error = std::exchange(ahead_error_, {});  // this take's only
   for (const auto& slab : slabs_) {
     if (!slab->fits(items) || !slab->is_file_at(spare_path_)) continue;
     env_.rename(spare_path_, path);
-    if (ahead) remove_if_file(ahead_path_);
+    remove_if_file(ahead_path_);  // created ahead, or left by a creation that failed
     std::shared_ptr<ShardSlab> taken = slab;
     keep_newest(taken);
     return taken;
@@ -65,35 +79,39 @@ std::shared_ptr<ShardSlab> SlabPool::take(const std::vector<ShardItem>& items, c
   try {
     slab = ShardSlab::create(path, items);
   } catch (const CheckpointError& e) {
-    if (ahead_error_.empty()) throw;
-    throw CheckpointError(fmt::format("{} (creating it ahead had failed too: {})", e.what(), ahead_error_));
+    if (ahead_error.empty()) throw;
+    throw CheckpointError(fmt::format("{} (creating it ahead had failed too: {})", e.what(), ahead_error));
   }
-  if (!ahead_error_.empty()) DTRAIN_LOG_DEBUG("Shard file '{}' created in the stall: {}", path, ahead_error_);
-  ahead_error_.clear();
+  if (!ahead_error.empty()) DTRAIN_LOG_DEBUG("Shard file '{}' created in the stall: {}", path, ahead_error);
   ++created_in_stall_;
   keep_newest(slab);
   return slab;
 }
 
-void SlabPool::prepare_next(boost::asio::thread_pool& pool) {
-  if (slabs_.empty() || ahead_.valid() || slabs_.size() >= capacity_) return;
-  if (env_.type_of(spare_path_) != FileType::kMissing || env_.type_of(ahead_path_) != FileType::kMissing) return;
-  std::packaged_task<std::shared_ptr<ShardSlab>()> task(
-      [path = ahead_path_, layout = slabs_.back()->layout()] { return ShardSlab::create(path, layout); });
-  ahead_ = task.get_future();
-  boost::asio::post(pool, std::move(task));
+void SlabPool::prepare_next(boost::asio::thread_pool& pool, bool spare_coming) noexcept {
+  if (spare_coming || slabs_.empty() || ahead_.valid() || slabs_.size() >= capacity_) return;
+  try {
+    if (env_.type_of(spare_path_) != FileType::kMissing || env_.type_of(ahead_path_) != FileType::kMissing) return;
+    std::packaged_task<std::shared_ptr<ShardSlab>()> task(
+        [path = ahead_path_, layout = slabs_.back()->layout()] { return ShardSlab::create(path, layout); });
+    ahead_ = task.get_future();
+    boost::asio::post(pool, std::move(task));
+  } catch (const std::exception& e) {
+    ahead_ = {};
+    ahead_error_ = fmt::format("starting to create '{}': {}", ahead_path_, e.what());
+  }
 }
 
 void SlabPool::drop(const std::shared_ptr<ShardSlab>& slab) noexcept {
   if (slab) slabs_.erase(std::remove(slabs_.begin(), slabs_.end(), slab), slabs_.end());
 }
 
-void SlabPool::release() {
+void SlabPool::release() noexcept {
   collect_ahead();
   ahead_error_.clear();
   slabs_.clear();
-  remove_if_file(spare_path_);
-  remove_if_file(ahead_path_);
+  remove_quietly(spare_path_);
+  remove_quietly(ahead_path_);
 }
 
 }  // namespace dtrain::checkpoint

@@ -38,7 +38,7 @@ class SlabPool {
   // `spare_path`: where the tier's prune puts this rank's shard file of a deleted
   // snapshot; `ahead_path`: where a file is created ahead. Both are the rank's own.
   SlabPool(Env& env, std::string spare_path, std::string ahead_path, size_t capacity);
-  ~SlabPool();  // waits for a creation ahead (its file stays: a temporary of the tier)
+  ~SlabPool();  // waits for a creation ahead, and removes its file
   SlabPool(const SlabPool&) = delete;
   SlabPool& operator=(const SlabPool&) = delete;
 
@@ -49,16 +49,18 @@ class SlabPool {
   // used is removed. The pool then holds the returned file as its newest.
   std::shared_ptr<ShardSlab> take(const std::vector<ShardItem>& items, const std::string& path);
   // When the next take() would find no spare (the pool holds fewer than `capacity`
-  // files and none is at the spare path), starts creating a file like the newest one
-  // at the ahead path on `pool`. A failure there is only remembered: take() then
-  // creates in the stall, and reports that error if it fails too.
-  void prepare_next(boost::asio::thread_pool& pool);
+  // files, none is at the spare path, and the caller's next commit will not prune one
+  // there: `spare_coming` false), starts creating a file like the newest one at the
+  // ahead path on `pool`. So the tier never holds more than `capacity` files of this
+  // rank. A failure is only remembered (never thrown: this is an optimisation): take()
+  // then creates in the stall, and reports that error if it fails too.
+  void prepare_next(boost::asio::thread_pool& pool, bool spare_coming) noexcept;
   // Forgets `slab` (a snapshot that failed: its file goes with its directory).
   void drop(const std::shared_ptr<ShardSlab>& slab) noexcept;
   // Forgets every file, waits for a creation ahead and removes the spare and ahead
   // files (this rank will not write through the pool: they would hold the tier's
-  // memory).
-  void release();
+  // memory). Never throws: a file it cannot remove is logged (debug).
+  void release() noexcept;
 
   // How this pool's files came to be: created in the stall of a snapshot, or ahead.
   int64_t created_in_stall() const { return created_in_stall_; }
@@ -68,6 +70,7 @@ class SlabPool {
   // The file created ahead (nullptr if none or it failed), after waiting for it.
   std::shared_ptr<ShardSlab> collect_ahead() noexcept;
   void remove_if_file(const std::string& path);
+  void remove_quietly(const std::string& path) noexcept;
   void keep_newest(std::shared_ptr<ShardSlab> slab);
 
   Env& env_;

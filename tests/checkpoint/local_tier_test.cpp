@@ -131,6 +131,7 @@ class LocalTierTest : public ::testing::TestWithParam<std::tuple<int, LocalWrite
         s.train(1);
         if (it == persistent_at) c.save(fmt::format("model_{:07d}", it), {{"iteration", it}});
         c.snapshot_local(it);
+        EXPECT_LE(OwnShardFiles(comm.rank()), 3) << "rank " << comm.rank() << ", iteration " << it;
         if (after_snapshot) after_snapshot(comm.rank(), it);
       }
       s.train(1);  // after the snapshot was taken: not in it
@@ -163,12 +164,30 @@ class LocalTierTest : public ::testing::TestWithParam<std::tuple<int, LocalWrite
     return loaded;
   }
 
-  // kMapped: a run's first snapshot creates its shard file in the stall; the next
-  // LOCAL.KEEP (2) are created ahead, on the background thread; later ones reuse files.
-  void ExpectShardFilesCreated(const LocalTier& tier, int64_t snapshots) const {
+  // kMapped: a fresh run's first snapshot creates its shard file in the stall; the
+  // next LOCAL.KEEP (2) are created ahead, on the background thread; later ones reuse
+  // files. A resumed run with KEEP snapshots kept gets a spare from each commit's prune,
+  // which it did not map: its first KEEP + 1 snapshots create in the stall, none ahead
+  // (a file ahead would be one more than KEEP + 1 on the tier).
+  void ExpectShardFilesCreated(const LocalTier& tier, int64_t snapshots, bool resumed = false) const {
     const bool mapped = write_ == LocalWrite::kMapped;
-    EXPECT_EQ(tier.shard_files_created_in_stall(), mapped && snapshots > 0 ? 1 : 0);
-    EXPECT_EQ(tier.shard_files_created_ahead(), mapped ? std::min<int64_t>(std::max<int64_t>(snapshots - 1, 0), 2) : 0);
+    const int64_t first = resumed ? std::min<int64_t>(snapshots, 3) : std::min<int64_t>(snapshots, 1);
+    EXPECT_EQ(tier.shard_files_created_in_stall(), mapped ? first : 0);
+    EXPECT_EQ(tier.shard_files_created_ahead(),
+              mapped && !resumed ? std::min<int64_t>(std::max<int64_t>(snapshots - 1, 0), 2) : 0);
+  }
+
+  // This rank's shard files on its node's tier (snapshots, the one being written, its
+  // spare and a file created ahead): never more than KEEP + 1 = 3.
+  int OwnShardFiles(int rank) const {
+    const std::string dir = job_dir(node_of(rank));
+    const std::string name = shard_file_name(rank, n_);
+    int files = 0;
+    for (const auto& e : entries(dir)) files += stdfs::is_regular_file(dir + "/" + e + "/" + name) ? 1 : 0;
+    for (const char* other : {".spare", ".ahead"}) {
+      files += stdfs::is_regular_file(dir + fmt::format("/{}-r{:05d}.tmp-local", other, rank)) ? 1 : 0;
+    }
+    return files;
   }
 
   std::string job_dir(const std::string& node, const std::string& config = "cfg: 1\n") const {
@@ -245,10 +264,13 @@ TEST_P(LocalTierTest, MappedSnapshotsRotateKeepPlusOneShardFilesPerRank) {
     if (comm.rank() == 0) {
       for (const auto& e : entries(job_dir("n0"))) EXPECT_EQ(e.find(".spare-"), std::string::npos) << e;
     }
-    for (int64_t it = 8; it < 12; ++it) c.snapshot_local(it);
+    for (int64_t it = 8; it < 12; ++it) {
+      c.snapshot_local(it);
+      EXPECT_LE(OwnShardFiles(comm.rank()), 3) << "rank " << comm.rank() << ", iteration " << it;
+    }
     c.finish_local();
     EXPECT_EQ(c.local_tier()->commits(), 4);
-    ExpectShardFilesCreated(*c.local_tier(), 4);
+    ExpectShardFilesCreated(*c.local_tier(), 4, /*resumed=*/true);
     EXPECT_EQ(c.local_tier()->failures(), 0);
   });
   int spares = 0;

@@ -68,7 +68,7 @@ TEST_F(SlabPoolTest, TheNextFilesAreCreatedAheadUntilKeepPlusOneThenSparesAreReu
   EXPECT_EQ(pool.created_in_stall(), 1);
   std::vector<std::pair<uint64_t, uint64_t>> files{file_id(at("s0.h5"))};
   for (int i = 1; i <= 2; ++i) {
-    pool.prepare_next(background);
+    pool.prepare_next(background, /*spare_coming=*/false);
     drain(background);
     ASSERT_TRUE(stdfs::is_regular_file(at(".ahead"))) << i;
     const auto ahead = file_id(at(".ahead"));
@@ -87,7 +87,7 @@ TEST_F(SlabPoolTest, TheNextFilesAreCreatedAheadUntilKeepPlusOneThenSparesAreReu
   EXPECT_EQ(pool.created_in_stall(), 1);
   EXPECT_EQ(pool.created_ahead(), 2);
   // Three files held (KEEP 2 + 1): nothing more is created; the prune's spare serves.
-  pool.prepare_next(background);
+  pool.prepare_next(background, /*spare_coming=*/false);
   drain(background);
   EXPECT_FALSE(stdfs::exists(at(".ahead")));
   stdfs::rename(at("s0.h5"), at(".spare"));
@@ -99,7 +99,19 @@ TEST_F(SlabPoolTest, TheNextFilesAreCreatedAheadUntilKeepPlusOneThenSparesAreReu
   stdfs::rename(at("s1.h5"), at(".spare"));
   pool.drop(s0);  // s3's file now: as if that snapshot had failed
 
-  pool.prepare_next(background);
+  pool.prepare_next(background, /*spare_coming=*/false);
+  drain(background);
+  EXPECT_FALSE(stdfs::exists(at(".ahead")));
+}
+
+TEST_F(SlabPoolTest, NothingIsCreatedAheadWhenTheNextCommitPrunesASpare) {
+  // A resumed run: the tier holds KEEP snapshots of the run before, so the commit of
+  // each new one prunes one, whose file becomes the spare; one more file ahead would
+  // make KEEP + 2 on the tier.
+  boost::asio::thread_pool background(1);
+  SlabPool pool(Env::posix(), at(".spare"), at(".ahead"), 3);
+  pool.take(model_items(1.0F), at("s0.h5"));
+  pool.prepare_next(background, /*spare_coming=*/true);
   drain(background);
   EXPECT_FALSE(stdfs::exists(at(".ahead")));
 }
@@ -108,7 +120,7 @@ TEST_F(SlabPoolTest, AFileCreatedAheadForAnotherLayoutIsRemovedAndANewOneCreated
   boost::asio::thread_pool background(1);
   SlabPool pool(Env::posix(), at(".spare"), at(".ahead"), 3);
   pool.take(model_items(1.0F), at("s0.h5"));
-  pool.prepare_next(background);
+  pool.prepare_next(background, /*spare_coming=*/false);
   drain(background);
   ASSERT_TRUE(stdfs::exists(at(".ahead")));
   const auto grown = model_items(1.0F, 301);  // e.g. a resized embedding
@@ -117,7 +129,7 @@ TEST_F(SlabPoolTest, AFileCreatedAheadForAnotherLayoutIsRemovedAndANewOneCreated
   EXPECT_EQ(pool.created_in_stall(), 2);
   EXPECT_EQ(pool.created_ahead(), 0);
   // release(): this rank stops writing through the pool; its spare and ahead files go.
-  pool.prepare_next(background);
+  pool.prepare_next(background, /*spare_coming=*/false);
   pool.release();
   EXPECT_FALSE(stdfs::exists(at(".ahead")));
   EXPECT_TRUE(stdfs::exists(at("s1.h5")));  // a snapshot's file stays with its snapshot
@@ -139,7 +151,7 @@ TEST_F(SlabPoolTest, AFailedCreationAheadFallsBackToTheStallWhoseErrorSaysBoth) 
         limit.rlim_cur = 512 << 10;
         ::signal(SIGXFSZ, SIG_IGN);
         ::setrlimit(RLIMIT_FSIZE, &limit);
-        pool.prepare_next(background);
+        pool.prepare_next(background, /*spare_coming=*/false);
         drain(background);
         try {
           pool.take(items, at("s1.h5"));
