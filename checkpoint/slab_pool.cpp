@@ -4,14 +4,12 @@
 #include <algorithm>
 #include <exception>
 #include <utility>
-#include <utility>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <fmt/format.h>
 
 #include "runtime/base/error.h"
-#include "runtime/base/fs.h"
 #include "runtime/base/logging.h"
 
 namespace dtrain::checkpoint {
@@ -22,8 +20,11 @@ SlabPool::SlabPool(Env& env, std::string spare_path, std::string ahead_path, siz
 }
 
 SlabPool::~SlabPool() {
-  // A file created ahead is no snapshot's, and a new process cannot reuse it.
-  if (collect_ahead()) fs::remove_quietly(ahead_path_, env_);
+  // A file created ahead (or left by a creation that failed) is no snapshot's, and a
+  // new process cannot reuse it.
+  const bool creating = ahead_.valid();
+  collect_ahead();
+  if (creating) remove_quietly(ahead_path_);
 }
 
 std::shared_ptr<ShardSlab> SlabPool::collect_ahead() noexcept {
