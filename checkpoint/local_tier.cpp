@@ -340,7 +340,7 @@ void LocalTier::start(const CollectedState& live, int64_t iteration) {
       // A directory that cannot be listed: no creation ahead.
       const bool spare_coming = [&] {
         try {
-          return committed_snapshots() >= options_.keep;
+          return static_cast<int64_t>(committed_snapshots().size()) >= options_.keep;
         } catch (const std::exception&) {
           return true;
         }
@@ -568,21 +568,20 @@ void LocalTier::commit() {
   }
 }
 
-int64_t LocalTier::committed_snapshots() {
-  int64_t n = 0;
-  for (const auto& name : env_.children(job_dir_)) n += snap_iteration(name) >= 0 ? 1 : 0;
-  return n;
-}
-
-void LocalTier::prune() {
+std::vector<std::string> LocalTier::committed_snapshots() {
   std::vector<std::string> snaps;
   for (const auto& n : env_.children(job_dir_)) {
     if (snap_iteration(n) >= 0) snaps.push_back(n);
   }
   std::sort(snaps.begin(), snaps.end());  // zero-padded: name order is iteration order
+  return snaps;
+}
+
+void LocalTier::prune() {
+  const std::vector<std::string> snaps = committed_snapshots();
   for (int64_t i = 0; i + options_.keep < static_cast<int64_t>(snaps.size()); ++i) {
     const std::string dir = job_dir_ + "/" + snaps[i];
-    // The node's ranks reuse their own shard files (take_slab); replicas go.
+    // The node's ranks reuse their own shard files (SlabPool::take); replicas go.
     for (int r = 0; mapped_ && r < comm_.size(); ++r) {
       const std::string shard = dir + "/" + shard_file_name(r, comm_.size());
       if (node_of_[r] == options_.node_id && env_.type_of(shard) == FileType::kRegular) {

@@ -174,8 +174,8 @@ class LocalTier {
   boost::asio::thread_pool& background();
   void commit_on_node(Pending& p, const std::vector<ShardManifest>& manifests);
   void prune();
-  // This node's committed snapshots of this job (its snap-* directories).
-  int64_t committed_snapshots();
+  // This node's committed snapshots of this job (its snap-* directories), oldest first.
+  std::vector<std::string> committed_snapshots();
   std::string spare_path(int rank) const;
   void require_open();
   void tidy_up(bool resume);
