@@ -51,29 +51,41 @@ void drain(boost::asio::thread_pool& pool) {
   done.wait();
 }
 
+// Each test: a pool of KEEP 2 + 1 files in a fresh directory, with the tier's one
+// background thread.
 class SlabPoolTest : public ::testing::Test {
  protected:
-  void SetUp() override { dir_ = make_temp_dir("slabpool"); }
-  void TearDown() override { stdfs::remove_all(dir_); }
+  void SetUp() override {
+    dir_ = make_temp_dir("slabpool");
+    pool_ = std::make_unique<SlabPool>(Env::posix(), at(".spare"), at(".ahead"), 3);
+  }
+  void TearDown() override {
+    pool_.reset();
+    stdfs::remove_all(dir_);
+  }
   std::string at(const std::string& name) const { return dir_ + "/" + name; }
+  // prepare_next, then waits until the background thread ran it.
+  void PrepareNext(bool spare_coming = false) {
+    pool_->prepare_next(background_, spare_coming);
+    drain(background_);
+  }
 
   std::string dir_;
+  boost::asio::thread_pool background_{1};
+  std::unique_ptr<SlabPool> pool_;  // declared after background_: destroyed first
 };
 
 TEST_F(SlabPoolTest, TheNextFilesAreCreatedAheadUntilKeepPlusOneThenSparesAreReused) {
-  boost::asio::thread_pool background(1);
-  SlabPool pool(Env::posix(), at(".spare"), at(".ahead"), 3);
   const auto items = model_items(1.0F);
-  auto s0 = pool.take(items, at("s0.h5"));
-  EXPECT_EQ(pool.created_in_stall(), 1);
+  auto s0 = pool_->take(items, at("s0.h5"));
+  EXPECT_EQ(pool_->created_in_stall(), 1);
   std::vector<std::pair<uint64_t, uint64_t>> files{file_id(at("s0.h5"))};
   for (int i = 1; i <= 2; ++i) {
-    pool.prepare_next(background, /*spare_coming=*/false);
-    drain(background);
+    PrepareNext();
     ASSERT_TRUE(stdfs::is_regular_file(at(".ahead"))) << i;
     const auto ahead = file_id(at(".ahead"));
     const std::string path = at("s" + std::to_string(i) + ".h5");
-    auto slab = pool.take(items, path);
+    auto slab = pool_->take(items, path);
     EXPECT_EQ(file_id(path), ahead) << "snapshot " << i << " did not take the file created ahead";
     EXPECT_FALSE(stdfs::exists(at(".ahead")));
     files.push_back(ahead);
@@ -84,23 +96,21 @@ TEST_F(SlabPoolTest, TheNextFilesAreCreatedAheadUntilKeepPlusOneThenSparesAreReu
     EXPECT_TRUE(at::equal(f.read_tensor("model/w"), values[0].data));
     EXPECT_TRUE(at::equal(f.read_tensor("model/b"), values[1].data));
   }
-  EXPECT_EQ(pool.created_in_stall(), 1);
-  EXPECT_EQ(pool.created_ahead(), 2);
+  EXPECT_EQ(pool_->created_in_stall(), 1);
+  EXPECT_EQ(pool_->created_ahead(), 2);
   // Three files held (KEEP 2 + 1): nothing more is created; the prune's spare serves.
-  pool.prepare_next(background, /*spare_coming=*/false);
-  drain(background);
+  PrepareNext();
   EXPECT_FALSE(stdfs::exists(at(".ahead")));
   stdfs::rename(at("s0.h5"), at(".spare"));
-  pool.take(items, at("s3.h5"));
+  pool_->take(items, at("s3.h5"));
   EXPECT_EQ(file_id(at("s3.h5")), files[0]);
-  EXPECT_EQ(pool.created_in_stall(), 1);
-  EXPECT_EQ(pool.created_ahead(), 2);
+  EXPECT_EQ(pool_->created_in_stall(), 1);
+  EXPECT_EQ(pool_->created_ahead(), 2);
   // With a spare there, nothing is created ahead either.
   stdfs::rename(at("s1.h5"), at(".spare"));
-  pool.drop(s0);  // s3's file now: as if that snapshot had failed
+  pool_->drop(s0);  // s3's file now: as if that snapshot had failed
 
-  pool.prepare_next(background, /*spare_coming=*/false);
-  drain(background);
+  PrepareNext();
   EXPECT_FALSE(stdfs::exists(at(".ahead")));
 }
 
@@ -108,29 +118,23 @@ TEST_F(SlabPoolTest, NothingIsCreatedAheadWhenTheNextCommitPrunesASpare) {
   // A resumed run: the tier holds KEEP snapshots of the run before, so the commit of
   // each new one prunes one, whose file becomes the spare; one more file ahead would
   // make KEEP + 2 on the tier.
-  boost::asio::thread_pool background(1);
-  SlabPool pool(Env::posix(), at(".spare"), at(".ahead"), 3);
-  pool.take(model_items(1.0F), at("s0.h5"));
-  pool.prepare_next(background, /*spare_coming=*/true);
-  drain(background);
+  pool_->take(model_items(1.0F), at("s0.h5"));
+  PrepareNext(/*spare_coming=*/true);
   EXPECT_FALSE(stdfs::exists(at(".ahead")));
 }
 
 TEST_F(SlabPoolTest, AFileCreatedAheadForAnotherLayoutIsRemovedAndANewOneCreated) {
-  boost::asio::thread_pool background(1);
-  SlabPool pool(Env::posix(), at(".spare"), at(".ahead"), 3);
-  pool.take(model_items(1.0F), at("s0.h5"));
-  pool.prepare_next(background, /*spare_coming=*/false);
-  drain(background);
+  pool_->take(model_items(1.0F), at("s0.h5"));
+  PrepareNext();
   ASSERT_TRUE(stdfs::exists(at(".ahead")));
   const auto grown = model_items(1.0F, 301);  // e.g. a resized embedding
-  pool.take(grown, at("s1.h5"));
+  pool_->take(grown, at("s1.h5"));
   EXPECT_FALSE(stdfs::exists(at(".ahead")));
-  EXPECT_EQ(pool.created_in_stall(), 2);
-  EXPECT_EQ(pool.created_ahead(), 0);
+  EXPECT_EQ(pool_->created_in_stall(), 2);
+  EXPECT_EQ(pool_->created_ahead(), 0);
   // release(): this rank stops writing through the pool; its spare and ahead files go.
-  pool.prepare_next(background, /*spare_coming=*/false);
-  pool.release();
+  pool_->prepare_next(background_, /*spare_coming=*/false);  // released while it may run
+  pool_->release();
   EXPECT_FALSE(stdfs::exists(at(".ahead")));
   EXPECT_TRUE(stdfs::exists(at("s1.h5")));  // a snapshot's file stays with its snapshot
 }
@@ -141,26 +145,23 @@ TEST_F(SlabPoolTest, AFailedCreationAheadFallsBackToTheStallWhoseErrorSaysBoth) 
   ::testing::FLAGS_gtest_death_test_style = "threadsafe";
   EXPECT_EXIT(
       {
-        boost::asio::thread_pool background(1);
-        SlabPool pool(Env::posix(), at(".spare"), at(".ahead"), 3);
         const auto items = model_items(1.0F, 1024);  // a 1 MiB dataset
-        pool.take(items, at("s0.h5"));
+        pool_->take(items, at("s0.h5"));
         struct rlimit limit {};
         ::getrlimit(RLIMIT_FSIZE, &limit);
         const rlim_t unlimited = limit.rlim_cur;
         limit.rlim_cur = 512 << 10;
         ::signal(SIGXFSZ, SIG_IGN);
         ::setrlimit(RLIMIT_FSIZE, &limit);
-        pool.prepare_next(background, /*spare_coming=*/false);
-        drain(background);
+        PrepareNext();
         try {
-          pool.take(items, at("s1.h5"));
+          pool_->take(items, at("s1.h5"));
         } catch (const CheckpointError& e) {
           std::fprintf(stderr, "%s\n", e.what());
           limit.rlim_cur = unlimited;
           ::setrlimit(RLIMIT_FSIZE, &limit);
-          pool.take(items, at("s2.h5"));  // space again: created in the stall
-          const bool ok = pool.created_in_stall() == 2 && pool.created_ahead() == 0 &&
+          pool_->take(items, at("s2.h5"));  // space again: created in the stall
+          const bool ok = pool_->created_in_stall() == 2 && pool_->created_ahead() == 0 &&
                           !stdfs::exists(at(".ahead")) && stdfs::is_regular_file(at("s2.h5"));
           std::_Exit(ok ? 0 : 2);
         }
