@@ -8,11 +8,14 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <future>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -112,6 +115,35 @@ TEST_F(SlabPoolTest, TheNextFilesAreCreatedAheadUntilKeepPlusOneThenSparesAreReu
 
   PrepareNext();
   EXPECT_FALSE(stdfs::exists(at(".ahead")));
+}
+
+TEST_F(SlabPoolTest, ATakeWhileTheCreationAheadStillRunsWaitsForItAndTakesThatFile) {
+  // The snapshot after next comes before the background thread got to the creation (a
+  // step shorter than creating a file): take() waits for it rather than creating a
+  // second file in the stall.
+  const auto items = model_items(1.0F);
+  pool_->take(items, at("s0.h5"));
+  std::promise<void> gate;
+  boost::asio::post(background_, [opened = gate.get_future().share()] { opened.wait(); });
+  pool_->prepare_next(background_, /*spare_coming=*/false);  // queued behind the gate
+  std::atomic<bool> gate_opened{false};
+  std::thread opener([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    gate_opened = true;
+    gate.set_value();
+  });
+  auto slab = pool_->take(items, at("s1.h5"));
+  const bool waited = gate_opened;
+  opener.join();
+  EXPECT_TRUE(waited) << "take() returned before the creation ahead could run";
+  EXPECT_EQ(pool_->created_ahead(), 1);
+  EXPECT_EQ(pool_->created_in_stall(), 1);
+  EXPECT_FALSE(stdfs::exists(at(".ahead")));
+  ASSERT_TRUE(slab->is_file_at(at("s1.h5")));
+  const auto values = model_items(2.5F);
+  slab->fill(values);
+  h5::File f = h5::File::open(at("s1.h5"));
+  EXPECT_TRUE(at::equal(f.read_tensor("model/w"), values[0].data));
 }
 
 TEST_F(SlabPoolTest, NothingIsCreatedAheadWhenTheNextCommitPrunesASpare) {
