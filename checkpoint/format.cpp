@@ -100,7 +100,7 @@ std::vector<TensorMeta> CollectedState::replicated_meta() const {
   return out;
 }
 
-std::string ShardManifest::to_json() const {
+json ShardManifest::to_json_value() const {
   json r = json::array();
   for (const auto& e : replicated) r.push_back({{"tensor", e.tensor}, {"piece", piece_json(e.piece)}});
   json p = json::array();
@@ -108,13 +108,14 @@ std::string ShardManifest::to_json() const {
     p.push_back({{"tensor", meta.name}, {"dtype", h5::dtype_name(meta.dtype)},
                  {"shape", meta.shape}, {"piece", piece_json(piece)}});
   }
-  return json{{"replicated", r}, {"per_rank", p}}.dump();
+  return json{{"replicated", r}, {"per_rank", p}};
 }
 
-ShardManifest ShardManifest::from_json(const std::string& text, const std::string& origin) {
+std::string ShardManifest::to_json() const { return to_json_value().dump(); }
+
+ShardManifest ShardManifest::from_json_value(const json& j, const std::string& origin) {
   ShardManifest m;
   try {
-    json j = json::parse(text);
     for (const auto& e : j.at("replicated")) {
       m.replicated.push_back({e.at("tensor").get<std::string>(), piece_from_json(e.at("piece"))});
     }
@@ -128,6 +129,16 @@ ShardManifest ShardManifest::from_json(const std::string& text, const std::strin
     throw CheckpointError(fmt::format("{}: malformed shard manifest: {}", origin, e.what()));
   }
   return m;
+}
+
+ShardManifest ShardManifest::from_json(const std::string& text, const std::string& origin) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    throw CheckpointError(fmt::format("{}: malformed shard manifest: {}", origin, e.what()));
+  }
+  return from_json_value(j, origin);
 }
 
 namespace {

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include <ATen/core/Tensor.h>
+#include <nlohmann/json_fwd.hpp>
 
 #include "checkpoint/index.h"
 #include "checkpoint/shard_plan.h"
@@ -50,6 +51,11 @@ struct ShardManifest {
   std::vector<std::pair<TensorMeta, PieceRecord>> per_rank;
   std::string to_json() const;
   static ShardManifest from_json(const std::string& text, const std::string& origin);
+  // The same as a JSON value, for messages that embed it (ShardReport) instead of
+  // carrying its text as a string to escape and parse twice. Throws CheckpointError
+  // naming `origin` on a malformed one.
+  nlohmann::json to_json_value() const;
+  static ShardManifest from_json_value(const nlohmann::json& j, const std::string& origin);
 };
 
 // One dataset of a rank's shard file, in the order write_shard writes them: the rank's

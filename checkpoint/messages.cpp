@@ -43,7 +43,7 @@ Visibility Visibility::decode(const std::string& bytes, int from_rank) {
 
 std::string ShardReport::encode() const {
   nlohmann::json shards_json = nlohmann::json::object();
-  for (const auto& [shard, manifest] : shards) shards_json[std::to_string(shard)] = manifest.to_json();
+  for (const auto& [shard, manifest] : shards) shards_json[std::to_string(shard)] = manifest.to_json_value();
   return nlohmann::json{{"error", error}, {"write_seconds", write_seconds}, {"shards", shards_json}}.dump();
 }
 
@@ -54,8 +54,8 @@ ShardReport ShardReport::decode(const std::string& bytes, int from_rank) {
     r.error = j.at("error").get<std::string>();
     r.write_seconds = j.at("write_seconds").get<double>();
     for (const auto& [shard, manifest] : j.at("shards").items()) {
-      r.shards[std::stoi(shard)] = ShardManifest::from_json(
-          manifest.get<std::string>(), fmt::format("rank {} (shard {})", from_rank, shard));
+      r.shards[std::stoi(shard)] =
+          ShardManifest::from_json_value(manifest, fmt::format("rank {} (shard {})", from_rank, shard));
     }
     return r;
   });

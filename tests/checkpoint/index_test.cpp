@@ -332,6 +332,8 @@ TEST(ShardManifestTest, RoundTrip) {
   EXPECT_EQ(n.per_rank[0].first.shape, (std::vector<int64_t>{5056}));
   EXPECT_EQ(n.per_rank[0].second.xxh64, 12345u);
   EXPECT_EQ(n.to_json(), m.to_json());
+  // The value form (what ShardReport embeds) is the same document.
+  EXPECT_EQ(ShardManifest::from_json_value(m.to_json_value(), "rank 1").to_json(), m.to_json());
 }
 
 TEST(ShardManifestTest, MalformedNamesOrigin) {

@@ -16,6 +16,7 @@ TEST(Messages, ShardReportRoundTrips) {
   report.write_seconds = 0.125;
   ShardManifest m;
   m.replicated.push_back({"model/w", {3, 4, 2, 32, 0xfedcba9876543210ull, {2, 4}}});
+  m.per_rank.emplace_back(TensorMeta{"rng/cpu", at::kByte, {16}}, PieceRecord{3, 0, 16, 16, 99, {16}});
   report.shards[3] = m;
   report.shards[5] = ShardManifest{};
   const ShardReport back = ShardReport::decode(report.encode(), 3);
@@ -65,6 +66,11 @@ TEST(Messages, MalformedBytesNameTheMessageAndTheRank) {
                     TensorPack::decode(R"([{"name":"x","dtype":"float32","shape":[4]}])" "\nab", 1);
                   }),
                   "malformed tensor pack message from rank 1: too short for 'x'");
+  // The manifests are JSON objects inside the report: a malformed one names its shard.
+  EXPECT_CONTAINS(testing::ThrownMessage<CheckpointError>([] {
+                    ShardReport::decode(R"({"error":"","write_seconds":0,"shards":{"5":{"per_rank":[]}}})", 3);
+                  }),
+                  "malformed shard report message from rank 3: rank 3 (shard 5): malformed shard manifest");
   EXPECT_CONTAINS(testing::ThrownMessage<CheckpointError>([] { Visibility::decode("", 2); }),
                   "malformed visibility message from rank 2");
 }
