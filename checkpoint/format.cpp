@@ -111,8 +111,6 @@ json ShardManifest::to_json_value() const {
   return json{{"replicated", r}, {"per_rank", p}};
 }
 
-std::string ShardManifest::to_json() const { return to_json_value().dump(); }
-
 ShardManifest ShardManifest::from_json_value(const json& j, const std::string& origin) {
   ShardManifest m;
   try {
@@ -129,16 +127,6 @@ ShardManifest ShardManifest::from_json_value(const json& j, const std::string& o
     throw CheckpointError(fmt::format("{}: malformed shard manifest: {}", origin, e.what()));
   }
   return m;
-}
-
-ShardManifest ShardManifest::from_json(const std::string& text, const std::string& origin) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    throw CheckpointError(fmt::format("{}: malformed shard manifest: {}", origin, e.what()));
-  }
-  return from_json_value(j, origin);
 }
 
 namespace {

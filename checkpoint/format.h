@@ -49,11 +49,9 @@ struct ShardManifest {
   };
   std::vector<Entry> replicated;  // one per piece with piece.shard == rank
   std::vector<std::pair<TensorMeta, PieceRecord>> per_rank;
-  std::string to_json() const;
-  static ShardManifest from_json(const std::string& text, const std::string& origin);
-  // The same as a JSON value, for messages that embed it (ShardReport) instead of
-  // carrying its text as a string to escape and parse twice. Throws CheckpointError
-  // naming `origin` on a malformed one.
+  // As a JSON value, which ShardReport embeds (not as text: that was escaped and
+  // parsed twice). from_json_value throws CheckpointError naming `origin` on a
+  // malformed one.
   nlohmann::json to_json_value() const;
   static ShardManifest from_json_value(const nlohmann::json& j, const std::string& origin);
 };

@@ -316,7 +316,7 @@ TEST(ShardManifestTest, RoundTrip) {
   m.replicated.push_back({"optimizer/state/w/step", {1, 0, 1, 8, 7, {}}});
   m.per_rank.emplace_back(TensorMeta{"rng/cpu", at::kByte, {5056}},
                           PieceRecord{1, 0, 5056, 5056, 12345, {5056}});
-  const ShardManifest n = ShardManifest::from_json(m.to_json(), "rank 1");
+  const ShardManifest n = ShardManifest::from_json_value(json::parse(m.to_json_value().dump()), "rank 1");
   ASSERT_EQ(n.replicated.size(), 2u);
   EXPECT_EQ(n.replicated[0].tensor, "model/w");
   EXPECT_EQ(n.replicated[0].piece.shard, 1);
@@ -331,9 +331,7 @@ TEST(ShardManifestTest, RoundTrip) {
   EXPECT_EQ(n.per_rank[0].first.dtype, at::kByte);
   EXPECT_EQ(n.per_rank[0].first.shape, (std::vector<int64_t>{5056}));
   EXPECT_EQ(n.per_rank[0].second.xxh64, 12345u);
-  EXPECT_EQ(n.to_json(), m.to_json());
-  // The value form (what ShardReport embeds) is the same document.
-  EXPECT_EQ(ShardManifest::from_json_value(m.to_json_value(), "rank 1").to_json(), m.to_json());
+  EXPECT_EQ(n.to_json_value(), m.to_json_value());
 }
 
 TEST(ShardManifestTest, MalformedNamesOrigin) {
@@ -341,16 +339,16 @@ TEST(ShardManifestTest, MalformedNamesOrigin) {
                                  "{\"replicated\": [], "
                                  "\"per_rank\": [{\"tensor\": \"a\", \"dtype\": \"float32\"}]}"}) {
     try {
-      ShardManifest::from_json(text, "rank 3");
+      ShardManifest::from_json_value(json::parse(text), "rank 3");
       ADD_FAILURE() << "expected an error for " << text;
     } catch (const CheckpointError& e) {
       EXPECT_CONTAINS(e.what(), "rank 3: malformed shard manifest");
     }
   }
   try {
-    ShardManifest::from_json(
-        "{\"replicated\": [], \"per_rank\": [{\"tensor\": \"a\", \"dtype\": \"float7\", "
-        "\"shape\": [], \"piece\": {}}]}",
+    ShardManifest::from_json_value(
+        json::parse("{\"replicated\": [], \"per_rank\": [{\"tensor\": \"a\", \"dtype\": \"float7\", "
+                   "\"shape\": [], \"piece\": {}}]}"),
         "rank 2");
     ADD_FAILURE() << "expected an error";
   } catch (const CheckpointError& e) {

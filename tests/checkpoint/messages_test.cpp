@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "checkpoint/messages.h"
 #include "tests/gtest_util.h"
@@ -23,7 +24,7 @@ TEST(Messages, ShardReportRoundTrips) {
   EXPECT_EQ(back.error, "");
   EXPECT_EQ(back.write_seconds, 0.125);
   ASSERT_EQ(back.shards.size(), 2u);
-  EXPECT_EQ(back.shards.at(3).to_json(), m.to_json());
+  EXPECT_EQ(back.shards.at(3).to_json_value(), m.to_json_value());
   ShardReport failed;
   failed.error = "disk full: 'x/shard-00001-of-00002.h5'\nsecond line";
   EXPECT_EQ(ShardReport::decode(failed.encode(), 1).error, failed.error);
