@@ -24,7 +24,7 @@ SlabPool::~SlabPool() {
   // new process cannot reuse it.
   const bool creating = ahead_.valid();
   collect_ahead();
-  if (creating) remove_quietly(ahead_path_);
+  if (creating) fs::remove_quietly(ahead_path_, env_);
 }
 
 std::shared_ptr<ShardSlab> SlabPool::collect_ahead() noexcept {
@@ -41,14 +41,6 @@ std::shared_ptr<ShardSlab> SlabPool::collect_ahead() noexcept {
 
 void SlabPool::remove_if_file(const std::string& path) {
   if (env_.type_of(path) == FileType::kRegular) env_.remove_file(path);
-}
-
-void SlabPool::remove_quietly(const std::string& path) noexcept {
-  try {
-    remove_if_file(path);
-  } catch (const std::exception& e) {
-    DTRAIN_LOG_DEBUG("Could not remove '{}': {}", path, e.what());
-  }
 }
 
 void SlabPool::keep_newest(std::shared_ptr<ShardSlab> slab) {
@@ -111,8 +103,8 @@ void SlabPool::release() noexcept {
   collect_ahead();
   ahead_error_.clear();
   slabs_.clear();
-  remove_quietly(spare_path_);
-  remove_quietly(ahead_path_);
+  fs::remove_quietly(spare_path_, env_);
+  fs::remove_quietly(ahead_path_, env_);
 }
 
 }  // namespace dtrain::checkpoint

@@ -59,7 +59,7 @@ class SlabPool {
   void drop(const std::shared_ptr<ShardSlab>& slab) noexcept;
   // Forgets every file, waits for a creation ahead and removes the spare and ahead
   // files (this rank will not write through the pool: they would hold the tier's
-  // memory). Never throws: a file it cannot remove is logged (debug).
+  // memory). Never throws: a file it cannot remove stays.
   void release() noexcept;
 
   // How this pool's files came to be: created in the stall of a snapshot, or ahead.
@@ -70,7 +70,6 @@ class SlabPool {
   // The file created ahead (nullptr if none or it failed), after waiting for it.
   std::shared_ptr<ShardSlab> collect_ahead() noexcept;
   void remove_if_file(const std::string& path);
-  void remove_quietly(const std::string& path) noexcept;
   void keep_newest(std::shared_ptr<ShardSlab> slab);
 
   Env& env_;
