@@ -337,15 +337,9 @@ void LocalTier::start(const CollectedState& live, int64_t iteration) {
       });
       // After the index task (the commit needs that first); not when this snapshot's
       // commit will prune a snapshot, whose file of this rank becomes the spare.
-      // A directory that cannot be listed: no creation ahead.
-      const bool spare_coming = [&] {
-        try {
-          return static_cast<int64_t>(committed_snapshots().size()) >= options_.keep;
-        } catch (const std::exception&) {
-          return true;
-        }
-      }();
-      slabs_->prepare_next(background(), spare_coming);
+      slabs_->prepare_next(background(), [this] {
+        return static_cast<int64_t>(committed_snapshots().size()) >= options_.keep;
+      });
     } else {
       writer_->start(shard_path, rank, p->state, plan, nullptr, env_);
     }

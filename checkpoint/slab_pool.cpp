@@ -81,8 +81,13 @@ std::shared_ptr<ShardSlab> SlabPool::take(const std::vector<ShardItem>& items, c
   return slab;
 }
 
-void SlabPool::prepare_next(boost::asio::thread_pool& pool, bool spare_coming) noexcept {
-  if (spare_coming || slabs_.empty() || ahead_.valid() || slabs_.size() >= capacity_) return;
+void SlabPool::prepare_next(boost::asio::thread_pool& pool, const std::function<bool()>& spare_coming) noexcept {
+  if (slabs_.empty() || ahead_.valid() || slabs_.size() >= capacity_) return;
+  try {
+    if (spare_coming()) return;
+  } catch (const std::exception&) {
+    return;
+  }
   try {
     if (env_.type_of(spare_path_) != FileType::kMissing || env_.type_of(ahead_path_) != FileType::kMissing) return;
     std::packaged_task<std::shared_ptr<ShardSlab>()> task(

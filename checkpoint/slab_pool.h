@@ -10,7 +10,7 @@
 //
 //   SlabPool pool(env, spare_path, ahead_path, keep + 1);
 //   auto slab = pool.take(items, shard_path);  // in the stall: spare, ahead, or new
-//   pool.prepare_next(background_pool);       // then, right after
+//   pool.prepare_next(background_pool, spare_coming);  // then, right after
 //
 // Thread-safety: not thread-safe; call from one thread (the tier's). The only work on
 // the background thread is the creation ahead, which touches nothing but its own file.
@@ -18,6 +18,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <future>
 #include <memory>
 #include <string>
@@ -50,11 +51,13 @@ class SlabPool {
   std::shared_ptr<ShardSlab> take(const std::vector<ShardItem>& items, const std::string& path);
   // When the next take() would find no spare (the pool holds fewer than `capacity`
   // files, none is at the spare path, and the caller's next commit will not prune one
-  // there: `spare_coming` false), starts creating a file like the newest one at the
+  // there: `spare_coming()` false), starts creating a file like the newest one at the
   // ahead path on `pool`. So the tier never holds more than `capacity` files of this
-  // rank. A failure is only remembered (never thrown: this is an optimisation): take()
-  // then creates in the stall, and reports that error if it fails too.
-  void prepare_next(boost::asio::thread_pool& pool, bool spare_coming) noexcept;
+  // rank. `spare_coming` is called only when the pool is not full (it may list a
+  // directory); if it throws, nothing is created. A failure is only remembered (never
+  // thrown: this is an optimisation): take() then creates in the stall, and reports
+  // that error if it fails too.
+  void prepare_next(boost::asio::thread_pool& pool, const std::function<bool()>& spare_coming) noexcept;
   // Forgets `slab` (a snapshot that failed: its file goes with its directory).
   void drop(const std::shared_ptr<ShardSlab>& slab) noexcept;
   // Forgets every file, waits for a creation ahead and removes the spare and ahead

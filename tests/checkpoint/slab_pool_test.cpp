@@ -69,7 +69,7 @@ class SlabPoolTest : public ::testing::Test {
   std::string at(const std::string& name) const { return dir_ + "/" + name; }
   // prepare_next, then waits until the background thread ran it.
   void PrepareNext(bool spare_coming = false) {
-    pool_->prepare_next(background_, spare_coming);
+    pool_->prepare_next(background_, [=] { return spare_coming; });
     drain(background_);
   }
 
@@ -125,7 +125,7 @@ TEST_F(SlabPoolTest, ATakeWhileTheCreationAheadStillRunsWaitsForItAndTakesThatFi
   pool_->take(items, at("s0.h5"));
   std::promise<void> gate;
   boost::asio::post(background_, [opened = gate.get_future().share()] { opened.wait(); });
-  pool_->prepare_next(background_, /*spare_coming=*/false);  // queued behind the gate
+  pool_->prepare_next(background_, [] { return false; });  // queued behind the gate
   std::atomic<bool> gate_opened{false};
   std::thread opener([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -155,6 +155,25 @@ TEST_F(SlabPoolTest, NothingIsCreatedAheadWhenTheNextCommitPrunesASpare) {
   EXPECT_FALSE(stdfs::exists(at(".ahead")));
 }
 
+TEST_F(SlabPoolTest, WhetherASpareIsComingIsAskedOnlyWhenThePoolIsNotFull) {
+  // The tier answers by listing its directory: not at every snapshot once the pool
+  // holds KEEP + 1 files. An answer it cannot give (it throws) creates nothing.
+  const auto items = model_items(1.0F);
+  pool_->take(items, at("s0.h5"));
+  pool_->prepare_next(background_, []() -> bool { throw CheckpointError("cannot list"); });
+  drain(background_);
+  EXPECT_FALSE(stdfs::exists(at(".ahead")));
+  for (int i = 1; i <= 2; ++i) pool_->take(items, at("s" + std::to_string(i) + ".h5"));
+  bool asked = false;
+  pool_->prepare_next(background_, [&] {
+    asked = true;
+    return false;
+  });
+  drain(background_);
+  EXPECT_FALSE(asked);
+  EXPECT_FALSE(stdfs::exists(at(".ahead")));
+}
+
 TEST_F(SlabPoolTest, AFileCreatedAheadForAnotherLayoutIsRemovedAndANewOneCreated) {
   pool_->take(model_items(1.0F), at("s0.h5"));
   PrepareNext();
@@ -165,7 +184,7 @@ TEST_F(SlabPoolTest, AFileCreatedAheadForAnotherLayoutIsRemovedAndANewOneCreated
   EXPECT_EQ(pool_->created_in_stall(), 2);
   EXPECT_EQ(pool_->created_ahead(), 0);
   // release(): this rank stops writing through the pool; its spare and ahead files go.
-  pool_->prepare_next(background_, /*spare_coming=*/false);  // released while it may run
+  pool_->prepare_next(background_, [] { return false; });  // released while it may run
   pool_->release();
   EXPECT_FALSE(stdfs::exists(at(".ahead")));
   EXPECT_TRUE(stdfs::exists(at("s1.h5")));  // a snapshot's file stays with its snapshot
