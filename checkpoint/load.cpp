@@ -237,75 +237,81 @@ class Checkpointer::DirectoryLoad {
   // checkpoint in full; a caller that catches the error must not train on. Keeping the
   // model intact would need a second copy of everything, which is what made loads slow.
   void read_pieces() {
-    const int rank = comm_.rank();
     for (auto& t : in_place_) t.unsafeGetTensorImpl()->bump_version();  // as copy_ would
     dist::all_or_none<CheckpointError>(comm_, what_, [&] {
       ShardReader reader(dir_, index_.world_size, c_.options_.allow_symlinked_shards);
       PieceVerifier verifier;  // hashes each piece while the next one is read
-      // `at`: where the locator found the piece (read with pread(2)); null: read_piece
-      // locates it again, and reads it through HDF5 or throws why it cannot.
-      auto read = [&](const PieceRead& r, at::Tensor& dst, bool verify, const ShardReader::Location* at) {
-        const TensorRecord& t = index_.tensors[r.tensor];
-        const PieceRecord& p = t.pieces[r.piece];
-        try {
-          if (at != nullptr) {
-            reader.read_located(t, p, *at, dst);
-          } else {
-            reader.read_piece(t, p, dst, /*verify=*/false);
-          }
-        } catch (const CheckpointError&) {
-          verifier.check();  // an earlier piece's damage is the first error
-          throw;
-        }
-        if (verify) verifier.add(reader.path_of(p), t, p, dst);
-        bytes_read_ += p.bytes;
-      };
-      // This rank's reads in file order as write_shard lays a shard out: the small pieces
-      // (packed behind the metadata at the front), then the large ones front to back. The
-      // locator opens each piece's dataset on its own thread while the pieces before it
-      // are read.
-      std::vector<PieceRead> mine;
-      for (const auto& r : plan_.reads) {
-        if (r.reader == rank) mine.push_back(r);
+      read_replicated(reader, verifier);
+      for (const auto& r : plan_.own_per_rank) {
+        per_rank_[index_.tensors[r.tensor].name] = read_whole(reader, verifier, r);
       }
-      follow_layout_order(index_, mine);
-      {
-        PieceLocator locator(reader, index_, mine,
-                             [&](const TensorRecord& t) { return tensors_.at(t.name).scalar_type(); });
-        std::vector<size_t> later;  // of this run: not located (HDF5 layout, or an error)
-        for (size_t i = 0; i < mine.size(); ++i) {
-          at::Tensor dst = destination(mine[i]);
-          const ShardReader::Location at = locator.wait(i);
-          if (at.offset >= 0 && dst.device().is_cpu()) {
-            read(mine[i], dst, mine[i].verify, &at);
-          } else {
-            later.push_back(i);
-          }
-          if (later.empty() || (i + 1 < mine.size() && same_run(index_, mine[i], mine[i + 1]))) continue;
-          // The run's end: its pieces left go through read_piece (which needs the reader
-          // to itself: the locator is done first), which reads them or says why it cannot.
-          // The damage of a piece read before them (a checksum mismatch) is still the
-          // error reported first.
-          locator.finish();
-          for (size_t j : later) {
-            at::Tensor left = destination(mine[j]);
-            read(mine[j], left, mine[j].verify, nullptr);
-          }
-          later.clear();
-        }
-      }  // joins the locator: the reader is this thread's alone again
-      auto read_whole = [&](const PieceRead& r) {
-        const TensorRecord& t = index_.tensors[r.tensor];
-        at::Tensor dst = empty_tensor_for(t, t.pieces[r.piece].shape, dir_);
-        read(r, dst, true, nullptr);
-        return dst;
-      };
-      for (const auto& r : plan_.own_per_rank) per_rank_[index_.tensors[r.tensor].name] = read_whole(r);
       for (const auto& r : plan_.relayed_per_rank) {
-        if (r.reader == rank) relayed_[{r.tensor, r.piece}] = read_whole(r);
+        if (r.reader == comm_.rank()) relayed_[{r.tensor, r.piece}] = read_whole(reader, verifier, r);
       }
       verifier.check();
     });
+  }
+
+  // Reads one piece into `dst`: from `at`, where the locator found it (pread(2)), or,
+  // with `at` null, through read_piece, which locates it again and reads it through HDF5
+  // or throws why it cannot. An earlier piece's damage is the first error reported.
+  void read_one(ShardReader& reader, PieceVerifier& verifier, const PieceRead& r, at::Tensor& dst, bool verify,
+                const ShardReader::Location* at) {
+    const TensorRecord& t = index_.tensors[r.tensor];
+    const PieceRecord& p = t.pieces[r.piece];
+    try {
+      if (at != nullptr) {
+        reader.read_located(t, p, *at, dst);
+      } else {
+        reader.read_piece(t, p, dst, /*verify=*/false);
+      }
+    } catch (const CheckpointError&) {
+      verifier.check();
+      throw;
+    }
+    if (verify) verifier.add(reader.path_of(p), t, p, dst);
+    bytes_read_ += p.bytes;
+  }
+
+  // This rank's reads of replicated pieces in file order as write_shard lays a shard
+  // out: the small pieces (packed behind the metadata at the front), then the large ones
+  // front to back. The locator opens each piece's dataset on its own thread while the
+  // pieces before it are read.
+  void read_replicated(ShardReader& reader, PieceVerifier& verifier) {
+    std::vector<PieceRead> mine;
+    for (const auto& r : plan_.reads) {
+      if (r.reader == comm_.rank()) mine.push_back(r);
+    }
+    follow_layout_order(index_, mine);
+    PieceLocator locator(reader, index_, mine,
+                         [&](const TensorRecord& t) { return tensors_.at(t.name).scalar_type(); });
+    std::vector<size_t> later;  // of this run: not located (HDF5 layout, or an error)
+    for (size_t i = 0; i < mine.size(); ++i) {
+      at::Tensor dst = destination(mine[i]);
+      const ShardReader::Location at = locator.wait(i);
+      if (at.offset >= 0 && dst.device().is_cpu()) {
+        read_one(reader, verifier, mine[i], dst, mine[i].verify, &at);
+      } else {
+        later.push_back(i);
+      }
+      if (later.empty() || (i + 1 < mine.size() && same_run(index_, mine[i], mine[i + 1]))) continue;
+      // The run's end: its pieces left go through read_piece, which needs the reader to
+      // itself: the locator is done first.
+      locator.finish();
+      for (size_t j : later) {
+        at::Tensor left = destination(mine[j]);
+        read_one(reader, verifier, mine[j], left, mine[j].verify, nullptr);
+      }
+      later.clear();
+    }
+  }  // joins the locator: the reader is this thread's alone again
+
+  // A per-rank piece, read (and verified) into a new tensor.
+  at::Tensor read_whole(ShardReader& reader, PieceVerifier& verifier, const PieceRead& r) {
+    const TensorRecord& t = index_.tensors[r.tensor];
+    at::Tensor dst = empty_tensor_for(t, t.pieces[r.piece].shape, dir_);
+    read_one(reader, verifier, r, dst, /*verify=*/true, nullptr);
+    return dst;
   }
 
   // What some ranks cannot read: the reader broadcasts it (per-rank pieces: the owner
