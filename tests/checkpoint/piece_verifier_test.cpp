@@ -24,7 +24,7 @@ Pieces MakePieces(int n, int64_t rows = 16) {
   Pieces out;
   out.record.name = "model/w";
   out.record.dtype = "float32";
-  out.record.shape = {n * rows, 64};
+  out.record.shape = std::vector<int64_t>{n * rows, 64};  // (GCC 12: -Wnonnull on = {...})
   at::Tensor full = at::arange(n * rows * 64, at::kFloat).reshape({n * rows, 64});
   for (int i = 0; i < n; ++i) {
     at::Tensor rows_i = full.narrow(0, i * rows, rows);
@@ -34,7 +34,7 @@ Pieces MakePieces(int n, int64_t rows = 16) {
     p.row_count = rows;
     p.bytes = rows * 64 * 4;
     p.xxh64 = tensor_xxh64(rows_i);
-    p.shape = {rows, 64};
+    p.shape = std::vector<int64_t>{rows, 64};
     out.record.pieces.push_back(p);
     out.data.push_back(rows_i);
   }
