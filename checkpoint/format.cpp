@@ -428,7 +428,9 @@ std::string index_mappings_image(const std::string& scratch_path, const Checkpoi
     fs::remove_quietly(scratch_path);
     std::string image;
     try {
-      h5::File file = h5::File::create(scratch_path, h5::FileOptions{});
+      h5::FileOptions options;
+      options.overwrite = false;  // removed above: whatever is there now is not ours to truncate
+      h5::File file = h5::File::create(scratch_path, options);
       add_replicated_mappings(file, scratch_path, planned);
       file.close();
       image = fs::read_file(scratch_path);

@@ -119,7 +119,8 @@ void begin_index_file(const std::string& dir, const CheckpointIndex& planned, co
 // ("tensor 'model/w'"), or their number; "" when they map the same.
 std::string mapping_difference(const CheckpointIndex& a, const CheckpointIndex& b);
 // The bytes of an HDF5 file holding only the virtual datasets begin_index_file makes for
-// `planned`, made at `scratch_path` (replaced, then removed).
+// `planned`, made at `scratch_path` (what is there is removed, the file created
+// exclusively, then removed).
 std::string index_mappings_image(const std::string& scratch_path, const CheckpointIndex& planned);
 // finish_index_file checks that `index` (built from every rank's manifest) has the
 // layout `planned` had, adds a virtual dataset per per-rank tensor and rank
