@@ -154,9 +154,11 @@ class LocalTier {
   // How long the last start() kept the caller (the host copy), and the last commit.
   double last_stall_seconds() const { return last_stall_s_; }
   double last_commit_seconds() const { return last_commit_s_; }
-  // kMapped: this rank's shard files created in a snapshot's stall, and ahead of it.
+  // kMapped: this rank's shard files created in a snapshot's stall, ahead of it, and taken
+  // over from an earlier process (a resumed run's spares).
   int64_t shard_files_created_in_stall() const { return slabs_->created_in_stall(); }
   int64_t shard_files_created_ahead() const { return slabs_->created_ahead(); }
+  int64_t shard_files_adopted() const { return slabs_->adopted(); }
 
  private:
   struct Pending;

@@ -71,8 +71,9 @@ std::vector<std::string> committed_checkpoints(Env& env, const std::string& dir)
   return found;
 }
 
-void remove_stale_temporaries(Env& env, const std::string& dir) {
+void remove_stale_temporaries(Env& env, const std::string& dir, const std::function<bool(const std::string&)>& keep) {
   for (const auto& n : env.children(dir)) {
+    if (keep && keep(n)) continue;
     if (n[0] == '.' && (n.find(".tmp-") != std::string::npos || n.find(".deleting-") != std::string::npos)) {
       fs::remove_quietly(dir + "/" + n, env);
     }

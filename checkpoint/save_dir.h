@@ -13,6 +13,7 @@
 // into the same save_dir at once.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -40,8 +41,9 @@ std::string random_id();
 // Every committed checkpoint directory in `dir` (full paths), sorted by name.
 std::vector<std::string> committed_checkpoints(Env& env, const std::string& dir);
 // Removes the hidden leftovers (".*.tmp-*", ".*.deleting-*") of saves and deletes that
-// crashed; they were never committed.
-void remove_stale_temporaries(Env& env, const std::string& dir);
+// crashed; they were never committed. Names for which `keep` is true stay.
+void remove_stale_temporaries(Env& env, const std::string& dir,
+                              const std::function<bool(const std::string&)>& keep = {});
 // Creates and returns the hidden temporary directory a save of `name` writes into.
 std::string create_temporary(Env& env, const std::string& dir, const std::string& name);
 

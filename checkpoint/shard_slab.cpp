@@ -6,10 +6,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
+#include <utility>
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <xxhash.h>
 
 #include "runtime/base/error.h"
@@ -24,6 +29,8 @@ namespace {
 
 // Pieces smaller than this are copied with one memcpy (copy_'s own cost would dominate).
 constexpr int64_t kSerialCopyBytes = int64_t{256} << 10;
+// An upper bound of HDF5's metadata per dataset of a shard file (object header, links).
+constexpr int64_t kHeaderBytesPerItem = 4 << 10;
 
 // Whether `t`'s `bytes` bytes in memory are its values as `dtype`: a dense, contiguous
 // CPU tensor with storage, no conjugate or negative bit.
@@ -57,6 +64,66 @@ std::shared_ptr<ShardSlab> ShardSlab::create(const std::string& path, const std:
   }
   slab->map(path);
   return slab;
+}
+
+std::shared_ptr<ShardSlab> ShardSlab::adopt(const std::string& path, const std::vector<ShardItem>& items) {
+  std::shared_ptr<ShardSlab> slab(new ShardSlab());
+  slab->entries_ = existing_entries(path, items);
+  slab->map(path);
+  return slab;
+}
+
+std::vector<ShardSlab::Entry> ShardSlab::existing_entries(const std::string& path,
+                                                          const std::vector<ShardItem>& items) {
+  try {
+    h5::File file = h5::File::open(path);
+    struct stat st {};
+    DTRAIN_CHECK_T(CheckpointError, ::fstat(file.posix_fd(), &st) == 0, "cannot stat it: {}", std::strerror(errno));
+    const int64_t end = std::min(static_cast<int64_t>(st.st_size), file.allocated_end());
+    std::vector<Entry> entries;
+    for (const auto& item : items) {
+      const at::Tensor& t = item.data;
+      const h5::Dataset d = file.open_own_dataset(item.name);
+      DTRAIN_CHECK_T(CheckpointError, d.shape() == t.sizes().vec(), "dataset '{}' has shape [{}], not [{}]",
+                     item.name, fmt::join(d.shape(), ","), fmt::join(t.sizes(), ","));
+      Entry e{item.name, t.scalar_type(), t.sizes().vec(), 0, static_cast<int64_t>(t.nbytes())};
+      const std::optional<int64_t> offset = d.raw_offset(e.dtype);
+      DTRAIN_CHECK_T(CheckpointError, e.bytes == 0 || offset.has_value(),
+                     "dataset '{}' is not stored as contiguous, allocated {} data", item.name, c10::toString(e.dtype));
+      if (e.bytes > 0) e.offset = *offset;
+      DTRAIN_CHECK_T(CheckpointError, e.offset >= 0 && e.offset <= end && e.bytes <= end - e.offset,
+                     "dataset '{}' ({} bytes at offset {}) ends past the file's {} bytes", item.name, e.bytes,
+                     e.offset, end);
+      entries.push_back(std::move(e));
+    }
+    check_disjoint_and_bounded(entries, st.st_size);
+    return entries;
+  } catch (const std::exception& e) {
+    throw CheckpointError(fmt::format("shard file '{}' cannot be reused: {}", path, e.what()));
+  }
+}
+
+void ShardSlab::check_disjoint_and_bounded(std::vector<Entry> entries, int64_t file_bytes) {
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.offset < b.offset; });
+  int64_t data_end = 0, data_bytes = 0, aligned = 0;
+  const Entry* previous = nullptr;
+  for (const Entry& e : entries) {
+    if (e.bytes == 0) continue;
+    DTRAIN_CHECK_T(CheckpointError, previous == nullptr || e.offset >= data_end,
+                   "datasets '{}' and '{}' overlap", previous ? previous->name : "", e.name);
+    data_end = e.offset + e.bytes;
+    data_bytes += e.bytes;
+    aligned += packed_at_front(e.bytes) ? 0 : 1;
+    previous = &e;
+  }
+  // What create() could make of them: the data, each large dataset's alignment padding
+  // and each dataset's header. A larger file would have the mapping (and its
+  // allocation) take more of the tier than a new file would.
+  const int64_t alignment = static_cast<int64_t>(shard_file_options().alignment);
+  const int64_t bound = data_bytes + (aligned + 1) * alignment + kHeaderBytesPerItem * static_cast<int64_t>(entries.size());
+  DTRAIN_CHECK_T(CheckpointError, file_bytes <= bound,
+                 "it holds {} bytes, more than a new file for its {} datasets ({} bytes of data) would (at most {})",
+                 file_bytes, entries.size(), data_bytes, bound);
 }
 
 void ShardSlab::map(const std::string& path) {

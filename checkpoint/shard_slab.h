@@ -35,6 +35,13 @@ class ShardSlab {
   // `items` (name, dtype and shape; the data is not written), allocates its space and
   // maps it. Throws CheckpointError naming `path` (e.g. the tier is full).
   static std::shared_ptr<ShardSlab> create(const std::string& path, const std::vector<ShardItem>& items);
+  // Maps the existing shard file `path` (e.g. an earlier process's, left in the tier)
+  // for reuse with `items`: each item's dataset must be there with its dtype (HDF5's
+  // native type) and shape, contiguous, allocated, inside the file and overlapping no
+  // other item's, and the file no larger than a file create() makes for them (checked:
+  // the file is not trusted to drive the mapping). Throws CheckpointError naming `path`
+  // and what does not fit; the file is left as it was.
+  static std::shared_ptr<ShardSlab> adopt(const std::string& path, const std::vector<ShardItem>& items);
   ~ShardSlab();
   ShardSlab(const ShardSlab&) = delete;
   ShardSlab& operator=(const ShardSlab&) = delete;
@@ -65,6 +72,11 @@ class ShardSlab {
     int64_t bytes = 0;
   };
   ShardSlab() = default;
+  // The items' datasets in `path`, checked as adopt() says.
+  static std::vector<Entry> existing_entries(const std::string& path, const std::vector<ShardItem>& items);
+  // Throws CheckpointError unless the entries' bytes are disjoint and a file of
+  // `file_bytes` is no larger than create() could make for them.
+  static void check_disjoint_and_bounded(std::vector<Entry> entries, int64_t file_bytes);
   void map(const std::string& path);
 
   std::vector<Entry> entries_;

@@ -60,7 +60,14 @@ std::shared_ptr<ShardSlab> SlabPool::take(const std::vector<ShardItem>& items, c
     keep_newest(taken);
     return taken;
   }
-  remove_if_file(spare_path_);  // one this pool has not mapped (a resumed run's, another layout's)
+  if (std::shared_ptr<ShardSlab> adopted = adopt_spare(items)) {
+    env_.rename(spare_path_, path);
+    remove_if_file(ahead_path_);
+    ++adopted_;
+    keep_newest(adopted);
+    return adopted;
+  }
+  remove_if_file(spare_path_);  // one that does not fit, or is not a shard file
   if (ahead && ahead->fits(items) && ahead->is_file_at(ahead_path_)) {
     env_.rename(ahead_path_, path);
     ++created_ahead_;
@@ -79,6 +86,16 @@ std::shared_ptr<ShardSlab> SlabPool::take(const std::vector<ShardItem>& items, c
   ++created_in_stall_;
   keep_newest(slab);
   return slab;
+}
+
+std::shared_ptr<ShardSlab> SlabPool::adopt_spare(const std::vector<ShardItem>& items) {
+  if (env_.type_of(spare_path_) != FileType::kRegular) return nullptr;
+  try {
+    return ShardSlab::adopt(spare_path_, items);
+  } catch (const CheckpointError& e) {
+    DTRAIN_LOG_DEBUG("Not reusing the spare shard file: {}", e.what());
+    return nullptr;
+  }
 }
 
 void SlabPool::prepare_next(boost::asio::thread_pool& pool, const std::function<bool()>& spare_coming) noexcept {

@@ -6,7 +6,9 @@
 // spare, and a snapshot would create its file in the stall (HDF5's datasets, the tier's
 // pages allocated and zeroed: ~70 ms for 89 MB here, against a ~9 ms copy): so after a
 // snapshot took its file, the next one's is created ahead on a background thread, while
-// training runs the following step.
+// training runs the following step. A resumed run's prune renames the previous process's
+// shard files to the spare path: they are taken over (mapped again, after checking that
+// their datasets fit) rather than created anew.
 //
 //   SlabPool pool(env, spare_path, ahead_path, keep + 1);
 //   auto slab = pool.take(items, shard_path);  // in the stall: spare, ahead, or new
@@ -44,10 +46,12 @@ class SlabPool {
   SlabPool& operator=(const SlabPool&) = delete;
 
   // The mapped shard file for `items`, renamed (or created) to `path`, which must not
-  // exist: the spare if it is one of this pool's files and fits, else the file created
-  // ahead if it fits, else a new one (throws CheckpointError naming `path`, e.g. the
-  // tier is full). Waits for a creation ahead still running. A spare or ahead file not
-  // used is removed. The pool then holds the returned file as its newest.
+  // exist: the spare if it is one of this pool's files and fits; else the spare if it is
+  // a shard file this pool has not mapped (an earlier process's: a resumed run's prune)
+  // that ShardSlab::adopt accepts for `items`; else the file created ahead if it fits;
+  // else a new one (throws CheckpointError naming `path`, e.g. the tier is full). Waits
+  // for a creation ahead still running. A spare or ahead file not used is removed. The
+  // pool then holds the returned file as its newest.
   std::shared_ptr<ShardSlab> take(const std::vector<ShardItem>& items, const std::string& path);
   // When the next take() would find no spare (the pool holds fewer than `capacity`
   // files, none is at the spare path, and the caller's next commit will not prune one
@@ -68,10 +72,14 @@ class SlabPool {
   // How this pool's files came to be: created in the stall of a snapshot, or ahead.
   int64_t created_in_stall() const { return created_in_stall_; }
   int64_t created_ahead() const { return created_ahead_; }
+  // Spares of an earlier process taken over (ShardSlab::adopt) instead of created.
+  int64_t adopted() const { return adopted_; }
 
  private:
   // The file created ahead (nullptr if none or it failed), after waiting for it.
   std::shared_ptr<ShardSlab> collect_ahead() noexcept;
+  // The spare mapped with ShardSlab::adopt, or nullptr (none, or it does not fit).
+  std::shared_ptr<ShardSlab> adopt_spare(const std::vector<ShardItem>& items);
   void remove_if_file(const std::string& path);
   void keep_newest(std::shared_ptr<ShardSlab> slab);
 
@@ -83,6 +91,7 @@ class SlabPool {
   std::string ahead_error_;  // of the last creation ahead that failed
   int64_t created_in_stall_ = 0;
   int64_t created_ahead_ = 0;
+  int64_t adopted_ = 0;
 };
 
 }  // namespace dtrain::checkpoint

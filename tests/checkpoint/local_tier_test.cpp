@@ -166,15 +166,15 @@ class LocalTierTest : public ::testing::TestWithParam<std::tuple<int, LocalWrite
 
   // kMapped: a fresh run's first snapshot creates its shard file in the stall; the
   // next LOCAL.KEEP (2) are created ahead, on the background thread; later ones reuse
-  // files. A resumed run with KEEP snapshots kept gets a spare from each commit's prune,
-  // which it did not map: its first KEEP + 1 snapshots create in the stall, none ahead
-  // (a file ahead would be one more than KEEP + 1 on the tier).
+  // files. A resumed run with KEEP snapshots and its spare kept takes over the previous
+  // process's files: the spare, then each commit's prune's, KEEP + 1 in all; it
+  // creates none, in the stall or ahead.
   void ExpectShardFilesCreated(const LocalTier& tier, int64_t snapshots, bool resumed = false) const {
     const bool mapped = write_ == LocalWrite::kMapped;
-    const int64_t first = resumed ? std::min<int64_t>(snapshots, 3) : std::min<int64_t>(snapshots, 1);
-    EXPECT_EQ(tier.shard_files_created_in_stall(), mapped ? first : 0);
+    EXPECT_EQ(tier.shard_files_created_in_stall(), mapped && !resumed ? std::min<int64_t>(snapshots, 1) : 0);
     EXPECT_EQ(tier.shard_files_created_ahead(),
               mapped && !resumed ? std::min<int64_t>(std::max<int64_t>(snapshots - 1, 0), 2) : 0);
+    EXPECT_EQ(tier.shard_files_adopted(), mapped && resumed ? std::min<int64_t>(snapshots, 3) : 0);
   }
 
   // This rank's shard files on its node's tier (snapshots, the one being written, its
@@ -255,15 +255,15 @@ TEST_P(LocalTierTest, MappedSnapshotsRotateKeepPlusOneShardFilesPerRank) {
     EXPECT_EQ(entries(job_dir(node)), expected) << node;
   }
   EXPECT_EQ(ExpectResume(8, /*from_local=*/true), job_dir("n0") + "/snap-0000000007");
-  // A resumed run (a new process: nothing mapped) removes the spares and starts from
-  // fresh files; its spares again replace each other.
+  // A resumed run (a new process: nothing mapped) keeps its node's spares and takes
+  // them over, then each prune's file of the previous process: the same three files.
   RunOk(n_, [&](dist::Communicator& comm) {
     TrainingState s(OptKind::kAdamW, 1234, comm.rank(), n_);
     Checkpointer c(s.model, out_, comm, s.checkpointables(), options(comm.rank()));
     c.resume_or_load("", /*resume=*/true);
-    if (comm.rank() == 0) {
-      for (const auto& e : entries(job_dir("n0"))) EXPECT_EQ(e.find(".spare-"), std::string::npos) << e;
-    }
+    const std::string spare =
+        fmt::format("{}/.spare-r{:05d}.tmp-local", job_dir(node_of(comm.rank())), comm.rank());
+    EXPECT_EQ(stdfs::is_regular_file(spare), write_ == LocalWrite::kMapped) << spare;
     for (int64_t it = 8; it < 12; ++it) {
       c.snapshot_local(it);
       EXPECT_LE(OwnShardFiles(comm.rank()), 3) << "rank " << comm.rank() << ", iteration " << it;

@@ -4,8 +4,10 @@
 // is still its file; a slab that cannot get its space is a CheckpointError naming the
 // file (never a SIGBUS later).
 #include <gtest/gtest.h>
+#include <gmock/gmock.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -27,6 +29,8 @@ namespace {
 
 namespace stdfs = std::filesystem;
 using namespace testing;  // NOLINT: test helpers
+using ::testing::AllOf;
+using ::testing::HasSubstr;
 
 std::vector<ShardItem> some_items(int seed) {
   at::manual_seed(seed);
@@ -133,6 +137,83 @@ TEST(ShardSlabTest, ASlabWithoutSpaceIsAnErrorNamingTheFile) {
   { std::ofstream(path) << "precious"; }
   EXPECT_THROW(ShardSlab::create(path, some_items(1)), CheckpointError);
   EXPECT_EQ(fs::read_file(path), "precious");
+  stdfs::remove_all(dir);
+}
+
+// adopt()'s error for `path` and `items`, or "" when it took the file over.
+std::string AdoptError(const std::string& path, const std::vector<ShardItem>& items) {
+  try {
+    ShardSlab::adopt(path, items);
+  } catch (const CheckpointError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(ShardSlabTest, AnEarlierProcesssShardFileIsTakenOverAndFilledBitwise) {
+  // A resumed run's prune hands it the previous process's shard file: mapped again,
+  // not created anew.
+  const std::string dir = make_temp_dir("slab");
+  const std::string path = dir + "/s.h5";
+  ShardSlab::create(path, some_items(1))->fill(some_items(1));
+  struct stat before {};
+  ASSERT_EQ(::stat(path.c_str(), &before), 0);
+  const auto items = some_items(2);
+  auto slab = ShardSlab::adopt(path, items);
+  EXPECT_TRUE(slab->is_file_at(path));
+  EXPECT_TRUE(slab->fits(items));
+  EXPECT_EQ(slab->bytes(), before.st_size);
+  slab->fill(items);
+  const auto hashes = slab->hashes();
+  h5::File f = h5::File::open(path);
+  for (size_t i = 0; i < items.size(); ++i) {
+    const at::Tensor expected = items[i].data.resolve_neg().contiguous();
+    EXPECT_TRUE(f.read_tensor(items[i].name).equal(expected)) << items[i].name;
+    EXPECT_EQ(hashes[i], tensor_xxh64(expected)) << items[i].name;
+  }
+  stdfs::remove_all(dir);
+}
+
+TEST(ShardSlabTest, AShardFileIsNotTakenOverUnlessEveryDatasetFitsAndLiesInsideIt) {
+  const std::string dir = make_temp_dir("slab");
+  const std::string path = dir + "/s.h5";
+  const auto items = some_items(1);
+  ShardSlab::create(path, items)->fill(items);
+  const std::string original = fs::read_file(path);
+  auto other = items;
+  other[1].data = at::arange(8, at::kDouble);
+  EXPECT_THAT(AdoptError(path, other), HasSubstr("'" + path + "' cannot be reused: dataset 'model/fc.bias' has shape [7], not [8]"));
+  other = items;
+  other[3].data = other[3].data.to(at::kByte);
+  EXPECT_THAT(AdoptError(path, other), HasSubstr("dataset 'extra/mask' is not stored as contiguous, allocated Byte data"));
+  other = items;
+  other[2].name = "optimizer/other";
+  EXPECT_THAT(AdoptError(path, other), AllOf(HasSubstr(path), HasSubstr("optimizer/other")));
+  EXPECT_EQ(fs::read_file(path), original);  // refusing changes nothing
+
+  // Cut short inside the large dataset (HDF5 sees that its end is gone).
+  const std::string cut = dir + "/cut.h5";
+  stdfs::copy_file(path, cut);
+  stdfs::resize_file(cut, (1 << 20) + 100);
+  EXPECT_THAT(AdoptError(cut, items), AllOf(HasSubstr("'" + cut + "' cannot be reused"), HasSubstr("truncated file")));
+  // Grown (sparse): mapping it would take more of the tier than a new file.
+  const std::string grown = dir + "/grown.h5";
+  stdfs::copy_file(path, grown);
+  stdfs::resize_file(grown, int64_t{64} << 20);
+  EXPECT_THAT(AdoptError(grown, items), HasSubstr("it holds 67108864 bytes, more than a new file for its 7 datasets"));
+  EXPECT_EQ(stdfs::file_size(grown), uint64_t{64} << 20);
+  // Not contiguous (chunked), not HDF5.
+  const std::string chunked = dir + "/chunked.h5";
+  {
+    h5::File f = h5::File::create(chunked);
+    f.create_dataset("w", h5::datatype_for(at::kFloat), {64, 4}, {8, 4});
+  }
+  EXPECT_THAT(AdoptError(chunked, {{"w", at::zeros({64, 4}), std::nullopt}}),
+              HasSubstr("dataset 'w' is not stored as contiguous, allocated Float data"));
+  const std::string text = dir + "/text.h5";
+  { std::ofstream(text) << "precious"; }
+  EXPECT_THAT(AdoptError(text, items), HasSubstr("'" + text + "' cannot be reused"));
+  EXPECT_EQ(fs::read_file(text), "precious");
   stdfs::remove_all(dir);
 }
 

@@ -2,7 +2,8 @@
 // the next snapshot is created ahead on a background thread until the pool holds
 // LOCAL.KEEP + 1 files, then the spares the prune leaves are reused; a file created
 // ahead that does not fit, or a creation ahead that failed, falls back to creating in
-// the stall, whose error then says both.
+// the stall, whose error then says both; an earlier process's spare that fits is taken
+// over.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -23,6 +24,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
 
+#include "checkpoint/shard_slab.h"
 #include "checkpoint/slab_pool.h"
 #include "runtime/base/error.h"
 #include "runtime/h5/h5.h"
@@ -172,6 +174,40 @@ TEST_F(SlabPoolTest, WhetherASpareIsComingIsAskedOnlyWhenThePoolIsNotFull) {
   drain(background_);
   EXPECT_FALSE(asked);
   EXPECT_FALSE(stdfs::exists(at(".ahead")));
+}
+
+TEST_F(SlabPoolTest, AnEarlierProcesssSpareIsTakenOverAndOneThatDoesNotFitIsReplaced) {
+  // A resumed run: the prune renamed the previous process's shard file to the spare
+  // path. The new pool has not mapped it, but it fits: taken over, nothing created.
+  const auto items = model_items(1.0F);
+  ShardSlab::create(at("old.h5"), items)->fill(model_items(9.0F));
+  stdfs::rename(at("old.h5"), at(".spare"));
+  const auto old_file = file_id(at(".spare"));
+  auto slab = pool_->take(items, at("s0.h5"));
+  EXPECT_EQ(file_id(at("s0.h5")), old_file);
+  EXPECT_FALSE(stdfs::exists(at(".spare")));
+  EXPECT_EQ(pool_->adopted(), 1);
+  EXPECT_EQ(pool_->created_in_stall(), 0);
+  const auto values = model_items(2.5F);
+  slab->fill(values);
+  {
+    h5::File f = h5::File::open(at("s0.h5"));
+    EXPECT_TRUE(at::equal(f.read_tensor("model/w"), values[0].data));
+    EXPECT_TRUE(at::equal(f.read_tensor("model/b"), values[1].data));
+  }
+  // Once the pool holds it, a prune's spare of it is this pool's again (not adopted).
+  stdfs::rename(at("s0.h5"), at(".spare"));
+  pool_->take(items, at("s1.h5"));
+  EXPECT_EQ(file_id(at("s1.h5")), old_file);
+  EXPECT_EQ(pool_->adopted(), 1);
+  // An earlier process's spare of another layout (a resized embedding) is removed, and
+  // the file created in the stall.
+  ShardSlab::create(at("old.h5"), model_items(1.0F, 301));
+  stdfs::rename(at("old.h5"), at(".spare"));
+  pool_->take(items, at("s2.h5"));
+  EXPECT_FALSE(stdfs::exists(at(".spare")));
+  EXPECT_EQ(pool_->adopted(), 1);
+  EXPECT_EQ(pool_->created_in_stall(), 1);
 }
 
 TEST_F(SlabPoolTest, AFileCreatedAheadForAnotherLayoutIsRemovedAndANewOneCreated) {
