@@ -144,6 +144,12 @@ struct LocalTier::Pending {
   std::string error;  // this rank's error before its write started
   CollectedState state;  // kHdf5: the host copy; kMapped: the live state (for its layout)
   std::shared_ptr<ShardSlab> slab;  // kMapped: the file written
+  // kHdf5 with buddies: the shard's bytes, read back on the I/O thread after the write
+  // (written there before the writer's wait() returns), for the replicas.
+  struct ReadBack {
+    std::string bytes, error;
+  };
+  std::shared_ptr<ReadBack> read_back;
   std::chrono::steady_clock::time_point t0;
   double copy_s = 0.0;            // of the stall, the copy of the rows
   bool new_file = false;          // kMapped: the stall created the shard file
@@ -348,7 +354,20 @@ void LocalTier::start(const CollectedState& live, int64_t iteration) {
         return static_cast<int64_t>(committed_snapshots().size()) >= options_.keep;
       });
     } else {
-      writer_->start(shard_path, rank, p->state, plan, nullptr, env_);
+      if (!replica_dests_.empty()) p->read_back = std::make_shared<Pending::ReadBack>();
+      writer_->start_job([path = shard_path, rank, state = p->state, plan, read_back = p->read_back, &env = env_] {
+        ShardManifest m = write_shard(path, rank, state, plan, nullptr, env);
+        // Read back here, not on the training thread at the commit: the bytes the
+        // buddies get (the commit's rename leaves them as they are).
+        if (read_back) {
+          try {
+            read_back->bytes = env.read_file(path, whole_file());
+          } catch (const std::exception& e) {
+            read_back->error = e.what();
+          }
+        }
+        return m;
+      });
     }
   } catch (const std::exception& e) {
     p->error = e.what();
@@ -406,10 +425,10 @@ void LocalTier::start_replication(const Pending& p) {
         send = p.slab->contents();  // the committed shard file, mapped: sent as it is
         keep = p.slab;
       } else {
-        auto bytes = std::make_shared<const std::string>(
-            env_.read_file(p.final_dir + "/" + shard_file_name(comm_.rank(), comm_.size()), whole_file()));
-        send = *bytes;
-        keep = std::move(bytes);
+        DTRAIN_CHECK_T(CheckpointError, p.read_back && p.read_back->error.empty(), "{}",
+                       p.read_back ? p.read_back->error : "internal: no shard read back");
+        send = p.read_back->bytes;
+        keep = p.read_back;
       }
     } catch (const std::exception& e) {
       r->error = fmt::format("reading the shard to replicate: {}", e.what());  // sends nothing

@@ -18,6 +18,8 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "checkpoint/checkpointer.h"
@@ -287,6 +289,71 @@ TEST_P(LocalTierTest, ANodeThatLostItsTierIsServedByItsBuddy) {
   EXPECT_NE(log.text().find("from the replica on node 'n0'"), std::string::npos) << log.text();
   // The staging directories are gone after the resume.
   for (const auto& e : entries(job_dir("n1"))) EXPECT_EQ(e.find(".restore-"), std::string::npos) << e;
+}
+
+// The real file system, recording which thread read which shard file.
+class ShardReadsEnv final : public Env {
+ public:
+  FileType type_of(const std::string& p) override { return Env::posix().type_of(p); }
+  std::vector<std::string> children(const std::string& d) override { return Env::posix().children(d); }
+  std::string read_file(const std::string& path, const fs::ReadOptions& options) override {
+    if (stdfs::path(path).filename().string().rfind("shard-", 0) == 0) {
+      std::lock_guard<std::mutex> lock(mu_);
+      reads_.emplace_back(path, std::this_thread::get_id());
+    }
+    return Env::posix().read_file(path, options);
+  }
+  void write_new_file(const std::string& p, const std::string& c) override { Env::posix().write_new_file(p, c); }
+  bool create_dir(const std::string& p) override { return Env::posix().create_dir(p); }
+  void sync(const std::string& p) override { Env::posix().sync(p); }
+  void rename(const std::string& f, const std::string& t) override { Env::posix().rename(f, t); }
+  bool exchange(const std::string& a, const std::string& b) override { return Env::posix().exchange(a, b); }
+  void remove_file(const std::string& p) override { Env::posix().remove_file(p); }
+  void remove_tree(const std::string& p) override { Env::posix().remove_tree(p); }
+
+  std::vector<std::pair<std::string, std::thread::id>> reads() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return reads_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<std::pair<std::string, std::thread::id>> reads_;
+};
+
+TEST_P(LocalTierTest, AShardWrittenThroughHdf5IsReadBackForItsBuddiesOffTheTrainingThread) {
+  // A tier on disk (or state on a GPU) writes its shard through HDF5; its buddies get
+  // the file's bytes, read on the I/O thread after the write, not at the commit.
+  if (n_ == 1 || write_ != LocalWrite::kHdf5) GTEST_SKIP() << "no buddy, or shards written through mappings";
+  ShardReadsEnv env;
+  std::mutex mu;
+  std::set<std::thread::id> training;
+  RunOk(n_, [&](dist::Communicator& comm) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      training.insert(std::this_thread::get_id());
+    }
+    TrainingState s(OptKind::kAdamW, 7, comm.rank(), n_);
+    CheckpointerOptions o = options(comm.rank());
+    o.env = &env;
+    Checkpointer c(s.model, out_, comm, s.checkpointables(), o);
+    c.resume_or_load("", /*resume=*/false);
+    for (int64_t it = 0; it < 3; ++it) {
+      s.train(1);
+      c.snapshot_local(it);
+    }
+    c.finish_local();
+    EXPECT_EQ(c.local_tier()->replica_failures(), 0);
+  });
+  const auto reads = env.reads();
+  EXPECT_EQ(reads.size(), static_cast<size_t>(3 * n_));  // each rank's shard of each snapshot
+  for (const auto& [path, thread] : reads) EXPECT_EQ(training.count(thread), 0U) << path;
+  // What the buddies stored is the shard, bitwise.
+  for (int r = 0; r < n_; ++r) {
+    const std::string name = "/snap-0000000002/" + shard_file_name(r, n_);
+    const std::string other = node_of(r) == "n0" ? "n1" : "n0";
+    EXPECT_EQ(fs::read_file(job_dir(other) + name), fs::read_file(job_dir(node_of(r)) + name)) << name;
+  }
 }
 
 // Replicas go to the buddies after a snapshot's commit, in the background, and the next
