@@ -5,7 +5,9 @@
 //    The physical bound is printed beside it: a memcpy of the rank's shard (its rows of
 //    the parameters and momentum, what a snapshot copies) once per snapshot, measured in
 //    the same run;
-//  - stall: the time snapshot_local keeps the caller against that memcpy;
+//  - stall: the time snapshot_local keeps the caller against that memcpy; and the stall
+//    of a fresh run's first snapshot (it creates its shard file) against those of a
+//    resumed run's first LOCAL.KEEP + 1 (they take over the previous files);
 //  - resume: resume_or_load from the local tier against the same state from the
 //    persistent tier (page cache dropped first when permitted: a cold load).
 //
@@ -136,6 +138,8 @@ int run(int argc, char** argv) {
   // Training: none, every 5, every step. One untimed snapshot first (its buffers).
   ckpt.snapshot_local(0);
   ckpt.finish_local();
+  // A fresh run's first snapshot creates its shard file in its stall (mapped).
+  const double first_stall = max_over_ranks(comm, ckpt.local_tier()->last_stall_seconds());
   const int64_t periods[3] = {0, 5, 1};
   std::vector<std::vector<double>> total(3);
   std::vector<double> stalls;
@@ -199,6 +203,25 @@ int run(int argc, char** argv) {
     return s;
   };
   const auto local_s = time_resume(true), persistent_s = time_resume(false);
+  // A resumed run's first KEEP + 1 snapshots: they take over the previous process's
+  // shard files (SlabPool::take), where a fresh run creates its first one in the stall.
+  std::vector<double> resumed_stalls;
+  int64_t adopted = 0, created = 0;
+  {
+    Checkpointer c(m.model, o.dir, comm,
+                   {{"optimizer", {&opt_state, checkpoint::Scope::kReplicated}},
+                    {"rng", {&rng, checkpoint::Scope::kPerRank}}},
+                   copts);
+    c.resume_or_load("", /*resume=*/true);
+    for (int64_t i = 1; i <= local.keep + 1; ++i) {
+      bt.trainer->run_step();
+      c.snapshot_local(o.iters + i);
+      resumed_stalls.push_back(max_over_ranks(comm, c.local_tier()->last_stall_seconds()));
+      c.finish_local();
+    }
+    adopted = c.local_tier()->shard_files_adopted();
+    created = c.local_tier()->shard_files_created_in_stall() + c.local_tier()->shard_files_created_ahead();
+  }
   ckpt.end_local();
   comm.barrier();
   if (rank == 0) stdfs::remove_all(o.dir);
@@ -225,6 +248,11 @@ int run(int argc, char** argv) {
                           fmt::join(ratio1, ", ")));
     print_row("stall per snapshot / memcpy", fmt::format("{:.2f}", stall / memcpy), "<= 1.5",
               at_most(stall / memcpy, 1.5), fmt::format("stall {:.4f} s", stall));
+    print_row("first snapshot of a fresh run", fmt::format("{:.4f} s", first_stall), "", "",
+              ckpt.local_tier()->mapped() ? "creates its shard file in the stall" : "");
+    print_row("first snapshots after a resume", fmt::format("{:.4f} s", median(resumed_stalls)), "", "",
+              fmt::format("stalls {:.4f} s; rank {}: {} file(s) taken over, {} created", fmt::join(resumed_stalls, ", "),
+                          rank, adopted, created));
     print_row("resume from the local tier", fmt::format("{:.3f} s", median(local_s)), "", "",
               fmt::format("runs: {:.3f}", fmt::join(local_s, ", ")));
     print_row("resume from the persistent tier (cold)", fmt::format("{:.3f} s", median(persistent_s)), "",
@@ -243,6 +271,8 @@ int run(int argc, char** argv) {
                                  {"bound1", bound1},
                                  {"stall_s", stall},
                                  {"stall_vs_memcpy", stall / memcpy},
+                                 {"first_stall_s", first_stall},
+                                 {"resumed_first_stalls_s", resumed_stalls},
                                  {"resume_local_s", median(local_s)},
                                  {"resume_persistent_s", median(persistent_s)}});
   }
