@@ -347,7 +347,8 @@ StateDict Checkpointer::load_local(const LocalRestore& plan) {
     DTRAIN_LOG_INFO("Resuming from the local snapshot of iteration {} ({}): {}", plan.iteration,
                     local_->options().dir, plan.description);
   }
-  StateDict extra = load_directory(dir, std::nullopt, /*own_shards=*/true);
+  StateDict extra = load_directory(dir, std::nullopt, /*own_shards=*/true,
+                                   plan.world == comm_.size() ? std::vector<int>{} : plan.server);
   loaded_from_local_ = true;
   return extra;
 }

@@ -173,11 +173,13 @@ class Checkpointer {
   // Throws on every rank unless every rank called `what` with the same argument.
   void check_collective(const std::string& what, const std::string& arg);
   CollectedState collect(const StateDict& extra) const;
-  // own_shards: `dir` differs between ranks, each rank reads its own shard (load.cpp).
+  // own_shards: `dir` differs between ranks, each rank reads its own shard, or, with
+  // `shard_server` (by shard), the shards it serves (load.cpp, Readers::shard_server).
   StateDict load_directory(const std::string& dir, const std::optional<std::vector<std::string>>& only,
-                           bool own_shards = false);
+                           bool own_shards = false, std::vector<int> shard_server = {});
   // Resumes from the local tier's snapshot `plan` (each rank reads only its own shard,
-  // from this rank's directory; the communicator spreads the rest).
+  // or at another world size the shards it serves, from this rank's directory; the
+  // communicator spreads the rest).
   StateDict load_local(const LocalRestore& plan);
   // The iteration of the checkpoint a resume would try first (-1: none).
   int64_t persistent_iteration(const std::vector<std::string>& candidates);

@@ -98,10 +98,12 @@ class Checkpointer::DirectoryLoad {
   // own_shards: `dir` differs between ranks (a local snapshot, local_tier.h) and holds
   // checkpoint.h5 and this rank's shard: each rank reads its own shard and the
   // communicator spreads the rest.
-  DirectoryLoad(Checkpointer& owner, const std::string& dir,
-                const std::optional<std::vector<std::string>>& only, bool own_shards = false)
+  // shard_server (with own_shards): by shard, the rank that reads it (a local snapshot
+  // of another world size); empty: each shard's own rank.
+  DirectoryLoad(Checkpointer& owner, const std::string& dir, const std::optional<std::vector<std::string>>& only,
+                bool own_shards = false, std::vector<int> shard_server = {})
       : c_(owner), comm_(owner.comm_), dir_(dir), only_(only), own_shards_(own_shards),
-        what_(fmt::format("loading checkpoint '{}'", dir)) {}
+        shard_server_(std::move(shard_server)), what_(fmt::format("loading checkpoint '{}'", dir)) {}
 
   StateDict run() {
     const auto t0 = std::chrono::steady_clock::now();
@@ -122,7 +124,8 @@ class Checkpointer::DirectoryLoad {
                       dir_, index_.iteration, index_.world_size,
                       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
                       static_cast<double>(read_total) / (1 << 20), readers_.count,
-                      readers_.own_shards  ? "each rank reads its own shard"
+                      !shard_server_.empty() ? "each shard read once on a node holding it, resharded"
+                      : readers_.own_shards  ? "each rank reads its own shard"
                       : plan_.every_rank_reads ? "every rank reads what it needs"
                                                : "each piece read once and broadcast");
     }
@@ -149,9 +152,16 @@ class Checkpointer::DirectoryLoad {
     Visibility mine;
     mine.readable = stdfs::exists(dir_ + "/" + kIndexFile);
     if (own_shards_) {
-      mine.readable = mine.readable && stdfs::exists(dir_ + "/" + shard_file_name(comm_.rank(), comm_.size()));
+      if (shard_server_.empty()) {
+        mine.readable = mine.readable && stdfs::exists(dir_ + "/" + shard_file_name(comm_.rank(), comm_.size()));
+      }
       readers_ = find_readers(dist::all_gather(comm_, mine), comm_.rank(), dir_);
       readers_.own_shards = true;
+      readers_.shard_server = shard_server_;
+      for (const int server : shard_server_) {
+        DTRAIN_CHECK_T(CheckpointError, server >= 0 && server < comm_.size() && readers_.can_read[server],
+                       "'{}': rank {}, which was to read a shard of it, cannot read '{}'", dir_, server, kIndexFile);
+      }
       return;
     }
     if (mine.readable) {
@@ -174,6 +184,10 @@ class Checkpointer::DirectoryLoad {
     const std::string text = dist::on_rank<CheckpointError>(comm_, readers_.index_root, what_,
                                                             [&] { return read_index_text(dir_); });
     index_ = CheckpointIndex::from_json(text, dir_ + "/" + kIndexFile);
+    DTRAIN_CHECK_T(CheckpointError,
+                   shard_server_.empty() || static_cast<int64_t>(shard_server_.size()) == index_.world_size,
+                   "'{}' holds the shards of {} ranks, not of {} as its local tier listed", dir_, index_.world_size,
+                   shard_server_.size());
   }
 
   // Tensors that pieces can be read into in place: the model's parameters and buffers,
@@ -373,6 +387,7 @@ class Checkpointer::DirectoryLoad {
   const std::string& dir_;
   const std::optional<std::vector<std::string>>& only_;
   const bool own_shards_;
+  const std::vector<int> shard_server_;
   const std::string what_;
   int64_t bytes_read_ = 0;  // by this rank, from the files
   Readers readers_;
@@ -386,9 +401,9 @@ class Checkpointer::DirectoryLoad {
 };
 
 StateDict Checkpointer::load_directory(const std::string& dir,
-                                       const std::optional<std::vector<std::string>>& only,
-                                       bool own_shards) {
-  StateDict extra = DirectoryLoad(*this, dir, only, own_shards).run();
+                                       const std::optional<std::vector<std::string>>& only, bool own_shards,
+                                       std::vector<int> shard_server) {
+  StateDict extra = DirectoryLoad(*this, dir, only, own_shards, std::move(shard_server)).run();
   loaded_from_ = dir;
   return extra;
 }

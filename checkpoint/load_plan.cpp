@@ -26,6 +26,10 @@ void assign_single_readers(const CheckpointIndex& index, const Readers& readers,
   };
   for (auto& r : reads) {
     const PieceRecord& p = index.tensors[r.tensor].pieces[r.piece];
+    if (!readers.shard_server.empty()) {
+      r.reader = readers.shard_server.at(static_cast<size_t>(p.shard));
+      continue;
+    }
     r.reader = p.shard;
     if (index.world_size != readers.world() || !readers.can_read[r.reader]) r.reader = least_loaded();
     load[r.reader] += p.bytes;
@@ -153,6 +157,14 @@ LoadPlan plan_load(const CheckpointIndex& index, const Readers& readers, int ran
       const int shard = t.pieces[pi].shard;
       if (!t.per_rank) {
         plan.reads.push_back({ti, pi, rank, true});
+      } else if (!readers.shard_server.empty()) {
+        const int server = readers.shard_server.at(static_cast<size_t>(shard));
+        if (shard >= readers.world()) continue;  // no such rank now
+        if (server != shard) {
+          plan.relayed_per_rank.push_back({ti, pi, server, true});
+        } else if (shard == rank) {
+          plan.own_per_rank.push_back({ti, pi, rank, true});
+        }
       } else if (shard == rank && readers.can_read[rank]) {
         plan.own_per_rank.push_back({ti, pi, rank, true});
       } else if (shard < readers.world() && !readers.can_read[shard]) {

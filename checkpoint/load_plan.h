@@ -16,6 +16,9 @@
 //   rank when the world size is unchanged and that rank can read, else the reading rank
 //   with the fewest bytes so far. Per-rank pieces of ranks that cannot read are read by
 //   the index root and broadcast; a rank that can read reads its own.
+// - With Readers::shard_server, each shard's pieces are read by its server: replicated
+//   ones broadcast, per-rank ones sent to the rank of that number (none when the world
+//   is smaller) unless it is the server.
 // - Verification (xxHash64) happens once per set of files and page cache: the ranks
 //   that read the very same files (equal Visibility::files) cut the pieces, in index
 //   order, into one contiguous byte range each, and each verifies its range, reading it
@@ -55,6 +58,10 @@ struct Readers {
   // differs between ranks; or CHECKPOINT.LOAD_STRATEGY read_once): one reader per
   // piece, which broadcasts it.
   bool own_shards = false;
+  // With own_shards, by shard of the checkpoint: the rank that reads it instead of the
+  // shard's own (a local snapshot of another world size, resharded: each shard is read
+  // on a node that holds it). Empty: each shard's own rank.
+  std::vector<int> shard_server;
 
   int world() const { return static_cast<int>(can_read.size()); }
   bool everyone() const { return count == world(); }

@@ -99,6 +99,55 @@ std::pair<std::string, std::string> unpack_files(const std::string& payload, int
 
 }  // namespace
 
+namespace {
+
+// shard -> the ranks whose node holds its file, of one snapshot.
+using ShardHolders = std::map<int, std::vector<int>>;
+
+// Each shard read by the rank of its number when its node holds it, else by a holder.
+LocalRestore serve_own_shards(const ShardHolders& holders, const std::vector<std::string>& node_of) {
+  LocalRestore plan;
+  const int world = static_cast<int>(holders.size());
+  plan.server.resize(world);
+  std::vector<int> own;
+  std::string others;
+  for (int s = 0; s < world; ++s) {
+    const auto& h = holders.at(s);
+    const bool self = std::find(h.begin(), h.end(), s) != h.end();
+    plan.server[s] = self ? s : h[s % h.size()];
+    if (self) {
+      own.push_back(s);
+    } else {
+      others += fmt::format("; shard {} from the replica on node '{}' (rank {})", s, node_of[plan.server[s]],
+                            plan.server[s]);
+    }
+  }
+  plan.description = own.empty() ? others.substr(2)
+                                 : fmt::format("{} from their ranks' own node{}", ranks_text(own), others);
+  return plan;
+}
+
+// A snapshot of another world size: each shard read once, by the holder with the fewest
+// shards so far (its own rank's number first), and resharded by the load.
+LocalRestore serve_resharded(const ShardHolders& holders, const std::vector<std::string>& node_of) {
+  LocalRestore plan;
+  std::vector<int> served(node_of.size(), 0);
+  std::string where;
+  for (const auto& [s, h] : holders) {
+    int best = h.front();
+    for (const int r : h) {
+      if (served[r] < served[best] || (served[r] == served[best] && r == s)) best = r;
+    }
+    ++served[best];
+    plan.server.push_back(best);
+    where += fmt::format("{}shard {} on node '{}' (rank {})", where.empty() ? "" : "; ", s, node_of[best], best);
+  }
+  plan.description = fmt::format("a snapshot of {} ranks, resharded to {}: {}", holders.size(), node_of.size(), where);
+  return plan;
+}
+
+}  // namespace
+
 LocalRestore LocalTier::plan_restore() {
   require_open();
   finish();
@@ -110,50 +159,43 @@ LocalRestore LocalTier::plan_restore() {
     DTRAIN_LOG_WARN_RANK("Cannot list the local tier {}: {}", job_dir_, e.what());
   }
   const auto all = comm_.all_gather_bytes(mine);
-  // iteration -> shard -> ranks whose node holds it
-  std::map<int64_t, std::map<int, std::vector<int>>> holders;
-  std::set<int> other_worlds;
+  // iteration -> the snapshot's world size -> its shards' holders
+  std::map<int64_t, std::map<int, ShardHolders>> holders;
   for (int r = 0; r < world; ++r) {
     for (const auto& [it, ws] : decode_holdings(all[r], r)) {
-      if (ws.first != world) {
-        other_worlds.insert(ws.first);
-        continue;
-      }
-      for (int s : ws.second) holders[it][s].push_back(r);
+      for (int s : ws.second) holders[it][ws.first][s].push_back(r);
     }
   }
-  LocalRestore plan;
+  std::set<int> incomplete;
   for (auto it = holders.rbegin(); it != holders.rend(); ++it) {
-    if (static_cast<int>(it->second.size()) != world) continue;
-    plan.iteration = it->first;
-    plan.server.resize(world);
-    std::vector<int> own;
-    std::string others;
-    for (int s = 0; s < world; ++s) {
-      const auto& h = it->second.at(s);
-      const bool self = std::find(h.begin(), h.end(), s) != h.end();
-      plan.server[s] = self ? s : h[s % h.size()];
-      if (self) {
-        own.push_back(s);
+    // This world size first; another one (complete) is resharded.
+    std::vector<std::pair<int, const ShardHolders*>> complete;
+    for (const auto& [w, shards] : it->second) {
+      if (static_cast<int>(shards.size()) != w) {
+        incomplete.insert(w);
       } else {
-        others += fmt::format("; shard {} from the replica on node '{}' (rank {})", s,
-                              node_of_[plan.server[s]], plan.server[s]);
+        complete.emplace(w == world ? complete.begin() : complete.end(), w, &shards);
       }
     }
-    plan.description = own.empty() ? others.substr(2)
-                                   : fmt::format("{} from their ranks' own node{}", ranks_text(own), others);
-    break;
+    if (complete.empty()) continue;
+    const auto& [w, shards] = complete.front();
+    LocalRestore plan = w == world ? serve_own_shards(*shards, node_of_) : serve_resharded(*shards, node_of_);
+    plan.iteration = it->first;
+    plan.world = w;
+    return plan;
   }
-  if (plan.iteration < 0 && !other_worlds.empty() && comm_.rank() == 0) {
-    DTRAIN_LOG_WARN("The local tier holds snapshots of {} ranks, not {}: resuming from the persistent tier",
-                    fmt::join(other_worlds, ", "), world);
+  if (!incomplete.empty() && comm_.rank() == 0) {
+    DTRAIN_LOG_WARN("The local tier's snapshots (of {} ranks) each lack a shard that no node holds: resuming "
+                    "from the persistent tier",
+                    fmt::join(incomplete, ", "));
   }
-  return plan;
+  return {};
 }
 
 std::string LocalTier::stage(const LocalRestore& plan) {
   const int rank = comm_.rank(), world = comm_.size();
   const std::string snap = job_dir_ + "/" + snap_name(plan.iteration);
+  if (plan.world != world) return snap;  // each server reads the shards from its own node's copy
   const std::string staging =
       fmt::format("{}/.restore-{}-r{:05d}.tmp-local", job_dir_, snap_name(plan.iteration), rank);
   std::vector<std::pair<int, int>> pairs;

@@ -34,9 +34,11 @@
 // persistent tier is still there); it never stops training.
 //
 // A resume (plan_restore/stage): the ranks tell each other what their node holds and
-// agree on the newest iteration of this world size for which every shard is on some
-// node; ranks whose node lacks their shard receive it (and the index) from a rank that
-// holds it.
+// agree on the newest iteration for which every shard is on some node (of this world
+// size first); ranks whose node lacks their shard receive it (and the index) from a
+// rank that holds it. A snapshot of another world size is resharded by the load: each
+// of its shards is read once, on a node that holds it, and spread over the
+// communicator.
 //
 // Every method but abandon() is collective over the communicator, from the training
 // thread. Not thread-safe.
@@ -97,7 +99,8 @@ std::vector<std::pair<int, int>> buddy_pairs(const std::vector<std::string>& nod
 
 // The snapshot a resume restores, the same on every rank.
 struct LocalRestore {
-  int64_t iteration = -1;       // -1: no complete snapshot of this world size
+  int64_t iteration = -1;       // -1: no complete snapshot
+  int world = 0;                // the snapshot's world size (another one: resharded)
   std::vector<int> server;      // by shard: the rank whose node serves it
   std::string description;      // which tier served which shard, for the log
 };

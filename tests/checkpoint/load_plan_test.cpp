@@ -164,6 +164,41 @@ TEST(PlanLoad, PerRankPiecesOfRanksBeyondTheWorldAreNotRead) {
   EXPECT_TRUE(plan.relayed_per_rank.empty());
 }
 
+TEST(PlanLoad, ShardServersReadTheirShardsAndSendPerRankPiecesToTheirRanks) {
+  // A local snapshot of 2 ranks resharded to 3: both shards are on rank 2's node only.
+  // Every piece is read by rank 2 and broadcast; rank 0's and rank 1's per-rank pieces
+  // are relayed from rank 2 to them.
+  const CheckpointIndex idx = TwoShardIndex();
+  Readers readers = find_readers(Seen({false, false, true}), 1, "d");
+  readers.own_shards = true;
+  readers.shard_server = {2, 2};
+  const LoadPlan plan = plan_load(idx, readers, 1, Everything);
+  EXPECT_FALSE(plan.every_rank_reads);
+  EXPECT_EQ(plan.reads.size(), 5u);
+  for (const auto& r : plan.reads) EXPECT_EQ(r.reader, 2) << Names(idx, {r})[0];
+  EXPECT_TRUE(plan.own_per_rank.empty());
+  ASSERT_EQ(plan.relayed_per_rank.size(), 2u);
+  for (const auto& r : plan.relayed_per_rank) EXPECT_EQ(r.reader, 2);
+  // Two ranks each serving the other's shard: replicated pieces by their server,
+  // per-rank pieces relayed (no rank serves its own). One rank: shard 1's per-rank
+  // piece has no rank now.
+  readers = find_readers(Seen({true, true}), 0, "d");
+  readers.own_shards = true;
+  readers.shard_server = {1, 0};
+  const LoadPlan swapped = plan_load(idx, readers, 0, Everything);
+  for (const auto& r : swapped.reads) {
+    EXPECT_EQ(r.reader, 1 - idx.tensors[r.tensor].pieces[r.piece].shard) << Names(idx, {r})[0];
+  }
+  EXPECT_TRUE(swapped.own_per_rank.empty());
+  EXPECT_EQ(swapped.relayed_per_rank.size(), 2u);
+  readers = find_readers(Seen({true}), 0, "d");
+  readers.own_shards = true;
+  readers.shard_server = {0, 0};
+  const LoadPlan one = plan_load(idx, readers, 0, Everything);
+  EXPECT_EQ(one.own_per_rank.size(), 1u);  // shard 0's; shard 1 has no rank now
+  EXPECT_TRUE(one.relayed_per_rank.empty());
+}
+
 TEST(FollowFileOrder, SortsEachRunOfOneShardByOffsetAndKeepsTheRunsInPlace) {
   CheckpointIndex idx = TwoShardIndex();
   // Plan order: shard 1's pieces (a run), then shard 0's, then shard 1's again.

@@ -166,6 +166,28 @@ class LocalTierTest : public ::testing::TestWithParam<std::tuple<int, LocalWrite
     return loaded;
   }
 
+  // Resumes on `world` ranks (nodes n0, n1 as node_of spreads them; one rank: n0), at
+  // iteration 2, from the tiers (`local`; from the local one unless not `expect_local`)
+  // or from the persistent tier alone; returns each rank's replicated state, and rank
+  // 0's loaded_from in `loaded`.
+  std::vector<StateDict> ResumeOn(int world, bool local, std::string* loaded, bool expect_local = true) {
+    std::vector<StateDict> states(world);
+    RunOk(world, [&](dist::Communicator& comm) {
+      TrainingState fresh(OptKind::kAdamW, 1234, comm.rank(), world);
+      CheckpointerOptions o = options(comm.rank());
+      o.local->node_id = world == 1 ? "n0" : fmt::format("n{}", comm.rank() * 2 / world);
+      if (!local) o.local.reset();
+      Checkpointer c(fresh.model, out_, comm, fresh.checkpointables(), o);
+      const StateDict extra = c.resume_or_load("", /*resume=*/true);
+      EXPECT_EQ(c.loaded_from_local(), local && expect_local) << "rank " << comm.rank() << ": " << c.loaded_from();
+      ASSERT_TRUE(extra.count("iteration")) << "rank " << comm.rank();
+      EXPECT_EQ(std::get<int64_t>(extra.at("iteration")), 2);
+      states[comm.rank()] = fresh.snapshot();
+      if (comm.rank() == 0) *loaded = c.loaded_from();
+    });
+    return states;
+  }
+
   // kMapped: a fresh run's first snapshot creates its shard file in the stall; the
   // next LOCAL.KEEP (2) are created ahead, on the background thread; later ones reuse
   // files. A resumed run with KEEP snapshots and its spare kept takes over the previous
@@ -445,22 +467,45 @@ TEST_P(LocalTierTest, ANewerPersistentCheckpointWins) {
   EXPECT_TRUE(stdfs::exists(job_dir("n0") + "/snap-0000000001"));
 }
 
-TEST_P(LocalTierTest, ADifferentWorldSizeResumesFromThePersistentTier) {
-  TrainWithSnapshots(/*persistent_at=*/1);
-  const int other = n_ == 1 ? 2 : 1;
+TEST_P(LocalTierTest, ASnapshotOfAnotherWorldSizeIsReshardedAsThePersistentTierWouldBe) {
+  // Snapshot 2 and model_0000002 hold the same iteration: the local one is used, at
+  // another world size too, each of its shards read once on a node that holds it.
+  TrainWithSnapshots(/*persistent_at=*/2);
+  for (const int other : {1, 2, 4}) {
+    if (other == n_) continue;
+    LogCapture log;
+    std::string loaded;
+    const auto from_local = ResumeOn(other, /*local=*/true, &loaded);
+    EXPECT_EQ(loaded, job_dir("n0") + "/snap-0000000002") << other << " ranks";
+    EXPECT_NE(log.text().find(fmt::format("a snapshot of {} ranks, resharded to {}", n_, other)), std::string::npos)
+        << log.text();
+    const auto from_persistent = ResumeOn(other, /*local=*/false, &loaded);
+    EXPECT_EQ(loaded, out_ + "/model_0000002");
+    for (int r = 0; r < other; ++r) {
+      const auto diff = state_diff(from_persistent[r], from_local[r]);
+      EXPECT_TRUE(diff.empty()) << other << " ranks, rank " << r << ": " << ::testing::PrintToString(diff);
+    }
+  }
+  if (n_ == 1) return;
+  // Without the replicas each node holds only its own ranks' shards: each is read on its
+  // node (n0's by ranks on n0, n1's on n1), never by a rank whose node lacks it.
+  for (const std::string node : {"n0", "n1"}) {
+    stdfs::remove_all(job_dir(node) + "/snap-0000000001");
+    for (int r = 0; r < n_; ++r) {
+      if (node_of(r) != node) stdfs::remove(job_dir(node) + "/snap-0000000002/" + shard_file_name(r, n_));
+    }
+  }
+  const int other = n_ == 2 ? 4 : 2;
+  std::string loaded;
+  const auto from_local = ResumeOn(other, /*local=*/true, &loaded);
+  const auto expected = ResumeOn(other, /*local=*/false, &loaded);
+  for (int r = 0; r < other; ++r) EXPECT_TRUE(state_diff(expected[r], from_local[r]).empty()) << "rank " << r;
+  // One rank, on n0 alone: n1's shards are nowhere it can see; the persistent tier serves.
   LogCapture log;
-  // TrainingState's per-rank state differs with the world size: compare the model and
-  // the optimizer only through ExpectResume's equality of what both hold.
-  RunOk(other, [&](dist::Communicator& comm) {
-    TrainingState fresh(OptKind::kAdamW, 1234, comm.rank(), other);
-    CheckpointerOptions o = options(comm.rank());
-    o.local->node_id = "n0";
-    Checkpointer c(fresh.model, out_, comm, fresh.checkpointables(), o);
-    const StateDict extra = c.resume_or_load("", /*resume=*/true);
-    EXPECT_FALSE(c.loaded_from_local());
-    EXPECT_EQ(c.loaded_from(), out_ + "/model_0000001");
-  });
-  EXPECT_NE(log.text().find(fmt::format("holds snapshots of {} ranks, not {}", n_, other)), std::string::npos)
+  ResumeOn(1, /*local=*/true, &loaded, /*expect_local=*/false);
+  EXPECT_EQ(loaded, out_ + "/model_0000002");
+  EXPECT_NE(log.text().find(fmt::format("snapshots (of {} ranks) each lack a shard that no node holds", n_)),
+            std::string::npos)
       << log.text();
 }
 

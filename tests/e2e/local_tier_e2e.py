@@ -18,6 +18,9 @@ Cases:
              shard comes from n0's replica (at most 2 * LOCAL.PERIOD iterations lost:
              the newest snapshot's replicas may still have been in flight).
   lost_both  after the kill, both nodes' tiers are deleted: the persistent tier serves.
+  reshard    2 ranks on 2 nodes, killed; node n1 is gone for good and the job resumes on
+             1 rank on n0: n0's snapshot (its own shard and n1's replica) is resharded
+             to 1 rank (at most 2 * LOCAL.PERIOD iterations lost) and the run finishes.
 DTRAIN_LOCAL_SEED fixes the random kills (printed with each run); DTRAIN_LOCAL_RUNS=20
 is the full sweep the issue asks for.
 """
@@ -159,12 +162,37 @@ def case_lost_both():
           "with both tiers gone the resume did not use the persistent tier")
 
 
+def case_reshard():
+    rng = seeded_rng()
+    out = os.path.join(e2e.work_dir(), "reshard")
+    shutil.rmtree(out, ignore_errors=True)
+    extra = ["SOLVER.CHECKPOINT_PERIOD", 10 * MAX_ITER]  # as lost_node: only the local tier
+    step = rng.randint(LOCAL_PERIOD + 2, MAX_ITER - 2)
+    fault = {"DTRAIN_FAULT": "train.after_step", "DTRAIN_FAULT_RANK": str(rng.randrange(2)),
+             "DTRAIN_FAULT_AFTER": str(step)}
+    rc, _, _ = e2e.run(train_cmd(2, out, extra), env_extra=fault, expect_rc=None, log_name="reshard_killed")
+    check(rc != 0, "the run with %s was not killed" % fault)
+    shutil.rmtree(os.path.join(tier_dir(), "n1"))
+    _, _, err = e2e.run(train_cmd(1, out, extra, flags=["--resume"]), log_name="reshard_resumed")
+    m = re.search(r"Starting training from iteration (\d+)", err)
+    check(m, "the resumed run did not say where it started")
+    lost = (step - 2) - (int(m.group(1)) - 1)
+    print("killed in iteration %d, resumed on 1 rank at %d (%d iterations lost)" % (step - 1, int(m.group(1)), lost))
+    check("Resuming from the local snapshot" in err and "a snapshot of 2 ranks, resharded to 1" in err,
+          "the 1-rank resume did not reshard the local snapshot")
+    check(lost <= 2 * LOCAL_PERIOD, "lost %d iterations, more than %d" % (lost, 2 * LOCAL_PERIOD))
+    check(os.path.isdir(os.path.join(out, "model_final")), "the resumed run did not finish")
+    loss = e2e.losses_by_iteration(e2e.read_metrics(out))
+    check(sorted(loss) == list(range(MAX_ITER)), "metrics.json has iterations %s" % sorted(loss))
+
+
 CASES = {
     "kill_np2": lambda: kills(2, 4),
     "kill_np4": lambda: kills(4, 2),
     "kill_np1": lambda: kills(1, 2),
     "lost_node": case_lost_node,
     "lost_both": case_lost_both,
+    "reshard": case_reshard,
 }
 
 if __name__ == "__main__":
