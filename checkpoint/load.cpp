@@ -154,6 +154,9 @@ class Checkpointer::DirectoryLoad {
     if (own_shards_) {
       if (shard_server_.empty()) {
         mine.readable = mine.readable && stdfs::exists(dir_ + "/" + shard_file_name(comm_.rank(), comm_.size()));
+      } else {  // only the servers: another rank's node may hold another snapshot of that name
+        mine.readable =
+            mine.readable && std::find(shard_server_.begin(), shard_server_.end(), comm_.rank()) != shard_server_.end();
       }
       readers_ = find_readers(dist::all_gather(comm_, mine), comm_.rank(), dir_);
       readers_.own_shards = true;

@@ -16,9 +16,9 @@
 //   rank when the world size is unchanged and that rank can read, else the reading rank
 //   with the fewest bytes so far. Per-rank pieces of ranks that cannot read are read by
 //   the index root and broadcast; a rank that can read reads its own.
-// - With Readers::shard_server, each shard's pieces are read by its server: replicated
-//   ones broadcast, per-rank ones sent to the rank of that number (none when the world
-//   is smaller) unless it is the server.
+// - With Readers::shard_server, each shard's pieces are read by its server and
+//   broadcast; a per-rank piece is kept by the rank of its shard's number (none when the
+//   world is smaller), read by it directly when it is the server.
 // - Verification (xxHash64) happens once per set of files and page cache: the ranks
 //   that read the very same files (equal Visibility::files) cut the pieces, in index
 //   order, into one contiguous byte range each, and each verifies its range, reading it

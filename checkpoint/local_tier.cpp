@@ -247,6 +247,8 @@ void LocalTier::open(bool resume) {
   }
   mapped_ = options_.write == LocalWrite::kMapped ||
             (options_.write == LocalWrite::kAuto && in_memory_fs(job_dir_));
+  // A spare a resume kept serves only a rank that writes through mappings.
+  if (!mapped_) slabs_->release();
   opened_ = true;
 }
 

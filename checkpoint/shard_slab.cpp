@@ -68,17 +68,29 @@ std::shared_ptr<ShardSlab> ShardSlab::create(const std::string& path, const std:
 
 std::shared_ptr<ShardSlab> ShardSlab::adopt(const std::string& path, const std::vector<ShardItem>& items) {
   std::shared_ptr<ShardSlab> slab(new ShardSlab());
-  slab->entries_ = existing_entries(path, items);
+  // The file checked is the file mapped: opened once, and HDF5's view of the path must
+  // be this very file (no other one renamed there in between).
+  slab->fd_ = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+  DTRAIN_CHECK_T(CheckpointError, slab->fd_ >= 0, "cannot open '{}': {}", path, std::strerror(errno));
+  struct stat st {};
+  DTRAIN_CHECK_T(CheckpointError, ::fstat(slab->fd_, &st) == 0 && S_ISREG(st.st_mode),
+                 "shard file '{}' cannot be reused: not a regular file, or cannot stat it", path);
+  slab->entries_ = existing_entries(path, items, st);
   slab->map(path);
+  DTRAIN_CHECK_T(CheckpointError, static_cast<int64_t>(slab->size_) == st.st_size,
+                 "shard file '{}' changed size while it was taken over", path);
   return slab;
 }
 
-std::vector<ShardSlab::Entry> ShardSlab::existing_entries(const std::string& path,
-                                                          const std::vector<ShardItem>& items) {
+std::vector<ShardSlab::Entry> ShardSlab::existing_entries(const std::string& path, const std::vector<ShardItem>& items,
+                                                          const struct stat& checked) {
   try {
     h5::File file = h5::File::open(path);
     struct stat st {};
-    DTRAIN_CHECK_T(CheckpointError, ::fstat(file.posix_fd(), &st) == 0, "cannot stat it: {}", std::strerror(errno));
+    DTRAIN_CHECK_T(CheckpointError,
+                   ::fstat(file.posix_fd(), &st) == 0 && st.st_dev == checked.st_dev && st.st_ino == checked.st_ino &&
+                       st.st_size == checked.st_size,
+                   "it was replaced while being checked");
     const int64_t end = std::min(static_cast<int64_t>(st.st_size), file.allocated_end());
     std::vector<Entry> entries;
     for (const auto& item : items) {
@@ -87,11 +99,14 @@ std::vector<ShardSlab::Entry> ShardSlab::existing_entries(const std::string& pat
       DTRAIN_CHECK_T(CheckpointError, d.shape() == t.sizes().vec(), "dataset '{}' has shape [{}], not [{}]",
                      item.name, fmt::join(d.shape(), ","), fmt::join(t.sizes(), ","));
       Entry e{item.name, t.scalar_type(), t.sizes().vec(), 0, static_cast<int64_t>(t.nbytes())};
+      DTRAIN_CHECK_T(CheckpointError, d.type().equals(h5::datatype_for(e.dtype)), "dataset '{}' holds {}, not {}",
+                     item.name, d.type().describe(), c10::toString(e.dtype));
       const std::optional<int64_t> offset = d.raw_offset(e.dtype);
       DTRAIN_CHECK_T(CheckpointError, e.bytes == 0 || offset.has_value(),
                      "dataset '{}' is not stored as contiguous, allocated {} data", item.name, c10::toString(e.dtype));
       if (e.bytes > 0) e.offset = *offset;
-      DTRAIN_CHECK_T(CheckpointError, e.offset >= 0 && e.offset <= end && e.bytes <= end - e.offset,
+      // Address 0 is HDF5's superblock: no data of a file HDF5 wrote starts there.
+      DTRAIN_CHECK_T(CheckpointError, (e.bytes == 0 || e.offset > 0) && e.offset <= end && e.bytes <= end - e.offset,
                      "dataset '{}' ({} bytes at offset {}) ends past the file's {} bytes", item.name, e.bytes,
                      e.offset, end);
       entries.push_back(std::move(e));
@@ -127,7 +142,7 @@ void ShardSlab::check_disjoint_and_bounded(std::vector<Entry> entries, int64_t f
 }
 
 void ShardSlab::map(const std::string& path) {
-  fd_ = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+  if (fd_ < 0) fd_ = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
   DTRAIN_CHECK_T(CheckpointError, fd_ >= 0, "cannot open '{}': {}", path, std::strerror(errno));
   struct stat st {};
   DTRAIN_CHECK_T(CheckpointError, ::fstat(fd_, &st) == 0, "cannot stat '{}': {}", path, std::strerror(errno));

@@ -17,6 +17,7 @@
 // Thread-safety: fill and hashes must not overlap; the owner orders them.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstdint>
@@ -72,11 +73,14 @@ class ShardSlab {
     int64_t bytes = 0;
   };
   ShardSlab() = default;
-  // The items' datasets in `path`, checked as adopt() says.
-  static std::vector<Entry> existing_entries(const std::string& path, const std::vector<ShardItem>& items);
+  // The items' datasets in `path`, checked as adopt() says; the file HDF5 opens there
+  // must be `checked` (device, inode, size).
+  static std::vector<Entry> existing_entries(const std::string& path, const std::vector<ShardItem>& items,
+                                             const struct stat& checked);
   // Throws CheckpointError unless the entries' bytes are disjoint and a file of
   // `file_bytes` is no larger than create() could make for them.
   static void check_disjoint_and_bounded(std::vector<Entry> entries, int64_t file_bytes);
+  // Maps the file (opened at `path` unless fd_ is open already).
   void map(const std::string& path);
 
   std::vector<Entry> entries_;

@@ -302,6 +302,24 @@ TEST_P(LocalTierTest, MappedSnapshotsRotateKeepPlusOneShardFilesPerRank) {
   EXPECT_EQ(spares, write_ == LocalWrite::kMapped ? (n_ == 1 ? 1 : n_ / 2) : 0);
 }
 
+TEST_P(LocalTierTest, AResumeThatWritesThroughHdf5DropsTheSparesOfMappedSnapshots) {
+  // The spares a resume keeps serve mapped writes only: a resumed run writing through
+  // HDF5 (say its state moved to a GPU) removes them rather than holding tier memory.
+  if (write_ != LocalWrite::kMapped) GTEST_SKIP() << "no spares";
+  TrainWithSnapshots();
+  RunOk(n_, [&](dist::Communicator& comm) {
+    TrainingState s(OptKind::kAdamW, 1234, comm.rank(), n_);
+    CheckpointerOptions o = options(comm.rank());
+    o.local->write = LocalWrite::kHdf5;
+    Checkpointer c(s.model, out_, comm, s.checkpointables(), o);
+    c.resume_or_load("", /*resume=*/true);
+    EXPECT_TRUE(c.loaded_from_local());
+    const std::string spare =
+        fmt::format("{}/.spare-r{:05d}.tmp-local", job_dir(node_of(comm.rank())), comm.rank());
+    EXPECT_FALSE(stdfs::exists(spare)) << spare;
+  });
+}
+
 TEST_P(LocalTierTest, ANodeThatLostItsTierIsServedByItsBuddy) {
   if (n_ == 1) GTEST_SKIP() << "one node: no buddy";
   TrainWithSnapshots();

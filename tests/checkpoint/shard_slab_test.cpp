@@ -185,7 +185,10 @@ TEST(ShardSlabTest, AShardFileIsNotTakenOverUnlessEveryDatasetFitsAndLiesInsideI
   EXPECT_THAT(AdoptError(path, other), HasSubstr("'" + path + "' cannot be reused: dataset 'model/fc.bias' has shape [7], not [8]"));
   other = items;
   other[3].data = other[3].data.to(at::kByte);
-  EXPECT_THAT(AdoptError(path, other), HasSubstr("dataset 'extra/mask' is not stored as contiguous, allocated Byte data"));
+  EXPECT_THAT(AdoptError(path, other), HasSubstr("dataset 'extra/mask' holds bool, not Byte"));
+  other = items;
+  other[5].data = at::empty({0, 4}, at::kDouble);  // no bytes: the dtype is still checked
+  EXPECT_THAT(AdoptError(path, other), HasSubstr("dataset 'extra/empty' holds float32, not Double"));
   other = items;
   other[2].name = "optimizer/other";
   EXPECT_THAT(AdoptError(path, other), AllOf(HasSubstr(path), HasSubstr("optimizer/other")));
