@@ -20,7 +20,9 @@ Cases:
   lost_both  after the kill, both nodes' tiers are deleted: the persistent tier serves.
   reshard    2 ranks on 2 nodes, killed; node n1 is gone for good and the job resumes on
              1 rank on n0: n0's snapshot (its own shard and n1's replica) is resharded
-             to 1 rank (at most 2 * LOCAL.PERIOD iterations lost) and the run finishes.
+             to 1 rank (at most 2 * LOCAL.PERIOD iterations lost), and the run ends
+             bitwise equal to one resumed on 1 rank from a persistent checkpoint of the
+             same iteration (2 ranks trained to it, uninterrupted).
 DTRAIN_LOCAL_SEED fixes the random kills (printed with each run); DTRAIN_LOCAL_RUNS=20
 is the full sweep the issue asks for.
 """
@@ -184,6 +186,20 @@ def case_reshard():
     check(os.path.isdir(os.path.join(out, "model_final")), "the resumed run did not finish")
     loss = e2e.losses_by_iteration(e2e.read_metrics(out))
     check(sorted(loss) == list(range(MAX_ITER)), "metrics.json has iterations %s" % sorted(loss))
+    # What the persistent tier's resharding of the same iteration gives: 2 ranks trained
+    # to the resumed point (model_final there), then 1 rank resumes from it. Both 1-rank
+    # continuations start from the same state, so they end bitwise equal.
+    start = int(m.group(1))
+    ref = os.path.join(e2e.work_dir(), "reshard_reference")
+    shutil.rmtree(ref, ignore_errors=True)
+    e2e.run(train_cmd(2, ref, extra + ["SOLVER.MAX_ITER", start]), log_name="reshard_reference_2ranks")
+    _, _, ref_err = e2e.run(train_cmd(1, ref, extra, flags=["--resume"]), log_name="reshard_reference_1rank")
+    check("Resuming from the local snapshot" not in ref_err and "model_final (iteration %d" % (start - 1) in ref_err,
+          "the reference did not resume from its persistent model_final")
+    e2e.compare_checkpoints(os.path.join(ref, "model_final"), os.path.join(out, "model_final"))
+    loss_ref = e2e.losses_by_iteration(e2e.read_metrics(ref))
+    for it in range(start, MAX_ITER):
+        check(loss[it] == loss_ref[it], "iteration %d: total_loss %r, persistent reshard %r" % (it, loss[it], loss_ref[it]))
 
 
 CASES = {
