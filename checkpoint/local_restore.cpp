@@ -97,10 +97,6 @@ std::pair<std::string, std::string> unpack_files(const std::string& payload, int
   return {payload.substr(nl + 1, n), payload.substr(nl + 1 + n)};
 }
 
-}  // namespace
-
-namespace {
-
 // shard -> the ranks whose node holds its file, of one snapshot.
 using ShardHolders = std::map<int, std::vector<int>>;
 
@@ -168,20 +164,20 @@ LocalRestore LocalTier::plan_restore() {
   }
   std::set<int> incomplete;
   for (auto it = holders.rbegin(); it != holders.rend(); ++it) {
-    // This world size first; another one (complete) is resharded.
-    std::vector<std::pair<int, const ShardHolders*>> complete;
+    // A complete snapshot of this world size first; of another one, resharded.
+    int chosen = 0;
     for (const auto& [w, shards] : it->second) {
       if (static_cast<int>(shards.size()) != w) {
         incomplete.insert(w);
-      } else {
-        complete.emplace(w == world ? complete.begin() : complete.end(), w, &shards);
+      } else if (chosen == 0 || w == world) {
+        chosen = w;
       }
     }
-    if (complete.empty()) continue;
-    const auto& [w, shards] = complete.front();
-    LocalRestore plan = w == world ? serve_own_shards(*shards, node_of_) : serve_resharded(*shards, node_of_);
+    if (chosen == 0) continue;
+    const ShardHolders& shards = it->second.at(chosen);
+    LocalRestore plan = chosen == world ? serve_own_shards(shards, node_of_) : serve_resharded(shards, node_of_);
     plan.iteration = it->first;
-    plan.world = w;
+    plan.world = chosen;
     return plan;
   }
   if (!incomplete.empty() && comm_.rank() == 0) {

@@ -275,11 +275,12 @@ void LocalTier::tidy_up(bool resume) {
     if (env_.type_of(job_dir_) == FileType::kDirectory) {
       // On a resume, the spares of this node's ranks stay: their next snapshot takes
       // them over (SlabPool::take) instead of creating a file in its stall.
+      std::set<std::string> spares;
+      for (int r = 0; resume && r < comm_.size(); ++r) {
+        if (node_of_[r] == options_.node_id) spares.insert(spare_path(r));
+      }
       save_dir::remove_stale_temporaries(env_, job_dir_, [&](const std::string& name) {
-        for (int r = 0; resume && r < comm_.size(); ++r) {
-          if (node_of_[r] == options_.node_id && job_dir_ + "/" + name == spare_path(r)) return true;
-        }
-        return false;
+        return spares.count(job_dir_ + "/" + name) > 0;
       });
       for (const auto& n : env_.children(job_dir_)) {
         if (!resume && snap_iteration(n) >= 0) save_dir::remove_dir_safely(env_, job_dir_ + "/" + n);

@@ -52,20 +52,16 @@ void SlabPool::keep_newest(std::shared_ptr<ShardSlab> slab) {
 std::shared_ptr<ShardSlab> SlabPool::take(const std::vector<ShardItem>& items, const std::string& path) {
   std::shared_ptr<ShardSlab> ahead = collect_ahead();
   const std::string ahead_error = std::exchange(ahead_error_, {});  // this take's only
+  std::shared_ptr<ShardSlab> spare;  // one of this pool's files, else an earlier process's
   for (const auto& slab : slabs_) {
-    if (!slab->fits(items) || !slab->is_file_at(spare_path_)) continue;
+    if (slab->fits(items) && slab->is_file_at(spare_path_)) spare = slab;
+  }
+  if (!spare && (spare = adopt_spare(items))) ++adopted_;
+  if (spare) {
     env_.rename(spare_path_, path);
     remove_if_file(ahead_path_);  // created ahead, or left by a creation that failed
-    std::shared_ptr<ShardSlab> taken = slab;
-    keep_newest(taken);
-    return taken;
-  }
-  if (std::shared_ptr<ShardSlab> adopted = adopt_spare(items)) {
-    env_.rename(spare_path_, path);
-    remove_if_file(ahead_path_);
-    ++adopted_;
-    keep_newest(adopted);
-    return adopted;
+    keep_newest(spare);
+    return spare;
   }
   remove_if_file(spare_path_);  // one that does not fit, or is not a shard file
   if (ahead && ahead->fits(items) && ahead->is_file_at(ahead_path_)) {
