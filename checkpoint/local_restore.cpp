@@ -147,6 +147,7 @@ LocalRestore serve_resharded(const ShardHolders& holders, const std::vector<std:
 LocalRestore LocalTier::plan_restore() {
   require_open();
   finish();
+  if (!refused_.empty()) return {};  // the same on every rank: secure() agreed
   const int world = comm_.size();
   std::string mine;
   try {
@@ -231,6 +232,7 @@ std::string LocalTier::stage(const LocalRestore& plan) {
 }
 
 void LocalTier::after_resume(int64_t resumed) {
+  if (!refused_.empty()) return;
   const int rank = comm_.rank();
   try {
     for (const auto& n : env_.children(job_dir_)) {

@@ -3,24 +3,17 @@
 
 #include <linux/magic.h>
 #include <sys/vfs.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <filesystem>
 #include <future>
-#include <limits>
-#include <map>
-#include <regex>
 #include <set>
-#include <sstream>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <xxhash.h>
 
 #include "checkpoint/local_tier_files.h"
 #include "checkpoint/messages.h"
@@ -37,8 +30,6 @@ namespace {
 using local_detail::snap_iteration;
 using local_detail::snap_name;
 using local_detail::whole_file;
-
-constexpr const char* kJobFile = "job.txt";
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -61,82 +52,6 @@ bool all_on_cpu(const CollectedState& state) {
 }
 
 }  // namespace
-
-LocalWrite parse_local_write(const std::string& value) {
-  if (value == "auto") return LocalWrite::kAuto;
-  if (value == "mapped") return LocalWrite::kMapped;
-  if (value == "hdf5") return LocalWrite::kHdf5;
-  throw ConfigError(fmt::format("CHECKPOINT.LOCAL.WRITE must be auto, mapped or hdf5, got '{}'", value));
-}
-
-std::string node_id_from_environment() {
-  std::string id;
-  if (const char* env = std::getenv("DTRAIN_NODE_ID"); env != nullptr && *env != '\0') {
-    id = env;
-  } else {
-    char buf[256] = {};
-    if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "localhost";
-    id = buf;
-  }
-  DTRAIN_CHECK_T(ConfigError,
-                 id != "." && id != ".." && id.find('/') == std::string::npos && id.size() < 256,
-                 "the node id '{}' (DTRAIN_NODE_ID or the host name) must be a plain file name", id);
-  return id;
-}
-
-namespace {
-// The absolute, normal form of a directory, without a trailing separator, so that
-// "out", "./out/" and "/abs/out" name the same job.
-std::string normal_dir(const std::string& dir) {
-  std::string abs = std::filesystem::absolute(dir).lexically_normal().string();
-  while (abs.size() > 1 && abs.back() == '/') abs.pop_back();
-  return abs;
-}
-}  // namespace
-
-std::string local_job_key(const std::string& output_dir, const std::string& config_yaml) {
-  const std::string abs = normal_dir(output_dir);
-  const std::string id = abs + '\n' + config_yaml;
-  return fmt::format("job-{:016x}", XXH64(id.data(), id.size(), 0));
-}
-
-std::vector<std::vector<std::pair<int, int>>> schedule_transfers(
-    const std::vector<std::pair<int, int>>& pairs) {
-  std::vector<std::vector<std::pair<int, int>>> rounds;
-  std::vector<std::set<int>> senders, receivers;
-  for (const auto& p : pairs) {
-    size_t r = 0;
-    while (r < rounds.size() && (senders[r].count(p.first) || receivers[r].count(p.second))) ++r;
-    if (r == rounds.size()) {
-      rounds.emplace_back();
-      senders.emplace_back();
-      receivers.emplace_back();
-    }
-    rounds[r].push_back(p);
-    senders[r].insert(p.first);
-    receivers[r].insert(p.second);
-  }
-  return rounds;
-}
-
-std::vector<std::pair<int, int>> buddy_pairs(const std::vector<std::string>& node_of, int replicas) {
-  std::vector<std::string> nodes;              // in order of first rank
-  std::map<std::string, std::vector<int>> ranks_on;
-  for (int r = 0; r < static_cast<int>(node_of.size()); ++r) {
-    if (!ranks_on.count(node_of[r])) nodes.push_back(node_of[r]);
-    ranks_on[node_of[r]].push_back(r);
-  }
-  const int k = static_cast<int>(nodes.size());
-  std::vector<std::pair<int, int>> pairs;
-  for (int j = 1; j <= std::min(replicas, k - 1); ++j) {
-    for (int n = 0; n < k; ++n) {
-      const auto& mine = ranks_on[nodes[n]];
-      const auto& theirs = ranks_on[nodes[(n + j) % k]];
-      for (size_t i = 0; i < mine.size(); ++i) pairs.emplace_back(mine[i], theirs[i % theirs.size()]);
-    }
-  }
-  return pairs;
-}
 
 struct LocalTier::Pending {
   int64_t iteration = -1;
@@ -193,6 +108,7 @@ LocalTier::LocalTier(dist::Communicator& comm, LocalTierOptions options, Env& en
                  "LOCAL.REPLICAS >= 0 (got {}) and a LOCAL.DIR",
                  options_.period, options_.keep, options_.replicas);
   if (options_.node_id.empty()) options_.node_id = node_id_from_environment();
+  options_.dir = expand_user(options_.dir);
   job_dir_ = fmt::format("{}/{}/{}", options_.dir, options_.node_id,
                          local_job_key(options_.output_dir, options_.config_yaml));
   slabs_ = std::make_unique<SlabPool>(env_, spare_path(comm_.rank()),
@@ -238,6 +154,19 @@ void LocalTier::open(bool resume) {
                     options_.period, options_.dir, std::filesystem::path(job_dir_).filename().string(),
                     nodes, std::min<size_t>(options_.replicas, nodes - 1), options_.keep);
   }
+  opened_ = true;
+  // A tier another user could change is never used: what it holds could be planted.
+  try {
+    secure();
+  } catch (const CheckpointError& e) {
+    refused_ = e.what();
+    if (rank == 0) {
+      DTRAIN_LOG_ERROR("The local tier is not used in this run: each local snapshot (CHECKPOINT.LOCAL) fails, "
+                       "and none is resumed from: {}",
+                       refused_);
+    }
+    return;
+  }
   // The node's first rank tidies up; the agreement orders it before any snapshot. A
   // tier that cannot be prepared is a warning: its snapshots fail and say so.
   try {
@@ -249,48 +178,6 @@ void LocalTier::open(bool resume) {
             (options_.write == LocalWrite::kAuto && in_memory_fs(job_dir_));
   // A spare a resume kept serves only a rank that writes through mappings.
   if (!mapped_) slabs_->release();
-  opened_ = true;
-}
-
-void LocalTier::tidy_up(bool resume) {
-  dist::all_or_none<CheckpointError>(comm_, fmt::format("preparing the local checkpoint tier {}", job_dir_), [&] {
-    if (!leader_) return;
-    const std::string node_dir = fs::parent_dir(job_dir_);
-    const std::string abs = normal_dir(options_.output_dir);
-    if (env_.type_of(node_dir) == FileType::kDirectory) {
-      for (const auto& n : env_.children(node_dir)) {
-        const std::string other = node_dir + "/" + n;
-        if (other == job_dir_ || n.rfind("job-", 0) != 0) continue;
-        std::string owner;
-        try {
-          owner = env_.read_file(other + "/" + kJobFile, fs::ReadOptions{4096, true});
-        } catch (const std::exception&) {
-          continue;  // not ours to judge
-        }
-        if (owner != abs) continue;
-        DTRAIN_LOG_INFO_RANK("Removing local snapshots of another config of {}: {}", abs, other);
-        env_.remove_tree(other);
-      }
-    }
-    if (env_.type_of(job_dir_) == FileType::kDirectory) {
-      // On a resume, the spares of this node's ranks stay: their next snapshot takes
-      // them over (SlabPool::take) instead of creating a file in its stall.
-      std::set<std::string> spares;
-      for (int r = 0; resume && r < comm_.size(); ++r) {
-        if (node_of_[r] == options_.node_id) spares.insert(spare_path(r));
-      }
-      save_dir::remove_stale_temporaries(env_, job_dir_, [&](const std::string& name) {
-        return spares.count(job_dir_ + "/" + name) > 0;
-      });
-      for (const auto& n : env_.children(job_dir_)) {
-        if (!resume && snap_iteration(n) >= 0) save_dir::remove_dir_safely(env_, job_dir_ + "/" + n);
-      }
-    }
-    fs::create_directories_durable(job_dir_, env_);
-    if (env_.type_of(job_dir_ + "/" + kJobFile) == FileType::kMissing) {
-      fs::write_file_atomic(job_dir_ + "/" + kJobFile, abs, env_);
-    }
-  });
 }
 
 void LocalTier::start(const CollectedState& live, int64_t iteration) {
@@ -304,6 +191,7 @@ void LocalTier::start(const CollectedState& live, int64_t iteration) {
   p->tmp = job_dir_ + "/." + snap_name(iteration) + ".tmp-local";
   const int rank = comm_.rank(), world = comm_.size();
   try {
+    DTRAIN_CHECK_T(CheckpointError, refused_.empty(), "{}", refused_);
     fs::create_directories_durable(job_dir_, env_);
     env_.create_dir(p->tmp);  // by every rank of the node: whoever comes first
     const auto plan = plan_shards(live.replicated_meta(), world);
@@ -572,7 +460,7 @@ void LocalTier::commit() {
   } catch (const CheckpointError& e) {
     ++failures_;
     slabs_->drop(p->slab);
-    if (leader_) {
+    if (leader_ && refused_.empty()) {
       if (p->index_begun.valid()) p->index_begun.wait();
       fs::remove_quietly(p->tmp, env_);
     }
@@ -617,6 +505,7 @@ void LocalTier::prune() {
 
 void LocalTier::remove_all() {
   finish();
+  if (!refused_.empty()) return;
   slabs_->release();  // waits for a file being created ahead
   comm_.barrier();    // every rank of the node is done with the directory
   if (leader_) fs::remove_quietly(job_dir_, env_);

@@ -71,7 +71,7 @@ LocalWrite parse_local_write(const std::string& value);
 
 struct LocalTierOptions {
   int64_t period = 0;   // CHECKPOINT.LOCAL.PERIOD (iterations; 0: off)
-  std::string dir;      // CHECKPOINT.LOCAL.DIR: the tier's root on every node
+  std::string dir;      // CHECKPOINT.LOCAL.DIR: the tier's root on every node ("{user}": expand_user)
   int replicas = 1;     // CHECKPOINT.LOCAL.REPLICAS: buddies on other nodes per shard
   int keep = 2;         // CHECKPOINT.LOCAL.KEEP: committed snapshots kept per node
   std::string node_id;  // this rank's node ("" : node_id_from_environment())
@@ -83,6 +83,9 @@ struct LocalTierOptions {
 // DTRAIN_NODE_ID when set (tests run several "nodes" on one machine), else the host
 // name. Throws ConfigError when it is not a plain file name.
 std::string node_id_from_environment();
+// `dir` with each "{user}" replaced by this user's name (fs::user_name()): the default
+// root /dev/shm/dtrain-local-{user} is one per user, like /tmp/torchinductor_<user>.
+std::string expand_user(const std::string& dir);
 // "job-" and 16 hex digits of xxHash64 of the absolute output_dir and config_yaml.
 std::string local_job_key(const std::string& output_dir, const std::string& config_yaml);
 
@@ -116,10 +119,17 @@ class LocalTier {
   // This node's directory of this job: <DIR>/<node id>/<job>.
   const std::string& job_dir() const { return job_dir_; }
 
-  // Learns the nodes and buddies, removes leftovers of crashed snapshots and the tiers
-  // of other configs of this OUTPUT_DIR; without `resume`, this job's old snapshots
-  // too (a new run). Called once, before anything else (start() opens a fresh run).
+  // Learns the nodes and buddies; checks that no other user can change the tier (each
+  // node's leader: <DIR> trusted, <DIR>/<node> and the job's directory private, see
+  // fs::make_private_dir), else the tier is not used in this run (refusal(): each
+  // snapshot fails with it, and nothing in the tier is read or removed);
+  // removes leftovers of crashed snapshots and the tiers of other configs of this
+  // OUTPUT_DIR; without `resume`, this job's old snapshots too (a new run). Called once,
+  // before anything else (start() opens a fresh run).
   void open(bool resume);
+  // Why the tier is not used in this run ("" when it is): a directory of it that is not
+  // one or that another user could change, on some node.
+  const std::string& refusal() const { return refused_; }
 
   // Starts a snapshot of `live` at `iteration` (committing the one in flight first).
   void start(const CollectedState& live, int64_t iteration);
@@ -183,6 +193,7 @@ class LocalTier {
   std::vector<std::string> committed_snapshots();
   std::string spare_path(int rank) const;
   void require_open();
+  void secure();
   void tidy_up(bool resume);
 
   dist::Communicator& comm_;
@@ -190,6 +201,7 @@ class LocalTier {
   Env& env_;
   std::string job_dir_;
   bool opened_ = false;
+  std::string refused_;  // see refusal()
   bool leader_ = false;  // the first rank of this node
   std::vector<std::string> node_of_;  // by rank
   std::vector<int> replica_dests_, replica_sources_;  // this rank's buddies, both ways

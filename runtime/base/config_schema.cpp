@@ -193,9 +193,10 @@ std::vector<ConfigKeySpec> make_schema() {
       I("CHECKPOINT.LOCAL.PERIOD", 0, kCount,
         "snapshot the training state into the node-local tier every this many iterations "
         "(0: off; docs/OPERATIONS.md)"),
-      S("CHECKPOINT.LOCAL.DIR", "/dev/shm/dtrain-local",
-        "root of the node-local tier; a node keeps its snapshots under <DIR>/<node id>/ "
-        "(node id: DTRAIN_NODE_ID, else the host name)"),
+      S("CHECKPOINT.LOCAL.DIR", "/dev/shm/dtrain-local-{user}",
+        "root of the node-local tier ({user}: the user's name); a node keeps its snapshots "
+        "under <DIR>/<node id>/ (node id: DTRAIN_NODE_ID, else the host name), which must be "
+        "this user's alone (else the tier is off)"),
       I("CHECKPOINT.LOCAL.REPLICAS", 1, Between(0, 64),
         "copies of each rank's local snapshot kept on the next nodes (buddies)"),
       I("CHECKPOINT.LOCAL.KEEP", 2, Between(1, 1000), "local snapshots kept per node"),

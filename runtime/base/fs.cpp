@@ -2,6 +2,7 @@
 #include "runtime/base/fs.h"
 
 #include <fcntl.h>
+#include <pwd.h>
 #include <stdio.h>  // renameat2
 #include <sys/stat.h>
 #include <unistd.h>
@@ -160,6 +161,63 @@ std::string temp_name_for(const std::string& path) {
   const std::filesystem::path p(path);
   const std::string name = fmt::format(".{}.tmp-{:016x}", p.filename().string(), id);
   return p.has_parent_path() ? (p.parent_path() / name).string() : name;
+}
+
+void make_private_dir(const std::string& path) {
+  struct stat st {};
+  DTRAIN_CHECK(::lstat(path.c_str(), &st) == 0, "cannot stat '{}': {}", path, std::strerror(errno));
+  DTRAIN_CHECK(S_ISDIR(st.st_mode), "'{}' is {}, expected a directory of this user (uid {})", path,
+               S_ISREG(st.st_mode) ? "a regular file" : file_kind(st.st_mode), ::geteuid());
+  // The checks and the chmod on one descriptor: the name cannot be swapped in between.
+  Fd fd(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  DTRAIN_CHECK(::fstat(fd.get(), &st) == 0, "cannot stat '{}': {}", path, std::strerror(errno));
+  DTRAIN_CHECK(st.st_uid == ::geteuid(),
+               "'{}' belongs to uid {}, not to this user (uid {}): another user could change what is in "
+               "it, so it is neither read nor written",
+               path, st.st_uid, ::geteuid());
+  if ((st.st_mode & 077) != 0) {
+    DTRAIN_CHECK(::fchmod(fd.get(), 0700) == 0, "cannot make '{}' private (mode {:o} to 700): {}", path,
+                 st.st_mode & 07777, std::strerror(errno));
+  }
+}
+
+void check_trusted_dir(const std::string& path) {
+  struct stat st {};
+  DTRAIN_CHECK(::lstat(path.c_str(), &st) == 0, "cannot stat '{}': {}", path, std::strerror(errno));
+  if (S_ISLNK(st.st_mode)) {
+    const std::string parent = parent_dir(path);
+    struct stat ps {};
+    DTRAIN_CHECK(::stat(parent.c_str(), &ps) == 0, "cannot stat '{}': {}", parent, std::strerror(errno));
+    DTRAIN_CHECK((ps.st_mode & S_IWOTH) == 0,
+                 "'{}' is a symbolic link in '{}', which every user can write to: another user may have "
+                 "made it; expected a directory",
+                 path, parent);
+    DTRAIN_CHECK(::stat(path.c_str(), &st) == 0, "cannot stat '{}': {}", path, std::strerror(errno));
+  }
+  DTRAIN_CHECK(S_ISDIR(st.st_mode), "'{}' is {}, expected a directory", path,
+               S_ISREG(st.st_mode) ? "a regular file" : file_kind(st.st_mode));
+  DTRAIN_CHECK(st.st_uid == ::geteuid() || st.st_uid == 0,
+               "'{}' belongs to uid {}, neither this user (uid {}) nor root: its owner could replace what "
+               "is in it",
+               path, st.st_uid, ::geteuid());
+  DTRAIN_CHECK((st.st_mode & (S_IWGRP | S_IWOTH)) == 0 || (st.st_mode & S_ISVTX) != 0,
+               "'{}' (mode {:o}) is writable by other users and not sticky: they could rename what is in it; "
+               "expected mode 700, 755 or a sticky directory like /tmp",
+               path, st.st_mode & 07777);
+}
+
+std::string user_name() {
+  const uid_t uid = ::geteuid();
+  const long hint = ::sysconf(_SC_GETPW_R_SIZE_MAX);
+  std::vector<char> buf(hint > 0 ? static_cast<size_t>(hint) : size_t{16384});
+  struct passwd pw {};
+  struct passwd* found = nullptr;
+  if (::getpwuid_r(uid, &pw, buf.data(), buf.size(), &found) == 0 && found != nullptr &&
+      found->pw_name != nullptr) {
+    const std::string name = found->pw_name;
+    if (!name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos) return name;
+  }
+  return std::to_string(uid);
 }
 
 namespace {

@@ -48,4 +48,22 @@ void fsync_path(const std::string& path);
 // Parent directory of `path` ("." when it has none).
 std::string parent_dir(const std::string& path);
 
+// --- Directories other users must not change (a tier under /dev/shm) ---
+// A directory only this user can change: `path` must be a real directory (not a
+// symbolic link) owned by the effective user; its group and other permissions are
+// removed (chmod 0700) where it has any. Throws Error naming the path and what it is
+// instead (a link, a file, another user's directory).
+void make_private_dir(const std::string& path);
+
+// A directory that may hold private ones: `path` (followed if a link) is a directory
+// owned by the effective user or root that no other user can rename entries in (not
+// writable by group or others, or sticky like /tmp). A symbolic link is refused where
+// it lies in a directory every user can write to (someone may have planted it). Throws
+// Error naming the path, its owner and mode.
+void check_trusted_dir(const std::string& path);
+
+// The effective user's name from the user database, or its uid in decimal where it has
+// none (a container's arbitrary uid) or the name is not a plain file name.
+std::string user_name();
+
 }  // namespace dtrain::fs

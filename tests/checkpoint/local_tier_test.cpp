@@ -105,15 +105,7 @@ class LocalTierTest : public ::testing::TestWithParam<std::tuple<int, LocalWrite
     dist::ThreadWorldOptions wo;
     wo.timeout = std::chrono::seconds(60);
     wo.exchanges_finish_in_wait = hold_exchanges_;
-    const auto errors = dist::run_ranks(ranks, fn, wo);
-    for (size_t r = 0; r < errors.size(); ++r) {
-      if (!errors[r]) continue;
-      try {
-        std::rethrow_exception(errors[r]);
-      } catch (const std::exception& e) {
-        ADD_FAILURE() << "rank " << r << ": " << e.what();
-      }
-    }
+    EXPECT_EQ(rank_errors(dist::run_ranks(ranks, fn, wo)), "");
   }
 
   // Trains seed 7 and takes local snapshots after steps 1..3 (iterations 0, 1, 2; the

@@ -275,6 +275,21 @@ uint64_t state_hash(const StateDict& state) {
   return out;
 }
 
+std::string rank_errors(const std::vector<std::exception_ptr>& errors) {
+  std::string out;
+  for (size_t r = 0; r < errors.size(); ++r) {
+    if (!errors[r]) continue;
+    try {
+      std::rethrow_exception(errors[r]);
+    } catch (const std::exception& e) {
+      out += fmt::format("rank {}: {}\n", r, e.what());
+    } catch (...) {
+      out += fmt::format("rank {}: an exception that is not a std::exception\n", r);
+    }
+  }
+  return out;
+}
+
 std::string make_temp_dir(const std::string& tag) {
   return testutil::make_temp_dir("dtrain-ckpt-" + tag + "-");
 }

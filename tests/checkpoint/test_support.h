@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <map>
 #include <memory>
 #include <string>
@@ -98,6 +99,10 @@ std::vector<std::string> state_diff(const StateDict& expected, const StateDict& 
 bool bitwise_equal(const at::Tensor& a, const at::Tensor& b);
 // xxHash64 over every entry of `state` (names, dtypes, shapes, bytes, scalars).
 uint64_t state_hash(const StateDict& state);
+
+// What dist::run_ranks reported: "rank <r>: <message>" for each rank that threw, one
+// per line; "" when none did (EXPECT_EQ(rank_errors(run_ranks(...)), "")).
+std::string rank_errors(const std::vector<std::exception_ptr>& errors);
 
 // A fresh empty directory $TMPDIR/dtrain-ckpt-<tag>-XXXXXX (testutil::make_temp_dir).
 // Not removed automatically.

@@ -1,11 +1,14 @@
 // Tests of dtrain::fs: bounded whole-file reads of regular files only, atomic replacement
-// through exclusive temporaries, durable rename, fsync, parent_dir, and error messages.
+// through exclusive temporaries, durable rename, fsync, parent_dir, directories other
+// users cannot change (private and trusted ones), and error messages.
 #include "runtime/base/env.h"
 #include "runtime/base/fs.h"
 
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -226,6 +229,97 @@ TEST(FsTest, ParentDir) {
   EXPECT_EQ(fs::parent_dir("/file"), "/");
   EXPECT_EQ(fs::parent_dir("file"), ".");
   EXPECT_EQ(fs::parent_dir(""), ".");
+}
+
+
+mode_t mode_of(const std::string& path) {
+  struct stat st {};
+  EXPECT_EQ(::lstat(path.c_str(), &st), 0) << path;
+  return st.st_mode & 07777;
+}
+
+// A directory of another user (uid 65534, "nobody"): only root can make one.
+bool make_foreign_dir(const std::string& path) {
+  stdfs::create_directory(path);
+  return ::geteuid() == 0 && ::chown(path.c_str(), 65534, 65534) == 0;
+}
+
+TEST(FsPrivateDirTest, MakesThisUsersDirectoryPrivate) {
+  TempDir dir;
+  const std::string d = dir / "tier";
+  stdfs::create_directory(d);
+  ASSERT_EQ(::chmod(d.c_str(), 0755), 0);
+  fs::make_private_dir(d);
+  EXPECT_EQ(mode_of(d), 0700U);
+  ASSERT_EQ(::chmod(d.c_str(), 0700), 0);
+  EXPECT_NO_THROW(fs::make_private_dir(d));  // already private: unchanged
+  EXPECT_EQ(mode_of(d), 0700U);
+}
+
+TEST(FsPrivateDirTest, RefusesALinkAFileAndAnotherUsersDirectory) {
+  TempDir dir;
+  const std::string real = dir / "real", link = dir / "link", file = dir.write("file", "x");
+  stdfs::create_directory(real);
+  stdfs::create_directory_symlink(real, link);
+  EXPECT_THAT(error_of([&] { fs::make_private_dir(link); }),
+              AllOf(HasSubstr("'" + link + "' is a symbolic link, expected a directory of this user")));
+  EXPECT_THAT(error_of([&] { fs::make_private_dir(file); }),
+              HasSubstr("'" + file + "' is a regular file, expected a directory"));
+  EXPECT_THAT(error_of([&] { fs::make_private_dir(dir / "absent"); }),
+              AllOf(HasSubstr("'" + dir / "absent" + "'"), HasSubstr("No such file or directory")));
+  const std::string foreign = dir / "foreign";
+  if (!make_foreign_dir(foreign)) GTEST_SKIP() << "not root: cannot make another user's directory";
+  ASSERT_EQ(::chmod(foreign.c_str(), 0777), 0);
+  EXPECT_THAT(error_of([&] { fs::make_private_dir(foreign); }),
+              HasSubstr(fmt::format("'{}' belongs to uid 65534, not to this user (uid {})", foreign, ::geteuid())));
+  EXPECT_EQ(mode_of(foreign), 0777U) << "another user's directory is left as it is";
+}
+
+TEST(FsTrustedDirTest, AcceptsOwnDirectoriesAndStickyOnes) {
+  TempDir dir;
+  const std::string own = dir / "own", sticky = dir / "sticky";
+  stdfs::create_directory(own);
+  stdfs::create_directory(sticky);
+  ASSERT_EQ(::chmod(own.c_str(), 0755), 0);
+  ASSERT_EQ(::chmod(sticky.c_str(), 01777), 0);
+  EXPECT_NO_THROW(fs::check_trusted_dir(own));
+  EXPECT_NO_THROW(fs::check_trusted_dir(sticky));  // like /tmp and /dev/shm
+  EXPECT_NO_THROW(fs::check_trusted_dir("/"));     // root's
+  // A link the user made in a directory only it can write to is followed.
+  ASSERT_EQ(::chmod(dir.path().c_str(), 0700), 0);
+  stdfs::create_directory_symlink(own, dir / "link");
+  EXPECT_NO_THROW(fs::check_trusted_dir(dir / "link"));
+}
+
+TEST(FsTrustedDirTest, RefusesWhatOtherUsersCouldChange) {
+  TempDir dir;
+  const std::string open = dir / "open";
+  stdfs::create_directory(open);
+  ASSERT_EQ(::chmod(open.c_str(), 0777), 0);
+  EXPECT_THAT(error_of([&] { fs::check_trusted_dir(open); }),
+              HasSubstr("'" + open + "' (mode 777) is writable by other users and not sticky"));
+  ASSERT_EQ(::chmod(open.c_str(), 0775), 0);
+  EXPECT_THAT(error_of([&] { fs::check_trusted_dir(open); }), HasSubstr("(mode 775) is writable by other users"));
+  // A link in a directory every user can write to may have been planted there.
+  const std::string shared = dir / "shared";
+  stdfs::create_directory(shared);
+  ASSERT_EQ(::chmod(shared.c_str(), 01777), 0);
+  stdfs::create_directory_symlink(dir.path(), shared + "/tier");
+  EXPECT_THAT(error_of([&] { fs::check_trusted_dir(shared + "/tier"); }),
+              HasSubstr("'" + shared + "/tier' is a symbolic link in '" + shared + "', which every user can write to"));
+  EXPECT_THAT(error_of([&] { fs::check_trusted_dir(dir.write("f", "x")); }),
+              HasSubstr("is a regular file, expected a directory"));
+  const std::string foreign = dir / "foreign";
+  if (!make_foreign_dir(foreign)) GTEST_SKIP() << "not root: cannot make another user's directory";
+  ASSERT_EQ(::chmod(foreign.c_str(), 0755), 0);
+  EXPECT_THAT(error_of([&] { fs::check_trusted_dir(foreign); }),
+              HasSubstr(fmt::format("'{}' belongs to uid 65534, neither this user (uid {}) nor root", foreign,
+                                    ::geteuid())));
+}
+
+TEST(FsTest, UserNameIsTheEffectiveUsersName) {
+  const struct passwd* pw = ::getpwuid(::geteuid());
+  EXPECT_EQ(fs::user_name(), pw != nullptr ? std::string(pw->pw_name) : std::to_string(::geteuid()));
 }
 
 }  // namespace

@@ -1,0 +1,180 @@
+// The node-local tier's setup (see local_tier.h): the job's identity, the node's id, the
+// buddies of each rank, and the tidy-up of a node's tier when a run opens it.
+#include "checkpoint/local_tier.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include <fmt/format.h>
+#include <xxhash.h>
+
+#include "checkpoint/local_tier_files.h"
+#include "checkpoint/save_dir.h"
+#include "runtime/base/error.h"
+#include "runtime/base/fs.h"
+#include "runtime/base/logging.h"
+#include "runtime/dist/agree.h"
+
+namespace dtrain::checkpoint {
+namespace {
+// Written into a job's directory: the OUTPUT_DIR it belongs to, so that a start of
+// another config of the same OUTPUT_DIR can tell its snapshots are stale.
+constexpr const char* kJobFile = "job.txt";
+}  // namespace
+
+LocalWrite parse_local_write(const std::string& value) {
+  if (value == "auto") return LocalWrite::kAuto;
+  if (value == "mapped") return LocalWrite::kMapped;
+  if (value == "hdf5") return LocalWrite::kHdf5;
+  throw ConfigError(fmt::format("CHECKPOINT.LOCAL.WRITE must be auto, mapped or hdf5, got '{}'", value));
+}
+
+std::string node_id_from_environment() {
+  std::string id;
+  if (const char* env = std::getenv("DTRAIN_NODE_ID"); env != nullptr && *env != '\0') {
+    id = env;
+  } else {
+    char buf[256] = {};
+    if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "localhost";
+    id = buf;
+  }
+  DTRAIN_CHECK_T(ConfigError,
+                 id != "." && id != ".." && id.find('/') == std::string::npos && id.size() < 256,
+                 "the node id '{}' (DTRAIN_NODE_ID or the host name) must be a plain file name", id);
+  return id;
+}
+
+namespace {
+// The absolute, normal form of a directory, without a trailing separator, so that
+// "out", "./out/" and "/abs/out" name the same job.
+std::string normal_dir(const std::string& dir) {
+  std::string abs = std::filesystem::absolute(dir).lexically_normal().string();
+  while (abs.size() > 1 && abs.back() == '/') abs.pop_back();
+  return abs;
+}
+}  // namespace
+
+std::string expand_user(const std::string& dir) {
+  static const std::string kUser = "{user}";
+  std::string out = dir;
+  for (size_t at = out.find(kUser); at != std::string::npos; at = out.find(kUser, at)) {
+    const std::string name = fs::user_name();
+    out.replace(at, kUser.size(), name);
+    at += name.size();
+  }
+  return out;
+}
+
+std::string local_job_key(const std::string& output_dir, const std::string& config_yaml) {
+  const std::string abs = normal_dir(output_dir);
+  const std::string id = abs + '\n' + config_yaml;
+  return fmt::format("job-{:016x}", XXH64(id.data(), id.size(), 0));
+}
+
+std::vector<std::vector<std::pair<int, int>>> schedule_transfers(
+    const std::vector<std::pair<int, int>>& pairs) {
+  std::vector<std::vector<std::pair<int, int>>> rounds;
+  std::vector<std::set<int>> senders, receivers;
+  for (const auto& p : pairs) {
+    size_t r = 0;
+    while (r < rounds.size() && (senders[r].count(p.first) || receivers[r].count(p.second))) ++r;
+    if (r == rounds.size()) {
+      rounds.emplace_back();
+      senders.emplace_back();
+      receivers.emplace_back();
+    }
+    rounds[r].push_back(p);
+    senders[r].insert(p.first);
+    receivers[r].insert(p.second);
+  }
+  return rounds;
+}
+
+std::vector<std::pair<int, int>> buddy_pairs(const std::vector<std::string>& node_of, int replicas) {
+  std::vector<std::string> nodes;              // in order of first rank
+  std::map<std::string, std::vector<int>> ranks_on;
+  for (int r = 0; r < static_cast<int>(node_of.size()); ++r) {
+    if (!ranks_on.count(node_of[r])) nodes.push_back(node_of[r]);
+    ranks_on[node_of[r]].push_back(r);
+  }
+  const int k = static_cast<int>(nodes.size());
+  std::vector<std::pair<int, int>> pairs;
+  for (int j = 1; j <= std::min(replicas, k - 1); ++j) {
+    for (int n = 0; n < k; ++n) {
+      const auto& mine = ranks_on[nodes[n]];
+      const auto& theirs = ranks_on[nodes[(n + j) % k]];
+      for (size_t i = 0; i < mine.size(); ++i) pairs.emplace_back(mine[i], theirs[i % theirs.size()]);
+    }
+  }
+  return pairs;
+}
+
+void LocalTier::secure() {
+  const std::string what = fmt::format("checking who can change the local tier {}", options_.dir);
+  dist::all_or_none<CheckpointError>(comm_, what, [&] {
+    if (!leader_) return;
+    const std::string node_dir = fs::parent_dir(job_dir_);
+    try {
+      // A root this run creates (the default one per user) is private; one that exists
+      // is the user's choice and only has to be trusted.
+      if (env_.type_of(options_.dir) == FileType::kMissing && fs::create_directories_durable(options_.dir, env_)) {
+        fs::make_private_dir(options_.dir);
+      }
+      fs::check_trusted_dir(options_.dir);
+      if (env_.create_dir(node_dir)) env_.sync(options_.dir);
+      fs::make_private_dir(node_dir);
+      if (env_.type_of(job_dir_) != FileType::kMissing) fs::make_private_dir(job_dir_);
+    } catch (const Error& e) {
+      throw CheckpointError(fmt::format("{} (node '{}'; set CHECKPOINT.LOCAL.DIR to a directory of your own)",
+                                        e.what(), options_.node_id));
+    }
+  });
+}
+
+void LocalTier::tidy_up(bool resume) {
+  dist::all_or_none<CheckpointError>(comm_, fmt::format("preparing the local checkpoint tier {}", job_dir_), [&] {
+    if (!leader_) return;
+    const std::string node_dir = fs::parent_dir(job_dir_);
+    const std::string abs = normal_dir(options_.output_dir);
+    if (env_.type_of(node_dir) == FileType::kDirectory) {
+      for (const auto& n : env_.children(node_dir)) {
+        const std::string other = node_dir + "/" + n;
+        if (other == job_dir_ || n.rfind("job-", 0) != 0) continue;
+        std::string owner;
+        try {
+          owner = env_.read_file(other + "/" + kJobFile, fs::ReadOptions{4096, true});
+        } catch (const std::exception&) {
+          continue;  // not ours to judge
+        }
+        if (owner != abs) continue;
+        DTRAIN_LOG_INFO_RANK("Removing local snapshots of another config of {}: {}", abs, other);
+        env_.remove_tree(other);
+      }
+    }
+    if (env_.type_of(job_dir_) == FileType::kDirectory) {
+      // On a resume, the spares of this node's ranks stay: their next snapshot takes
+      // them over (SlabPool::take) instead of creating a file in its stall.
+      std::set<std::string> spares;
+      for (int r = 0; resume && r < comm_.size(); ++r) {
+        if (node_of_[r] == options_.node_id) spares.insert(spare_path(r));
+      }
+      save_dir::remove_stale_temporaries(env_, job_dir_, [&](const std::string& name) {
+        return spares.count(job_dir_ + "/" + name) > 0;
+      });
+      for (const auto& n : env_.children(job_dir_)) {
+        if (!resume && local_detail::snap_iteration(n) >= 0) save_dir::remove_dir_safely(env_, job_dir_ + "/" + n);
+      }
+    }
+    fs::create_directories_durable(job_dir_, env_);
+    if (env_.type_of(job_dir_ + "/" + kJobFile) == FileType::kMissing) {
+      fs::write_file_atomic(job_dir_ + "/" + kJobFile, abs, env_);
+    }
+  });
+}
+
+}  // namespace dtrain::checkpoint

@@ -1,0 +1,184 @@
+// Who may change the node-local tier (checkpoint/local_tier.h, LocalTier::open): the
+// tier's root (CHECKPOINT.LOCAL.DIR, by default /dev/shm/dtrain-local-{user}) must be a
+// directory no other user can rename entries in, and each node's directory below it this
+// user's alone. Otherwise nothing in the tier is resumed from, removed or written: a
+// snapshot planted there (or left there by another user) never becomes the training
+// state. 1 and 2 ranks as threads on two "nodes"; the other user is uid 65534 (root only).
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <string>
+
+#include "checkpoint/checkpointer.h"
+#include "runtime/base/fs.h"
+#include "runtime/dist/thread_communicator.h"
+#include "tests/checkpoint/test_support.h"
+
+namespace dtrain::checkpoint {
+namespace {
+
+namespace stdfs = std::filesystem;
+using namespace testing;  // NOLINT: test helpers
+
+mode_t mode_of(const std::string& path) {
+  struct stat st {};
+  EXPECT_EQ(::lstat(path.c_str(), &st), 0) << path;
+  return st.st_mode & 07777;
+}
+
+class LocalTierTrustTest : public ::testing::TestWithParam<int> {
+ protected:
+  void SetUp() override {
+    dir_ = make_temp_dir("local_tier_trust");
+    out_ = dir_ + "/out";
+    tier_ = dir_ + "/local";
+  }
+  void TearDown() override {
+    if (!HasFailure()) stdfs::remove_all(dir_);
+  }
+
+  std::string node_of(int rank) const { return n_ == 1 ? "n0" : fmt::format("n{}", rank); }
+  std::string job_dir(const std::string& node) const {
+    return fmt::format("{}/{}/{}", tier_, node, local_job_key(out_, "cfg: 1\n"));
+  }
+
+  CheckpointerOptions options(int rank) const {
+    CheckpointerOptions o;
+    o.config_yaml = "cfg: 1\n";
+    LocalTierOptions local;
+    local.period = 1;
+    local.dir = tier_;
+    local.node_id = node_of(rank);
+    o.local = local;
+    return o;
+  }
+
+  void Run(const std::function<void(dist::Communicator&)>& fn) {
+    dist::ThreadWorldOptions wo;
+    wo.timeout = std::chrono::seconds(60);
+    EXPECT_EQ(rank_errors(dist::run_ranks(n_, fn, wo)), "");
+  }
+
+  // Seed 7, a persistent model_0000000 after step 1, local snapshots after steps 1 and 2
+  // (iterations 0, 1); the run is killed (abandoned) rather than finished.
+  void TrainAndCrash() {
+    Run([&](dist::Communicator& comm) {
+      TrainingState s(OptKind::kAdamW, 7, comm.rank(), n_);
+      Checkpointer c(s.model, out_, comm, s.checkpointables(), options(comm.rank()));
+      c.resume_or_load("", /*resume=*/false);
+      for (int64_t it = 0; it < 2; ++it) {
+        s.train(1);
+        if (it == 0) c.save("model_0000000", {{"iteration", it}});
+        c.snapshot_local(it);
+      }
+      c.local_tier()->commit_now();
+      EXPECT_EQ(c.local_tier()->commits(), 2);
+      EXPECT_TRUE(c.local_tier()->refusal().empty()) << c.local_tier()->refusal();
+    });
+  }
+
+  // A resume with the tier as it is now: from the persistent model_0000000 (the local
+  // snapshot of iteration 1 is not read), its snapshot failing with the refusal, and the
+  // tier's files left as they were. Returns the log.
+  std::string ExpectRefusedResume(const std::string& reason) {
+    const auto before = tree();
+    LogCapture log;
+    Run([&](dist::Communicator& comm) {
+      TrainingState expected(OptKind::kAdamW, 7, comm.rank(), n_);
+      expected.train(1);
+      TrainingState fresh(OptKind::kAdamW, 1234, comm.rank(), n_);
+      Checkpointer c(fresh.model, out_, comm, fresh.checkpointables(), options(comm.rank()));
+      const StateDict extra = c.resume_or_load("", /*resume=*/true);
+      EXPECT_FALSE(c.loaded_from_local()) << c.loaded_from();
+      EXPECT_EQ(c.loaded_from(), out_ + "/model_0000000");
+      EXPECT_EQ(std::get<int64_t>(extra.at("iteration")), 0);
+      EXPECT_TRUE(state_diff(expected.snapshot(), fresh.snapshot()).empty()) << "rank " << comm.rank();
+      EXPECT_NE(c.local_tier()->refusal().find(reason), std::string::npos) << c.local_tier()->refusal();
+      fresh.train(1);
+      c.snapshot_local(1);
+      c.finish_local();
+      EXPECT_EQ(c.local_tier()->commits(), 0);
+      EXPECT_EQ(c.local_tier()->failures(), 1);
+    });
+    EXPECT_EQ(tree(), before) << "nothing in a refused tier is written or removed";
+    EXPECT_NE(log.text().find("The local tier is not used in this run"), std::string::npos) << log.text();
+    EXPECT_NE(log.text().find("Local snapshot of iteration 1 failed"), std::string::npos) << log.text();
+    return log.text();
+  }
+
+  // Every path under the tier's root with its size (-1: not a regular file; links not
+  // followed). Modes may change: a node whose directories pass is made private before
+  // the job learns that another node's do not.
+  std::map<std::string, int64_t> tree() const {
+    std::map<std::string, int64_t> out;
+    for (const auto& e : stdfs::recursive_directory_iterator(tier_)) {
+      out[e.path().string()] = e.is_regular_file() && !e.is_symlink() ? static_cast<int64_t>(e.file_size()) : -1;
+    }
+    return out;
+  }
+
+  const int n_ = GetParam();
+  std::string dir_, out_, tier_;
+};
+
+TEST_P(LocalTierTrustTest, TheTiersDirectoriesArePrivateAndTheDefaultRootIsPerUser) {
+  tier_ = dir_ + "/dtrain-local-{user}";
+  const std::string root = dir_ + "/dtrain-local-" + fs::user_name();
+  EXPECT_EQ(expand_user(tier_), root);
+  TrainAndCrash();
+  tier_ = root;
+  EXPECT_EQ(mode_of(root), 0700U);
+  for (int r = 0; r < n_; ++r) {
+    EXPECT_EQ(mode_of(tier_ + "/" + node_of(r)), 0700U);
+    EXPECT_TRUE(stdfs::is_directory(job_dir(node_of(r)) + "/snap-0000000001"));
+  }
+}
+
+TEST_P(LocalTierTrustTest, AnExistingNodeDirectoryOfThisUserIsMadePrivate) {
+  TrainAndCrash();
+  ASSERT_EQ(::chmod((tier_ + "/n0").c_str(), 0755), 0);
+  Run([&](dist::Communicator& comm) {
+    TrainingState fresh(OptKind::kAdamW, 1234, comm.rank(), n_);
+    Checkpointer c(fresh.model, out_, comm, fresh.checkpointables(), options(comm.rank()));
+    c.resume_or_load("", /*resume=*/true);
+    EXPECT_TRUE(c.loaded_from_local()) << c.loaded_from();
+  });
+  EXPECT_EQ(mode_of(tier_ + "/n0"), 0700U);
+}
+
+TEST_P(LocalTierTrustTest, ARootOthersCanWriteToIsNotUsed) {
+  TrainAndCrash();
+  ASSERT_EQ(::chmod(tier_.c_str(), 0777), 0);  // anyone could have put snap-0000000001 there
+  ExpectRefusedResume(fmt::format("'{}' (mode 777) is writable by other users and not sticky", tier_));
+}
+
+TEST_P(LocalTierTrustTest, ANodeDirectoryThatIsALinkIsNotUsed) {
+  TrainAndCrash();
+  // The last node's directory moved elsewhere and linked: another user's, for all dtrain
+  // can tell. With 2 ranks the other node is fine: the whole job refuses all the same.
+  const std::string node = tier_ + "/" + node_of(n_ - 1);
+  stdfs::rename(node, dir_ + "/elsewhere");
+  stdfs::create_directory_symlink(dir_ + "/elsewhere", node);
+  ExpectRefusedResume(fmt::format("'{}' is a symbolic link, expected a directory of this user", node));
+}
+
+TEST_P(LocalTierTrustTest, ANodeDirectoryOfAnotherUserIsNotUsed) {
+  TrainAndCrash();
+  const std::string node = tier_ + "/n0";
+  if (::geteuid() != 0 || ::chown(node.c_str(), 65534, 65534) != 0) {
+    GTEST_SKIP() << "not root: cannot give a directory to another user";
+  }
+  const std::string log = ExpectRefusedResume(fmt::format("'{}' belongs to uid 65534, not to this user", node));
+  EXPECT_NE(log.find("set CHECKPOINT.LOCAL.DIR to a directory of your own"), std::string::npos) << log;
+}
+
+INSTANTIATE_TEST_SUITE_P(Ranks, LocalTierTrustTest, ::testing::Values(1, 2),
+                         [](const auto& info) { return fmt::format("np{}", info.param); });
+
+}  // namespace
+}  // namespace dtrain::checkpoint
