@@ -16,7 +16,7 @@
 // Flags (defaults in brackets): --model mlp|resnet18 [mlp], --hidden mlp widths [512,512],
 // --batch per rank [32], --iters steps per run [60], --warmup [3], --rounds [4],
 // --dir scratch for the persistent tier [/tmp/dtrain-local-bench], --local-dir the
-// tier's root [/dev/shm/dtrain-local-bench], --write auto|mapped|hdf5
+// tier's root [/dev/shm/dtrain-local-bench-{user}], --write auto|mapped|hdf5
 // (CHECKPOINT.LOCAL.WRITE) [auto], --json FILE append the result [none]. glibc malloc is
 // tuned as `dtrain train` tunes it (engine/malloc_tuning.h; DTRAIN_MALLOC_TUNING=0: off).
 #include <cmath>
@@ -87,7 +87,7 @@ int run(int argc, char** argv) {
   o.warmup = flags.get_int("warmup", 3);
   o.rounds = flags.get_int("rounds", 4);
   o.dir = flags.get("dir", "/tmp/dtrain-local-bench");
-  o.local_dir = flags.get("local-dir", "/dev/shm/dtrain-local-bench");
+  o.local_dir = flags.get("local-dir", "/dev/shm/dtrain-local-bench-{user}");
   o.write = flags.get("write", "auto");
   const std::string json_path = flags.get("json", "");
   flags.check_all_used();

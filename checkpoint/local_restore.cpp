@@ -190,6 +190,7 @@ LocalRestore LocalTier::plan_restore() {
 }
 
 std::string LocalTier::stage(const LocalRestore& plan) {
+  DTRAIN_CHECK(refused_.empty(), "internal: staging a snapshot of a local tier that is not used ({})", refused_);
   const int rank = comm_.rank(), world = comm_.size();
   const std::string snap = job_dir_ + "/" + snap_name(plan.iteration);
   if (plan.world != world) return snap;  // each server reads the shards from its own node's copy

@@ -108,12 +108,7 @@ LocalTier::LocalTier(dist::Communicator& comm, LocalTierOptions options, Env& en
                  "LOCAL.REPLICAS >= 0 (got {}) and a LOCAL.DIR",
                  options_.period, options_.keep, options_.replicas);
   if (options_.node_id.empty()) options_.node_id = node_id_from_environment();
-  options_.dir = expand_user(options_.dir);
-  job_dir_ = fmt::format("{}/{}/{}", options_.dir, options_.node_id,
-                         local_job_key(options_.output_dir, options_.config_yaml));
-  slabs_ = std::make_unique<SlabPool>(env_, spare_path(comm_.rank()),
-                                      fmt::format("{}/.ahead-r{:05d}.tmp-local", job_dir_, comm_.rank()),
-                                      static_cast<size_t>(options_.keep) + 1);
+  set_root(absolute_dir(expand_user(options_.dir)));
 }
 
 LocalTier::~LocalTier() { abandon(); }
@@ -142,6 +137,19 @@ void LocalTier::open(bool resume) {
     if (to == rank) replica_sources_.push_back(from);
   }
   replicating_ = !pairs.empty();
+  opened_ = true;
+  // A tier another user could change is never used: what it holds could be planted.
+  try {
+    secure();
+  } catch (const CheckpointError& e) {
+    refused_ = e.what();
+    if (rank == 0) {
+      DTRAIN_LOG_ERROR("The local tier is not used in this run: no local snapshot is taken (CHECKPOINT.LOCAL; "
+                       "each counts as failed) and none is resumed from: {}",
+                       refused_);
+    }
+    return;
+  }
   const size_t nodes = std::set<std::string>(node_of_.begin(), node_of_.end()).size();
   if (rank == 0) {
     if (nodes == 1 && options_.replicas > 0) {
@@ -153,19 +161,6 @@ void LocalTier::open(bool resume) {
                     "of each shard, {} kept)",
                     options_.period, options_.dir, std::filesystem::path(job_dir_).filename().string(),
                     nodes, std::min<size_t>(options_.replicas, nodes - 1), options_.keep);
-  }
-  opened_ = true;
-  // A tier another user could change is never used: what it holds could be planted.
-  try {
-    secure();
-  } catch (const CheckpointError& e) {
-    refused_ = e.what();
-    if (rank == 0) {
-      DTRAIN_LOG_ERROR("The local tier is not used in this run: each local snapshot (CHECKPOINT.LOCAL) fails, "
-                       "and none is resumed from: {}",
-                       refused_);
-    }
-    return;
   }
   // The node's first rank tidies up; the agreement orders it before any snapshot. A
   // tier that cannot be prepared is a warning: its snapshots fail and say so.
@@ -182,6 +177,10 @@ void LocalTier::open(bool resume) {
 
 void LocalTier::start(const CollectedState& live, int64_t iteration) {
   require_open();
+  if (!refused_.empty()) {  // said once, at open()
+    ++failures_;
+    return;
+  }
   advance_replication();
   if (pending_) commit();  // at most one in flight
   auto p = std::make_unique<Pending>();
@@ -191,8 +190,7 @@ void LocalTier::start(const CollectedState& live, int64_t iteration) {
   p->tmp = job_dir_ + "/." + snap_name(iteration) + ".tmp-local";
   const int rank = comm_.rank(), world = comm_.size();
   try {
-    DTRAIN_CHECK_T(CheckpointError, refused_.empty(), "{}", refused_);
-    fs::create_directories_durable(job_dir_, env_);
+    if (fs::ensure_private_dir(job_dir_)) env_.sync(fs::parent_dir(job_dir_));
     env_.create_dir(p->tmp);  // by every rank of the node: whoever comes first
     const auto plan = plan_shards(live.replicated_meta(), world);
     const std::string shard_path = p->tmp + "/" + shard_file_name(rank, world);
@@ -460,7 +458,7 @@ void LocalTier::commit() {
   } catch (const CheckpointError& e) {
     ++failures_;
     slabs_->drop(p->slab);
-    if (leader_ && refused_.empty()) {
+    if (leader_) {
       if (p->index_begun.valid()) p->index_begun.wait();
       fs::remove_quietly(p->tmp, env_);
     }

@@ -86,6 +86,8 @@ std::string node_id_from_environment();
 // `dir` with each "{user}" replaced by this user's name (fs::user_name()): the default
 // root /dev/shm/dtrain-local-{user} is one per user, like /tmp/torchinductor_<user>.
 std::string expand_user(const std::string& dir);
+// `dir` absolute and normal, without a trailing separator.
+std::string absolute_dir(const std::string& dir);
 // "job-" and 16 hex digits of xxHash64 of the absolute output_dir and config_yaml.
 std::string local_job_key(const std::string& output_dir, const std::string& config_yaml);
 
@@ -121,8 +123,9 @@ class LocalTier {
 
   // Learns the nodes and buddies; checks that no other user can change the tier (each
   // node's leader: <DIR> trusted, <DIR>/<node> and the job's directory private, see
-  // fs::make_private_dir), else the tier is not used in this run (refusal(): each
-  // snapshot fails with it, and nothing in the tier is read or removed);
+  // fs::trusted_dir, fs::ensure_private_dir; from then on the real path is used), else
+  // the tier is not used in this run (refusal(): no snapshot is taken, each counted as
+  // failed, and nothing in the tier is read or removed);
   // removes leftovers of crashed snapshots and the tiers of other configs of this
   // OUTPUT_DIR; without `resume`, this job's old snapshots too (a new run). Called once,
   // before anything else (start() opens a fresh run).
@@ -193,6 +196,8 @@ class LocalTier {
   std::vector<std::string> committed_snapshots();
   std::string spare_path(int rank) const;
   void require_open();
+  // Points the tier at root `dir` (options_.dir, job_dir_, the slab pool's paths).
+  void set_root(const std::string& dir);
   void secure();
   void tidy_up(bool resume);
 

@@ -9,12 +9,15 @@
 #include <filesystem>
 #include <map>
 #include <set>
+#include <string>
+#include <vector>
 
 #include <fmt/format.h>
 #include <xxhash.h>
 
 #include "checkpoint/local_tier_files.h"
 #include "checkpoint/save_dir.h"
+#include "checkpoint/slab_pool.h"
 #include "runtime/base/error.h"
 #include "runtime/base/fs.h"
 #include "runtime/base/logging.h"
@@ -49,15 +52,13 @@ std::string node_id_from_environment() {
   return id;
 }
 
-namespace {
 // The absolute, normal form of a directory, without a trailing separator, so that
 // "out", "./out/" and "/abs/out" name the same job.
-std::string normal_dir(const std::string& dir) {
+std::string absolute_dir(const std::string& dir) {
   std::string abs = std::filesystem::absolute(dir).lexically_normal().string();
   while (abs.size() > 1 && abs.back() == '/') abs.pop_back();
   return abs;
 }
-}  // namespace
 
 std::string expand_user(const std::string& dir) {
   static const std::string kUser = "{user}";
@@ -71,7 +72,7 @@ std::string expand_user(const std::string& dir) {
 }
 
 std::string local_job_key(const std::string& output_dir, const std::string& config_yaml) {
-  const std::string abs = normal_dir(output_dir);
+  const std::string abs = absolute_dir(output_dir);
   const std::string id = abs + '\n' + config_yaml;
   return fmt::format("job-{:016x}", XXH64(id.data(), id.size(), 0));
 }
@@ -114,25 +115,44 @@ std::vector<std::pair<int, int>> buddy_pairs(const std::vector<std::string>& nod
   return pairs;
 }
 
+void LocalTier::set_root(const std::string& dir) {
+  options_.dir = dir;
+  job_dir_ = fmt::format("{}/{}/{}", dir, options_.node_id, local_job_key(options_.output_dir, options_.config_yaml));
+  slabs_ = std::make_unique<SlabPool>(env_, spare_path(comm_.rank()),
+                                      fmt::format("{}/.ahead-r{:05d}.tmp-local", job_dir_, comm_.rank()),
+                                      static_cast<size_t>(options_.keep) + 1);
+}
+
 void LocalTier::secure() {
   const std::string what = fmt::format("checking who can change the local tier {}", options_.dir);
+  const std::string job = std::filesystem::path(job_dir_).filename().string();
+  std::string root;
   dist::all_or_none<CheckpointError>(comm_, what, [&] {
     if (!leader_) return;
-    const std::string node_dir = fs::parent_dir(job_dir_);
     try {
-      // A root this run creates (the default one per user) is private; one that exists
-      // is the user's choice and only has to be trusted.
-      if (env_.type_of(options_.dir) == FileType::kMissing && fs::create_directories_durable(options_.dir, env_)) {
-        fs::make_private_dir(options_.dir);
+      // What this run creates of the root's way (the default root, one per user) is
+      // private; what exists is the user's choice and only has to be trusted.
+      std::vector<std::string> missing;
+      for (std::string d = options_.dir; d != fs::parent_dir(d) && env_.type_of(d) == FileType::kMissing;
+           d = fs::parent_dir(d)) {
+        missing.push_back(d);
       }
-      fs::check_trusted_dir(options_.dir);
-      if (env_.create_dir(node_dir)) env_.sync(options_.dir);
-      fs::make_private_dir(node_dir);
-      if (env_.type_of(job_dir_) != FileType::kMissing) fs::make_private_dir(job_dir_);
+      for (auto d = missing.rbegin(); d != missing.rend(); ++d) {
+        if (fs::ensure_private_dir(*d)) env_.sync(fs::parent_dir(*d));
+      }
+      root = fs::trusted_dir(options_.dir);
+      const std::string node_dir = root + "/" + options_.node_id;
+      if (fs::ensure_private_dir(node_dir)) env_.sync(root);
+      if (env_.type_of(node_dir + "/" + job) != FileType::kMissing) fs::ensure_private_dir(node_dir + "/" + job);
     } catch (const Error& e) {
       throw CheckpointError(fmt::format("{} (node '{}'; set CHECKPOINT.LOCAL.DIR to a directory of your own)",
                                         e.what(), options_.node_id));
     }
+  });
+  // Every rank uses the real path its node's leader checked, never the links on the way
+  // again: they cannot lead elsewhere later.
+  dist::all_or_none<CheckpointError>(comm_, what, [&] {
+    set_root(leader_ ? root : std::filesystem::canonical(options_.dir).string());
   });
 }
 
@@ -140,7 +160,7 @@ void LocalTier::tidy_up(bool resume) {
   dist::all_or_none<CheckpointError>(comm_, fmt::format("preparing the local checkpoint tier {}", job_dir_), [&] {
     if (!leader_) return;
     const std::string node_dir = fs::parent_dir(job_dir_);
-    const std::string abs = normal_dir(options_.output_dir);
+    const std::string abs = absolute_dir(options_.output_dir);
     if (env_.type_of(node_dir) == FileType::kDirectory) {
       for (const auto& n : env_.children(node_dir)) {
         const std::string other = node_dir + "/" + n;
@@ -170,7 +190,7 @@ void LocalTier::tidy_up(bool resume) {
         if (!resume && local_detail::snap_iteration(n) >= 0) save_dir::remove_dir_safely(env_, job_dir_ + "/" + n);
       }
     }
-    fs::create_directories_durable(job_dir_, env_);
+    if (fs::ensure_private_dir(job_dir_)) env_.sync(node_dir);
     if (env_.type_of(job_dir_ + "/" + kJobFile) == FileType::kMissing) {
       fs::write_file_atomic(job_dir_ + "/" + kJobFile, abs, env_);
     }

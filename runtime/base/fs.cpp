@@ -163,47 +163,80 @@ std::string temp_name_for(const std::string& path) {
   return p.has_parent_path() ? (p.parent_path() / name).string() : name;
 }
 
-void make_private_dir(const std::string& path) {
-  struct stat st {};
-  DTRAIN_CHECK(::lstat(path.c_str(), &st) == 0, "cannot stat '{}': {}", path, std::strerror(errno));
-  DTRAIN_CHECK(S_ISDIR(st.st_mode), "'{}' is {}, expected a directory of this user (uid {})", path,
-               S_ISREG(st.st_mode) ? "a regular file" : file_kind(st.st_mode), ::geteuid());
-  // The checks and the chmod on one descriptor: the name cannot be swapped in between.
-  Fd fd(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  DTRAIN_CHECK(::fstat(fd.get(), &st) == 0, "cannot stat '{}': {}", path, std::strerror(errno));
-  DTRAIN_CHECK(st.st_uid == ::geteuid(),
-               "'{}' belongs to uid {}, not to this user (uid {}): another user could change what is in "
-               "it, so it is neither read nor written",
-               path, st.st_uid, ::geteuid());
-  if ((st.st_mode & 077) != 0) {
-    DTRAIN_CHECK(::fchmod(fd.get(), 0700) == 0, "cannot make '{}' private (mode {:o} to 700): {}", path,
-                 st.st_mode & 07777, std::strerror(errno));
-  }
-}
+namespace {
 
-void check_trusted_dir(const std::string& path) {
-  struct stat st {};
-  DTRAIN_CHECK(::lstat(path.c_str(), &st) == 0, "cannot stat '{}': {}", path, std::strerror(errno));
-  if (S_ISLNK(st.st_mode)) {
-    const std::string parent = parent_dir(path);
-    struct stat ps {};
-    DTRAIN_CHECK(::stat(parent.c_str(), &ps) == 0, "cannot stat '{}': {}", parent, std::strerror(errno));
-    DTRAIN_CHECK((ps.st_mode & S_IWOTH) == 0,
-                 "'{}' is a symbolic link in '{}', which every user can write to: another user may have "
-                 "made it; expected a directory",
-                 path, parent);
-    DTRAIN_CHECK(::stat(path.c_str(), &st) == 0, "cannot stat '{}': {}", path, std::strerror(errno));
-  }
-  DTRAIN_CHECK(S_ISDIR(st.st_mode), "'{}' is {}, expected a directory", path,
-               S_ISREG(st.st_mode) ? "a regular file" : file_kind(st.st_mode));
+// Whether no user but this one or root can change directory `st`'s entries: owned by
+// them, and not writable by group or others unless sticky (like /tmp).
+void check_trusted_entry(const std::string& path, const struct stat& st) {
   DTRAIN_CHECK(st.st_uid == ::geteuid() || st.st_uid == 0,
-               "'{}' belongs to uid {}, neither this user (uid {}) nor root: its owner could replace what "
-               "is in it",
+               "'{}' belongs to uid {}, neither this user (uid {}) nor root: its owner could change what is in "
+               "it",
                path, st.st_uid, ::geteuid());
   DTRAIN_CHECK((st.st_mode & (S_IWGRP | S_IWOTH)) == 0 || (st.st_mode & S_ISVTX) != 0,
                "'{}' (mode {:o}) is writable by other users and not sticky: they could rename what is in it; "
                "expected mode 700, 755 or a sticky directory like /tmp",
                path, st.st_mode & 07777);
+}
+
+const char* kind_of(mode_t mode) { return S_ISREG(mode) ? "a regular file" : file_kind(mode); }
+
+}  // namespace
+
+bool ensure_private_dir(const std::string& path) {
+  const bool created = ::mkdir(path.c_str(), 0700) == 0;  // the umask only removes bits
+  DTRAIN_CHECK(created || errno == EEXIST, "cannot create directory '{}': {}", path, std::strerror(errno));
+  struct stat st {};
+  DTRAIN_CHECK(::lstat(path.c_str(), &st) == 0, "cannot stat '{}': {}", path, std::strerror(errno));
+  DTRAIN_CHECK(S_ISDIR(st.st_mode), "'{}' is {}, expected a directory of this user (uid {})", path,
+               kind_of(st.st_mode), ::geteuid());
+  // The checks and the chmod on one descriptor: the name cannot be swapped in between.
+  Fd fd(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  DTRAIN_CHECK(::fstat(fd.get(), &st) == 0, "cannot stat '{}': {}", path, std::strerror(errno));
+  DTRAIN_CHECK(st.st_uid == ::geteuid(),
+               "'{}' belongs to uid {}, not to this user (uid {}): another user could change what is in it, so "
+               "it is neither read nor written",
+               path, st.st_uid, ::geteuid());
+  DTRAIN_CHECK((st.st_mode & (S_IWGRP | S_IWOTH)) == 0,
+               "'{}' (mode {:o}) could be written by other users: what is in it cannot be told from what this "
+               "user's runs put there; remove it, or make it private (chmod -R go-w) if only you wrote in it",
+               path, st.st_mode & 07777);
+  if ((st.st_mode & 077) != 0) {
+    DTRAIN_CHECK(::fchmod(fd.get(), 0700) == 0, "cannot make '{}' private (mode {:o} to 700): {}", path,
+                 st.st_mode & 07777, std::strerror(errno));
+  }
+  return created;
+}
+
+std::string trusted_dir(const std::string& path) {
+  const std::filesystem::path given = std::filesystem::absolute(path).lexically_normal();
+  // A link on the way is followed only where this user or root made it: another user's
+  // could lead anywhere, now or later.
+  std::filesystem::path prefix;
+  for (const auto& part : given) {
+    prefix /= part;
+    if (part.empty()) continue;
+    struct stat st {};
+    if (::lstat(prefix.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
+      DTRAIN_CHECK(st.st_uid == ::geteuid() || st.st_uid == 0,
+                   "'{}' is a symbolic link made by uid {}, neither this user (uid {}) nor root: it could lead "
+                   "anywhere",
+                   prefix.string(), st.st_uid, ::geteuid());
+    }
+  }
+  std::error_code ec;
+  const std::filesystem::path real = std::filesystem::canonical(given, ec);
+  DTRAIN_CHECK(!ec, "cannot resolve '{}': {}", path, ec.message());
+  // Every directory on the real way down: nobody else can rename or replace what follows.
+  prefix.clear();
+  for (const auto& part : real) {
+    prefix /= part;
+    if (part.empty()) continue;
+    struct stat st {};
+    DTRAIN_CHECK(::stat(prefix.c_str(), &st) == 0, "cannot stat '{}': {}", prefix.string(), std::strerror(errno));
+    DTRAIN_CHECK(S_ISDIR(st.st_mode), "'{}' is {}, expected a directory", prefix.string(), kind_of(st.st_mode));
+    check_trusted_entry(prefix.string(), st);
+  }
+  return real.string();
 }
 
 std::string user_name() {

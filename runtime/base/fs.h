@@ -49,18 +49,22 @@ void fsync_path(const std::string& path);
 std::string parent_dir(const std::string& path);
 
 // --- Directories other users must not change (a tier under /dev/shm) ---
-// A directory only this user can change: `path` must be a real directory (not a
-// symbolic link) owned by the effective user; its group and other permissions are
-// removed (chmod 0700) where it has any. Throws Error naming the path and what it is
-// instead (a link, a file, another user's directory).
-void make_private_dir(const std::string& path);
+// Creates `path` (mkdir mode 700, so no other user can ever enter it) or checks the
+// directory there: a real directory (not a symbolic link) owned by the effective user
+// that no other user could have written to (no group or other write permission: what
+// they put in it could not be told from this user's); group and other read permissions
+// are removed (chmod 700) where it has any. Returns whether it created it. Throws Error
+// naming the path and what it is instead (a link, a file, another user's directory,
+// its mode).
+bool ensure_private_dir(const std::string& path);
 
-// A directory that may hold private ones: `path` (followed if a link) is a directory
-// owned by the effective user or root that no other user can rename entries in (not
-// writable by group or others, or sticky like /tmp). A symbolic link is refused where
-// it lies in a directory every user can write to (someone may have planted it). Throws
-// Error naming the path, its owner and mode.
-void check_trusted_dir(const std::string& path);
+// The real path (std::filesystem::canonical) of directory `path`, after checking that no
+// other user can change where it leads or what is in it: every directory on the real way
+// from "/" is owned by the effective user or root and is not writable by group or others
+// unless sticky (like /tmp and /dev/shm), and every symbolic link on the given way was
+// made by the user or root. Use the path it returns, not `path`. Throws Error naming the
+// directory or link, its owner and mode.
+std::string trusted_dir(const std::string& path);
 
 // The effective user's name from the user database, or its uid in decimal where it has
 // none (a container's arbitrary uid) or the name is not a plain file name.

@@ -565,11 +565,18 @@ TEST_P(LocalTierTest, ADamagedLocalShardFallsBackToThePersistentTier) {
 }
 
 TEST_P(LocalTierTest, AFailedSnapshotIsAWarningAndTrainingGoesOn) {
-  fs::write_file_atomic(tier_, "not a directory");
   LogCapture log;
   RunOk(n_, [&](dist::Communicator& comm) {
     TrainingState s(OptKind::kAdamW, 7, comm.rank(), n_);
     Checkpointer c(s.model, out_, comm, s.checkpointables(), options(comm.rank()));
+    c.resume_or_load("", /*resume=*/false);
+    // A file where the snapshot's temporary directory goes: no shard can be written.
+    if (comm.rank() == 0) {
+      for (const std::string node : {"n0", "n1"}) {
+        if (stdfs::exists(job_dir(node))) fs::write_file_atomic(job_dir(node) + "/.snap-0000000000.tmp-local", "x");
+      }
+    }
+    comm.barrier();
     s.train(1);
     c.snapshot_local(0);
     c.finish_local();

@@ -1,9 +1,10 @@
 // Who may change the node-local tier (checkpoint/local_tier.h, LocalTier::open): the
-// tier's root (CHECKPOINT.LOCAL.DIR, by default /dev/shm/dtrain-local-{user}) must be a
-// directory no other user can rename entries in, and each node's directory below it this
-// user's alone. Otherwise nothing in the tier is resumed from, removed or written: a
-// snapshot planted there (or left there by another user) never becomes the training
-// state. 1 and 2 ranks as threads on two "nodes"; the other user is uid 65534 (root only).
+// tier's root (CHECKPOINT.LOCAL.DIR, by default /dev/shm/dtrain-local-{user}) and every
+// directory on its way must be ones no other user can rename entries in, and each node's
+// directory below it (and the job's) this user's alone, never writable by others.
+// Otherwise nothing in the tier is resumed from, removed or written: a snapshot planted
+// there (or left there by another user) never becomes the training state. 1 and 2 ranks
+// as threads on two "nodes"; the other user is uid 65534 (root only).
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -83,8 +84,8 @@ class LocalTierTrustTest : public ::testing::TestWithParam<int> {
   }
 
   // A resume with the tier as it is now: from the persistent model_0000000 (the local
-  // snapshot of iteration 1 is not read), its snapshot failing with the refusal, and the
-  // tier's files left as they were. Returns the log.
+  // snapshot of iteration 1 is not read), no snapshot taken (counted as failed; the
+  // refusal is said once), and the tier's files left as they were. Returns the log.
   std::string ExpectRefusedResume(const std::string& reason) {
     const auto before = tree();
     LogCapture log;
@@ -107,7 +108,7 @@ class LocalTierTrustTest : public ::testing::TestWithParam<int> {
     });
     EXPECT_EQ(tree(), before) << "nothing in a refused tier is written or removed";
     EXPECT_NE(log.text().find("The local tier is not used in this run"), std::string::npos) << log.text();
-    EXPECT_NE(log.text().find("Local snapshot of iteration 1 failed"), std::string::npos) << log.text();
+    EXPECT_EQ(log.text().find("Local snapshot of iteration 1 failed"), std::string::npos) << log.text();
     return log.text();
   }
 
@@ -130,13 +131,50 @@ TEST_P(LocalTierTrustTest, TheTiersDirectoriesArePrivateAndTheDefaultRootIsPerUs
   tier_ = dir_ + "/dtrain-local-{user}";
   const std::string root = dir_ + "/dtrain-local-" + fs::user_name();
   EXPECT_EQ(expand_user(tier_), root);
+  EXPECT_EQ(expand_user("/a/{user}/b-{user}"), "/a/" + fs::user_name() + "/b-" + fs::user_name());
+  const mode_t old_mask = ::umask(0);  // even so, nothing is open to others
   TrainAndCrash();
+  ::umask(old_mask);
   tier_ = root;
   EXPECT_EQ(mode_of(root), 0700U);
   for (int r = 0; r < n_; ++r) {
     EXPECT_EQ(mode_of(tier_ + "/" + node_of(r)), 0700U);
+    EXPECT_EQ(mode_of(job_dir(node_of(r))), 0700U);
     EXPECT_TRUE(stdfs::is_directory(job_dir(node_of(r)) + "/snap-0000000001"));
   }
+}
+
+TEST_P(LocalTierTrustTest, ARootNamedThroughThisUsersLinkIsUsedByItsRealPath) {
+  TrainAndCrash();
+  const std::string real = tier_;
+  stdfs::create_directory_symlink(real, dir_ + "/link");
+  tier_ = dir_ + "/link/";
+  Run([&](dist::Communicator& comm) {
+    TrainingState fresh(OptKind::kAdamW, 1234, comm.rank(), n_);
+    Checkpointer c(fresh.model, out_, comm, fresh.checkpointables(), options(comm.rank()));
+    c.resume_or_load("", /*resume=*/true);
+    EXPECT_TRUE(c.loaded_from_local()) << c.loaded_from();
+    EXPECT_EQ(c.local_tier()->job_dir().rfind(stdfs::canonical(real).string() + "/", 0), 0U)
+        << c.local_tier()->job_dir();
+  });
+}
+
+TEST_P(LocalTierTrustTest, ARootThatIsAFileIsNotUsed) {
+  TrainAndCrash();
+  stdfs::rename(tier_, dir_ + "/moved");
+  fs::write_file_atomic(tier_, "not a directory");
+  LogCapture log;
+  Run([&](dist::Communicator& comm) {
+    TrainingState s(OptKind::kAdamW, 7, comm.rank(), n_);
+    Checkpointer c(s.model, out_, comm, s.checkpointables(), options(comm.rank()));
+    s.train(1);
+    c.snapshot_local(0);
+    c.finish_local();
+    EXPECT_EQ(c.local_tier()->commits(), 0);
+    EXPECT_EQ(c.local_tier()->failures(), 1);
+  });
+  EXPECT_NE(log.text().find(fmt::format("'{}' is a regular file, expected a directory", tier_)), std::string::npos)
+      << log.text();
 }
 
 TEST_P(LocalTierTrustTest, AnExistingNodeDirectoryOfThisUserIsMadePrivate) {
@@ -155,6 +193,16 @@ TEST_P(LocalTierTrustTest, ARootOthersCanWriteToIsNotUsed) {
   TrainAndCrash();
   ASSERT_EQ(::chmod(tier_.c_str(), 0777), 0);  // anyone could have put snap-0000000001 there
   ExpectRefusedResume(fmt::format("'{}' (mode 777) is writable by other users and not sticky", tier_));
+}
+
+TEST_P(LocalTierTrustTest, ANodeDirectoryOthersCouldWriteToIsNotUsed) {
+  TrainAndCrash();
+  // As an older dtrain made it under umask 002: a group member could have planted the
+  // snapshot it holds.
+  const std::string node = tier_ + "/" + node_of(n_ - 1);
+  ASSERT_EQ(::chmod(node.c_str(), 0775), 0);
+  ExpectRefusedResume(fmt::format("'{}' (mode 775) could be written by other users", node));
+  EXPECT_EQ(mode_of(node), 0775U);
 }
 
 TEST_P(LocalTierTrustTest, ANodeDirectoryThatIsALinkIsNotUsed) {

@@ -244,77 +244,92 @@ bool make_foreign_dir(const std::string& path) {
   return ::geteuid() == 0 && ::chown(path.c_str(), 65534, 65534) == 0;
 }
 
-TEST(FsPrivateDirTest, MakesThisUsersDirectoryPrivate) {
+TEST(FsPrivateDirTest, CreatesOrMakesThisUsersDirectoryPrivate) {
   TempDir dir;
   const std::string d = dir / "tier";
-  stdfs::create_directory(d);
-  ASSERT_EQ(::chmod(d.c_str(), 0755), 0);
-  fs::make_private_dir(d);
+  const mode_t old_mask = ::umask(0);  // even so: created 700, never open to others
+  EXPECT_TRUE(fs::ensure_private_dir(d));
+  ::umask(old_mask);
   EXPECT_EQ(mode_of(d), 0700U);
-  ASSERT_EQ(::chmod(d.c_str(), 0700), 0);
-  EXPECT_NO_THROW(fs::make_private_dir(d));  // already private: unchanged
+  EXPECT_FALSE(fs::ensure_private_dir(d));  // there already: checked, unchanged
+  ASSERT_EQ(::chmod(d.c_str(), 0755), 0);   // an older run's: only readable by others
+  EXPECT_FALSE(fs::ensure_private_dir(d));
   EXPECT_EQ(mode_of(d), 0700U);
 }
 
-TEST(FsPrivateDirTest, RefusesALinkAFileAndAnotherUsersDirectory) {
+TEST(FsPrivateDirTest, RefusesALinkAFileAWritableDirectoryAndAnotherUsersDirectory) {
   TempDir dir;
   const std::string real = dir / "real", link = dir / "link", file = dir.write("file", "x");
   stdfs::create_directory(real);
   stdfs::create_directory_symlink(real, link);
-  EXPECT_THAT(error_of([&] { fs::make_private_dir(link); }),
-              AllOf(HasSubstr("'" + link + "' is a symbolic link, expected a directory of this user")));
-  EXPECT_THAT(error_of([&] { fs::make_private_dir(file); }),
+  EXPECT_THAT(error_of([&] { fs::ensure_private_dir(link); }),
+              HasSubstr("'" + link + "' is a symbolic link, expected a directory of this user"));
+  EXPECT_THAT(error_of([&] { fs::ensure_private_dir(file); }),
               HasSubstr("'" + file + "' is a regular file, expected a directory"));
-  EXPECT_THAT(error_of([&] { fs::make_private_dir(dir / "absent"); }),
-              AllOf(HasSubstr("'" + dir / "absent" + "'"), HasSubstr("No such file or directory")));
+  EXPECT_THAT(error_of([&] { fs::ensure_private_dir(dir / "absent/sub"); }),
+              AllOf(HasSubstr("cannot create directory '" + dir / "absent/sub" + "'"),
+                    HasSubstr("No such file or directory")));
+  // Others could have put anything in it: refused, left as it is.
+  ASSERT_EQ(::chmod(real.c_str(), 0775), 0);
+  EXPECT_THAT(error_of([&] { fs::ensure_private_dir(real); }),
+              HasSubstr("'" + real + "' (mode 775) could be written by other users"));
+  EXPECT_EQ(mode_of(real), 0775U);
   const std::string foreign = dir / "foreign";
   if (!make_foreign_dir(foreign)) GTEST_SKIP() << "not root: cannot make another user's directory";
-  ASSERT_EQ(::chmod(foreign.c_str(), 0777), 0);
-  EXPECT_THAT(error_of([&] { fs::make_private_dir(foreign); }),
+  ASSERT_EQ(::chmod(foreign.c_str(), 0700), 0);
+  EXPECT_THAT(error_of([&] { fs::ensure_private_dir(foreign); }),
               HasSubstr(fmt::format("'{}' belongs to uid 65534, not to this user (uid {})", foreign, ::geteuid())));
-  EXPECT_EQ(mode_of(foreign), 0777U) << "another user's directory is left as it is";
+  EXPECT_EQ(mode_of(foreign), 0700U) << "another user's directory is left as it is";
 }
 
-TEST(FsTrustedDirTest, AcceptsOwnDirectoriesAndStickyOnes) {
+TEST(FsTrustedDirTest, AcceptsOwnDirectoriesAndStickyOnesAndReturnsTheRealPath) {
   TempDir dir;
   const std::string own = dir / "own", sticky = dir / "sticky";
   stdfs::create_directory(own);
   stdfs::create_directory(sticky);
   ASSERT_EQ(::chmod(own.c_str(), 0755), 0);
   ASSERT_EQ(::chmod(sticky.c_str(), 01777), 0);
-  EXPECT_NO_THROW(fs::check_trusted_dir(own));
-  EXPECT_NO_THROW(fs::check_trusted_dir(sticky));  // like /tmp and /dev/shm
-  EXPECT_NO_THROW(fs::check_trusted_dir("/"));     // root's
-  // A link the user made in a directory only it can write to is followed.
-  ASSERT_EQ(::chmod(dir.path().c_str(), 0700), 0);
-  stdfs::create_directory_symlink(own, dir / "link");
-  EXPECT_NO_THROW(fs::check_trusted_dir(dir / "link"));
+  const std::string real_dir = stdfs::canonical(dir.path()).string();
+  EXPECT_EQ(fs::trusted_dir(own), real_dir + "/own");
+  EXPECT_EQ(fs::trusted_dir(sticky + "/"), real_dir + "/sticky");  // like /tmp and /dev/shm
+  EXPECT_EQ(fs::trusted_dir("/"), "/");
+  // A link this user made is followed, also in a directory every user can write to, and
+  // also named with a trailing separator: the real path is what the caller uses.
+  stdfs::create_directory_symlink(own, sticky + "/link");
+  EXPECT_EQ(fs::trusted_dir(sticky + "/link"), real_dir + "/own");
+  EXPECT_EQ(fs::trusted_dir(sticky + "/link/"), real_dir + "/own");
 }
 
-TEST(FsTrustedDirTest, RefusesWhatOtherUsersCouldChange) {
+TEST(FsTrustedDirTest, RefusesWhatOtherUsersCouldChangeAnywhereOnTheWay) {
   TempDir dir;
   const std::string open = dir / "open";
   stdfs::create_directory(open);
+  stdfs::create_directory(open + "/mine");
   ASSERT_EQ(::chmod(open.c_str(), 0777), 0);
-  EXPECT_THAT(error_of([&] { fs::check_trusted_dir(open); }),
-              HasSubstr("'" + open + "' (mode 777) is writable by other users and not sticky"));
+  EXPECT_THAT(error_of([&] { fs::trusted_dir(open); }),
+              HasSubstr("(mode 777) is writable by other users and not sticky"));
+  // The parent on the way counts too: another user could rename "mine" away and put theirs there.
+  EXPECT_THAT(error_of([&] { fs::trusted_dir(open + "/mine"); }),
+              HasSubstr("'" + stdfs::canonical(open).string() + "' (mode 777) is writable by other users"));
   ASSERT_EQ(::chmod(open.c_str(), 0775), 0);
-  EXPECT_THAT(error_of([&] { fs::check_trusted_dir(open); }), HasSubstr("(mode 775) is writable by other users"));
-  // A link in a directory every user can write to may have been planted there.
-  const std::string shared = dir / "shared";
-  stdfs::create_directory(shared);
-  ASSERT_EQ(::chmod(shared.c_str(), 01777), 0);
-  stdfs::create_directory_symlink(dir.path(), shared + "/tier");
-  EXPECT_THAT(error_of([&] { fs::check_trusted_dir(shared + "/tier"); }),
-              HasSubstr("'" + shared + "/tier' is a symbolic link in '" + shared + "', which every user can write to"));
-  EXPECT_THAT(error_of([&] { fs::check_trusted_dir(dir.write("f", "x")); }),
+  EXPECT_THAT(error_of([&] { fs::trusted_dir(open + "/mine/"); }), HasSubstr("(mode 775) is writable by other users"));
+  EXPECT_THAT(error_of([&] { fs::trusted_dir(dir.write("f", "x")); }),
               HasSubstr("is a regular file, expected a directory"));
+  EXPECT_THAT(error_of([&] { fs::trusted_dir(dir / "absent"); }),
+              AllOf(HasSubstr("cannot resolve '" + dir / "absent" + "'"), HasSubstr("No such file or directory")));
   const std::string foreign = dir / "foreign";
   if (!make_foreign_dir(foreign)) GTEST_SKIP() << "not root: cannot make another user's directory";
   ASSERT_EQ(::chmod(foreign.c_str(), 0755), 0);
-  EXPECT_THAT(error_of([&] { fs::check_trusted_dir(foreign); }),
-              HasSubstr(fmt::format("'{}' belongs to uid 65534, neither this user (uid {}) nor root", foreign,
-                                    ::geteuid())));
+  EXPECT_THAT(error_of([&] { fs::trusted_dir(foreign); }),
+              HasSubstr(fmt::format("belongs to uid 65534, neither this user (uid {}) nor root", ::geteuid())));
+  // A link another user made could lead anywhere, now or later.
+  const std::string link = dir / "their-link";
+  stdfs::create_directory_symlink(dir / "sticky-target", link);
+  stdfs::create_directory(dir / "sticky-target");
+  ASSERT_EQ(::lchown(link.c_str(), 65534, 65534), 0);
+  EXPECT_THAT(error_of([&] { fs::trusted_dir(link + "/"); }),
+              HasSubstr(fmt::format("'{}' is a symbolic link made by uid 65534, neither this user (uid {}) nor root",
+                                    link, ::geteuid())));
 }
 
 TEST(FsTest, UserNameIsTheEffectiveUsersName) {
