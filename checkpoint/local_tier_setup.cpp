@@ -140,7 +140,13 @@ void LocalTier::secure() {
       for (auto d = missing.rbegin(); d != missing.rend(); ++d) {
         if (fs::ensure_private_dir(*d)) env_.sync(fs::parent_dir(*d));
       }
-      root = fs::trusted_dir(options_.dir);
+      const fs::TrustedDir trusted = fs::trusted_dir(options_.dir);
+      if (!trusted.warning.empty()) {
+        DTRAIN_LOG_WARN_RANK("The local tier {} is used, but {}. On a node shared with other users, set "
+                             "CHECKPOINT.LOCAL.DIR to a directory whose parents they cannot write to",
+                             options_.dir, trusted.warning);
+      }
+      root = trusted.path;
       const std::string node_dir = root + "/" + options_.node_id;
       if (fs::ensure_private_dir(node_dir)) env_.sync(root);
       if (env_.type_of(node_dir + "/" + job) != FileType::kMissing) fs::ensure_private_dir(node_dir + "/" + job);

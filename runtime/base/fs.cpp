@@ -207,36 +207,58 @@ bool ensure_private_dir(const std::string& path) {
   return created;
 }
 
-std::string trusted_dir(const std::string& path) {
+namespace {
+
+bool others_can_write(const struct stat& st) { return (st.st_mode & (S_IWGRP | S_IWOTH)) != 0; }
+
+// A link on the way is followed unless another user can replace it: in a directory
+// others can write to, one that is not sticky, or a sticky one where the link is not
+// this user's or root's.
+void check_link(const std::filesystem::path& link, const struct stat& st) {
+  struct stat parent {};
+  const std::string dir = link.parent_path().string();
+  DTRAIN_CHECK(::stat(dir.c_str(), &parent) == 0, "cannot stat '{}': {}", dir, std::strerror(errno));
+  const bool replaceable = others_can_write(parent) &&
+                           ((parent.st_mode & S_ISVTX) == 0 || (st.st_uid != ::geteuid() && st.st_uid != 0));
+  DTRAIN_CHECK(!replaceable,
+               "'{}' is a symbolic link (made by uid {}) in '{}' (mode {:o}), where another user could replace it "
+               "and lead the tier anywhere",
+               link.string(), st.st_uid, dir, parent.st_mode & 07777);
+}
+
+}  // namespace
+
+TrustedDir trusted_dir(const std::string& path) {
   const std::filesystem::path given = std::filesystem::absolute(path).lexically_normal();
-  // A link on the way is followed only where this user or root made it: another user's
-  // could lead anywhere, now or later.
   std::filesystem::path prefix;
   for (const auto& part : given) {
     prefix /= part;
     if (part.empty()) continue;
     struct stat st {};
-    if (::lstat(prefix.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
-      DTRAIN_CHECK(st.st_uid == ::geteuid() || st.st_uid == 0,
-                   "'{}' is a symbolic link made by uid {}, neither this user (uid {}) nor root: it could lead "
-                   "anywhere",
-                   prefix.string(), st.st_uid, ::geteuid());
-    }
+    if (::lstat(prefix.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) check_link(prefix, st);
   }
   std::error_code ec;
+  TrustedDir out;
   const std::filesystem::path real = std::filesystem::canonical(given, ec);
   DTRAIN_CHECK(!ec, "cannot resolve '{}': {}", path, ec.message());
-  // Every directory on the real way down: nobody else can rename or replace what follows.
-  prefix.clear();
-  for (const auto& part : real) {
-    prefix /= part;
-    if (part.empty()) continue;
-    struct stat st {};
-    DTRAIN_CHECK(::stat(prefix.c_str(), &st) == 0, "cannot stat '{}': {}", prefix.string(), std::strerror(errno));
-    DTRAIN_CHECK(S_ISDIR(st.st_mode), "'{}' is {}, expected a directory", prefix.string(), kind_of(st.st_mode));
-    check_trusted_entry(prefix.string(), st);
+  out.path = real.string();
+  struct stat st {};
+  DTRAIN_CHECK(::stat(out.path.c_str(), &st) == 0, "cannot stat '{}': {}", out.path, std::strerror(errno));
+  DTRAIN_CHECK(S_ISDIR(st.st_mode), "'{}' is {}, expected a directory", out.path, kind_of(st.st_mode));
+  check_trusted_entry(out.path, st);
+  // The directories above: their owners are not checked (in a user-namespace container
+  // the host's root shows as an unmapped uid), and one others can write to without the
+  // sticky bit (Kubernetes' emptyDir, a group directory under umask 002) is a warning.
+  for (std::filesystem::path up = real.parent_path(); !up.empty(); up = up.parent_path()) {
+    if (::stat(up.c_str(), &st) == 0 && others_can_write(st) && (st.st_mode & S_ISVTX) == 0) {
+      out.warning = fmt::format("'{}' (mode {:o}) is writable by other users and not sticky: another user of this "
+                                "node could replace '{}' and what is in it",
+                                up.string(), st.st_mode & 07777, out.path);
+      break;
+    }
+    if (up == up.parent_path()) break;
   }
-  return real.string();
+  return out;
 }
 
 std::string user_name() {

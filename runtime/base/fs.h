@@ -58,13 +58,21 @@ std::string parent_dir(const std::string& path);
 // its mode).
 bool ensure_private_dir(const std::string& path);
 
-// The real path (std::filesystem::canonical) of directory `path`, after checking that no
-// other user can change where it leads or what is in it: every directory on the real way
-// from "/" is owned by the effective user or root and is not writable by group or others
-// unless sticky (like /tmp and /dev/shm), and every symbolic link on the given way was
-// made by the user or root. Use the path it returns, not `path`. Throws Error naming the
-// directory or link, its owner and mode.
-std::string trusted_dir(const std::string& path);
+// Directory `path` resolved by trusted_dir().
+struct TrustedDir {
+  std::string path;     // the real path (std::filesystem::canonical): use it, not `path`
+  std::string warning;  // "" or why a directory above could still let another user in
+};
+// Checks that no other user can change where `path` leads or what is in it, and resolves
+// it. The directory itself must be owned by the effective user or root and not be
+// writable by group or others unless sticky (like /tmp and /dev/shm). A symbolic link on
+// the given way is refused where another user could replace it (its directory writable
+// by others and not sticky, or sticky and the link not the user's or root's). Directories
+// above are not refused: one writable by others and not sticky (Kubernetes' emptyDir at
+// /dev/shm, a group directory under umask 002) is returned as a warning; their owners are
+// not checked (a user-namespace container shows the host's root as an unmapped uid).
+// Throws Error naming the directory or link, its owner and mode.
+TrustedDir trusted_dir(const std::string& path);
 
 // The effective user's name from the user database, or its uid in decimal where it has
 // none (a container's arbitrary uid) or the name is not a plain file name.

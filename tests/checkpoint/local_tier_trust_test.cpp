@@ -35,7 +35,8 @@ mode_t mode_of(const std::string& path) {
 class LocalTierTrustTest : public ::testing::TestWithParam<int> {
  protected:
   void SetUp() override {
-    dir_ = make_temp_dir("local_tier_trust");
+    // The real path: the tier reports the directories it checked by their real names.
+    dir_ = stdfs::canonical(make_temp_dir("local_tier_trust")).string();
     out_ = dir_ + "/out";
     tier_ = dir_ + "/local";
   }
@@ -157,6 +158,17 @@ TEST_P(LocalTierTrustTest, ARootNamedThroughThisUsersLinkIsUsedByItsRealPath) {
     EXPECT_EQ(c.local_tier()->job_dir().rfind(stdfs::canonical(real).string() + "/", 0), 0U)
         << c.local_tier()->job_dir();
   });
+}
+
+TEST_P(LocalTierTrustTest, AParentOthersCanWriteToIsAWarningAndTheTierIsUsed) {
+  ASSERT_EQ(::chmod(dir_.c_str(), 0777), 0);  // as Kubernetes' emptyDir at /dev/shm
+  LogCapture log;
+  TrainAndCrash();
+  EXPECT_NE(log.text().find(fmt::format("The local tier {} is used, but '{}' (mode 777) is writable by other users",
+                                        tier_, dir_)),
+            std::string::npos)
+      << log.text();
+  ASSERT_EQ(::chmod(dir_.c_str(), 0700), 0);
 }
 
 TEST_P(LocalTierTrustTest, ARootThatIsAFileIsNotUsed) {

@@ -290,29 +290,47 @@ TEST(FsTrustedDirTest, AcceptsOwnDirectoriesAndStickyOnesAndReturnsTheRealPath) 
   ASSERT_EQ(::chmod(own.c_str(), 0755), 0);
   ASSERT_EQ(::chmod(sticky.c_str(), 01777), 0);
   const std::string real_dir = stdfs::canonical(dir.path()).string();
-  EXPECT_EQ(fs::trusted_dir(own), real_dir + "/own");
-  EXPECT_EQ(fs::trusted_dir(sticky + "/"), real_dir + "/sticky");  // like /tmp and /dev/shm
-  EXPECT_EQ(fs::trusted_dir("/"), "/");
-  // A link this user made is followed, also in a directory every user can write to, and
-  // also named with a trailing separator: the real path is what the caller uses.
+  EXPECT_EQ(fs::trusted_dir(own).path, real_dir + "/own");
+  EXPECT_EQ(fs::trusted_dir(sticky + "/").path, real_dir + "/sticky");  // like /tmp and /dev/shm
+  EXPECT_EQ(fs::trusted_dir("/").path, "/");
+  // A link this user made is followed, also in a directory every user can write to
+  // (sticky), and also named with a trailing separator: the real path is what to use.
   stdfs::create_directory_symlink(own, sticky + "/link");
-  EXPECT_EQ(fs::trusted_dir(sticky + "/link"), real_dir + "/own");
-  EXPECT_EQ(fs::trusted_dir(sticky + "/link/"), real_dir + "/own");
+  EXPECT_EQ(fs::trusted_dir(sticky + "/link").path, real_dir + "/own");
+  EXPECT_EQ(fs::trusted_dir(sticky + "/link/").path, real_dir + "/own");
 }
 
-TEST(FsTrustedDirTest, RefusesWhatOtherUsersCouldChangeAnywhereOnTheWay) {
+TEST(FsTrustedDirTest, ADirectoryAboveOthersCanWriteToIsAWarning) {
   TempDir dir;
   const std::string open = dir / "open";
   stdfs::create_directory(open);
   stdfs::create_directory(open + "/mine");
+  ASSERT_EQ(::chmod(open.c_str(), 0777), 0);  // Kubernetes' emptyDir
+  const fs::TrustedDir t = fs::trusted_dir(open + "/mine");
+  EXPECT_EQ(t.path, stdfs::canonical(open).string() + "/mine");
+  EXPECT_THAT(t.warning, HasSubstr("'" + stdfs::canonical(open).string() +
+                                   "' (mode 777) is writable by other users and not sticky: another user of this node "
+                                   "could replace '" + t.path + "'"));
+  ASSERT_EQ(::chmod(open.c_str(), 01777), 0);
+  EXPECT_EQ(fs::trusted_dir(open + "/mine").warning, "");
+}
+
+TEST(FsTrustedDirTest, RefusesWhatOtherUsersCouldChange) {
+  TempDir dir;
+  const std::string open = dir / "open";
+  stdfs::create_directory(open);
   ASSERT_EQ(::chmod(open.c_str(), 0777), 0);
   EXPECT_THAT(error_of([&] { fs::trusted_dir(open); }),
               HasSubstr("(mode 777) is writable by other users and not sticky"));
-  // The parent on the way counts too: another user could rename "mine" away and put theirs there.
-  EXPECT_THAT(error_of([&] { fs::trusted_dir(open + "/mine"); }),
-              HasSubstr("'" + stdfs::canonical(open).string() + "' (mode 777) is writable by other users"));
   ASSERT_EQ(::chmod(open.c_str(), 0775), 0);
-  EXPECT_THAT(error_of([&] { fs::trusted_dir(open + "/mine/"); }), HasSubstr("(mode 775) is writable by other users"));
+  EXPECT_THAT(error_of([&] { fs::trusted_dir(open + "/"); }), HasSubstr("(mode 775) is writable by other users"));
+  // A link in a directory others can write to could be replaced by another one.
+  ASSERT_EQ(::chmod(open.c_str(), 0777), 0);
+  stdfs::create_directory(dir / "target");
+  stdfs::create_directory_symlink(dir / "target", open + "/link");
+  EXPECT_THAT(error_of([&] { fs::trusted_dir(open + "/link/"); }),
+              HasSubstr("'" + open + "/link' is a symbolic link (made by uid " + std::to_string(::geteuid()) +
+                        ") in '" + open + "' (mode 777), where another user could replace it"));
   EXPECT_THAT(error_of([&] { fs::trusted_dir(dir.write("f", "x")); }),
               HasSubstr("is a regular file, expected a directory"));
   EXPECT_THAT(error_of([&] { fs::trusted_dir(dir / "absent"); }),
@@ -322,14 +340,11 @@ TEST(FsTrustedDirTest, RefusesWhatOtherUsersCouldChangeAnywhereOnTheWay) {
   ASSERT_EQ(::chmod(foreign.c_str(), 0755), 0);
   EXPECT_THAT(error_of([&] { fs::trusted_dir(foreign); }),
               HasSubstr(fmt::format("belongs to uid 65534, neither this user (uid {}) nor root", ::geteuid())));
-  // A link another user made could lead anywhere, now or later.
-  const std::string link = dir / "their-link";
-  stdfs::create_directory_symlink(dir / "sticky-target", link);
-  stdfs::create_directory(dir / "sticky-target");
-  ASSERT_EQ(::lchown(link.c_str(), 65534, 65534), 0);
-  EXPECT_THAT(error_of([&] { fs::trusted_dir(link + "/"); }),
-              HasSubstr(fmt::format("'{}' is a symbolic link made by uid 65534, neither this user (uid {}) nor root",
-                                    link, ::geteuid())));
+  // In a sticky directory, another user's link: they could point it elsewhere.
+  ASSERT_EQ(::chmod(open.c_str(), 01777), 0);
+  ASSERT_EQ(::lchown((open + "/link").c_str(), 65534, 65534), 0);
+  EXPECT_THAT(error_of([&] { fs::trusted_dir(open + "/link"); }),
+              HasSubstr("is a symbolic link (made by uid 65534) in '" + open + "' (mode 1777)"));
 }
 
 TEST(FsTest, UserNameIsTheEffectiveUsersName) {
