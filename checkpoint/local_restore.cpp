@@ -218,7 +218,7 @@ std::string LocalTier::stage(const LocalRestore& plan) {
       DTRAIN_CHECK_T(CheckpointError, !got.empty(), "rank {} sent nothing", source);
       auto [index, shard] = unpack_files(got, source);
       fs::remove_quietly(staging, env_);
-      fs::create_directories_durable(staging, env_);
+      fs::create_directories_durable(staging, env_, DirAccess::kPrivate);
       env_.write_new_file(staging + "/" + kIndexFile, index);
       env_.write_new_file(staging + "/" + shard_file_name(rank, world), shard);
     } catch (const std::exception& e) {

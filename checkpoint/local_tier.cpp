@@ -141,6 +141,9 @@ void LocalTier::open(bool resume) {
   // A tier another user could change is never used: what it holds could be planted.
   try {
     secure();
+    slabs_ = std::make_unique<SlabPool>(env_, spare_path(rank),
+                                        fmt::format("{}/.ahead-r{:05d}.tmp-local", job_dir_, rank),
+                                        static_cast<size_t>(options_.keep) + 1);
   } catch (const CheckpointError& e) {
     refused_ = e.what();
     if (rank == 0) {
@@ -190,8 +193,9 @@ void LocalTier::start(const CollectedState& live, int64_t iteration) {
   p->tmp = job_dir_ + "/." + snap_name(iteration) + ".tmp-local";
   const int rank = comm_.rank(), world = comm_.size();
   try {
-    if (fs::ensure_private_dir(job_dir_)) env_.sync(fs::parent_dir(job_dir_));
-    env_.create_dir(p->tmp);  // by every rank of the node: whoever comes first
+    // Removed by hand while the run goes on: made again, as private as at open.
+    if (env_.type_of(job_dir_) != FileType::kDirectory) make_job_dir();
+    env_.create_dir(p->tmp, DirAccess::kPrivate);  // by every rank of the node: whoever comes first
     const auto plan = plan_shards(live.replicated_meta(), world);
     const std::string shard_path = p->tmp + "/" + shard_file_name(rank, world);
     std::vector<ShardItem> items;
@@ -503,7 +507,7 @@ void LocalTier::prune() {
 
 void LocalTier::remove_all() {
   finish();
-  if (!refused_.empty()) return;
+  if (!opened_ || !refused_.empty()) return;  // nothing of this run's to remove
   slabs_->release();  // waits for a file being created ahead
   comm_.barrier();    // every rank of the node is done with the directory
   if (leader_) fs::remove_quietly(job_dir_, env_);

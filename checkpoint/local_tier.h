@@ -123,7 +123,7 @@ class LocalTier {
 
   // Learns the nodes and buddies; checks that no other user can change the tier (each
   // node's leader: <DIR> trusted, <DIR>/<node> and the job's directory private, see
-  // fs::trusted_dir, fs::ensure_private_dir; from then on the real path is used), else
+  // fs::trusted_dir, fs::check_private_dir; from then on the real path is used), else
   // the tier is not used in this run (refusal(): no snapshot is taken, each counted as
   // failed, and nothing in the tier is read or removed);
   // removes leftovers of crashed snapshots and the tiers of other configs of this
@@ -172,9 +172,9 @@ class LocalTier {
   double last_commit_seconds() const { return last_commit_s_; }
   // kMapped: this rank's shard files created in a snapshot's stall, ahead of it, and taken
   // over from an earlier process (a resumed run's spares).
-  int64_t shard_files_created_in_stall() const { return slabs_->created_in_stall(); }
-  int64_t shard_files_created_ahead() const { return slabs_->created_ahead(); }
-  int64_t shard_files_adopted() const { return slabs_->adopted(); }
+  int64_t shard_files_created_in_stall() const { return slabs_ ? slabs_->created_in_stall() : 0; }
+  int64_t shard_files_created_ahead() const { return slabs_ ? slabs_->created_ahead() : 0; }
+  int64_t shard_files_adopted() const { return slabs_ ? slabs_->adopted() : 0; }
 
  private:
   struct Pending;
@@ -196,8 +196,12 @@ class LocalTier {
   std::vector<std::string> committed_snapshots();
   std::string spare_path(int rank) const;
   void require_open();
-  // Points the tier at root `dir` (options_.dir, job_dir_, the slab pool's paths).
+  // Points the tier at root `dir` (options_.dir, job_dir_).
   void set_root(const std::string& dir);
+  // Creates what is missing of <DIR>/<node>/<job> (mode 700) and checks that <DIR> is
+  // still trusted and the other two private: at open, and when a snapshot finds the
+  // job's directory gone.
+  void make_job_dir();
   void secure();
   void tidy_up(bool resume);
 
@@ -221,7 +225,8 @@ class LocalTier {
   // core in the stall. Declared after what its jobs use, before what waits for them.
   std::unique_ptr<boost::asio::thread_pool> background_;
   // kMapped: this rank's shard files (at most LOCAL.KEEP + 1: the kept snapshots' and
-  // the one being written; slab_pool.h). A snapshot reuses the one whose file prune()
+  // the one being written; slab_pool.h), from open() on the tier's real path (null
+  // before, and in a refused tier). A snapshot reuses the one whose file prune()
   // renamed to spare_path(), or one created ahead on background_.
   std::unique_ptr<SlabPool> slabs_;
   std::unique_ptr<Pending> pending_;

@@ -63,8 +63,10 @@ std::string absolute_dir(const std::string& dir) {
 std::string expand_user(const std::string& dir) {
   static const std::string kUser = "{user}";
   std::string out = dir;
-  for (size_t at = out.find(kUser); at != std::string::npos; at = out.find(kUser, at)) {
-    const std::string name = fs::user_name();
+  const size_t first = out.find(kUser);
+  if (first == std::string::npos) return out;
+  const std::string name = fs::user_name();
+  for (size_t at = first; at != std::string::npos; at = out.find(kUser, at)) {
     out.replace(at, kUser.size(), name);
     at += name.size();
   }
@@ -118,9 +120,17 @@ std::vector<std::pair<int, int>> buddy_pairs(const std::vector<std::string>& nod
 void LocalTier::set_root(const std::string& dir) {
   options_.dir = dir;
   job_dir_ = fmt::format("{}/{}/{}", dir, options_.node_id, local_job_key(options_.output_dir, options_.config_yaml));
-  slabs_ = std::make_unique<SlabPool>(env_, spare_path(comm_.rank()),
-                                      fmt::format("{}/.ahead-r{:05d}.tmp-local", job_dir_, comm_.rank()),
-                                      static_cast<size_t>(options_.keep) + 1);
+}
+
+void LocalTier::make_job_dir() {
+  // The root too may have gone (a tidy-up of /dev/shm): one made again by another user
+  // in the meantime is refused, as at open.
+  fs::create_directories_durable(options_.dir, env_, DirAccess::kPrivate);
+  const std::string real = fs::trusted_dir(options_.dir).path;
+  DTRAIN_CHECK(real == options_.dir, "the local tier '{}' is now a link to '{}'", options_.dir, real);
+  fs::create_directories_durable(job_dir_, env_, DirAccess::kPrivate);
+  fs::check_private_dir(fs::parent_dir(job_dir_));
+  fs::check_private_dir(job_dir_);
 }
 
 void LocalTier::secure() {
@@ -132,14 +142,7 @@ void LocalTier::secure() {
     try {
       // What this run creates of the root's way (the default root, one per user) is
       // private; what exists is the user's choice and only has to be trusted.
-      std::vector<std::string> missing;
-      for (std::string d = options_.dir; d != fs::parent_dir(d) && env_.type_of(d) == FileType::kMissing;
-           d = fs::parent_dir(d)) {
-        missing.push_back(d);
-      }
-      for (auto d = missing.rbegin(); d != missing.rend(); ++d) {
-        if (fs::ensure_private_dir(*d)) env_.sync(fs::parent_dir(*d));
-      }
+      fs::create_directories_durable(options_.dir, env_, DirAccess::kPrivate);
       const fs::TrustedDir trusted = fs::trusted_dir(options_.dir);
       if (!trusted.warning.empty()) {
         DTRAIN_LOG_WARN_RANK("The local tier {} is used, but {}. On a node shared with other users, set "
@@ -148,8 +151,9 @@ void LocalTier::secure() {
       }
       root = trusted.path;
       const std::string node_dir = root + "/" + options_.node_id;
-      if (fs::ensure_private_dir(node_dir)) env_.sync(root);
-      if (env_.type_of(node_dir + "/" + job) != FileType::kMissing) fs::ensure_private_dir(node_dir + "/" + job);
+      fs::create_directories_durable(node_dir, env_, DirAccess::kPrivate);
+      fs::check_private_dir(node_dir);
+      if (env_.type_of(node_dir + "/" + job) != FileType::kMissing) fs::check_private_dir(node_dir + "/" + job);
     } catch (const Error& e) {
       throw CheckpointError(fmt::format("{} (node '{}'; set CHECKPOINT.LOCAL.DIR to a directory of your own)",
                                         e.what(), options_.node_id));
@@ -196,7 +200,7 @@ void LocalTier::tidy_up(bool resume) {
         if (!resume && local_detail::snap_iteration(n) >= 0) save_dir::remove_dir_safely(env_, job_dir_ + "/" + n);
       }
     }
-    if (fs::ensure_private_dir(job_dir_)) env_.sync(node_dir);
+    make_job_dir();
     if (env_.type_of(job_dir_ + "/" + kJobFile) == FileType::kMissing) {
       fs::write_file_atomic(job_dir_ + "/" + kJobFile, abs, env_);
     }

@@ -82,7 +82,7 @@ void remove_stale_temporaries(Env& env, const std::string& dir, const std::funct
 
 std::string create_temporary(Env& env, const std::string& dir, const std::string& name) {
   std::string tmp = dir + "/." + name + ".tmp-" + random_id();
-  DTRAIN_CHECK_T(CheckpointError, env.create_dir(tmp), "cannot create '{}': it exists", tmp);
+  DTRAIN_CHECK_T(CheckpointError, env.create_dir(tmp, DirAccess::kShared), "cannot create '{}': it exists", tmp);
   return tmp;
 }
 

@@ -165,7 +165,7 @@ void write_checkpoint_dir(const std::string& dir_in, int world_size,
   const std::string parent = fs::parent_dir(dir);
   fs::create_directories_durable(parent, env);
   const std::string tmp = fs::temp_name_for(dir);
-  DTRAIN_CHECK_T(CheckpointError, env.create_dir(tmp), "cannot create '{}': it exists", tmp);
+  DTRAIN_CHECK_T(CheckpointError, env.create_dir(tmp, DirAccess::kShared), "cannot create '{}': it exists", tmp);
   try {
     const auto plan = checkpoint::plan_shards(base.replicated_meta(), world_size);
     std::vector<checkpoint::ShardManifest> manifests;

@@ -277,7 +277,7 @@ DirectoryFetch::~DirectoryFetch() {
 void DirectoryFetch::make_staging() {
   if (!staging_path_.empty()) return;
   std::string staging = part_path_for(final_path_);
-  DTRAIN_CHECK(env_of(options_).create_dir(staging), "cannot create staging directory '{}': it exists",
+  DTRAIN_CHECK(env_of(options_).create_dir(staging, DirAccess::kShared), "cannot create staging directory '{}': it exists",
                staging);
   staging_path_ = staging;
 }

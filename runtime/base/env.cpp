@@ -37,7 +37,7 @@ void rename_durable(const std::string& from, const std::string& to, Env& env) {
   env.sync(parent_dir(to));
 }
 
-bool create_directories_durable(const std::string& path, Env& env) {
+bool create_directories_durable(const std::string& path, Env& env, DirAccess access) {
   std::vector<std::filesystem::path> missing;
   for (std::filesystem::path p = std::filesystem::path(path).lexically_normal();
        !p.empty() && env.type_of(p.string()) == FileType::kMissing; p = p.parent_path()) {
@@ -46,7 +46,7 @@ bool create_directories_durable(const std::string& path, Env& env) {
   }
   for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
     if (it->filename().empty()) continue;  // "a/b/" normalizes to a trailing empty name
-    env.create_dir(it->string());
+    env.create_dir(it->string(), access);
     env.sync(parent_dir(it->string()));
   }
   return !missing.empty();

@@ -25,6 +25,11 @@ namespace dtrain {
 // What a path is, without following a final symbolic link.
 enum class FileType { kMissing, kRegular, kDirectory, kSymlink, kOther };
 
+// Who may enter a directory dtrain creates: kShared is mkdir's 777 less the umask (a
+// checkpoint directory others may read); kPrivate is 700 whatever the umask (the local
+// tier, which no other user may read or change: fs::check_private_dir).
+enum class DirAccess { kShared, kPrivate };
+
 class Env {
  public:
   virtual ~Env() = default;
@@ -44,8 +49,9 @@ class Env {
   // Creates `path`, which must not exist (O_EXCL | O_NOFOLLOW: never writes through a
   // planted file or link), and writes `content`; not synced.
   virtual void write_new_file(const std::string& path, const std::string& content) = 0;
-  // mkdir(2); returns false when `path` exists already (of any type).
-  virtual bool create_dir(const std::string& path) = 0;
+  // mkdir(2) with `access`'s mode; returns false when `path` exists already (of any
+  // type, unchanged).
+  virtual bool create_dir(const std::string& path, DirAccess access) = 0;
   // fsync(2) of a regular file (its content) or a directory (its entries).
   virtual void sync(const std::string& path) = 0;
   // rename(2), replacing a file or an empty directory at `to`.
@@ -77,8 +83,10 @@ void rename_durable(const std::string& from, const std::string& to, Env& env = E
 
 // Creates `path` and its missing parents (mkdir -p), syncing the parent of each
 // directory it creates, so that a power cut cannot lose them (a new directory's entry is
-// durable only once its parent is synced). Returns whether it created any.
-bool create_directories_durable(const std::string& path, Env& env = Env::posix());
+// durable only once its parent is synced). Those it creates get `access`; those there
+// already are left as they are. Returns whether it created any.
+bool create_directories_durable(const std::string& path, Env& env = Env::posix(),
+                                DirAccess access = DirAccess::kShared);
 
 // Env::remove_tree, for cleanup on a path that is already failing: errors are dropped.
 void remove_quietly(const std::string& path, Env& env = Env::posix()) noexcept;

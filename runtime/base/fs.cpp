@@ -46,15 +46,16 @@ class Fd {
   int fd_;
 };
 
-// "a FIFO", "a directory", ... for a non-regular st_mode.
+// "a FIFO", "a directory", ... for an st_mode.
 const char* file_kind(mode_t mode) {
+  if (S_ISREG(mode)) return "a regular file";
   if (S_ISDIR(mode)) return "a directory";
   if (S_ISFIFO(mode)) return "a FIFO";
   if (S_ISCHR(mode)) return "a character device";
   if (S_ISBLK(mode)) return "a block device";
   if (S_ISSOCK(mode)) return "a socket";
   if (S_ISLNK(mode)) return "a symbolic link";
-  return "not a regular file";
+  return "not a regular file";  // none of the POSIX types
 }
 
 // Opens `path` for reading without blocking (a FIFO with no writer would block a plain
@@ -178,17 +179,13 @@ void check_trusted_entry(const std::string& path, const struct stat& st) {
                path, st.st_mode & 07777);
 }
 
-const char* kind_of(mode_t mode) { return S_ISREG(mode) ? "a regular file" : file_kind(mode); }
-
 }  // namespace
 
-bool ensure_private_dir(const std::string& path) {
-  const bool created = ::mkdir(path.c_str(), 0700) == 0;  // the umask only removes bits
-  DTRAIN_CHECK(created || errno == EEXIST, "cannot create directory '{}': {}", path, std::strerror(errno));
+void check_private_dir(const std::string& path) {
   struct stat st {};
   DTRAIN_CHECK(::lstat(path.c_str(), &st) == 0, "cannot stat '{}': {}", path, std::strerror(errno));
   DTRAIN_CHECK(S_ISDIR(st.st_mode), "'{}' is {}, expected a directory of this user (uid {})", path,
-               kind_of(st.st_mode), ::geteuid());
+               file_kind(st.st_mode), ::geteuid());
   // The checks and the chmod on one descriptor: the name cannot be swapped in between.
   Fd fd(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   DTRAIN_CHECK(::fstat(fd.get(), &st) == 0, "cannot stat '{}': {}", path, std::strerror(errno));
@@ -204,7 +201,6 @@ bool ensure_private_dir(const std::string& path) {
     DTRAIN_CHECK(::fchmod(fd.get(), 0700) == 0, "cannot make '{}' private (mode {:o} to 700): {}", path,
                  st.st_mode & 07777, std::strerror(errno));
   }
-  return created;
 }
 
 namespace {
@@ -244,7 +240,7 @@ TrustedDir trusted_dir(const std::string& path) {
   out.path = real.string();
   struct stat st {};
   DTRAIN_CHECK(::stat(out.path.c_str(), &st) == 0, "cannot stat '{}': {}", out.path, std::strerror(errno));
-  DTRAIN_CHECK(S_ISDIR(st.st_mode), "'{}' is {}, expected a directory", out.path, kind_of(st.st_mode));
+  DTRAIN_CHECK(S_ISDIR(st.st_mode), "'{}' is {}, expected a directory", out.path, file_kind(st.st_mode));
   check_trusted_entry(out.path, st);
   // The directories above: their owners are not checked (in a user-namespace container
   // the host's root shows as an unmapped uid), and one others can write to without the
@@ -307,8 +303,9 @@ class PosixEnv final : public Env {
     Fd fd(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC);
     write_all(fd.get(), path, content);
   }
-  bool create_dir(const std::string& path) override {
-    if (::mkdir(path.c_str(), 0777) == 0) return true;
+  bool create_dir(const std::string& path, DirAccess access) override {
+    // The umask only removes bits: 700 stays 700.
+    if (::mkdir(path.c_str(), access == DirAccess::kPrivate ? 0700 : 0777) == 0) return true;
     DTRAIN_CHECK(errno == EEXIST, "cannot create directory '{}': {}", path, std::strerror(errno));
     return false;
   }

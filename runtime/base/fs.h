@@ -49,14 +49,13 @@ void fsync_path(const std::string& path);
 std::string parent_dir(const std::string& path);
 
 // --- Directories other users must not change (a tier under /dev/shm) ---
-// Creates `path` (mkdir mode 700, so no other user can ever enter it) or checks the
-// directory there: a real directory (not a symbolic link) owned by the effective user
-// that no other user could have written to (no group or other write permission: what
-// they put in it could not be told from this user's); group and other read permissions
-// are removed (chmod 700) where it has any. Returns whether it created it. Throws Error
-// naming the path and what it is instead (a link, a file, another user's directory,
-// its mode).
-bool ensure_private_dir(const std::string& path);
+// Checks the directory at `path` is private to the effective user: a real directory (not
+// a symbolic link) owned by that user that no other user could have written to (no group
+// or other write permission: what they put in it could not be told from this user's);
+// group and other read permissions are removed (chmod 700) where it has any. Create it
+// with Env::create_dir(path, DirAccess::kPrivate). Throws Error naming the path and what
+// it is instead (missing, a link, a file, another user's directory, its mode).
+void check_private_dir(const std::string& path);
 
 // Directory `path` resolved by trusted_dir().
 struct TrustedDir {

@@ -336,7 +336,7 @@ class ShardReadsEnv final : public Env {
     return Env::posix().read_file(path, options);
   }
   void write_new_file(const std::string& p, const std::string& c) override { Env::posix().write_new_file(p, c); }
-  bool create_dir(const std::string& p) override { return Env::posix().create_dir(p); }
+  bool create_dir(const std::string& p, DirAccess a) override { return Env::posix().create_dir(p, a); }
   void sync(const std::string& p) override { Env::posix().sync(p); }
   void rename(const std::string& f, const std::string& t) override { Env::posix().rename(f, t); }
   bool exchange(const std::string& a, const std::string& b) override { return Env::posix().exchange(a, b); }

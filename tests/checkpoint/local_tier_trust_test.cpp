@@ -237,6 +237,48 @@ TEST_P(LocalTierTrustTest, ANodeDirectoryOfAnotherUserIsNotUsed) {
   EXPECT_NE(log.find("set CHECKPOINT.LOCAL.DIR to a directory of your own"), std::string::npos) << log;
 }
 
+TEST_P(LocalTierTrustTest, DirectoriesRemovedDuringTheRunAreMadeAgainOnlyWhereTrusted) {
+  LogCapture log;
+  Run([&](dist::Communicator& comm) {
+    TrainingState s(OptKind::kAdamW, 7, comm.rank(), n_);
+    Checkpointer c(s.model, out_, comm, s.checkpointables(), options(comm.rank()));
+    c.resume_or_load("", /*resume=*/false);
+    auto step = [&](int64_t it) {
+      s.train(1);
+      c.snapshot_local(it);
+      c.local_tier()->finish();
+      comm.barrier();
+    };
+    step(0);
+    // As a tidy-up of /dev/shm might (systemd's RemoveIPC at the user's last logout):
+    // the nodes' directories go. The next snapshot makes them again, private.
+    if (comm.rank() == 0) {
+      for (int r = 0; r < n_; ++r) stdfs::remove_all(tier_ + "/" + node_of(r));
+    }
+    comm.barrier();
+    step(1);
+    EXPECT_EQ(c.local_tier()->commits(), 2);
+    EXPECT_EQ(mode_of(tier_ + "/" + node_of(comm.rank())), 0700U);
+    EXPECT_EQ(mode_of(job_dir(node_of(comm.rank()))), 0700U);
+    EXPECT_TRUE(stdfs::is_directory(job_dir(node_of(comm.rank())) + "/snap-0000000001"));
+    comm.barrier();
+    // The root goes, and another user makes it again, open to all: not used.
+    if (comm.rank() == 0) {
+      stdfs::remove_all(tier_);
+      stdfs::create_directory(tier_);
+      stdfs::permissions(tier_, stdfs::perms::all);
+    }
+    comm.barrier();
+    step(2);
+    EXPECT_EQ(c.local_tier()->commits(), 2);
+    EXPECT_EQ(c.local_tier()->failures(), 1);
+  });
+  EXPECT_TRUE(stdfs::is_empty(tier_)) << "nothing is made in a root others can write to";
+  EXPECT_NE(log.text().find(fmt::format("'{}' (mode 777) is writable by other users and not sticky", tier_)),
+            std::string::npos)
+      << log.text();
+}
+
 INSTANTIATE_TEST_SUITE_P(Ranks, LocalTierTrustTest, ::testing::Values(1, 2),
                          [](const auto& info) { return fmt::format("np{}", info.param); });
 

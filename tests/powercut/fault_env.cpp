@@ -118,10 +118,10 @@ void FaultInjectionEnv::write_new_file(const std::string& path, const std::strin
   real_.write_new_file(path, content);
 }
 
-bool FaultInjectionEnv::create_dir(const std::string& path) {
+bool FaultInjectionEnv::create_dir(const std::string& path, DirAccess access) {
   std::lock_guard<std::mutex> lock(mu_);
   begin("mkdir " + relative(path), path);
-  return real_.create_dir(path);
+  return real_.create_dir(path, access);
 }
 
 void FaultInjectionEnv::sync(const std::string& path) {

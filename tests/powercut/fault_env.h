@@ -77,7 +77,7 @@ class FaultInjectionEnv final : public Env {
   std::vector<std::string> children(const std::string& dir) override;
   std::string read_file(const std::string& path, const fs::ReadOptions& options) override;
   void write_new_file(const std::string& path, const std::string& content) override;
-  bool create_dir(const std::string& path) override;
+  bool create_dir(const std::string& path, DirAccess access) override;
   void sync(const std::string& path) override;
   void rename(const std::string& from, const std::string& to) override;
   bool exchange(const std::string& a, const std::string& b) override;

@@ -244,16 +244,21 @@ bool make_foreign_dir(const std::string& path) {
   return ::geteuid() == 0 && ::chown(path.c_str(), 65534, 65534) == 0;
 }
 
-TEST(FsPrivateDirTest, CreatesOrMakesThisUsersDirectoryPrivate) {
+TEST(FsPrivateDirTest, CreatesPrivateDirectoriesAndMakesThisUsersOnesPrivate) {
   TempDir dir;
-  const std::string d = dir / "tier";
+  const std::string d = dir / "tier", sub = d + "/node/job";
   const mode_t old_mask = ::umask(0);  // even so: created 700, never open to others
-  EXPECT_TRUE(fs::ensure_private_dir(d));
+  EXPECT_TRUE(fs::create_directories_durable(sub, Env::posix(), DirAccess::kPrivate));
+  EXPECT_TRUE(fs::create_directories_durable(dir / "shared", Env::posix(), DirAccess::kShared));
   ::umask(old_mask);
-  EXPECT_EQ(mode_of(d), 0700U);
-  EXPECT_FALSE(fs::ensure_private_dir(d));  // there already: checked, unchanged
-  ASSERT_EQ(::chmod(d.c_str(), 0755), 0);   // an older run's: only readable by others
-  EXPECT_FALSE(fs::ensure_private_dir(d));
+  for (const auto& p : {d, d + "/node", sub}) EXPECT_EQ(mode_of(p), 0700U) << p;
+  EXPECT_EQ(mode_of(dir / "shared"), 0777U);
+  EXPECT_NO_THROW(fs::check_private_dir(sub));
+  EXPECT_EQ(mode_of(sub), 0700U);              // checked, unchanged
+  ASSERT_EQ(::chmod(d.c_str(), 0755), 0);      // an older run's: only readable by others
+  EXPECT_FALSE(fs::create_directories_durable(d, Env::posix(), DirAccess::kPrivate));
+  EXPECT_EQ(mode_of(d), 0755U) << "one there already is left to check_private_dir";
+  fs::check_private_dir(d);
   EXPECT_EQ(mode_of(d), 0700U);
 }
 
@@ -262,22 +267,21 @@ TEST(FsPrivateDirTest, RefusesALinkAFileAWritableDirectoryAndAnotherUsersDirecto
   const std::string real = dir / "real", link = dir / "link", file = dir.write("file", "x");
   stdfs::create_directory(real);
   stdfs::create_directory_symlink(real, link);
-  EXPECT_THAT(error_of([&] { fs::ensure_private_dir(link); }),
+  EXPECT_THAT(error_of([&] { fs::check_private_dir(link); }),
               HasSubstr("'" + link + "' is a symbolic link, expected a directory of this user"));
-  EXPECT_THAT(error_of([&] { fs::ensure_private_dir(file); }),
+  EXPECT_THAT(error_of([&] { fs::check_private_dir(file); }),
               HasSubstr("'" + file + "' is a regular file, expected a directory"));
-  EXPECT_THAT(error_of([&] { fs::ensure_private_dir(dir / "absent/sub"); }),
-              AllOf(HasSubstr("cannot create directory '" + dir / "absent/sub" + "'"),
-                    HasSubstr("No such file or directory")));
+  EXPECT_THAT(error_of([&] { fs::check_private_dir(dir / "absent"); }),
+              AllOf(HasSubstr("cannot stat '" + dir / "absent" + "'"), HasSubstr("No such file or directory")));
   // Others could have put anything in it: refused, left as it is.
   ASSERT_EQ(::chmod(real.c_str(), 0775), 0);
-  EXPECT_THAT(error_of([&] { fs::ensure_private_dir(real); }),
+  EXPECT_THAT(error_of([&] { fs::check_private_dir(real); }),
               HasSubstr("'" + real + "' (mode 775) could be written by other users"));
   EXPECT_EQ(mode_of(real), 0775U);
   const std::string foreign = dir / "foreign";
   if (!make_foreign_dir(foreign)) GTEST_SKIP() << "not root: cannot make another user's directory";
   ASSERT_EQ(::chmod(foreign.c_str(), 0700), 0);
-  EXPECT_THAT(error_of([&] { fs::ensure_private_dir(foreign); }),
+  EXPECT_THAT(error_of([&] { fs::check_private_dir(foreign); }),
               HasSubstr(fmt::format("'{}' belongs to uid 65534, not to this user (uid {})", foreign, ::geteuid())));
   EXPECT_EQ(mode_of(foreign), 0700U) << "another user's directory is left as it is";
 }
