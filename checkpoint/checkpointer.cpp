@@ -371,6 +371,17 @@ void Checkpointer::snapshot_local(int64_t iteration, const StateDict& extra) {
 
 bool Checkpointer::poll_local() { return local_ && local_->poll(); }
 
+void Checkpointer::prepare_local(int64_t iteration) {
+  if (!local_ || !local_->wants_layout()) return;
+  StateDict state;
+  state["iteration"] = iteration;
+  try {
+    local_->prepare(collect(state));
+  } catch (const std::exception& e) {  // the snapshot itself will say what is wrong
+    DTRAIN_LOG_DEBUG("No local shard file created ahead: {}", e.what());
+  }
+}
+
 void Checkpointer::commit_local() {
   if (local_) local_->commit_now();
 }

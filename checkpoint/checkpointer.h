@@ -135,12 +135,15 @@ class Checkpointer {
   // snapshots the state with `extra` and "iteration" into it in the background;
   // poll_local() commits it at a later iteration boundary once every rank's write is
   // done; commit_local() waits and commits, its replicas going on in the background;
-  // finish_local() also waits for the replicas; abandon_local() drops both (local, no throw).
+  // finish_local() also waits for the replicas; abandon_local() drops both (local, no throw);
+  // prepare_local() (local, at a boundary between snapshots) lets the tier create the
+  // first snapshot's shard file ahead, once the state has its layout (LocalTier::prepare).
   // A failed snapshot is a warning, never an error. end_local() removes this job's
   // snapshots (training finished). resume_or_load restores from the local tier when
   // it holds a complete snapshot at least as new as the persistent one.
   void snapshot_local(int64_t iteration, const StateDict& extra = {});
   bool poll_local();
+  void prepare_local(int64_t iteration);
   void commit_local();
   void finish_local();
   void abandon_local() noexcept;

@@ -180,7 +180,7 @@ void LocalTier::open(bool resume) {
 
 void LocalTier::start(const CollectedState& live, int64_t iteration) {
   require_open();
-  if (!refused_.empty()) {  // said once, at open()
+  if (!refused_.empty() || !slabs_) {  // refused (said once, at open()), or open() failed
     ++failures_;
     return;
   }
@@ -193,8 +193,9 @@ void LocalTier::start(const CollectedState& live, int64_t iteration) {
   p->tmp = job_dir_ + "/." + snap_name(iteration) + ".tmp-local";
   const int rank = comm_.rank(), world = comm_.size();
   try {
-    // Removed by hand while the run goes on: made again, as private as at open.
-    if (env_.type_of(job_dir_) != FileType::kDirectory) make_job_dir();
+    // Still the private directory made or checked (one lstat)? Else removed while the
+    // run went on (a tidy-up of /dev/shm): made again as at open, or refused.
+    if (fs::private_dir_id(job_dir_) != job_dir_id_ || job_dir_id_ == fs::DirId{}) make_job_dir();
     env_.create_dir(p->tmp, DirAccess::kPrivate);  // by every rank of the node: whoever comes first
     const auto plan = plan_shards(live.replicated_meta(), world);
     const std::string shard_path = p->tmp + "/" + shard_file_name(rank, world);
@@ -267,6 +268,24 @@ void LocalTier::start(const CollectedState& live, int64_t iteration) {
   }
   last_stall_s_ = seconds_since(p->t0);
   pending_ = std::move(p);
+}
+
+bool LocalTier::wants_layout() const {
+  return opened_ && refused_.empty() && mapped_ && !layout_offered_ && !pending_ && commits_ + failures_ == 0;
+}
+
+void LocalTier::prepare(const CollectedState& live) {
+  if (!wants_layout()) return;
+  layout_offered_ = true;
+  if (!all_on_cpu(live)) return;  // such state is written through HDF5 (start)
+  try {
+    const auto plan = plan_shards(live.replicated_meta(), comm_.size());
+    if (slabs_->prepare_first(background(), shard_items(live, plan, comm_.rank(), /*contiguous_cpu=*/false))) {
+      DTRAIN_LOG_DEBUG("Creating rank {}'s first local shard file ahead", comm_.rank());
+    }
+  } catch (const std::exception& e) {
+    DTRAIN_LOG_DEBUG("Not creating rank {}'s first local shard file ahead: {}", comm_.rank(), e.what());
+  }
 }
 
 bool LocalTier::poll() {
@@ -507,7 +526,7 @@ void LocalTier::prune() {
 
 void LocalTier::remove_all() {
   finish();
-  if (!opened_ || !refused_.empty()) return;  // nothing of this run's to remove
+  if (!slabs_) return;  // not opened, or refused: nothing of this run's to remove
   slabs_->release();  // waits for a file being created ahead
   comm_.barrier();    // every rank of the node is done with the directory
   if (leader_) fs::remove_quietly(job_dir_, env_);

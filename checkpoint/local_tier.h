@@ -136,6 +136,15 @@ class LocalTier {
 
   // Starts a snapshot of `live` at `iteration` (committing the one in flight first).
   void start(const CollectedState& live, int64_t iteration);
+  // Before this run's first snapshot, at a step boundary where `live` has the layout
+  // the snapshots will have (after a step: the optimizer's state exists): starts
+  // creating this rank's shard file on the background thread, so that the first
+  // snapshot takes it instead of creating it in its stall. Only where snapshots are
+  // written through mappings and no spare of an earlier process is there; once per
+  // run; not collective. A file that turns out not to fit is removed by the snapshot.
+  void prepare(const CollectedState& live);
+  // Whether prepare() would do anything (so that a caller collects the state only then).
+  bool wants_layout() const;
   // Advances the replicas in flight (not collective); then commits the snapshot in
   // flight if every rank's write is done, and says whether it did.
   bool poll();
@@ -199,8 +208,8 @@ class LocalTier {
   // Points the tier at root `dir` (options_.dir, job_dir_).
   void set_root(const std::string& dir);
   // Creates what is missing of <DIR>/<node>/<job> (mode 700) and checks that <DIR> is
-  // still trusted and the other two private: at open, and when a snapshot finds the
-  // job's directory gone.
+  // still trusted and the other two private (and job.txt there): at open, and when a
+  // snapshot finds the job's directory is not the one checked (job_dir_id_).
   void make_job_dir();
   void secure();
   void tidy_up(bool resume);
@@ -209,6 +218,7 @@ class LocalTier {
   LocalTierOptions options_;
   Env& env_;
   std::string job_dir_;
+  fs::DirId job_dir_id_;  // of job_dir_ when this rank last made or checked it
   bool opened_ = false;
   std::string refused_;  // see refusal()
   bool leader_ = false;  // the first rank of this node
@@ -234,6 +244,7 @@ class LocalTier {
   std::unique_ptr<AsyncShardWriter> writer_;
   CollectedState buffers_;  // kHdf5: the host copy, reused
   bool mapped_ = false;
+  bool layout_offered_ = false;  // prepare() ran
   int64_t commits_ = 0;
   int64_t failures_ = 0;
   int64_t replica_failures_ = 0;

@@ -128,9 +128,17 @@ void LocalTier::make_job_dir() {
   fs::create_directories_durable(options_.dir, env_, DirAccess::kPrivate);
   const std::string real = fs::trusted_dir(options_.dir).path;
   DTRAIN_CHECK(real == options_.dir, "the local tier '{}' is now a link to '{}'", options_.dir, real);
+  // Each checked before anything is made in it.
+  const std::string node_dir = fs::parent_dir(job_dir_);
+  fs::create_directories_durable(node_dir, env_, DirAccess::kPrivate);
+  fs::check_private_dir(node_dir);
   fs::create_directories_durable(job_dir_, env_, DirAccess::kPrivate);
-  fs::check_private_dir(fs::parent_dir(job_dir_));
   fs::check_private_dir(job_dir_);
+  job_dir_id_ = fs::private_dir_id(job_dir_);
+  // Whose it is, for the tidy-up of another config of this OUTPUT_DIR.
+  if (env_.type_of(job_dir_ + "/" + kJobFile) == FileType::kMissing) {
+    fs::write_file_atomic(job_dir_ + "/" + kJobFile, absolute_dir(options_.output_dir), env_);
+  }
 }
 
 void LocalTier::secure() {
@@ -201,9 +209,6 @@ void LocalTier::tidy_up(bool resume) {
       }
     }
     make_job_dir();
-    if (env_.type_of(job_dir_ + "/" + kJobFile) == FileType::kMissing) {
-      fs::write_file_atomic(job_dir_ + "/" + kJobFile, abs, env_);
-    }
   });
 }
 

@@ -5,6 +5,7 @@
 #include <exception>
 #include <utility>
 
+#include <ATen/ATen.h>
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <fmt/format.h>
@@ -101,15 +102,39 @@ void SlabPool::prepare_next(boost::asio::thread_pool& pool, const std::function<
   } catch (const std::exception&) {
     return;
   }
+  create_ahead(pool, slabs_.back()->layout());
+}
+
+bool SlabPool::prepare_first(boost::asio::thread_pool& pool, const std::vector<ShardItem>& items) noexcept {
+  if (!slabs_.empty() || ahead_.valid()) return false;
   try {
-    if (env_.type_of(spare_path_) != FileType::kMissing || env_.type_of(ahead_path_) != FileType::kMissing) return;
+    std::vector<ShardItem> layout;
+    layout.reserve(items.size());
+    for (const auto& item : items) {
+      const auto meta = at::TensorOptions().dtype(item.data.scalar_type()).device(at::kMeta);
+      layout.push_back({item.name, at::empty(item.data.sizes(), meta), std::nullopt});
+    }
+    return create_ahead(pool, std::move(layout));
+  } catch (const std::exception& e) {
+    ahead_error_ = fmt::format("starting to create '{}': {}", ahead_path_, e.what());
+    return false;
+  }
+}
+
+bool SlabPool::create_ahead(boost::asio::thread_pool& pool, std::vector<ShardItem> layout) noexcept {
+  try {
+    if (env_.type_of(spare_path_) != FileType::kMissing || env_.type_of(ahead_path_) != FileType::kMissing) {
+      return false;
+    }
     std::packaged_task<std::shared_ptr<ShardSlab>()> task(
-        [path = ahead_path_, layout = slabs_.back()->layout()] { return ShardSlab::create(path, layout); });
+        [path = ahead_path_, layout = std::move(layout)] { return ShardSlab::create(path, layout); });
     ahead_ = task.get_future();
     boost::asio::post(pool, std::move(task));
+    return true;
   } catch (const std::exception& e) {
     ahead_ = {};
     ahead_error_ = fmt::format("starting to create '{}': {}", ahead_path_, e.what());
+    return false;
   }
 }
 

@@ -62,6 +62,12 @@ class SlabPool {
   // thrown: this is an optimisation): take() then creates in the stall, and reports
   // that error if it fails too.
   void prepare_next(boost::asio::thread_pool& pool, const std::function<bool()>& spare_coming) noexcept;
+  // Before the first take(): when the pool holds no file, none is being created and no
+  // spare is there to take over (a resumed run's), starts creating a file for `items`'
+  // layout (names, dtypes and shapes only: no tensor of theirs is kept) at the ahead
+  // path on `pool`, so that the first take() need not create one in its stall. Like
+  // prepare_next, a failure is only remembered. Returns whether it started one.
+  bool prepare_first(boost::asio::thread_pool& pool, const std::vector<ShardItem>& items) noexcept;
   // Forgets `slab` (a snapshot that failed: its file goes with its directory).
   void drop(const std::shared_ptr<ShardSlab>& slab) noexcept;
   // Forgets every file, waits for a creation ahead and removes the spare and ahead
@@ -82,6 +88,9 @@ class SlabPool {
   std::shared_ptr<ShardSlab> adopt_spare(const std::vector<ShardItem>& items);
   void remove_if_file(const std::string& path);
   void keep_newest(std::shared_ptr<ShardSlab> slab);
+  // Posts the creation of a file of `layout` at the ahead path on `pool`, unless a file
+  // is at the spare or the ahead path.
+  bool create_ahead(boost::asio::thread_pool& pool, std::vector<ShardItem> layout) noexcept;
 
   Env& env_;
   std::string spare_path_, ahead_path_;

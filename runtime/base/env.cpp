@@ -46,7 +46,9 @@ bool create_directories_durable(const std::string& path, Env& env, DirAccess acc
   }
   for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
     if (it->filename().empty()) continue;  // "a/b/" normalizes to a trailing empty name
-    env.create_dir(it->string(), access);
+    if (!env.create_dir(it->string(), access) && access == DirAccess::kPrivate) {
+      check_private_dir(it->string());  // made meanwhile: by this user, or refused
+    }
     env.sync(parent_dir(it->string()));
   }
   return !missing.empty();

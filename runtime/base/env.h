@@ -84,7 +84,9 @@ void rename_durable(const std::string& from, const std::string& to, Env& env = E
 // Creates `path` and its missing parents (mkdir -p), syncing the parent of each
 // directory it creates, so that a power cut cannot lose them (a new directory's entry is
 // durable only once its parent is synced). Those it creates get `access`; those there
-// already are left as they are. Returns whether it created any.
+// already are left as they are. With DirAccess::kPrivate, one that was missing but that
+// another process made first must pass fs::check_private_dir. Returns whether it found
+// any missing.
 bool create_directories_durable(const std::string& path, Env& env = Env::posix(),
                                 DirAccess access = DirAccess::kShared);
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 namespace dtrain::fs {
@@ -56,6 +57,17 @@ std::string parent_dir(const std::string& path);
 // with Env::create_dir(path, DirAccess::kPrivate). Throws Error naming the path and what
 // it is instead (missing, a link, a file, another user's directory, its mode).
 void check_private_dir(const std::string& path);
+
+// The identity of a directory: device and inode.
+struct DirId {
+  uint64_t dev = 0, ino = 0;
+  bool operator==(const DirId& o) const { return dev == o.dev && ino == o.ino; }
+  bool operator!=(const DirId& o) const { return !(*this == o); }
+};
+// `path`'s identity if it is a real directory owned by the effective user that group
+// and others cannot write to; else {} (also when it is missing). One lstat(2): cheap
+// enough to ask before every snapshot whether a directory is still the one checked.
+DirId private_dir_id(const std::string& path);
 
 // Directory `path` resolved by trusted_dir().
 struct TrustedDir {

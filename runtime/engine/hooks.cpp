@@ -65,8 +65,10 @@ void LocalSnapshotHook::after_step() {
     // that a kill loses at most `period` iterations (the snapshot before it is committed).
     // Its replicas go to the buddies in the background.
     checkpointer_.commit_local();
+    checkpointer_.prepare_local(it);
   } else {
     checkpointer_.poll_local();
+    checkpointer_.prepare_local(it);
   }
 }
 

@@ -241,8 +241,11 @@ TEST_P(LocalTierTrustTest, DirectoriesRemovedDuringTheRunAreMadeAgainOnlyWhereTr
   LogCapture log;
   Run([&](dist::Communicator& comm) {
     TrainingState s(OptKind::kAdamW, 7, comm.rank(), n_);
-    Checkpointer c(s.model, out_, comm, s.checkpointables(), options(comm.rank()));
+    CheckpointerOptions o = options(comm.rank());
+    o.local->write = LocalWrite::kMapped;  // its spares and files ahead go too
+    Checkpointer c(s.model, out_, comm, s.checkpointables(), o);
     c.resume_or_load("", /*resume=*/false);
+    const std::string job = job_dir(node_of(comm.rank()));
     auto step = [&](int64_t it) {
       s.train(1);
       c.snapshot_local(it);
@@ -250,30 +253,35 @@ TEST_P(LocalTierTrustTest, DirectoriesRemovedDuringTheRunAreMadeAgainOnlyWhereTr
       comm.barrier();
     };
     step(0);
-    // As a tidy-up of /dev/shm might (systemd's RemoveIPC at the user's last logout):
-    // the nodes' directories go. The next snapshot makes them again, private.
-    if (comm.rank() == 0) {
-      for (int r = 0; r < n_; ++r) stdfs::remove_all(tier_ + "/" + node_of(r));
-    }
+    // As a tidy-up of /dev/shm might (systemd-logind's RemoveIPC at the user's last
+    // logout): the whole tier goes. The next snapshot makes it again, private.
+    if (comm.rank() == 0) stdfs::remove_all(tier_);
     comm.barrier();
     step(1);
     EXPECT_EQ(c.local_tier()->commits(), 2);
+    EXPECT_EQ(c.local_tier()->failures(), 0);
+    EXPECT_EQ(mode_of(tier_), 0700U);
     EXPECT_EQ(mode_of(tier_ + "/" + node_of(comm.rank())), 0700U);
-    EXPECT_EQ(mode_of(job_dir(node_of(comm.rank()))), 0700U);
-    EXPECT_TRUE(stdfs::is_directory(job_dir(node_of(comm.rank())) + "/snap-0000000001"));
+    EXPECT_EQ(mode_of(job), 0700U);
+    EXPECT_TRUE(stdfs::is_directory(job + "/snap-0000000001"));
+    EXPECT_TRUE(stdfs::is_regular_file(job + "/job.txt")) << "whose it is, for a later tidy-up";
     comm.barrier();
-    // The root goes, and another user makes it again, open to all: not used.
+    // It goes again, and another user makes the root, the node's and the job's
+    // directories, open to all: nothing is written there.
     if (comm.rank() == 0) {
       stdfs::remove_all(tier_);
-      stdfs::create_directory(tier_);
-      stdfs::permissions(tier_, stdfs::perms::all);
+      for (int r = 0; r < n_; ++r) {
+        const std::string made = job_dir(node_of(r));
+        stdfs::create_directories(made);
+        for (const auto& d : {tier_, fs::parent_dir(made), made}) stdfs::permissions(d, stdfs::perms::all);
+      }
     }
     comm.barrier();
     step(2);
     EXPECT_EQ(c.local_tier()->commits(), 2);
     EXPECT_EQ(c.local_tier()->failures(), 1);
+    EXPECT_TRUE(stdfs::is_empty(job)) << "nothing is written in a directory others can write to";
   });
-  EXPECT_TRUE(stdfs::is_empty(tier_)) << "nothing is made in a root others can write to";
   EXPECT_NE(log.text().find(fmt::format("'{}' (mode 777) is writable by other users and not sticky", tier_)),
             std::string::npos)
       << log.text();

@@ -119,6 +119,52 @@ TEST_F(SlabPoolTest, TheNextFilesAreCreatedAheadUntilKeepPlusOneThenSparesAreReu
   EXPECT_FALSE(stdfs::exists(at(".ahead")));
 }
 
+TEST_F(SlabPoolTest, TheFirstFileIsCreatedAheadFromTheStatesLayoutWithoutKeepingItsTensors) {
+  // Between snapshots before the first one, the state's layout is known: the first take
+  // finds its file made, and creates none in its stall.
+  auto items = model_items(1.0F);
+  const long uses = items[0].data.use_count();
+  ASSERT_TRUE(pool_->prepare_first(background_, items));
+  EXPECT_EQ(items[0].data.use_count(), uses) << "the creation ahead holds the live tensors";
+  EXPECT_FALSE(pool_->prepare_first(background_, items)) << "one creation at a time";
+  drain(background_);
+  ASSERT_TRUE(stdfs::is_regular_file(at(".ahead")));
+  const auto ahead = file_id(at(".ahead"));
+  auto slab = pool_->take(items, at("s0.h5"));
+  EXPECT_EQ(file_id(at("s0.h5")), ahead);
+  EXPECT_EQ(pool_->created_in_stall(), 0);
+  EXPECT_EQ(pool_->created_ahead(), 1);
+  slab->fill(items);
+  {
+    h5::File f = h5::File::open(at("s0.h5"));
+    EXPECT_TRUE(at::equal(f.read_tensor("model/w"), items[0].data));
+    EXPECT_TRUE(at::equal(f.read_tensor("optimizer/step"), items[2].data));
+  }
+  EXPECT_FALSE(pool_->prepare_first(background_, items)) << "the pool holds a file: prepare_next's turn";
+  // The next files come from prepare_next, as before: KEEP + 1 in all.
+  PrepareNext();
+  pool_->take(items, at("s1.h5"));
+  EXPECT_EQ(pool_->created_ahead(), 2);
+}
+
+TEST_F(SlabPoolTest, AFirstFileOfAnotherLayoutIsRemovedAndAnEarlierSpareIsTakenOverInstead) {
+  // The state grew after the layout was offered (an optimizer's state made lazily): the
+  // file ahead does not fit, the first take creates its own and removes it.
+  ASSERT_TRUE(pool_->prepare_first(background_, model_items(1.0F, 100)));
+  drain(background_);
+  pool_->take(model_items(1.0F), at("s0.h5"));
+  EXPECT_EQ(pool_->created_in_stall(), 1);
+  EXPECT_EQ(pool_->created_ahead(), 0);
+  EXPECT_FALSE(stdfs::exists(at(".ahead")));
+  // A resumed run's spare is there: it is taken over, nothing is created ahead.
+  SlabPool resumed(Env::posix(), at(".spare"), at(".ahead"), 3);
+  ShardSlab::create(at(".spare"), model_items(1.0F));
+  EXPECT_FALSE(resumed.prepare_first(background_, model_items(1.0F)));
+  resumed.take(model_items(1.0F), at("r0.h5"));
+  EXPECT_EQ(resumed.adopted(), 1);
+  EXPECT_EQ(resumed.created_ahead() + resumed.created_in_stall(), 0);
+}
+
 TEST_F(SlabPoolTest, ATakeWhileTheCreationAheadStillRunsWaitsForItAndTakesThatFile) {
   // The snapshot after next comes before the background thread got to the creation (a
   // step shorter than creating a file): take() waits for it rather than creating a
