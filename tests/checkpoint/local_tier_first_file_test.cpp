@@ -47,37 +47,37 @@ class LocalTierFirstFileTest : public ::testing::TestWithParam<int> {
     return fmt::format("{}/local/n0/{}/.ahead-r{:05d}.tmp-local", dir_, local_job_key(out_, "cfg: 1\n"), rank);
   }
 
+  void Run(const std::function<void(dist::Communicator&)>& fn) {
+    dist::ThreadWorldOptions wo;
+    wo.timeout = std::chrono::seconds(60);
+    EXPECT_EQ(rank_errors(dist::run_ranks(n_, fn, wo)), "");
+  }
+
   // LocalSnapshotHook's calls, period 3, for `steps` steps of seed 7. `before_first`
   // runs on each rank after the last step before the first snapshot.
   void Train(LocalWrite write, int steps, const std::function<void(Checkpointer&, int)>& check,
              const std::function<void(int)>& before_first = nullptr) {
-    dist::ThreadWorldOptions wo;
-    wo.timeout = std::chrono::seconds(60);
-    EXPECT_EQ(rank_errors(dist::run_ranks(
-                  n_,
-                  [&](dist::Communicator& comm) {
-                    TrainingState s(OptKind::kAdamW, 7, comm.rank(), n_);
-                    Checkpointer c(s.model, out_, comm, s.checkpointables(), options(write));
-                    c.resume_or_load("", /*resume=*/false);
-                    for (int64_t it = 0; it < steps; ++it) {
-                      s.train(1);
-                      if ((it + 1) % 3 == 0) {
-                        c.snapshot_local(it);
-                        continue;
-                      }
-                      if (it % 3 == 0) {
-                        c.commit_local();
-                      } else {
-                        c.poll_local();
-                      }
-                      c.prepare_local(it);
-                      if (it == 1 && before_first) before_first(comm.rank());
-                    }
-                    c.finish_local();
-                    check(c, comm.rank());
-                  },
-                  wo)),
-              "");
+    Run([&](dist::Communicator& comm) {
+      TrainingState s(OptKind::kAdamW, 7, comm.rank(), n_);
+      Checkpointer c(s.model, out_, comm, s.checkpointables(), options(write));
+      c.resume_or_load("", /*resume=*/false);
+      for (int64_t it = 0; it < steps; ++it) {
+        s.train(1);
+        if ((it + 1) % 3 == 0) {
+          c.snapshot_local(it);
+          continue;
+        }
+        if (it % 3 == 0) {
+          c.commit_local();
+        } else {
+          c.poll_local();
+        }
+        c.prepare_local(it);
+        if (it == 1 && before_first) before_first(comm.rank());
+      }
+      c.finish_local();
+      check(c, comm.rank());
+    });
   }
 
   const int n_ = GetParam();
@@ -101,22 +101,16 @@ TEST_P(LocalTierFirstFileTest, TheFirstSnapshotTakesAFileCreatedBeforeIt) {
         EXPECT_TRUE(stdfs::is_regular_file(ahead_file(rank))) << ahead_file(rank);
       });
   // Its snapshots are the state: a resume from the newest (iteration 8) is bitwise.
-  dist::ThreadWorldOptions wo;
-  wo.timeout = std::chrono::seconds(60);
-  EXPECT_EQ(rank_errors(dist::run_ranks(
-                n_,
-                [&](dist::Communicator& comm) {
-                  TrainingState expected(OptKind::kAdamW, 7, comm.rank(), n_);
-                  expected.train(9);
-                  TrainingState fresh(OptKind::kAdamW, 1234, comm.rank(), n_);
-                  Checkpointer c(fresh.model, out_, comm, fresh.checkpointables(), options(LocalWrite::kMapped));
-                  const StateDict extra = c.resume_or_load("", /*resume=*/true);
-                  EXPECT_TRUE(c.loaded_from_local()) << c.loaded_from();
-                  EXPECT_EQ(std::get<int64_t>(extra.at("iteration")), 8);
-                  EXPECT_TRUE(state_diff(expected.snapshot(), fresh.snapshot()).empty()) << "rank " << comm.rank();
-                },
-                wo)),
-            "");
+  Run([&](dist::Communicator& comm) {
+    TrainingState expected(OptKind::kAdamW, 7, comm.rank(), n_);
+    expected.train(9);
+    TrainingState fresh(OptKind::kAdamW, 1234, comm.rank(), n_);
+    Checkpointer c(fresh.model, out_, comm, fresh.checkpointables(), options(LocalWrite::kMapped));
+    const StateDict extra = c.resume_or_load("", /*resume=*/true);
+    EXPECT_TRUE(c.loaded_from_local()) << c.loaded_from();
+    EXPECT_EQ(std::get<int64_t>(extra.at("iteration")), 8);
+    EXPECT_TRUE(state_diff(expected.snapshot(), fresh.snapshot()).empty()) << "rank " << comm.rank();
+  });
 }
 
 TEST_P(LocalTierFirstFileTest, ThroughHdf5NothingIsCreatedAheadAndARunEndedBeforeItsFirstSnapshotLeavesNoFile) {
