@@ -22,6 +22,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -109,10 +110,9 @@ int run(int argc, char** argv) {
   local.keep = 2;
   local.write = checkpoint::parse_local_write(o.write);
   copts.local = local;
-  Checkpointer ckpt(m.model, o.dir, comm,
-                    {{"optimizer", {&opt_state, checkpoint::Scope::kReplicated}},
-                     {"rng", {&rng, checkpoint::Scope::kPerRank}}},
-                    copts);
+  const std::map<std::string, checkpoint::Checkpointable> checkpointables{
+      {"optimizer", {&opt_state, checkpoint::Scope::kReplicated}}, {"rng", {&rng, checkpoint::Scope::kPerRank}}};
+  Checkpointer ckpt(m.model, o.dir, comm, checkpointables, copts);
   ckpt.resume_or_load("", /*resume=*/false);
 
   // The memcpy bound: this rank's shard rows into reused host buffers, as a snapshot does.
@@ -141,10 +141,7 @@ int run(int argc, char** argv) {
   // them (a shorter gap than the creation: the snapshot waits for the rest).
   // Each in a tier of its own (another OUTPUT_DIR), removed after.
   auto first_stall_of = [&](bool offered) {
-    Checkpointer c(m.model, o.dir + (offered ? "-first-ahead" : "-first"), comm,
-                   {{"optimizer", {&opt_state, checkpoint::Scope::kReplicated}},
-                    {"rng", {&rng, checkpoint::Scope::kPerRank}}},
-                   copts);
+    Checkpointer c(m.model, o.dir + (offered ? "-first-ahead" : "-first"), comm, checkpointables, copts);
     c.resume_or_load("", /*resume=*/false);
     if (offered) c.prepare_local(0);
     const int64_t before = offered ? 4 : 1;  // LOCAL.PERIOD 5: four steps before it
@@ -211,10 +208,7 @@ int run(int argc, char** argv) {
       comm.barrier();
       checkpoint::CheckpointerOptions ro = copts;
       if (!from_local) ro.local.reset();
-      Checkpointer c(m.model, o.dir, comm,
-                     {{"optimizer", {&opt_state, checkpoint::Scope::kReplicated}},
-                      {"rng", {&rng, checkpoint::Scope::kPerRank}}},
-                     ro);
+      Checkpointer c(m.model, o.dir, comm, checkpointables, ro);
       Stopwatch sw;
       c.resume_or_load("", /*resume=*/true);
       s.push_back(max_over_ranks(comm, sw.seconds()));
@@ -229,10 +223,7 @@ int run(int argc, char** argv) {
   std::vector<double> resumed_stalls;
   int64_t adopted = 0, created = 0;
   {
-    Checkpointer c(m.model, o.dir, comm,
-                   {{"optimizer", {&opt_state, checkpoint::Scope::kReplicated}},
-                    {"rng", {&rng, checkpoint::Scope::kPerRank}}},
-                   copts);
+    Checkpointer c(m.model, o.dir, comm, checkpointables, copts);
     c.resume_or_load("", /*resume=*/true);
     for (int64_t i = 1; i <= local.keep + 1; ++i) {
       bt.trainer->run_step();

@@ -133,8 +133,7 @@ void LocalTier::make_job_dir() {
   fs::create_directories_durable(node_dir, env_, DirAccess::kPrivate);
   fs::check_private_dir(node_dir);
   fs::create_directories_durable(job_dir_, env_, DirAccess::kPrivate);
-  fs::check_private_dir(job_dir_);
-  job_dir_id_ = fs::private_dir_id(job_dir_);
+  job_dir_id_ = fs::check_private_dir(job_dir_);
   // Whose it is, for the tidy-up of another config of this OUTPUT_DIR.
   if (env_.type_of(job_dir_ + "/" + kJobFile) == FileType::kMissing) {
     fs::write_file_atomic(job_dir_ + "/" + kJobFile, absolute_dir(options_.output_dir), env_);

@@ -181,7 +181,7 @@ void check_trusted_entry(const std::string& path, const struct stat& st) {
 
 }  // namespace
 
-void check_private_dir(const std::string& path) {
+DirId check_private_dir(const std::string& path) {
   struct stat st {};
   DTRAIN_CHECK(::lstat(path.c_str(), &st) == 0, "cannot stat '{}': {}", path, std::strerror(errno));
   DTRAIN_CHECK(S_ISDIR(st.st_mode), "'{}' is {}, expected a directory of this user (uid {})", path,
@@ -201,6 +201,7 @@ void check_private_dir(const std::string& path) {
     DTRAIN_CHECK(::fchmod(fd.get(), 0700) == 0, "cannot make '{}' private (mode {:o} to 700): {}", path,
                  st.st_mode & 07777, std::strerror(errno));
   }
+  return {static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
 }
 
 DirId private_dir_id(const std::string& path) {

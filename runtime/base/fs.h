@@ -50,20 +50,22 @@ void fsync_path(const std::string& path);
 std::string parent_dir(const std::string& path);
 
 // --- Directories other users must not change (a tier under /dev/shm) ---
-// Checks the directory at `path` is private to the effective user: a real directory (not
-// a symbolic link) owned by that user that no other user could have written to (no group
-// or other write permission: what they put in it could not be told from this user's);
-// group and other read permissions are removed (chmod 700) where it has any. Create it
-// with Env::create_dir(path, DirAccess::kPrivate). Throws Error naming the path and what
-// it is instead (missing, a link, a file, another user's directory, its mode).
-void check_private_dir(const std::string& path);
-
 // The identity of a directory: device and inode.
 struct DirId {
   uint64_t dev = 0, ino = 0;
   bool operator==(const DirId& o) const { return dev == o.dev && ino == o.ino; }
   bool operator!=(const DirId& o) const { return !(*this == o); }
 };
+
+// Checks the directory at `path` is private to the effective user: a real directory (not
+// a symbolic link) owned by that user that no other user could have written to (no group
+// or other write permission: what they put in it could not be told from this user's);
+// group and other read permissions are removed (chmod 700) where it has any. Create it
+// with Env::create_dir(path, DirAccess::kPrivate). Returns the directory's identity.
+// Throws Error naming the path and what it is instead (missing, a link, a file, another
+// user's directory, its mode).
+DirId check_private_dir(const std::string& path);
+
 // `path`'s identity if it is a real directory owned by the effective user that group
 // and others cannot write to; else {} (also when it is missing). One lstat(2): cheap
 // enough to ask before every snapshot whether a directory is still the one checked.
