@@ -372,7 +372,11 @@ void Checkpointer::snapshot_local(int64_t iteration, const StateDict& extra) {
 bool Checkpointer::poll_local() { return local_ && local_->poll(); }
 
 void Checkpointer::prepare_local(int64_t iteration) {
-  if (!local_ || !local_->wants_layout()) return;
+  if (!local_) return;
+  if (!local_->wants_layout()) {
+    local_->prepare_takeover();
+    return;
+  }
   StateDict state;
   state["iteration"] = iteration;
   try {

@@ -136,8 +136,10 @@ class Checkpointer {
   // poll_local() commits it at a later iteration boundary once every rank's write is
   // done; commit_local() waits and commits, its replicas going on in the background;
   // finish_local() also waits for the replicas; abandon_local() drops both (local, no throw);
-  // prepare_local() (local, at a boundary between snapshots) lets the tier create the
-  // first snapshot's shard file ahead, once the state has its layout (LocalTier::prepare).
+  // prepare_local() (local, at a boundary between snapshots) lets the tier make the
+  // first snapshot's shard file ready ahead, once the state has its layout
+  // (LocalTier::prepare), and later take a resumed run's spares over ahead
+  // (LocalTier::prepare_takeover).
   // A failed snapshot is a warning, never an error. end_local() removes this job's
   // snapshots (training finished). resume_or_load restores from the local tier when
   // it holds a complete snapshot at least as new as the persistent one.

@@ -281,10 +281,17 @@ void LocalTier::prepare(const CollectedState& live) {
   try {
     const auto plan = plan_shards(live.replicated_meta(), comm_.size());
     if (slabs_->prepare_first(background(), shard_items(live, plan, comm_.rank(), /*contiguous_cpu=*/false))) {
-      DTRAIN_LOG_DEBUG("Creating rank {}'s first local shard file ahead", comm_.rank());
+      DTRAIN_LOG_DEBUG("Making rank {}'s first local shard file ready ahead", comm_.rank());
     }
   } catch (const std::exception& e) {
     DTRAIN_LOG_DEBUG("Not creating rank {}'s first local shard file ahead: {}", comm_.rank(), e.what());
+  }
+}
+
+void LocalTier::prepare_takeover() {
+  if (!opened_ || !refused_.empty() || !mapped_ || !slabs_ || pending_) return;
+  if (slabs_->prepare_takeover(background())) {
+    DTRAIN_LOG_DEBUG("Taking rank {}'s spare shard file of an earlier run over ahead", comm_.rank());
   }
 }
 

@@ -138,13 +138,20 @@ class LocalTier {
   void start(const CollectedState& live, int64_t iteration);
   // Before this run's first snapshot, at a step boundary where `live` has the layout
   // the snapshots will have (after a step: the optimizer's state exists): starts
-  // creating this rank's shard file on the background thread, so that the first
-  // snapshot takes it instead of creating it in its stall. Only where snapshots are
-  // written through mappings and no spare of an earlier process is there; once per
-  // run; not collective. A file that turns out not to fit is removed by the snapshot.
+  // making this rank's shard file ready on the background thread (taking over an
+  // earlier process's spare, else creating one), so that the first snapshot takes it
+  // instead of doing either in its stall. Only where snapshots are written through
+  // mappings; once per run; not collective. A file that turns out not to fit is
+  // removed by the snapshot.
   void prepare(const CollectedState& live);
   // Whether prepare() would do anything (so that a caller collects the state only then).
   bool wants_layout() const;
+  // At a step boundary between snapshots: when a commit's prune left an earlier
+  // process's shard file as this rank's spare (a resumed run's first KEEP commits),
+  // starts taking it over on the background thread (SlabPool::prepare_takeover), so
+  // that the next snapshot need not in its stall. Not collective; a few stat calls at
+  // most, none once the rank holds KEEP + 1 files of its own.
+  void prepare_takeover();
   // Advances the replicas in flight (not collective); then commits the snapshot in
   // flight if every rank's write is done, and says whether it did.
   bool poll();
@@ -180,10 +187,11 @@ class LocalTier {
   double last_stall_seconds() const { return last_stall_s_; }
   double last_commit_seconds() const { return last_commit_s_; }
   // kMapped: this rank's shard files created in a snapshot's stall, ahead of it, and taken
-  // over from an earlier process (a resumed run's spares).
+  // over from an earlier process (a resumed run's spares; of those, ahead of the stall).
   int64_t shard_files_created_in_stall() const { return slabs_ ? slabs_->created_in_stall() : 0; }
   int64_t shard_files_created_ahead() const { return slabs_ ? slabs_->created_ahead() : 0; }
   int64_t shard_files_adopted() const { return slabs_ ? slabs_->adopted() : 0; }
+  int64_t shard_files_adopted_ahead() const { return slabs_ ? slabs_->adopted_ahead() : 0; }
 
  private:
   struct Pending;

@@ -22,8 +22,8 @@ SlabPool::SlabPool(Env& env, std::string spare_path, std::string ahead_path, siz
 
 SlabPool::~SlabPool() {
   // A file created ahead (or left by a creation that failed) is no snapshot's, and a
-  // new process cannot reuse it.
-  const bool creating = ahead_.valid();
+  // new process cannot reuse it. A spare being taken over stays the spare.
+  const bool creating = ahead_.valid() && !ahead_adopts_;
   collect_ahead();
   if (creating) fs::remove_quietly(ahead_path_, env_);
 }
@@ -51,13 +51,25 @@ void SlabPool::keep_newest(std::shared_ptr<ShardSlab> slab) {
 }
 
 std::shared_ptr<ShardSlab> SlabPool::take(const std::vector<ShardItem>& items, const std::string& path) {
+  const bool adopting = std::exchange(ahead_adopts_, false);
   std::shared_ptr<ShardSlab> ahead = collect_ahead();
   const std::string ahead_error = std::exchange(ahead_error_, {});  // this take's only
+  std::shared_ptr<ShardSlab> adopted_ahead = adopting ? std::exchange(ahead, nullptr) : nullptr;
   std::shared_ptr<ShardSlab> spare;  // one of this pool's files, else an earlier process's
   for (const auto& slab : slabs_) {
     if (slab->fits(items) && slab->is_file_at(spare_path_)) spare = slab;
   }
-  if (!spare && (spare = adopt_spare(items))) ++adopted_;
+  if (!spare) {
+    // Taken over ahead, if it fits and is still there; one refused ahead (a debug line
+    // said why) is not tried again.
+    if (!adopting) {
+      spare = adopt_spare(items);
+    } else if (adopted_ahead && adopted_ahead->fits(items) && adopted_ahead->is_file_at(spare_path_)) {
+      spare = std::move(adopted_ahead);
+      ++adopted_ahead_;
+    }
+    if (spare) ++adopted_;
+  }
   if (spare) {
     env_.rename(spare_path_, path);
     remove_if_file(ahead_path_);  // created ahead, or left by a creation that failed
@@ -114,6 +126,7 @@ bool SlabPool::prepare_first(boost::asio::thread_pool& pool, const std::vector<S
       const auto meta = at::TensorOptions().dtype(item.data.scalar_type()).device(at::kMeta);
       layout.push_back({item.name, at::empty(item.data.sizes(), meta), std::nullopt});
     }
+    if (env_.type_of(spare_path_) == FileType::kRegular) return adopt_ahead(pool, std::move(layout));
     return create_ahead(pool, std::move(layout));
   } catch (const std::exception& e) {
     ahead_error_ = fmt::format("starting to create '{}': {}", ahead_path_, e.what());
@@ -121,15 +134,27 @@ bool SlabPool::prepare_first(boost::asio::thread_pool& pool, const std::vector<S
   }
 }
 
+bool SlabPool::prepare_takeover(boost::asio::thread_pool& pool) noexcept {
+  if (slabs_.empty() || slabs_.size() >= capacity_ || ahead_.valid()) return false;
+  try {
+    return foreign_spare() && adopt_ahead(pool, slabs_.back()->layout());
+  } catch (const std::exception&) {
+    return false;  // the take tries in its stall
+  }
+}
+
+bool SlabPool::foreign_spare() const {
+  if (env_.type_of(spare_path_) != FileType::kRegular) return false;
+  return std::none_of(slabs_.begin(), slabs_.end(), [&](const auto& s) { return s->is_file_at(spare_path_); });
+}
+
 bool SlabPool::create_ahead(boost::asio::thread_pool& pool, std::vector<ShardItem> layout) noexcept {
   try {
     if (env_.type_of(spare_path_) != FileType::kMissing || env_.type_of(ahead_path_) != FileType::kMissing) {
       return false;
     }
-    std::packaged_task<std::shared_ptr<ShardSlab>()> task(
-        [path = ahead_path_, layout = std::move(layout)] { return ShardSlab::create(path, layout); });
-    ahead_ = task.get_future();
-    boost::asio::post(pool, std::move(task));
+    post_ahead(pool, [path = ahead_path_, layout = std::move(layout)] { return ShardSlab::create(path, layout); },
+               /*adopts=*/false);
     return true;
   } catch (const std::exception& e) {
     ahead_ = {};
@@ -138,12 +163,42 @@ bool SlabPool::create_ahead(boost::asio::thread_pool& pool, std::vector<ShardIte
   }
 }
 
+bool SlabPool::adopt_ahead(boost::asio::thread_pool& pool, std::vector<ShardItem> layout) noexcept {
+  try {
+    post_ahead(
+        pool,
+        [path = spare_path_, layout = std::move(layout)]() -> std::shared_ptr<ShardSlab> {
+          try {
+            return ShardSlab::adopt(path, layout);
+          } catch (const std::exception& e) {
+            DTRAIN_LOG_DEBUG("Not reusing the spare shard file: {}", e.what());
+            return nullptr;
+          }
+        },
+        /*adopts=*/true);
+    return true;
+  } catch (const std::exception&) {
+    ahead_ = {};
+    ahead_adopts_ = false;
+    return false;  // the take tries in its stall
+  }
+}
+
+void SlabPool::post_ahead(boost::asio::thread_pool& pool, std::function<std::shared_ptr<ShardSlab>()> make,
+                          bool adopts) {
+  std::packaged_task<std::shared_ptr<ShardSlab>()> task(std::move(make));
+  ahead_ = task.get_future();
+  ahead_adopts_ = adopts;
+  boost::asio::post(pool, std::move(task));
+}
+
 void SlabPool::drop(const std::shared_ptr<ShardSlab>& slab) noexcept {
   if (slab) slabs_.erase(std::remove(slabs_.begin(), slabs_.end(), slab), slabs_.end());
 }
 
 void SlabPool::release() noexcept {
   collect_ahead();
+  ahead_adopts_ = false;
   ahead_error_.clear();
   slabs_.clear();
   fs::remove_quietly(spare_path_, env_);

@@ -8,14 +8,18 @@
 // snapshot took its file, the next one's is created ahead on a background thread, while
 // training runs the following step. A resumed run's prune renames the previous process's
 // shard files to the spare path: they are taken over (mapped again, after checking that
-// their datasets fit) rather than created anew.
+// their datasets fit) rather than created anew, on the background thread too where a
+// step comes between the prune and the next snapshot (prepare_takeover).
 //
 //   SlabPool pool(env, spare_path, ahead_path, keep + 1);
 //   auto slab = pool.take(items, shard_path);  // in the stall: spare, ahead, or new
 //   pool.prepare_next(background_pool, spare_coming);  // then, right after
+//   pool.prepare_takeover(background_pool);  // at a step after the commit's prune
 //
 // Thread-safety: not thread-safe; call from one thread (the tier's). The only work on
-// the background thread is the creation ahead, which touches nothing but its own file.
+// the background thread is the creation ahead, which touches nothing but its own file,
+// or the takeover ahead, which only reads and maps the spare (nothing renames it until
+// the next take: the tier prunes only in a commit, and commits follow takes).
 #pragma once
 
 #include <cstddef>
@@ -48,7 +52,8 @@ class SlabPool {
   // The mapped shard file for `items`, renamed (or created) to `path`, which must not
   // exist: the spare if it is one of this pool's files and fits; else the spare if it is
   // a shard file this pool has not mapped (an earlier process's: a resumed run's prune)
-  // that ShardSlab::adopt accepts for `items`; else the file created ahead if it fits;
+  // that ShardSlab::adopt accepts for `items` (taken over ahead if prepare_first or
+  // prepare_takeover started it); else the file created ahead if it fits;
   // else a new one (throws CheckpointError naming `path`, e.g. the tier is full). Waits
   // for a creation ahead still running. A spare or ahead file not used is removed. The
   // pool then holds the returned file as its newest.
@@ -62,12 +67,19 @@ class SlabPool {
   // thrown: this is an optimisation): take() then creates in the stall, and reports
   // that error if it fails too.
   void prepare_next(boost::asio::thread_pool& pool, const std::function<bool()>& spare_coming) noexcept;
-  // Before the first take(): when the pool holds no file, none is being created and no
-  // spare is there to take over (a resumed run's), starts creating a file for `items`'
-  // layout (names, dtypes and shapes only: no tensor of theirs is kept) at the ahead
-  // path on `pool`, so that the first take() need not create one in its stall. Like
-  // prepare_next, a failure is only remembered. Returns whether it started one.
+  // Before the first take(): when the pool holds no file and none is being made, starts
+  // on `pool`, for `items`' layout (names, dtypes and shapes only: no tensor of theirs
+  // is kept), taking over the file at the spare path (a resumed run's) if there is one,
+  // else creating a file at the ahead path; so that the first take() need not do either
+  // in its stall. Like prepare_next, a failure is only remembered. Returns whether it
+  // started one.
   bool prepare_first(boost::asio::thread_pool& pool, const std::vector<ShardItem>& items) noexcept;
+  // When the pool is not full and nothing is being made, and the file at the spare path
+  // is none of the pool's (an earlier process's, put there by a resumed run's prune),
+  // starts taking it over on `pool` for the newest file's layout, so that the next
+  // take() need not in its stall. Costs nothing once the pool is full (then every spare
+  // is its own). Returns whether it started.
+  bool prepare_takeover(boost::asio::thread_pool& pool) noexcept;
   // Forgets `slab` (a snapshot that failed: its file goes with its directory).
   void drop(const std::shared_ptr<ShardSlab>& slab) noexcept;
   // Forgets every file, waits for a creation ahead and removes the spare and ahead
@@ -78,8 +90,10 @@ class SlabPool {
   // How this pool's files came to be: created in the stall of a snapshot, or ahead.
   int64_t created_in_stall() const { return created_in_stall_; }
   int64_t created_ahead() const { return created_ahead_; }
-  // Spares of an earlier process taken over (ShardSlab::adopt) instead of created.
+  // Spares of an earlier process taken over (ShardSlab::adopt) instead of created, and
+  // how many of those were taken over ahead (prepare_first, prepare_takeover).
   int64_t adopted() const { return adopted_; }
+  int64_t adopted_ahead() const { return adopted_ahead_; }
 
  private:
   // The file created ahead (nullptr if none or it failed), after waiting for it.
@@ -91,16 +105,25 @@ class SlabPool {
   // Posts the creation of a file of `layout` at the ahead path on `pool`, unless a file
   // is at the spare or the ahead path.
   bool create_ahead(boost::asio::thread_pool& pool, std::vector<ShardItem> layout) noexcept;
+  // Posts ShardSlab::adopt of the spare for `layout` on `pool`; a file that does not fit
+  // is not an error (the take removes it).
+  bool adopt_ahead(boost::asio::thread_pool& pool, std::vector<ShardItem> layout) noexcept;
+  // Whether a regular file is at the spare path and none of slabs_ is it.
+  bool foreign_spare() const;
+  // Runs `make` on `pool` as ahead_ (throws if it cannot be posted).
+  void post_ahead(boost::asio::thread_pool& pool, std::function<std::shared_ptr<ShardSlab>()> make, bool adopts);
 
   Env& env_;
   std::string spare_path_, ahead_path_;
   size_t capacity_;
   std::vector<std::shared_ptr<ShardSlab>> slabs_;  // oldest first
   std::future<std::shared_ptr<ShardSlab>> ahead_;
+  bool ahead_adopts_ = false;  // ahead_ takes the spare over (else: creates at the ahead path)
   std::string ahead_error_;  // of the last creation ahead that failed
   int64_t created_in_stall_ = 0;
   int64_t created_ahead_ = 0;
   int64_t adopted_ = 0;
+  int64_t adopted_ahead_ = 0;
 };
 
 }  // namespace dtrain::checkpoint

@@ -1,8 +1,9 @@
 // The first local snapshot's shard file (checkpoint/local_tier.h, LocalTier::prepare):
 // with LOCAL.PERIOD >= 2 the steps before the first snapshot know the state's layout,
 // so each rank's file is created on the tier's background thread then, and the first
-// snapshot copies into it instead of creating it in its stall. The calls are those of
-// LocalSnapshotHook with period 3; 1 and 2 ranks as threads on one node.
+// snapshot copies into it instead of creating it in its stall; a resumed run's first
+// snapshots likewise take the previous run's files over before their stalls. The calls
+// are those of LocalSnapshotHook with period 3; 1 and 2 ranks as threads on one node.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
@@ -53,15 +54,20 @@ class LocalTierFirstFileTest : public ::testing::TestWithParam<int> {
     EXPECT_EQ(rank_errors(dist::run_ranks(n_, fn, wo)), "");
   }
 
-  // LocalSnapshotHook's calls, period 3, for `steps` steps of seed 7. `before_first`
-  // runs on each rank after the last step before the first snapshot.
-  void Train(LocalWrite write, int steps, const std::function<void(Checkpointer&, int)>& check,
+  // LocalSnapshotHook's calls, period 3, for iterations [first, end) of seed 7 (a
+  // `--resume` from iteration first - 1 when first > 0). `before_first` runs on each
+  // rank after the last step before the first snapshot.
+  void Train(LocalWrite write, int64_t first, int64_t end, const std::function<void(Checkpointer&, int)>& check,
              const std::function<void(int)>& before_first = nullptr) {
     Run([&](dist::Communicator& comm) {
-      TrainingState s(OptKind::kAdamW, 7, comm.rank(), n_);
+      TrainingState s(OptKind::kAdamW, first > 0 ? 1234 : 7, comm.rank(), n_);
       Checkpointer c(s.model, out_, comm, s.checkpointables(), options(write));
-      c.resume_or_load("", /*resume=*/false);
-      for (int64_t it = 0; it < steps; ++it) {
+      const StateDict extra = c.resume_or_load("", /*resume=*/first > 0);
+      if (first > 0) {
+        EXPECT_TRUE(c.loaded_from_local()) << c.loaded_from();
+        EXPECT_EQ(std::get<int64_t>(extra.at("iteration")), first - 1);
+      }
+      for (int64_t it = first; it < end; ++it) {
         s.train(1);
         if ((it + 1) % 3 == 0) {
           c.snapshot_local(it);
@@ -73,7 +79,7 @@ class LocalTierFirstFileTest : public ::testing::TestWithParam<int> {
           c.poll_local();
         }
         c.prepare_local(it);
-        if (it == 1 && before_first) before_first(comm.rank());
+        if (it == first + 1 && before_first) before_first(comm.rank());
       }
       c.finish_local();
       check(c, comm.rank());
@@ -86,7 +92,7 @@ class LocalTierFirstFileTest : public ::testing::TestWithParam<int> {
 
 TEST_P(LocalTierFirstFileTest, TheFirstSnapshotTakesAFileCreatedBeforeIt) {
   Train(
-      LocalWrite::kMapped, 9,
+      LocalWrite::kMapped, 0, 9,
       [&](Checkpointer& c, int) {
         EXPECT_EQ(c.local_tier()->commits(), 3);
         EXPECT_EQ(c.local_tier()->failures(), 0);
@@ -113,13 +119,39 @@ TEST_P(LocalTierFirstFileTest, TheFirstSnapshotTakesAFileCreatedBeforeIt) {
   });
 }
 
+TEST_P(LocalTierFirstFileTest, AResumedRunTakesThePreviousRunsFilesOverAheadOfItsSnapshots) {
+  // The first run keeps snapshots 5 and 8 and a spare (snapshot 2's file). Resumed from
+  // 8, the steps before its first snapshot take the spare over, and the steps after
+  // each of the next two commits the file that commit's prune made the spare: three
+  // snapshots, none of which opens, maps or creates a file in its stall.
+  Train(LocalWrite::kMapped, 0, 9, [&](Checkpointer& c, int) { EXPECT_EQ(c.local_tier()->commits(), 3); });
+  Train(LocalWrite::kMapped, 9, 18, [&](Checkpointer& c, int) {
+    EXPECT_EQ(c.local_tier()->commits(), 3);
+    EXPECT_EQ(c.local_tier()->failures(), 0);
+    EXPECT_EQ(c.local_tier()->shard_files_adopted(), 3);
+    EXPECT_EQ(c.local_tier()->shard_files_adopted_ahead(), 3);
+    EXPECT_EQ(c.local_tier()->shard_files_created_in_stall() + c.local_tier()->shard_files_created_ahead(), 0);
+  });
+  // The files taken over hold the resumed run's state: a resume from 17 is bitwise.
+  Run([&](dist::Communicator& comm) {
+    TrainingState expected(OptKind::kAdamW, 7, comm.rank(), n_);
+    expected.train(18);
+    TrainingState fresh(OptKind::kAdamW, 1234, comm.rank(), n_);
+    Checkpointer c(fresh.model, out_, comm, fresh.checkpointables(), options(LocalWrite::kMapped));
+    const StateDict extra = c.resume_or_load("", /*resume=*/true);
+    EXPECT_TRUE(c.loaded_from_local()) << c.loaded_from();
+    EXPECT_EQ(std::get<int64_t>(extra.at("iteration")), 17);
+    EXPECT_TRUE(state_diff(expected.snapshot(), fresh.snapshot()).empty()) << "rank " << comm.rank();
+  });
+}
+
 TEST_P(LocalTierFirstFileTest, ThroughHdf5NothingIsCreatedAheadAndARunEndedBeforeItsFirstSnapshotLeavesNoFile) {
-  Train(LocalWrite::kHdf5, 4, [&](Checkpointer& c, int rank) {
+  Train(LocalWrite::kHdf5, 0, 4, [&](Checkpointer& c, int rank) {
     EXPECT_EQ(c.local_tier()->commits(), 1);
     EXPECT_EQ(c.local_tier()->shard_files_created_ahead(), 0);
     EXPECT_FALSE(stdfs::exists(ahead_file(rank)));
   });
-  Train(LocalWrite::kMapped, 2, [&](Checkpointer& c, int) {
+  Train(LocalWrite::kMapped, 0, 2, [&](Checkpointer& c, int) {
     EXPECT_EQ(c.local_tier()->commits(), 0);
     c.end_local();  // training ended: the tier goes, the file made ahead with it
   });

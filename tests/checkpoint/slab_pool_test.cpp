@@ -3,7 +3,7 @@
 // LOCAL.KEEP + 1 files, then the spares the prune leaves are reused; a file created
 // ahead that does not fit, or a creation ahead that failed, falls back to creating in
 // the stall, whose error then says both; an earlier process's spare that fits is taken
-// over.
+// over, on the background thread where a step comes first.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -23,6 +23,7 @@
 #include <ATen/ATen.h>
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <fmt/format.h>
 
 #include "checkpoint/shard_slab.h"
 #include "checkpoint/slab_pool.h"
@@ -156,13 +157,93 @@ TEST_F(SlabPoolTest, AFirstFileOfAnotherLayoutIsRemovedAndAnEarlierSpareIsTakenO
   EXPECT_EQ(pool_->created_in_stall(), 1);
   EXPECT_EQ(pool_->created_ahead(), 0);
   EXPECT_FALSE(stdfs::exists(at(".ahead")));
-  // A resumed run's spare is there: it is taken over, nothing is created ahead.
+  // A resumed run's spare is there: it is taken over (ahead), nothing is created.
   SlabPool resumed(Env::posix(), at(".spare"), at(".ahead"), 3);
   ShardSlab::create(at(".spare"), model_items(1.0F));
-  EXPECT_FALSE(resumed.prepare_first(background_, model_items(1.0F)));
+  EXPECT_TRUE(resumed.prepare_first(background_, model_items(1.0F)));
+  drain(background_);
+  EXPECT_FALSE(stdfs::exists(at(".ahead")));
   resumed.take(model_items(1.0F), at("r0.h5"));
   EXPECT_EQ(resumed.adopted(), 1);
+  EXPECT_EQ(resumed.adopted_ahead(), 1);
   EXPECT_EQ(resumed.created_ahead() + resumed.created_in_stall(), 0);
+}
+
+// Overwrites the HDF5 signature at the start of `path` (same size, same inode): HDF5
+// can no longer open it, a mapping made before sees only those bytes change.
+void spoil_signature(const std::string& path, const char* with = "XXXXXXXX") {
+  std::FILE* f = std::fopen(path.c_str(), "r+b");
+  ASSERT_NE(f, nullptr) << path;
+  ASSERT_EQ(std::fwrite(with, 1, 8, f), 8U);
+  std::fclose(f);
+}
+
+TEST_F(SlabPoolTest, AResumedRunsSparesAreTakenOverAheadAndItsTakesOnlyRenameThem) {
+  // The previous process left KEEP 2 snapshots and a spare; each commit of the resumed
+  // run prunes one of its snapshots, whose file becomes the spare. prepare_first and
+  // then prepare_takeover map each on the background thread: the take that follows
+  // opens nothing (its signature spoiled after the takeover ahead does not matter), the
+  // data it is filled with reads back bitwise.
+  const auto items = model_items(1.0F);
+  std::vector<std::pair<uint64_t, uint64_t>> old_files;
+  for (const char* name : {"old0.h5", "old1.h5", ".spare"}) {
+    ShardSlab::create(at(name), items)->fill(model_items(9.0F));
+    old_files.push_back(file_id(at(name)));
+  }
+  EXPECT_FALSE(pool_->prepare_takeover(background_)) << "no layout yet: prepare_first's turn";
+  ASSERT_TRUE(pool_->prepare_first(background_, items));
+  for (int i = 0; i < 3; ++i) {
+    if (i > 0) {
+      stdfs::rename(at(fmt::format("old{}.h5", i - 1)), at(".spare"));  // the commit's prune
+      ASSERT_TRUE(pool_->prepare_takeover(background_)) << i;
+      EXPECT_FALSE(pool_->prepare_takeover(background_)) << "one at a time";
+    }
+    drain(background_);
+    spoil_signature(at(".spare"));
+    const std::string path = at(fmt::format("s{}.h5", i));
+    auto slab = pool_->take(items, path);
+    EXPECT_EQ(file_id(path), old_files[i == 0 ? 2 : i - 1]) << i;
+    EXPECT_EQ(pool_->adopted(), i + 1);
+    EXPECT_EQ(pool_->adopted_ahead(), i + 1) << "snapshot " << i << " took its file over in the stall";
+    spoil_signature(path, "\x89HDF\r\n\x1a\n");
+    const auto values = model_items(float(i) + 0.5F);
+    slab->fill(values);
+    h5::File f = h5::File::open(path);
+    EXPECT_TRUE(at::equal(f.read_tensor("model/w"), values[0].data)) << i;
+    EXPECT_TRUE(at::equal(f.read_tensor("optimizer/step"), values[2].data)) << i;
+  }
+  EXPECT_EQ(pool_->created_in_stall() + pool_->created_ahead(), 0);
+  // The pool holds KEEP + 1 files: every later spare is its own, nothing is looked at.
+  stdfs::rename(at("s0.h5"), at(".spare"));
+  EXPECT_FALSE(pool_->prepare_takeover(background_));
+  pool_->take(items, at("s3.h5"));
+  EXPECT_EQ(pool_->adopted(), 3);
+}
+
+TEST_F(SlabPoolTest, ASpareThatCannotBeTakenOverAheadIsReplacedInTheStallWithoutASecondTry) {
+  const auto items = model_items(1.0F);
+  pool_->take(items, at("s0.h5"));
+  EXPECT_FALSE(pool_->prepare_takeover(background_)) << "no spare";
+  stdfs::copy_file(at("s0.h5"), at(".spare"));  // not the pool's own file, and it fits
+  spoil_signature(at(".spare"));                // ... until HDF5 cannot open it
+  ASSERT_TRUE(pool_->prepare_takeover(background_));
+  drain(background_);
+  pool_->take(items, at("s1.h5"));
+  EXPECT_EQ(pool_->adopted(), 0);
+  EXPECT_EQ(pool_->created_in_stall(), 2);
+  EXPECT_FALSE(stdfs::exists(at(".spare")));
+  // A pool destroyed or released while a takeover runs: the spare stays the spare for
+  // the next process (destroyed), or goes with the pool's files (released).
+  ShardSlab::create(at("old.h5"), items);
+  stdfs::rename(at("old.h5"), at(".spare"));
+  ASSERT_TRUE(pool_->prepare_takeover(background_));
+  pool_.reset();
+  EXPECT_TRUE(stdfs::is_regular_file(at(".spare")));
+  pool_ = std::make_unique<SlabPool>(Env::posix(), at(".spare"), at(".ahead"), 3);
+  ASSERT_TRUE(pool_->prepare_first(background_, items));
+  pool_->release();
+  EXPECT_FALSE(stdfs::exists(at(".spare")));
+  EXPECT_EQ(pool_->adopted(), 0);
 }
 
 TEST_F(SlabPoolTest, ATakeWhileTheCreationAheadStillRunsWaitsForItAndTakesThatFile) {
