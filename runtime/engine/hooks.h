@@ -91,9 +91,9 @@ class PeriodicCheckpointerHook : public HookBase {
 // replicas may not have arrived, loses at most 2 x `period`). The last iteration takes none
 // (model_final is saved). When training ends normally the job's local snapshots are
 // removed (model_final supersedes them); when it stops by an error, the one in flight
-// is dropped and the committed ones stay for --resume. Between snapshots before the
-// first one (period >= 2), the tier may create the first shard file ahead
-// (Checkpointer::prepare_local), keeping it out of the first snapshot's stall.
+// is dropped and the committed ones stay for --resume. Between snapshots (period >= 2)
+// the tier may make the next shard file ready ahead (Checkpointer::prepare_local: the
+// first one created, or a resumed run's files taken over), out of the snapshots' stalls.
 class LocalSnapshotHook : public HookBase {
  public:
   LocalSnapshotHook(checkpoint::Checkpointer& checkpointer, int64_t period)
