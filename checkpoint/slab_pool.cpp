@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <exception>
+#include <filesystem>
+#include <system_error>
 #include <utility>
 
 #include <ATen/ATen.h>
@@ -21,9 +23,10 @@ SlabPool::SlabPool(Env& env, std::string spare_path, std::string ahead_path, siz
 }
 
 SlabPool::~SlabPool() {
-  // A file created ahead (or left by a creation that failed) is no snapshot's, and a
-  // new process cannot reuse it. A spare being taken over stays the spare.
-  const bool creating = ahead_.valid() && !ahead_adopts_;
+  // A file created ahead (or left by a creation that failed; also by a takeover that
+  // was refused) is no snapshot's, and a new process cannot reuse it. A spare being
+  // taken over stays the spare.
+  const bool creating = ahead_.valid();
   collect_ahead();
   if (creating) fs::remove_quietly(ahead_path_, env_);
 }
@@ -54,14 +57,16 @@ std::shared_ptr<ShardSlab> SlabPool::take(const std::vector<ShardItem>& items, c
   const bool adopting = std::exchange(ahead_adopts_, false);
   std::shared_ptr<ShardSlab> ahead = collect_ahead();
   const std::string ahead_error = std::exchange(ahead_error_, {});  // this take's only
-  std::shared_ptr<ShardSlab> adopted_ahead = adopting ? std::exchange(ahead, nullptr) : nullptr;
+  // A takeover ahead gave the spare, or (refused) a file created at the ahead path.
+  std::shared_ptr<ShardSlab> adopted_ahead;
+  if (adopting && ahead && !ahead->is_file_at(ahead_path_)) adopted_ahead = std::exchange(ahead, nullptr);
   std::shared_ptr<ShardSlab> spare;  // one of this pool's files, else an earlier process's
   for (const auto& slab : slabs_) {
     if (slab->fits(items) && slab->is_file_at(spare_path_)) spare = slab;
   }
   if (!spare) {
     // Taken over ahead, if it fits and is still there; one refused ahead (a debug line
-    // said why) is not tried again.
+    // said why, and it was replaced) is not tried again.
     if (!adopting) {
       spare = adopt_spare(items);
     } else if (adopted_ahead && adopted_ahead->fits(items) && adopted_ahead->is_file_at(spare_path_)) {
@@ -129,7 +134,8 @@ bool SlabPool::prepare_first(boost::asio::thread_pool& pool, const std::vector<S
     if (env_.type_of(spare_path_) == FileType::kRegular) return adopt_ahead(pool, std::move(layout));
     return create_ahead(pool, std::move(layout));
   } catch (const std::exception& e) {
-    ahead_error_ = fmt::format("starting to create '{}': {}", ahead_path_, e.what());
+    ahead_error_ = fmt::format("preparing the first shard file at '{}' or '{}': {}", spare_path_, ahead_path_,
+                               e.what());
     return false;
   }
 }
@@ -167,13 +173,16 @@ bool SlabPool::adopt_ahead(boost::asio::thread_pool& pool, std::vector<ShardItem
   try {
     post_ahead(
         pool,
-        [path = spare_path_, layout = std::move(layout)]() -> std::shared_ptr<ShardSlab> {
+        [spare = spare_path_, ahead = ahead_path_, layout = std::move(layout)] {
           try {
-            return ShardSlab::adopt(path, layout);
-          } catch (const std::exception& e) {
+            return ShardSlab::adopt(spare, layout);
+          } catch (const CheckpointError& e) {
             DTRAIN_LOG_DEBUG("Not reusing the spare shard file: {}", e.what());
-            return nullptr;
           }
+          // Its pages are the tier's memory: removed before a file of this layout is made.
+          std::error_code ignored;
+          std::filesystem::remove(spare, ignored);
+          return ShardSlab::create(ahead, layout);
         },
         /*adopts=*/true);
     return true;
@@ -190,6 +199,10 @@ void SlabPool::post_ahead(boost::asio::thread_pool& pool, std::function<std::sha
   ahead_ = task.get_future();
   ahead_adopts_ = adopts;
   boost::asio::post(pool, std::move(task));
+}
+
+void SlabPool::settle() noexcept {
+  if (ahead_.valid()) ahead_.wait();
 }
 
 void SlabPool::drop(const std::shared_ptr<ShardSlab>& slab) noexcept {

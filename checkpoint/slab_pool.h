@@ -18,8 +18,10 @@
 //
 // Thread-safety: not thread-safe; call from one thread (the tier's). The only work on
 // the background thread is the creation ahead, which touches nothing but its own file,
-// or the takeover ahead, which only reads and maps the spare (nothing renames it until
-// the next take: the tier prunes only in a commit, and commits follow takes).
+// or the takeover ahead, which maps the spare (or removes it and creates a file at the
+// ahead path, if it does not fit). The caller must not rename anything to the spare
+// path while that runs: the tier calls settle() before each commit, the only place it
+// prunes.
 #pragma once
 
 #include <cstddef>
@@ -45,7 +47,7 @@ class SlabPool {
   // `spare_path`: where the tier's prune puts this rank's shard file of a deleted
   // snapshot; `ahead_path`: where a file is created ahead. Both are the rank's own.
   SlabPool(Env& env, std::string spare_path, std::string ahead_path, size_t capacity);
-  ~SlabPool();  // waits for a creation ahead, and removes its file
+  ~SlabPool();  // waits for the work ahead; removes a file created ahead, keeps the spare
   SlabPool(const SlabPool&) = delete;
   SlabPool& operator=(const SlabPool&) = delete;
 
@@ -53,10 +55,10 @@ class SlabPool {
   // exist: the spare if it is one of this pool's files and fits; else the spare if it is
   // a shard file this pool has not mapped (an earlier process's: a resumed run's prune)
   // that ShardSlab::adopt accepts for `items` (taken over ahead if prepare_first or
-  // prepare_takeover started it); else the file created ahead if it fits;
-  // else a new one (throws CheckpointError naming `path`, e.g. the tier is full). Waits
-  // for a creation ahead still running. A spare or ahead file not used is removed. The
-  // pool then holds the returned file as its newest.
+  // prepare_takeover started it: it must still be the file at the spare path); else the
+  // file created ahead if it fits; else a new one (throws CheckpointError naming `path`,
+  // e.g. the tier is full). Waits for the work ahead still running. A spare or ahead
+  // file not used is removed. The pool then holds the returned file as its newest.
   std::shared_ptr<ShardSlab> take(const std::vector<ShardItem>& items, const std::string& path);
   // When the next take() would find no spare (the pool holds fewer than `capacity`
   // files, none is at the spare path, and the caller's next commit will not prune one
@@ -71,15 +73,20 @@ class SlabPool {
   // on `pool`, for `items`' layout (names, dtypes and shapes only: no tensor of theirs
   // is kept), taking over the file at the spare path (a resumed run's) if there is one,
   // else creating a file at the ahead path; so that the first take() need not do either
-  // in its stall. Like prepare_next, a failure is only remembered. Returns whether it
-  // started one.
+  // in its stall. A spare that cannot be taken over (another layout: a resharded
+  // resume) is removed and a file created instead. Like prepare_next, a failure is only
+  // remembered. Returns whether it started one.
   bool prepare_first(boost::asio::thread_pool& pool, const std::vector<ShardItem>& items) noexcept;
   // When the pool is not full and nothing is being made, and the file at the spare path
   // is none of the pool's (an earlier process's, put there by a resumed run's prune),
   // starts taking it over on `pool` for the newest file's layout, so that the next
-  // take() need not in its stall. Costs nothing once the pool is full (then every spare
-  // is its own). Returns whether it started.
+  // take() need not in its stall (or, if it does not fit, replacing it as prepare_first
+  // does). Costs nothing once the pool is full (then every spare is its own). Returns
+  // whether it started.
   bool prepare_takeover(boost::asio::thread_pool& pool) noexcept;
+  // Waits for the work ahead to finish (keeping its result for the next take()): before
+  // anything renames a file to the spare path.
+  void settle() noexcept;
   // Forgets `slab` (a snapshot that failed: its file goes with its directory).
   void drop(const std::shared_ptr<ShardSlab>& slab) noexcept;
   // Forgets every file, waits for a creation ahead and removes the spare and ahead
@@ -106,7 +113,7 @@ class SlabPool {
   // is at the spare or the ahead path.
   bool create_ahead(boost::asio::thread_pool& pool, std::vector<ShardItem> layout) noexcept;
   // Posts ShardSlab::adopt of the spare for `layout` on `pool`; a file that does not fit
-  // is not an error (the take removes it).
+  // is removed there and a file of `layout` created at the ahead path instead.
   bool adopt_ahead(boost::asio::thread_pool& pool, std::vector<ShardItem> layout) noexcept;
   // Whether a regular file is at the spare path and none of slabs_ is it.
   bool foreign_spare() const;

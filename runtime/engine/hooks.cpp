@@ -60,16 +60,19 @@ void LocalSnapshotHook::after_step() {
   const int64_t it = trainer_->iter();
   if ((it + 1) % period_ == 0 && it < trainer_->max_iter() - 1) {
     checkpointer_.snapshot_local(it);
-  } else if (it % period_ == 0) {
+    return;
+  }
+  if (it % period_ == 0) {
     // One step after a snapshot: it commits now, waiting for a write still running, so
     // that a kill loses at most `period` iterations (the snapshot before it is committed).
     // Its replicas go to the buddies in the background.
     checkpointer_.commit_local();
-    checkpointer_.prepare_local(it);
   } else {
     checkpointer_.poll_local();
-    checkpointer_.prepare_local(it);
   }
+  // A shard file is made ready ahead only for a snapshot still to come.
+  const int64_t next_snapshot = (it + period_) / period_ * period_ - 1;
+  if (next_snapshot < trainer_->max_iter() - 1) checkpointer_.prepare_local(it);
 }
 
 void LocalSnapshotHook::after_train() {

@@ -220,25 +220,69 @@ TEST_F(SlabPoolTest, AResumedRunsSparesAreTakenOverAheadAndItsTakesOnlyRenameThe
   EXPECT_EQ(pool_->adopted(), 3);
 }
 
-TEST_F(SlabPoolTest, ASpareThatCannotBeTakenOverAheadIsReplacedInTheStallWithoutASecondTry) {
+TEST_F(SlabPoolTest, ASpareThatCannotBeTakenOverIsReplacedAheadByAFileOfTheLayout) {
+  // A resharded resume: the previous run's spare holds another world size's rows. The
+  // background removes it and creates this layout's file instead; the take finds it.
   const auto items = model_items(1.0F);
+  ShardSlab::create(at(".spare"), model_items(1.0F, 150));
+  ASSERT_TRUE(pool_->prepare_first(background_, items));
+  drain(background_);
+  EXPECT_FALSE(stdfs::exists(at(".spare")));
+  ASSERT_TRUE(stdfs::is_regular_file(at(".ahead")));
+  const auto ahead = file_id(at(".ahead"));
   pool_->take(items, at("s0.h5"));
+  EXPECT_EQ(file_id(at("s0.h5")), ahead);
+  EXPECT_EQ(pool_->created_ahead(), 1);
+  EXPECT_EQ(pool_->created_in_stall() + pool_->adopted(), 0);
+  // After a commit: a spare HDF5 cannot open (not tried again in the stall either).
   EXPECT_FALSE(pool_->prepare_takeover(background_)) << "no spare";
   stdfs::copy_file(at("s0.h5"), at(".spare"));  // not the pool's own file, and it fits
   spoil_signature(at(".spare"));                // ... until HDF5 cannot open it
   ASSERT_TRUE(pool_->prepare_takeover(background_));
   drain(background_);
+  EXPECT_FALSE(stdfs::exists(at(".spare")));
   pool_->take(items, at("s1.h5"));
+  EXPECT_EQ(pool_->created_ahead(), 2);
+  EXPECT_EQ(pool_->created_in_stall() + pool_->adopted(), 0);
+}
+
+TEST_F(SlabPoolTest, ASpareTakenOverAheadIsUsedOnlyIfItIsStillThereAndFits) {
+  const auto items = model_items(1.0F);
+  pool_->take(items, at("s0.h5"));
+  auto foreign_spare = [&](int rows) {
+    ShardSlab::create(at("old.h5"), model_items(1.0F, rows));
+    stdfs::rename(at("old.h5"), at(".spare"));
+    ASSERT_TRUE(pool_->prepare_takeover(background_));
+    drain(background_);
+  };
+  // Replaced after it was taken over (another inode at the spare path): not trusted,
+  // removed; the snapshot creates its own file.
+  foreign_spare(300);
+  stdfs::copy_file(at(".spare"), at("copy.h5"));
+  stdfs::rename(at("copy.h5"), at(".spare"));
+  pool_->take(items, at("s1.h5"));
+  EXPECT_FALSE(stdfs::exists(at(".spare")));
   EXPECT_EQ(pool_->adopted(), 0);
   EXPECT_EQ(pool_->created_in_stall(), 2);
+  // Taken over for the newest layout, but the state grew since (a resized embedding).
+  pool_->drop(pool_->take(items, at("s2.h5")));  // room in the pool again
+  EXPECT_EQ(pool_->created_in_stall(), 3);
+  foreign_spare(300);
+  pool_->take(model_items(1.0F, 301), at("s3.h5"));
   EXPECT_FALSE(stdfs::exists(at(".spare")));
-  // A pool destroyed or released while a takeover runs: the spare stays the spare for
-  // the next process (destroyed), or goes with the pool's files (released).
-  ShardSlab::create(at("old.h5"), items);
-  stdfs::rename(at("old.h5"), at(".spare"));
-  ASSERT_TRUE(pool_->prepare_takeover(background_));
+  EXPECT_EQ(pool_->adopted(), 0);
+  EXPECT_EQ(pool_->created_in_stall(), 4);
+}
+
+TEST_F(SlabPoolTest, APoolDestroyedOrReleasedWhileATakeoverRunsKeepsOrRemovesTheSpare) {
+  // Destroyed: the spare stays the spare for the next process. Released (this rank
+  // will not write through the pool): it goes with the pool's files.
+  const auto items = model_items(1.0F);
+  ShardSlab::create(at(".spare"), items);
+  ASSERT_TRUE(pool_->prepare_first(background_, items));
   pool_.reset();
   EXPECT_TRUE(stdfs::is_regular_file(at(".spare")));
+  EXPECT_FALSE(stdfs::exists(at(".ahead")));
   pool_ = std::make_unique<SlabPool>(Env::posix(), at(".spare"), at(".ahead"), 3);
   ASSERT_TRUE(pool_->prepare_first(background_, items));
   pool_->release();
