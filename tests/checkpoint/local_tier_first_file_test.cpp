@@ -86,6 +86,21 @@ class LocalTierFirstFileTest : public ::testing::TestWithParam<int> {
     });
   }
 
+  // A resume (mapped) restores, from the local tier, the state after `steps` steps of
+  // seed 7, bitwise, at iteration steps - 1.
+  void ExpectResumedBitwise(int64_t steps) {
+    Run([&](dist::Communicator& comm) {
+      TrainingState expected(OptKind::kAdamW, 7, comm.rank(), n_);
+      expected.train(steps);
+      TrainingState fresh(OptKind::kAdamW, 1234, comm.rank(), n_);
+      Checkpointer c(fresh.model, out_, comm, fresh.checkpointables(), options(LocalWrite::kMapped));
+      const StateDict extra = c.resume_or_load("", /*resume=*/true);
+      EXPECT_TRUE(c.loaded_from_local()) << c.loaded_from();
+      EXPECT_EQ(std::get<int64_t>(extra.at("iteration")), steps - 1);
+      EXPECT_TRUE(state_diff(expected.snapshot(), fresh.snapshot()).empty()) << "rank " << comm.rank();
+    });
+  }
+
   const int n_ = GetParam();
   std::string dir_, out_;
 };
@@ -107,16 +122,7 @@ TEST_P(LocalTierFirstFileTest, TheFirstSnapshotTakesAFileCreatedBeforeIt) {
         EXPECT_TRUE(stdfs::is_regular_file(ahead_file(rank))) << ahead_file(rank);
       });
   // Its snapshots are the state: a resume from the newest (iteration 8) is bitwise.
-  Run([&](dist::Communicator& comm) {
-    TrainingState expected(OptKind::kAdamW, 7, comm.rank(), n_);
-    expected.train(9);
-    TrainingState fresh(OptKind::kAdamW, 1234, comm.rank(), n_);
-    Checkpointer c(fresh.model, out_, comm, fresh.checkpointables(), options(LocalWrite::kMapped));
-    const StateDict extra = c.resume_or_load("", /*resume=*/true);
-    EXPECT_TRUE(c.loaded_from_local()) << c.loaded_from();
-    EXPECT_EQ(std::get<int64_t>(extra.at("iteration")), 8);
-    EXPECT_TRUE(state_diff(expected.snapshot(), fresh.snapshot()).empty()) << "rank " << comm.rank();
-  });
+  ExpectResumedBitwise(9);
 }
 
 TEST_P(LocalTierFirstFileTest, AResumedRunTakesThePreviousRunsFilesOverAheadOfItsSnapshots) {
@@ -133,16 +139,7 @@ TEST_P(LocalTierFirstFileTest, AResumedRunTakesThePreviousRunsFilesOverAheadOfIt
     EXPECT_EQ(c.local_tier()->shard_files_created_in_stall() + c.local_tier()->shard_files_created_ahead(), 0);
   });
   // The files taken over hold the resumed run's state: a resume from 17 is bitwise.
-  Run([&](dist::Communicator& comm) {
-    TrainingState expected(OptKind::kAdamW, 7, comm.rank(), n_);
-    expected.train(18);
-    TrainingState fresh(OptKind::kAdamW, 1234, comm.rank(), n_);
-    Checkpointer c(fresh.model, out_, comm, fresh.checkpointables(), options(LocalWrite::kMapped));
-    const StateDict extra = c.resume_or_load("", /*resume=*/true);
-    EXPECT_TRUE(c.loaded_from_local()) << c.loaded_from();
-    EXPECT_EQ(std::get<int64_t>(extra.at("iteration")), 17);
-    EXPECT_TRUE(state_diff(expected.snapshot(), fresh.snapshot()).empty()) << "rank " << comm.rank();
-  });
+  ExpectResumedBitwise(18);
 }
 
 TEST_P(LocalTierFirstFileTest, ThroughHdf5NothingIsCreatedAheadAndARunEndedBeforeItsFirstSnapshotLeavesNoFile) {
