@@ -452,7 +452,7 @@ void LocalTier::commit_on_node(Pending& p, const std::vector<ShardManifest>& man
 
 void LocalTier::commit() {
   settle_replication();  // on every rank before the all-gather, after which the leader prunes
-  if (slabs_) slabs_->settle();  // a takeover ahead maps the spare path that the prune renames to
+  if (slabs_) slabs_->settle();  // a takeover ahead maps the spare path, which the prune renames to
   std::unique_ptr<Pending> p = std::move(pending_);
   const auto t0 = std::chrono::steady_clock::now();
   const int rank = comm_.rank();

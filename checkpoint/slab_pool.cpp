@@ -176,7 +176,7 @@ bool SlabPool::adopt_ahead(boost::asio::thread_pool& pool, std::vector<ShardItem
         [spare = spare_path_, ahead = ahead_path_, layout = std::move(layout)] {
           try {
             return ShardSlab::adopt(spare, layout);
-          } catch (const CheckpointError& e) {
+          } catch (const std::exception& e) {
             DTRAIN_LOG_DEBUG("Not reusing the spare shard file: {}", e.what());
           }
           // Its pages are the tier's memory: removed before a file of this layout is made.
@@ -202,7 +202,9 @@ void SlabPool::post_ahead(boost::asio::thread_pool& pool, std::function<std::sha
 }
 
 void SlabPool::settle() noexcept {
-  if (ahead_.valid()) ahead_.wait();
+  // A creation ahead writes only at the ahead path, which nothing renames to: it goes
+  // on (it has the steps up to the next snapshot).
+  if (ahead_.valid() && ahead_adopts_) ahead_.wait();
 }
 
 void SlabPool::drop(const std::shared_ptr<ShardSlab>& slab) noexcept {

@@ -20,8 +20,8 @@
 // the background thread is the creation ahead, which touches nothing but its own file,
 // or the takeover ahead, which maps the spare (or removes it and creates a file at the
 // ahead path, if it does not fit). The caller must not rename anything to the spare
-// path while that runs: the tier calls settle() before each commit, the only place it
-// prunes.
+// path while a takeover runs: the tier calls settle() before each commit, the only
+// place it prunes.
 #pragma once
 
 #include <cstddef>
@@ -84,12 +84,12 @@ class SlabPool {
   // does). Costs nothing once the pool is full (then every spare is its own). Returns
   // whether it started.
   bool prepare_takeover(boost::asio::thread_pool& pool) noexcept;
-  // Waits for the work ahead to finish (keeping its result for the next take()): before
-  // anything renames a file to the spare path.
+  // Waits for a takeover ahead to finish (keeping its result for the next take()):
+  // before anything renames a file to the spare path. A creation ahead goes on.
   void settle() noexcept;
   // Forgets `slab` (a snapshot that failed: its file goes with its directory).
   void drop(const std::shared_ptr<ShardSlab>& slab) noexcept;
-  // Forgets every file, waits for a creation ahead and removes the spare and ahead
+  // Forgets every file, waits for the work ahead and removes the spare and ahead
   // files (this rank will not write through the pool: they would hold the tier's
   // memory). Never throws: a file it cannot remove stays.
   void release() noexcept;

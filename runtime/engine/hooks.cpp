@@ -56,13 +56,27 @@ void PeriodicCheckpointerHook::after_train() {
   }
 }
 
+LocalSnapshotStep local_snapshot_step(int64_t it, int64_t period, int64_t max_iter) {
+  LocalSnapshotStep step;
+  if ((it + 1) % period == 0 && it < max_iter - 1) {
+    step.snapshot = true;  // the last iteration takes none: model_final is saved
+    return step;
+  }
+  step.commit = it % period == 0;
+  // The next iteration s > it with (s + 1) % period == 0.
+  const int64_t next_snapshot = (it + period) / period * period - 1;
+  step.prepare = next_snapshot < max_iter - 1;
+  return step;
+}
+
 void LocalSnapshotHook::after_step() {
   const int64_t it = trainer_->iter();
-  if ((it + 1) % period_ == 0 && it < trainer_->max_iter() - 1) {
+  const LocalSnapshotStep step = local_snapshot_step(it, period_, trainer_->max_iter());
+  if (step.snapshot) {
     checkpointer_.snapshot_local(it);
     return;
   }
-  if (it % period_ == 0) {
+  if (step.commit) {
     // One step after a snapshot: it commits now, waiting for a write still running, so
     // that a kill loses at most `period` iterations (the snapshot before it is committed).
     // Its replicas go to the buddies in the background.
@@ -70,9 +84,7 @@ void LocalSnapshotHook::after_step() {
   } else {
     checkpointer_.poll_local();
   }
-  // A shard file is made ready ahead only for a snapshot still to come.
-  const int64_t next_snapshot = (it + period_) / period_ * period_ - 1;
-  if (next_snapshot < trainer_->max_iter() - 1) checkpointer_.prepare_local(it);
+  if (step.prepare) checkpointer_.prepare_local(it);
 }
 
 void LocalSnapshotHook::after_train() {

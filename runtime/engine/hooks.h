@@ -91,9 +91,10 @@ class PeriodicCheckpointerHook : public HookBase {
 // replicas may not have arrived, loses at most 2 x `period`). The last iteration takes none
 // (model_final is saved). When training ends normally the job's local snapshots are
 // removed (model_final supersedes them); when it stops by an error, the one in flight
-// is dropped and the committed ones stay for --resume. Between snapshots (period >= 2)
-// the tier may make the next shard file ready ahead (Checkpointer::prepare_local: the
-// first one created, or a resumed run's files taken over), out of the snapshots' stalls.
+// is dropped and the committed ones stay for --resume. Between snapshots (period >= 2),
+// where a snapshot is still to come, the tier may make the next shard file ready ahead
+// (Checkpointer::prepare_local: the first one created, or a resumed run's files taken
+// over), out of the snapshots' stalls.
 class LocalSnapshotHook : public HookBase {
  public:
   LocalSnapshotHook(checkpoint::Checkpointer& checkpointer, int64_t period)
@@ -105,6 +106,17 @@ class LocalSnapshotHook : public HookBase {
   checkpoint::Checkpointer& checkpointer_;
   int64_t period_;
 };
+
+// What LocalSnapshotHook does after step `it` (0-based) of a run of `max_iter`
+// iterations, snapshotting every `period` >= 1: start a snapshot; else commit the one
+// started a step before, if any (`it % period == 0`), or poll; and prepare (a file
+// ahead) when a snapshot is still to come.
+struct LocalSnapshotStep {
+  bool snapshot = false;
+  bool commit = false;
+  bool prepare = false;
+};
+LocalSnapshotStep local_snapshot_step(int64_t it, int64_t period, int64_t max_iter);
 
 // Runs `eval_fn` every `period` iterations (period 0: only after the last iteration)
 // and puts each returned metric as "eval/<name>". eval_fn is collective: it runs on

@@ -234,7 +234,7 @@ TEST_F(SlabPoolTest, ASpareThatCannotBeTakenOverIsReplacedAheadByAFileOfTheLayou
   EXPECT_EQ(file_id(at("s0.h5")), ahead);
   EXPECT_EQ(pool_->created_ahead(), 1);
   EXPECT_EQ(pool_->created_in_stall() + pool_->adopted(), 0);
-  // After a commit: a spare HDF5 cannot open (not tried again in the stall either).
+  // After a commit: a spare HDF5 cannot open is replaced the same way.
   EXPECT_FALSE(pool_->prepare_takeover(background_)) << "no spare";
   stdfs::copy_file(at("s0.h5"), at(".spare"));  // not the pool's own file, and it fits
   spoil_signature(at(".spare"));                // ... until HDF5 cannot open it
@@ -274,20 +274,83 @@ TEST_F(SlabPoolTest, ASpareTakenOverAheadIsUsedOnlyIfItIsStillThereAndFits) {
   EXPECT_EQ(pool_->created_in_stall(), 4);
 }
 
+// Posts a task that blocks `pool`'s one thread until the returned promise is set.
+std::promise<void> block(boost::asio::thread_pool& pool) {
+  std::promise<void> gate;
+  boost::asio::post(pool, [opened = gate.get_future().share()] { opened.wait(); });
+  return gate;
+}
+
 TEST_F(SlabPoolTest, APoolDestroyedOrReleasedWhileATakeoverRunsKeepsOrRemovesTheSpare) {
-  // Destroyed: the spare stays the spare for the next process. Released (this rank
-  // will not write through the pool): it goes with the pool's files.
+  // Destroyed: the spare stays the spare for the next process, and a file a refused
+  // takeover created goes. Released (this rank will not write through the pool):
+  // the spare goes with the pool's files. Each while the takeover is still queued.
   const auto items = model_items(1.0F);
+  auto destroy_during = [&](const std::vector<ShardItem>& layout) {
+    std::promise<void> gate = block(background_);
+    ASSERT_TRUE(pool_->prepare_first(background_, layout));
+    std::thread opener([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      gate.set_value();
+    });
+    pool_.reset();
+    opener.join();
+    pool_ = std::make_unique<SlabPool>(Env::posix(), at(".spare"), at(".ahead"), 3);
+  };
   ShardSlab::create(at(".spare"), items);
-  ASSERT_TRUE(pool_->prepare_first(background_, items));
-  pool_.reset();
+  destroy_during(items);
   EXPECT_TRUE(stdfs::is_regular_file(at(".spare")));
   EXPECT_FALSE(stdfs::exists(at(".ahead")));
-  pool_ = std::make_unique<SlabPool>(Env::posix(), at(".spare"), at(".ahead"), 3);
+  destroy_during(model_items(1.0F, 150));  // refused: replaced by a file of 150 rows
+  EXPECT_FALSE(stdfs::exists(at(".spare")));
+  EXPECT_FALSE(stdfs::exists(at(".ahead")));
+  ShardSlab::create(at(".spare"), items);
   ASSERT_TRUE(pool_->prepare_first(background_, items));
   pool_->release();
   EXPECT_FALSE(stdfs::exists(at(".spare")));
   EXPECT_EQ(pool_->adopted(), 0);
+}
+
+TEST_F(SlabPoolTest, SettleWaitsForATakeoverAheadButNotForACreation) {
+  // The tier settles before each commit, whose prune renames to the spare path: a
+  // takeover still mapping the spare must be done; a creation at the ahead path may go
+  // on into the next steps.
+  const auto items = model_items(1.0F);
+  pool_->take(items, at("s0.h5"));
+  {
+    // The thread stays blocked until settle() returns (or 2 s passed: then it waited).
+    std::promise<void> gate = block(background_), returned;
+    std::thread opener([&, settled = returned.get_future()] {
+      settled.wait_for(std::chrono::seconds(2));
+      gate.set_value();
+    });
+    pool_->prepare_next(background_, [] { return false; });
+    const auto t0 = std::chrono::steady_clock::now();
+    pool_->settle();
+    const auto took = std::chrono::steady_clock::now() - t0;
+    returned.set_value();
+    opener.join();
+    EXPECT_LT(took, std::chrono::seconds(2)) << "settle() waited for a creation ahead";
+  }
+  pool_->take(items, at("s1.h5"));
+  EXPECT_EQ(pool_->created_ahead(), 1);
+  ShardSlab::create(at("old.h5"), items);
+  stdfs::rename(at("old.h5"), at(".spare"));
+  std::promise<void> gate = block(background_);
+  ASSERT_TRUE(pool_->prepare_takeover(background_));
+  std::atomic<bool> opened{false};
+  std::thread opener([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    opened = true;
+    gate.set_value();
+  });
+  pool_->settle();
+  const bool waited = opened;
+  opener.join();
+  EXPECT_TRUE(waited) << "settle() returned before the takeover ran";
+  spoil_signature(at(".spare"));  // taken over already: the take only renames it
+  pool_->take(items, at("s2.h5"));
+  EXPECT_EQ(pool_->adopted_ahead(), 1);
 }
 
 TEST_F(SlabPoolTest, ATakeWhileTheCreationAheadStillRunsWaitsForItAndTakesThatFile) {

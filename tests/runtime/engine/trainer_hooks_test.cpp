@@ -302,5 +302,29 @@ TEST(LRSchedulerHookTest, PutsTheLrOfEachStepThenStepsTheScheduler) {
   EXPECT_EQ(trainer.storage().latest_with_smoothing_hint(20)["lr"].first, 0.1);
 }
 
+TEST(LocalSnapshotStepTest, SnapshotsEveryPeriodCommitsAStepLaterAndPreparesOnlyForASnapshotToCome) {
+  // Every period and run length up to 24, against a walk over the iterations: a
+  // snapshot after each period-th step but the last iteration's; the step after one
+  // commits it (a snapshot commits the one before itself); a file is prepared between
+  // snapshots only if another one comes.
+  for (int64_t period = 1; period <= 6; ++period) {
+    for (int64_t max_iter = 1; max_iter <= 24; ++max_iter) {
+      auto is_snapshot = [&](int64_t i) { return (i + 1) % period == 0 && i < max_iter - 1; };
+      for (int64_t it = 0; it < max_iter; ++it) {
+        SCOPED_TRACE(::testing::Message() << "period " << period << ", max_iter " << max_iter << ", it " << it);
+        const LocalSnapshotStep step = local_snapshot_step(it, period, max_iter);
+        bool to_come = false;
+        for (int64_t s = it + 1; s < max_iter; ++s) to_come = to_come || is_snapshot(s);
+        EXPECT_EQ(step.snapshot, is_snapshot(it));
+        EXPECT_EQ(step.commit, !is_snapshot(it) && it % period == 0);  // with none in flight: nothing
+        if (it > 0 && is_snapshot(it - 1)) {
+          EXPECT_TRUE(step.commit || step.snapshot) << "the snapshot of the step before is not committed";
+        }
+        EXPECT_EQ(step.prepare, !is_snapshot(it) && to_come);
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace dtrain::engine
