@@ -270,9 +270,12 @@ void LocalTier::start(const CollectedState& live, int64_t iteration) {
   pending_ = std::move(p);
 }
 
-bool LocalTier::wants_layout() const {
-  return opened_ && refused_.empty() && mapped_ && !layout_offered_ && !pending_ && commits_ + failures_ == 0;
+bool LocalTier::can_prepare() const {
+  // The pool exists only in a tier that was opened and not refused.
+  return slabs_ && mapped_ && !pending_;
 }
+
+bool LocalTier::wants_layout() const { return can_prepare() && !layout_offered_ && commits_ + failures_ == 0; }
 
 void LocalTier::prepare(const CollectedState& live) {
   if (!wants_layout()) return;
@@ -289,7 +292,7 @@ void LocalTier::prepare(const CollectedState& live) {
 }
 
 void LocalTier::prepare_takeover() {
-  if (!opened_ || !refused_.empty() || !mapped_ || !slabs_ || pending_) return;
+  if (!can_prepare()) return;
   if (slabs_->prepare_takeover(background())) {
     DTRAIN_LOG_DEBUG("Taking rank {}'s spare shard file of an earlier run over ahead", comm_.rank());
   }

@@ -207,6 +207,9 @@ class LocalTier {
   // Waits for the replicas in flight to be stored, and warns of those that were not.
   void settle_replication();
   boost::asio::thread_pool& background();
+  // Whether a shard file may be made ready ahead now (prepare, prepare_takeover): the
+  // tier is in use and written through mappings, and no snapshot is in flight.
+  bool can_prepare() const;
   void commit_on_node(Pending& p, const std::vector<ShardManifest>& manifests);
   void prune();
   // This node's committed snapshots of this job (its snap-* directories), oldest first.
