@@ -268,11 +268,11 @@ std::vector<std::string> Checkpointer::resume_candidates() {
   return candidates;
 }
 
-int64_t Checkpointer::persistent_iteration(const std::vector<std::string>& candidates) {
-  if (candidates.empty()) return -1;
+int64_t Checkpointer::persistent_iteration(const std::vector<std::string>& candidates, size_t i) {
+  if (i >= candidates.size()) return -1;
   const std::string it = dist::on_root<CheckpointError>(comm_, "reading the checkpoint's iteration", [&] {
     try {
-      return std::to_string(h5::File::open(candidates.front() + "/" + kIndexFile).get_int_attr("iteration"));
+      return std::to_string(h5::File::open(candidates[i] + "/" + kIndexFile).get_int_attr("iteration"));
     } catch (const std::exception&) {
       return std::string("-1");  // damaged: its load says why
     }
@@ -285,8 +285,6 @@ StateDict Checkpointer::resume_or_load(const std::string& path, bool resume) {
   if (local_) local_->open(resume);
   const bool tagged = resume && has_checkpoint();
   const std::vector<std::string> candidates = resume ? resume_candidates() : std::vector<std::string>{};
-  LocalRestore local;
-  if (resume && local_) local = local_->plan_restore();
   // A resume continues a run: the model must match the checkpoint exactly.
   resuming_ = true;
   struct Reset {
@@ -294,38 +292,8 @@ StateDict Checkpointer::resume_or_load(const std::string& path, bool resume) {
     ~Reset() { flag = false; }
   } reset{resuming_};
   std::string failures;
-  auto try_local = [&]() -> std::optional<StateDict> {
-    try {
-      StateDict extra = load_local(local);
-      local_->after_resume(local.iteration);
-      return extra;
-    } catch (const CheckpointError& e) {  // damage; a ConfigError (incompatible) stops here
-      failures += fmt::format("\n  local snapshot of iteration {}: {}", local.iteration, e.what());
-      if (comm_.rank() == 0) {
-        DTRAIN_LOG_WARN("Cannot resume from the local snapshot of iteration {} ({}); trying the "
-                        "persistent tier", local.iteration, e.what());
-      }
-      local.iteration = -1;
-      return std::nullopt;
-    }
-  };
-  if (local.iteration >= 0 && local.iteration >= persistent_iteration(candidates)) {
-    if (auto extra = try_local()) return *extra;
-  }
-  for (const auto& c : candidates) {
-    try {
-      StateDict extra = load(c);
-      if (local_) local_->after_resume(iteration_of(extra));
-      return extra;
-    } catch (const CheckpointError& e) {
-      failures += fmt::format("\n  {}: {}", c, e.what());
-      if (comm_.rank() == 0) {
-        DTRAIN_LOG_WARN("Cannot resume from {} ({}); trying an older checkpoint", c, e.what());
-      }
-    }
-  }
-  if (local.iteration >= 0) {  // older than the persistent ones, which failed
-    if (auto extra = try_local()) return *extra;
+  if (resume) {
+    if (auto extra = resume_newest(candidates, failures)) return *extra;
   }
   if (tagged || !candidates.empty() || !failures.empty()) {
     throw CheckpointError(fmt::format("no valid checkpoint to resume from in '{}':{}", save_dir_, failures));
@@ -340,8 +308,48 @@ StateDict Checkpointer::resume_or_load(const std::string& path, bool resume) {
   return {};
 }
 
+std::optional<StateDict> Checkpointer::resume_newest(const std::vector<std::string>& candidates,
+                                                     std::string& failures) {
+  LocalRestore local;
+  if (local_) local = local_->plan_restore();
+  size_t next = 0;
+  int64_t next_iteration = persistent_iteration(candidates, next);
+  while (local.iteration >= 0 || next < candidates.size()) {
+    if (local.iteration >= 0 && local.iteration >= next_iteration) {  // a tie: the local one is faster
+      try {
+        StateDict extra = load_local(local);
+        local_->after_resume(local.iteration);
+        return extra;
+      } catch (const CheckpointError& e) {  // damage; a ConfigError (incompatible) stops here
+        failures += fmt::format("\n  local snapshot of iteration {} ({}): {}", local.iteration, local.description,
+                                e.what());
+        if (comm_.rank() == 0) {
+          DTRAIN_LOG_WARN("Cannot resume from the local snapshot of iteration {} ({}), served as: {}; trying "
+                          "another node's copy of a damaged shard, an older snapshot or the persistent tier, newest first",
+                          local.iteration, e.what(), local.description);
+        }
+        local = local_->plan_restore(&local, read_failed_here_);
+      }
+      continue;
+    }
+    try {
+      StateDict extra = load(candidates[next]);
+      if (local_) local_->after_resume(iteration_of(extra));
+      return extra;
+    } catch (const CheckpointError& e) {
+      failures += fmt::format("\n  {}: {}", candidates[next], e.what());
+      if (comm_.rank() == 0) {
+        DTRAIN_LOG_WARN("Cannot resume from {} ({}); trying an older checkpoint", candidates[next], e.what());
+      }
+    }
+    next_iteration = persistent_iteration(candidates, ++next);
+  }
+  return std::nullopt;
+}
+
 StateDict Checkpointer::load_local(const LocalRestore& plan) {
   finish_async();
+  read_failed_here_ = false;  // staging fails before any read
   const std::string dir = local_->stage(plan);
   if (comm_.rank() == 0) {
     DTRAIN_LOG_INFO("Resuming from the local snapshot of iteration {} ({}): {}", plan.iteration,

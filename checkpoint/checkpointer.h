@@ -186,8 +186,13 @@ class Checkpointer {
   // or at another world size the shards it serves, from this rank's directory; the
   // communicator spreads the rest).
   StateDict load_local(const LocalRestore& plan);
-  // The iteration of the checkpoint a resume would try first (-1: none).
-  int64_t persistent_iteration(const std::vector<std::string>& candidates);
+  // The iteration of candidates[i] (-1: none, or its index cannot be read).
+  int64_t persistent_iteration(const std::vector<std::string>& candidates, size_t i);
+  // A resume's load: both tiers' copies newest first (a local snapshot before a
+  // persistent checkpoint of the same iteration; after a local snapshot whose copy of
+  // a shard is damaged, the same snapshot with that shard from another node, then older
+  // ones). Adds each failure to `failures`; nullopt when nothing could be loaded.
+  std::optional<StateDict> resume_newest(const std::vector<std::string>& candidates, std::string& failures);
   // The persistent candidates of a resume, newest first (the tagged one first).
   std::vector<std::string> resume_candidates();
   // Loads a foreign weight file (PyTorch .pt/.pth, detectron2 checkpoint or model-zoo .pkl,
@@ -221,6 +226,9 @@ class Checkpointer {
   std::unique_ptr<LocalTier> local_;  // options.local
   bool loaded_from_local_ = false;
   int64_t last_load_bytes_read_ = 0;
+  // Whether this rank's own reads of the last load failed (a damaged piece, a missing
+  // shard file): tells a retry of a local snapshot which copies to avoid.
+  bool read_failed_here_ = false;
 };
 
 }  // namespace dtrain::checkpoint

@@ -31,13 +31,7 @@ namespace {
 // directory's device and inode. Processes with the same key read the same files through
 // the same page cache. "" when it cannot tell (then no one is assumed to share).
 std::string same_files_key(const std::string& dir) {
-  std::string boot;
-  try {
-    boot = fs::read_file("/proc/sys/kernel/random/boot_id");
-  } catch (const std::exception&) {
-    return "";
-  }
-  while (!boot.empty() && (boot.back() == '\n' || boot.back() == ' ')) boot.pop_back();
+  const std::string boot = fs::boot_id();
   struct stat st {};
   if (boot.empty() || ::stat(dir.c_str(), &st) != 0) return "";
   return fmt::format("{} {}:{}", boot, static_cast<uint64_t>(st.st_dev),
@@ -107,6 +101,7 @@ class Checkpointer::DirectoryLoad {
 
   StateDict run() {
     const auto t0 = std::chrono::steady_clock::now();
+    c_.read_failed_here_ = false;
     agree_on_readers();
     read_index();
     plan_ = plan_load(index_, readers_, comm_.rank(), [this](const std::string& n) { return wanted(n); });
@@ -256,16 +251,21 @@ class Checkpointer::DirectoryLoad {
   void read_pieces() {
     for (auto& t : in_place_) t.unsafeGetTensorImpl()->bump_version();  // as copy_ would
     dist::all_or_none<CheckpointError>(comm_, what_, [&] {
-      ShardReader reader(dir_, index_.world_size, c_.options_.allow_symlinked_shards);
-      PieceVerifier verifier;  // hashes each piece while the next one is read
-      read_replicated(reader, verifier);
-      for (const auto& r : plan_.own_per_rank) {
-        per_rank_[index_.tensors[r.tensor].name] = read_whole(reader, verifier, r);
+      try {
+        ShardReader reader(dir_, index_.world_size, c_.options_.allow_symlinked_shards);
+        PieceVerifier verifier;  // hashes each piece while the next one is read
+        read_replicated(reader, verifier);
+        for (const auto& r : plan_.own_per_rank) {
+          per_rank_[index_.tensors[r.tensor].name] = read_whole(reader, verifier, r);
+        }
+        for (const auto& r : plan_.relayed_per_rank) {
+          if (r.reader == comm_.rank()) relayed_[{r.tensor, r.piece}] = read_whole(reader, verifier, r);
+        }
+        verifier.check();
+      } catch (...) {
+        c_.read_failed_here_ = true;
+        throw;
       }
-      for (const auto& r : plan_.relayed_per_rank) {
-        if (r.reader == comm_.rank()) relayed_[{r.tensor, r.piece}] = read_whole(reader, verifier, r);
-      }
-      verifier.check();
     });
   }
 

@@ -142,16 +142,29 @@ LocalRestore serve_resharded(const ShardHolders& holders, const std::vector<std:
   return plan;
 }
 
+// `holders` without the ranks of the nodes whose copy of a shard was found damaged;
+// false if a shard has no holder left.
+bool drop_damaged(ShardHolders& holders, const std::map<int, std::set<std::string>>& damaged,
+                  const std::vector<std::string>& node_of) {
+  for (auto& [s, h] : holders) {
+    const auto bad = damaged.find(s);
+    if (bad == damaged.end()) continue;
+    h.erase(std::remove_if(h.begin(), h.end(), [&](int r) { return bad->second.count(node_of[r]) > 0; }), h.end());
+    if (h.empty()) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
-LocalRestore LocalTier::plan_restore() {
+LocalRestore LocalTier::plan_restore(const LocalRestore* failed, bool read_failed_here) {
   require_open();
   finish();
   if (!refused_.empty()) return {};  // the same on every rank: secure() agreed
   const int world = comm_.size();
-  std::string mine;
+  std::string mine = read_failed_here ? "!" : "-";
   try {
-    mine = encode_holdings(list_holdings(env_, job_dir_));
+    mine += encode_holdings(list_holdings(env_, job_dir_));
   } catch (const std::exception& e) {
     DTRAIN_LOG_WARN_RANK("Cannot list the local tier {}: {}", job_dir_, e.what());
   }
@@ -159,9 +172,21 @@ LocalRestore LocalTier::plan_restore() {
   // iteration -> the snapshot's world size -> its shards' holders
   std::map<int64_t, std::map<int, ShardHolders>> holders;
   for (int r = 0; r < world; ++r) {
-    for (const auto& [it, ws] : decode_holdings(all[r], r)) {
+    for (const auto& [it, ws] : decode_holdings(all[r].substr(1), r)) {
       for (int s : ws.second) holders[it][ws.first][s].push_back(r);
     }
+  }
+  // After a failed load: the copies its failed readers read are damaged. Without any
+  // (it failed elsewhere), or a shard with no other copy, an older snapshot serves.
+  std::map<int, std::set<std::string>> damaged;
+  if (failed != nullptr) {
+    damaged = failed->damaged;
+    for (size_t s = 0; s < failed->server.size(); ++s) {
+      const int reader = failed->world == world ? static_cast<int>(s) : failed->server[s];
+      if (all[reader].front() == '!') damaged[static_cast<int>(s)].insert(node_of_[failed->server[s]]);
+    }
+    const bool again = damaged != failed->damaged;  // a copy newly found damaged: the rest may serve
+    holders.erase(holders.upper_bound(again ? failed->iteration : failed->iteration - 1), holders.end());
   }
   std::set<int> incomplete;
   for (auto it = holders.rbegin(); it != holders.rend(); ++it) {
@@ -175,13 +200,16 @@ LocalRestore LocalTier::plan_restore() {
       }
     }
     if (chosen == 0) continue;
-    const ShardHolders& shards = it->second.at(chosen);
+    ShardHolders shards = it->second.at(chosen);
+    const bool retry = failed != nullptr && it->first == failed->iteration && chosen == failed->world;
+    if (retry && !drop_damaged(shards, damaged, node_of_)) continue;
     LocalRestore plan = chosen == world ? serve_own_shards(shards, node_of_) : serve_resharded(shards, node_of_);
     plan.iteration = it->first;
     plan.world = chosen;
+    if (retry) plan.damaged = damaged;
     return plan;
   }
-  if (!incomplete.empty() && comm_.rank() == 0) {
+  if (failed == nullptr && !incomplete.empty() && comm_.rank() == 0) {
     DTRAIN_LOG_WARN("The local tier's snapshots (of {} ranks) each lack a shard that no node holds: resuming "
                     "from the persistent tier",
                     fmt::join(incomplete, ", "));

@@ -68,6 +68,7 @@ struct LocalTier::Pending {
   std::chrono::steady_clock::time_point t0;
   double copy_s = 0.0;            // of the stall, the copy of the rows
   bool new_file = false;          // kMapped: the stall created the shard file
+  bool renamed = false;           // the node leader renamed tmp to final_dir
   CheckpointIndex planned;        // the node leader's
   std::future<void> index_begun;  // of the task on background_, which uses this Pending
 
@@ -127,6 +128,8 @@ void LocalTier::require_open() {
 
 void LocalTier::open(bool resume) {
   node_of_ = comm_.all_gather_bytes(options_.node_id);
+  const std::vector<std::string> machine_of =
+      comm_.all_gather_bytes(options_.machine_id.empty() ? fs::boot_id() : options_.machine_id);
   const int rank = comm_.rank();
   leader_ = std::find(node_of_.begin(), node_of_.end(), options_.node_id) - node_of_.begin() == rank;
   const auto pairs = buddy_pairs(node_of_, options_.replicas);
@@ -140,6 +143,8 @@ void LocalTier::open(bool resume) {
   opened_ = true;
   // A tier another user could change is never used: what it holds could be planted.
   try {
+    const std::string clash = node_id_clash(node_of_, machine_of);
+    if (!clash.empty()) throw CheckpointError(clash);  // the same on every rank
     secure();
     slabs_ = std::make_unique<SlabPool>(env_, spare_path(rank),
                                         fmt::format("{}/.ahead-r{:05d}.tmp-local", job_dir_, rank),
@@ -450,7 +455,24 @@ void LocalTier::commit_on_node(Pending& p, const std::vector<ShardManifest>& man
   finish_index_file(p.tmp, p.planned, index, env_);
   env_.sync(p.tmp);
   save_dir::commit_directory(env_, p.tmp, p.final_dir);
-  prune();
+  p.renamed = true;
+}
+
+void LocalTier::prune_after_commit() {
+  std::string error;
+  if (leader_) {
+    try {
+      prune();
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  // The next take() of a rank of this node may use the spare the prune made.
+  comm_.barrier();
+  if (!error.empty()) {
+    DTRAIN_LOG_WARN_RANK("Removing local snapshots beyond CHECKPOINT.LOCAL.KEEP ({}) in {}: {}", options_.keep,
+                         job_dir_, error);
+  }
 }
 
 void LocalTier::commit() {
@@ -488,6 +510,9 @@ void LocalTier::commit() {
                                          if (leader_) commit_on_node(*p, manifests);
                                        });
     ++commits_;
+    // Only now, with the snapshot committed on every node: a node that dropped its
+    // oldest before another node's rename could leave no snapshot complete on both.
+    prune_after_commit();
     start_replication(*p);
   } catch (const CheckpointError& e) {
     ++failures_;
@@ -495,6 +520,13 @@ void LocalTier::commit() {
     if (leader_) {
       if (p->index_begun.valid()) p->index_begun.wait();
       fs::remove_quietly(p->tmp, env_);
+      // Committed here but not on every node: not a snapshot to keep (nor to count
+      // against LOCAL.KEEP).
+      try {
+        if (p->renamed) save_dir::remove_dir_safely(env_, p->final_dir);
+      } catch (const std::exception& x) {  // incomplete: a resume never picks it
+        DTRAIN_LOG_WARN_RANK("Removing the uncommitted local snapshot {}: {}", p->final_dir, x.what());
+      }
     }
     if (rank == 0) {
       DTRAIN_LOG_WARN("Local snapshot of iteration {} failed; training goes on ({} failed so far; the "

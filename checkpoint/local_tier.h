@@ -38,14 +38,18 @@
 // size first); ranks whose node lacks their shard receive it (and the index) from a
 // rank that holds it. A snapshot of another world size is resharded by the load: each
 // of its shards is read once, on a node that holds it, and spread over the
-// communicator.
+// communicator. A copy found damaged by the load is replaced by another node's copy of
+// the same shard (a replica), else an older snapshot is tried (Checkpointer interleaves
+// them with the persistent tier's checkpoints, newest first).
 //
 // Every method but abandon() is collective over the communicator, from the training
 // thread. Not thread-safe.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -75,6 +79,9 @@ struct LocalTierOptions {
   int replicas = 1;     // CHECKPOINT.LOCAL.REPLICAS: buddies on other nodes per shard
   int keep = 2;         // CHECKPOINT.LOCAL.KEEP: committed snapshots kept per node
   std::string node_id;  // this rank's node ("" : node_id_from_environment())
+  // This rank's machine ("": fs::boot_id()): ranks that give the same node id must be on
+  // one machine, which shares the node's directory (node_id_clash).
+  std::string machine_id;
   std::string output_dir;   // the persistent tier's OUTPUT_DIR (the job's identity)
   std::string config_yaml;  // the run's config (the job's identity; stored in the index)
   LocalWrite write = LocalWrite::kAuto;
@@ -97,6 +104,12 @@ std::string local_job_key(const std::string& output_dir, const std::string& conf
 std::vector<std::vector<std::pair<int, int>>> schedule_transfers(
     const std::vector<std::pair<int, int>>& pairs);
 
+// "" when every node id names one machine; else why not: two ranks that give the same
+// node id (`node_of`) from different machines (`machine_of`: boot ids; "" for unknown,
+// never a clash), e.g. hosts with the same name, would each take the other's snapshots
+// for their own node's.
+std::string node_id_clash(const std::vector<std::string>& node_of, const std::vector<std::string>& machine_of);
+
 // The replication pairs (sender, receiver): each rank sends its shard to the rank with
 // the same position on each of the next `replicas` nodes (ring order of nodes by first
 // rank; modulo the ranks of a smaller node). `node_of[r]`: rank r's node id.
@@ -108,6 +121,9 @@ struct LocalRestore {
   int world = 0;                // the snapshot's world size (another one: resharded)
   std::vector<int> server;      // by shard: the rank whose node serves it
   std::string description;      // which tier served which shard, for the log
+  // By shard: the nodes whose copy a load of this snapshot found damaged; this plan
+  // serves those shards from other nodes' copies.
+  std::map<int, std::set<std::string>> damaged;
 };
 
 class LocalTier {
@@ -167,8 +183,11 @@ class LocalTier {
   // Whether snapshots are written through mapped shard files (known after open()).
   bool mapped() const { return mapped_; }
 
-  // The newest snapshot every shard of which some node holds, for this world size.
-  LocalRestore plan_restore();
+  // The newest snapshot every shard of which some node holds (of this world size first).
+  // After `failed` could not be loaded: the shards that the ranks whose reads failed
+  // (`read_failed_here` on those ranks) read come from other nodes' copies of the same
+  // snapshot where there are such copies; else the newest older snapshot serves.
+  LocalRestore plan_restore(const LocalRestore* failed = nullptr, bool read_failed_here = false);
   // Makes this rank's shard and checkpoint.h5 of `plan` readable in one directory of
   // this node (its snapshot, or a staging directory the files are received into) and
   // returns that directory.
@@ -211,6 +230,9 @@ class LocalTier {
   // tier is in use and written through mappings, and no snapshot is in flight.
   bool can_prepare() const;
   void commit_on_node(Pending& p, const std::vector<ShardManifest>& manifests);
+  // After every node committed a snapshot: each node's leader prunes (a failure is a
+  // warning), then every rank waits for every prune.
+  void prune_after_commit();
   void prune();
   // This node's committed snapshots of this job (its snap-* directories), oldest first.
   std::vector<std::string> committed_snapshots();

@@ -98,6 +98,21 @@ std::vector<std::vector<std::pair<int, int>>> schedule_transfers(
   return rounds;
 }
 
+std::string node_id_clash(const std::vector<std::string>& node_of, const std::vector<std::string>& machine_of) {
+  std::map<std::string, int> first;  // node id -> its first rank with a known machine
+  for (int r = 0; r < static_cast<int>(node_of.size()); ++r) {
+    if (machine_of[r].empty()) continue;
+    const auto [it, fresh] = first.emplace(node_of[r], r);
+    if (!fresh && machine_of[it->second] != machine_of[r]) {
+      return fmt::format("ranks {} and {} both give node id '{}' but run on different machines (boot ids {} and "
+                         "{}); a node's snapshots would be taken for another's. Set DTRAIN_NODE_ID to a name of "
+                         "each node's own (e.g. the host's full name)",
+                         it->second, r, node_of[r], machine_of[it->second], machine_of[r]);
+    }
+  }
+  return "";
+}
+
 std::vector<std::pair<int, int>> buddy_pairs(const std::vector<std::string>& node_of, int replicas) {
   std::vector<std::string> nodes;              // in order of first rank
   std::map<std::string, std::vector<int>> ranks_on;

@@ -281,6 +281,17 @@ std::string user_name() {
   return std::to_string(uid);
 }
 
+std::string boot_id() {
+  std::string boot;
+  try {
+    boot = read_file("/proc/sys/kernel/random/boot_id");
+  } catch (const std::exception&) {
+    return "";
+  }
+  while (!boot.empty() && (boot.back() == '\n' || boot.back() == ' ')) boot.pop_back();
+  return boot;
+}
+
 namespace {
 
 // The real file system.

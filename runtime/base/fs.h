@@ -91,4 +91,8 @@ TrustedDir trusted_dir(const std::string& path);
 // none (a container's arbitrary uid) or the name is not a plain file name.
 std::string user_name();
 
+// The running kernel's boot id (/proc/sys/kernel/random/boot_id, trimmed): different on
+// every machine and every boot. "" where it cannot be read.
+std::string boot_id();
+
 }  // namespace dtrain::fs

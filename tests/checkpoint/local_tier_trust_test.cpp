@@ -55,7 +55,8 @@ class LocalTierTrustTest : public ::testing::TestWithParam<int> {
     LocalTierOptions local;
     local.period = 1;
     local.dir = tier_;
-    local.node_id = node_of(rank);
+    local.node_id = one_node_id_ ? "n0" : node_of(rank);
+    if (one_node_id_) local.machine_id = fmt::format("machine-{}", rank);
     o.local = local;
     return o;
   }
@@ -126,6 +127,7 @@ class LocalTierTrustTest : public ::testing::TestWithParam<int> {
 
   const int n_ = GetParam();
   std::string dir_, out_, tier_;
+  bool one_node_id_ = false;  // every rank gives node id n0, each from a machine of its own
 };
 
 TEST_P(LocalTierTrustTest, TheTiersDirectoriesArePrivateAndTheDefaultRootIsPerUser) {
@@ -285,6 +287,17 @@ TEST_P(LocalTierTrustTest, DirectoriesRemovedDuringTheRunAreMadeAgainOnlyWhereTr
   EXPECT_NE(log.text().find(fmt::format("'{}' (mode 777) is writable by other users and not sticky", tier_)),
             std::string::npos)
       << log.text();
+}
+
+TEST_P(LocalTierTrustTest, ANodeIdGivenFromTwoMachinesIsNotUsed) {
+  // Hosts that share a name (containers, a misconfigured cluster): each machine's ranks
+  // would take the other machine's snapshots for their own node's, and only one of them
+  // would commit.
+  if (n_ == 1) GTEST_SKIP() << "one rank: one machine";
+  TrainAndCrash();
+  one_node_id_ = true;
+  const std::string log = ExpectRefusedResume("ranks 0 and 1 both give node id 'n0' but run on different machines");
+  EXPECT_NE(log.find("Set DTRAIN_NODE_ID"), std::string::npos) << log;
 }
 
 INSTANTIATE_TEST_SUITE_P(Ranks, LocalTierTrustTest, ::testing::Values(1, 2),
