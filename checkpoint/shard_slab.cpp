@@ -9,7 +9,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <map>
 #include <optional>
+#include <set>
 #include <utility>
 
 #include <ATen/ATen.h>
@@ -111,10 +113,33 @@ std::vector<ShardSlab::Entry> ShardSlab::existing_entries(const std::string& pat
                      e.offset, end);
       entries.push_back(std::move(e));
     }
+    check_nothing_else(file, items);
     check_disjoint_and_bounded(entries, st.st_size);
     return entries;
   } catch (const std::exception& e) {
     throw CheckpointError(fmt::format("shard file '{}' cannot be reused: {}", path, e.what()));
+  }
+}
+
+void ShardSlab::check_nothing_else(const h5::File& file, const std::vector<ShardItem>& items) {
+  std::map<std::string, std::set<std::string>> children;  // group ("" the root) -> its items' links
+  for (const auto& item : items) {
+    std::string group;
+    for (size_t begin = 0; begin <= item.name.size();) {
+      const size_t end = std::min(item.name.find('/', begin), item.name.size());
+      const std::string name = item.name.substr(begin, end - begin);
+      children[group].insert(name);
+      group += (group.empty() ? "" : "/") + name;
+      begin = end + 1;
+    }
+  }
+  // Only the groups on the items' paths are listed: nothing else is followed.
+  for (const auto& [group, expected] : children) {
+    for (const auto& name : group.empty() ? file.list() : file.open_group(group).list()) {
+      DTRAIN_CHECK_T(CheckpointError, expected.count(name) > 0,
+                     "it holds '{}{}', which the state has not (a file of another state's layout)",
+                     group.empty() ? "" : group + "/", name);
+    }
   }
 }
 

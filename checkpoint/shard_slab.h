@@ -28,6 +28,10 @@
 
 #include "checkpoint/format.h"
 
+namespace dtrain::h5 {
+class File;
+}  // namespace dtrain::h5
+
 namespace dtrain::checkpoint {
 
 class ShardSlab {
@@ -39,8 +43,9 @@ class ShardSlab {
   // Maps the existing shard file `path` (e.g. an earlier process's, left in the tier)
   // for reuse with `items`: each item's dataset must be there with its dtype (HDF5's
   // native type) and shape, contiguous, allocated, inside the file and overlapping no
-  // other item's, and the file no larger than a file create() makes for them (checked:
-  // the file is not trusted to drive the mapping). Throws CheckpointError naming `path`
+  // other item's, no other dataset or group beside them, and the file no larger than a
+  // file create() makes for them (checked: the file is not trusted to drive the
+  // mapping). Throws CheckpointError naming `path`
   // and what does not fit; the file is left as it was.
   static std::shared_ptr<ShardSlab> adopt(const std::string& path, const std::vector<ShardItem>& items);
   ~ShardSlab();
@@ -80,6 +85,9 @@ class ShardSlab {
   // Throws CheckpointError unless the entries' bytes are disjoint and a file of
   // `file_bytes` is no larger than create() could make for them.
   static void check_disjoint_and_bounded(std::vector<Entry> entries, int64_t file_bytes);
+  // Throws CheckpointError when a group on the items' paths links anything but them (a
+  // dataset the state no longer has would go on in every shard written through it).
+  static void check_nothing_else(const h5::File& file, const std::vector<ShardItem>& items);
   // Maps the file (opened at `path` unless fd_ is open already).
   void map(const std::string& path);
 

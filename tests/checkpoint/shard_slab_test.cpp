@@ -192,6 +192,13 @@ TEST(ShardSlabTest, AShardFileIsNotTakenOverUnlessEveryDatasetFitsAndLiesInsideI
   other = items;
   other[2].name = "optimizer/other";
   EXPECT_THAT(AdoptError(path, other), AllOf(HasSubstr(path), HasSubstr("optimizer/other")));
+  // A dataset the state no longer has (a buffer dropped from the model): every shard
+  // written through the file would carry it on.
+  other = items;
+  other.erase(other.begin() + 3);
+  EXPECT_THAT(AdoptError(path, other), HasSubstr("it holds 'extra/mask', which the state has not"));
+  other.erase(other.begin() + 2);  // a whole group
+  EXPECT_THAT(AdoptError(path, other), HasSubstr("it holds 'optimizer', which the state has not"));
   EXPECT_EQ(fs::read_file(path), original);  // refusing changes nothing
 
   // Cut short inside the large dataset (HDF5 sees that its end is gone).

@@ -18,6 +18,10 @@ Cases:
              shard comes from n0's replica (at most 2 * LOCAL.PERIOD iterations lost:
              the newest snapshot's replicas may still have been in flight).
   lost_both  after the kill, both nodes' tiers are deleted: the persistent tier serves.
+  damaged_copy  after the kill, a byte of rank 1's shard is flipped in every snapshot on
+             its own node n1: the resume finds the damage (a checksum), and rank 1's shard
+             comes from n0's intact replica of the same snapshot, or of the one before
+             (at most 2 * LOCAL.PERIOD iterations lost); bitwise equal as above.
   reshard    2 ranks on 2 nodes, killed; node n1 is gone for good and the job resumes on
              1 rank on n0: n0's snapshot (its own shard and n1's replica) is resharded
              to 1 rank (at most 2 * LOCAL.PERIOD iterations lost), and the run ends
@@ -164,6 +168,40 @@ def case_lost_both():
           "with both tiers gone the resume did not use the persistent tier")
 
 
+def flip_a_data_byte(shard_file):
+    """Flips a byte inside the first non-empty dataset's data (h5py: the file's own map)."""
+    import h5py
+    found = []
+    with h5py.File(shard_file, "r") as f:
+        def visit(name, obj):
+            if not found and isinstance(obj, h5py.Dataset) and obj.id.get_offset() is not None and obj.nbytes >= 8:
+                found.append(obj.id.get_offset())
+        f.visititems(visit)
+    check(found, "%s has no dataset with data" % shard_file)
+    with open(shard_file, "r+b") as f:
+        f.seek(found[0] + 3)
+        b = f.read(1)
+        f.seek(found[0] + 3)
+        f.write(bytes([b[0] ^ 0xFF]))
+
+
+def case_damaged_copy():
+    def damage_n1(out):
+        job = os.path.join(tier_dir(), "n1")
+        damaged = 0
+        for root, _, files in os.walk(job):
+            if os.path.basename(root).startswith("snap-") and "shard-00001-of-00002.h5" in files:
+                flip_a_data_byte(os.path.join(root, "shard-00001-of-00002.h5"))
+                damaged += 1
+        check(damaged > 0, "no snapshot of rank 1's shard on n1 to damage")
+    # As lost_node: only the local tier (a newer persistent checkpoint would be preferred).
+    err = kill_and_resume(2, seeded_rng(), 0, damage=damage_n1, max_lost=2 * LOCAL_PERIOD,
+                          extra=["SOLVER.CHECKPOINT_PERIOD", 10 * MAX_ITER])
+    check("Cannot resume from the local snapshot of iteration" in err and "checksum mismatch" in err,
+          "the resume did not find the damaged copy")
+    check("shard 1 from the replica on node 'n0'" in err, "rank 1's shard did not come from n0's replica")
+
+
 def case_reshard():
     rng = seeded_rng()
     out = os.path.join(e2e.work_dir(), "reshard")
@@ -208,6 +246,7 @@ CASES = {
     "kill_np1": lambda: kills(1, 2),
     "lost_node": case_lost_node,
     "lost_both": case_lost_both,
+    "damaged_copy": case_damaged_copy,
     "reshard": case_reshard,
 }
 
