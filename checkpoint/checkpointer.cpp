@@ -315,7 +315,10 @@ std::optional<StateDict> Checkpointer::resume_newest(const std::vector<std::stri
   size_t next = 0;
   int64_t next_iteration = persistent_iteration(candidates, next);
   while (local.iteration >= 0 || next < candidates.size()) {
-    if (local.iteration >= 0 && local.iteration >= next_iteration) {  // a tie: the local one is faster
+    // A tie: the local one is faster. A checkpoint whose iteration cannot be read (-1:
+    // a damaged index) is tried in its place, not ranked below every snapshot.
+    const bool local_first = next == candidates.size() || (next_iteration >= 0 && local.iteration >= next_iteration);
+    if (local.iteration >= 0 && local_first) {
       try {
         StateDict extra = load_local(local);
         local_->after_resume(local.iteration);
@@ -328,6 +331,7 @@ std::optional<StateDict> Checkpointer::resume_newest(const std::vector<std::stri
                           "another node's copy of a damaged shard, an older snapshot or the persistent tier, newest first",
                           local.iteration, e.what(), local.description);
         }
+        local_->drop_staging();
         local = local_->plan_restore(&local, read_failed_here_);
       }
       continue;

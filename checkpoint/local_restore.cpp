@@ -260,15 +260,26 @@ std::string LocalTier::stage(const LocalRestore& plan) {
   return plan.server[rank] == rank ? snap : staging;
 }
 
-void LocalTier::after_resume(int64_t resumed) {
+void LocalTier::drop_staging() noexcept {
   if (!refused_.empty()) return;
-  const int rank = comm_.rank();
   try {
     for (const auto& n : env_.children(job_dir_)) {
-      if (n.rfind(".restore-", 0) == 0 && n.find(fmt::format("-r{:05d}.", rank)) != std::string::npos) {
+      if (n.rfind(".restore-", 0) == 0 && n.find(fmt::format("-r{:05d}.", comm_.rank())) != std::string::npos) {
         fs::remove_quietly(job_dir_ + "/" + n, env_);
       }
-      if (leader_ && snap_iteration(n) > resumed) save_dir::remove_dir_safely(env_, job_dir_ + "/" + n);
+    }
+  } catch (const std::exception& e) {
+    DTRAIN_LOG_WARN_RANK("Removing this rank's staged shards from the local tier {}: {}", job_dir_, e.what());
+  }
+}
+
+void LocalTier::after_resume(int64_t resumed) {
+  if (!refused_.empty()) return;
+  drop_staging();
+  if (!leader_) return;
+  try {
+    for (const auto& n : env_.children(job_dir_)) {
+      if (snap_iteration(n) > resumed) save_dir::remove_dir_safely(env_, job_dir_ + "/" + n);
     }
   } catch (const std::exception& e) {
     DTRAIN_LOG_WARN_RANK("Tidying the local tier {} after the resume: {}", job_dir_, e.what());

@@ -68,7 +68,7 @@ struct LocalTier::Pending {
   std::chrono::steady_clock::time_point t0;
   double copy_s = 0.0;            // of the stall, the copy of the rows
   bool new_file = false;          // kMapped: the stall created the shard file
-  bool renamed = false;           // the node leader renamed tmp to final_dir
+  bool renaming = false;          // the node leader began renaming tmp to final_dir
   CheckpointIndex planned;        // the node leader's
   std::future<void> index_begun;  // of the task on background_, which uses this Pending
 
@@ -454,8 +454,8 @@ void LocalTier::commit_on_node(Pending& p, const std::vector<ShardManifest>& man
   p.index_begun.get();
   finish_index_file(p.tmp, p.planned, index, env_);
   env_.sync(p.tmp);
+  p.renaming = true;
   save_dir::commit_directory(env_, p.tmp, p.final_dir);
-  p.renamed = true;
 }
 
 void LocalTier::prune_after_commit() {
@@ -519,11 +519,12 @@ void LocalTier::commit() {
     slabs_->drop(p->slab);
     if (leader_) {
       if (p->index_begun.valid()) p->index_begun.wait();
-      fs::remove_quietly(p->tmp, env_);
-      // Committed here but not on every node: not a snapshot to keep (nor to count
-      // against LOCAL.KEEP).
+      // Renamed here (the sync after the rename may have failed) but not committed on
+      // every node: not a snapshot to keep, nor to count against LOCAL.KEEP.
       try {
-        if (p->renamed) save_dir::remove_dir_safely(env_, p->final_dir);
+        const bool renamed = p->renaming && env_.type_of(p->tmp) == FileType::kMissing;
+        fs::remove_quietly(p->tmp, env_);
+        if (renamed) save_dir::remove_dir_safely(env_, p->final_dir);
       } catch (const std::exception& x) {  // incomplete: a resume never picks it
         DTRAIN_LOG_WARN_RANK("Removing the uncommitted local snapshot {}: {}", p->final_dir, x.what());
       }

@@ -195,6 +195,9 @@ class LocalTier {
   // After a resume from iteration `resumed` (either tier): removes staging directories
   // and this node's snapshots newer than `resumed` (of a timeline that was abandoned).
   void after_resume(int64_t resumed);
+  // Removes this rank's staging directories (after a load of a snapshot failed: they
+  // hold a shard's bytes, in memory on tmpfs). Local; a failure is a warning.
+  void drop_staging() noexcept;
   // Removes this node's directory of this job (training ended: nothing to resume).
   void remove_all();
 

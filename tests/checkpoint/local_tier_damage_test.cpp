@@ -8,10 +8,12 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
 #include "checkpoint/index.h"
+#include "checkpoint/save_dir.h"
 #include "tests/checkpoint/local_tier_fixture.h"
 #include "tests/checkpoint/test_support.h"
 
@@ -101,6 +103,21 @@ TEST_P(LocalTierTest, ADamagedLocalSnapshotGivesWayToTheNewestIntactCopyOfEither
   DamageShard(copies(2), 0, n_);
   EXPECT_EQ(ExpectResume(3, /*from_local=*/false), out_ + "/model_0000002");
   EXPECT_TRUE(stdfs::exists(job_dir("n0") + "/snap-0000000001"));
+}
+
+TEST_P(LocalTierTest, APersistentCheckpointWhoseIterationCannotBeReadKeepsItsPlace) {
+  // Snapshots 2 and 3, model_0000003; then the tagged model_0000004 with a damaged index
+  // (its iteration unknown) and snapshot 3 damaged everywhere. The newest intact state
+  // is model_0000003: not snapshot 2, which would go first if an unknown iteration
+  // ranked the checkpoint below every snapshot.
+  TrainWithSnapshots(/*persistent_at=*/3, "cfg: 1\n", /*snapshots=*/4);
+  stdfs::copy(out_ + "/model_0000003", out_ + "/model_0000004", stdfs::copy_options::recursive);
+  { std::ofstream(out_ + "/model_0000004/" + kIndexFile, std::ios::in | std::ios::out) << "damaged!"; }
+  save_dir::write_tag(Env::posix(), out_, "model_0000004");
+  std::vector<std::string> copies{job_dir("n0") + "/snap-0000000003"};
+  if (n_ > 1) copies.push_back(job_dir("n1") + "/snap-0000000003");
+  DamageShard(copies, 0, n_);
+  EXPECT_EQ(ExpectResume(4, /*from_local=*/false), out_ + "/model_0000003");
 }
 
 }  // namespace
