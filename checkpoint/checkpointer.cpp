@@ -312,6 +312,11 @@ std::optional<StateDict> Checkpointer::resume_newest(const std::vector<std::stri
                                                      std::string& failures) {
   LocalRestore local;
   if (local_) local = local_->plan_restore();
+  per_rank_undo_.emplace();
+  struct EndUndo {
+    std::optional<std::map<std::string, StateDict>>& undo;
+    ~EndUndo() { undo.reset(); }
+  } end_undo{per_rank_undo_};
   size_t next = 0;
   int64_t next_iteration = persistent_iteration(candidates, next);
   while (local.iteration >= 0 || next < candidates.size()) {
@@ -332,7 +337,8 @@ std::optional<StateDict> Checkpointer::resume_newest(const std::vector<std::stri
                           local.iteration, e.what(), local.description);
         }
         local_->drop_staging();
-        local = local_->plan_restore(&local, read_failed_here_);
+        undo_per_rank();
+        local = local_->plan_restore(&local, read_failure_);
       }
       continue;
     }
@@ -345,22 +351,35 @@ std::optional<StateDict> Checkpointer::resume_newest(const std::vector<std::stri
       if (comm_.rank() == 0) {
         DTRAIN_LOG_WARN("Cannot resume from {} ({}); trying an older checkpoint", candidates[next], e.what());
       }
+      undo_per_rank();
     }
     next_iteration = persistent_iteration(candidates, ++next);
   }
   return std::nullopt;
 }
 
+void Checkpointer::undo_per_rank() noexcept {
+  for (const auto& [key, s] : *per_rank_undo_) {
+    try {  // on this rank only: a throw here would leave the others in the next collective
+      checkpointables_.at(key).state->load_state_dict(s);
+    } catch (const std::exception& e) {
+      DTRAIN_LOG_ERROR("Could not put back this rank's '{}' state after a failed load ({}); a resume "
+                       "from a checkpoint without it keeps what the failed load left",
+                       key, e.what());
+    }
+  }
+  per_rank_undo_->clear();
+}
+
 StateDict Checkpointer::load_local(const LocalRestore& plan) {
   finish_async();
-  read_failed_here_ = false;  // staging fails before any read
+  read_failure_ = ReadFailure::kNone;  // staging fails before any read
   const std::string dir = local_->stage(plan);
   if (comm_.rank() == 0) {
     DTRAIN_LOG_INFO("Resuming from the local snapshot of iteration {} ({}): {}", plan.iteration,
                     local_->options().dir, plan.description);
   }
-  StateDict extra = load_directory(dir, std::nullopt, /*own_shards=*/true,
-                                   plan.world == comm_.size() ? std::vector<int>{} : plan.server);
+  StateDict extra = load_directory(dir, std::nullopt, &plan);
   loaded_from_local_ = true;
   return extra;
 }

@@ -178,10 +178,11 @@ class Checkpointer {
   // Throws on every rank unless every rank called `what` with the same argument.
   void check_collective(const std::string& what, const std::string& arg);
   CollectedState collect(const StateDict& extra) const;
-  // own_shards: `dir` differs between ranks, each rank reads its own shard, or, with
-  // `shard_server` (by shard), the shards it serves (load.cpp, Readers::shard_server).
+  // With `local` (a local snapshot): `dir` differs between ranks, each rank reads its own
+  // shard, or at another world size the shards it serves (load.cpp, Readers::shard_server),
+  // and local->index_reader, when set, reads the index.
   StateDict load_directory(const std::string& dir, const std::optional<std::vector<std::string>>& only,
-                           bool own_shards = false, std::vector<int> shard_server = {});
+                           const LocalRestore* local = nullptr);
   // Resumes from the local tier's snapshot `plan` (each rank reads only its own shard,
   // or at another world size the shards it serves, from this rank's directory; the
   // communicator spreads the rest).
@@ -193,6 +194,9 @@ class Checkpointer {
   // a shard is damaged, the same snapshot with that shard from another node, then older
   // ones). Adds each failure to `failures`; nullopt when nothing could be loaded.
   std::optional<StateDict> resume_newest(const std::vector<std::string>& candidates, std::string& failures);
+  // After a failed attempt of a resume: puts back the per-rank states it handed over
+  // (per_rank_undo_). Local to this rank; a failure is logged.
+  void undo_per_rank() noexcept;
   // The persistent candidates of a resume, newest first (the tagged one first).
   std::vector<std::string> resume_candidates();
   // Loads a foreign weight file (PyTorch .pt/.pth, detectron2 checkpoint or model-zoo .pkl,
@@ -226,9 +230,14 @@ class Checkpointer {
   std::unique_ptr<LocalTier> local_;  // options.local
   bool loaded_from_local_ = false;
   int64_t last_load_bytes_read_ = 0;
-  // Whether this rank's own reads of the last load failed (a damaged piece, a missing
-  // shard file): tells a retry of a local snapshot which copies to avoid.
-  bool read_failed_here_ = false;
+  // Which of this rank's own reads of the last local load failed (a damaged piece, a
+  // missing shard file, the index): tells a retry of a local snapshot which copies to avoid.
+  ReadFailure read_failure_ = ReadFailure::kNone;
+  // While a resume tries its candidates: this rank's per-rank states as they were before
+  // the first attempt, of the keys an attempt handed over (DirectoryLoad::hand_over). A
+  // failed attempt may hand some ranks their state before another rank fails, and the
+  // candidate that then serves, saved by fewer ranks, may have none for this rank.
+  std::optional<std::map<std::string, StateDict>> per_rank_undo_;
 };
 
 }  // namespace dtrain::checkpoint

@@ -89,19 +89,23 @@ void restore_scalar_types(StateDict& loaded, const StateDict& current) {
 // One load of one directory: what it loads, where, and the state between its phases.
 class Checkpointer::DirectoryLoad {
  public:
-  // own_shards: `dir` differs between ranks (a local snapshot, local_tier.h) and holds
+  // local: `dir` is a local snapshot (local_tier.h), differs between ranks and holds
   // checkpoint.h5 and this rank's shard: each rank reads its own shard and the
-  // communicator spreads the rest.
-  // shard_server (with own_shards): by shard, the rank that reads it (a local snapshot
-  // of another world size); empty: each shard's own rank.
+  // communicator spreads the rest. At another world size, local->server gives by shard
+  // the rank that reads it (shard_server_; empty: each shard's own rank).
   DirectoryLoad(Checkpointer& owner, const std::string& dir, const std::optional<std::vector<std::string>>& only,
-                bool own_shards = false, std::vector<int> shard_server = {})
-      : c_(owner), comm_(owner.comm_), dir_(dir), only_(only), own_shards_(own_shards),
-        shard_server_(std::move(shard_server)), what_(fmt::format("loading checkpoint '{}'", dir)) {}
+                const LocalRestore* local)
+      : c_(owner),
+        comm_(owner.comm_),
+        dir_(dir),
+        only_(only),
+        own_shards_(local != nullptr),
+        shard_server_(local != nullptr && local->world != owner.comm_.size() ? local->server : std::vector<int>{}),
+        index_reader_(local != nullptr ? local->index_reader : -1),
+        what_(fmt::format("loading checkpoint '{}'", dir)) {}
 
   StateDict run() {
     const auto t0 = std::chrono::steady_clock::now();
-    c_.read_failed_here_ = false;
     agree_on_readers();
     read_index();
     plan_ = plan_load(index_, readers_, comm_.rank(), [this](const std::string& n) { return wanted(n); });
@@ -149,9 +153,11 @@ class Checkpointer::DirectoryLoad {
     if (own_shards_) {
       if (shard_server_.empty()) {
         mine.readable = mine.readable && stdfs::exists(dir_ + "/" + shard_file_name(comm_.rank(), comm_.size()));
-      } else {  // only the servers: another rank's node may hold another snapshot of that name
-        mine.readable =
-            mine.readable && std::find(shard_server_.begin(), shard_server_.end(), comm_.rank()) != shard_server_.end();
+      } else {  // only the servers (and the index's reader): another rank's node may hold
+                // another snapshot of that name
+        mine.readable = mine.readable && (comm_.rank() == index_reader_ || std::find(shard_server_.begin(),
+                                                                                      shard_server_.end(),
+                                                                                      comm_.rank()) != shard_server_.end());
       }
       readers_ = find_readers(dist::all_gather(comm_, mine), comm_.rank(), dir_);
       readers_.own_shards = true;
@@ -159,6 +165,11 @@ class Checkpointer::DirectoryLoad {
       for (const int server : shard_server_) {
         DTRAIN_CHECK_T(CheckpointError, server >= 0 && server < comm_.size() && readers_.can_read[server],
                        "'{}': rank {}, which was to read a shard of it, cannot read '{}'", dir_, server, kIndexFile);
+      }
+      if (index_reader_ >= 0) {  // the other copies of the index were found damaged
+        DTRAIN_CHECK_T(CheckpointError, index_reader_ < comm_.size() && readers_.can_read[index_reader_],
+                       "'{}': rank {}, which was to read its index, cannot read '{}'", dir_, index_reader_, kIndexFile);
+        readers_.index_root = index_reader_;
       }
       return;
     }
@@ -178,14 +189,22 @@ class Checkpointer::DirectoryLoad {
     }
   }
 
+  // Read on one rank; a copy that cannot be read or parsed counts as that rank's failed
+  // read (read_failure_: a local snapshot is retried with that node's copy avoided). An
+  // index that disagrees with the local tier's listing counts too.
   void read_index() {
-    const std::string text = dist::on_rank<CheckpointError>(comm_, readers_.index_root, what_,
-                                                            [&] { return read_index_text(dir_); });
-    index_ = CheckpointIndex::from_json(text, dir_ + "/" + kIndexFile);
-    DTRAIN_CHECK_T(CheckpointError,
-                   shard_server_.empty() || static_cast<int64_t>(shard_server_.size()) == index_.world_size,
-                   "'{}' holds the shards of {} ranks, not of {} as its local tier listed", dir_, index_.world_size,
-                   shard_server_.size());
+    try {
+      const std::string text = dist::on_rank<CheckpointError>(comm_, readers_.index_root, what_,
+                                                              [&] { return read_index_text(dir_); });
+      index_ = CheckpointIndex::from_json(text, dir_ + "/" + kIndexFile);
+      DTRAIN_CHECK_T(CheckpointError,
+                     shard_server_.empty() || static_cast<int64_t>(shard_server_.size()) == index_.world_size,
+                     "'{}' holds the shards of {} ranks, not of {} as its local tier listed", dir_,
+                     index_.world_size, shard_server_.size());
+    } catch (const CheckpointError&) {
+      if (comm_.rank() == readers_.index_root) c_.read_failure_ = ReadFailure::kIndex;
+      throw;
+    }
   }
 
   // Tensors that pieces can be read into in place: the model's parameters and buffers,
@@ -263,7 +282,7 @@ class Checkpointer::DirectoryLoad {
         }
         verifier.check();
       } catch (...) {
-        c_.read_failed_here_ = true;
+        c_.read_failure_ = ReadFailure::kPieces;
         throw;
       }
     });
@@ -374,7 +393,16 @@ class Checkpointer::DirectoryLoad {
         }
         continue;
       }
-      if (c.scope == Scope::kPerRank) restore_scalar_types(s, c.state->state_dict());
+      if (c.scope == Scope::kPerRank) {
+        StateDict current = c.state->state_dict();
+        restore_scalar_types(s, current);
+        if (c_.per_rank_undo_ && c_.per_rank_undo_->count(key) == 0) {  // a resume may try another
+          for (auto& entry : current) {
+            if (auto* t = std::get_if<at::Tensor>(&entry.second)) *t = t->clone();  // may alias live storage
+          }
+          c_.per_rank_undo_->emplace(key, std::move(current));
+        }
+      }
       try {
         c.state->adopt_state_dict(std::move(s));
       } catch (const ConfigError& e) {  // incompatible with this run: not damage
@@ -391,6 +419,7 @@ class Checkpointer::DirectoryLoad {
   const std::optional<std::vector<std::string>>& only_;
   const bool own_shards_;
   const std::vector<int> shard_server_;
+  const int index_reader_;  // -1: the first rank that can read the index
   const std::string what_;
   int64_t bytes_read_ = 0;  // by this rank, from the files
   Readers readers_;
@@ -404,9 +433,9 @@ class Checkpointer::DirectoryLoad {
 };
 
 StateDict Checkpointer::load_directory(const std::string& dir,
-                                       const std::optional<std::vector<std::string>>& only, bool own_shards,
-                                       std::vector<int> shard_server) {
-  StateDict extra = DirectoryLoad(*this, dir, only, own_shards, std::move(shard_server)).run();
+                                       const std::optional<std::vector<std::string>>& only,
+                                       const LocalRestore* local) {
+  StateDict extra = DirectoryLoad(*this, dir, only, local).run();
   loaded_from_ = dir;
   return extra;
 }

@@ -155,14 +155,33 @@ bool drop_damaged(ShardHolders& holders, const std::map<int, std::set<std::strin
   return true;
 }
 
+// The node whose copy of the index rank r reads in `plan`: at the same world size its
+// shard's server's (its own, or the one it was staged from); resharded, its own.
+const std::string& index_source(const LocalRestore& plan, int r, int world, const std::vector<std::string>& node_of) {
+  return node_of[plan.world == world ? plan.server[r] : r];
+}
+
+// The first rank that can read `plan`'s index from a node whose copy is not damaged (at
+// another world size, a rank on a node holding a shard of it: `holders`); -1: none.
+int choose_index_reader(const LocalRestore& plan, const ShardHolders& holders, int world,
+                        const std::vector<std::string>& node_of) {
+  std::set<int> holding;
+  for (const auto& [s, h] : holders) holding.insert(h.begin(), h.end());
+  for (int r = 0; r < world; ++r) {
+    const bool reads = plan.world == world || holding.count(r) > 0;
+    if (reads && plan.bad_index.count(index_source(plan, r, world, node_of)) == 0) return r;
+  }
+  return -1;
+}
+
 }  // namespace
 
-LocalRestore LocalTier::plan_restore(const LocalRestore* failed, bool read_failed_here) {
+LocalRestore LocalTier::plan_restore(const LocalRestore* failed, ReadFailure failure) {
   require_open();
   finish();
   if (!refused_.empty()) return {};  // the same on every rank: secure() agreed
   const int world = comm_.size();
-  std::string mine = read_failed_here ? "!" : "-";
+  std::string mine(1, static_cast<char>(failure));
   try {
     mine += encode_holdings(list_holdings(env_, job_dir_));
   } catch (const std::exception& e) {
@@ -177,15 +196,26 @@ LocalRestore LocalTier::plan_restore(const LocalRestore* failed, bool read_faile
     }
   }
   // After a failed load: the copies its failed readers read are damaged. Without any
-  // (it failed elsewhere), or a shard with no other copy, an older snapshot serves.
+  // (it failed elsewhere), or a shard or the index with no other copy, an older snapshot
+  // serves.
   std::map<int, std::set<std::string>> damaged;
+  std::set<std::string> bad_index;
   if (failed != nullptr) {
     damaged = failed->damaged;
+    bad_index = failed->bad_index;
     for (size_t s = 0; s < failed->server.size(); ++s) {
       const int reader = failed->world == world ? static_cast<int>(s) : failed->server[s];
-      if (all[reader].front() == '!') damaged[static_cast<int>(s)].insert(node_of_[failed->server[s]]);
+      if (all[reader].front() == static_cast<char>(ReadFailure::kPieces)) {
+        damaged[static_cast<int>(s)].insert(node_of_[failed->server[s]]);
+      }
     }
-    const bool again = damaged != failed->damaged;  // a copy newly found damaged: the rest may serve
+    for (int r = 0; r < world; ++r) {
+      if (all[r].front() == static_cast<char>(ReadFailure::kIndex)) {
+        bad_index.insert(index_source(*failed, r, world, node_of_));
+      }
+    }
+    // A copy newly found damaged: the other copies may serve.
+    const bool again = damaged != failed->damaged || bad_index != failed->bad_index;
     holders.erase(holders.upper_bound(again ? failed->iteration : failed->iteration - 1), holders.end());
   }
   std::set<int> incomplete;
@@ -206,7 +236,16 @@ LocalRestore LocalTier::plan_restore(const LocalRestore* failed, bool read_faile
     LocalRestore plan = chosen == world ? serve_own_shards(shards, node_of_) : serve_resharded(shards, node_of_);
     plan.iteration = it->first;
     plan.world = chosen;
-    if (retry) plan.damaged = damaged;
+    if (retry) {
+      plan.damaged = damaged;
+      plan.bad_index = bad_index;
+      if (!bad_index.empty()) {
+        plan.index_reader = choose_index_reader(plan, it->second.at(chosen), world, node_of_);
+        if (plan.index_reader < 0) continue;
+        plan.description += fmt::format("; the index from node '{}' (rank {})",
+                                        index_source(plan, plan.index_reader, world, node_of_), plan.index_reader);
+      }
+    }
     return plan;
   }
   if (failed == nullptr && !incomplete.empty() && comm_.rank() == 0) {

@@ -127,9 +127,15 @@ void LocalTier::require_open() {
 }
 
 void LocalTier::open(bool resume) {
-  node_of_ = comm_.all_gather_bytes(options_.node_id);
-  const std::vector<std::string> machine_of =
-      comm_.all_gather_bytes(options_.machine_id.empty() ? fs::boot_id() : options_.machine_id);
+  // One all-gather of "<machine>\n<node id>" (a boot id has no newline; a node id may).
+  const std::string machine = options_.machine_id.empty() ? fs::boot_id() : options_.machine_id;
+  std::vector<std::string> machine_of = comm_.all_gather_bytes(machine + '\n' + options_.node_id);
+  node_of_.clear();
+  for (std::string& m : machine_of) {
+    const size_t end = m.find('\n');
+    node_of_.push_back(m.substr(end + 1));
+    m.resize(end);
+  }
   const int rank = comm_.rank();
   leader_ = std::find(node_of_.begin(), node_of_.end(), options_.node_id) - node_of_.begin() == rank;
   const auto pairs = buddy_pairs(node_of_, options_.replicas);

@@ -124,7 +124,14 @@ struct LocalRestore {
   // By shard: the nodes whose copy a load of this snapshot found damaged; this plan
   // serves those shards from other nodes' copies.
   std::map<int, std::set<std::string>> damaged;
+  // The nodes whose copy of the index (checkpoint.h5) a load found damaged, and the rank
+  // that reads the index in this plan, from a node not among them (-1: the first rank).
+  std::set<std::string> bad_index;
+  int index_reader = -1;
 };
+
+// What a failed load found it could not read on a rank (Checkpointer::read_failure_).
+enum class ReadFailure : char { kNone = '-', kPieces = '!', kIndex = 'i' };
 
 class LocalTier {
  public:
@@ -185,9 +192,10 @@ class LocalTier {
 
   // The newest snapshot every shard of which some node holds (of this world size first).
   // After `failed` could not be loaded: the shards that the ranks whose reads failed
-  // (`read_failed_here` on those ranks) read come from other nodes' copies of the same
-  // snapshot where there are such copies; else the newest older snapshot serves.
-  LocalRestore plan_restore(const LocalRestore* failed = nullptr, bool read_failed_here = false);
+  // (`failure` on those ranks) read come from other nodes' copies of the same snapshot,
+  // and the index from a node whose copy was not found damaged, where there are such
+  // copies; else the newest older snapshot serves.
+  LocalRestore plan_restore(const LocalRestore* failed = nullptr, ReadFailure failure = ReadFailure::kNone);
   // Makes this rank's shard and checkpoint.h5 of `plan` readable in one directory of
   // this node (its snapshot, or a staging directory the files are received into) and
   // returns that directory.

@@ -74,6 +74,37 @@ TEST_P(LocalTierTest, ADamagedCopyOfALocalShardIsReplacedByAnotherNodesCopy) {
   }
 }
 
+// The index (checkpoint.h5) is read once, by the first rank that can, from its node's
+// copy: when that copy cannot be read, the same snapshot serves with the index read on
+// another node, even where a shard has no other copy (no replica: the shards stay where
+// they are). At another world size too. On one node, the next newest state serves.
+TEST_P(LocalTierTest, ADamagedIndexOfALocalSnapshotIsReadFromAnotherNode) {
+  TrainWithSnapshots(/*persistent_at=*/2);
+  const std::string snap = "/snap-0000000002";
+  const std::string index = job_dir("n0") + snap + "/" + kIndexFile;
+  { std::ofstream(index, std::ios::in | std::ios::out) << "damaged!"; }
+  if (n_ > 1) stdfs::remove(job_dir("n1") + snap + "/" + shard_file_name(0, n_));  // shard 0: n0 only
+  {
+    LogCapture log;
+    EXPECT_EQ(ExpectResume(3, /*from_local=*/n_ > 1), n_ > 1 ? job_dir("n0") + snap : out_ + "/model_0000002");
+    const std::string text = log.text();
+    EXPECT_NE(text.find("Cannot resume from the local snapshot of iteration 2"), std::string::npos) << text;
+    EXPECT_NE(text.find(index), std::string::npos) << text;
+    if (n_ > 1) EXPECT_NE(text.find("the index from node 'n1'"), std::string::npos) << text;
+  }
+  if (n_ == 1) return;
+  const int other = n_ == 2 ? 4 : 2;
+  std::string loaded;
+  LogCapture log;
+  const auto from_local = ResumeOn(other, /*local=*/true, &loaded);
+  EXPECT_NE(log.text().find("the index from node 'n1'"), std::string::npos) << log.text();
+  const auto expected = ResumeOn(other, /*local=*/false, &loaded);
+  for (int r = 0; r < other; ++r) {
+    const auto diff = state_diff(expected[r], from_local[r]);
+    EXPECT_TRUE(diff.empty()) << other << " ranks, rank " << r << ": " << ::testing::PrintToString(diff);
+  }
+}
+
 TEST_P(LocalTierTest, ADamagedLocalSnapshotGivesWayToTheNewestIntactCopyOfEitherTier) {
   std::vector<std::string> nodes{"n0"};
   if (n_ > 1) nodes.push_back("n1");

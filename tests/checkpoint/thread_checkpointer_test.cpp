@@ -278,6 +278,48 @@ TEST_P(ThreadCheckpointTest, CollectiveFailureAtEveryStepOfALoad) {
   ExpectResumes("model_0000002", 1);
 }
 
+// A per-rank number whose load refuses a negative one: per-rank state this run cannot
+// take (say an RNG state of another size).
+class Tally : public Stateful {
+ public:
+  explicit Tally(int64_t v) : value(v) {}
+  StateDict state_dict() const override { return {{"value", value}}; }
+  void load_state_dict(const StateDict& s) override {
+    const int64_t v = state_int(s, "value", "tally");
+    if (v < 0) throw Error(fmt::format("tally {} is negative", v));
+    value = v;
+  }
+  int64_t value;
+};
+
+// A resume's failed attempt may hand some ranks their per-rank state before another rank
+// fails. The older checkpoint that then serves was saved by 1 rank and has none for the
+// others: they keep what they had before the resume, not what the failed attempt left.
+TEST_P(ThreadCheckpointTest, AFailedAttemptLeavesNoPerRankStateBehind) {
+  const auto save = [&](dist::Communicator& comm, const std::string& name, int64_t value) {
+    auto model = make_tiny_net(1);
+    Tally t(value);
+    Checkpointer(model, dir_, comm, {{"tally", {&t, Scope::kPerRank}}})
+        .save(name, {{"iteration", int64_t{name == "model_0000001" ? 1 : 2}}});
+  };
+  const auto one = dist::run_ranks(1, [&](dist::Communicator& comm) { save(comm, "model_0000001", 50); });
+  ASSERT_FALSE(one[0]) << kind_and_message(one[0]);
+  RunOk([&](dist::Communicator& comm) { save(comm, "model_0000002", comm.rank() == 0 ? -1 : 100 + comm.rank()); });
+
+  std::vector<int64_t> got(static_cast<size_t>(n_));
+  RunOk([&](dist::Communicator& comm) {
+    auto model = make_tiny_net(2);
+    Tally t(7);
+    Checkpointer c(model, dir_, comm, {{"tally", {&t, Scope::kPerRank}}});
+    c.resume_or_load("", /*resume=*/true);
+    EXPECT_EQ(c.loaded_from(), dir_ + "/model_0000001");
+    got[static_cast<size_t>(comm.rank())] = t.value;
+  });
+  std::vector<int64_t> expected(static_cast<size_t>(n_), 7);
+  expected[0] = 50;
+  EXPECT_EQ(got, expected);
+}
+
 INSTANTIATE_TEST_SUITE_P(Ranks, ThreadCheckpointTest, ::testing::Values(2, 4),
                          [](const auto& info) { return std::to_string(info.param) + "Ranks"; });
 
