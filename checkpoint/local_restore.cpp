@@ -181,6 +181,9 @@ LocalRestore LocalTier::plan_restore(const LocalRestore* failed, ReadFailure fai
   finish();
   if (!refused_.empty()) return {};  // the same on every rank: secure() agreed
   const int world = comm_.size();
+  // A rank sent nothing to stage is the reader whose copy failed (stage()).
+  if (failure == ReadFailure::kNone && staged_nothing_) failure = ReadFailure::kPieces;
+  staged_nothing_ = false;
   std::string mine(1, static_cast<char>(failure));
   try {
     mine += encode_holdings(list_holdings(env_, job_dir_));
@@ -281,6 +284,9 @@ std::string LocalTier::stage(const LocalRestore& plan) {
     }
     const std::string got = comm_.send_recv_bytes(payload, dest, source);
     if (source < 0) continue;
+    // Nothing: the sender could not read its node's copy (and says why); the next plan
+    // takes this shard from another node's copy.
+    staged_nothing_ = got.empty();
     try {
       DTRAIN_CHECK_T(CheckpointError, !got.empty(), "rank {} sent nothing", source);
       auto [index, shard] = unpack_files(got, source);

@@ -269,6 +269,7 @@ class LocalTier {
   std::vector<std::string> node_of_;  // by rank
   std::vector<int> replica_dests_, replica_sources_;  // this rank's buddies, both ways
   bool replicating_ = false;  // some rank of the job has a buddy
+  bool staged_nothing_ = false;  // stage() got nothing from its sender: its copy failed
   // The leader's checkpoint.h5 virtual datasets (index_mappings_image) of the plan
   // index_layout_; used only on the index thread, one snapshot at a time. Declared
   // before pending_, whose index thread uses them.

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -90,7 +91,9 @@ TEST_P(LocalTierTest, ADamagedIndexOfALocalSnapshotIsReadFromAnotherNode) {
     const std::string text = log.text();
     EXPECT_NE(text.find("Cannot resume from the local snapshot of iteration 2"), std::string::npos) << text;
     EXPECT_NE(text.find(index), std::string::npos) << text;
-    if (n_ > 1) EXPECT_NE(text.find("the index from node 'n1'"), std::string::npos) << text;
+    if (n_ > 1) {
+      EXPECT_NE(text.find("the index from node 'n1'"), std::string::npos) << text;
+    }
   }
   if (n_ == 1) return;
   const int other = n_ == 2 ? 4 : 2;
@@ -103,6 +106,34 @@ TEST_P(LocalTierTest, ADamagedIndexOfALocalSnapshotIsReadFromAnotherNode) {
     const auto diff = state_diff(expected[r], from_local[r]);
     EXPECT_TRUE(diff.empty()) << other << " ranks, rank " << r << ": " << ::testing::PrintToString(diff);
   }
+}
+
+// A rank whose node lost its shard receives it from a node holding a copy; when that
+// node cannot read its copy, the next try takes the shard from another node's copy of
+// the same snapshot, not an older state. 4 ranks on 4 nodes, 2 replicas of each shard.
+TEST_P(LocalTierTest, ACopyThatCannotBeSentForStagingGivesWayToAnotherNodesCopy) {
+  if (n_ != 4) GTEST_SKIP() << "4 nodes";
+  nodes_ = 4;
+  replicas_ = 2;
+  TrainWithSnapshots();
+  const std::string name = "/snap-0000000002/" + shard_file_name(3, 4);
+  ASSERT_TRUE(stdfs::exists(job_dir("n0") + name) && stdfs::exists(job_dir("n1") + name));
+  ASSERT_TRUE(stdfs::remove(job_dir("n3") + name));  // n3 lost shard 3
+  local_tier_testing::HookedEnv env;
+  std::atomic<int> refused{0};
+  env.on_read = [&](const std::string& path) {
+    if (path.find(name) != std::string::npos && path.find("/n1/") != std::string::npos) {
+      ++refused;
+      throw std::runtime_error("injected: cannot read " + path);
+    }
+  };
+  env_ = &env;
+  LogCapture log;
+  ExpectResume(3, /*from_local=*/true);
+  const std::string text = log.text();
+  EXPECT_EQ(refused.load(), 1) << text;  // n1's copy was tried first, then avoided
+  EXPECT_NE(text.find("injected: cannot read"), std::string::npos) << text;
+  EXPECT_NE(text.find("shard 3 from the replica on node 'n0'"), std::string::npos) << text;
 }
 
 TEST_P(LocalTierTest, ADamagedLocalSnapshotGivesWayToTheNewestIntactCopyOfEitherTier) {

@@ -64,7 +64,7 @@ class LocalTierTest : public ::testing::TestWithParam<std::tuple<int, LocalWrite
     if (!HasFailure()) stdfs::remove_all(dir_);
   }
 
-  std::string node_of(int rank) const { return n_ == 1 ? "n0" : fmt::format("n{}", rank * 2 / n_); }
+  std::string node_of(int rank) const { return n_ == 1 ? "n0" : fmt::format("n{}", rank * nodes_ / n_); }
 
   CheckpointerOptions options(int rank, const std::string& config = "cfg: 1\n") const {
     CheckpointerOptions o;
@@ -73,10 +73,11 @@ class LocalTierTest : public ::testing::TestWithParam<std::tuple<int, LocalWrite
     local.period = 1;
     local.dir = tier_;
     local.keep = 2;
-    local.replicas = 1;
+    local.replicas = replicas_;
     local.node_id = node_of(rank);
     local.write = write_;
     o.local = local;
+    if (env_ != nullptr) o.env = env_;
     return o;
   }
 
@@ -199,6 +200,9 @@ class LocalTierTest : public ::testing::TestWithParam<std::tuple<int, LocalWrite
   const int n_ = std::get<0>(GetParam());
   const LocalWrite write_ = std::get<1>(GetParam());
   bool hold_exchanges_ = false;  // replicas stay in flight until waited for
+  int nodes_ = 2;                 // the nodes n_ > 1 ranks are spread over (node_of)
+  int replicas_ = 1;              // LOCAL.REPLICAS
+  Env* env_ = nullptr;            // options()' Env, when set
   std::string dir_, out_, tier_;
 };
 

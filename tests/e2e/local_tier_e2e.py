@@ -151,8 +151,11 @@ def case_lost_node():
     # Replicas go to the buddy in the background after a snapshot's commit, and the next
     # commit waits for them: the newest snapshot's may still be in flight at the kill, so
     # a lost node loses at most 2 * LOCAL.PERIOD iterations (KEEP 2 keeps the one before).
+    # Killed after the second commit (which waited for the first snapshot's replicas), so
+    # that a snapshot before the one in flight exists: a kill earlier, with the first
+    # snapshot's replica still in flight, rightly trains from scratch.
     err = kill_and_resume(2, seeded_rng(), 0, damage=lose_n1, max_lost=2 * LOCAL_PERIOD,
-                          extra=["SOLVER.CHECKPOINT_PERIOD", 10 * MAX_ITER])
+                          first_step=2 * LOCAL_PERIOD + 2, extra=["SOLVER.CHECKPOINT_PERIOD", 10 * MAX_ITER])
     check("Resuming from the local snapshot" in err, "the resume did not use the local tier")
     check("from the replica on node 'n0'" in err, "the lost node's shard did not come from its buddy")
 
@@ -207,7 +210,7 @@ def case_reshard():
     out = os.path.join(e2e.work_dir(), "reshard")
     shutil.rmtree(out, ignore_errors=True)
     extra = ["SOLVER.CHECKPOINT_PERIOD", 10 * MAX_ITER]  # as lost_node: only the local tier
-    step = rng.randint(LOCAL_PERIOD + 2, MAX_ITER - 2)
+    step = rng.randint(2 * LOCAL_PERIOD + 2, MAX_ITER - 2)  # after the second commit, as lost_node
     fault = {"DTRAIN_FAULT": "train.after_step", "DTRAIN_FAULT_RANK": str(rng.randrange(2)),
              "DTRAIN_FAULT_AFTER": str(step)}
     rc, _, _ = e2e.run(train_cmd(2, out, extra), env_extra=fault, expect_rc=None, log_name="reshard_killed")
