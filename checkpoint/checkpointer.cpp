@@ -361,19 +361,24 @@ std::optional<StateDict> Checkpointer::resume_newest(const std::vector<std::stri
 void Checkpointer::undo_per_rank() noexcept {
   for (const auto& [key, s] : *per_rank_undo_) {
     try {  // on this rank only: a throw here would leave the others in the next collective
-      checkpointables_.at(key).state->load_state_dict(s);
+      StateDict copy = s;  // the state may keep its tensors; the copy is put back again after another try
+      for (auto& entry : copy) {
+        if (auto* t = std::get_if<at::Tensor>(&entry.second)) *t = t->clone();
+      }
+      checkpointables_.at(key).state->load_state_dict(copy);
     } catch (const std::exception& e) {
       DTRAIN_LOG_ERROR("Could not put back this rank's '{}' state after a failed load ({}); a resume "
                        "from a checkpoint without it keeps what the failed load left",
                        key, e.what());
     }
   }
-  per_rank_undo_->clear();
+  // Kept until the resume ends: a later try's hand_over copies only keys not held, so
+  // each put-back restores the state from before the first try, even after one failed.
 }
 
 StateDict Checkpointer::load_local(const LocalRestore& plan) {
-  finish_async();
   read_failure_ = ReadFailure::kNone;  // staging fails before any read
+  finish_async();
   const std::string dir = local_->stage(plan);
   if (comm_.rank() == 0) {
     DTRAIN_LOG_INFO("Resuming from the local snapshot of iteration {} ({}): {}", plan.iteration,

@@ -194,8 +194,8 @@ class Checkpointer {
   // a shard is damaged, the same snapshot with that shard from another node, then older
   // ones). Adds each failure to `failures`; nullopt when nothing could be loaded.
   std::optional<StateDict> resume_newest(const std::vector<std::string>& candidates, std::string& failures);
-  // After a failed attempt of a resume: puts back the per-rank states it handed over
-  // (per_rank_undo_). Local to this rank; a failure is logged.
+  // After a failed attempt of a resume: puts back the per-rank states the attempts
+  // handed over (per_rank_undo_). Local to this rank; a failure is logged.
   void undo_per_rank() noexcept;
   // The persistent candidates of a resume, newest first (the tagged one first).
   std::vector<std::string> resume_candidates();
