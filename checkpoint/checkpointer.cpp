@@ -289,8 +289,12 @@ StateDict Checkpointer::resume_or_load(const std::string& path, bool resume) {
   resuming_ = true;
   struct Reset {
     bool& flag;
-    ~Reset() { flag = false; }
-  } reset{resuming_};
+    std::map<std::string, StateDict>& undo;
+    ~Reset() {
+      flag = false;
+      undo.clear();
+    }
+  } reset{resuming_, per_rank_undo_};
   std::string failures;
   if (resume) {
     if (auto extra = resume_newest(candidates, failures)) return *extra;
@@ -312,11 +316,6 @@ std::optional<StateDict> Checkpointer::resume_newest(const std::vector<std::stri
                                                      std::string& failures) {
   LocalRestore local;
   if (local_) local = local_->plan_restore();
-  per_rank_undo_.emplace();
-  struct EndUndo {
-    std::optional<std::map<std::string, StateDict>>& undo;
-    ~EndUndo() { undo.reset(); }
-  } end_undo{per_rank_undo_};
   size_t next = 0;
   int64_t next_iteration = persistent_iteration(candidates, next);
   while (local.iteration >= 0 || next < candidates.size()) {
@@ -359,7 +358,7 @@ std::optional<StateDict> Checkpointer::resume_newest(const std::vector<std::stri
 }
 
 void Checkpointer::undo_per_rank() noexcept {
-  for (const auto& [key, s] : *per_rank_undo_) {
+  for (const auto& [key, s] : per_rank_undo_) {
     try {  // on this rank only: a throw here would leave the others in the next collective
       StateDict copy = s;  // the state may keep its tensors; the copy is put back again after another try
       for (auto& entry : copy) {

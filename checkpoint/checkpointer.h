@@ -233,11 +233,12 @@ class Checkpointer {
   // Which of this rank's own reads of the last local load failed (a damaged piece, a
   // missing shard file, the index): tells a retry of a local snapshot which copies to avoid.
   ReadFailure read_failure_ = ReadFailure::kNone;
-  // While a resume tries its candidates: this rank's per-rank states as they were before
-  // the first attempt, of the keys an attempt handed over (DirectoryLoad::hand_over). A
-  // failed attempt may hand some ranks their state before another rank fails, and the
-  // candidate that then serves, saved by fewer ranks, may have none for this rank.
-  std::optional<std::map<std::string, StateDict>> per_rank_undo_;
+  // While a resume tries its candidates (resuming_): this rank's per-rank states as they
+  // were before the first attempt, of the keys an attempt handed over
+  // (DirectoryLoad::hand_over). A failed attempt may hand some ranks their state before
+  // another rank fails, and the candidate that then serves, saved by fewer ranks, may
+  // have none for this rank. Cleared when resume_or_load ends.
+  std::map<std::string, StateDict> per_rank_undo_;
 };
 
 }  // namespace dtrain::checkpoint

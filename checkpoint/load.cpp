@@ -396,11 +396,11 @@ class Checkpointer::DirectoryLoad {
       if (c.scope == Scope::kPerRank) {
         StateDict current = c.state->state_dict();
         restore_scalar_types(s, current);
-        if (c_.per_rank_undo_ && c_.per_rank_undo_->count(key) == 0) {  // a resume may try another
+        if (c_.resuming_ && c_.per_rank_undo_.count(key) == 0) {  // a resume may try another
           for (auto& entry : current) {
             if (auto* t = std::get_if<at::Tensor>(&entry.second)) *t = t->clone();  // may alias live storage
           }
-          c_.per_rank_undo_->emplace(key, std::move(current));
+          c_.per_rank_undo_.emplace(key, std::move(current));
         }
       }
       try {
