@@ -320,6 +320,53 @@ TEST_P(ThreadCheckpointTest, AFailedAttemptLeavesNoPerRankStateBehind) {
   EXPECT_EQ(got, expected);
 }
 
+// The same where the failed attempt is a local snapshot (checkpoint/local_tier.h) of
+// every rank, one node each: its per-rank state is put back before model_0000001 serves.
+TEST_P(ThreadCheckpointTest, AFailedLocalAttemptLeavesNoPerRankStateBehind) {
+  const auto options = [&](int rank) {
+    CheckpointerOptions o;
+    LocalTierOptions local;
+    local.period = 1;
+    local.dir = dir_ + "/local";
+    local.node_id = fmt::format("n{}", rank);
+    o.local = local;
+    return o;
+  };
+  const auto one = dist::run_ranks(1, [&](dist::Communicator& comm) {
+    auto model = make_tiny_net(1);
+    Tally t(50);
+    Checkpointer(model, dir_, comm, {{"tally", {&t, Scope::kPerRank}}})
+        .save("model_0000001", {{"iteration", int64_t{1}}});
+  });
+  ASSERT_FALSE(one[0]) << kind_and_message(one[0]);
+  RunOk([&](dist::Communicator& comm) {
+    auto model = make_tiny_net(1);
+    Tally t(comm.rank() == 0 ? -1 : 100 + comm.rank());
+    Checkpointer c(model, dir_, comm, {{"tally", {&t, Scope::kPerRank}}}, options(comm.rank()));
+    c.resume_or_load("", /*resume=*/true);  // model_0000001: its iteration and model
+    t.value = comm.rank() == 0 ? -1 : 100 + comm.rank();
+    c.snapshot_local(2);
+    c.finish_local();
+    EXPECT_EQ(c.local_tier()->commits(), 1);
+  });
+
+  std::vector<int64_t> got(static_cast<size_t>(n_));
+  LogCapture log;
+  RunOk([&](dist::Communicator& comm) {
+    auto model = make_tiny_net(2);
+    Tally t(7);
+    Checkpointer c(model, dir_, comm, {{"tally", {&t, Scope::kPerRank}}}, options(comm.rank()));
+    c.resume_or_load("", /*resume=*/true);
+    EXPECT_EQ(c.loaded_from(), dir_ + "/model_0000001");
+    EXPECT_FALSE(c.loaded_from_local());
+    got[static_cast<size_t>(comm.rank())] = t.value;
+  });
+  EXPECT_NE(log.text().find("tally -1 is negative"), std::string::npos) << log.text();
+  std::vector<int64_t> expected(static_cast<size_t>(n_), 7);
+  expected[0] = 50;
+  EXPECT_EQ(got, expected);
+}
+
 INSTANTIATE_TEST_SUITE_P(Ranks, ThreadCheckpointTest, ::testing::Values(2, 4),
                          [](const auto& info) { return std::to_string(info.param) + "Ranks"; });
 
