@@ -108,6 +108,30 @@ TEST_P(LocalTierTest, ADamagedIndexOfALocalSnapshotIsReadFromAnotherNode) {
   }
 }
 
+// The index's reader may be a rank whose files were staged from another node: here
+// rank 1, whose node lost its shard, reads the index received with it from its shard's
+// replica, since rank 0's node's copy of the index is damaged. 4 ranks on 4 nodes.
+TEST_P(LocalTierTest, TheIndexIsReadFromAStagedCopyWhereTheOthersAreDamaged) {
+  if (n_ != 4) GTEST_SKIP() << "4 nodes";
+  nodes_ = 4;
+  TrainWithSnapshots();
+  const std::string snap = "/snap-0000000002";
+  std::string buddy;  // the node holding the replica of shard 1
+  for (const char* node : {"n0", "n2", "n3"}) {
+    if (stdfs::exists(job_dir(node) + snap + "/" + shard_file_name(1, 4))) buddy = node;
+  }
+  ASSERT_FALSE(buddy.empty());
+  ASSERT_TRUE(stdfs::remove(job_dir("n1") + snap + "/" + shard_file_name(1, 4)));  // n1 lost shard 1
+  const std::string index = job_dir("n0") + snap + "/" + kIndexFile;
+  { std::ofstream(index, std::ios::in | std::ios::out) << "damaged!"; }
+  LogCapture log;
+  EXPECT_EQ(ExpectResume(3, /*from_local=*/true), job_dir("n0") + snap);
+  const std::string text = log.text();
+  EXPECT_NE(text.find(index), std::string::npos) << text;
+  EXPECT_NE(text.find(fmt::format("shard 1 from the replica on node '{}'", buddy)), std::string::npos) << text;
+  EXPECT_NE(text.find(fmt::format("the index from node '{}' (rank 1)", buddy)), std::string::npos) << text;
+}
+
 // A rank whose node lost its shard receives it from a node holding a copy; when that
 // node cannot read its copy, the next try takes the shard from another node's copy of
 // the same snapshot, not an older state. 4 ranks on 4 nodes, 2 replicas of each shard.
