@@ -152,6 +152,7 @@ void LocalTier::open(bool resume) {
     const std::string clash = node_id_clash(node_of_, machine_of);
     if (!clash.empty()) throw CheckpointError(clash);  // the same on every rank
     secure();
+    lock_job();
     slabs_ = std::make_unique<SlabPool>(env_, spare_path(rank),
                                         fmt::format("{}/.ahead-r{:05d}.tmp-local", job_dir_, rank),
                                         static_cast<size_t>(options_.keep) + 1);

@@ -16,6 +16,7 @@
 //                           created ahead while R holds fewer than KEEP + 1 files
 //   .restore-…-rRRRRR/      files received for a resume, removed after it
 //   job.txt                 the OUTPUT_DIR the job saves into
+//   lock                    flock(2)ed by every rank of a run using it (lock_job)
 //
 // <job> is "job-" and 16 hex digits of a hash of the absolute OUTPUT_DIR and the run's
 // config: snapshots of another run are never looked at.
@@ -46,6 +47,7 @@
 // thread. Not thread-safe.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -57,6 +59,7 @@
 #include "checkpoint/format.h"
 #include "checkpoint/slab_pool.h"
 #include "runtime/base/env.h"
+#include "runtime/base/file_lock.h"
 #include "runtime/dist/communicator.h"
 
 namespace boost::asio {
@@ -82,6 +85,9 @@ struct LocalTierOptions {
   // This rank's machine ("": fs::boot_id()): ranks that give the same node id must be on
   // one machine, which shares the node's directory (node_id_clash).
   std::string machine_id;
+  // How long open() waits for another process that holds this job's lock on the node
+  // (see LocalTier::lock_job) before the tier is not used in the run.
+  std::chrono::milliseconds lock_wait{10000};
   std::string output_dir;   // the persistent tier's OUTPUT_DIR (the job's identity)
   std::string config_yaml;  // the run's config (the job's identity; stored in the index)
   LocalWrite write = LocalWrite::kAuto;
@@ -256,8 +262,16 @@ class LocalTier {
   // snapshot finds the job's directory is not the one checked (job_dir_id_).
   void make_job_dir();
   void secure();
+  // Makes sure no other process uses this job's directory on any node (a run of the same
+  // OUTPUT_DIR and config, or a process of a killed run still alive), waiting up to
+  // LocalTierOptions::lock_wait for it to end, else throws CheckpointError (the same on
+  // every rank): the node's first rank takes `lock` exclusively, then every rank of the
+  // node holds it shared until this object goes.
+  void lock_job();
   void tidy_up(bool resume);
 
+  // Declared first, so released last: after every thread and file of this run is done.
+  std::unique_ptr<FileLock> job_lock_;
   dist::Communicator& comm_;
   LocalTierOptions options_;
   Env& env_;

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "checkpoint/save_dir.h"
 #include "checkpoint/slab_pool.h"
 #include "runtime/base/error.h"
+#include "runtime/base/file_lock.h"
 #include "runtime/base/fs.h"
 #include "runtime/base/logging.h"
 #include "runtime/dist/agree.h"
@@ -28,6 +30,7 @@ namespace {
 // Written into a job's directory: the OUTPUT_DIR it belongs to, so that a start of
 // another config of the same OUTPUT_DIR can tell its snapshots are stale.
 constexpr const char* kJobFile = "job.txt";
+constexpr const char* kLockFile = "lock";
 }  // namespace
 
 LocalWrite parse_local_write(const std::string& value) {
@@ -188,6 +191,35 @@ void LocalTier::secure() {
   });
 }
 
+void LocalTier::lock_job() {
+  const std::string what = fmt::format("locking this job's local tier {}", job_dir_);
+  auto take = [&](FileLock::Mode mode) {
+    if (!job_lock_) job_lock_ = std::make_unique<FileLock>(job_dir_ + "/" + kLockFile, 0600);
+    const FileLock::Outcome got = job_lock_->lock(mode, options_.lock_wait);
+    DTRAIN_CHECK_T(CheckpointError, got != FileLock::Outcome::kBusy,
+                   "another process still uses node '{}''s local tier of this job ('{}' stayed locked for {} "
+                   "ms): a run of the same OUTPUT_DIR and config, or a process of a killed run still alive. "
+                   "Its snapshots are neither used nor removed by this run",
+                   options_.node_id, job_lock_->path(), options_.lock_wait.count());
+    if (got == FileLock::Outcome::kUnsupported && mode == FileLock::Mode::kExclusive) {
+      DTRAIN_LOG_WARN_RANK("Cannot lock '{}' ({}): the local tier is used without making sure that no other "
+                           "process of this job uses it on node '{}'",
+                           job_lock_->path(), job_lock_->error(), options_.node_id);
+    }
+  };
+  // The exclusive lock is turned into a shared one (flock converts, not atomically: two
+  // runs starting within microseconds of each other could both go on).
+  dist::all_or_none<CheckpointError>(comm_, what, [&] {
+    if (!leader_) return;
+    make_job_dir();
+    take(FileLock::Mode::kExclusive);
+    take(FileLock::Mode::kShared);
+  });
+  dist::all_or_none<CheckpointError>(comm_, what, [&] {
+    if (!leader_) take(FileLock::Mode::kShared);
+  });
+}
+
 void LocalTier::tidy_up(bool resume) {
   dist::all_or_none<CheckpointError>(comm_, fmt::format("preparing the local checkpoint tier {}", job_dir_), [&] {
     if (!leader_) return;
@@ -204,6 +236,18 @@ void LocalTier::tidy_up(bool resume) {
           continue;  // not ours to judge
         }
         if (owner != abs) continue;
+        // Not while a run of that config uses it (the lock held until it is removed).
+        std::unique_ptr<FileLock> lock;
+        try {
+          lock = std::make_unique<FileLock>(other + "/" + kLockFile, 0600);
+        } catch (const Error&) {
+          continue;  // not ours to judge
+        }
+        if (lock->lock(FileLock::Mode::kExclusive, std::chrono::milliseconds(0)) == FileLock::Outcome::kBusy) {
+          DTRAIN_LOG_INFO_RANK("Keeping the local snapshots of another config of {} in {}: a run of it is using "
+                               "them", abs, other);
+          continue;
+        }
         DTRAIN_LOG_INFO_RANK("Removing local snapshots of another config of {}: {}", abs, other);
         env_.remove_tree(other);
       }

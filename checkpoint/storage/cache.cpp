@@ -14,10 +14,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <memory>
+#include <optional>
 #include <thread>
 
 #include "checkpoint/storage/url.h"
 #include "runtime/base/env.h"
+#include "runtime/base/file_lock.h"
 #include "runtime/base/fs.h"
 #include "runtime/base/interrupt.h"
 #include "runtime/base/logging.h"
@@ -28,7 +31,6 @@ namespace stdfs = std::filesystem;
 namespace {
 
 constexpr size_t kMaxNameChars = 96;
-constexpr std::chrono::milliseconds kLockPoll{50};  // waiting for another fetch's lock
 
 std::string sha256_hex(const std::string& data, size_t hex_chars) {
   unsigned char md[EVP_MAX_MD_SIZE];
@@ -133,30 +135,17 @@ class EntryLock {
       throw Error(fmt::format("cannot create cache directory '{}' for {}: {} (set DTRAIN_CACHE to a "
                               "writable directory)", entry_dir, url, e.what()));
     }
-    const std::string lock_path = entry_dir + "/.lock";
-    fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    DTRAIN_CHECK(fd_ >= 0, "cannot open cache lock '{}': {}", lock_path, std::strerror(errno));
-    int rc = ::flock(fd_, LOCK_EX | LOCK_NB);
-    if (rc != 0 && errno == EWOULDBLOCK) {
+    lock_ = std::make_unique<FileLock>(entry_dir + "/.lock", 0644);
+    FileLock::Outcome got = lock_->lock(FileLock::Mode::kExclusive, std::chrono::milliseconds(0));
+    if (got == FileLock::Outcome::kBusy) {
       DTRAIN_LOG_INFO_RANK("waiting for another process fetching {} into {}", url, entry_dir);
-      // Polled rather than blocking, so that a stop request (SIGTERM) ends the wait.
-      do {
-        if (stop_requested() != 0) {
-          ::close(fd_);
-          throw_if_stop_requested("waiting for another process fetching " + url);
-        }
-        std::this_thread::sleep_for(kLockPoll);
-        rc = ::flock(fd_, LOCK_EX | LOCK_NB);
-      } while (rc != 0 && (errno == EWOULDBLOCK || errno == EINTR));
+      got = lock_->lock(FileLock::Mode::kExclusive, std::nullopt);  // a stop request ends the wait
     }
-    if (rc == 0) {
-      held_ = true;
-    } else {
-      DTRAIN_LOG_WARN_RANK("cannot lock '{}' ({}): fetching {} without a lock", lock_path,
-                      std::strerror(errno), url);
+    held_ = got == FileLock::Outcome::kHeld;
+    if (!held_) {
+      DTRAIN_LOG_WARN_RANK("cannot lock '{}' ({}): fetching {} without a lock", lock_->path(), lock_->error(), url);
     }
   }
-  ~EntryLock() { ::close(fd_); }  // releases the flock
   EntryLock(const EntryLock&) = delete;
   EntryLock& operator=(const EntryLock&) = delete;
 
@@ -174,7 +163,7 @@ class EntryLock {
  private:
   std::string dir_;
   Env& env_;
-  int fd_ = -1;
+  std::unique_ptr<FileLock> lock_;  // released with the object
   bool held_ = false;
 };
 

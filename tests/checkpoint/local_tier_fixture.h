@@ -76,6 +76,7 @@ class LocalTierTest : public ::testing::TestWithParam<std::tuple<int, LocalWrite
     local.replicas = replicas_;
     local.node_id = node_of(rank);
     local.write = write_;
+    local.lock_wait = lock_wait_;
     o.local = local;
     if (env_ != nullptr) o.env = env_;
     return o;
@@ -203,6 +204,7 @@ class LocalTierTest : public ::testing::TestWithParam<std::tuple<int, LocalWrite
   int nodes_ = 2;                 // the nodes n_ > 1 ranks are spread over (node_of)
   int replicas_ = 1;              // LOCAL.REPLICAS
   Env* env_ = nullptr;            // options()' Env, when set
+  std::chrono::milliseconds lock_wait_{10000};  // LOCAL's lock_wait
   std::string dir_, out_, tier_;
 };
 

@@ -92,7 +92,7 @@ TEST_P(LocalTierTest, ResumesBitwiseFromTheNewestSnapshotAndKeepsTwo) {
   // two nodes, the replicas of the other node's.
   for (const std::string node : {"n0", "n1"}) {
     if (n_ == 1 && node == "n1") continue;
-    std::set<std::string> kept{"job.txt", "snap-0000000001", "snap-0000000002"};
+    std::set<std::string> kept{"job.txt", "lock", "snap-0000000001", "snap-0000000002"};
     for (int r = 0; r < n_ && write_ == LocalWrite::kMapped; ++r) {
       if (node_of(r) == node) kept.insert(fmt::format(".spare-r{:05d}.tmp-local", r));  // snap-0's
     }
@@ -127,7 +127,7 @@ TEST_P(LocalTierTest, MappedSnapshotsRotateKeepPlusOneShardFilesPerRank) {
   }
   for (const std::string node : {"n0", "n1"}) {
     if (n_ == 1 && node == "n1") continue;
-    std::set<std::string> expected{"job.txt", "snap-0000000006", "snap-0000000007"};
+    std::set<std::string> expected{"job.txt", "lock", "snap-0000000006", "snap-0000000007"};
     for (int r = 0; r < n_ && write_ == LocalWrite::kMapped; ++r) {
       if (node_of(r) == node) expected.insert(fmt::format(".spare-r{:05d}.tmp-local", r));
     }
@@ -391,7 +391,7 @@ TEST_P(LocalTierTest, AFreshStartRemovesTheJobsOldSnapshots) {
     Checkpointer c(fresh.model, out_, comm, fresh.checkpointables(), options(comm.rank()));
     c.resume_or_load("", /*resume=*/false);
   });
-  EXPECT_EQ(entries(job_dir("n0")), std::set<std::string>{"job.txt"});
+  EXPECT_EQ(entries(job_dir("n0")), (std::set<std::string>{"job.txt", "lock"}));
 }
 
 TEST_P(LocalTierTest, AFailedSnapshotIsAWarningAndTrainingGoesOn) {
