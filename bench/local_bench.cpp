@@ -112,7 +112,10 @@ int run(int argc, char** argv) {
   copts.local = local;
   const std::map<std::string, checkpoint::Checkpointable> checkpointables{
       {"optimizer", {&opt_state, checkpoint::Scope::kReplicated}}, {"rng", {&rng, checkpoint::Scope::kPerRank}}};
-  Checkpointer ckpt(m.model, o.dir, comm, checkpointables, copts);
+  // Released before the resumes below: each Checkpointer's local tier holds the job's
+  // lock on the node (LocalTier::lock_job), which a second one in this process would wait for.
+  auto owner = std::make_unique<Checkpointer>(m.model, o.dir, comm, checkpointables, copts);
+  Checkpointer& ckpt = *owner;
   ckpt.resume_or_load("", /*resume=*/false);
 
   // The memcpy bound: this rank's shard rows into reused host buffers, as a snapshot does.
@@ -201,6 +204,8 @@ int run(int argc, char** argv) {
   ckpt.snapshot_local(o.iters);
   ckpt.finish_local();
   ckpt.save("persistent", {{"iteration", o.iters}});
+  const bool mapped = ckpt.local_tier()->mapped();
+  owner.reset();  // keeps its snapshots
   auto time_resume = [&](bool from_local) {
     std::vector<double> s;
     for (int i = 0; i < 3; ++i) {
@@ -227,7 +232,7 @@ int run(int argc, char** argv) {
     int64_t adopted = 0, adopted_ahead = 0, created = 0;
   };
   int64_t resumed_at = o.iters;
-  auto resumed_run = [&](int64_t period) {
+  auto resumed_run = [&](int64_t period, bool last) {
     Resumed r;
     Checkpointer c(m.model, o.dir, comm, checkpointables, copts);
     c.resume_or_load("", /*resume=*/true);
@@ -244,10 +249,10 @@ int run(int argc, char** argv) {
     r.adopted = c.local_tier()->shard_files_adopted();
     r.adopted_ahead = c.local_tier()->shard_files_adopted_ahead();
     r.created = c.local_tier()->shard_files_created_in_stall() + c.local_tier()->shard_files_created_ahead();
+    if (last) c.end_local();  // removes the tier, as a finished run does
     return r;
   };
-  const Resumed resumed1 = resumed_run(1), resumed5 = resumed_run(5);
-  ckpt.end_local();
+  const Resumed resumed1 = resumed_run(1, /*last=*/false), resumed5 = resumed_run(5, /*last=*/true);
   comm.barrier();
   if (rank == 0) stdfs::remove_all(o.dir);
 
@@ -256,7 +261,7 @@ int run(int argc, char** argv) {
                "{} iterations per run, {} rounds, tier in {} (LOCAL.WRITE {}, {}); malloc: {}\n",
                o.model, o.model == "mlp" ? fmt::format("{}", fmt::join(o.hidden, "-")) : "",
                format_bytes(state_bytes), format_bytes(shard_bytes), o.batch, world, o.iters, o.rounds,
-               o.local_dir, o.write, ckpt.local_tier()->mapped() ? "mapped" : "hdf5", malloc_tuning.why);
+               o.local_dir, o.write, mapped ? "mapped" : "hdf5", malloc_tuning.why);
     print_row("figure", "value", "goal", "", "");
     print_row("training step, no snapshots", fmt::format("{:.4f} s", step), "", "",
               fmt::format("runs: {:.2f} s", fmt::join(total[0], ", ")));
@@ -274,9 +279,9 @@ int run(int argc, char** argv) {
     print_row("stall per snapshot / memcpy", fmt::format("{:.2f}", stall / memcpy), "<= 1.5",
               at_most(stall / memcpy, 1.5), fmt::format("stall {:.4f} s", stall));
     print_row("first snapshot of a fresh run, LOCAL.PERIOD 1", fmt::format("{:.4f} s", first_stall), "", "",
-              ckpt.local_tier()->mapped() ? "creates its shard file in the stall" : "");
+              mapped ? "creates its shard file in the stall" : "");
     print_row("first snapshot of a fresh run, LOCAL.PERIOD 5", fmt::format("{:.4f} s", first_stall_ahead), "",
-              "", ckpt.local_tier()->mapped() ? "its shard file made during the 4 steps before" : "");
+              "", mapped ? "its shard file made during the 4 steps before" : "");
     for (const auto& [period, r] : {std::pair{1, &resumed1}, std::pair{5, &resumed5}}) {
       print_row(fmt::format("first snapshots after a resume, LOCAL.PERIOD {}", period),
                 fmt::format("{:.4f} s", median(r->stalls)), "", "",

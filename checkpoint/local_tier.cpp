@@ -158,6 +158,7 @@ void LocalTier::open(bool resume) {
                                         static_cast<size_t>(options_.keep) + 1);
   } catch (const CheckpointError& e) {
     refused_ = e.what();
+    job_lock_.reset();  // a run that does not use the tier keeps no other run from it
     if (rank == 0) {
       DTRAIN_LOG_ERROR("The local tier is not used in this run: no local snapshot is taken (CHECKPOINT.LOCAL; "
                        "each counts as failed) and none is resumed from: {}",
@@ -178,7 +179,8 @@ void LocalTier::open(bool resume) {
                     nodes, std::min<size_t>(options_.replicas, nodes - 1), options_.keep);
   }
   // The node's first rank tidies up; the agreement orders it before any snapshot. A
-  // tier that cannot be prepared is a warning: its snapshots fail and say so.
+  // tier that cannot be tidied is a warning: its snapshots fail and say so. (One whose
+  // job directory could not be made or locked above is not used in the run.)
   try {
     tidy_up(resume);
   } catch (const CheckpointError& e) {
@@ -207,7 +209,10 @@ void LocalTier::start(const CollectedState& live, int64_t iteration) {
   try {
     // Still the private directory made or checked (one lstat)? Else removed while the
     // run went on (a tidy-up of /dev/shm): made again as at open, or refused.
-    if (fs::private_dir_id(job_dir_) != job_dir_id_ || job_dir_id_ == fs::DirId{}) make_job_dir();
+    if (fs::private_dir_id(job_dir_) != job_dir_id_ || job_dir_id_ == fs::DirId{}) {
+      make_job_dir();
+      relock_job();
+    }
     env_.create_dir(p->tmp, DirAccess::kPrivate);  // by every rank of the node: whoever comes first
     const auto plan = plan_shards(live.replicated_meta(), world);
     const std::string shard_path = p->tmp + "/" + shard_file_name(rank, world);

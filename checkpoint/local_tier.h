@@ -268,6 +268,10 @@ class LocalTier {
   // every rank): the node's first rank takes `lock` exclusively, then every rank of the
   // node holds it shared until this object goes.
   void lock_job();
+  // After make_job_dir() made the job's directory again mid-run: this rank holds the
+  // new directory's lock shared (throws CheckpointError where another process holds it
+  // exclusively: the snapshot fails).
+  void relock_job();
   void tidy_up(bool resume);
 
   // Declared first, so released last: after every thread and file of this run is done.

@@ -192,32 +192,48 @@ void LocalTier::secure() {
 }
 
 void LocalTier::lock_job() {
+  if (job_lock_) return;  // open() again: this run holds it (on every rank, or on none)
   const std::string what = fmt::format("locking this job's local tier {}", job_dir_);
+  const std::string path = job_dir_ + "/" + kLockFile;
   auto take = [&](FileLock::Mode mode) {
-    if (!job_lock_) job_lock_ = std::make_unique<FileLock>(job_dir_ + "/" + kLockFile, 0600);
     const FileLock::Outcome got = job_lock_->lock(mode, options_.lock_wait);
     DTRAIN_CHECK_T(CheckpointError, got != FileLock::Outcome::kBusy,
                    "another process still uses node '{}''s local tier of this job ('{}' stayed locked for {} "
                    "ms): a run of the same OUTPUT_DIR and config, or a process of a killed run still alive. "
                    "Its snapshots are neither used nor removed by this run",
-                   options_.node_id, job_lock_->path(), options_.lock_wait.count());
+                   options_.node_id, path, options_.lock_wait.count());
     if (got == FileLock::Outcome::kUnsupported && mode == FileLock::Mode::kExclusive) {
       DTRAIN_LOG_WARN_RANK("Cannot lock '{}' ({}): the local tier is used without making sure that no other "
                            "process of this job uses it on node '{}'",
-                           job_lock_->path(), job_lock_->error(), options_.node_id);
+                           path, job_lock_->error(), options_.node_id);
     }
   };
   // The exclusive lock is turned into a shared one (flock converts, not atomically: two
   // runs starting within microseconds of each other could both go on).
   dist::all_or_none<CheckpointError>(comm_, what, [&] {
     if (!leader_) return;
-    make_job_dir();
-    take(FileLock::Mode::kExclusive);
+    // A holder that ended by removing the job's directory (a finished run) left this
+    // rank a lock on a file no longer there: taken again on the new one.
+    for (int tries = 0; tries < 3 && !(job_lock_ && job_lock_->still_linked()); ++tries) {
+      make_job_dir();
+      job_lock_ = std::make_unique<FileLock>(path, 0600);
+      take(FileLock::Mode::kExclusive);
+    }
     take(FileLock::Mode::kShared);
   });
   dist::all_or_none<CheckpointError>(comm_, what, [&] {
-    if (!leader_) take(FileLock::Mode::kShared);
+    if (leader_) return;
+    job_lock_ = std::make_unique<FileLock>(path, 0600);
+    take(FileLock::Mode::kShared);
   });
+}
+
+void LocalTier::relock_job() {
+  if (job_lock_ && job_lock_->still_linked()) return;
+  job_lock_ = std::make_unique<FileLock>(job_dir_ + "/" + kLockFile, 0600);
+  DTRAIN_CHECK_T(CheckpointError,
+                 job_lock_->lock(FileLock::Mode::kShared, std::chrono::milliseconds(0)) != FileLock::Outcome::kBusy,
+                 "'{}' is locked by another process", job_lock_->path());
 }
 
 void LocalTier::tidy_up(bool resume) {

@@ -135,11 +135,16 @@ class EntryLock {
       throw Error(fmt::format("cannot create cache directory '{}' for {}: {} (set DTRAIN_CACHE to a "
                               "writable directory)", entry_dir, url, e.what()));
     }
-    lock_ = std::make_unique<FileLock>(entry_dir + "/.lock", 0644);
+    try {
+      lock_ = std::make_unique<FileLock>(entry_dir + "/.lock", 0644);
+    } catch (const Error& e) {
+      throw Error(fmt::format("cannot open the cache lock for {}: {}", url, e.what()));
+    }
     FileLock::Outcome got = lock_->lock(FileLock::Mode::kExclusive, std::chrono::milliseconds(0));
     if (got == FileLock::Outcome::kBusy) {
       DTRAIN_LOG_INFO_RANK("waiting for another process fetching {} into {}", url, entry_dir);
-      got = lock_->lock(FileLock::Mode::kExclusive, std::nullopt);  // a stop request ends the wait
+      // A stop request ends the wait.
+      got = lock_->lock(FileLock::Mode::kExclusive, std::nullopt, "waiting for another process fetching " + url);
     }
     held_ = got == FileLock::Outcome::kHeld;
     if (!held_) {

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -24,7 +25,7 @@ FileLock::FileLock(const std::string& path, mode_t mode) : path_(path) {
 
 FileLock::~FileLock() { ::close(fd_); }  // releases the flock
 
-FileLock::Outcome FileLock::lock(Mode mode, std::optional<std::chrono::milliseconds> wait) {
+FileLock::Outcome FileLock::lock(Mode mode, std::optional<std::chrono::milliseconds> wait, const std::string& what) {
   const int op = (mode == Mode::kExclusive ? LOCK_EX : LOCK_SH) | LOCK_NB;
   const auto deadline = std::chrono::steady_clock::now() + wait.value_or(std::chrono::milliseconds(0));
   for (;;) {
@@ -35,9 +36,15 @@ FileLock::Outcome FileLock::lock(Mode mode, std::optional<std::chrono::milliseco
     }
     if (wait && std::chrono::steady_clock::now() >= deadline) return Outcome::kBusy;
     // Polled rather than blocking, so that a stop request ends the wait.
-    throw_if_stop_requested("waiting for the lock '" + path_ + "'");
+    throw_if_stop_requested(what.empty() ? "waiting for the lock '" + path_ + "'" : what);
     std::this_thread::sleep_for(kPoll);
   }
+}
+
+bool FileLock::still_linked() const {
+  struct stat opened {}, named {};
+  return ::fstat(fd_, &opened) == 0 && ::lstat(path_.c_str(), &named) == 0 && opened.st_dev == named.st_dev &&
+         opened.st_ino == named.st_ino;
 }
 
 }  // namespace dtrain

@@ -32,8 +32,12 @@ class FileLock {
 
   // Takes the lock in `mode`, or converts the one held (flock's conversion is not atomic:
   // another waiter may come first). Polls until `wait` has passed (nullopt: until it is
-  // free); a stop request (SIGTERM) ends the wait with Interrupted.
-  Outcome lock(Mode mode, std::optional<std::chrono::milliseconds> wait);
+  // free); a stop request (SIGTERM) ends the wait with Interrupted, whose message starts
+  // with `what` ("" : "waiting for the lock '<path>'").
+  Outcome lock(Mode mode, std::optional<std::chrono::milliseconds> wait, const std::string& what = "");
+  // Whether `path` still names the file opened: a holder that removed it (or its
+  // directory) before releasing the lock leaves the next one a lock nobody else sees.
+  bool still_linked() const;
   const std::string& path() const { return path_; }
   const std::string& error() const { return error_; }
 

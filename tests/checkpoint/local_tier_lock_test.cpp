@@ -1,7 +1,8 @@
 // The job's lock in the node-local tier (LocalTier::lock_job): while another process
 // holds a node's copy of the job's tier (a run of the same OUTPUT_DIR and config, or a
 // straggler of a killed run), a new run waits for it (LocalTierOptions::lock_wait), then
-// neither uses nor removes its snapshots; a run of another config keeps a tier in use.
+// neither uses nor removes its snapshots; a run of another config keeps a tier in use;
+// a job directory made again mid-run is locked again.
 // The other process is played by a FileLock on the lock file: flock(2) locks of two
 // open files conflict within one process too. 1, 2 and 4 ranks as threads
 // (LocalTierTest, local_tier_fixture.h).
@@ -83,6 +84,34 @@ TEST_P(LocalTierTest, SnapshotsOfAnotherConfigInUseAreKept) {
     EXPECT_FALSE(stdfs::exists(job_dir("n1", "cfg: 1\n")));  // not in use there
   }
   EXPECT_NE(log.text().find("Keeping the local snapshots of another config"), std::string::npos) << log.text();
+}
+
+// A job directory removed mid-run (a tidy-up of /dev/shm) is made again by the next
+// snapshot, and locked again: the run keeps holding its node's tier.
+TEST_P(LocalTierTest, TheLockIsTakenAgainWhereTheJobDirectoryIsMadeAgain) {
+  RunOk(n_, [&](dist::Communicator& comm) {
+    TrainingState s(OptKind::kAdamW, 7, comm.rank(), n_);
+    Checkpointer c(s.model, out_, comm, s.checkpointables(), options(comm.rank()));
+    c.resume_or_load("", /*resume=*/false);
+    s.train(1);
+    c.snapshot_local(0);
+    c.finish_local();
+    comm.barrier();
+    if (comm.rank() == 0) {
+      for (const char* node : {"n0", "n1"}) stdfs::remove_all(job_dir(node));
+    }
+    comm.barrier();
+    s.train(1);
+    c.snapshot_local(1);
+    c.finish_local();
+    EXPECT_EQ(c.local_tier()->commits(), 2);
+    comm.barrier();
+    if (comm.rank() == 0) {
+      FileLock probe(job_dir("n0") + "/lock", 0600);
+      EXPECT_EQ(probe.lock(FileLock::Mode::kExclusive, std::chrono::milliseconds(0)), FileLock::Outcome::kBusy);
+    }
+    comm.barrier();
+  });
 }
 
 }  // namespace
