@@ -209,10 +209,8 @@ void LocalTier::start(const CollectedState& live, int64_t iteration) {
   try {
     // Still the private directory made or checked (one lstat)? Else removed while the
     // run went on (a tidy-up of /dev/shm): made again as at open, or refused.
-    if (fs::private_dir_id(job_dir_) != job_dir_id_ || job_dir_id_ == fs::DirId{}) {
-      make_job_dir();
-      relock_job();
-    }
+    if (fs::private_dir_id(job_dir_) != job_dir_id_ || job_dir_id_ == fs::DirId{}) make_job_dir();
+    relock_job();  // one fstat and one lstat where it holds the lock
     env_.create_dir(p->tmp, DirAccess::kPrivate);  // by every rank of the node: whoever comes first
     const auto plan = plan_shards(live.replicated_meta(), world);
     const std::string shard_path = p->tmp + "/" + shard_file_name(rank, world);

@@ -268,10 +268,14 @@ class LocalTier {
   // every rank): the node's first rank takes `lock` exclusively, then every rank of the
   // node holds it shared until this object goes.
   void lock_job();
-  // After make_job_dir() made the job's directory again mid-run: this rank holds the
-  // new directory's lock shared (throws CheckpointError where another process holds it
-  // exclusively: the snapshot fails).
+  // At each snapshot: where this rank no longer holds its node's lock (the job's
+  // directory was made again mid-run, or an earlier relock failed), takes the new
+  // directory's shared, without waiting (throws CheckpointError where another process
+  // holds it exclusively: the snapshot fails). A run that started while the directory
+  // was gone holds it shared too and is not detected.
   void relock_job();
+  // This rank holds the lock of the job's directory as it is now (kUnsupported: not held).
+  bool holds_job_lock() const;
   void tidy_up(bool resume);
 
   // Declared first, so released last: after every thread and file of this run is done.

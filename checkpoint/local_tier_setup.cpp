@@ -192,7 +192,6 @@ void LocalTier::secure() {
 }
 
 void LocalTier::lock_job() {
-  if (job_lock_) return;  // open() again: this run holds it (on every rank, or on none)
   const std::string what = fmt::format("locking this job's local tier {}", job_dir_);
   const std::string path = job_dir_ + "/" + kLockFile;
   auto take = [&](FileLock::Mode mode) {
@@ -208,10 +207,11 @@ void LocalTier::lock_job() {
                            path, job_lock_->error(), options_.node_id);
     }
   };
+  // Every rank joins both agreements, also where it holds the lock already (open() again).
   // The exclusive lock is turned into a shared one (flock converts, not atomically: two
   // runs starting within microseconds of each other could both go on).
   dist::all_or_none<CheckpointError>(comm_, what, [&] {
-    if (!leader_) return;
+    if (!leader_ || holds_job_lock()) return;
     // A holder that ended by removing the job's directory (a finished run) left this
     // rank a lock on a file no longer there: taken again on the new one.
     for (int tries = 0; tries < 3 && !(job_lock_ && job_lock_->still_linked()); ++tries) {
@@ -219,17 +219,21 @@ void LocalTier::lock_job() {
       job_lock_ = std::make_unique<FileLock>(path, 0600);
       take(FileLock::Mode::kExclusive);
     }
+    DTRAIN_CHECK_T(CheckpointError, job_lock_->still_linked(), "'{}' was removed each time this run locked it",
+                   path);
     take(FileLock::Mode::kShared);
   });
   dist::all_or_none<CheckpointError>(comm_, what, [&] {
-    if (leader_) return;
+    if (leader_ || holds_job_lock()) return;
     job_lock_ = std::make_unique<FileLock>(path, 0600);
     take(FileLock::Mode::kShared);
   });
 }
 
+bool LocalTier::holds_job_lock() const { return job_lock_ && job_lock_->held() && job_lock_->still_linked(); }
+
 void LocalTier::relock_job() {
-  if (job_lock_ && job_lock_->still_linked()) return;
+  if (holds_job_lock()) return;
   job_lock_ = std::make_unique<FileLock>(job_dir_ + "/" + kLockFile, 0600);
   DTRAIN_CHECK_T(CheckpointError,
                  job_lock_->lock(FileLock::Mode::kShared, std::chrono::milliseconds(0)) != FileLock::Outcome::kBusy,

@@ -28,8 +28,12 @@ FileLock::~FileLock() { ::close(fd_); }  // releases the flock
 FileLock::Outcome FileLock::lock(Mode mode, std::optional<std::chrono::milliseconds> wait, const std::string& what) {
   const int op = (mode == Mode::kExclusive ? LOCK_EX : LOCK_SH) | LOCK_NB;
   const auto deadline = std::chrono::steady_clock::now() + wait.value_or(std::chrono::milliseconds(0));
+  held_ = false;
   for (;;) {
-    if (::flock(fd_, op) == 0) return Outcome::kHeld;
+    if (::flock(fd_, op) == 0) {
+      held_ = true;
+      return Outcome::kHeld;
+    }
     if (errno != EWOULDBLOCK && errno != EINTR) {
       error_ = std::strerror(errno);
       return Outcome::kUnsupported;

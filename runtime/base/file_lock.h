@@ -38,6 +38,9 @@ class FileLock {
   // Whether `path` still names the file opened: a holder that removed it (or its
   // directory) before releasing the lock leaves the next one a lock nobody else sees.
   bool still_linked() const;
+  // Whether the last lock() got the lock (a failed conversion leaves none: flock drops
+  // the old lock first).
+  bool held() const { return held_; }
   const std::string& path() const { return path_; }
   const std::string& error() const { return error_; }
 
@@ -45,6 +48,7 @@ class FileLock {
   std::string path_;
   std::string error_;
   int fd_ = -1;
+  bool held_ = false;
 };
 
 }  // namespace dtrain
