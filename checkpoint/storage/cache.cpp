@@ -146,8 +146,7 @@ class EntryLock {
       // A stop request ends the wait.
       got = lock_->lock(FileLock::Mode::kExclusive, std::nullopt, "waiting for another process fetching " + url);
     }
-    held_ = got == FileLock::Outcome::kHeld;
-    if (!held_) {
+    if (got != FileLock::Outcome::kHeld) {
       DTRAIN_LOG_WARN_RANK("cannot lock '{}' ({}): fetching {} without a lock", lock_->path(), lock_->error(), url);
     }
   }
@@ -157,7 +156,7 @@ class EntryLock {
   // Removes temporaries that a crashed or killed fetch left behind. Only with the lock
   // held: every live fetch of this entry holds it, so the temporaries found are stale.
   void remove_stale_temporaries() {
-    if (!held_) return;
+    if (!lock_->held()) return;
     for (const auto& name : env_.children(dir_)) {
       if (!is_temporary_name(name)) continue;
       DTRAIN_LOG_INFO_RANK("removing '{}' left by an interrupted download", dir_ + "/" + name);
@@ -169,7 +168,6 @@ class EntryLock {
   std::string dir_;
   Env& env_;
   std::unique_ptr<FileLock> lock_;  // released with the object
-  bool held_ = false;
 };
 
 }  // namespace internal
