@@ -539,6 +539,9 @@ void LocalTier::commit() {
         DTRAIN_LOG_WARN_RANK("Removing the uncommitted local snapshot {}: {}", p->final_dir, x.what());
       }
     }
+    // Every rank of the node waits for that removal before its next snapshot makes a
+    // shard file in place of the one dropped: never more than KEEP + 1 per rank.
+    comm_.barrier();
     if (rank == 0) {
       DTRAIN_LOG_WARN("Local snapshot of iteration {} failed; training goes on ({} failed so far; the "
                       "persistent tier is unaffected): {}",

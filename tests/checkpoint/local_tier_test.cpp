@@ -465,6 +465,62 @@ TEST_P(LocalTierTest, ANodeKeepsItsSnapshotUntilEveryNodeCommittedTheNext) {
   EXPECT_NE(log.text().find("Local snapshot of iteration 1 failed"), std::string::npos) << log.text();
 }
 
+// Snapshots taken one after the other (LOCAL.PERIOD 1: each commits inside the next
+// one's snapshot_local, KEEP 2): one whose rename fails on a node is removed from every
+// node, and the snapshots kept before it stay until later ones commit; training, and
+// the snapshots after it, go on, and the tier never holds more than KEEP + 1 shard files
+// per rank.
+TEST_P(LocalTierTest, AChainedSnapshotThatFailsToCommitLeavesTheSnapshotsKeptBeforeIt) {
+  const std::string failing = n_ == 1 ? "n0" : "n1";
+  local_tier_testing::HookedEnv env;
+  env.on_rename = [&](const std::string& from, const std::string&) {
+    if (from.find("/" + failing + "/") != std::string::npos &&
+        from.find("/.snap-0000000002.tmp-local") != std::string::npos) {
+      throw std::runtime_error("injected: cannot rename " + from);
+    }
+  };
+  auto snapshots = [&](const std::string& node) {
+    std::set<std::string> out;
+    for (const auto& e : entries(job_dir(node))) {
+      if (e.rfind("snap-", 0) == 0) out.insert(e);
+    }
+    return out;
+  };
+  LogCapture log;
+  RunOk(n_, [&](dist::Communicator& comm) {
+    TrainingState s(OptKind::kAdamW, 7, comm.rank(), n_);
+    CheckpointerOptions o = options(comm.rank());
+    o.env = &env;
+    ASSERT_EQ(o.local->keep, 2);
+    Checkpointer c(s.model, out_, comm, s.checkpointables(), o);
+    c.resume_or_load("", /*resume=*/false);
+    const std::map<int64_t, std::set<std::string>> after{
+        {2, {"snap-0000000000", "snap-0000000001"}},
+        {3, {"snap-0000000000", "snap-0000000001"}},  // 2 failed on one node: no prune
+        {4, {"snap-0000000001", "snap-0000000003"}},
+        {5, {"snap-0000000003", "snap-0000000004"}}};
+    for (int64_t it = 0; it < 6; ++it) {
+      s.train(1);
+      c.snapshot_local(it);  // commits it - 1
+      EXPECT_LE(OwnShardFiles(comm.rank()), 3) << "rank " << comm.rank() << ", iteration " << it;
+      comm.barrier();
+      if (comm.rank() == 0 && after.count(it) != 0) {
+        for (const std::string node : {"n0", "n1"}) {
+          if (n_ == 1 && node == "n1") continue;
+          EXPECT_EQ(snapshots(node), after.at(it)) << node << ", iteration " << it;
+        }
+      }
+      comm.barrier();
+    }
+    c.finish_local();
+    EXPECT_EQ(c.local_tier()->commits(), 5);
+    EXPECT_EQ(c.local_tier()->failures(), 1);
+  });
+  EXPECT_NE(log.text().find("Local snapshot of iteration 2 failed"), std::string::npos) << log.text();
+  EXPECT_NE(log.text().find("injected: cannot rename"), std::string::npos) << log.text();
+  EXPECT_EQ(ExpectResume(6, /*from_local=*/true), job_dir("n0") + "/snap-0000000005");
+}
+
 INSTANTIATE_TEST_SUITE_P(Ranks, LocalTierTest,
                          ::testing::Combine(::testing::Values(1, 2, 4),
                                             ::testing::Values(LocalWrite::kHdf5, LocalWrite::kMapped)),

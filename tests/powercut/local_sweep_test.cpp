@@ -7,7 +7,10 @@
 // rank, and never from a snapshot that was not committed. Both ways of writing a shard
 // (LOCAL.WRITE hdf5, and mapped: the third snapshot reuses the first's shard file); on
 // 2 ranks also with each snapshot's replicas still in flight while the next one runs
-// (commit_local), so that cuts fall between a replica's write, fsync and rename.
+// (commit_local), so that cuts fall between a replica's write, fsync and rename. And
+// chained as LOCAL.PERIOD 1 runs them, with LOCAL.KEEP 2 over 4 steps: each snapshot
+// commits inside the next one's snapshot_local, before that one's copy, and its prune
+// makes the spare that copy goes into (mapped: the fourth reuses the first's file).
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -29,7 +32,12 @@ using checkpoint::testing::OptKind;
 using checkpoint::testing::TrainingState;
 
 constexpr uint64_t kSeed = 11;
-constexpr int64_t kIters = 3;
+
+// How each snapshot commits: finish_local after it, commit_local after it (its replicas
+// in flight while the next step and snapshot run), or inside the next snapshot_local.
+enum class Commit { kFinish, kInFlight, kChained };
+
+int64_t iterations(Commit mode) { return mode == Commit::kChained ? 4 : 3; }
 
 dist::ThreadWorldOptions world_options() {
   dist::ThreadWorldOptions options;
@@ -38,13 +46,13 @@ dist::ThreadWorldOptions world_options() {
 }
 
 CheckpointerOptions options_for(Env& env, const std::string& root, int rank, int world,
-                                checkpoint::LocalWrite write) {
+                                checkpoint::LocalWrite write, Commit mode) {
   CheckpointerOptions o;
   o.env = &env;
   o.config_yaml = "sweep: local\n";
   checkpoint::LocalTierOptions local;
   local.period = 1;
-  local.keep = 1;
+  local.keep = mode == Commit::kChained ? 2 : 1;
   local.dir = root + "/local";
   // The job's identity is its OUTPUT_DIR; the sweep resumes from a copy of the disk at
   // another path, which is the same job.
@@ -61,13 +69,11 @@ struct Snapshots {
   int64_t started = -1;
 };
 
-// `in_flight`: each snapshot commits with commit_local (its replicas go on in the
-// background, stored while the next step and snapshot run), else finish_local.
 void train(Env& env, const std::string& root, int world, checkpoint::LocalWrite write, Snapshots& snaps,
-           bool in_flight) {
+           Commit mode) {
   const auto errors = dist::run_ranks(world, [&](dist::Communicator& comm) {
     TrainingState s(OptKind::kAdamW, kSeed, comm.rank(), world);
-    Checkpointer ckpt(s.model, root + "/out", comm, s.checkpointables(), options_for(env, root, comm.rank(), world, write));
+    Checkpointer ckpt(s.model, root + "/out", comm, s.checkpointables(), options_for(env, root, comm.rank(), world, write, mode));
     ckpt.resume_or_load("", /*resume=*/false);
     auto record = [&](int64_t started) {
       if (comm.rank() != 0) return;
@@ -77,13 +83,13 @@ void train(Env& env, const std::string& root, int world, checkpoint::LocalWrite 
         snaps.committed = ckpt.local_tier()->commits() - 1;  // one per iteration, from 0
       }
     };
-    for (int64_t it = 0; it < kIters; ++it) {
+    for (int64_t it = 0; it < iterations(mode); ++it) {
       s.train(1);
       ckpt.snapshot_local(it);
       record(it);
-      if (in_flight) {
+      if (mode == Commit::kInFlight) {
         ckpt.commit_local();
-      } else {
+      } else if (mode == Commit::kFinish) {
         ckpt.finish_local();
       }
       record(it);
@@ -95,7 +101,8 @@ void train(Env& env, const std::string& root, int world, checkpoint::LocalWrite 
   }
 }
 
-std::string check_resume(const std::string& image, int world, checkpoint::LocalWrite write, const Snapshots& snaps) {
+std::string check_resume(const std::string& image, int world, checkpoint::LocalWrite write, Commit mode,
+                         const Snapshots& snaps) {
   std::mutex mu;
   std::string problem;
   auto fail = [&](const std::string& p) {
@@ -106,7 +113,7 @@ std::string check_resume(const std::string& image, int world, checkpoint::LocalW
   const auto errors = dist::run_ranks(world, [&](dist::Communicator& comm) {
     TrainingState fresh(OptKind::kAdamW, kSeed + 1000, comm.rank(), world);
     Checkpointer ckpt(fresh.model, image + "/out", comm, fresh.checkpointables(),
-                      options_for(after, image, comm.rank(), world, write));
+                      options_for(after, image, comm.rank(), world, write, mode));
     const StateDict extra = ckpt.resume_or_load("", /*resume=*/true);
     const auto it = extra.find("iteration");
     const int64_t loaded = it == extra.end() ? -1 : std::get<int64_t>(it->second);
@@ -137,27 +144,37 @@ std::string check_resume(const std::string& image, int world, checkpoint::LocalW
   return problem;
 }
 
-class LocalSweep : public ::testing::TestWithParam<std::tuple<int, checkpoint::LocalWrite, bool>> {};
+const char* mode_name(Commit mode) {
+  if (mode == Commit::kInFlight) return " (replicas in flight)";
+  return mode == Commit::kChained ? " (chained, KEEP 2)" : "";
+}
+
+std::string mode_suffix(Commit mode) {
+  if (mode == Commit::kInFlight) return "_in_flight";
+  return mode == Commit::kChained ? "_chained" : "";
+}
+
+class LocalSweep : public ::testing::TestWithParam<std::tuple<int, checkpoint::LocalWrite, Commit>> {};
 
 TEST_P(LocalSweep, EveryCrashPointResumesACommittedSnapshotBitwise) {
   const int world = std::get<0>(GetParam());
   const checkpoint::LocalWrite write = std::get<1>(GetParam());
-  const bool in_flight = std::get<2>(GetParam());
-  if (in_flight && world == 1) GTEST_SKIP() << "one node: no replicas";
+  const Commit mode = std::get<2>(GetParam());
+  if (mode == Commit::kInFlight && world == 1) GTEST_SKIP() << "one node: no replicas";
   Snapshots snaps;
   const SweepResult r = sweep(
       [&](Env& env, const std::string& root) {
         snaps.committed = snaps.started = -1;
-        train(env, root, world, write, snaps, in_flight);
+        train(env, root, world, write, snaps, mode);
       },
-      [&](const std::string& image, const Outcome&) { return check_resume(image, world, write, snaps); });
+      [&](const std::string& image, const Outcome&) { return check_resume(image, world, write, mode, snaps); });
   EXPECT_GE(r.reference_log.size(), 12u);
   std::string text;
   for (const auto& f : r.failures) text += fmt::format("\n  cut at {} ({}): {}", f.cut_at, f.mutation, f.problem);
   EXPECT_TRUE(r.failures.empty()) << r.failures.size() << " of " << r.points << " crash points failed:" << text;
   std::cout << fmt::format("[ sweep    ] local np{} {}{}: {} crash points, {} failed; the mutations:\n", world,
                            write == checkpoint::LocalWrite::kMapped ? "mapped" : "hdf5",
-                           in_flight ? " (replicas in flight)" : "",
+                           mode_name(mode),
                            r.points, r.failures.size());
   for (size_t i = 0; i < r.reference_log.size(); ++i) std::cout << fmt::format("  {:3} {}\n", i + 1, r.reference_log[i]);
 }
@@ -166,12 +183,12 @@ INSTANTIATE_TEST_SUITE_P(Ranks, LocalSweep,
                          ::testing::Combine(::testing::Values(1, 2),
                                             ::testing::Values(checkpoint::LocalWrite::kHdf5,
                                                               checkpoint::LocalWrite::kMapped),
-                                            ::testing::Values(false, true)),
+                                            ::testing::Values(Commit::kFinish, Commit::kInFlight, Commit::kChained)),
                          [](const auto& info) {
                            return fmt::format("np{}_{}{}", std::get<0>(info.param),
                                               std::get<1>(info.param) == checkpoint::LocalWrite::kMapped ? "mapped"
                                                                                                           : "hdf5",
-                                              std::get<2>(info.param) ? "_in_flight" : "");
+                                              mode_suffix(std::get<2>(info.param)));
                          });
 
 }  // namespace
