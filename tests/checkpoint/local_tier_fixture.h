@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <functional>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -185,6 +186,26 @@ class LocalTierTest : public ::testing::TestWithParam<std::tuple<int, LocalWrite
       files += stdfs::is_regular_file(dir + fmt::format("/{}-r{:05d}.tmp-local", other, rank)) ? 1 : 0;
     }
     return files;
+  }
+
+  // The committed snapshots (snap-*) of `node`'s copy of the job.
+  std::set<std::string> Snapshots(const std::string& node) const {
+    std::set<std::string> out;
+    for (const auto& e : entries(job_dir(node))) {
+      if (e.rfind("snap-", 0) == 0) out.insert(e);
+    }
+    return out;
+  }
+
+  // Makes `env`'s renames of `node`'s temporary directory of snapshot `iteration` fail
+  // (its commit there).
+  static void FailCommitOn(HookedEnv& env, const std::string& node, int64_t iteration) {
+    env.on_rename = [node, tmp = fmt::format("/.snap-{:010d}.tmp-local", iteration)](const std::string& from,
+                                                                                     const std::string&) {
+      if (from.find("/" + node + "/") != std::string::npos && from.find(tmp) != std::string::npos) {
+        throw std::runtime_error("injected: cannot rename " + from);
+      }
+    };
   }
 
   std::string job_dir(const std::string& node, const std::string& config = "cfg: 1\n") const {

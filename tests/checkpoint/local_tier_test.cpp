@@ -423,18 +423,7 @@ TEST_P(LocalTierTest, AFailedSnapshotIsAWarningAndTrainingGoesOn) {
 TEST_P(LocalTierTest, ANodeKeepsItsSnapshotUntilEveryNodeCommittedTheNext) {
   if (n_ == 1) GTEST_SKIP() << "one node";
   local_tier_testing::HookedEnv env;
-  env.on_rename = [](const std::string& from, const std::string&) {
-    if (from.find("/n1/") != std::string::npos && from.find("/.snap-0000000001.tmp-local") != std::string::npos) {
-      throw std::runtime_error("injected: cannot rename " + from);
-    }
-  };
-  auto snapshots = [&](const std::string& node) {
-    std::set<std::string> out;
-    for (const auto& e : entries(job_dir(node))) {
-      if (e.rfind("snap-", 0) == 0) out.insert(e);
-    }
-    return out;
-  };
+  FailCommitOn(env, "n1", 1);
   LogCapture log;
   RunOk(n_, [&](dist::Communicator& comm) {
     TrainingState s(OptKind::kAdamW, 7, comm.rank(), n_);
@@ -451,7 +440,7 @@ TEST_P(LocalTierTest, ANodeKeepsItsSnapshotUntilEveryNodeCommittedTheNext) {
       comm.barrier();
       if (comm.rank() == 0 && it == 1) {  // 1 failed on n1: n0 keeps 0 and drops its own 1
         for (const std::string node : {"n0", "n1"}) {
-          EXPECT_EQ(snapshots(node), std::set<std::string>{"snap-0000000000"}) << node;
+          EXPECT_EQ(Snapshots(node), std::set<std::string>{"snap-0000000000"}) << node;
         }
       }
       comm.barrier();
@@ -460,7 +449,7 @@ TEST_P(LocalTierTest, ANodeKeepsItsSnapshotUntilEveryNodeCommittedTheNext) {
     EXPECT_EQ(c.local_tier()->failures(), 1);
   });
   for (const std::string node : {"n0", "n1"}) {
-    EXPECT_EQ(snapshots(node), std::set<std::string>{"snap-0000000002"}) << node;
+    EXPECT_EQ(Snapshots(node), std::set<std::string>{"snap-0000000002"}) << node;
   }
   EXPECT_NE(log.text().find("Local snapshot of iteration 1 failed"), std::string::npos) << log.text();
 }
@@ -471,21 +460,8 @@ TEST_P(LocalTierTest, ANodeKeepsItsSnapshotUntilEveryNodeCommittedTheNext) {
 // the snapshots after it, go on, and the tier never holds more than KEEP + 1 shard files
 // per rank.
 TEST_P(LocalTierTest, AChainedSnapshotThatFailsToCommitLeavesTheSnapshotsKeptBeforeIt) {
-  const std::string failing = n_ == 1 ? "n0" : "n1";
   local_tier_testing::HookedEnv env;
-  env.on_rename = [&](const std::string& from, const std::string&) {
-    if (from.find("/" + failing + "/") != std::string::npos &&
-        from.find("/.snap-0000000002.tmp-local") != std::string::npos) {
-      throw std::runtime_error("injected: cannot rename " + from);
-    }
-  };
-  auto snapshots = [&](const std::string& node) {
-    std::set<std::string> out;
-    for (const auto& e : entries(job_dir(node))) {
-      if (e.rfind("snap-", 0) == 0) out.insert(e);
-    }
-    return out;
-  };
+  FailCommitOn(env, n_ == 1 ? "n0" : "n1", 2);
   LogCapture log;
   RunOk(n_, [&](dist::Communicator& comm) {
     TrainingState s(OptKind::kAdamW, 7, comm.rank(), n_);
@@ -507,7 +483,7 @@ TEST_P(LocalTierTest, AChainedSnapshotThatFailsToCommitLeavesTheSnapshotsKeptBef
       if (comm.rank() == 0 && after.count(it) != 0) {
         for (const std::string node : {"n0", "n1"}) {
           if (n_ == 1 && node == "n1") continue;
-          EXPECT_EQ(snapshots(node), after.at(it)) << node << ", iteration " << it;
+          EXPECT_EQ(Snapshots(node), after.at(it)) << node << ", iteration " << it;
         }
       }
       comm.barrier();
