@@ -95,6 +95,7 @@ void train(Env& env, const std::string& root, int world, checkpoint::LocalWrite 
       record(it);
     }
     ckpt.finish_local();
+    record(iterations(mode) - 1);  // chained: the last snapshot commits here
   }, world_options());
   for (const auto& e : errors) {
     if (e) std::rethrow_exception(e);
