@@ -31,6 +31,12 @@ namespace {
 // another config of the same OUTPUT_DIR can tell its snapshots are stale.
 constexpr const char* kJobFile = "job.txt";
 constexpr const char* kLockFile = "lock";
+
+// The lock file of the job directory `dir` (LocalTier::lock_job), opened (made where
+// missing, private to this user).
+std::unique_ptr<FileLock> open_job_lock(const std::string& dir) {
+  return std::make_unique<FileLock>(dir + "/" + kLockFile, 0600);
+}
 }  // namespace
 
 LocalWrite parse_local_write(const std::string& value) {
@@ -216,7 +222,7 @@ void LocalTier::lock_job() {
     // rank a lock on a file no longer there: taken again on the new one.
     for (int tries = 0; tries < 3 && !(job_lock_ && job_lock_->still_linked()); ++tries) {
       make_job_dir();
-      job_lock_ = std::make_unique<FileLock>(path, 0600);
+      job_lock_ = open_job_lock(job_dir_);
       take(FileLock::Mode::kExclusive);
     }
     DTRAIN_CHECK_T(CheckpointError, job_lock_->still_linked(), "'{}' was removed each time this run locked it",
@@ -225,7 +231,7 @@ void LocalTier::lock_job() {
   });
   dist::all_or_none<CheckpointError>(comm_, what, [&] {
     if (leader_ || holds_job_lock()) return;
-    job_lock_ = std::make_unique<FileLock>(path, 0600);
+    job_lock_ = open_job_lock(job_dir_);
     take(FileLock::Mode::kShared);
   });
 }
@@ -234,7 +240,7 @@ bool LocalTier::holds_job_lock() const { return job_lock_ && job_lock_->held() &
 
 void LocalTier::relock_job() {
   if (holds_job_lock()) return;
-  job_lock_ = std::make_unique<FileLock>(job_dir_ + "/" + kLockFile, 0600);
+  job_lock_ = open_job_lock(job_dir_);
   DTRAIN_CHECK_T(CheckpointError,
                  job_lock_->lock(FileLock::Mode::kShared, std::chrono::milliseconds(0)) != FileLock::Outcome::kBusy,
                  "'{}' is locked by another process", job_lock_->path());
@@ -259,7 +265,7 @@ void LocalTier::tidy_up(bool resume) {
         // Not while a run of that config uses it (the lock held until it is removed).
         std::unique_ptr<FileLock> lock;
         try {
-          lock = std::make_unique<FileLock>(other + "/" + kLockFile, 0600);
+          lock = open_job_lock(other);
         } catch (const Error&) {
           continue;  // not ours to judge
         }
